@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Copies the third-party .proto files mlmesh imports into third_party/, each from the registry
+# package that ships it (never retyped), so buf works offline with no Buf Schema Registry:
+#   google/api, google/rpc      <- npm google-proto-files        (devDependency, pinned)
+#   grpc/health/v1              <- npm grpc-health-check         (devDependency, pinned)
+#   grpc/reflection/v1, v1alpha <- npm @grpc/reflection          (devDependency, pinned)
+#   buf/validate                <- Maven Central build.buf:protovalidate (jar ships the source)
+# Usage: scripts/sync-third-party-protos.sh [--check]   (--check: fail if third_party/ differs)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PROTOVALIDATE_VERSION=1.3.0
+out=third_party
+if [ "${1:-}" = "--check" ]; then out=$(mktemp -d); trap 'rm -rf "$out"' EXIT; fi
+
+copy() { mkdir -p "$out/$(dirname "$2")"; cp "$1" "$out/$2"; }
+
+gpf=node_modules/google-proto-files
+copy "$gpf/google/api/annotations.proto" google/api/annotations.proto
+copy "$gpf/google/api/http.proto" google/api/http.proto
+copy "$gpf/google/rpc/code.proto" google/rpc/code.proto
+copy node_modules/grpc-health-check/proto/health/v1/health.proto grpc/health/v1/health.proto
+refl=node_modules/@grpc/reflection/build/proto/grpc/reflection
+copy "$refl/v1/reflection.proto" grpc/reflection/v1/reflection.proto
+copy "$refl/v1alpha/reflection.proto" grpc/reflection/v1alpha/reflection.proto
+
+jar_dir=${MAVEN_REPO:-$HOME/.m2/repository}/build/buf/protovalidate/$PROTOVALIDATE_VERSION
+jar=$jar_dir/protovalidate-$PROTOVALIDATE_VERSION.jar
+if [ ! -f "$jar" ]; then
+  mvn -q dependency:get -Dartifact="build.buf:protovalidate:$PROTOVALIDATE_VERSION" -Dtransitive=false >&2
+fi
+mkdir -p "$out/buf/validate"
+unzip -p "$jar" buf/validate/validate.proto > "$out/buf/validate/validate.proto"
+
+if [ "$out" != third_party ]; then
+  diff -r third_party "$out" >&2 || { echo "third_party/ differs from its registry packages: run $0" >&2; exit 1; }
+  echo "third_party/ matches its registry packages"
+fi
