@@ -1,0 +1,26 @@
+import { servicePorts, type ServiceName } from "../runtime/config.js";
+import { up } from "./up.js";
+
+const usage = `usage:
+  mlmesh serve <service>   run one service: ${Object.keys(servicePorts).join(", ")}
+  mlmesh up                run the whole mesh on this machine, one process per service
+
+Configuration comes from environment variables: see the table in README.md.`;
+
+const services: Record<ServiceName, () => Promise<{ main(env: NodeJS.ProcessEnv): Promise<void> }>> = {
+  registry: () => import("../registry/main.js"),
+  predictor: () => import("../predictor/main.js"),
+  batch: () => import("../batch/main.js"),
+  proxy: () => import("../proxy/main.js"),
+};
+
+const [command, argument] = process.argv.slice(2);
+if (command === "serve" && argument !== undefined && Object.hasOwn(services, argument)) {
+  const service = await services[argument as ServiceName]();
+  await service.main(process.env);
+} else if (command === "up" && argument === undefined) {
+  process.exitCode = await up(process.env);
+} else {
+  process.stderr.write(`${usage}\n`);
+  process.exitCode = command === "help" || command === "--help" ? 0 : 2;
+}

@@ -1,0 +1,166 @@
+import { randomUUID } from "node:crypto";
+import type { DescMessage, DescMethod, DescService, MessageShape } from "@bufbuild/protobuf";
+import { createValidator, type Validator } from "@bufbuild/protovalidate";
+import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
+import { codeName, toConnectError } from "./errors.js";
+import type { Logger } from "./logger.js";
+
+/** Handlers of a service as written by its author; methods left out answer UNIMPLEMENTED. */
+export type PartialServiceImpl<S extends DescService> = Partial<ServiceImpl<S>>;
+
+/** A service descriptor with its (possibly partial) implementation. */
+export interface ServiceRegistration<S extends DescService = DescService> {
+  readonly service: S;
+  readonly impl: PartialServiceImpl<S>;
+}
+
+/** Builds a registration; the generic keeps the handler types checked against the descriptor. */
+export function serve<S extends DescService>(service: S, impl: PartialServiceImpl<S>): ServiceRegistration {
+  return { service, impl } as unknown as ServiceRegistration;
+}
+
+type AnyHandler = (input: unknown, ctx: HandlerContext) => unknown;
+
+/** Options of instrumentService. */
+export interface InstrumentOptions {
+  readonly logger: Logger;
+  readonly validator: Validator;
+}
+
+/** One validator per process: it caches the compiled rules of every message it has seen. */
+export function createRequestValidator(): Validator {
+  return createValidator();
+}
+
+/**
+ * Wraps every handler of a service with what each RPC needs, whatever the transport that
+ * carries it (grpc-js for native gRPC, connect-node for gRPC-web and Connect):
+ *   1. a request id (the caller's x-request-id, or a new one), echoed in the response header;
+ *   2. protovalidate: a request that breaks a rule of its .proto fails INVALID_ARGUMENT with
+ *      the field path and rule id, before the handler runs;
+ *   3. error mapping (toConnectError): no stack trace or internal message reaches a client;
+ *   4. one JSON log line per RPC: method, status code, duration, request id.
+ * Methods the author did not implement answer UNIMPLEMENTED.
+ */
+export function instrumentService(registration: ServiceRegistration, options: InstrumentOptions): ServiceImpl<DescService> {
+  const { service, impl } = registration;
+  const handlers = impl as Record<string, AnyHandler | undefined>;
+  const result: Record<string, AnyHandler> = {};
+  for (const method of service.methods) {
+    const handler = handlers[method.localName]?.bind(impl) ?? unimplemented(method);
+    result[method.localName] = instrumentMethod(method, handler, options);
+  }
+  return result as ServiceImpl<DescService>;
+}
+
+function unimplemented(method: DescMethod): AnyHandler {
+  const message = `${method.parent.typeName}/${method.name} is not implemented yet`;
+  if (method.methodKind === "unary") {
+    return () => Promise.reject(new ConnectError(message, Code.Unimplemented));
+  }
+  return async function* () {
+    yield* [];
+    throw new ConnectError(message, Code.Unimplemented);
+  };
+}
+
+function instrumentMethod(method: DescMethod, handler: AnyHandler, options: InstrumentOptions): AnyHandler {
+  const rpc = `/${method.parent.typeName}/${method.name}`;
+  const validate = (input: unknown) => validateRequest(options.validator, method.input, input);
+  switch (method.methodKind) {
+    case "unary":
+      return async (request, ctx) => {
+        const call = beginCall(rpc, ctx, options.logger);
+        try {
+          validate(request);
+          const response = await handler(request, ctx);
+          call.end(undefined);
+          return response;
+        } catch (err) {
+          throw call.end(toConnectError(err, ctx.signal));
+        }
+      };
+    case "server_streaming":
+      return async function* (request, ctx) {
+        const call = beginCall(rpc, ctx, options.logger);
+        try {
+          validate(request);
+          yield* handler(request, ctx) as AsyncIterable<unknown>;
+          call.end(undefined);
+        } catch (err) {
+          throw call.end(toConnectError(err, ctx.signal));
+        }
+      };
+    case "bidi_streaming":
+    case "client_streaming":
+      // Only the reflection service streams requests; its requests carry no rules.
+      return async function* (requests, ctx) {
+        const call = beginCall(rpc, ctx, options.logger);
+        try {
+          yield* handler(requests, ctx) as AsyncIterable<unknown>;
+          call.end(undefined);
+        } catch (err) {
+          throw call.end(toConnectError(err, ctx.signal));
+        }
+      };
+  }
+}
+
+/** Throws INVALID_ARGUMENT listing every violated rule: "rows[0].values[1]: ... [float.finite]". */
+function validateRequest(validator: Validator, schema: DescMessage, request: unknown): void {
+  const result = validator.validate(schema, request as MessageShape<DescMessage>);
+  if (result.kind === "valid") return;
+  if (result.kind === "invalid") {
+    const problems = result.violations.map((v) => v.toString());
+    throw new ConnectError(`invalid ${schema.name}: ${problems.join("; ")}`, Code.InvalidArgument);
+  }
+  throw new ConnectError(`cannot validate ${schema.name}`, Code.Internal, undefined, undefined, result.error);
+}
+
+interface CallRecord {
+  /** Logs the outcome (undefined: OK) and returns the error for rethrowing. */
+  end<E extends ConnectError | undefined>(error: E): E;
+}
+
+function beginCall(rpc: string, ctx: HandlerContext, logger: Logger): CallRecord {
+  const started = performance.now();
+  const requestId = ctx.requestHeader.get("x-request-id") || randomUUID();
+  ctx.responseHeader.set("x-request-id", requestId);
+  return {
+    end(error) {
+      logRpc(logger, {
+        rpc,
+        protocol: ctx.protocolName,
+        requestId,
+        ms: performance.now() - started,
+        error,
+      });
+      return error;
+    },
+  };
+}
+
+/** Fields of one RPC log line. */
+export interface RpcOutcome {
+  readonly rpc: string;
+  readonly protocol: string;
+  readonly requestId: string;
+  readonly ms: number;
+  readonly error: ConnectError | undefined;
+}
+
+/** Writes the one log line of an RPC; INTERNAL errors also log their cause with its stack. */
+export function logRpc(logger: Logger, outcome: RpcOutcome): void {
+  const { rpc, protocol, requestId, error } = outcome;
+  const ms = Math.round(outcome.ms * 1000) / 1000;
+  if (error === undefined) {
+    logger.info({ rpc, protocol, code: "OK", ms, requestId }, "rpc");
+    return;
+  }
+  const fields = { rpc, protocol, code: codeName(error.code), ms, requestId, message: error.rawMessage };
+  if (error.code === Code.Internal || error.code === Code.Unknown) {
+    logger.error({ ...fields, cause: error.cause }, "rpc");
+  } else {
+    logger.info(fields, "rpc");
+  }
+}

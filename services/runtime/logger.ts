@@ -1,0 +1,14 @@
+import { pino, type Logger } from "pino";
+import type { LogLevel } from "./config.js";
+
+export type { Logger };
+
+/** Structured JSON logs on stdout, one object per line, tagged with the service name. */
+export function createLogger(service: string, level: LogLevel): Logger {
+  return pino({
+    level,
+    base: { service, pid: process.pid },
+    timestamp: pino.stdTimeFunctions.isoTime,
+    formatters: { level: (label) => ({ level: label }) },
+  });
+}

@@ -1,0 +1,187 @@
+import * as http from "node:http";
+import * as net from "node:net";
+import { connectNodeAdapter } from "@connectrpc/connect-node";
+import * as grpc from "@grpc/grpc-js";
+import type { ServerConfig } from "./config.js";
+import { addServiceToGrpcServer } from "./grpc-js-adapter.js";
+import { HealthStatuses, ServingStatus } from "./health.js";
+import { createRequestValidator, instrumentService, type ServiceRegistration } from "./instrument.js";
+import type { Logger } from "./logger.js";
+import { reflectionRegistrations } from "./reflection.js";
+
+/** The first bytes of every HTTP/2 connection (RFC 9113, 3.4); no HTTP/1.1 method starts so. */
+const http2Preface = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+
+/** How long a new connection may stay silent before it is closed. */
+const firstBytesTimeoutMs = 10_000;
+
+export interface StartServerOptions {
+  readonly config: ServerConfig;
+  readonly logger: Logger;
+  /** The application services; health and reflection are added for them. */
+  readonly services: readonly ServiceRegistration[];
+}
+
+/** A listening server. */
+export interface RunningServer {
+  /** The bound port (useful when the configured port was 0). */
+  readonly port: number;
+  /** "host:port" as clients dial it. */
+  readonly address: string;
+  /** Per-service serving status, answered by grpc.health.v1. */
+  readonly health: HealthStatuses;
+  /** Aborted when shutdown starts: long-lived streams end on it. */
+  readonly stopping: AbortSignal;
+  /**
+   * Graceful stop: health NOT_SERVING, no new connections, in-flight calls finish within
+   * the grace period, then remaining connections are cut. Idempotent.
+   */
+  shutdown(): Promise<void>;
+}
+
+/**
+ * Serves the given services on one TCP port, two stacks behind a peek at the first bytes:
+ *  - HTTP/2 cleartext (native gRPC: grpc-js clients, grpcurl, ghz, Envoy) goes to @grpc/grpc-js,
+ *    several times faster than connect-node on this machine (docs/benchmarks.md);
+ *  - HTTP/1.1 (gRPC-web and Connect JSON/binary: browsers, curl, buf curl) goes to connect-node.
+ * Both run the same instrumented handlers, plus grpc.health.v1 and grpc.reflection v1/v1alpha.
+ */
+export async function startServer(options: StartServerOptions): Promise<RunningServer> {
+  const { config, logger } = options;
+  const stopController = new AbortController();
+  const serviceNames = options.services.map((s) => s.service.typeName);
+  const health = new HealthStatuses(serviceNames);
+  const reflected = [
+    ...serviceNames,
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+  ];
+  const healthRegistration = health.registration(stopController.signal);
+  const files = [...options.services, healthRegistration].map((s) => s.service.file);
+  const registrations = [...options.services, healthRegistration, ...reflectionRegistrations(reflected, files)];
+  const validator = createRequestValidator();
+  const instrumented = registrations.map((r) => ({ service: r.service, impl: instrumentService(r, { logger, validator }) }));
+
+  const grpcServer = new grpc.Server({
+    "grpc.max_receive_message_length": config.maxMessageBytes,
+    "grpc.max_send_message_length": config.maxMessageBytes,
+  });
+  for (const { service, impl } of instrumented) {
+    addServiceToGrpcServer(grpcServer, service, impl, { logger, shutdownSignal: stopController.signal });
+  }
+  const http2Injector = grpcServer.createConnectionInjector(grpc.ServerCredentials.createInsecure());
+
+  const http1Server = http.createServer(
+    connectNodeAdapter({
+      routes(router) {
+        for (const { service, impl } of instrumented) router.service(service, impl);
+      },
+      readMaxBytes: config.maxMessageBytes,
+      writeMaxBytes: config.maxMessageBytes,
+      shutdownSignal: stopController.signal,
+    }),
+  );
+
+  const http1Connections = new Http1Connections();
+  http1Server.on("request", (request, response) => http1Connections.onRequest(request, response));
+
+  const pending = new Set<net.Socket>();
+  const listener = net.createServer((socket) => {
+    pending.add(socket);
+    socket.setTimeout(firstBytesTimeoutMs, () => socket.destroy());
+    socket.on("error", () => socket.destroy());
+    let head = Buffer.alloc(0);
+    const onData = (chunk: Buffer) => {
+      head = Buffer.concat([head, chunk]);
+      const compared = Math.min(head.length, http2Preface.length);
+      const isHttp2 = head.subarray(0, compared).equals(http2Preface.subarray(0, compared));
+      if (isHttp2 && compared < http2Preface.length) return; // wait for the whole preface
+      socket.off("data", onData);
+      socket.pause();
+      socket.unshift(head);
+      socket.setTimeout(0);
+      pending.delete(socket);
+      if (isHttp2) {
+        http2Injector.injectConnection(socket);
+      } else {
+        http1Connections.add(socket);
+        http1Server.emit("connection", socket);
+        socket.resume(); // the HTTP parser reads the unshifted bytes through 'data'
+      }
+    };
+    socket.on("data", onData);
+  });
+  await new Promise<void>((resolve, reject) => {
+    listener.once("error", reject);
+    listener.listen(config.port, config.host, () => resolve());
+  });
+  const port = (listener.address() as net.AddressInfo).port;
+  const address = `${config.host.includes(":") ? `[${config.host}]` : config.host}:${port}`;
+  logger.info({ address, services: serviceNames }, "listening (gRPC over h2c; gRPC-web and Connect over HTTP/1.1)");
+
+  let stopped: Promise<void> | undefined;
+  const shutdown = () => {
+    stopped ??= (async () => {
+      health.setAll(ServingStatus.NOT_SERVING);
+      stopController.abort();
+      listener.close();
+      for (const socket of pending) socket.destroy();
+      const graceful = Promise.all([
+        new Promise<void>((resolve) => grpcServer.tryShutdown(() => resolve())),
+        http1Connections.drain(),
+      ]);
+      const timer = new Promise<"timeout">((resolve) => setTimeout(resolve, config.shutdownGraceMs, "timeout").unref());
+      if ((await Promise.race([graceful, timer])) === "timeout") {
+        logger.warn({ graceMs: config.shutdownGraceMs }, "calls still running after the grace period: cutting connections");
+        grpcServer.forceShutdown();
+        http1Connections.destroyAll();
+      }
+    })();
+    return stopped;
+  };
+
+  return { port, address, health, stopping: stopController.signal, shutdown };
+}
+
+/**
+ * The HTTP/1.1 connections handed to the connect-node server and their in-flight requests.
+ * That server never listens itself, so it cannot count them; draining waits for in-flight
+ * requests, closes each connection once it is idle, and resolves when none is left.
+ */
+class Http1Connections {
+  private readonly inFlight = new Map<net.Socket, number>();
+  private draining = false;
+  private onEmpty: (() => void) | undefined;
+
+  add(socket: net.Socket): void {
+    this.inFlight.set(socket, 0);
+    socket.once("close", () => {
+      this.inFlight.delete(socket);
+      if (this.inFlight.size === 0) this.onEmpty?.();
+    });
+  }
+
+  onRequest(request: http.IncomingMessage, response: http.ServerResponse): void {
+    const socket = request.socket;
+    this.inFlight.set(socket, (this.inFlight.get(socket) ?? 0) + 1);
+    if (this.draining) response.shouldKeepAlive = false;
+    response.once("close", () => {
+      const left = (this.inFlight.get(socket) ?? 1) - 1;
+      this.inFlight.set(socket, left);
+      if (this.draining && left === 0) socket.end();
+    });
+  }
+
+  drain(): Promise<void> {
+    this.draining = true;
+    for (const [socket, count] of this.inFlight) if (count === 0) socket.end();
+    if (this.inFlight.size === 0) return Promise.resolve();
+    return new Promise((resolve) => (this.onEmpty = resolve));
+  }
+
+  destroyAll(): void {
+    for (const socket of this.inFlight.keys()) socket.destroy();
+  }
+}
+
