@@ -1,11 +1,13 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
-import { loadServerConfig, servicePorts, type Env, type ServiceName } from "../runtime/config.js";
+import { loadServerConfig, type Env, type ServiceName } from "../runtime/config.js";
 import { checkHealth, ServingStatus } from "../runtime/health-client.js";
 
 const bin = fileURLToPath(new URL("../../bin/mlmesh.js", import.meta.url));
-const grpcServiceNames: Record<ServiceName, string> = {
+
+/** The services of the mesh, in start-up order (echo is a diagnostic, not part of it). */
+const grpcServiceNames: Record<MeshService, string> = {
   registry: "mlmesh.registry.v1.ModelRegistryService",
   predictor: "mlmesh.predictor.v1.PredictorService",
   batch: "mlmesh.batch.v1.BatchJobService",
@@ -13,8 +15,10 @@ const grpcServiceNames: Record<ServiceName, string> = {
 };
 const startTimeoutMs = 60_000;
 
+type MeshService = Exclude<ServiceName, "echo">;
+
 interface Member {
-  readonly name: ServiceName;
+  readonly name: MeshService;
   readonly address: string;
   readonly child: ChildProcess;
   readonly exited: Promise<number>;
@@ -27,7 +31,7 @@ interface Member {
  * service failed to start or died.
  */
 export async function up(env: Env): Promise<number> {
-  const names = Object.keys(servicePorts) as ServiceName[];
+  const names = Object.keys(grpcServiceNames) as MeshService[];
   const width = Math.max(...names.map((n) => n.length));
   const members = names.map((name) => startMember(name, env, width));
 
@@ -69,7 +73,7 @@ export async function up(env: Env): Promise<number> {
   return stopRequested && outcome === undefined && ready !== "timeout" ? 0 : 1;
 }
 
-function startMember(name: ServiceName, env: Env, width: number): Member {
+function startMember(name: MeshService, env: Env, width: number): Member {
   const config = loadServerConfig(env, name);
   // An IPC channel lets each service notice when `mlmesh up` itself dies (see run-service.ts).
   const child = spawn(process.execPath, [bin, "serve", name], {

@@ -80,16 +80,17 @@ export interface ServerConfig {
   readonly logLevel: LogLevel;
   /** How long in-flight calls may run after SIGTERM before connections are cut. */
   readonly shutdownGraceMs: number;
-  /** Largest request or response message, in bytes. */
+  /** Largest request message, in bytes (RESOURCE_EXHAUSTED above it). */
   readonly maxMessageBytes: number;
 }
 
-/** The default port of each service, and the variable that overrides it. */
+/** The default port of each service, and the variable that overrides it (echo: diagnostics). */
 export const servicePorts = {
   registry: { variable: "REGISTRY_PORT", port: 50051 },
   predictor: { variable: "PREDICTOR_PORT", port: 50052 },
   batch: { variable: "BATCH_PORT", port: 50053 },
   proxy: { variable: "PROXY_PORT", port: 50054 },
+  echo: { variable: "ECHO_PORT", port: 50059 },
 } as const;
 
 export type ServiceName = keyof typeof servicePorts;

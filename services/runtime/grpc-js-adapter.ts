@@ -1,7 +1,7 @@
 import { once } from "node:events";
 import * as grpc from "@grpc/grpc-js";
 import { create, fromBinary, toBinary, type DescMessage, type DescMethod, type DescService } from "@bufbuild/protobuf";
-import { Code, ConnectError, createHandlerContext, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
+import { Code, ConnectError, createContextValues, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import { logRpc } from "./instrument.js";
 import type { Logger } from "./logger.js";
 
@@ -18,7 +18,7 @@ export function addServiceToGrpcServer(
   server: grpc.Server,
   service: DescService,
   impl: ServiceImpl<DescService>,
-  options: { logger: Logger; shutdownSignal: AbortSignal },
+  options: { logger: Logger },
 ): void {
   const definition: Record<string, grpc.MethodDefinition<Buffer, unknown>> = {};
   const handlers: grpc.UntypedServiceImplementation = {};
@@ -42,13 +42,13 @@ export function addServiceToGrpcServer(
 function grpcHandler(
   method: DescMethod,
   handler: AnyHandler,
-  options: { logger: Logger; shutdownSignal: AbortSignal },
+  options: { logger: Logger },
 ): grpc.UntypedHandleCall {
   const decode = (bytes: Buffer) => decodeRequest(method.input, bytes);
   switch (method.methodKind) {
     case "unary":
       return (call: grpc.ServerUnaryCall<Buffer, unknown>, callback: grpc.sendUnaryData<unknown>) => {
-        const ctx = contextFor(method, call, options.shutdownSignal);
+        const ctx = contextFor(method, call);
         let request: unknown;
         try {
           request = decode(call.request);
@@ -58,15 +58,16 @@ function grpcHandler(
         }
         Promise.resolve(handler(request, ctx)).then(
           (response) => {
-            call.sendMetadata(toMetadata(ctx.responseHeader));
-            callback(null, response, toMetadata(ctx.responseTrailer));
+            const header = ctx.responseMetadata();
+            if (header) call.sendMetadata(header);
+            callback(null, response, ctx.trailerMetadata());
           },
           (err: unknown) => callback(toServiceError(err, ctx)),
         );
       };
     case "server_streaming":
       return (call: grpc.ServerWritableStream<Buffer, unknown>) => {
-        const ctx = contextFor(method, call, options.shutdownSignal);
+        const ctx = contextFor(method, call);
         let request: unknown;
         try {
           request = decode(call.request);
@@ -78,7 +79,7 @@ function grpcHandler(
       };
     case "bidi_streaming":
       return (call: grpc.ServerDuplexStream<Buffer, unknown>) => {
-        const ctx = contextFor(method, call, options.shutdownSignal);
+        const ctx = contextFor(method, call);
         const requests = decodeStream(call, decode);
         void writeStream(call, handler(requests, ctx) as AsyncIterable<unknown>, ctx);
       };
@@ -116,36 +117,108 @@ function rejectUndecodable(method: DescMethod, ctx: HandlerContext, error: Conne
   return toServiceError(error, ctx);
 }
 
-async function writeStream(call: grpc.ServerWritableStream<unknown, unknown> | grpc.ServerDuplexStream<unknown, unknown>, responses: AsyncIterable<unknown>, ctx: HandlerContext): Promise<void> {
+async function writeStream(
+  call: grpc.ServerWritableStream<unknown, unknown> | grpc.ServerDuplexStream<unknown, unknown>,
+  responses: AsyncIterable<unknown>,
+  ctx: GrpcHandlerContext,
+): Promise<void> {
   try {
-    call.sendMetadata(toMetadata(ctx.responseHeader));
+    let headerSent = false;
     for await (const response of responses) {
       if (call.cancelled) return;
+      if (!headerSent) {
+        headerSent = true;
+        const header = ctx.responseMetadata();
+        if (header) call.sendMetadata(header);
+      }
       if (!call.write(response)) await once(call, "drain", { signal: ctx.signal });
     }
-    call.end(toMetadata(ctx.responseTrailer));
+    call.end(ctx.trailerMetadata());
   } catch (err) {
     if (!call.cancelled) call.emit("error", toServiceError(err, ctx));
   }
 }
 
-/** The connect HandlerContext of a grpc-js call: deadline, cancellation and headers. */
-function contextFor(method: DescMethod, call: AnyCall, shutdownSignal: AbortSignal): HandlerContext {
-  const deadline = call.getDeadline();
-  const deadlineMs = deadline instanceof Date ? deadline.getTime() : deadline;
-  const cancelled = new AbortController();
-  (call as NodeJS.EventEmitter).on("cancelled", () => cancelled.abort(new ConnectError("the client cancelled the call", Code.Canceled)));
-  return createHandlerContext({
-    service: method.parent,
-    method,
-    protocolName: "grpc",
-    requestMethod: "POST",
-    url: `/${method.parent.typeName}/${method.name}`,
-    timeoutMs: Number.isFinite(deadlineMs) ? Math.max(0, deadlineMs - Date.now()) : undefined,
-    requestSignal: cancelled.signal,
-    shutdownSignal,
-    requestHeader: fromMetadata(call.metadata),
-  });
+/**
+ * The HandlerContext of a grpc-js call. connect's createHandlerContext builds linked
+ * AbortControllers, a deadline timer and Headers for every call, most of which a handler never
+ * reads, and that machinery cost more than the whole grpc-js call on the hot path
+ * (docs/benchmarks.md). Here each part is built on first use.
+ */
+class GrpcHandlerContext implements HandlerContext {
+  readonly requestMethod = "POST";
+  readonly protocolName = "grpc";
+  readonly values = createContextValues();
+  readonly url: string;
+  readonly service: DescService;
+  private readonly deadlineMs: number;
+  private lazySignal: AbortSignal | undefined;
+  private lazyRequestHeader: Headers | undefined;
+  private lazyResponseHeader: Headers | undefined;
+  private lazyResponseTrailer: Headers | undefined;
+
+  constructor(
+    readonly method: DescMethod,
+    private readonly call: AnyCall,
+  ) {
+    this.service = method.parent;
+    this.url = `/${method.parent.typeName}/${method.name}`;
+    const deadline = call.getDeadline();
+    this.deadlineMs = deadline instanceof Date ? deadline.getTime() : deadline;
+  }
+
+  timeoutMs(): number | undefined {
+    return Number.isFinite(this.deadlineMs) ? Math.max(0, this.deadlineMs - Date.now()) : undefined;
+  }
+
+  /**
+   * Aborts when the client cancels or the deadline passes. Not on shutdown: in-flight calls
+   * are meant to finish; long-lived streams watch RunningServer.stopping instead.
+   */
+  get signal(): AbortSignal {
+    if (this.lazySignal) return this.lazySignal;
+    const controller = new AbortController();
+    const cancel = () => controller.abort(new ConnectError("the client cancelled the call", Code.Canceled));
+    if (this.call.cancelled) cancel();
+    else (this.call as NodeJS.EventEmitter).once("cancelled", cancel);
+    const timeoutMs = this.timeoutMs();
+    const signals = [controller.signal];
+    if (timeoutMs !== undefined) signals.push(deadlineSignal(timeoutMs));
+    this.lazySignal = AbortSignal.any(signals);
+    return this.lazySignal;
+  }
+
+  get requestHeader(): Headers {
+    return (this.lazyRequestHeader ??= fromMetadata(this.call.metadata));
+  }
+
+  get responseHeader(): Headers {
+    return (this.lazyResponseHeader ??= new Headers());
+  }
+
+  get responseTrailer(): Headers {
+    return (this.lazyResponseTrailer ??= new Headers());
+  }
+
+  /** Response headers set by the handler, as grpc-js metadata (undefined: none). */
+  responseMetadata(): grpc.Metadata | undefined {
+    return this.lazyResponseHeader && toMetadata(this.lazyResponseHeader);
+  }
+
+  /** Trailers set by the handler, as grpc-js metadata (undefined: none). */
+  trailerMetadata(): grpc.Metadata | undefined {
+    return this.lazyResponseTrailer && toMetadata(this.lazyResponseTrailer);
+  }
+}
+
+function deadlineSignal(timeoutMs: number): AbortSignal {
+  const controller = new AbortController();
+  setTimeout(() => controller.abort(new ConnectError("the deadline was exceeded", Code.DeadlineExceeded)), timeoutMs).unref();
+  return controller.signal;
+}
+
+function contextFor(method: DescMethod, call: AnyCall): GrpcHandlerContext {
+  return new GrpcHandlerContext(method, call);
 }
 
 function fromMetadata(metadata: grpc.Metadata): Headers {

@@ -38,21 +38,23 @@ export async function runService(
   } catch (err) {
     if (err instanceof ConfigError) exitOnConfigError(name, err);
     logger.fatal({ err }, "start-up failed");
-    process.exit(1);
+    logger.flush(() => process.exit(1));
+    return;
   }
 
   let stopping = false;
   const stop = async (signal: NodeJS.Signals) => {
     if (stopping) {
       logger.warn({ signal }, "second signal: exiting now");
-      process.exit(1);
+      logger.flush(() => process.exit(1));
+      return;
     }
     stopping = true;
     logger.info({ signal }, "draining");
     await started.server.shutdown();
     await started.close?.();
     logger.info("stopped");
-    process.exit(0);
+    logger.flush(() => process.exit(0));
   };
   process.on("SIGTERM", (signal) => void stop(signal));
   process.on("SIGINT", (signal) => void stop(signal));

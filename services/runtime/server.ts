@@ -1,4 +1,5 @@
 import * as http from "node:http";
+import type * as http2 from "node:http2";
 import * as net from "node:net";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import * as grpc from "@grpc/grpc-js";
@@ -11,6 +12,12 @@ import { reflectionRegistrations } from "./reflection.js";
 
 /** The first bytes of every HTTP/2 connection (RFC 9113, 3.4); no HTTP/1.1 method starts so. */
 const http2Preface = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+
+/**
+ * Largest response. Responses are ours, not the caller's, so they are not held to
+ * MAX_MESSAGE_BYTES: a reflection answer with buf/validate's descriptor alone is ~100 KB.
+ */
+const maxResponseBytes = 64 * 1024 * 1024;
 
 /** How long a new connection may stay silent before it is closed. */
 const firstBytesTimeoutMs = 10_000;
@@ -40,10 +47,13 @@ export interface RunningServer {
 }
 
 /**
- * Serves the given services on one TCP port, two stacks behind a peek at the first bytes:
- *  - HTTP/2 cleartext (native gRPC: grpc-js clients, grpcurl, ghz, Envoy) goes to @grpc/grpc-js,
- *    several times faster than connect-node on this machine (docs/benchmarks.md);
- *  - HTTP/1.1 (gRPC-web and Connect JSON/binary: browsers, curl, buf curl) goes to connect-node.
+ * Serves the given services on one TCP port, with two stacks:
+ *  - native gRPC (grpc-js clients, grpcurl, ghz, Envoy) is served by @grpc/grpc-js, several
+ *    times faster than connect-node on this machine (docs/benchmarks.md);
+ *  - gRPC-web and Connect (JSON or binary; browsers, curl, buf curl) by connect-node, over
+ *    HTTP/1.1 or h2c.
+ * A peek at a connection's first bytes sends HTTP/1.1 to connect-node and HTTP/2 to grpc-js's
+ * HTTP/2 server, whose streams are then split by content type (routeHttp2Streams).
  * Both run the same instrumented handlers, plus grpc.health.v1 and grpc.reflection v1/v1alpha.
  */
 export async function startServer(options: StartServerOptions): Promise<RunningServer> {
@@ -65,23 +75,23 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
 
   const grpcServer = new grpc.Server({
     "grpc.max_receive_message_length": config.maxMessageBytes,
-    "grpc.max_send_message_length": config.maxMessageBytes,
+    "grpc.max_send_message_length": maxResponseBytes,
+    "grpc.enable_channelz": 0, // per-call bookkeeping nothing here reads
   });
   for (const { service, impl } of instrumented) {
-    addServiceToGrpcServer(grpcServer, service, impl, { logger, shutdownSignal: stopController.signal });
+    addServiceToGrpcServer(grpcServer, service, impl, { logger });
   }
   const http2Injector = grpcServer.createConnectionInjector(grpc.ServerCredentials.createInsecure());
 
-  const http1Server = http.createServer(
-    connectNodeAdapter({
-      routes(router) {
-        for (const { service, impl } of instrumented) router.service(service, impl);
-      },
-      readMaxBytes: config.maxMessageBytes,
-      writeMaxBytes: config.maxMessageBytes,
-      shutdownSignal: stopController.signal,
-    }),
-  );
+  const connectHandler = connectNodeAdapter({
+    routes(router) {
+      for (const { service, impl } of instrumented) router.service(service, impl);
+    },
+    readMaxBytes: config.maxMessageBytes,
+    writeMaxBytes: maxResponseBytes,
+  });
+  routeHttp2Streams(grpcServer, connectHandler);
+  const http1Server = http.createServer(connectHandler);
 
   const http1Connections = new Http1Connections();
   http1Server.on("request", (request, response) => http1Connections.onRequest(request, response));
@@ -143,6 +153,33 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
 
   return { port, address, health, stopping: stopController.signal, shutdown };
 }
+
+/**
+ * Splits the HTTP/2 streams that reach grpc-js's HTTP/2 server: native gRPC
+ * (application/grpc, application/grpc+proto) stays with grpc-js; gRPC-web and Connect over
+ * h2c (buf curl uses h2c for every protocol once it needs reflection) go to connect-node
+ * through Node's compatibility request/response objects.
+ * grpc-js has no public hook for this: it reaches the HTTP/2 server behind the connection
+ * injector through grpc-js's private `http2Servers` map. grpc-js is pinned in package.json and
+ * test/runtime.test.ts fails loudly if this stops working.
+ */
+function routeHttp2Streams(grpcServer: grpc.Server, connectHandler: (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void): void {
+  const servers = (grpcServer as unknown as { http2Servers?: Map<http2.Http2Server, unknown> }).http2Servers;
+  const [h2] = servers ? [...servers.keys()] : [];
+  if (h2 === undefined || servers?.size !== 1) throw new Error("unsupported @grpc/grpc-js version: no injector HTTP/2 server");
+  const grpcListeners = h2.listeners("stream") as StreamListener[];
+  h2.removeAllListeners("stream");
+  h2.on("request", connectHandler); // Node adds its compatibility 'stream' listener for this
+  const compatListeners = h2.listeners("stream") as StreamListener[];
+  h2.removeAllListeners("stream");
+  h2.on("stream", (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, ...rest: unknown[]) => {
+    const contentType = headers["content-type"] ?? "";
+    const native = contentType === "application/grpc" || contentType.startsWith("application/grpc+");
+    for (const listener of native ? grpcListeners : compatListeners) listener.call(h2, stream, headers, ...rest);
+  });
+}
+
+type StreamListener = (this: http2.Http2Server, ...args: unknown[]) => void;
 
 /**
  * The HTTP/1.1 connections handed to the connect-node server and their in-flight requests.
