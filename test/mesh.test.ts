@@ -1,0 +1,65 @@
+// `mlmesh up`: the whole mesh as separate processes, as a newcomer starts it.
+import { spawn } from "node:child_process";
+import { createInterface } from "node:readline";
+import { describe, expect, it } from "vitest";
+import { repoRoot, run, tools } from "./support/service-process.js";
+
+// Ports away from the defaults, so a mesh a developer is running does not collide.
+const ports = { REGISTRY_PORT: "51051", PREDICTOR_PORT: "51052", BATCH_PORT: "51053", PROXY_PORT: "51054" };
+
+describe("mlmesh up", () => {
+  it("starts every service as its own process, prints the endpoints, and stops cleanly on Ctrl-C", async () => {
+    const up = spawn(process.execPath, ["bin/mlmesh.js", "up"], {
+      cwd: repoRoot,
+      env: { ...process.env, ...ports, HOST: "127.0.0.1" },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    const output: string[] = [];
+    const exited = new Promise<number | null>((resolve) => up.once("exit", (code) => resolve(code)));
+    const ready = new Promise<void>((resolve) => {
+      for (const stream of [up.stdout, up.stderr]) {
+        createInterface({ input: stream }).on("line", (line) => {
+          output.push(line);
+          if (line.startsWith("mlmesh is up")) resolve();
+        });
+      }
+    });
+    try {
+      await Promise.race([ready, exited.then((code) => Promise.reject(new Error(`up exited ${code}: ${output.join("\n")}`)))]);
+      await expect.poll(() => output.some((l) => l.startsWith("proxy "))).toBe(true);
+      for (const [name, port] of [
+        ["registry", ports.REGISTRY_PORT],
+        ["predictor", ports.PREDICTOR_PORT],
+        ["batch", ports.BATCH_PORT],
+        ["proxy", ports.PROXY_PORT],
+      ]) {
+        expect(output.some((l) => l.startsWith(name) && l.includes(`127.0.0.1:${port}`)), name).toBe(true);
+      }
+      // Log lines are prefixed with the service that wrote them.
+      expect(output.some((l) => l.startsWith("predictor | {"))).toBe(true);
+
+      const predictor = `127.0.0.1:${ports.PREDICTOR_PORT}`;
+      const list = await run(tools.grpcurl, ["-plaintext", predictor, "list"]);
+      expect(list.stdout).toContain("mlmesh.predictor.v1.PredictorService");
+      expect(list.stdout).toContain("grpc.health.v1.Health");
+      expect(list.stdout).toContain("grpc.reflection.v1.ServerReflection");
+
+      // A service whose issue has not landed answers honestly.
+      const batch = await run(tools.grpcurl, [
+        "-plaintext",
+        "-d",
+        '{"item_id":"1"}',
+        `127.0.0.1:${ports.BATCH_PORT}`,
+        "mlmesh.batch.v1.BatchJobService/GetItem",
+      ]);
+      expect(batch.code).not.toBe(0);
+      expect(batch.stderr + batch.stdout).toContain("Code: Unimplemented");
+    } finally {
+      up.kill("SIGINT");
+    }
+    expect(await exited).toBe(0);
+    for (const name of ["registry", "predictor", "batch", "proxy"]) {
+      expect(output.some((l) => l.startsWith(name) && l.includes('"msg":"stopped"')), `${name} stopped`).toBe(true);
+    }
+  });
+});
