@@ -1,0 +1,172 @@
+"""Trains the iris classifiers the Predictor serves and writes them to the model repository.
+
+    scripts/train-models.sh            # one command: venv with pinned packages, then this file
+
+For each model it writes models/<name>/<version>/model.onnx and metadata.json (tensors,
+labels, sample input, metrics, sha256). Before writing a model it checks that onnxruntime
+reproduces scikit-learn's probabilities on the whole iris set; a mismatch aborts.
+
+Models (the seeds' iris pattern, with a fixed random seed so a rerun gives the same numbers):
+  iris_svc             Pipeline(StandardScaler, SVC(probability=True)), 3 classes.
+  iris_svc_<species>   the same pipeline as a one-vs-rest binary classifier; its output
+                       probabilities are [P(<species>), P(rest)], as in the seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import skl2onnx
+import sklearn
+from skl2onnx import to_onnx
+from sklearn.datasets import load_iris
+from sklearn.model_selection import train_test_split
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC
+
+RANDOM_SEED = 42
+TEST_SIZE = 0.3
+# Opsets onnxruntime-node 1.30 loads; pinned so a newer skl2onnx cannot raise them silently.
+TARGET_OPSET = {"": 17, "ai.onnx.ml": 3}
+PROBABILITY_TOLERANCE = 1e-4
+SPECIES = ["setosa", "versicolor", "virginica"]
+FEATURE_NAMES = ["sepal_length_cm", "sepal_width_cm", "petal_length_cm", "petal_width_cm"]
+# One row of each species from the iris set: the sample input PredictSample classifies.
+SAMPLE_INPUT = [[5.1, 3.5, 1.4, 0.2], [5.9, 3.0, 4.2, 1.5], [6.3, 3.3, 6.0, 2.5]]
+
+
+def make_pipeline() -> Pipeline:
+    return Pipeline(
+        [
+            ("scaler", StandardScaler()),
+            ("svc", SVC(probability=True, random_state=RANDOM_SEED)),
+        ]
+    )
+
+
+def export(pipeline: Pipeline, x: np.ndarray) -> bytes:
+    """ONNX with probabilities as a float32 [N, C] tensor (no ZipMap: onnxruntime-node cannot load it)."""
+    onnx_model = to_onnx(
+        pipeline,
+        x[:1].astype(np.float32),
+        options={id(pipeline.named_steps["svc"]): {"zipmap": False}},
+        target_opset=TARGET_OPSET,
+        final_types=None,
+    )
+    # Name the graph's tensors for the metadata: input, label, probabilities.
+    onnx_model.graph.input[0].name = rename(onnx_model, onnx_model.graph.input[0].name, "input")
+    return onnx_model.SerializeToString()
+
+
+def rename(onnx_model, old: str, new: str) -> str:
+    for node in onnx_model.graph.node:
+        node.input[:] = [new if name == old else name for name in node.input]
+    return new
+
+
+def check_onnx(pipeline: Pipeline, onnx_bytes: bytes, x: np.ndarray) -> None:
+    """Aborts unless onnxruntime's probabilities match scikit-learn's on every row."""
+    session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+    outputs = [o.name for o in session.get_outputs()]
+    if outputs != ["label", "probabilities"]:
+        raise SystemExit(f"unexpected ONNX outputs {outputs}")
+    onnx_probabilities = session.run(["probabilities"], {"input": x.astype(np.float32)})[0]
+    sklearn_probabilities = pipeline.predict_proba(x)
+    worst = float(np.max(np.abs(onnx_probabilities - sklearn_probabilities)))
+    if worst > PROBABILITY_TOLERANCE:
+        raise SystemExit(f"onnxruntime differs from scikit-learn by {worst:.2e} (> {PROBABILITY_TOLERANCE})")
+    print(f"  onnxruntime matches scikit-learn: max |dP| = {worst:.2e} over {len(x)} rows")
+
+
+def accuracy(pipeline: Pipeline, x: np.ndarray, y: np.ndarray) -> float:
+    """Accuracy of the most probable class, which is the label the Predictor returns."""
+    predicted = np.argmax(pipeline.predict_proba(x), axis=1)
+    return float(np.mean(predicted == y))
+
+
+def write_model(root: Path, name: str, version: int, description: str, labels: list[str],
+                pipeline: Pipeline, splits: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+    x_all = np.concatenate([splits["train"][0], splits["test"][0]])
+    onnx_bytes = export(pipeline, x_all)
+    print(f"{name} v{version}")
+    check_onnx(pipeline, onnx_bytes, x_all)
+    folder = root / name / str(version)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "model.onnx").write_bytes(onnx_bytes)
+    metrics = {f"{split}_accuracy": round(accuracy(pipeline, x, y), 6) for split, (x, y) in splits.items()}
+    y_all = np.concatenate([splits["train"][1], splits["test"][1]])
+    metrics["iris_accuracy"] = round(accuracy(pipeline, x_all, y_all), 6)
+    metadata = {
+        "name": name,
+        "version": version,
+        "description": description,
+        "input": {"name": "input", "dtype": "float32", "shape": [-1, len(FEATURE_NAMES)]},
+        "outputs": [
+            {"name": "label", "dtype": "int64", "shape": [-1]},
+            {"name": "probabilities", "dtype": "float32", "shape": [-1, len(labels)]},
+        ],
+        "probability_output": "probabilities",
+        "feature_names": FEATURE_NAMES,
+        "labels": labels,
+        "sample_input": SAMPLE_INPUT,
+        "metrics": metrics,
+        "sha256": hashlib.sha256(onnx_bytes).hexdigest(),
+        "training": {
+            "algorithm": "Pipeline(StandardScaler, SVC(kernel='rbf', probability=True))",
+            "dataset": "iris (scikit-learn bundled copy), stratified 70/30 split",
+            "random_seed": RANDOM_SEED,
+            "scikit_learn": sklearn.__version__,
+            "skl2onnx": skl2onnx.__version__,
+            "onnxruntime": ort.__version__,
+            "opset": TARGET_OPSET,
+        },
+    }
+    (folder / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
+    print(f"  wrote {folder}: {metrics}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent, help="model repository")
+    parser.add_argument("--version", type=int, default=1, help="version folder to write")
+    parser.add_argument("--dataset-out", type=Path,
+                        default=Path(__file__).resolve().parent.parent / "test" / "fixtures" / "iris.json",
+                        help="where to write the iris set the tests classify through the mesh")
+    args = parser.parse_args()
+
+    iris = load_iris()
+    x, y = iris.data, iris.target
+    args.dataset_out.parent.mkdir(parents=True, exist_ok=True)
+    args.dataset_out.write_text(json.dumps({
+        "source": "scikit-learn load_iris()",
+        "feature_names": FEATURE_NAMES,
+        "labels": SPECIES,
+        "rows": [{"values": [float(v) for v in row], "label": SPECIES[int(t)]} for row, t in zip(x, y)],
+    }) + "\n")
+    x_train, x_test, y_train, y_test = train_test_split(
+        x, y, test_size=TEST_SIZE, random_state=RANDOM_SEED, stratify=y
+    )
+
+    multiclass = make_pipeline().fit(x_train, y_train)
+    write_model(args.out, "iris_svc", args.version,
+                "Iris species from sepal and petal measurements (3 classes)", SPECIES, multiclass,
+                {"train": (x_train, y_train), "test": (x_test, y_test)})
+
+    for index, species in enumerate(SPECIES):
+        # Class 0 is the target, so probabilities come out as [P(target), P(rest)].
+        to_binary = lambda labels: np.where(labels == index, 0, 1)  # noqa: E731
+        binary = make_pipeline().fit(x_train, to_binary(y_train))
+        write_model(args.out, f"iris_svc_{species}", args.version,
+                    f"Is it {species}? One-vs-rest: probabilities are [P({species}), P(rest)]",
+                    [species, f"not_{species}"], binary,
+                    {"train": (x_train, to_binary(y_train)), "test": (x_test, to_binary(y_test))})
+
+
+if __name__ == "__main__":
+    main()
