@@ -2,6 +2,7 @@ import { createHash } from "node:crypto";
 import { readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import * as ort from "onnxruntime-node";
+import { InferenceBatcher } from "./inference-batcher.js";
 
 /** The metadata.json written next to each model.onnx by models/train.py. */
 export interface ModelMetadataFile {
@@ -31,8 +32,9 @@ export interface LoadedModel {
   /** Number of feature values per row. */
   readonly featureCount: number;
   /**
-   * Classifies `rowCount` rows packed row-major in `features`, in one onnxruntime call, and
-   * returns the probabilities packed the same way ([rowCount, labels.length]).
+   * Classifies `rowCount` rows packed row-major in `features` and returns the probabilities
+   * packed the same way ([rowCount, labels.length]). Concurrent calls share one onnxruntime
+   * run (InferenceBatcher).
    */
   classify(features: Float32Array, rowCount: number): Promise<Float32Array>;
   close(): Promise<void>;
@@ -53,6 +55,9 @@ export interface ModelRepository {
 }
 
 const namePattern = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
+
+/** Rows per onnxruntime run when concurrent requests are coalesced (one request may be 10,000). */
+const maxBatchRows = 10_000;
 
 /**
  * Loads every <name>/<version>/ folder of the repository. A version whose files are missing,
@@ -123,17 +128,19 @@ async function loadModelVersion(
   const featureCount = metadata.feature_names.length;
   const classCount = metadata.labels.length;
   const fetches = [outputName];
+  const runInference = async (features: Float32Array, rowCount: number) => {
+    const input = new ort.Tensor("float32", features, [rowCount, featureCount]);
+    const output = (await session.run({ [inputName]: input }, fetches))[outputName];
+    if (output.type !== "float32" || output.dims.length !== 2 || output.dims[1] !== classCount) {
+      throw new Error(`${name} v${version} returned ${output.type} [${output.dims.join(", ")}], expected float32 [N, ${classCount}]`);
+    }
+    return output.data as Float32Array;
+  };
+  const batcher = new InferenceBatcher(runInference, featureCount, classCount, maxBatchRows);
   return {
     metadata,
     featureCount,
-    async classify(features, rowCount) {
-      const input = new ort.Tensor("float32", features, [rowCount, featureCount]);
-      const output = (await session.run({ [inputName]: input }, fetches))[outputName];
-      if (output.type !== "float32" || output.dims.length !== 2 || output.dims[1] !== classCount) {
-        throw new Error(`${name} v${version} returned ${output.type} [${output.dims.join(", ")}], expected float32 [N, ${classCount}]`);
-      }
-      return output.data as Float32Array;
-    },
+    classify: (features, rowCount) => batcher.classify(features, rowCount),
     close: () => session.release(),
   };
 }

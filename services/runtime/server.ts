@@ -97,7 +97,8 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
   http1Server.on("request", (request, response) => http1Connections.onRequest(request, response));
 
   const pending = new Set<net.Socket>();
-  const listener = net.createServer((socket) => {
+  // noDelay: a unary response is one small write; Nagle would hold it for the client's ACK.
+  const listener = net.createServer({ noDelay: true, keepAlive: true }, (socket) => {
     pending.add(socket);
     socket.setTimeout(firstBytesTimeoutMs, () => socket.destroy());
     socket.on("error", () => socket.destroy());

@@ -1,0 +1,125 @@
+// Shared by the benchmark scripts: start services as real processes, run ghz, format tables.
+import { execFile, spawn, type ChildProcess } from "node:child_process";
+import { readFile, writeFile } from "node:fs/promises";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
+import { checkHealth, ServingStatus } from "../services/runtime/health-client.js";
+
+export const repoRoot = fileURLToPath(new URL("..", import.meta.url));
+const ghz = `${repoRoot}.tools/bin/ghz`;
+
+/** A service process started for a benchmark, optionally pinned to CPU cores with taskset. */
+export interface BenchService {
+  readonly address: string;
+  stop(): Promise<void>;
+}
+
+export async function startBenchService(
+  service: string,
+  portVariable: string,
+  port: number,
+  options: { cpus?: string; env?: Record<string, string> } = {},
+): Promise<BenchService> {
+  const command = [process.execPath, `${repoRoot}bin/mlmesh.js`, "serve", service];
+  const [file, ...args] = options.cpus ? ["taskset", "-c", options.cpus, ...command] : command;
+  const child: ChildProcess = spawn(file, args, {
+    env: { ...process.env, LOG_LEVEL: "warn", HOST: "127.0.0.1", [portVariable]: String(port), ...options.env },
+    stdio: ["ignore", "inherit", "inherit"],
+  });
+  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+  const address = `127.0.0.1:${port}`;
+  const deadline = Date.now() + 30_000;
+  while ((await checkHealth(address, "", 1000)) !== ServingStatus.SERVING) {
+    if (child.exitCode !== null || Date.now() > deadline) throw new Error(`${service} did not start on ${address}`);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+  return {
+    address,
+    stop: () => {
+      child.kill("SIGTERM");
+      return exited;
+    },
+  };
+}
+
+/** One ghz run's figures. */
+export interface GhzResult {
+  readonly rps: number;
+  readonly p50Ms: number;
+  readonly p99Ms: number;
+  readonly count: number;
+  readonly errors: number;
+}
+
+/** Runs ghz against a method (schema by server reflection) and returns its figures. */
+export async function runGhz(options: {
+  address: string;
+  call: string;
+  data: unknown;
+  concurrency: number;
+  durationSeconds: number;
+  cpus?: string;
+}): Promise<GhzResult> {
+  const ghzArgs = [
+    "--insecure",
+    "--call",
+    options.call,
+    "--data",
+    JSON.stringify(options.data),
+    "--concurrency",
+    String(options.concurrency),
+    "--connections",
+    "1",
+    "--duration",
+    `${options.durationSeconds}s`,
+    "--format",
+    "json",
+    options.address,
+  ];
+  const [file, args] = options.cpus ? ["taskset", ["-c", options.cpus, ghz, ...ghzArgs]] : [ghz, ghzArgs];
+  const { stdout } = await promisify(execFile)(file, args, { maxBuffer: 256 * 1024 * 1024 });
+  const report = JSON.parse(stdout) as {
+    count: number;
+    rps: number;
+    latencyDistribution: { percentage: number; latency: number }[] | null;
+    statusCodeDistribution: Record<string, number>;
+  };
+  const percentile = (p: number) => (report.latencyDistribution?.find((d) => d.percentage === p)?.latency ?? NaN) / 1e6;
+  const ok = report.statusCodeDistribution.OK ?? 0;
+  return { rps: report.rps, p50Ms: percentile(50), p99Ms: percentile(99), count: report.count, errors: report.count - ok };
+}
+
+/** A Markdown table. */
+export function table(header: readonly string[], rows: readonly (readonly string[])[]): string {
+  const line = (cells: readonly string[]) => `| ${cells.join(" | ")} |`;
+  return [line(header), line(header.map(() => "---")), ...rows.map(line)].join("\n");
+}
+
+export const fmt = {
+  rps: (n: number) => Math.round(n).toLocaleString("en-US"),
+  ms: (n: number) => n.toFixed(2),
+  ratio: (n: number) => n.toFixed(2),
+};
+
+/**
+ * Replaces the part of docs/benchmarks.md between `<!-- name:start -->` and `<!-- name:end -->`
+ * (appending it the first time), so each benchmark script owns one section.
+ */
+export async function writeDocSection(name: string, body: string): Promise<void> {
+  const path = `${repoRoot}docs/benchmarks.md`;
+  const start = `<!-- ${name}:start -->`;
+  const end = `<!-- ${name}:end -->`;
+  let doc = await readFile(path, "utf8").catch(() => "# Benchmarks\n");
+  const section = `${start}\n${body.trim()}\n${end}`;
+  const from = doc.indexOf(start);
+  const to = doc.indexOf(end);
+  doc = from >= 0 && to > from ? doc.slice(0, from) + section + doc.slice(to + end.length) : `${doc.trimEnd()}\n\n${section}\n`;
+  await writeFile(path, doc);
+}
+
+/** Facts about the machine a benchmark ran on, for the record. */
+export async function machineSummary(): Promise<string> {
+  const cpu = (await readFile("/proc/cpuinfo", "utf8")).match(/model name\s*:\s*(.*)/)?.[1] ?? "unknown CPU";
+  const { stdout: cores } = await promisify(execFile)("nproc");
+  return `${cores.trim()} cores (${cpu}), Node ${process.version}`;
+}
