@@ -1,0 +1,16 @@
+# One image for every mlmesh service; docker-compose.yml picks the service with its command.
+# (Not built on the development machine, which has no Docker engine; see README.)
+FROM node:20-bookworm-slim
+WORKDIR /app
+COPY package.json package-lock.json ./
+# onnxruntime-node's install script (CUDA downloads) is disabled by allowScripts in package.json.
+RUN npm ci --omit=dev --no-audit --no-fund
+COPY tsconfig.json ./
+COPY bin bin
+COPY gen gen
+COPY services services
+COPY models models
+# Containers are reached over the compose network, so they listen on every interface.
+ENV HOST=0.0.0.0
+USER node
+ENTRYPOINT ["node", "bin/mlmesh.js"]
