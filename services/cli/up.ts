@@ -106,7 +106,7 @@ async function printEndpoints(members: readonly Member[]): Promise<void> {
   const rows = await Promise.all(
     members.map(async (m) => {
       const status = await checkHealth(m.address, grpcServiceNames[m.name], 1000);
-      const state = status === ServingStatus.SERVING ? "serving" : "not implemented yet (UNIMPLEMENTED)";
+      const state = status === ServingStatus.SERVING ? "serving" : "not serving (see its log)";
       return [m.name, m.address, grpcServiceNames[m.name], state];
     }),
   );

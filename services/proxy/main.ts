@@ -14,6 +14,7 @@ export function main(env: Env): Promise<void> {
   return runService("proxy", env, async ({ config, logger }) => {
     const server = await startServer({ config, logger, services: [serve(ProxyService, {})] });
     server.health.set("", ServingStatus.SERVING);
+    logger.warn("not implemented yet: every RPC of this service answers UNIMPLEMENTED");
     return { server };
   });
 }

@@ -82,7 +82,15 @@ export interface ServerConfig {
   readonly shutdownGraceMs: number;
   /** Largest request message, in bytes (RESOURCE_EXHAUSTED above it). */
   readonly maxMessageBytes: number;
+  /**
+   * What serves native gRPC over HTTP/2: grpc-js (default, measured faster) or connect-node
+   * (the alternative, kept to measure the choice: docs/benchmarks.md).
+   */
+  readonly grpcStack: GrpcStack;
 }
+
+export const grpcStacks = ["grpc-js", "connect-node"] as const;
+export type GrpcStack = (typeof grpcStacks)[number];
 
 /** The default port of each service, and the variable that overrides it (echo: diagnostics). */
 export const servicePorts = {
@@ -104,5 +112,6 @@ export function loadServerConfig(env: Env, service: ServiceName): ServerConfig {
     logLevel: envEnum(env, "LOG_LEVEL", "info", logLevels),
     shutdownGraceMs: envDurationMs(env, "SHUTDOWN_GRACE", 4000, 0, 600_000),
     maxMessageBytes: envInt(env, "MAX_MESSAGE_BYTES", 4 * 1024 * 1024, 1024, 256 * 1024 * 1024),
+    grpcStack: envEnum(env, "GRPC_STACK", "grpc-js", grpcStacks),
   });
 }

@@ -149,12 +149,17 @@ export interface RpcOutcome {
   readonly error: ConnectError | undefined;
 }
 
-/** Writes the one log line of an RPC; INTERNAL errors also log their cause with its stack. */
+/**
+ * Writes the one log line of an RPC; INTERNAL errors also log their cause with its stack.
+ * Successful health checks and reflection calls (load balancers poll health every few
+ * seconds) are logged at debug level.
+ */
 export function logRpc(logger: Logger, outcome: RpcOutcome): void {
   const { rpc, protocol, requestId, error } = outcome;
   const ms = Math.round(outcome.ms * 1000) / 1000;
   if (error === undefined) {
-    logger.info({ rpc, protocol, code: "OK", ms, requestId }, "rpc");
+    const level = rpc.startsWith("/grpc.") ? "debug" : "info";
+    logger[level]({ rpc, protocol, code: "OK", ms, requestId }, "rpc");
     return;
   }
   const fields = { rpc, protocol, code: codeName(error.code), ms, requestId, message: error.rawMessage };

@@ -1,5 +1,5 @@
 import * as http from "node:http";
-import type * as http2 from "node:http2";
+import * as http2 from "node:http2";
 import * as net from "node:net";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import * as grpc from "@grpc/grpc-js";
@@ -92,6 +92,11 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
   });
   routeHttp2Streams(grpcServer, connectHandler);
   const http1Server = http.createServer(connectHandler);
+  const connectHttp2 = new ConnectHttp2Sessions(connectHandler);
+  const acceptHttp2 =
+    config.grpcStack === "grpc-js"
+      ? (socket: net.Socket) => http2Injector.injectConnection(socket)
+      : (socket: net.Socket) => connectHttp2.accept(socket);
 
   const http1Connections = new Http1Connections();
   http1Server.on("request", (request, response) => http1Connections.onRequest(request, response));
@@ -114,7 +119,7 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
       socket.setTimeout(0);
       pending.delete(socket);
       if (isHttp2) {
-        http2Injector.injectConnection(socket);
+        acceptHttp2(socket);
       } else {
         http1Connections.add(socket);
         http1Server.emit("connection", socket);
@@ -141,12 +146,14 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
       const graceful = Promise.all([
         new Promise<void>((resolve) => grpcServer.tryShutdown(() => resolve())),
         http1Connections.drain(),
+        connectHttp2.drain(),
       ]);
       const timer = new Promise<"timeout">((resolve) => setTimeout(resolve, config.shutdownGraceMs, "timeout").unref());
       if ((await Promise.race([graceful, timer])) === "timeout") {
         logger.warn({ graceMs: config.shutdownGraceMs }, "calls still running after the grace period: cutting connections");
         grpcServer.forceShutdown();
         http1Connections.destroyAll();
+        connectHttp2.destroyAll();
       }
     })();
     return stopped;
@@ -181,6 +188,33 @@ function routeHttp2Streams(grpcServer: grpc.Server, connectHandler: (req: http2.
 }
 
 type StreamListener = (this: http2.Http2Server, ...args: unknown[]) => void;
+
+/** HTTP/2 served entirely by connect-node (GRPC_STACK=connect-node), with graceful draining. */
+class ConnectHttp2Sessions {
+  private readonly server: http2.Http2Server;
+  private readonly sessions = new Set<http2.ServerHttp2Session>();
+
+  constructor(handler: (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void) {
+    this.server = http2.createServer({}, handler);
+    this.server.on("session", (session) => {
+      this.sessions.add(session);
+      session.once("close", () => this.sessions.delete(session));
+    });
+  }
+
+  accept(socket: net.Socket): void {
+    this.server.emit("connection", socket);
+  }
+
+  /** GOAWAY to every session; resolves once their streams have finished. */
+  drain(): Promise<void> {
+    return Promise.all([...this.sessions].map((s) => new Promise<void>((resolve) => s.close(resolve)))).then(() => {});
+  }
+
+  destroyAll(): void {
+    for (const session of this.sessions) session.destroy();
+  }
+}
 
 /**
  * The HTTP/1.1 connections handed to the connect-node server and their in-flight requests.
