@@ -61,6 +61,12 @@ def export(pipeline: Pipeline, x: np.ndarray) -> bytes:
     )
     # Name the graph's tensors for the metadata: input, label, probabilities.
     onnx_model.graph.input[0].name = rename(onnx_model, onnx_model.graph.input[0].name, "input")
+    # skl2onnx collects opsets in a set, whose order follows Python's per-process hash seed:
+    # sort them so the same training gives the same bytes.
+    opsets = sorted((o.domain, o.version) for o in onnx_model.opset_import)
+    del onnx_model.opset_import[:]
+    for domain, version in opsets:
+        onnx_model.opset_import.add(domain=domain, version=version)
     return onnx_model.SerializeToString()
 
 
