@@ -44,6 +44,17 @@ describe("mlmesh up", () => {
       expect(list.stdout).toContain("grpc.health.v1.Health");
       expect(list.stdout).toContain("grpc.reflection.v1.ServerReflection");
 
+      // The proxy reaches the mesh's Predictor with no configuration.
+      const label = await run(tools.grpcurl, [
+        "-plaintext",
+        "-d",
+        '{"rows":[{"values":[5.1,3.5,1.4,0.2]}]}',
+        `127.0.0.1:${ports.PROXY_PORT}`,
+        "mlmesh.proxy.v1.ProxyService/PredictLabel",
+      ]);
+      expect(label.code, label.stderr).toBe(0);
+      expect((JSON.parse(label.stdout) as { predictions: { label: string }[] }).predictions[0].label).toBe("setosa");
+
       // A service whose issue has not landed answers honestly.
       const batch = await run(tools.grpcurl, [
         "-plaintext",

@@ -4,17 +4,21 @@ import { ServingStatus } from "../runtime/health.js";
 import { serve } from "../runtime/instrument.js";
 import { runService } from "../runtime/run-service.js";
 import { startServer } from "../runtime/server.js";
+import { BackendClient } from "./backends.js";
+import { loadProxyConfig } from "./config.js";
+import { createProxyService } from "./service.js";
 
 /**
- * Runs the proxy service. Its implementation has not landed yet: every RPC answers
- * UNIMPLEMENTED and its health stays NOT_SERVING, while the server itself (health,
- * reflection) is up so the mesh starts as a whole.
+ * Runs the Proxy. It is SERVING as soon as it listens: it answers with whichever backends are
+ * up, and CheckBackends reports each one's health and circuit.
  */
 export function main(env: Env): Promise<void> {
   return runService("proxy", env, async ({ config, logger }) => {
-    const server = await startServer({ config, logger, services: [serve(ProxyService, {})] });
-    server.health.set("", ServingStatus.SERVING);
-    logger.warn("not implemented yet: every RPC of this service answers UNIMPLEMENTED");
-    return { server };
+    const proxyConfig = loadProxyConfig(env);
+    const backends = proxyConfig.backends.map((b) => new BackendClient(b, proxyConfig));
+    logger.info({ backends: proxyConfig.backends, backendTimeoutMs: proxyConfig.backendTimeoutMs }, "backends");
+    const server = await startServer({ config, logger, services: [serve(ProxyService, createProxyService(backends, proxyConfig))] });
+    server.health.setAll(ServingStatus.SERVING);
+    return { server, close: async () => backends.forEach((b) => b.close()) };
   });
 }

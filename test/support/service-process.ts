@@ -30,12 +30,22 @@ const portVariables: Record<string, string> = {
 };
 
 /**
- * Starts `mlmesh serve <service>` on a free loopback port and resolves once it listens.
- * Rejects with the process's output when it exits first.
+ * Starts `mlmesh serve <service>` on a free loopback port (unless env sets its port) and
+ * resolves once it listens. Rejects with the process's output when it exits first.
  */
-export async function startService(service: string, env: Record<string, string> = {}): Promise<ServiceProcess> {
-  const child = spawn(process.execPath, [bin, "serve", service], {
-    env: { ...process.env, HOST: "127.0.0.1", [portVariables[service]]: "0", LOG_LEVEL: "info", ...env },
+export function startService(service: string, env: Record<string, string> = {}): Promise<ServiceProcess> {
+  return startProcess(service, [bin, "serve", service], { [portVariables[service]]: "0", ...env });
+}
+
+/** Starts a TypeScript server script of the test suite (test/fixtures) through tsx. */
+export function startScript(script: string, portVariable: string, env: Record<string, string> = {}): Promise<ServiceProcess> {
+  return startProcess(script, ["--import", "tsx", `${repoRoot}${script}`], { [portVariable]: "0", ...env });
+}
+
+async function startProcess(service: string, args: string[], env: Record<string, string>): Promise<ServiceProcess> {
+  const child = spawn(process.execPath, args, {
+    cwd: repoRoot,
+    env: { ...process.env, HOST: "127.0.0.1", LOG_LEVEL: "info", ...env },
     stdio: ["ignore", "pipe", "pipe"],
   });
   const logs: LogLine[] = [];

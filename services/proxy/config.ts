@@ -1,0 +1,60 @@
+import { ConfigError, envDurationMs, envInt, envString, servicePorts, type Env } from "../runtime/config.js";
+
+/** One predictor the proxy fans out to. */
+export interface Backend {
+  /** Name in responses, e.g. "setosa". */
+  readonly name: string;
+  /** host:port of a Predictor. */
+  readonly address: string;
+  /** One-vs-rest model whose probabilities are [P(target), P(rest)]. */
+  readonly model: string;
+  /** Model version; 0 for the highest. */
+  readonly version: number;
+}
+
+/** Settings of the Proxy, beyond the shared server settings. */
+export interface ProxyConfig {
+  readonly backends: readonly Backend[];
+  /** Per-backend timeout when the caller sets no deadline (a caller's deadline always applies). */
+  readonly backendTimeoutMs: number;
+  /** Timeout of each backend's health check in CheckBackends. */
+  readonly healthTimeoutMs: number;
+  /** Consecutive failures that open a backend's circuit. */
+  readonly breakerFailures: number;
+  /** How long an open circuit skips its backend before one probe call is let through. */
+  readonly breakerCooldownMs: number;
+}
+
+const species = ["setosa", "versicolor", "virginica"];
+
+/**
+ * PROXY_BACKENDS lists backends as `name=host:port/model[@version]`, comma-separated, e.g.
+ * `setosa=10.0.0.5:50052/iris_svc_setosa`. Unset: setosa, versicolor and virginica served by
+ * the Predictor at PREDICTOR_ADDRESS (default: this machine's PREDICTOR_PORT).
+ */
+export function loadProxyConfig(env: Env): ProxyConfig {
+  const predictorPort = envInt(env, servicePorts.predictor.variable, servicePorts.predictor.port, 1, 65535);
+  const predictorAddress = envString(env, "PREDICTOR_ADDRESS", `127.0.0.1:${predictorPort}`);
+  const raw = env.PROXY_BACKENDS;
+  const backends =
+    raw === undefined || raw.trim() === ""
+      ? species.map((name) => ({ name, address: predictorAddress, model: `iris_svc_${name}`, version: 0 }))
+      : raw.split(",").map((entry) => parseBackend(entry.trim()));
+  const names = new Set(backends.map((b) => b.name));
+  if (names.size !== backends.length) throw new ConfigError("PROXY_BACKENDS", "backend names must be unique");
+  return Object.freeze({
+    backends,
+    backendTimeoutMs: envDurationMs(env, "PROXY_BACKEND_TIMEOUT", 1000, 1, 600_000),
+    healthTimeoutMs: envDurationMs(env, "PROXY_HEALTH_TIMEOUT", 500, 1, 60_000),
+    breakerFailures: envInt(env, "PROXY_BREAKER_FAILURES", 3, 1, 1000),
+    breakerCooldownMs: envDurationMs(env, "PROXY_BREAKER_COOLDOWN", 5000, 1, 3_600_000),
+  });
+}
+
+function parseBackend(entry: string): Backend {
+  const match = /^([A-Za-z0-9][A-Za-z0-9_-]*)=([^/\s]+:\d{1,5})\/([A-Za-z0-9][A-Za-z0-9._-]*)(?:@(\d+))?$/.exec(entry);
+  if (!match) {
+    throw new ConfigError("PROXY_BACKENDS", `"${entry}" is not name=host:port/model[@version]`);
+  }
+  return { name: match[1], address: match[2], model: match[3], version: Number(match[4] ?? 0) };
+}

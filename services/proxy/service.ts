@@ -1,0 +1,145 @@
+import { Code, ConnectError, type HandlerContext } from "@connectrpc/connect";
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import type { PredictResponse, Row } from "../../gen/mlmesh/predictor/v1/predictor_pb.js";
+import type {
+  BackendPredictionSchema,
+  BackendStatusSchema,
+  PredictLabelResponseSchema,
+  ProxyService,
+} from "../../gen/mlmesh/proxy/v1/proxy_pb.js";
+import { HealthCheckResponse_ServingStatus as ServingStatus } from "../../gen/grpc/health/v1/health_pb.js";
+import type { PartialServiceImpl } from "../runtime/instrument.js";
+import type { BackendClient, Outcome } from "./backends.js";
+import type { ProxyConfig } from "./config.js";
+
+type BackendPredictionInit = MessageInitShape<typeof BackendPredictionSchema>;
+type PredictLabelResponseInit = MessageInitShape<typeof PredictLabelResponseSchema>;
+
+/**
+ * The ProxyService handlers: every request goes to all backends in parallel, each call bounded
+ * by the caller's deadline (or PROXY_BACKEND_TIMEOUT when the caller sets none), so a slow or
+ * dead backend costs at most that long and never fails the whole request.
+ */
+export function createProxyService(
+  backends: readonly BackendClient[],
+  config: Pick<ProxyConfig, "backendTimeoutMs" | "healthTimeoutMs">,
+): PartialServiceImpl<typeof ProxyService> {
+  const deadlineOf = (ctx: HandlerContext) => Date.now() + backendBudgetMs(ctx.timeoutMs(), config.backendTimeoutMs);
+
+  const fanOut = async (rows: readonly Row[], ctx: HandlerContext): Promise<BackendPredictionInit[]> => {
+    const deadlineMs = deadlineOf(ctx);
+    const outcomes = await Promise.all(backends.map((b) => b.predict(rows, deadlineMs, ctx.signal)));
+    return outcomes.map((outcome, i) => ({
+      backend: backends[i].backend.name,
+      status: statusOf(outcome),
+      response: outcome.ok ? outcome.value : undefined,
+    }));
+  };
+
+  const predictLabel = async (rows: readonly Row[], ctx: HandlerContext): Promise<PredictLabelResponseInit> => {
+    const answers = await fanOut(rows, ctx);
+    return aggregate(answers, rows.length);
+  };
+
+  return {
+    async predict(request, ctx) {
+      return { backends: await fanOut(request.rows, ctx) };
+    },
+
+    predictLabel: (request, ctx) => predictLabel(request.rows, ctx),
+
+    async checkBackends() {
+      const deadlineMs = Date.now() + config.healthTimeoutMs;
+      const checks = await Promise.all(backends.map((b) => b.health(deadlineMs)));
+      return {
+        backends: checks.map((outcome, i) => {
+          const { backend, breaker } = backends[i];
+          return {
+            backend: backend.name,
+            address: backend.address,
+            model: backend.model,
+            serving: outcome.ok && outcome.value === ServingStatus.SERVING,
+            status: statusOf(outcome),
+            circuit: breaker.state,
+            consecutiveFailures: breaker.consecutiveFailures,
+          };
+        }),
+      };
+    },
+
+    async getMetadata(_request, ctx) {
+      const deadlineMs = deadlineOf(ctx);
+      const outcomes = await Promise.all(backends.map((b) => b.metadata(deadlineMs, ctx.signal)));
+      return {
+        backends: outcomes.map((outcome, i) => ({
+          backend: backends[i].backend.name,
+          status: statusOf(outcome),
+          metadata: outcome.ok ? outcome.value : undefined,
+        })),
+      };
+    },
+
+    async predictSample(_request, ctx) {
+      const deadlineMs = deadlineOf(ctx);
+      const outcomes = await Promise.all(backends.map((b) => b.metadata(deadlineMs, ctx.signal)));
+      const sample = outcomes.find((o) => o.ok && o.value !== undefined && o.value.sampleInput.length > 0);
+      if (sample === undefined || !sample.ok) {
+        throw new ConnectError(`no backend answered for its sample input: ${failureSummary(outcomes, backends)}`, Code.Unavailable);
+      }
+      const rows = sample.value!.sampleInput;
+      return { rows, response: await predictLabel(rows, ctx) };
+    },
+  };
+}
+
+/**
+ * How long backend calls may take: the caller's remaining time less a margin to aggregate and
+ * answer before the caller gives up (a tenth of it, at most 50 ms), or the configured per-backend
+ * timeout when the caller set no deadline.
+ */
+function backendBudgetMs(callerTimeoutMs: number | undefined, backendTimeoutMs: number): number {
+  if (callerTimeoutMs === undefined) return backendTimeoutMs;
+  return Math.max(1, callerTimeoutMs - Math.min(50, callerTimeoutMs / 10));
+}
+
+/**
+ * Per row, the target label of the backend with the highest P(target) among those that
+ * answered. UNAVAILABLE when none answered; INVALID_ARGUMENT when every backend refused the
+ * request as invalid (then it is the request, not the backends).
+ */
+function aggregate(answers: readonly BackendPredictionInit[], rowCount: number): PredictLabelResponseInit {
+  const answered = answers.filter((a) => a.response !== undefined);
+  const failed = answers.filter((a) => a.response === undefined);
+  if (answered.length === 0) {
+    const codes = new Set(failed.map((f) => Number(f.status!.code) as Code));
+    const summary = failed.map((f) => `${f.backend}: ${Code[Number(f.status!.code) as Code]} ${f.status!.message}`).join("; ");
+    const allInvalid = codes.size === 1 && codes.has(Code.InvalidArgument);
+    throw new ConnectError(`no backend answered: ${summary}`, allInvalid ? Code.InvalidArgument : Code.Unavailable);
+  }
+  const predictions = Array.from({ length: rowCount }, (_, row) => {
+    let best = { label: "", probability: -1 };
+    for (const answer of answered) {
+      const response = answer.response as PredictResponse;
+      const probability = response.predictions[row].probabilities[0];
+      if (probability > best.probability) best = { label: response.labels[0], probability };
+    }
+    return best;
+  });
+  return { predictions, answeredBackends: answered.map((a) => a.backend!), failedBackends: failed };
+}
+
+function statusOf(outcome: Outcome<unknown>): MessageInitShape<typeof BackendStatusSchema> {
+  const latency = durationOf(outcome.latencyMs);
+  return outcome.ok ? { code: 0, message: "", latency } : { code: outcome.code as number, message: outcome.message, latency };
+}
+
+function durationOf(ms: number) {
+  const seconds = Math.floor(ms / 1000);
+  return { seconds: BigInt(seconds), nanos: Math.round((ms - seconds * 1000) * 1e6) };
+}
+
+function failureSummary(outcomes: readonly Outcome<unknown>[], backends: readonly BackendClient[]): string {
+  return outcomes
+    .map((o, i) => `${backends[i].backend.name}: ${o.ok ? "no sample input" : `${Code[o.code]} ${o.message}`}`)
+    .join("; ");
+}
