@@ -129,7 +129,7 @@ describe("Proxy over one Predictor per backend", () => {
     expect(result.code, result.stderr).toBe(0);
     const report = JSON.parse(result.stdout) as { count: number; statusCodeDistribution: Record<string, number> };
     // Every call answered; only the calls cut when ghz's duration ended may fail.
-    expect(report.statusCodeDistribution.OK).toBeGreaterThan(report.count - 10);
+    expect(report.statusCodeDistribution.OK).toBeGreaterThanOrEqual(report.count - 10);
     expect(Object.keys(report.statusCodeDistribution).filter((c) => c !== "OK" && c !== "Unavailable")).toEqual([]);
 
     const partial = await client.predict({ rows: [setosaRow] });

@@ -1,26 +1,31 @@
+import * as http2 from "node:http2";
+import * as net from "node:net";
 import { create, fromBinary, toBinary, type DescMethodUnary, type MessageInitShape, type MessageShape } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
-import * as grpc from "@grpc/grpc-js";
 
 /**
- * A native-gRPC client of another mesh service over one long-lived HTTP/2 connection
- * (@grpc/grpc-js, with protobuf-es messages): the fast path for service-to-service calls.
+ * A minimal native-gRPC client for unary calls between mesh services, over one long-lived
+ * HTTP/2 connection (node:http2) with protobuf-es messages. Measured against @grpc/grpc-js's
+ * client under load (docs/benchmarks.md): about 2.4x less CPU per call, which matters where one
+ * request fans out into several calls (the Proxy). It speaks plain gRPC: no compression, no
+ * name resolution beyond host:port, reconnects on the next call after the connection drops.
  */
 export class GrpcClient {
-  private readonly client: grpc.Client;
+  private session: http2.ClientHttp2Session | undefined;
+  private readonly host: string;
+  private readonly port: number;
 
   constructor(readonly address: string) {
-    this.client = new grpc.Client(address, grpc.credentials.createInsecure(), {
-      // Reconnect quickly when a backend comes back (defaults back off up to 120 s).
-      "grpc.initial_reconnect_backoff_ms": 200,
-      "grpc.max_reconnect_backoff_ms": 2000,
-      "grpc.enable_channelz": 0,
-    });
+    const match = /^\[?([^\]]+)\]?:(\d+)$/.exec(address);
+    if (!match) throw new Error(`"${address}" is not host:port`);
+    this.host = match[1];
+    this.port = Number(match[2]);
   }
 
   /**
-   * Calls a unary method. Rejects with a ConnectError carrying the gRPC status; the call is
-   * cancelled when `signal` aborts and ends with DEADLINE_EXCEEDED at `deadlineMs` (epoch ms).
+   * Calls a unary method. Rejects with a ConnectError carrying the gRPC status: the server's,
+   * UNAVAILABLE when the server cannot be reached, DEADLINE_EXCEEDED at `deadlineMs` (epoch
+   * ms; also sent as grpc-timeout), CANCELLED when `signal` aborts.
    */
   unary<I extends DescMethodUnary>(
     method: I,
@@ -28,28 +33,113 @@ export class GrpcClient {
     options: { deadlineMs: number; signal?: AbortSignal },
   ): Promise<MessageShape<I["output"]>> {
     return new Promise((resolve, reject) => {
-      if (options.signal?.aborted) {
-        reject(new ConnectError("cancelled before the call", Code.Canceled));
-        return;
+      const timeoutMs = Math.ceil(options.deadlineMs - Date.now());
+      if (timeoutMs <= 0) return reject(new ConnectError("the deadline passed before the call", Code.DeadlineExceeded));
+      if (options.signal?.aborted) return reject(new ConnectError("cancelled before the call", Code.Canceled));
+
+      const payload = toBinary(method.input, create(method.input, request));
+      const frame = Buffer.allocUnsafe(5 + payload.length);
+      frame[0] = 0; // not compressed
+      frame.writeUInt32BE(payload.length, 1);
+      frame.set(payload, 5);
+
+      let stream: http2.ClientHttp2Stream;
+      try {
+        stream = this.connect().request({
+          ":method": "POST",
+          ":path": `/${method.parent.typeName}/${method.name}`,
+          "content-type": "application/grpc",
+          te: "trailers",
+          "grpc-timeout": `${timeoutMs}m`,
+        });
+      } catch (err) {
+        return reject(new ConnectError(`cannot reach ${this.address}: ${(err as Error).message}`, Code.Unavailable));
       }
-      const call = this.client.makeUnaryRequest(
-        `/${method.parent.typeName}/${method.name}`,
-        (message: MessageInitShape<I["input"]>) => Buffer.from(toBinary(method.input, create(method.input, message))),
-        (bytes: Buffer) => fromBinary(method.output, bytes) as MessageShape<I["output"]>,
-        request,
-        { deadline: options.deadlineMs },
-        (err, response) => {
-          options.signal?.removeEventListener("abort", cancel);
-          if (err) reject(new ConnectError(err.details || err.message, err.code as number as Code));
-          else resolve(response as MessageShape<I["output"]>);
-        },
-      );
-      const cancel = () => call.cancel();
-      options.signal?.addEventListener("abort", cancel, { once: true });
+
+      let settled = false;
+      const finish = (error: ConnectError | undefined, response?: MessageShape<I["output"]>) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        options.signal?.removeEventListener("abort", onAbort);
+        if (error) {
+          if (!stream.closed) stream.close(http2.constants.NGHTTP2_CANCEL);
+          reject(error);
+        } else {
+          resolve(response!);
+        }
+      };
+      const timer = setTimeout(() => finish(new ConnectError("the deadline was exceeded", Code.DeadlineExceeded)), timeoutMs);
+      const onAbort = () => finish(new ConnectError("the call was cancelled", Code.Canceled));
+      options.signal?.addEventListener("abort", onAbort, { once: true });
+
+      let httpStatus = 0;
+      let grpcStatus: string | undefined;
+      let grpcMessage = "";
+      const chunks: Buffer[] = [];
+      const readStatus = (headers: http2.IncomingHttpHeaders) => {
+        if (headers["grpc-status"] === undefined) return;
+        grpcStatus = String(headers["grpc-status"]);
+        grpcMessage = decodeMessage(String(headers["grpc-message"] ?? ""));
+      };
+      stream.on("response", (headers) => {
+        httpStatus = Number(headers[":status"]);
+        readStatus(headers); // a trailers-only response carries its status here
+      });
+      stream.on("trailers", readStatus);
+      stream.on("data", (chunk: Buffer) => chunks.push(chunk));
+      stream.on("error", (err) => finish(new ConnectError(`${this.address}: ${err.message}`, Code.Unavailable)));
+      stream.on("close", () => {
+        if (grpcStatus === undefined) {
+          const why = httpStatus === 0 ? "the connection closed" : `HTTP status ${httpStatus} without a gRPC status`;
+          return finish(new ConnectError(`${this.address}: ${why}`, Code.Unavailable));
+        }
+        const code = Number(grpcStatus);
+        if (code !== 0) return finish(new ConnectError(grpcMessage, code as Code));
+        const body = Buffer.concat(chunks);
+        const length = body.length >= 5 ? body.readUInt32BE(1) : -1;
+        if (length < 0 || body[0] !== 0 || body.length !== 5 + length) {
+          return finish(new ConnectError(`${this.address}: malformed response message`, Code.Internal));
+        }
+        try {
+          finish(undefined, fromBinary(method.output, body.subarray(5)) as MessageShape<I["output"]>);
+        } catch (err) {
+          finish(new ConnectError(`${this.address}: undecodable response: ${(err as Error).message}`, Code.Internal));
+        }
+      });
+      stream.end(frame);
     });
   }
 
+  /** Closes the connection once in-flight calls have finished. */
   close(): void {
-    this.client.close();
+    this.session?.close();
+    this.session = undefined;
+  }
+
+  /** The current connection, or a new one when there is none or it is going away. */
+  private connect(): http2.ClientHttp2Session {
+    const current = this.session;
+    if (current && !current.closed && !current.destroyed) return current;
+    const session = http2.connect(`http://${this.address}`, {
+      createConnection: () => net.connect({ host: this.host, port: this.port, noDelay: true }),
+    });
+    const forget = () => {
+      if (this.session === session) this.session = undefined;
+    };
+    session.on("error", forget); // each call in flight sees its own stream error
+    session.on("goaway", forget); // the server is draining: new calls open a new connection
+    session.on("close", forget);
+    session.unref(); // an idle client connection must not keep a process alive
+    this.session = session;
+    return session;
+  }
+}
+
+function decodeMessage(message: string): string {
+  try {
+    return decodeURIComponent(message);
+  } catch {
+    return message;
   }
 }
