@@ -7,4 +7,11 @@ cd "$(dirname "$0")/.."
 scripts/ensure-deps.sh
 scripts/install-tools.sh
 scripts/install-system-packages.sh
-exec npx vitest run "$@"
+report=$(mktemp)
+trap 'rm -f "$report"' EXIT
+status=0
+npx vitest run --reporter=default --reporter=json --outputFile="$report" "$@" || status=$?
+# One plain closing line for CI logs: "N passed, N failed".
+node -e 'const r = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
+  console.log(`tests: ${r.numPassedTests} passed, ${r.numFailedTests} failed`);' "$report" || true
+exit "$status"

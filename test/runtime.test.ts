@@ -208,6 +208,11 @@ describe("process lifecycle", () => {
     const grpcClient = clientFor(EchoService, echo.baseUrl, "grpc");
     const connectClient = clientFor(EchoService, echo.baseUrl, "connect");
     await grpcClient.echo({}); // connection established before the calls start
+    const watched: ServingStatus[] = [];
+    const watch = (async () => {
+      for await (const update of clientFor(Health, echo.baseUrl, "grpc").watch({ service: "" })) watched.push(update.status);
+    })();
+    await expect.poll(() => watched).toEqual([ServingStatus.SERVING]);
     const inFlight = [
       ...Array.from({ length: 20 }, (_, i) => grpcClient.echo({ values: [i], delayMs: 800 })),
       ...Array.from({ length: 5 }, (_, i) => connectClient.echo({ values: [100 + i], delayMs: 800 })),
@@ -219,6 +224,9 @@ describe("process lifecycle", () => {
     expect(responses.map((r) => r.values[0])).toEqual([...Array(20).keys(), 100, 101, 102, 103, 104]);
     expect(await exited).toBe(0);
     expect(Date.now() - stoppedAt).toBeLessThan(5000);
+    // Health turned NOT_SERVING as draining began, and the watch stream ended cleanly.
+    await watch;
+    expect(watched).toEqual([ServingStatus.SERVING, ServingStatus.NOT_SERVING]);
     const after = await clientFor(EchoService, echo.baseUrl, "grpc")
       .echo({}, { timeoutMs: 2000 })
       .catch((e: unknown) => ConnectError.from(e));
