@@ -5,7 +5,7 @@
 //
 // Each server runs pinned to core 0 and ghz to core 1, so the two do not compete for a core;
 // every scenario gets a warm-up run that is not recorded.
-import { fmt, machineSummary, runGhz, startBenchService, table, writeDocSection, type GhzResult } from "./support.js";
+import { fmt, machineSummary, measure, startBenchService, table, writeDocSection } from "./support.js";
 
 const durationSeconds = Number(process.env.BENCH_SECONDS ?? 10);
 const warmupSeconds = 3;
@@ -28,16 +28,14 @@ const results: string[][] = [];
 try {
   for (const scenario of scenarios) {
     for (const concurrency of concurrencies) {
-      const measure = async (address: string, call: string, data: unknown): Promise<GhzResult> => {
-        await runGhz({ address, call, data, concurrency, durationSeconds: warmupSeconds, cpus: loadCpus });
-        return runGhz({ address, call, data, concurrency, durationSeconds, cpus: loadCpus });
-      };
-      const e = await measure(echo.address, "mlmesh.echo.v1.EchoService/Echo", scenario.echo);
-      const p = await measure(predictor.address, "mlmesh.predictor.v1.PredictorService/Predict", scenario.predict);
-      for (const [what, r] of [["echo", e], ["Predict", p]] as const) {
-        // When the duration ends ghz closes its connection under the calls still in flight.
-        if (r.errors > concurrency) throw new Error(`${what} ${scenario.name} c=${concurrency}: ${r.errors} errors`);
-      }
+      const run = { concurrency, durationSeconds, warmupSeconds, cpus: loadCpus };
+      const e = await measure({ ...run, address: echo.address, call: "mlmesh.echo.v1.EchoService/Echo", data: scenario.echo });
+      const p = await measure({
+        ...run,
+        address: predictor.address,
+        call: "mlmesh.predictor.v1.PredictorService/Predict",
+        data: scenario.predict,
+      });
       results.push([
         scenario.name,
         String(concurrency),

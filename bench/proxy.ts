@@ -4,7 +4,7 @@
 //   npm run bench:proxy                (about 1 minute)
 //
 // The Predictor and the Proxy share core 0 (as on one small host); ghz runs on core 1.
-import { fmt, machineSummary, runGhz, startBenchService, table, writeDocSection, type GhzResult } from "./support.js";
+import { fmt, machineSummary, measure, startBenchService, table, writeDocSection } from "./support.js";
 
 const durationSeconds = Number(process.env.BENCH_SECONDS ?? 10);
 const warmupSeconds = 3;
@@ -20,16 +20,12 @@ const proxyOne = await startBenchService("proxy", "PROXY_PORT", 50175, {
 const rows: string[][] = [];
 try {
   for (const concurrency of [1, 50]) {
-    const measure = async (address: string, call: string, data: unknown): Promise<GhzResult> => {
-      await runGhz({ address, call, data, concurrency, durationSeconds: warmupSeconds, cpus: "1" });
-      return runGhz({ address, call, data, concurrency, durationSeconds, cpus: "1" });
-    };
-    const direct = await measure(predictor.address, "mlmesh.predictor.v1.PredictorService/Predict", { model: "iris_svc", rows: [row] });
-    const viaProxy = await measure(proxy.address, "mlmesh.proxy.v1.ProxyService/PredictLabel", { rows: [row] });
-    const viaProxyOne = await measure(proxyOne.address, "mlmesh.proxy.v1.ProxyService/PredictLabel", { rows: [row] });
-    for (const [what, r] of [["direct", direct], ["proxy", viaProxy], ["proxy, 1 backend", viaProxyOne]] as const) {
-      if (r.errors > concurrency) throw new Error(`${what} c=${concurrency}: ${r.errors} errors`);
-    }
+    const run = { concurrency, durationSeconds, warmupSeconds, cpus: "1" };
+    const predict = "mlmesh.predictor.v1.PredictorService/Predict";
+    const predictLabel = "mlmesh.proxy.v1.ProxyService/PredictLabel";
+    const direct = await measure({ ...run, address: predictor.address, call: predict, data: { model: "iris_svc", rows: [row] } });
+    const viaProxy = await measure({ ...run, address: proxy.address, call: predictLabel, data: { rows: [row] } });
+    const viaProxyOne = await measure({ ...run, address: proxyOne.address, call: predictLabel, data: { rows: [row] } });
     rows.push([
       String(concurrency),
       fmt.rps(direct.rps),

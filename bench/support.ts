@@ -51,15 +51,31 @@ export interface GhzResult {
   readonly errors: number;
 }
 
-/** Runs ghz against a method (schema by server reflection) and returns its figures. */
-export async function runGhz(options: {
+/** Options of one ghz run. */
+export interface GhzOptions {
   address: string;
   call: string;
   data: unknown;
   concurrency: number;
   durationSeconds: number;
   cpus?: string;
-}): Promise<GhzResult> {
+}
+
+/**
+ * A warm-up run that is not recorded, then the measured run. Fails when more calls failed than
+ * were in flight when the duration ended (ghz closes its connection under those).
+ */
+export async function measure(options: GhzOptions & { warmupSeconds: number }): Promise<GhzResult> {
+  await runGhz({ ...options, durationSeconds: options.warmupSeconds });
+  const result = await runGhz(options);
+  if (result.errors > options.concurrency) {
+    throw new Error(`${options.call} at ${options.address}, concurrency ${options.concurrency}: ${result.errors} errors`);
+  }
+  return result;
+}
+
+/** Runs ghz against a method (schema by server reflection) and returns its figures. */
+export async function runGhz(options: GhzOptions): Promise<GhzResult> {
   const ghzArgs = [
     "--insecure",
     "--call",

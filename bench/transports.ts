@@ -3,7 +3,7 @@
 // handlers and runtime, ghz side by side in one run. Writes its section of docs/benchmarks.md.
 //
 //   npm run bench:transports           (about 1 minute)
-import { fmt, machineSummary, runGhz, startBenchService, table, writeDocSection, type GhzResult } from "./support.js";
+import { fmt, machineSummary, measure, startBenchService, table, writeDocSection, type GhzResult } from "./support.js";
 
 const durationSeconds = Number(process.env.BENCH_SECONDS ?? 10);
 const warmupSeconds = 3;
@@ -18,9 +18,8 @@ try {
   for (const concurrency of [1, 50]) {
     const results: GhzResult[] = [];
     for (const server of servers) {
-      const options = { address: server.address, call: "mlmesh.echo.v1.EchoService/Echo", data, concurrency, cpus: "1" };
-      await runGhz({ ...options, durationSeconds: warmupSeconds });
-      results.push(await runGhz({ ...options, durationSeconds }));
+      const call = "mlmesh.echo.v1.EchoService/Echo";
+      results.push(await measure({ address: server.address, call, data, concurrency, durationSeconds, warmupSeconds, cpus: "1" }));
     }
     results.forEach((r, i) => {
       rows.push([stacks[i], String(concurrency), fmt.rps(r.rps), fmt.ms(r.p50Ms), fmt.ms(r.p99Ms), fmt.ratio(r.rps / results[1].rps)]);
