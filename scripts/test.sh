@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # `npm test`: installs what the tests need (npm packages; grpcurl and ghz from the Go module
-# proxy; docker-compose from Debian), then runs every suite with vitest. The suites start real
+# proxy; docker-compose and PostgreSQL from Debian; PostgreSQL is started), then runs every
+# suite with vitest. The suites start real
 # servers on loopback ports; nothing is mocked, and a missing tool fails a test, never skips it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/ensure-deps.sh
 scripts/install-tools.sh
 scripts/install-system-packages.sh
+TEST_POSTGRES_URL=$(scripts/start-postgres.sh)
+export TEST_POSTGRES_URL
 report=$(mktemp)
 trap 'rm -f "$report"' EXIT
 status=0

@@ -1,5 +1,8 @@
 // `mlmesh up`: the whole mesh as separate processes, as a newcomer starts it.
 import { spawn } from "node:child_process";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { describe, expect, it } from "vitest";
 import { repoRoot, run, tools } from "./support/service-process.js";
@@ -9,9 +12,10 @@ const ports = { REGISTRY_PORT: "51051", PREDICTOR_PORT: "51052", BATCH_PORT: "51
 
 describe("mlmesh up", () => {
   it("starts every service as its own process, prints the endpoints, and stops cleanly on Ctrl-C", async () => {
+    const dataDir = await mkdtemp(join(tmpdir(), "mlmesh-up-"));
     const up = spawn(process.execPath, ["bin/mlmesh.js", "up"], {
       cwd: repoRoot,
-      env: { ...process.env, ...ports, HOST: "127.0.0.1" },
+      env: { ...process.env, ...ports, HOST: "127.0.0.1", DATABASE_URL: `file:${join(dataDir, "registry.db")}` },
       stdio: ["ignore", "pipe", "pipe"],
     });
     const output: string[] = [];
@@ -69,6 +73,7 @@ describe("mlmesh up", () => {
       up.kill("SIGINT");
     }
     expect(await exited).toBe(0);
+    await rm(dataDir, { recursive: true, force: true });
     for (const name of ["registry", "predictor", "batch", "proxy"]) {
       expect(output.some((l) => l.startsWith(name) && l.includes('"msg":"stopped"')), `${name} stopped`).toBe(true);
     }

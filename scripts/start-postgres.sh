@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Makes a local PostgreSQL server available for the tests: installs Debian's postgresql package
+# if needed, starts its cluster, and ensures a login role "mlmesh" (password "mlmesh") that may
+# create databases. Prints the admin URL the tests create their throw-away databases with.
+set -euo pipefail
+sudo="" as_postgres="runuser -u postgres --"
+[ "$(id -u)" -eq 0 ] || { sudo="sudo"; as_postgres="sudo -u postgres"; }
+if ! command -v pg_lsclusters >/dev/null; then
+  echo "start-postgres: apt-get install postgresql" >&2
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends postgresql >/dev/null
+fi
+read -r version cluster port status _ < <(pg_lsclusters --no-header | head -1)
+if [ -z "${version:-}" ]; then
+  version=$(ls /usr/lib/postgresql | sort -V | tail -1)
+  $sudo pg_createcluster "$version" main >/dev/null
+  read -r version cluster port status _ < <(pg_lsclusters --no-header | head -1)
+fi
+if [ "$status" != "online" ]; then
+  $sudo pg_ctlcluster "$version" "$cluster" start
+fi
+$as_postgres psql -q -p "$port" -v ON_ERROR_STOP=1 <<'SQL' >/dev/null
+DO $$ BEGIN
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'mlmesh') THEN
+    CREATE ROLE mlmesh LOGIN PASSWORD 'mlmesh' CREATEDB;
+  END IF;
+END $$;
+SQL
+echo "postgresql://mlmesh:mlmesh@127.0.0.1:$port/postgres"

@@ -1,0 +1,73 @@
+import { createHash, randomUUID } from "node:crypto";
+import { readdir, readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import type { Dialect, RegistryDatabase } from "./database.js";
+
+const migrationsDir = fileURLToPath(new URL("prisma/migrations", import.meta.url));
+
+/** Arbitrary constant: the PostgreSQL advisory lock that serialises concurrent migrators. */
+const migrationLockId = 725_070_317;
+
+/**
+ * Applies the SQL migrations of prisma/migrations/<dialect>/ that the database has not seen,
+ * in name order, each in one transaction, recording them in Prisma's `_prisma_migrations`
+ * table (same columns and checksums, so `prisma migrate deploy` agrees wherever Prisma's
+ * engine is available). Several services starting at once are serialised by a lock.
+ * Returns the names applied now.
+ */
+export async function migrate(db: RegistryDatabase, dialect: Dialect): Promise<string[]> {
+  const folder = join(migrationsDir, dialect);
+  const names = (await readdir(folder, { withFileTypes: true })).filter((e) => e.isDirectory()).map((e) => e.name).sort();
+  await db.$executeRawUnsafe(
+    `CREATE TABLE IF NOT EXISTS "_prisma_migrations" (
+      "id" VARCHAR(36) PRIMARY KEY NOT NULL,
+      "checksum" VARCHAR(64) NOT NULL,
+      "finished_at" ${dialect === "postgresql" ? "TIMESTAMPTZ" : "DATETIME"},
+      "migration_name" VARCHAR(255) NOT NULL,
+      "logs" TEXT,
+      "rolled_back_at" ${dialect === "postgresql" ? "TIMESTAMPTZ" : "DATETIME"},
+      "started_at" ${dialect === "postgresql" ? "TIMESTAMPTZ" : "DATETIME"} NOT NULL DEFAULT CURRENT_TIMESTAMP,
+      "applied_steps_count" INTEGER NOT NULL DEFAULT 0
+    )`,
+  );
+  const applied: string[] = [];
+  for (const name of names) {
+    const sql = await readFile(join(folder, name, "migration.sql"), "utf8");
+    const checksum = createHash("sha256").update(sql).digest("hex");
+    const done = await db.$transaction(async (tx) => {
+      if (dialect === "postgresql") await tx.$executeRawUnsafe(`SELECT pg_advisory_xact_lock(${migrationLockId})`);
+      const rows = await tx.$queryRawUnsafe<{ checksum: string }[]>(
+        `SELECT "checksum" FROM "_prisma_migrations" WHERE "migration_name" = $1 AND "finished_at" IS NOT NULL AND "rolled_back_at" IS NULL`,
+        name,
+      );
+      if (rows.length > 0) {
+        if (rows[0].checksum !== checksum) throw new Error(`migration ${name} was changed after it was applied`);
+        return false;
+      }
+      const statements = splitStatements(sql);
+      for (const statement of statements) await tx.$executeRawUnsafe(statement);
+      await tx.$executeRawUnsafe(
+        `INSERT INTO "_prisma_migrations" ("id", "checksum", "finished_at", "migration_name", "applied_steps_count") VALUES ($1, $2, CURRENT_TIMESTAMP, $3, $4)`,
+        randomUUID(),
+        checksum,
+        name,
+        statements.length,
+      );
+      return true;
+    });
+    if (done) applied.push(name);
+  }
+  return applied;
+}
+
+/** The statements of a migration file: `;`-terminated, `--` comments dropped. */
+function splitStatements(sql: string): string[] {
+  return sql
+    .split("\n")
+    .filter((line) => !line.trimStart().startsWith("--"))
+    .join("\n")
+    .split(/;\s*(?:\n|$)/)
+    .map((s) => s.trim())
+    .filter((s) => s.length > 0);
+}

@@ -1,0 +1,300 @@
+import { randomBytes } from "node:crypto";
+import type { JsonObject } from "@bufbuild/protobuf";
+import { Code, ConnectError } from "@connectrpc/connect";
+import type { Dialect, RegistryDatabase } from "./database.js";
+import type { Experiment, Model, ModelAlias, ModelVersion, Project } from "./prisma/generated/postgresql/client.js";
+
+export type { Experiment, Model, Project };
+export type { JsonObject };
+
+/** A model version with the aliases that point at it. */
+export type ModelVersionWithAliases = ModelVersion & { aliases: Pick<ModelAlias, "alias">[] };
+
+/** One page of a list, in id order (ids grow with creation time). */
+export interface Page<T> {
+  readonly items: T[];
+  /** Id of the last item when more follow, else undefined. */
+  readonly lastId: string | undefined;
+}
+
+export interface PageRequest {
+  readonly size: number;
+  /** List items after this id. */
+  readonly afterId?: string;
+}
+
+const versionInclude = { aliases: { select: { alias: true }, orderBy: { alias: "asc" } } } as const;
+
+/**
+ * The registry's data access over Prisma (SQLite or PostgreSQL). Every method maps database
+ * errors to gRPC statuses: unique violations to ALREADY_EXISTS, missing rows and dangling
+ * references to NOT_FOUND, an unreachable database to UNAVAILABLE.
+ */
+export class RegistryStore {
+  constructor(
+    private readonly db: RegistryDatabase,
+    private readonly dialect: Dialect,
+  ) {}
+
+  createProject(name: string, description: string): Promise<Project> {
+    return guard(() => this.db.project.create({ data: { id: newId(), name, description } }), {
+      exists: `project "${name}" already exists`,
+    });
+  }
+
+  getProject(id: string): Promise<Project> {
+    return guard(() => this.db.project.findUniqueOrThrow({ where: { id } }), { missing: `project ${id} not found` });
+  }
+
+  getProjectByName(name: string): Promise<Project> {
+    return guard(() => this.db.project.findUniqueOrThrow({ where: { name } }), { missing: `project "${name}" not found` });
+  }
+
+  listProjects(page: PageRequest, nameFilter: string): Promise<Page<Project>> {
+    return this.page(page, (args) => this.db.project.findMany({ ...args, where: { ...args.where, ...nameContains(nameFilter) } }));
+  }
+
+  /** NOT_FOUND (and nothing written) for an unknown project. */
+  createModel(projectId: string, name: string, description: string): Promise<Model> {
+    return guard(() => this.db.model.create({ data: { id: newId(), projectId, name, description } }), {
+      exists: `project ${projectId} already has a model "${name}"`,
+      dangling: `project ${projectId} not found`,
+    });
+  }
+
+  getModel(id: string): Promise<Model> {
+    return guard(() => this.db.model.findUniqueOrThrow({ where: { id } }), { missing: `model ${id} not found` });
+  }
+
+  async listModels(page: PageRequest, filter: { nameFilter: string; projectId?: string; projectName?: string }): Promise<Page<Model>> {
+    let projectId = filter.projectId;
+    if (projectId !== undefined) await this.getProject(projectId);
+    if (filter.projectName !== undefined) projectId = (await this.getProjectByName(filter.projectName)).id;
+    return this.page(page, (args) =>
+      this.db.model.findMany({ ...args, where: { ...args.where, ...nameContains(filter.nameFilter), ...(projectId ? { projectId } : {}) } }),
+    );
+  }
+
+  createExperiment(data: {
+    modelId: string;
+    modelVersionId: string;
+    parameters: JsonObject;
+    trainingDataset: string;
+    validationDataset: string;
+    testDataset: string;
+    evaluations: JsonObject;
+    artifactFilePaths: JsonObject;
+  }): Promise<Experiment> {
+    return guard(() => this.db.experiment.create({ data: { id: newId(), ...data } as never }), {
+      dangling: `model ${data.modelId} not found`,
+    });
+  }
+
+  getExperiment(id: string): Promise<Experiment> {
+    return guard(() => this.db.experiment.findUniqueOrThrow({ where: { id } }), { missing: `experiment ${id} not found` });
+  }
+
+  async listExperiments(page: PageRequest, filter: { modelId?: string; projectId?: string; modelVersionId?: string }): Promise<Page<Experiment>> {
+    if (filter.modelId !== undefined) await this.getModel(filter.modelId);
+    if (filter.projectId !== undefined) await this.getProject(filter.projectId);
+    const where = {
+      ...(filter.modelId !== undefined ? { modelId: filter.modelId } : {}),
+      ...(filter.projectId !== undefined ? { model: { projectId: filter.projectId } } : {}),
+      ...(filter.modelVersionId !== undefined ? { modelVersionId: filter.modelVersionId } : {}),
+    };
+    return this.page(page, (args) => this.db.experiment.findMany({ ...args, where: { ...args.where, ...where } }));
+  }
+
+  /**
+   * Merges keys into one of an experiment's JSON objects (keys in `patch` replace keys of the
+   * same name; others stay), atomically: concurrent merges of different keys all survive.
+   */
+  async mergeExperimentJson(id: string, field: "evaluations" | "artifactFilePaths", patch: JsonObject): Promise<Experiment> {
+    if (this.dialect === "postgresql") {
+      // One statement: concurrent merges of different keys cannot overwrite each other.
+      const column = field === "evaluations" ? "evaluations" : "artifact_file_paths";
+      const changed = await guard(
+        () =>
+          this.db.$executeRawUnsafe(
+            `UPDATE "experiments" SET "${column}" = "${column}" || $1::jsonb, "updated_at" = (now() AT TIME ZONE 'UTC') WHERE "id" = $2`,
+            JSON.stringify(patch),
+            id,
+          ),
+        {},
+      );
+      if (changed === 0) throw new ConnectError(`experiment ${id} not found`, Code.NotFound);
+      return this.getExperiment(id);
+    }
+    // SQLite has one writer at a time; the libSQL adapter runs transactions one after another.
+    return guard(
+      () =>
+        this.db.$transaction(async (tx) => {
+          const current = await tx.experiment.findUniqueOrThrow({ where: { id } });
+          const merged = { ...(current[field] as JsonObject), ...patch };
+          return tx.experiment.update({ where: { id }, data: { [field]: merged } });
+        }),
+      { missing: `experiment ${id} not found` },
+    );
+  }
+
+  /** The next version number of the model, in one transaction (ALREADY_EXISTS never reaches callers: retried). */
+  async createModelVersion(data: { modelId: string; sourceUri: string; description: string; experimentId: string; tags: Record<string, string> }): Promise<ModelVersionWithAliases> {
+    await this.getModel(data.modelId);
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await guard(
+          () =>
+            this.db.$transaction(async (tx) => {
+              const last = await tx.modelVersion.findFirst({ where: { modelId: data.modelId }, orderBy: { version: "desc" }, select: { version: true } });
+              return tx.modelVersion.create({ data: { id: newId(), ...data, version: (last?.version ?? 0) + 1 }, include: versionInclude });
+            }),
+          { exists: "version taken", dangling: `model ${data.modelId} not found` },
+        );
+      } catch (err) {
+        // Two creates raced for the same number: the unique index refused one; take the next.
+        if (err instanceof ConnectError && err.code === Code.AlreadyExists && attempt < 20) continue;
+        throw err;
+      }
+    }
+  }
+
+  getModelVersion(modelId: string, version: number): Promise<ModelVersionWithAliases> {
+    return guard(() => this.db.modelVersion.findUniqueOrThrow({ where: { modelId_version: { modelId, version } }, include: versionInclude }), {
+      missing: `model ${modelId} has no version ${version}`,
+    });
+  }
+
+  async listModelVersions(modelId: string, page: PageRequest): Promise<Page<ModelVersionWithAliases>> {
+    await this.getModel(modelId);
+    // Version numbers order the list; the page token carries the last version number.
+    const after = page.afterId === undefined ? 0 : Number(page.afterId);
+    const rows = await guard(
+      () =>
+        this.db.modelVersion.findMany({
+          where: { modelId, version: { gt: Number.isFinite(after) ? after : 0 } },
+          orderBy: { version: "asc" },
+          take: page.size + 1,
+          include: versionInclude,
+        }),
+      {},
+    );
+    const items = rows.slice(0, page.size);
+    return { items, lastId: rows.length > page.size ? String(items[items.length - 1].version) : undefined };
+  }
+
+  async setAlias(modelId: string, alias: string, version: number): Promise<ModelVersionWithAliases> {
+    const target = await this.getModelVersion(modelId, version);
+    await guard(
+      () =>
+        this.db.modelAlias.upsert({
+          where: { modelId_alias: { modelId, alias } },
+          create: { modelId, alias, versionId: target.id },
+          update: { versionId: target.id },
+        }),
+      {},
+    );
+    return this.getModelVersion(modelId, version);
+  }
+
+  async deleteAlias(modelId: string, alias: string): Promise<void> {
+    await guard(() => this.db.modelAlias.delete({ where: { modelId_alias: { modelId, alias } } }), {
+      missing: `model ${modelId} has no alias "${alias}"`,
+    });
+  }
+
+  /** The version an alias points at; "latest" is the highest version. */
+  async getByAlias(modelId: string, alias: string): Promise<ModelVersionWithAliases> {
+    await this.getModel(modelId);
+    if (alias === "latest") {
+      const latest = await guard(() => this.db.modelVersion.findFirst({ where: { modelId }, orderBy: { version: "desc" }, include: versionInclude }), {});
+      if (!latest) throw new ConnectError(`model ${modelId} has no versions`, Code.NotFound);
+      return latest;
+    }
+    const row = await guard(
+      () => this.db.modelAlias.findUniqueOrThrow({ where: { modelId_alias: { modelId, alias } }, include: { version: { include: versionInclude } } }),
+      { missing: `model ${modelId} has no alias "${alias}"` },
+    );
+    return row.version;
+  }
+
+  /** Sets (value) or deletes (undefined; NOT_FOUND when absent) one tag of a model. */
+  async setModelTag(modelId: string, key: string, value: string | undefined): Promise<Model> {
+    return this.db.$transaction(async (tx) => {
+      const model = await guard(() => tx.model.findUniqueOrThrow({ where: { id: modelId } }), { missing: `model ${modelId} not found` });
+      const tags = withTag(model.tags as Record<string, string>, key, value, `model ${modelId}`);
+      return tx.model.update({ where: { id: modelId }, data: { tags } });
+    });
+  }
+
+  /** Sets (value) or deletes (undefined; NOT_FOUND when absent) one tag of a model version. */
+  async setModelVersionTag(modelId: string, version: number, key: string, value: string | undefined): Promise<ModelVersionWithAliases> {
+    return this.db.$transaction(async (tx) => {
+      const row = await guard(() => tx.modelVersion.findUniqueOrThrow({ where: { modelId_version: { modelId, version } } }), {
+        missing: `model ${modelId} has no version ${version}`,
+      });
+      const tags = withTag(row.tags as Record<string, string>, key, value, `model ${modelId} version ${version}`);
+      return tx.modelVersion.update({ where: { id: row.id }, data: { tags }, include: versionInclude });
+    });
+  }
+
+  /** Keyset pagination on id: stable under inserts, no overlap, no gaps. */
+  private async page<T extends { id: string }>(
+    page: PageRequest,
+    query: (args: { where: { id?: { gt: string } }; orderBy: { id: "asc" }; take: number }) => Promise<T[]>,
+  ): Promise<Page<T>> {
+    const rows = await guard(
+      () => query({ where: page.afterId ? { id: { gt: page.afterId } } : {}, orderBy: { id: "asc" }, take: page.size + 1 }),
+      {},
+    );
+    const items = rows.slice(0, page.size);
+    return { items, lastId: rows.length > page.size ? items[items.length - 1].id : undefined };
+  }
+}
+
+function nameContains(filter: string) {
+  return filter === "" ? {} : { name: { contains: filter } };
+}
+
+function withTag(tags: Record<string, string>, key: string, value: string | undefined, owner: string): Record<string, string> {
+  const next = { ...tags };
+  if (value !== undefined) {
+    next[key] = value;
+  } else {
+    if (!(key in next)) throw new ConnectError(`${owner} has no tag "${key}"`, Code.NotFound);
+    delete next[key];
+  }
+  return next;
+}
+
+/**
+ * Ids that sort by creation time (48-bit millisecond timestamp, then 80 random bits, hex, as
+ * UUIDv7 lays them out): list order is creation order and the last id is a stable page token.
+ */
+export function newId(): string {
+  const hex = Date.now().toString(16).padStart(12, "0") + randomBytes(10).toString("hex");
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-7${hex.slice(13, 16)}-${hex.slice(16, 20)}-${hex.slice(20, 32)}`;
+}
+
+/** Maps Prisma and driver errors to gRPC statuses with the given messages. */
+async function guard<T>(run: () => Promise<T>, messages: { exists?: string; missing?: string; dangling?: string }): Promise<T> {
+  try {
+    return await run();
+  } catch (err) {
+    if (err instanceof ConnectError) throw err;
+    const code = (err as { code?: string }).code;
+    if (code === "P2002") throw new ConnectError(messages.exists ?? "already exists", Code.AlreadyExists);
+    if (code === "P2025") throw new ConnectError(messages.missing ?? "not found", Code.NotFound);
+    if (code === "P2003") throw new ConnectError(messages.dangling ?? "a referenced row does not exist", Code.NotFound);
+    if (isUnreachable(err)) {
+      throw new ConnectError("the registry database is unavailable; retry later", Code.Unavailable, undefined, undefined, err);
+    }
+    throw err;
+  }
+}
+
+function isUnreachable(err: unknown): boolean {
+  const text = `${(err as { code?: string }).code ?? ""} ${(err as Error).message ?? ""} ${String((err as { cause?: unknown }).cause ?? "")}`;
+  return /P1001|P1002|P1017|ECONNREFUSED|ECONNRESET|ETIMEDOUT|DatabaseNotReachable|ConnectionClosed|terminating connection|Connection terminated|timeout exceeded when trying to connect|SocketTimeout|TooManyConnections/i.test(
+    text,
+  );
+}
