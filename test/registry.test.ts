@@ -66,7 +66,7 @@ describe.each(["sqlite", "postgresql"] as const)("ModelRegistry on %s", (dialect
   it("runs the seed's flow: project -> model -> experiment -> merge evaluations -> list by model", async () => {
     const { project } = await client.createProject({ name: "image_classification", description: "画像分類プロジェクト" });
     expect(project).toMatchObject({ name: "image_classification", description: "画像分類プロジェクト" });
-    expect(project!.id).toMatch(/^[0-9a-f-]{36}$/);
+    expect(project!.id).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/); // UUIDv7
     const { model } = await client.createModel({ projectId: project!.id, name: "resnet50", description: "ResNet50" });
     const { experiment } = await client.createExperiment({
       modelId: model!.id,

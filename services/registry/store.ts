@@ -202,19 +202,18 @@ export class RegistryStore {
     });
   }
 
-  /** The version an alias points at; "latest" is the highest version. */
+  /** The version an alias points at; "latest" is the highest version. One query on a hit. */
   async getByAlias(modelId: string, alias: string): Promise<ModelVersionWithAliases> {
-    await this.getModel(modelId);
-    if (alias === "latest") {
-      const latest = await guard(() => this.db.modelVersion.findFirst({ where: { modelId }, orderBy: { version: "desc" }, include: versionInclude }), {});
-      if (!latest) throw new ConnectError(`model ${modelId} has no versions`, Code.NotFound);
-      return latest;
-    }
-    const row = await guard(
-      () => this.db.modelAlias.findUniqueOrThrow({ where: { modelId_alias: { modelId, alias } }, include: { version: { include: versionInclude } } }),
-      { missing: `model ${modelId} has no alias "${alias}"` },
-    );
-    return row.version;
+    const found =
+      alias === "latest"
+        ? await guard(() => this.db.modelVersion.findFirst({ where: { modelId }, orderBy: { version: "desc" }, include: versionInclude }), {})
+        : (await guard(
+            () => this.db.modelAlias.findUnique({ where: { modelId_alias: { modelId, alias } }, include: { version: { include: versionInclude } } }),
+            {},
+          ))?.version;
+    if (found) return found;
+    await this.getModel(modelId); // NOT_FOUND for the model itself, before the alias
+    throw new ConnectError(alias === "latest" ? `model ${modelId} has no versions` : `model ${modelId} has no alias "${alias}"`, Code.NotFound);
   }
 
   /** Sets (value) or deletes (undefined; NOT_FOUND when absent) one tag of a model. */
@@ -267,12 +266,15 @@ function withTag(tags: Record<string, string>, key: string, value: string | unde
 }
 
 /**
- * Ids that sort by creation time (48-bit millisecond timestamp, then 80 random bits, hex, as
- * UUIDv7 lays them out): list order is creation order and the last id is a stable page token.
+ * UUIDv7 ids (RFC 9562: 48-bit millisecond timestamp, version 7, variant, random bits): they
+ * sort by creation time, so list order is creation order and the last id is a stable page token.
  */
 export function newId(): string {
-  const hex = Date.now().toString(16).padStart(12, "0") + randomBytes(10).toString("hex");
-  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-7${hex.slice(13, 16)}-${hex.slice(16, 20)}-${hex.slice(20, 32)}`;
+  const random = randomBytes(10);
+  random[0] = (random[0] & 0x0f) | 0x70; // version 7
+  random[2] = (random[2] & 0x3f) | 0x80; // variant 10
+  const hex = Date.now().toString(16).padStart(12, "0") + random.toString("hex");
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20, 32)}`;
 }
 
 /** Maps Prisma and driver errors to gRPC statuses with the given messages. */
