@@ -5,22 +5,19 @@ import { PrismaLibSql } from "@prisma/adapter-libsql";
 import { PrismaPg } from "@prisma/adapter-pg";
 import { PrismaClient as PostgresClient } from "./prisma/generated/postgresql/client.js";
 import { PrismaClient as SqliteClient } from "./prisma/generated/sqlite/client.js";
+import { dialectOf, type Dialect } from "../runtime/prisma-migrate.js";
 
 /** The two generated clients have the same API; code is written against this one. */
 export type RegistryDatabase = PostgresClient;
-export type Dialect = "sqlite" | "postgresql";
+export type { Dialect };
+
+/** SQL migrations per dialect, applied at start (runtime/prisma-migrate.ts). */
+export const migrationsDir = fileURLToPath(new URL("prisma/migrations", import.meta.url));
 
 const repoRoot = fileURLToPath(new URL("../..", import.meta.url));
 
 /** The default database: a SQLite file under data/ of this checkout. */
 export const defaultDatabaseUrl = `file:${resolve(repoRoot, "data/registry.db")}`;
-
-/** Which dialect a DATABASE_URL names; undefined when it names neither. */
-export function dialectOf(url: string): Dialect | undefined {
-  if (/^postgres(ql)?:\/\//.test(url)) return "postgresql";
-  if (url.startsWith("file:")) return "sqlite";
-  return undefined;
-}
 
 /**
  * Opens the database a DATABASE_URL names through a Prisma driver adapter: libSQL for a

@@ -1,22 +1,34 @@
 import { createHash, randomUUID } from "node:crypto";
 import { readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
-import type { Dialect, RegistryDatabase } from "./database.js";
 
-const migrationsDir = fileURLToPath(new URL("prisma/migrations", import.meta.url));
+/** The SQL dialects mlmesh's Prisma services run on. */
+export type Dialect = "sqlite" | "postgresql";
+
+/** What the runner needs of a Prisma client (either generated client has it). */
+export interface RawSqlClient {
+  $executeRawUnsafe(sql: string, ...values: unknown[]): Promise<number>;
+  $transaction<T>(run: (tx: RawSqlClient & { $queryRawUnsafe<R>(sql: string, ...values: unknown[]): Promise<R> }) => Promise<T>): Promise<T>;
+}
+
+/** Which dialect a DATABASE_URL names; undefined when it names neither. */
+export function dialectOf(url: string): Dialect | undefined {
+  if (/^postgres(ql)?:\/\//.test(url)) return "postgresql";
+  if (url.startsWith("file:")) return "sqlite";
+  return undefined;
+}
 
 /** Arbitrary constant: the PostgreSQL advisory lock that serialises concurrent migrators. */
 const migrationLockId = 725_070_317;
 
 /**
- * Applies the SQL migrations of prisma/migrations/<dialect>/ that the database has not seen,
+ * Applies the SQL migrations of <migrationsDir>/<dialect>/ that the database has not seen,
  * in name order, each in one transaction, recording them in Prisma's `_prisma_migrations`
  * table (same columns and checksums, so `prisma migrate deploy` agrees wherever Prisma's
  * engine is available). Several services starting at once are serialised by a lock.
  * Returns the names applied now.
  */
-export async function migrate(db: RegistryDatabase, dialect: Dialect): Promise<string[]> {
+export async function migrate(db: RawSqlClient, dialect: Dialect, migrationsDir: string): Promise<string[]> {
   const folder = join(migrationsDir, dialect);
   const names = (await readdir(folder, { withFileTypes: true })).filter((e) => e.isDirectory()).map((e) => e.name).sort();
   await db.$executeRawUnsafe(
