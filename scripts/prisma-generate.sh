@@ -10,8 +10,8 @@ trap 'rm -rf "$engine"' EXIT
 printf '#!/bin/sh\nexit 0\n' > "$engine/schema-engine"
 chmod +x "$engine/schema-engine"
 export PRISMA_SCHEMA_ENGINE_BINARY="$engine/schema-engine" PRISMA_HIDE_UPDATE_MESSAGE=1
-for service in registry batch; do
-  dir=services/$service/prisma
+for schema in services/*/prisma/schema.prisma; do
+  dir=$(dirname "$schema")
   # Beside the original, with a relative output: the generated client embeds the schema text,
   # which must not depend on where the checkout is.
   sqlite_schema="$dir/schema.sqlite.prisma"
