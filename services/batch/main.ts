@@ -1,20 +1,74 @@
+import { hostname } from "node:os";
 import { BatchJobService } from "../../gen/mlmesh/batch/v1/batch_pb.js";
 import type { Env } from "../runtime/config.js";
+import { GrpcClient } from "../runtime/grpc-client.js";
 import { ServingStatus } from "../runtime/health.js";
 import { serve } from "../runtime/instrument.js";
 import { runService } from "../runtime/run-service.js";
 import { startServer } from "../runtime/server.js";
+import { loadBatchConfig } from "./config.js";
+import { openBatchDatabase } from "./database.js";
+import { ItemStore } from "./item-store.js";
+import { runBatchJob } from "./job.js";
+import { startScheduler } from "./scheduler.js";
+import { createBatchService } from "./service.js";
 
 /**
- * Runs the batch service. Its implementation has not landed yet: every RPC answers
- * UNIMPLEMENTED and its health stays NOT_SERVING, while the server itself (health,
- * reflection) is up so the mesh starts as a whole.
+ * Runs the BatchJob service: migrates its database, serves the RPCs, and (unless
+ * BATCH_RUN_JOB_IN_SERVICE=false) runs the job every BATCH_INTERVAL with bree.
  */
 export function main(env: Env): Promise<void> {
   return runService("batch", env, async ({ config, logger }) => {
-    const server = await startServer({ config, logger, services: [serve(BatchJobService, {})] });
-    server.health.set("", ServingStatus.SERVING);
-    logger.warn("not implemented yet: every RPC of this service answers UNIMPLEMENTED");
-    return { server };
+    const batchConfig = loadBatchConfig(env);
+    const { db, dialect, applied } = await openBatchDatabase(batchConfig.databaseUrl);
+    logger.info({ dialect, migrationsApplied: applied, predictor: batchConfig.predictorAddress }, "database ready");
+    const store = new ItemStore(db, dialect);
+    const predictor = new GrpcClient(batchConfig.predictorAddress);
+    const worker = `${hostname()}:${process.pid}:now`;
+    let stopScheduler: (() => Promise<void>) | undefined;
+    const draining = new AbortController();
+    const server = await startServer({
+      config,
+      logger,
+      services: [
+        serve(
+          BatchJobService,
+          createBatchService({
+            store,
+            intervalMs: batchConfig.intervalMs,
+            runJob: () => runBatchJob({ store, predictor, config: batchConfig, worker }),
+            stopping: () => draining.signal,
+          }),
+        ),
+      ],
+    });
+    if (batchConfig.runJobInService) stopScheduler = await startScheduler(env, batchConfig.intervalMs, logger);
+    server.stopping.addEventListener("abort", () => draining.abort(), { once: true });
+    server.health.setAll(ServingStatus.SERVING);
+    return {
+      server,
+      async close() {
+        await stopScheduler?.();
+        predictor.close();
+        await store.close();
+      },
+    };
+  });
+}
+
+/**
+ * Runs a separate batch worker (`mlmesh serve batch-worker`): the scheduled job only, for
+ * scale-out; its port (BATCH_WORKER_PORT, default any free port) answers health checks.
+ */
+export function workerMain(env: Env): Promise<void> {
+  return runService("batch-worker", env, async ({ config, logger }) => {
+    const batchConfig = loadBatchConfig(env);
+    const { db, applied } = await openBatchDatabase(batchConfig.databaseUrl);
+    await db.$disconnect(); // each run opens its own connections in its worker thread
+    logger.info({ migrationsApplied: applied, intervalMs: batchConfig.intervalMs }, "batch worker ready");
+    const server = await startServer({ config, logger, services: [] });
+    const stopScheduler = await startScheduler(env, batchConfig.intervalMs, logger);
+    server.health.setAll(ServingStatus.SERVING);
+    return { server, close: stopScheduler };
   });
 }

@@ -15,7 +15,7 @@ const grpcServiceNames: Record<MeshService, string> = {
 };
 const startTimeoutMs = 60_000;
 
-type MeshService = Exclude<ServiceName, "echo">;
+type MeshService = Exclude<ServiceName, "echo" | "batch-worker">;
 
 interface Member {
   readonly name: MeshService;

@@ -1,6 +1,6 @@
-import { randomBytes } from "node:crypto";
 import type { JsonObject } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
+import { newId } from "../runtime/ids.js";
 import type { Dialect, RegistryDatabase } from "./database.js";
 import type { Experiment, Model, ModelAlias, ModelVersion, Project } from "./prisma/generated/postgresql/client.js";
 
@@ -265,17 +265,6 @@ function withTag(tags: Record<string, string>, key: string, value: string | unde
   return next;
 }
 
-/**
- * UUIDv7 ids (RFC 9562: 48-bit millisecond timestamp, version 7, variant, random bits): they
- * sort by creation time, so list order is creation order and the last id is a stable page token.
- */
-export function newId(): string {
-  const random = randomBytes(10);
-  random[0] = (random[0] & 0x0f) | 0x70; // version 7
-  random[2] = (random[2] & 0x3f) | 0x80; // variant 10
-  const hex = Date.now().toString(16).padStart(12, "0") + random.toString("hex");
-  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20, 32)}`;
-}
 
 /** Maps Prisma and driver errors to gRPC statuses with the given messages. */
 async function guard<T>(run: () => Promise<T>, messages: { exists?: string; missing?: string; dangling?: string }): Promise<T> {

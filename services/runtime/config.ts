@@ -98,6 +98,7 @@ export const servicePorts = {
   predictor: { variable: "PREDICTOR_PORT", port: 50052 },
   batch: { variable: "BATCH_PORT", port: 50053 },
   proxy: { variable: "PROXY_PORT", port: 50054 },
+  "batch-worker": { variable: "BATCH_WORKER_PORT", port: 0 },
   echo: { variable: "ECHO_PORT", port: 50059 },
 } as const;
 

@@ -27,6 +27,7 @@ const portVariables: Record<string, string> = {
   batch: "BATCH_PORT",
   proxy: "PROXY_PORT",
   echo: "ECHO_PORT",
+  "batch-worker": "BATCH_WORKER_PORT",
 };
 
 /**

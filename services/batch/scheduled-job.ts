@@ -1,0 +1,22 @@
+import { hostname } from "node:os";
+import { threadId } from "node:worker_threads";
+import type { Env } from "../runtime/config.js";
+import { GrpcClient } from "../runtime/grpc-client.js";
+import { loadBatchConfig } from "./config.js";
+import { openBatchDatabase } from "./database.js";
+import { ItemStore, type JobRun } from "./item-store.js";
+import { runBatchJob } from "./job.js";
+
+/** One scheduled run, as bree starts it in a worker thread: its own connections, then the job. */
+export async function runScheduledBatchJob(env: Env): Promise<JobRun> {
+  const config = loadBatchConfig(env);
+  const { db, dialect } = await openBatchDatabase(config.databaseUrl);
+  const store = new ItemStore(db, dialect);
+  const predictor = new GrpcClient(config.predictorAddress);
+  try {
+    return await runBatchJob({ store, predictor, config, worker: `${hostname()}:${process.pid}:${threadId}` });
+  } finally {
+    predictor.close();
+    await store.close();
+  }
+}

@@ -1,0 +1,123 @@
+import { setTimeout as sleep } from "node:timers/promises";
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import { durationFromMs, timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { ItemState, type BatchJobService, type ItemSchema, type JobRunSchema } from "../../gen/mlmesh/batch/v1/batch_pb.js";
+import type { PartialServiceImpl } from "../runtime/instrument.js";
+import { decodePageToken, defaultPageSize, encodePageToken } from "../runtime/pagination.js";
+import type { Item, ItemState as StoredState, ItemStore, JobRun } from "./item-store.js";
+
+/** How often WatchItem looks at the item (the job may run in another process). */
+const watchPollMs = 200;
+
+const storedStates: Record<number, StoredState | undefined> = {
+  [ItemState.PENDING]: "PENDING",
+  [ItemState.PREDICTED]: "PREDICTED",
+  [ItemState.FAILED]: "FAILED",
+};
+
+/**
+ * The BatchJobService handlers. `runJob` runs the batch job once in this process (RunJobNow);
+ * scheduled runs happen elsewhere (bree), and claims keep them from overlapping on items.
+ */
+export function createBatchService(deps: {
+  store: ItemStore;
+  intervalMs: number;
+  runJob: () => Promise<JobRun>;
+  /** Aborted when the server starts draining: watch streams end then. */
+  stopping: () => AbortSignal;
+}): PartialServiceImpl<typeof BatchJobService> {
+  const { store } = deps;
+  let running = false;
+  return {
+    async registerItem(request) {
+      const [item] = await store.register([request.item!.values]);
+      return { item: itemOut(item) };
+    },
+    async registerItems(request) {
+      const items = await store.register(request.items.map((i) => i.values));
+      return { items: items.map(itemOut) };
+    },
+    async getItem(request) {
+      return { item: itemOut(await store.get(request.itemId)) };
+    },
+    async listItems(request) {
+      const page = await store.list(
+        storedStates[request.state],
+        request.pageSize || defaultPageSize,
+        request.pageToken === "" ? undefined : decodePageToken(request.pageToken),
+      );
+      return { items: page.items.map(itemOut), nextPageToken: page.lastId ? encodePageToken(page.lastId) : "" };
+    },
+    async getJobStatus(request) {
+      const [counts, runs] = await Promise.all([store.counts(), store.recentRuns(request.recentRuns || 10)]);
+      return {
+        interval: durationFromMs(deps.intervalMs),
+        pendingItems: BigInt(counts.pending),
+        predictedItems: BigInt(counts.predicted),
+        failedItems: BigInt(counts.failed),
+        recentRuns: runs.map(runOut),
+      };
+    },
+    async runJobNow() {
+      if (running) throw new ConnectError("a RunJobNow run of this service is already under way", Code.FailedPrecondition);
+      running = true;
+      try {
+        return { run: runOut(await deps.runJob()) };
+      } finally {
+        running = false;
+      }
+    },
+    async *watchItem(request, ctx) {
+      const signal = AbortSignal.any([ctx.signal, deps.stopping()]);
+      let last = "";
+      for (;;) {
+        const item = await store.get(request.itemId);
+        const seen = `${item.state}:${item.attempts}:${item.updatedAt.getTime()}`;
+        if (seen !== last) {
+          last = seen;
+          yield { item: itemOut(item) };
+        }
+        if (item.state !== "PENDING") return;
+        try {
+          await sleep(watchPollMs, undefined, { signal });
+        } catch {
+          return; // the client went away or the server is stopping
+        }
+      }
+    },
+  };
+}
+
+function itemOut(item: Item): MessageInitShape<typeof ItemSchema> {
+  return {
+    id: item.id,
+    values: item.values as number[],
+    state: ItemState[item.state as keyof typeof ItemState] ?? ItemState.UNSPECIFIED,
+    probabilities: (item.probabilities as number[] | null) ?? [],
+    labels: (item.labels as string[] | null) ?? [],
+    label: item.label,
+    model: item.model,
+    modelVersion: item.modelVersion,
+    error: item.error,
+    attempts: item.attempts,
+    createTime: timestampFromDate(item.createdAt),
+    updateTime: timestampFromDate(item.updatedAt),
+    predictTime: item.predictedAt ? timestampFromDate(item.predictedAt) : undefined,
+  };
+}
+
+function runOut(run: JobRun): MessageInitShape<typeof JobRunSchema> {
+  return {
+    id: run.id,
+    worker: run.worker,
+    startTime: timestampFromDate(run.startedAt),
+    endTime: run.endedAt ? timestampFromDate(run.endedAt) : undefined,
+    claimed: run.claimed,
+    predicted: run.predicted,
+    failed: run.failed,
+    released: run.released,
+    duration: run.endedAt ? durationFromMs(run.endedAt.getTime() - run.startedAt.getTime()) : undefined,
+    error: run.error,
+  };
+}
