@@ -15,7 +15,14 @@ describe("mlmesh up", () => {
     const dataDir = await mkdtemp(join(tmpdir(), "mlmesh-up-"));
     const up = spawn(process.execPath, ["bin/mlmesh.js", "up"], {
       cwd: repoRoot,
-      env: { ...process.env, ...ports, HOST: "127.0.0.1", DATABASE_URL: `file:${join(dataDir, "registry.db")}` },
+      env: {
+        ...process.env,
+        ...ports,
+        HOST: "127.0.0.1",
+        DATABASE_URL: `file:${join(dataDir, "registry.db")}`,
+        BATCH_DATABASE_URL: `file:${join(dataDir, "batch.db")}`,
+        BATCH_INTERVAL: "1s",
+      },
       stdio: ["ignore", "pipe", "pipe"],
     });
     const output: string[] = [];
@@ -59,16 +66,30 @@ describe("mlmesh up", () => {
       expect(label.code, label.stderr).toBe(0);
       expect((JSON.parse(label.stdout) as { predictions: { label: string }[] }).predictions[0].label).toBe("setosa");
 
-      // A service whose issue has not landed answers honestly.
-      const batch = await run(tools.grpcurl, [
+      // The batch job predicts a registered item on its schedule (BATCH_INTERVAL=1s here).
+      const registered = await run(tools.grpcurl, [
         "-plaintext",
         "-d",
-        '{"item_id":"1"}',
+        '{"item":{"values":[6.3,3.3,6.0,2.5]}}',
         `127.0.0.1:${ports.BATCH_PORT}`,
-        "mlmesh.batch.v1.BatchJobService/GetItem",
+        "mlmesh.batch.v1.BatchJobService/RegisterItem",
       ]);
-      expect(batch.code).not.toBe(0);
-      expect(batch.stderr + batch.stdout).toContain("Code: Unimplemented");
+      const itemId = (JSON.parse(registered.stdout) as { item: { id: string } }).item.id;
+      await expect
+        .poll(
+          async () => {
+            const got = await run(tools.grpcurl, [
+              "-plaintext",
+              "-d",
+              JSON.stringify({ item_id: itemId }),
+              `127.0.0.1:${ports.BATCH_PORT}`,
+              "mlmesh.batch.v1.BatchJobService/GetItem",
+            ]);
+            return (JSON.parse(got.stdout) as { item: { label?: string } }).item.label;
+          },
+          { timeout: 15_000, interval: 500 },
+        )
+        .toBe("virginica");
     } finally {
       up.kill("SIGINT");
     }
