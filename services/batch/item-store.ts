@@ -43,11 +43,24 @@ export class ItemStore {
     private readonly dialect: Dialect,
   ) {}
 
-  /** Stores the items as pending, all in one transaction; returns them in input order. */
+  /**
+   * Stores the items as pending in one statement (all or none); returns them in input order.
+   * A raw bulk insert: Prisma's createMany cost ~0.45 ms per row here (10,000 rows in 4.5 s).
+   */
   async register(values: readonly number[][]): Promise<Item[]> {
     const now = new Date();
-    const rows = values.map((v) => ({ id: newId(), values: v, createdAt: now, updatedAt: now }));
-    await this.guard(() => this.db.item.createMany({ data: rows }));
+    const rows = values.map((v) => ({ id: newId(), values: v }));
+    const stamp = this.dialect === "postgresql" ? now.toISOString() : now.toISOString().replace("Z", "+00:00");
+    const sql =
+      this.dialect === "postgresql"
+        ? `INSERT INTO "batch_items" ("id", "values", "created_at", "updated_at")
+           SELECT r."id", r."values", $2::timestamptz AT TIME ZONE 'UTC', $2::timestamptz AT TIME ZONE 'UTC'
+           FROM jsonb_to_recordset($1::jsonb) AS r("id" text, "values" jsonb)`
+        : // SQLite numbers parameters in order of first appearance: the stamp comes first here.
+          `INSERT INTO "batch_items" ("id", "values", "created_at", "updated_at")
+           SELECT json_extract(value, '$.id'), json_extract(value, '$.values'), $1, $1 FROM json_each($2)`;
+    const json = JSON.stringify(rows);
+    await this.guard(() => this.db.$executeRawUnsafe(sql, ...(this.dialect === "postgresql" ? [json, stamp] : [stamp, json])));
     return rows.map((r) => ({
       ...r,
       state: "PENDING",
@@ -60,6 +73,8 @@ export class ItemStore {
       attempts: 0,
       leaseOwner: null,
       leaseUntilMs: 0n,
+      createdAt: now,
+      updatedAt: now,
       predictedAt: null,
     }));
   }
@@ -113,7 +128,10 @@ export class ItemStore {
   /**
    * Stores predictions and failures of `worker`'s claimed items in one transaction. Items whose
    * lease the worker no longer holds are skipped (another worker owns them now); returns how
-   * many of each were stored.
+   * many of each were stored. The state conditions are written so that no index can serve them
+   * (`+x` in SQLite, `x || ''` in PostgreSQL): otherwise the planners scan every pending item
+   * for each result row (measured: 6.5 s for 5,000 results on PostgreSQL before ANALYZE)
+   * instead of one primary-key lookup per result.
    */
   async complete(worker: string, results: readonly ItemResult[], failures: readonly { id: string; reason: string }[]): Promise<{ predicted: number; failed: number }> {
     if (results.length === 0 && failures.length === 0) return { predicted: 0, failed: 0 };
@@ -132,13 +150,13 @@ export class ItemStore {
                        "label" = r."label", "model" = r."model", "model_version" = r."modelVersion", "error" = '',
                        "lease_owner" = NULL, "lease_until_ms" = 0, "predicted_at" = ${now}, "updated_at" = ${now}
                      FROM jsonb_to_recordset($1${cast}) AS r("id" text, "probabilities" jsonb, "labels" jsonb, "label" text, "model" text, "modelVersion" int)
-                     WHERE i."id" = r."id" AND i."lease_owner" = $2 AND i."state" = 'PENDING'`
+                     WHERE i."id" = r."id" AND i."lease_owner" = $2 AND (i."state" || '') = 'PENDING'`
                   : `UPDATE "batch_items" SET "state" = 'PREDICTED', "probabilities" = json_extract(r.value, '$.probabilities'),
                        "labels" = json_extract(r.value, '$.labels'), "label" = json_extract(r.value, '$.label'),
                        "model" = json_extract(r.value, '$.model'), "model_version" = json_extract(r.value, '$.modelVersion'), "error" = '',
                        "lease_owner" = NULL, "lease_until_ms" = 0, "predicted_at" = ${now}, "updated_at" = ${now}
                      FROM json_each($1) AS r
-                     WHERE "batch_items"."id" = json_extract(r.value, '$.id') AND "batch_items"."lease_owner" = $2 AND "batch_items"."state" = 'PENDING'`,
+                     WHERE "batch_items"."id" = json_extract(r.value, '$.id') AND +"batch_items"."lease_owner" = $2 AND +"batch_items"."state" = 'PENDING'`,
                 predictedRows,
                 worker,
               );
@@ -150,11 +168,11 @@ export class ItemStore {
                   ? `UPDATE "batch_items" AS i SET "state" = 'FAILED', "error" = r."reason", "lease_owner" = NULL, "lease_until_ms" = 0,
                        "predicted_at" = ${now}, "updated_at" = ${now}
                      FROM jsonb_to_recordset($1${cast}) AS r("id" text, "reason" text)
-                     WHERE i."id" = r."id" AND i."lease_owner" = $2 AND i."state" = 'PENDING'`
+                     WHERE i."id" = r."id" AND i."lease_owner" = $2 AND (i."state" || '') = 'PENDING'`
                   : `UPDATE "batch_items" SET "state" = 'FAILED', "error" = json_extract(r.value, '$.reason'), "lease_owner" = NULL,
                        "lease_until_ms" = 0, "predicted_at" = ${now}, "updated_at" = ${now}
                      FROM json_each($1) AS r
-                     WHERE "batch_items"."id" = json_extract(r.value, '$.id') AND "batch_items"."lease_owner" = $2 AND "batch_items"."state" = 'PENDING'`,
+                     WHERE "batch_items"."id" = json_extract(r.value, '$.id') AND +"batch_items"."lease_owner" = $2 AND +"batch_items"."state" = 'PENDING'`,
                 failedRows,
                 worker,
               );
