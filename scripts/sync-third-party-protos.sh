@@ -6,6 +6,7 @@
 #   grpc/reflection/v1, v1alpha <- npm @grpc/reflection          (devDependency, pinned)
 #   buf/validate                <- Maven Central build.buf:protovalidate (jar ships the source)
 # Usage: scripts/sync-third-party-protos.sh [--check]   (--check: fail if third_party/ differs)
+# The files are then reformatted by `buf format` (layout only) so the workspace is uniform.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,6 +32,9 @@ if [ ! -f "$jar" ]; then
 fi
 mkdir -p "$out/buf/validate"
 unzip -p "$jar" buf/validate/validate.proto > "$out/buf/validate/validate.proto"
+
+# Formatted with buf, so `buf format` is clean over the whole workspace (content unchanged).
+npx buf format -w "$out" >/dev/null
 
 if [ "$out" != third_party ]; then
   diff -r third_party "$out" >&2 || { echo "third_party/ differs from its registry packages: run $0" >&2; exit 1; }

@@ -1,40 +1,18 @@
 // The BatchJob service and its workers as real processes, with a real Predictor, on SQLite and
 // PostgreSQL (TEST_POSTGRES_URL, started by `npm test`).
-import { randomBytes } from "node:crypto";
-import { readFile, mkdtemp, rm } from "node:fs/promises";
+import { readFile } from "node:fs/promises";
 import * as net from "node:net";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Code, ConnectError, type Client } from "@connectrpc/connect";
-import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { BatchJobService, ItemState, type Item } from "../gen/mlmesh/batch/v1/batch_pb.js";
 import { clientFor } from "./support/clients.js";
+import { freshDatabase, type TestDatabase } from "./support/databases.js";
 import { repoRoot, run, startService, tools, type ServiceProcess } from "./support/service-process.js";
 
 const iris = JSON.parse(await readFile(join(repoRoot, "test/fixtures/iris.json"), "utf8")) as {
   rows: { values: number[]; label: string }[];
 };
-
-async function freshDatabase(dialect: "sqlite" | "postgresql"): Promise<{ url: string; drop(): Promise<void> }> {
-  if (dialect === "sqlite") {
-    const dir = await mkdtemp(join(tmpdir(), "mlmesh-batch-"));
-    return { url: `file:${join(dir, "batch.db")}`, drop: () => rm(dir, { recursive: true, force: true }) };
-  }
-  const admin = process.env.TEST_POSTGRES_URL;
-  if (!admin) throw new Error("TEST_POSTGRES_URL is not set: run the tests with `npm test`, which starts PostgreSQL");
-  const name = `mlmesh_batch_${randomBytes(6).toString("hex")}`;
-  const sql = async (statement: string) => {
-    const c = new pg.Client({ connectionString: admin });
-    await c.connect();
-    await c.query(statement);
-    await c.end();
-  };
-  await sql(`CREATE DATABASE ${name}`);
-  const url = new URL(admin);
-  url.pathname = `/${name}`;
-  return { url: url.toString(), drop: () => sql(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`) };
-}
 
 /** Every item, through ListItems pages. */
 async function allItems(client: Client<typeof BatchJobService>): Promise<Item[]> {
@@ -69,7 +47,7 @@ afterAll(async () => {
 });
 
 describe.each(["sqlite", "postgresql"] as const)("BatchJob on %s", (dialect) => {
-  let database: { url: string; drop(): Promise<void> };
+  let database: TestDatabase;
   let batch: ServiceProcess;
   let client: Client<typeof BatchJobService>;
 

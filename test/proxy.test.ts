@@ -2,10 +2,10 @@
 // distributed deployment), plus a deliberately slow Predictor (test/fixtures/slow-predictor.ts).
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
-import { Code, ConnectError, type Client } from "@connectrpc/connect";
+import { Code, type Client } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CircuitState, ProxyService } from "../gen/mlmesh/proxy/v1/proxy_pb.js";
-import { clientFor } from "./support/clients.js";
+import { clientFor, failure } from "./support/clients.js";
 import { repoRoot, run, startScript, startService, tools, type ServiceProcess } from "./support/service-process.js";
 
 const iris = JSON.parse(await readFile(join(repoRoot, "test/fixtures/iris.json"), "utf8")) as {
@@ -17,15 +17,6 @@ const knownRows = [
   { values: [6.3, 3.3, 6.0, 2.5], label: "virginica" },
   { values: [5.9, 3.0, 4.2, 1.5], label: "versicolor" },
 ];
-
-async function failure(call: Promise<unknown>): Promise<ConnectError> {
-  try {
-    await call;
-  } catch (err) {
-    return ConnectError.from(err);
-  }
-  throw new Error("expected the call to fail");
-}
 
 const backendsOf = (entries: [string, ServiceProcess, string][]) =>
   entries.map(([name, predictor, model]) => `${name}=${predictor.address}/${model}`).join(",");

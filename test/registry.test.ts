@@ -1,55 +1,15 @@
 // The ModelRegistry as a real process on a real database, once on SQLite and once on
 // PostgreSQL (scripts/start-postgres.sh; `npm test` starts it and sets TEST_POSTGRES_URL).
-import { randomBytes } from "node:crypto";
-import { mkdtemp, rm } from "node:fs/promises";
 import * as net from "node:net";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { Code, ConnectError, type Client } from "@connectrpc/connect";
-import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ModelRegistryService } from "../gen/mlmesh/registry/v1/registry_pb.js";
-import { clientFor } from "./support/clients.js";
+import { clientFor, failure } from "./support/clients.js";
+import { freshDatabase, type TestDatabase } from "./support/databases.js";
 import { run, startService, tools, type ServiceProcess } from "./support/service-process.js";
 
-const postgresAdminUrl = process.env.TEST_POSTGRES_URL;
-
-/** A fresh, empty database of the dialect; dropped after the suite. */
-async function freshDatabase(dialect: "sqlite" | "postgresql"): Promise<{ url: string; drop(): Promise<void> }> {
-  if (dialect === "sqlite") {
-    const dir = await mkdtemp(join(tmpdir(), "mlmesh-registry-"));
-    return { url: `file:${join(dir, "registry.db")}`, drop: () => rm(dir, { recursive: true, force: true }) };
-  }
-  if (!postgresAdminUrl) throw new Error("TEST_POSTGRES_URL is not set: run the tests with `npm test`, which starts PostgreSQL");
-  const name = `mlmesh_test_${randomBytes(6).toString("hex")}`;
-  const admin = new pg.Client({ connectionString: postgresAdminUrl });
-  await admin.connect();
-  await admin.query(`CREATE DATABASE ${name}`);
-  await admin.end();
-  const url = new URL(postgresAdminUrl);
-  url.pathname = `/${name}`;
-  return {
-    url: url.toString(),
-    async drop() {
-      const c = new pg.Client({ connectionString: postgresAdminUrl });
-      await c.connect();
-      await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-      await c.end();
-    },
-  };
-}
-
-async function failure(call: Promise<unknown>): Promise<ConnectError> {
-  try {
-    await call;
-  } catch (err) {
-    return ConnectError.from(err);
-  }
-  throw new Error("expected the call to fail");
-}
-
 describe.each(["sqlite", "postgresql"] as const)("ModelRegistry on %s", (dialect) => {
-  let database: { url: string; drop(): Promise<void> };
+  let database: TestDatabase;
   let registry: ServiceProcess;
   let client: Client<typeof ModelRegistryService>;
 

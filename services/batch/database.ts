@@ -3,7 +3,7 @@ import { dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import { PrismaLibSql } from "@prisma/adapter-libsql";
 import { PrismaPg } from "@prisma/adapter-pg";
-import { dialectOf, migrate, type Dialect, type RawSqlClient } from "../runtime/prisma-migrate.js";
+import { configureSqlite, dialectOf, migrate, type Dialect, type RawSqlClient } from "../runtime/prisma-migrate.js";
 import { PrismaClient as PostgresClient } from "./prisma/generated/postgresql/client.js";
 import { PrismaClient as SqliteClient } from "./prisma/generated/sqlite/client.js";
 
@@ -21,6 +21,7 @@ export async function openBatchDatabase(url: string): Promise<{ db: BatchDatabas
   } else if (dialect === "sqlite") {
     mkdirSync(dirname(url.slice("file:".length)), { recursive: true });
     db = new SqliteClient({ adapter: new PrismaLibSql({ url }) }) as unknown as BatchDatabase;
+    await configureSqlite(db);
   } else {
     throw new Error("unsupported database URL (want file:... or postgresql://...)");
   }

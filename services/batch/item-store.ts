@@ -1,4 +1,5 @@
 import { Code, ConnectError } from "@connectrpc/connect";
+import { isDatabaseUnreachable } from "../runtime/database-errors.js";
 import { newId } from "../runtime/ids.js";
 import type { Dialect } from "../runtime/prisma-migrate.js";
 import type { BatchDatabase } from "./database.js";
@@ -213,8 +214,7 @@ export class ItemStore {
       return await run();
     } catch (err) {
       if (err instanceof ConnectError) throw err;
-      const text = `${(err as { code?: string }).code ?? ""} ${(err as Error).message} ${String((err as { cause?: unknown }).cause ?? "")}`;
-      if (/P1001|P1002|P1017|ECONNREFUSED|ECONNRESET|DatabaseNotReachable|terminating connection|Connection terminated|SQLITE_BUSY/i.test(text)) {
+      if (isDatabaseUnreachable(err)) {
         throw new ConnectError("the batch database is unavailable; retry later", Code.Unavailable, undefined, undefined, err);
       }
       throw err;

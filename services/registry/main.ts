@@ -4,7 +4,7 @@ import { ServingStatus } from "../runtime/health.js";
 import { serve } from "../runtime/instrument.js";
 import { runService } from "../runtime/run-service.js";
 import { startServer } from "../runtime/server.js";
-import { dialectOf, migrate, type RawSqlClient } from "../runtime/prisma-migrate.js";
+import { configureSqlite, dialectOf, migrate, type RawSqlClient } from "../runtime/prisma-migrate.js";
 import { defaultDatabaseUrl, migrationsDir, openDatabase } from "./database.js";
 import { createRegistryService } from "./service.js";
 import { RegistryStore } from "./store.js";
@@ -20,6 +20,7 @@ export function main(env: Env): Promise<void> {
       throw new ConfigError("DATABASE_URL", "must be file:<path> (SQLite) or postgresql://... (PostgreSQL)");
     }
     const { db, dialect } = openDatabase(url);
+    if (dialect === "sqlite") await configureSqlite(db);
     // Prisma's overloaded $transaction does not match a structural type; the runner uses its callback form.
     const applied = await migrate(db as unknown as RawSqlClient, dialect, migrationsDir);
     logger.info({ dialect, database: redact(url), migrationsApplied: applied }, "database ready");

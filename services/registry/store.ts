@@ -1,5 +1,6 @@
 import type { JsonObject } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
+import { isDatabaseUnreachable } from "../runtime/database-errors.js";
 import { newId } from "../runtime/ids.js";
 import type { Dialect, RegistryDatabase } from "./database.js";
 import type { Experiment, Model, ModelAlias, ModelVersion, Project } from "./prisma/generated/postgresql/client.js";
@@ -276,16 +277,9 @@ async function guard<T>(run: () => Promise<T>, messages: { exists?: string; miss
     if (code === "P2002") throw new ConnectError(messages.exists ?? "already exists", Code.AlreadyExists);
     if (code === "P2025") throw new ConnectError(messages.missing ?? "not found", Code.NotFound);
     if (code === "P2003") throw new ConnectError(messages.dangling ?? "a referenced row does not exist", Code.NotFound);
-    if (isUnreachable(err)) {
+    if (isDatabaseUnreachable(err)) {
       throw new ConnectError("the registry database is unavailable; retry later", Code.Unavailable, undefined, undefined, err);
     }
     throw err;
   }
-}
-
-function isUnreachable(err: unknown): boolean {
-  const text = `${(err as { code?: string }).code ?? ""} ${(err as Error).message ?? ""} ${String((err as { cause?: unknown }).cause ?? "")}`;
-  return /P1001|P1002|P1017|ECONNREFUSED|ECONNRESET|ETIMEDOUT|DatabaseNotReachable|ConnectionClosed|terminating connection|Connection terminated|timeout exceeded when trying to connect|SocketTimeout|TooManyConnections/i.test(
-    text,
-  );
 }

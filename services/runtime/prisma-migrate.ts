@@ -11,6 +11,16 @@ export interface RawSqlClient {
   $transaction<T>(run: (tx: RawSqlClient & { $queryRawUnsafe<R>(sql: string, ...values: unknown[]): Promise<R> }) => Promise<T>): Promise<T>;
 }
 
+/**
+ * Settings every SQLite connection needs when several threads or processes share the file
+ * (the batch service and its job's worker thread do): WAL, so readers do not block the writer,
+ * and a busy timeout, so a writer waits for the lock instead of failing with SQLITE_BUSY.
+ */
+export async function configureSqlite(db: { $queryRawUnsafe(sql: string): Promise<unknown> }): Promise<void> {
+  await db.$queryRawUnsafe("PRAGMA journal_mode = WAL");
+  await db.$queryRawUnsafe("PRAGMA busy_timeout = 10000");
+}
+
 /** Which dialect a DATABASE_URL names; undefined when it names neither. */
 export function dialectOf(url: string): Dialect | undefined {
   if (/^postgres(ql)?:\/\//.test(url)) return "postgresql";

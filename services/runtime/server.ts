@@ -134,7 +134,7 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
   });
   const port = (listener.address() as net.AddressInfo).port;
   const address = `${config.host.includes(":") ? `[${config.host}]` : config.host}:${port}`;
-  logger.info({ address, services: serviceNames }, "listening (gRPC over h2c; gRPC-web and Connect over HTTP/1.1)");
+  logger.info({ address, services: serviceNames }, "listening (native gRPC, gRPC-web and Connect on one port)");
 
   let stopped: Promise<void> | undefined;
   const shutdown = () => {

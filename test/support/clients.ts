@@ -1,5 +1,5 @@
 import type { DescService } from "@bufbuild/protobuf";
-import { createClient, type Client } from "@connectrpc/connect";
+import { ConnectError, createClient, type Client } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
 
 /** The three ways a client reaches an mlmesh port; each test can run over all of them. */
@@ -19,4 +19,14 @@ export function clientFor<S extends DescService>(service: S, baseUrl: string, pr
     case "connect":
       return createClient(service, createConnectTransport({ baseUrl, httpVersion: "1.1" }));
   }
+}
+
+/** The ConnectError a call failed with; throws when it succeeded. */
+export async function failure(call: Promise<unknown>): Promise<ConnectError> {
+  try {
+    await call;
+  } catch (err) {
+    return ConnectError.from(err);
+  }
+  throw new Error("expected the call to fail");
 }
