@@ -9,6 +9,11 @@ scripts/ensure-deps.sh
 scripts/install-tools.sh
 scripts/install-system-packages.sh
 TEST_POSTGRES_URL=$(scripts/start-postgres.sh)
+case "$TEST_POSTGRES_URL" in
+  *[[:space:]]* | "") echo "scripts/start-postgres.sh printed more than a URL: '$TEST_POSTGRES_URL'" >&2; exit 1 ;;
+  postgresql://*) ;;
+  *) echo "scripts/start-postgres.sh printed no single PostgreSQL URL: '$TEST_POSTGRES_URL'" >&2; exit 1 ;;
+esac
 export TEST_POSTGRES_URL
 report=$(mktemp)
 trap 'rm -f "$report"' EXIT

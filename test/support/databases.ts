@@ -21,6 +21,8 @@ export async function freshDatabase(dialect: "sqlite" | "postgresql"): Promise<T
   }
   const admin = process.env.TEST_POSTGRES_URL;
   if (!admin) throw new Error("TEST_POSTGRES_URL is not set: run the tests with `npm test`, which starts PostgreSQL");
+  // pg resolves anything that is not a URL against "postgres://base", so say it here instead.
+  if (!/^postgres(ql)?:\/\/\S+$/.test(admin)) throw new Error(`TEST_POSTGRES_URL is not one PostgreSQL URL: ${JSON.stringify(admin)}`);
   const name = `mlmesh_test_${randomBytes(6).toString("hex")}`;
   const sql = async (statement: string) => {
     const client = new pg.Client({ connectionString: admin });
