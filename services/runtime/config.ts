@@ -68,6 +68,28 @@ export function envEnum<T extends string>(env: Env, name: string, fallback: T, a
   return raw as T;
 }
 
+/**
+ * Browser origins allowed to call a service cross-origin (CORS): "*", or a comma-separated
+ * list of origins such as "http://127.0.0.1:50050"; empty or unset: none.
+ */
+export function envOrigins(env: Env, name: string): readonly string[] | "*" {
+  const raw = (env[name] ?? "").trim();
+  if (raw === "*") return "*";
+  const origins = raw.split(",").map((o) => o.trim()).filter((o) => o !== "");
+  for (const origin of origins) {
+    let parsed: URL | undefined;
+    try {
+      parsed = new URL(origin);
+    } catch {
+      parsed = undefined;
+    }
+    if (parsed === undefined || parsed.origin !== origin) {
+      throw new ConfigError(name, `"${origin}" is not an origin like http://127.0.0.1:50050 (scheme, host and port only)`);
+    }
+  }
+  return Object.freeze(origins);
+}
+
 export const logLevels = ["trace", "debug", "info", "warn", "error", "fatal", "silent"] as const;
 export type LogLevel = (typeof logLevels)[number];
 
@@ -87,17 +109,23 @@ export interface ServerConfig {
    * (the alternative, kept to measure the choice: docs/benchmarks.md).
    */
   readonly grpcStack: GrpcStack;
+  /** Web page origins allowed to call the service from a browser (CORS). */
+  readonly corsOrigins: readonly string[] | "*";
 }
 
 export const grpcStacks = ["grpc-js", "connect-node"] as const;
 export type GrpcStack = (typeof grpcStacks)[number];
 
-/** The default port of each service, and the variable that overrides it (echo: diagnostics). */
+/**
+ * The default port of each service, and the variable that overrides it (console: the web
+ * console's page; echo: diagnostics).
+ */
 export const servicePorts = {
   registry: { variable: "REGISTRY_PORT", port: 50051 },
   predictor: { variable: "PREDICTOR_PORT", port: 50052 },
   batch: { variable: "BATCH_PORT", port: 50053 },
   proxy: { variable: "PROXY_PORT", port: 50054 },
+  console: { variable: "CONSOLE_PORT", port: 50050 },
   "batch-worker": { variable: "BATCH_WORKER_PORT", port: 0 },
   echo: { variable: "ECHO_PORT", port: 50059 },
 } as const;
@@ -114,5 +142,6 @@ export function loadServerConfig(env: Env, service: ServiceName): ServerConfig {
     shutdownGraceMs: envDurationMs(env, "SHUTDOWN_GRACE", 4000, 0, 600_000),
     maxMessageBytes: envInt(env, "MAX_MESSAGE_BYTES", 4 * 1024 * 1024, 1024, 256 * 1024 * 1024),
     grpcStack: envEnum(env, "GRPC_STACK", "grpc-js", grpcStacks),
+    corsOrigins: envOrigins(env, "CORS_ORIGINS"),
   });
 }

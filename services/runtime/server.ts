@@ -1,9 +1,10 @@
 import * as http from "node:http";
 import * as http2 from "node:http2";
 import * as net from "node:net";
-import { connectNodeAdapter } from "@connectrpc/connect-node";
+import { connectNodeAdapter, type ConnectNodeAdapterOptions } from "@connectrpc/connect-node";
 import * as grpc from "@grpc/grpc-js";
 import type { ServerConfig } from "./config.js";
+import { withCors } from "./cors.js";
 import { addServiceToGrpcServer } from "./grpc-js-adapter.js";
 import { HealthStatuses, ServingStatus } from "./health.js";
 import { createRequestValidator, instrumentService, type ServiceRegistration } from "./instrument.js";
@@ -22,11 +23,16 @@ const maxResponseBytes = 64 * 1024 * 1024;
 /** How long a new connection may stay silent before it is closed. */
 const firstBytesTimeoutMs = 10_000;
 
+/** A plain HTTP request handler (HTTP/1.1 or HTTP/2 compatibility API), as connect-node takes. */
+export type HttpHandler = NonNullable<ConnectNodeAdapterOptions["fallback"]>;
+
 export interface StartServerOptions {
   readonly config: ServerConfig;
   readonly logger: Logger;
   /** The application services; health and reflection are added for them. */
   readonly services: readonly ServiceRegistration[];
+  /** Answers HTTP requests that are no RPC (a web page's files); 404 without it. */
+  readonly httpFallback?: HttpHandler;
 }
 
 /** A listening server. */
@@ -83,13 +89,17 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
   }
   const http2Injector = grpcServer.createConnectionInjector(grpc.ServerCredentials.createInsecure());
 
-  const connectHandler = connectNodeAdapter({
-    routes(router) {
-      for (const { service, impl } of instrumented) router.service(service, impl);
-    },
-    readMaxBytes: config.maxMessageBytes,
-    writeMaxBytes: maxResponseBytes,
-  });
+  const connectHandler = withCors(
+    connectNodeAdapter({
+      routes(router) {
+        for (const { service, impl } of instrumented) router.service(service, impl);
+      },
+      fallback: options.httpFallback,
+      readMaxBytes: config.maxMessageBytes,
+      writeMaxBytes: maxResponseBytes,
+    }),
+    config.corsOrigins,
+  );
   routeHttp2Streams(grpcServer, connectHandler);
   const http1Server = http.createServer(connectHandler);
   const connectHttp2 = new ConnectHttp2Sessions(connectHandler);
