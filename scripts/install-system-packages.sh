@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests use and the base image lacks: docker-compose (a real
-# compose parser for docker-compose.yml; no Docker engine is needed or started).
+# compose parser for docker-compose.yml; no Docker engine is needed or started) and chromium
+# (the headless browser the web console's tests drive with playwright-core).
 set -euo pipefail
 missing=()
 command -v docker-compose >/dev/null || missing+=(docker-compose)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
 [ ${#missing[@]} -eq 0 ] && exit 0
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `npm test`: installs what the tests need (npm packages; grpcurl and ghz from the Go module
-# proxy; docker-compose and PostgreSQL from Debian; PostgreSQL is started), then runs every
+# proxy; docker-compose, chromium and PostgreSQL from Debian; PostgreSQL is started), then runs every
 # suite with vitest. The suites start real
 # servers on loopback ports; nothing is mocked, and a missing tool fails a test, never skips it.
 set -euo pipefail

@@ -8,7 +8,7 @@ import { describe, expect, it } from "vitest";
 import { repoRoot, run, tools } from "./support/service-process.js";
 
 // Ports away from the defaults, so a mesh a developer is running does not collide.
-const ports = { REGISTRY_PORT: "51051", PREDICTOR_PORT: "51052", BATCH_PORT: "51053", PROXY_PORT: "51054" };
+const ports = { REGISTRY_PORT: "51051", PREDICTOR_PORT: "51052", BATCH_PORT: "51053", PROXY_PORT: "51054", CONSOLE_PORT: "51050" };
 
 describe("mlmesh up", () => {
   it("starts every service as its own process, prints the endpoints, and stops cleanly on Ctrl-C", async () => {
@@ -43,6 +43,7 @@ describe("mlmesh up", () => {
         ["predictor", ports.PREDICTOR_PORT],
         ["batch", ports.BATCH_PORT],
         ["proxy", ports.PROXY_PORT],
+        ["console", ports.CONSOLE_PORT],
       ]) {
         expect(output.some((l) => l.startsWith(name) && l.includes(`127.0.0.1:${port}`)), name).toBe(true);
       }
@@ -54,6 +55,17 @@ describe("mlmesh up", () => {
       expect(list.stdout).toContain("mlmesh.predictor.v1.PredictorService");
       expect(list.stdout).toContain("grpc.health.v1.Health");
       expect(list.stdout).toContain("grpc.reflection.v1.ServerReflection");
+
+      // The console's page is served, and the services let it call them from the browser.
+      const page = await fetch(`http://127.0.0.1:${ports.CONSOLE_PORT}/`);
+      expect(page.status).toBe(200);
+      expect(await page.text()).toContain("mlmesh console");
+      const preflight = await fetch(`http://${predictor}/mlmesh.predictor.v1.PredictorService/Predict`, {
+        method: "OPTIONS",
+        headers: { origin: `http://localhost:${ports.CONSOLE_PORT}`, "access-control-request-method": "POST" },
+      });
+      expect(preflight.status).toBe(204);
+      expect(preflight.headers.get("access-control-allow-origin")).toBe(`http://localhost:${ports.CONSOLE_PORT}`);
 
       // The proxy reaches the mesh's Predictor with no configuration.
       const label = await run(tools.grpcurl, [

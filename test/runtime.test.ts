@@ -250,6 +250,7 @@ describe("process lifecycle", () => {
       ["ECHO_PORT", "http"],
       ["SHUTDOWN_GRACE", "soon"],
       ["LOG_LEVEL", "loud"],
+      ["CORS_ORIGINS", "http://127.0.0.1:50050/console"],
     ]) {
       const result = await run(process.execPath, ["bin/mlmesh.js", "serve", "echo"], { env: { [variable]: value } });
       expect(result.code, variable).toBe(2);

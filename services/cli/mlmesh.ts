@@ -2,7 +2,7 @@ import { servicePorts, type ServiceName } from "../runtime/config.js";
 import { up } from "./up.js";
 
 const usage = `usage:
-  mlmesh serve <service>   run one service: ${Object.keys(servicePorts).join(", ")} (batch-worker: a scale-out batch job worker; echo: diagnostics)
+  mlmesh serve <service>   run one service: ${Object.keys(servicePorts).join(", ")} (console: the web console page; batch-worker: a scale-out batch job worker; echo: diagnostics)
   mlmesh up                run the whole mesh on this machine, one process per service
 
 Configuration comes from environment variables: see the table in README.md.`;
@@ -12,6 +12,7 @@ const services: Record<ServiceName, () => Promise<{ main(env: NodeJS.ProcessEnv)
   predictor: () => import("../predictor/main.js"),
   batch: () => import("../batch/main.js"),
   proxy: () => import("../proxy/main.js"),
+  console: () => import("../console/main.js"),
   "batch-worker": async () => ({ main: (await import("../batch/main.js")).workerMain }),
   echo: () => import("../echo/main.js"),
 };

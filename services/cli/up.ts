@@ -6,12 +6,16 @@ import { checkHealth, ServingStatus } from "../runtime/health-client.js";
 
 const bin = fileURLToPath(new URL("../../bin/mlmesh.js", import.meta.url));
 
-/** The services of the mesh, in start-up order (echo is a diagnostic, not part of it). */
+/**
+ * The services of the mesh, in start-up order, with the gRPC service each serves (echo is a
+ * diagnostic, not part of it; the console serves a web page, no gRPC service of its own).
+ */
 const grpcServiceNames: Record<MeshService, string> = {
   registry: "mlmesh.registry.v1.ModelRegistryService",
   predictor: "mlmesh.predictor.v1.PredictorService",
   batch: "mlmesh.batch.v1.BatchJobService",
   proxy: "mlmesh.proxy.v1.ProxyService",
+  console: "",
 };
 const startTimeoutMs = 60_000;
 
@@ -33,7 +37,8 @@ interface Member {
 export async function up(env: Env): Promise<number> {
   const names = Object.keys(grpcServiceNames) as MeshService[];
   const width = Math.max(...names.map((n) => n.length));
-  const members = names.map((name) => startMember(name, env, width));
+  const meshEnv = { ...env, CORS_ORIGINS: env.CORS_ORIGINS ?? consoleOrigins(env) };
+  const members = names.map((name) => startMember(name, meshEnv, width));
 
   let stopRequested = false;
   const stopAll = async () => {
@@ -90,6 +95,12 @@ function startMember(name: MeshService, env: Env, width: number): Member {
   return { name, address: `${dialHost}:${config.port}`, child, exited };
 }
 
+/** The console page's origins, which the services let call them unless CORS_ORIGINS says otherwise. */
+function consoleOrigins(env: Env): string {
+  const { port } = loadServerConfig(env, "console");
+  return `http://127.0.0.1:${port},http://localhost:${port}`;
+}
+
 async function waitUntilServing(members: readonly Member[]): Promise<void> {
   const deadline = Date.now() + startTimeoutMs;
   await Promise.all(
@@ -107,10 +118,11 @@ async function printEndpoints(members: readonly Member[]): Promise<void> {
     members.map(async (m) => {
       const status = await checkHealth(m.address, grpcServiceNames[m.name], 1000);
       const state = status === ServingStatus.SERVING ? "serving" : "not serving (see its log)";
-      return [m.name, m.address, grpcServiceNames[m.name], state];
+      const what = m.name === "console" ? `web page: http://${m.address}/` : grpcServiceNames[m.name];
+      return [m.name, m.address, what, state];
     }),
   );
-  const header = ["service", "address (gRPC h2c; gRPC-web/Connect HTTP/1.1)", "gRPC service", "state"];
+  const header = ["service", "address (gRPC h2c; gRPC-web/Connect HTTP/1.1)", "serves", "state"];
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
   const line = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i])).join("  ");
   const table = [line(header), line(widths.map((w) => "-".repeat(w))), ...rows.map(line)].join("\n");

@@ -26,6 +26,7 @@ const portVariables: Record<string, string> = {
   predictor: "PREDICTOR_PORT",
   batch: "BATCH_PORT",
   proxy: "PROXY_PORT",
+  console: "CONSOLE_PORT",
   echo: "ECHO_PORT",
   "batch-worker": "BATCH_WORKER_PORT",
 };

@@ -1,0 +1,22 @@
+import type { Env } from "../runtime/config.js";
+import { ServingStatus } from "../runtime/health.js";
+import { runService } from "../runtime/run-service.js";
+import { startServer } from "../runtime/server.js";
+import { loadConsoleConfig } from "./config.js";
+import { loadSite } from "./site.js";
+
+/**
+ * Runs the web console: a page that calls the Predictor and the Proxy from the browser with
+ * Connect and gRPC-web (the services must list the console's origin in CORS_ORIGINS; `mlmesh
+ * up` does that). The page's server is the shared runtime, so it has health, logs and drains.
+ */
+export function main(env: Env): Promise<void> {
+  return runService("console", env, async ({ config, logger }) => {
+    const consoleConfig = loadConsoleConfig(env);
+    const site = await loadSite(consoleConfig);
+    const server = await startServer({ config, logger, services: [], httpFallback: site });
+    server.health.setAll(ServingStatus.SERVING);
+    logger.info({ page: `http://${server.address}/`, ...consoleConfig }, "console page");
+    return { server };
+  });
+}

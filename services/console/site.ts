@@ -1,0 +1,60 @@
+import { readFile } from "node:fs/promises";
+import { fileURLToPath } from "node:url";
+import { build } from "esbuild";
+import type { HttpHandler } from "../runtime/server.js";
+import type { ConsoleConfig } from "./config.js";
+
+const webDir = fileURLToPath(new URL("./web/", import.meta.url));
+
+interface Asset {
+  readonly type: string;
+  readonly body: Buffer;
+}
+
+/**
+ * The console's files: the page, its script (web/app.ts bundled by esbuild at start-up, about
+ * a second, so there is no build step to forget) and the endpoints the script calls.
+ */
+export async function loadSite(config: ConsoleConfig): Promise<HttpHandler> {
+  const bundle = await build({
+    entryPoints: [`${webDir}app.ts`],
+    bundle: true,
+    format: "esm",
+    platform: "browser",
+    target: "es2022",
+    minify: true,
+    write: false,
+    logLevel: "silent",
+  });
+  const html = await readFile(`${webDir}index.html`);
+  const assets = new Map<string, Asset>([
+    ["/", { type: "text/html; charset=utf-8", body: html }],
+    ["/index.html", { type: "text/html; charset=utf-8", body: html }],
+    ["/app.js", { type: "text/javascript; charset=utf-8", body: Buffer.from(bundle.outputFiles[0].contents) }],
+    ["/config.json", { type: "application/json", body: Buffer.from(JSON.stringify(config)) }],
+  ]);
+  // The page may call the configured services and nothing else.
+  const csp = `default-src 'self'; connect-src 'self' ${config.predictorUrl} ${config.proxyUrl}; style-src 'self' 'unsafe-inline'; img-src 'self' data:`;
+
+  return (request, response) => {
+    const path = new URL(request.url ?? "/", "http://console").pathname;
+    const asset = assets.get(path);
+    if (asset === undefined) {
+      response.writeHead(404, { "content-type": "text/plain; charset=utf-8" });
+      response.end(`${path} is not part of the console\n`);
+    } else if (request.method !== "GET" && request.method !== "HEAD") {
+      response.writeHead(405, { allow: "GET, HEAD", "content-type": "text/plain; charset=utf-8" });
+      response.end(`${request.method} is not allowed on ${path}\n`);
+    } else {
+      response.writeHead(200, {
+        "content-type": asset.type,
+        "content-length": asset.body.length,
+        "cache-control": "no-cache",
+        "content-security-policy": csp,
+        "x-content-type-options": "nosniff",
+      });
+      if (request.method === "HEAD") response.end();
+      else response.end(asset.body);
+    }
+  };
+}

@@ -1,0 +1,131 @@
+// The web console in a real headless Chromium (Debian's, driven by playwright-core): the page
+// calls the Predictor and the Proxy processes from the browser over Connect JSON, Connect binary
+// and gRPC-web, which only works when the services answer CORS for the console's origin.
+import { createServer } from "node:net";
+import { chromium, type Browser, type Page } from "playwright-core";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startService, type ServiceProcess } from "./support/service-process.js";
+
+/** Debian's chromium (scripts/install-system-packages.sh); launching fails if it is missing. */
+const chromiumPath = "/usr/bin/chromium";
+// Headless, and no calls to Google's services: this machine's network would refuse them.
+const chromiumArgs = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"];
+
+const knownRows = [
+  { values: "5.1, 3.5, 1.4, 0.2", label: "setosa" },
+  { values: "6.3, 3.3, 6.0, 2.5", label: "virginica" },
+  { values: "5.9, 3.0, 4.2, 1.5", label: "versicolor" },
+];
+
+/** A port that was free a moment ago: the console's origin must be known before the services start. */
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port } = server.address() as { port: number };
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+const cells = (page: Page, table: string, column: number) =>
+  page.locator(`[data-testid=${table}] tbody tr td:nth-child(${column})`).allInnerTexts();
+
+describe("web console in headless Chromium", () => {
+  let predictor: ServiceProcess;
+  let proxy: ServiceProcess;
+  let consoleServer: ServiceProcess;
+  let strangerConsole: ServiceProcess;
+  let browser: Browser;
+
+  beforeAll(async () => {
+    const consolePort = await freePort();
+    const cors = { CORS_ORIGINS: `http://127.0.0.1:${consolePort}` };
+    predictor = await startService("predictor", cors);
+    proxy = await startService("proxy", { ...cors, PREDICTOR_ADDRESS: predictor.address });
+    const endpoints = { CONSOLE_PREDICTOR_URL: predictor.baseUrl, CONSOLE_PROXY_URL: proxy.baseUrl };
+    consoleServer = await startService("console", { ...endpoints, CONSOLE_PORT: String(consolePort) });
+    // The same page on an origin the services do not list.
+    strangerConsole = await startService("console", endpoints);
+    browser = await chromium.launch({ executablePath: chromiumPath, args: chromiumArgs });
+  });
+  afterAll(async () => {
+    await browser?.close();
+    await Promise.all([predictor, proxy, consoleServer, strangerConsole].map((s) => s?.stop()));
+  });
+
+  const openConsole = async (server = consoleServer) => {
+    const page = await browser.newPage();
+    await page.goto(`${server.baseUrl}/`);
+    return page;
+  };
+
+  it("lists the models and predicts the known rows over Connect JSON, Connect binary and gRPC-web", async () => {
+    const page = await openConsole();
+    await page.waitForSelector("body[data-ready=true]");
+    expect(await cells(page, "models", 1)).toEqual(["iris_svc", "iris_svc_setosa", "iris_svc_versicolor", "iris_svc_virginica"]);
+    await page.fill("[data-testid=rows]", knownRows.map((r) => r.values).join("\n"));
+    for (const protocol of ["connect-json", "connect-binary", "grpc-web"]) {
+      await page.selectOption("[data-testid=protocol]", protocol);
+      await page.selectOption("[data-testid=model]", "iris_svc@1");
+      await page.click("[data-testid=predict]");
+      await expect.poll(() => cells(page, "predictions", 2), { message: protocol }).toEqual(knownRows.map((r) => r.label));
+      expect(await page.textContent("[data-testid=error]"), protocol).toBe("");
+    }
+    await page.close();
+  });
+
+  it("predicts labels through the Proxy and shows its backends", async () => {
+    const page = await openConsole();
+    await page.waitForSelector("body[data-ready=true]");
+    await page.fill("[data-testid=rows]", knownRows.map((r) => r.values).join("\n"));
+    await page.click("[data-testid=predict-label]");
+    await expect.poll(() => cells(page, "predictions", 2)).toEqual(knownRows.map((r) => r.label));
+    expect(await cells(page, "predictions", 4)).toContain("answered: setosa, versicolor, virginica");
+    await page.click("[data-testid=check]");
+    await expect.poll(() => cells(page, "backends", 1)).toEqual(["setosa", "versicolor", "virginica"]);
+    expect(await cells(page, "backends", 4)).toEqual(["yes", "yes", "yes"]);
+    expect(await cells(page, "backends", 5)).toEqual(["CLOSED", "CLOSED", "CLOSED"]);
+    await page.close();
+  });
+
+  it("shows the service's status and message for a bad row", async () => {
+    const page = await openConsole();
+    await page.waitForSelector("body[data-ready=true]");
+    await page.fill("[data-testid=rows]", "5.1, 3.5, 1.4");
+    await page.click("[data-testid=predict]");
+    await expect.poll(() => page.textContent("[data-testid=error]")).toContain("INVALID_ARGUMENT: rows[0] has 3 values; iris_svc v1 takes 4");
+    expect(await cells(page, "predictions", 2)).toEqual([]);
+    await page.close();
+  });
+
+  it("is refused by the browser on an origin the services do not list in CORS_ORIGINS", async () => {
+    const page = await openConsole(strangerConsole);
+    const failed = page.waitForEvent("requestfailed");
+    await page.waitForSelector("body[data-ready=true]");
+    expect((await failed).url()).toContain(`${predictor.baseUrl}/mlmesh.predictor.v1.PredictorService/ListModels`);
+    expect(await page.textContent("[data-testid=error]")).toMatch(/^UNKNOWN: /);
+    expect(await cells(page, "models", 1)).toEqual([]);
+    await page.close();
+  });
+
+  it("answers CORS preflights for listed origins only, and leaves calls without an Origin alone", async () => {
+    const url = `${predictor.baseUrl}/mlmesh.predictor.v1.PredictorService/Predict`;
+    const preflight = (origin: string) =>
+      fetch(url, { method: "OPTIONS", headers: { origin, "access-control-request-method": "POST", "access-control-request-headers": "content-type" } });
+    const allowed = await preflight(new URL(consoleServer.baseUrl).origin);
+    expect(allowed.status).toBe(204);
+    expect(allowed.headers.get("access-control-allow-origin")).toBe(new URL(consoleServer.baseUrl).origin);
+    expect(allowed.headers.get("access-control-allow-headers")).toMatch(/connect-protocol-version/i);
+    const refused = await preflight(new URL(strangerConsole.baseUrl).origin);
+    expect(refused.status).toBe(403);
+    expect(refused.headers.get("access-control-allow-origin")).toBeNull();
+
+    const call = await fetch(url, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ model: "iris_svc", rows: [{ values: [5.1, 3.5, 1.4, 0.2] }] }),
+    });
+    expect(call.status).toBe(200);
+    expect(call.headers.get("access-control-allow-origin")).toBeNull();
+    expect(((await call.json()) as { predictions: { label: string }[] }).predictions[0].label).toBe("setosa");
+  });
+});
