@@ -63,7 +63,7 @@ export class GrpcClient {
         clearTimeout(timer);
         options.signal?.removeEventListener("abort", onAbort);
         if (error) {
-          if (!stream.closed) stream.close(http2.constants.NGHTTP2_CANCEL);
+          if (!stream.closed && !stream.readableEnded) stream.close(http2.constants.NGHTTP2_CANCEL);
           reject(error);
         } else {
           resolve(response!);
@@ -89,7 +89,9 @@ export class GrpcClient {
       stream.on("trailers", readStatus);
       stream.on("data", (chunk: Buffer) => chunks.push(chunk));
       stream.on("error", (err) => finish(new ConnectError(`${this.address}: ${err.message}`, Code.Unavailable)));
-      stream.on("close", () => {
+      // The call is complete once the response has ended (its trailers came with END_STREAM):
+      // 'end' fires a few hundred microseconds before 'close' on a loaded event loop.
+      const complete = () => {
         if (grpcStatus === undefined) {
           const why = httpStatus === 0 ? "the connection closed" : `HTTP status ${httpStatus} without a gRPC status`;
           return finish(new ConnectError(`${this.address}: ${why}`, Code.Unavailable));
@@ -106,7 +108,9 @@ export class GrpcClient {
         } catch (err) {
           finish(new ConnectError(`${this.address}: undecodable response: ${(err as Error).message}`, Code.Internal));
         }
-      });
+      };
+      stream.on("end", complete);
+      stream.on("close", complete);
       stream.end(frame);
     });
   }
