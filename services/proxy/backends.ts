@@ -26,6 +26,9 @@ const backendFailureCodes = new Set([
   Code.Unimplemented,
 ]);
 
+/** What the Proxy's handlers need of a backend (tests give them fakes). */
+export type ProxyBackend = Pick<BackendClient, "backend" | "breaker" | "predict" | "metadata" | "health">;
+
 /** One backend: a long-lived connection to its Predictor, and its circuit breaker. */
 export class BackendClient {
   private readonly client: GrpcClient;

@@ -9,7 +9,7 @@ import type {
 } from "../../gen/mlmesh/proxy/v1/proxy_pb.js";
 import { HealthCheckResponse_ServingStatus as ServingStatus } from "../../gen/grpc/health/v1/health_pb.js";
 import type { PartialServiceImpl } from "../runtime/instrument.js";
-import type { BackendClient, Outcome } from "./backends.js";
+import type { Outcome, ProxyBackend } from "./backends.js";
 import type { ProxyConfig } from "./config.js";
 
 type BackendPredictionInit = MessageInitShape<typeof BackendPredictionSchema>;
@@ -21,7 +21,7 @@ type PredictLabelResponseInit = MessageInitShape<typeof PredictLabelResponseSche
  * dead backend costs at most that long and never fails the whole request.
  */
 export function createProxyService(
-  backends: readonly BackendClient[],
+  backends: readonly ProxyBackend[],
   config: Pick<ProxyConfig, "backendTimeoutMs" | "healthTimeoutMs">,
 ): PartialServiceImpl<typeof ProxyService> {
   const deadlineOf = (ctx: HandlerContext) => Date.now() + backendBudgetMs(ctx.timeoutMs(), config.backendTimeoutMs);
@@ -138,7 +138,7 @@ function durationOf(ms: number) {
   return { seconds: BigInt(seconds), nanos: Math.round((ms - seconds * 1000) * 1e6) };
 }
 
-function failureSummary(outcomes: readonly Outcome<unknown>[], backends: readonly BackendClient[]): string {
+function failureSummary(outcomes: readonly Outcome<unknown>[], backends: readonly ProxyBackend[]): string {
   return outcomes
     .map((o, i) => `${backends[i].backend.name}: ${o.ok ? "no sample input" : `${Code[o.code]} ${o.message}`}`)
     .join("; ");
