@@ -4,10 +4,10 @@ import type { GrpcClient } from "../runtime/grpc-client.js";
 import type { BatchConfig } from "./config.js";
 import type { ClaimedItem, ItemResult, ItemStore, JobRun } from "./item-store.js";
 
-/** What one run of the batch job needs. */
+/** What one run of the batch job needs (narrow, so tests can give it fakes). */
 export interface BatchJobDeps {
-  readonly store: ItemStore;
-  readonly predictor: GrpcClient;
+  readonly store: Pick<ItemStore, "claim" | "complete" | "release" | "recordRun">;
+  readonly predictor: Pick<GrpcClient, "unary">;
   readonly config: Pick<BatchConfig, "model" | "modelVersion" | "claimSize" | "rowsPerRequest" | "parallelism" | "leaseMs">;
   /** Names this worker in claims and job runs (host:pid:...). */
   readonly worker: string;

@@ -1,0 +1,117 @@
+// One run of the batch job (services/batch/job.ts) with an in-memory item store and a fake
+// Predictor: the run's rules without a scheduler, a database or a network. test/batch.test.ts
+// runs the same job in the real services, on SQLite and PostgreSQL.
+import { create, type DescMethodUnary } from "@bufbuild/protobuf";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { describe, expect, it } from "vitest";
+import { PredictResponseSchema, type PredictRequest } from "../gen/mlmesh/predictor/v1/predictor_pb.js";
+import { runBatchJob, type BatchJobDeps } from "../services/batch/job.js";
+import type { ClaimedItem, ItemResult, JobRun } from "../services/batch/item-store.js";
+
+const config = { model: "iris_svc", modelVersion: 0, claimSize: 10, rowsPerRequest: 4, parallelism: 2, leaseMs: 60_000 };
+
+/** Pending items; claims hand them out claimSize at a time, as the real store does. */
+function memoryStore(items: ClaimedItem[]) {
+  const pending = [...items];
+  const state = { predicted: [] as ItemResult[], failed: [] as { id: string; reason: string }[], released: [] as string[], runs: [] as JobRun[], claims: 0 };
+  const store: BatchJobDeps["store"] = {
+    async claim(_worker, limit) {
+      state.claims++;
+      return pending.splice(0, limit);
+    },
+    async complete(_worker, results, failures) {
+      state.predicted.push(...results);
+      state.failed.push(...failures);
+      return { predicted: results.length, failed: failures.length };
+    },
+    async release(_worker, ids) {
+      state.released.push(...ids);
+      return ids.length;
+    },
+    async recordRun(run, stored) {
+      const record = { id: `run-${state.runs.length}`, ...run };
+      if (stored) state.runs.push(record);
+      return record;
+    },
+  };
+  return { store, state };
+}
+
+/**
+ * A Predictor that labels rows "setosa", refuses the first row with 3 values as the real one
+ * does (INVALID_ARGUMENT naming the row), or fails every call with `down`.
+ */
+function fakePredictor(down?: Code) {
+  const calls = { rows: [] as number[], inFlight: 0, maxInFlight: 0 };
+  const predictor: BatchJobDeps["predictor"] = {
+    async unary<I extends DescMethodUnary>(_method: I, request: unknown) {
+      const { rows } = request as PredictRequest;
+      calls.rows.push(rows.length);
+      calls.inFlight++;
+      calls.maxInFlight = Math.max(calls.maxInFlight, calls.inFlight);
+      await new Promise((resolve) => setTimeout(resolve, 5));
+      calls.inFlight--;
+      if (down !== undefined) throw new ConnectError("backend unavailable", down);
+      const bad = rows.findIndex((r) => r.values.length !== 4);
+      if (bad >= 0) throw new ConnectError(`rows[${bad}] has ${rows[bad].values.length} values; iris_svc v1 takes 4`, Code.InvalidArgument);
+      return create(PredictResponseSchema, {
+        model: "iris_svc",
+        version: 1,
+        labels: ["setosa", "versicolor", "virginica"],
+        predictions: rows.map(() => ({ probabilities: [0.9, 0.05, 0.05], label: "setosa" })),
+      }) as never; // the generic return type is the method's output: a PredictResponse here
+    },
+  };
+  return { predictor, calls };
+}
+
+const items = (count: number, badIndexes: number[] = []) =>
+  Array.from({ length: count }, (_, i) => ({ id: `item-${i}`, values: badIndexes.includes(i) ? [1, 2, 3] : [5.1, 3.5, 1.4, 0.2] }));
+
+describe("one run of the batch job", () => {
+  it("predicts every claimed item in requests of rowsPerRequest rows, at most `parallelism` in flight", async () => {
+    const { store, state } = memoryStore(items(25));
+    const { predictor, calls } = fakePredictor();
+    const run = await runBatchJob({ store, predictor, config, worker: "test" });
+    expect(state.predicted.map((r) => r.id).sort()).toEqual(items(25).map((i) => i.id).sort());
+    expect(state.predicted[0]).toMatchObject({ label: "setosa", model: "iris_svc", modelVersion: 1 });
+    expect(Math.max(...calls.rows)).toBeLessThanOrEqual(config.rowsPerRequest);
+    expect(calls.maxInFlight).toBeLessThanOrEqual(config.parallelism);
+    expect(calls.maxInFlight).toBeGreaterThan(1);
+    expect(run).toMatchObject({ claimed: 25, predicted: 25, failed: 0, released: 0, error: "" });
+    expect(state.runs).toHaveLength(1);
+  });
+
+  it("marks a bad item failed with its reason and predicts the rest of its request", async () => {
+    const { store, state } = memoryStore(items(10, [2, 7]));
+    const { predictor } = fakePredictor();
+    const run = await runBatchJob({ store, predictor, config, worker: "test" });
+    expect(state.failed).toEqual([
+      { id: "item-2", reason: "the item has 3 values; iris_svc v1 takes 4" },
+      { id: "item-7", reason: "the item has 3 values; iris_svc v1 takes 4" },
+    ]);
+    expect(state.predicted).toHaveLength(8);
+    expect(run).toMatchObject({ claimed: 10, predicted: 8, failed: 2, released: 0 });
+  });
+
+  it("releases the claimed items and stops when the Predictor is unavailable", async () => {
+    const { store, state } = memoryStore(items(25));
+    const { predictor } = fakePredictor(Code.Unavailable);
+    const run = await runBatchJob({ store, predictor, config, worker: "test" });
+    expect(state.predicted).toEqual([]);
+    expect(state.failed).toEqual([]);
+    expect(state.released).toHaveLength(config.claimSize); // the first claim only: the run stopped
+    expect(state.claims).toBe(1);
+    expect(run).toMatchObject({ claimed: 10, released: 10, error: "Predictor: Unavailable: backend unavailable" });
+    expect(state.runs).toHaveLength(1);
+  });
+
+  it("records no run when there was nothing to do", async () => {
+    const { store, state } = memoryStore([]);
+    const { predictor, calls } = fakePredictor();
+    const run = await runBatchJob({ store, predictor, config, worker: "test" });
+    expect(run).toMatchObject({ claimed: 0, error: "" });
+    expect(calls.rows).toEqual([]);
+    expect(state.runs).toEqual([]);
+  });
+});
