@@ -107,6 +107,21 @@ describe.each(["sqlite", "postgresql"] as const)("BatchJob on %s", (dialect) => 
     expect(states.at(-1)).toBe(ItemState.PREDICTED);
   });
 
+  it("serves 100 concurrent WatchItem streams to their items' final states", async () => {
+    const { items } = await client.registerItems({
+      items: Array.from({ length: 100 }, (_, i) => ({ values: i % 10 === 0 ? [1, 2, 3] : [5.1, 3.5, 1.4, 0.2] })),
+    });
+    const finalStates = await Promise.all(
+      items.map(async (item) => {
+        let state = ItemState.UNSPECIFIED;
+        for await (const update of client.watchItem({ itemId: item.id })) state = update.item!.state;
+        return state;
+      }),
+    );
+    expect(finalStates.filter((s) => s === ItemState.FAILED)).toHaveLength(10);
+    expect(finalStates.filter((s) => s === ItemState.PREDICTED)).toHaveLength(90);
+  });
+
   it("answers bad requests precisely", async () => {
     const cases: [string, () => Promise<unknown>, Code][] = [
       ["unknown item", () => client.getItem({ itemId: "nope" }), Code.NotFound],

@@ -86,6 +86,17 @@ export class ItemStore {
     return item;
   }
 
+  /** The items among `ids` that exist, in no particular order. */
+  async getMany(ids: readonly string[]): Promise<Item[]> {
+    const found: Item[] = [];
+    // A bounded IN list per query: SQLite limits the parameters of one statement.
+    for (let i = 0; i < ids.length; i += 500) {
+      const slice = ids.slice(i, i + 500);
+      found.push(...(await this.guard(() => this.db.item.findMany({ where: { id: { in: slice } } }))));
+    }
+    return found;
+  }
+
   /** One page in registration order, after the given id. */
   async list(state: ItemState | undefined, size: number, afterId: string | undefined): Promise<{ items: Item[]; lastId?: string }> {
     const rows = await this.guard(() =>

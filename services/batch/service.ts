@@ -1,4 +1,3 @@
-import { setTimeout as sleep } from "node:timers/promises";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { durationFromMs, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
@@ -6,8 +5,9 @@ import { ItemState, type BatchJobService, type ItemSchema, type JobRunSchema } f
 import type { PartialServiceImpl } from "../runtime/instrument.js";
 import { decodePageToken, defaultPageSize, encodePageToken } from "../runtime/pagination.js";
 import type { Item, ItemState as StoredState, ItemStore, JobRun } from "./item-store.js";
+import { ItemWatcher } from "./item-watcher.js";
 
-/** How often WatchItem looks at the item (the job may run in another process). */
+/** How often the items of WatchItem streams are polled, all in one query (see ItemWatcher). */
 const watchPollMs = 200;
 
 const storedStates: Record<number, StoredState | undefined> = {
@@ -28,6 +28,7 @@ export function createBatchService(deps: {
   stopping: () => AbortSignal;
 }): PartialServiceImpl<typeof BatchJobService> {
   const { store } = deps;
+  const watcher = new ItemWatcher(store, watchPollMs);
   let running = false;
   return {
     async registerItem(request) {
@@ -70,20 +71,24 @@ export function createBatchService(deps: {
     },
     async *watchItem(request, ctx) {
       const signal = AbortSignal.any([ctx.signal, deps.stopping()]);
+      let item = await store.get(request.itemId);
       let last = "";
       for (;;) {
-        const item = await store.get(request.itemId);
         const seen = `${item.state}:${item.attempts}:${item.updatedAt.getTime()}`;
         if (seen !== last) {
           last = seen;
           yield { item: itemOut(item) };
         }
         if (item.state !== "PENDING") return;
+        let next: Item | undefined;
         try {
-          await sleep(watchPollMs, undefined, { signal });
-        } catch {
-          return; // the client went away or the server is stopping
+          next = await watcher.nextPoll(item.id, signal);
+        } catch (err) {
+          if (signal.aborted) return; // the client went away or the server is stopping
+          throw err;
         }
+        if (next === undefined) throw new ConnectError(`item ${item.id} no longer exists`, Code.NotFound);
+        item = next;
       }
     },
   };
