@@ -30,6 +30,10 @@ DO $$ BEGIN
     CREATE ROLE mlmesh LOGIN PASSWORD 'mlmesh' CREATEDB;
   END IF;
 END $$;
+-- The tests drop their databases WITH (FORCE), which also ends an autovacuum worker busy in
+-- one; without this role PostgreSQL 15 refuses that ("must be a member of the role whose
+-- process is being terminated or member of pg_signal_backend").
+GRANT pg_signal_backend TO mlmesh;
 SQL
 }
 start_postgres >&2

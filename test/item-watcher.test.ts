@@ -21,13 +21,13 @@ describe("ItemWatcher", () => {
   it("polls every watched item in one query per tick, however many streams wait", async () => {
     const { store, queries } = fakeStore();
     const watcher = new ItemWatcher(store, 10);
-    const signal = new AbortController().signal;
+    const signal = () => new AbortController().signal; // one per stream, as in the service
     const ids = Array.from({ length: 100 }, (_, i) => `item-${i % 20}`); // 5 streams per item
-    const found = await Promise.all(ids.map((id) => watcher.nextPoll(id, signal)));
+    const found = await Promise.all(ids.map((id) => watcher.nextPoll(id, signal())));
     expect(found.map((item) => item?.id)).toEqual(ids);
     expect(queries).toHaveLength(1);
     expect([...queries[0]].sort()).toEqual([...new Set(ids)].sort());
-    expect(await watcher.nextPoll("gone", signal)).toBeUndefined();
+    expect(await watcher.nextPoll("gone", signal())).toBeUndefined();
     expect(queries).toHaveLength(2);
   });
 

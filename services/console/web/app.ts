@@ -64,7 +64,12 @@ async function run(action: () => Promise<void>): Promise<void> {
     await action();
   } catch (err) {
     const error = ConnectError.from(err);
-    errorText.textContent = `${statusName(error.code)}: ${error.rawMessage}`;
+    // fetch fails with a TypeError both when a service is down and when it refuses this page's
+    // origin (CORS): the browser does not tell the page which, so the message names both.
+    errorText.textContent =
+      err instanceof TypeError || error.cause instanceof TypeError
+        ? `network error: the service did not answer this page (is it running, and does its CORS_ORIGINS list ${location.origin}?)`
+        : `${statusName(error.code)}: ${error.rawMessage}`;
   }
 }
 
