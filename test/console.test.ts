@@ -52,23 +52,29 @@ describe("web console in headless Chromium", () => {
     await Promise.all([predictor, proxy, consoleServer, strangerConsole].map((s) => s?.stop()));
   });
 
-  const openConsole = async (server = consoleServer) => {
+  const openConsole = async () => {
     const page = await browser.newPage();
-    await page.goto(`${server.baseUrl}/`);
+    await page.goto(`${consoleServer.baseUrl}/`);
     return page;
   };
 
   it("lists the models and predicts the known rows over Connect JSON, Connect binary and gRPC-web", async () => {
     const page = await openConsole();
+    const predictContentTypes: string[] = [];
+    page.on("request", (request) => {
+      if (request.method() === "POST" && request.url().endsWith("/mlmesh.predictor.v1.PredictorService/Predict")) predictContentTypes.push(request.headers()["content-type"]);
+    });
     await page.waitForSelector("body[data-ready=true]");
     expect(await cells(page, "models", 1)).toEqual(["iris_svc", "iris_svc_setosa", "iris_svc_versicolor", "iris_svc_virginica"]);
     await page.fill("[data-testid=rows]", knownRows.map((r) => r.values).join("\n"));
-    for (const protocol of ["connect-json", "connect-binary", "grpc-web"]) {
+    const protocols = { "connect-json": "application/json", "connect-binary": "application/proto", "grpc-web": "application/grpc-web+proto" };
+    for (const [protocol, contentType] of Object.entries(protocols)) {
       await page.selectOption("[data-testid=protocol]", protocol);
       await page.selectOption("[data-testid=model]", "iris_svc@1");
       await page.click("[data-testid=predict]");
       await expect.poll(() => cells(page, "predictions", 2), { message: protocol }).toEqual(knownRows.map((r) => r.label));
       expect(await page.textContent("[data-testid=error]"), protocol).toBe("");
+      expect(predictContentTypes.at(-1), protocol).toBe(contentType);
     }
     await page.close();
   });
@@ -98,10 +104,12 @@ describe("web console in headless Chromium", () => {
   });
 
   it("is refused by the browser on an origin the services do not list in CORS_ORIGINS", async () => {
-    const page = await openConsole(strangerConsole);
-    const failed = page.waitForEvent("requestfailed");
+    const page = await browser.newPage();
+    const failed: string[] = [];
+    page.on("requestfailed", (request) => failed.push(request.url())); // before the page's first call
+    await page.goto(`${strangerConsole.baseUrl}/`);
     await page.waitForSelector("body[data-ready=true]");
-    expect((await failed).url()).toContain(`${predictor.baseUrl}/mlmesh.predictor.v1.PredictorService/ListModels`);
+    expect(failed).toContain(`${predictor.baseUrl}/mlmesh.predictor.v1.PredictorService/ListModels`);
     expect(await page.textContent("[data-testid=error]")).toBe(
       `network error: the service did not answer this page (is it running, and does its CORS_ORIGINS list ${new URL(strangerConsole.baseUrl).origin}?)`,
     );
