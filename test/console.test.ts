@@ -4,6 +4,9 @@
 import { createServer } from "node:net";
 import { chromium, type Browser, type Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { ModelRegistryService } from "../gen/mlmesh/registry/v1/registry_pb.js";
+import { clientFor } from "./support/clients.js";
+import { freshDatabase, type TestDatabase } from "./support/databases.js";
 import { startService, type ServiceProcess } from "./support/service-process.js";
 
 /** Debian's chromium (scripts/install-system-packages.sh); launching fails if it is missing. */
@@ -32,6 +35,9 @@ const cells = (page: Page, table: string, column: number) =>
 describe("web console in headless Chromium", () => {
   let predictor: ServiceProcess;
   let proxy: ServiceProcess;
+  let batch: ServiceProcess;
+  let registry: ServiceProcess;
+  const databases: TestDatabase[] = [];
   let consoleServer: ServiceProcess;
   let strangerConsole: ServiceProcess;
   let browser: Browser;
@@ -41,7 +47,15 @@ describe("web console in headless Chromium", () => {
     const cors = { CORS_ORIGINS: `http://127.0.0.1:${consolePort}` };
     predictor = await startService("predictor", cors);
     proxy = await startService("proxy", { ...cors, PREDICTOR_ADDRESS: predictor.address });
-    const endpoints = { CONSOLE_PREDICTOR_URL: predictor.baseUrl, CONSOLE_PROXY_URL: proxy.baseUrl };
+    for (let i = 0; i < 2; i++) databases.push(await freshDatabase("sqlite"));
+    batch = await startService("batch", { ...cors, DATABASE_URL: databases[0].url, PREDICTOR_ADDRESS: predictor.address, BATCH_INTERVAL: "500ms" });
+    registry = await startService("registry", { ...cors, DATABASE_URL: databases[1].url });
+    const endpoints = {
+      CONSOLE_PREDICTOR_URL: predictor.baseUrl,
+      CONSOLE_PROXY_URL: proxy.baseUrl,
+      CONSOLE_BATCH_URL: batch.baseUrl,
+      CONSOLE_REGISTRY_URL: registry.baseUrl,
+    };
     consoleServer = await startService("console", { ...endpoints, CONSOLE_PORT: String(consolePort) });
     // The same page on an origin the services do not list.
     strangerConsole = await startService("console", endpoints);
@@ -49,7 +63,8 @@ describe("web console in headless Chromium", () => {
   });
   afterAll(async () => {
     await browser?.close();
-    await Promise.all([predictor, proxy, consoleServer, strangerConsole].map((s) => s?.stop()));
+    await Promise.all([predictor, proxy, batch, registry, consoleServer, strangerConsole].map((s) => s?.stop()));
+    await Promise.all(databases.map((d) => d.drop()));
   });
 
   const openConsole = async () => {
@@ -90,6 +105,40 @@ describe("web console in headless Chromium", () => {
     await expect.poll(() => cells(page, "backends", 1)).toEqual(["setosa", "versicolor", "virginica"]);
     expect(await cells(page, "backends", 4)).toEqual(["yes", "yes", "yes"]);
     expect(await cells(page, "backends", 5)).toEqual(["CLOSED", "CLOSED", "CLOSED"]);
+    await page.close();
+  });
+
+  it("registers batch items and follows each one's WatchItem stream to its final state, over each protocol", async () => {
+    const page = await openConsole();
+    await page.waitForSelector("body[data-ready=true]");
+    await page.fill("[data-testid=rows]", [...knownRows.map((r) => r.values), "5.1, 3.5, 1.4"].join("\n"));
+    for (const protocol of ["connect-json", "connect-binary", "grpc-web"]) {
+      await page.selectOption("[data-testid=protocol]", protocol);
+      await page.click("[data-testid=register]");
+      // Streams start with PENDING and end with the job's outcome (BATCH_INTERVAL=500ms).
+      await expect.poll(() => cells(page, "items", 2), { message: protocol, timeout: 15_000 }).toEqual(["PREDICTED", "PREDICTED", "PREDICTED", "FAILED"]);
+      expect(await cells(page, "items", 3), protocol).toEqual([...knownRows.map((r) => r.label), ""]);
+      expect((await cells(page, "items", 4))[3], protocol).toMatch(/^the item has 3 values; iris_svc v1 takes 4/);
+      expect(await page.textContent("[data-testid=error]"), protocol).toBe("");
+    }
+    await page.click("[data-testid=job-status]");
+    await expect.poll(() => page.textContent("[data-testid=job-counts]")).toBe("0 pending, 9 predicted, 3 failed");
+    await page.locator("[data-testid=job-counts]").evaluate((element) => (element.textContent = ""));
+    await page.click("[data-testid=run-job]"); // RunJobNow: nothing left to do
+    await expect.poll(() => page.textContent("[data-testid=job-counts]")).toBe("0 pending, 9 predicted, 3 failed");
+    await page.close();
+  });
+
+  it("lists the registry's projects and models", async () => {
+    const client = clientFor(ModelRegistryService, registry.baseUrl, "grpc");
+    const { project } = await client.createProject({ name: "iris_console", description: "from the console test" });
+    await client.createModel({ projectId: project!.id, name: "svc", description: "an SVC" });
+    await client.createProject({ name: "empty_project" });
+    const page = await openConsole();
+    await page.waitForSelector("body[data-ready=true]");
+    await page.click("[data-testid=load-registry]");
+    await expect.poll(() => cells(page, "registry", 1)).toEqual(["iris_console", "empty_project"]);
+    expect(await cells(page, "registry", 2)).toEqual(["svc", "(no model yet)"]);
     await page.close();
   });
 

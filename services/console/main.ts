@@ -6,7 +6,7 @@ import { loadConsoleConfig } from "./config.js";
 import { loadSite } from "./site.js";
 
 /**
- * Runs the web console: a page that calls the Predictor and the Proxy from the browser with
+ * Runs the web console: a page that calls the mesh's services from the browser with
  * Connect and gRPC-web (the services must list the console's origin in CORS_ORIGINS; `mlmesh
  * up` does that). The page's server is the shared runtime, so it has health, logs and drains.
  */

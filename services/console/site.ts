@@ -34,7 +34,8 @@ export async function loadSite(config: ConsoleConfig): Promise<HttpHandler> {
     ["/config.json", { type: "application/json", body: Buffer.from(JSON.stringify(config)) }],
   ]);
   // The page may call the configured services and nothing else.
-  const csp = `default-src 'self'; connect-src 'self' ${config.predictorUrl} ${config.proxyUrl}; style-src 'self' 'unsafe-inline'; img-src 'self' data:`;
+  const services = [config.predictorUrl, config.proxyUrl, config.batchUrl, config.registryUrl].join(" ");
+  const csp = `default-src 'self'; connect-src 'self' ${services}; style-src 'self' 'unsafe-inline'; img-src 'self' data:`;
 
   return (request, response) => {
     const path = new URL(request.url ?? "/", "http://console").pathname;

@@ -2,12 +2,16 @@
 // mesh with the generated descriptors and @connectrpc/connect-web: no hand-written request code.
 import { Code, ConnectError, createClient, type Transport } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcWebTransport } from "@connectrpc/connect-web";
+import { BatchJobService, ItemState, type Item } from "../../../gen/mlmesh/batch/v1/batch_pb.js";
 import { PredictorService } from "../../../gen/mlmesh/predictor/v1/predictor_pb.js";
 import { CircuitState, ProxyService } from "../../../gen/mlmesh/proxy/v1/proxy_pb.js";
+import { ModelRegistryService } from "../../../gen/mlmesh/registry/v1/registry_pb.js";
 
 interface Endpoints {
   readonly predictorUrl: string;
   readonly proxyUrl: string;
+  readonly batchUrl: string;
+  readonly registryUrl: string;
 }
 
 type Protocol = "connect-json" | "connect-binary" | "grpc-web";
@@ -28,6 +32,8 @@ function clients(endpoints: Endpoints) {
   return {
     predictor: createClient(PredictorService, transport(endpoints.predictorUrl, protocol)),
     proxy: createClient(ProxyService, transport(endpoints.proxyUrl, protocol)),
+    batch: createClient(BatchJobService, transport(endpoints.batchUrl, protocol)),
+    registry: createClient(ModelRegistryService, transport(endpoints.registryUrl, protocol)),
   };
 }
 
@@ -41,6 +47,11 @@ function fillTable(testId: string, rows: readonly (readonly (string | number)[])
       return tr;
     }),
   );
+}
+
+function itemCells(item: Item): string[] {
+  const detail = item.state === ItemState.FAILED ? item.error : item.probabilities.map((p) => p.toFixed(4)).join(" / ");
+  return [item.id, ItemState[item.state], item.label, detail];
 }
 
 /** The textarea's rows; a value that is no number goes out as NaN, for the service to refuse. */
@@ -75,7 +86,12 @@ async function run(action: () => Promise<void>): Promise<void> {
 
 async function main(): Promise<void> {
   const endpoints = (await (await fetch("/config.json")).json()) as Endpoints;
-  element("endpoints").textContent = `${endpoints.predictorUrl} (Predictor) and ${endpoints.proxyUrl} (Proxy)`;
+  element("endpoints").textContent = [
+    `${endpoints.predictorUrl} (Predictor)`,
+    `${endpoints.proxyUrl} (Proxy)`,
+    `${endpoints.batchUrl} (BatchJob)`,
+    `${endpoints.registryUrl} (ModelRegistry)`,
+  ].join(", ");
 
   const loadModels = () =>
     run(async () => {
@@ -112,6 +128,50 @@ async function main(): Promise<void> {
         "backends",
         backends.map((b) => [b.backend, b.address, b.model, b.serving ? "yes" : "no", CircuitState[b.circuit]]),
       );
+    }),
+  );
+
+  element("register").addEventListener("click", () =>
+    run(async () => {
+      fillTable("items", []);
+      const { batch } = clients(endpoints);
+      const { items } = await batch.registerItems({ items: parseRows() });
+      const states = [...items];
+      const show = () => fillTable("items", states.map(itemCells));
+      show();
+      // One server stream per item; each ends when its item is predicted or failed.
+      await Promise.all(
+        items.map(async (item, i) => {
+          for await (const update of batch.watchItem({ itemId: item.id })) {
+            states[i] = update.item!;
+            show();
+          }
+        }),
+      );
+    }),
+  );
+
+  const showJobStatus = async () => {
+    const status = await clients(endpoints).batch.getJobStatus({ recentRuns: 1 });
+    element("job-counts").textContent = `${status.pendingItems} pending, ${status.predictedItems} predicted, ${status.failedItems} failed`;
+  };
+  element("job-status").addEventListener("click", () => run(showJobStatus));
+  element("run-job").addEventListener("click", () =>
+    run(async () => {
+      await clients(endpoints).batch.runJobNow({});
+      await showJobStatus();
+    }),
+  );
+
+  element("registry").addEventListener("click", () =>
+    run(async () => {
+      const { registry } = clients(endpoints);
+      const [{ projects }, { models }] = await Promise.all([registry.listProjects({ pageSize: 100 }), registry.listModels({ pageSize: 100 })]);
+      const projectNames = new Map(projects.map((p) => [p.id, p.name]));
+      fillTable("registry", [
+        ...models.map((m) => [projectNames.get(m.projectId) ?? m.projectId, m.name, m.description]),
+        ...projects.filter((p) => !models.some((m) => m.projectId === p.id)).map((p) => [p.name, "(no model yet)", p.description]),
+      ]);
     }),
   );
 
