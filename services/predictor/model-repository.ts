@@ -136,6 +136,10 @@ async function loadModelVersion(
     }
     return output.data as Float32Array;
   };
+  // One run before serving: proves the graph answers with the declared shape, and the first
+  // request does not pay onnxruntime's first-run allocations.
+  const warmUpRows = metadata.sample_input.length > 0 ? metadata.sample_input : [new Array<number>(featureCount).fill(0)];
+  await runInference(Float32Array.from(warmUpRows.flat()), warmUpRows.length);
   const batcher = new InferenceBatcher(runInference, featureCount, classCount, maxBatchRows);
   return {
     metadata,

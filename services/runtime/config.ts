@@ -6,6 +6,9 @@
 
 export type Env = Readonly<Record<string, string | undefined>>;
 
+/** Which browser origins may call a service (CORS): none (the default), a list, or any. */
+export type CorsOrigins = readonly string[] | "*";
+
 /** A missing or malformed environment variable; its message names the variable. */
 export class ConfigError extends Error {
   constructor(
@@ -72,7 +75,7 @@ export function envEnum<T extends string>(env: Env, name: string, fallback: T, a
  * Browser origins allowed to call a service cross-origin (CORS): "*", or a comma-separated
  * list of origins such as "http://127.0.0.1:50050"; empty or unset: none.
  */
-export function envOrigins(env: Env, name: string): readonly string[] | "*" {
+export function envOrigins(env: Env, name: string): CorsOrigins {
   const raw = (env[name] ?? "").trim();
   if (raw === "*") return "*";
   const origins = raw.split(",").map((o) => o.trim()).filter((o) => o !== "");
@@ -110,7 +113,7 @@ export interface ServerConfig {
    */
   readonly grpcStack: GrpcStack;
   /** Web page origins allowed to call the service from a browser (CORS). */
-  readonly corsOrigins: readonly string[] | "*";
+  readonly corsOrigins: CorsOrigins;
 }
 
 export const grpcStacks = ["grpc-js", "connect-node"] as const;

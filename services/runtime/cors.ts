@@ -1,8 +1,6 @@
 import { cors } from "@connectrpc/connect";
+import type { CorsOrigins } from "./config.js";
 import type { HttpHandler } from "./server.js";
-
-/** Which browser origins may call a service: none (the default), a list, or any. */
-export type CorsOrigins = readonly string[] | "*";
 
 /** Headers our handlers send that browser code may read, beyond the protocols' own. */
 const ourExposedHeaders = ["x-request-id"];
