@@ -2,7 +2,7 @@
 # Generates the two Prisma clients (PostgreSQL and SQLite) of each Prisma service from its
 # services/<svc>/prisma/schema.prisma. Committed like gen/; CI checks they are current.
 # `prisma generate` insists on a schema engine binary, which cannot be downloaded here, and does
-# not use it to generate: point it at a no-op (migrations are ours: services/runtime/prisma-migrate.ts).
+# not use it to generate: point it at a no-op (migrations are ours: services/runtime/storage/migrations.ts).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 engine=$(mktemp -d)

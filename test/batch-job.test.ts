@@ -11,7 +11,7 @@ import type { ClaimedItem, ItemResult, JobRun } from "../services/batch/item-sto
 const config = { model: "iris_svc", modelVersion: 0, claimSize: 10, rowsPerRequest: 4, parallelism: 2, leaseMs: 60_000 };
 
 /** Pending items; claims hand them out claimSize at a time, as the real store does. */
-function memoryStore(items: ClaimedItem[]) {
+function memoryStore(items: ClaimedItem[], failing: { complete?: Error; release?: Error; recordRun?: Error } = {}) {
   const pending = [...items];
   const state = { predicted: [] as ItemResult[], failed: [] as { id: string; reason: string }[], released: [] as string[], runs: [] as JobRun[], claims: 0 };
   const store: BatchJobDeps["store"] = {
@@ -20,15 +20,18 @@ function memoryStore(items: ClaimedItem[]) {
       return pending.splice(0, limit);
     },
     async complete(_worker, results, failures) {
+      if (failing.complete) throw failing.complete;
       state.predicted.push(...results);
       state.failed.push(...failures);
       return { predicted: results.length, failed: failures.length };
     },
     async release(_worker, ids) {
+      if (failing.release) throw failing.release;
       state.released.push(...ids);
       return ids.length;
     },
     async recordRun(run, stored) {
+      if (failing.recordRun) throw failing.recordRun;
       const record = { id: `run-${state.runs.length}`, ...run };
       if (stored) state.runs.push(record);
       return record;
@@ -72,7 +75,7 @@ describe("one run of the batch job", () => {
   it("predicts every claimed item in requests of rowsPerRequest rows, at most `parallelism` in flight", async () => {
     const { store, state } = memoryStore(items(25));
     const { predictor, calls } = fakePredictor();
-    const run = await runBatchJob({ store, predictor, config, worker: "test" });
+    const { run } = await runBatchJob({ store, predictor, config, worker: "test" });
     expect(state.predicted.map((r) => r.id).sort()).toEqual(items(25).map((i) => i.id).sort());
     expect(state.predicted[0]).toMatchObject({ label: "setosa", model: "iris_svc", modelVersion: 1 });
     expect(Math.max(...calls.rows)).toBeLessThanOrEqual(config.rowsPerRequest);
@@ -85,7 +88,7 @@ describe("one run of the batch job", () => {
   it("marks a bad item failed with its reason and predicts the rest of its request", async () => {
     const { store, state } = memoryStore(items(10, [2, 7]));
     const { predictor } = fakePredictor();
-    const run = await runBatchJob({ store, predictor, config, worker: "test" });
+    const { run } = await runBatchJob({ store, predictor, config, worker: "test" });
     expect(state.failed).toEqual([
       { id: "item-2", reason: "the item has 3 values; iris_svc v1 takes 4" },
       { id: "item-7", reason: "the item has 3 values; iris_svc v1 takes 4" },
@@ -97,7 +100,7 @@ describe("one run of the batch job", () => {
   it("releases the claimed items and stops when the Predictor is unavailable", async () => {
     const { store, state } = memoryStore(items(25));
     const { predictor } = fakePredictor(Code.Unavailable);
-    const run = await runBatchJob({ store, predictor, config, worker: "test" });
+    const { run } = await runBatchJob({ store, predictor, config, worker: "test" });
     expect(state.predicted).toEqual([]);
     expect(state.failed).toEqual([]);
     expect(state.released).toHaveLength(config.claimSize); // the first claim only: the run stopped
@@ -109,9 +112,39 @@ describe("one run of the batch job", () => {
   it("records no run when there was nothing to do", async () => {
     const { store, state } = memoryStore([]);
     const { predictor, calls } = fakePredictor();
-    const run = await runBatchJob({ store, predictor, config, worker: "test" });
+    const { run } = await runBatchJob({ store, predictor, config, worker: "test" });
     expect(run).toMatchObject({ claimed: 0, error: "" });
     expect(calls.rows).toEqual([]);
     expect(state.runs).toEqual([]);
+  });
+
+  it("stops with the reason when its results cannot be stored, and gives the chunk back", async () => {
+    const busy = new ConnectError("the batch database is busy (locked by another writer); retry later", Code.Unavailable);
+    const { store, state } = memoryStore(items(25), { complete: busy });
+    const { predictor } = fakePredictor();
+    const { run, recordError } = await runBatchJob({ store, predictor, config, worker: "test" });
+    expect(run).toMatchObject({ claimed: 10, predicted: 0, released: 10, error: busy.message });
+    expect(state.claims).toBe(1);
+    expect(state.runs).toHaveLength(1);
+    expect(recordError).toBeUndefined();
+  });
+
+  it("leaves the chunk to its lease when the database refuses the release too", async () => {
+    const busy = new ConnectError("the batch database is busy (locked by another writer); retry later", Code.Unavailable);
+    const { store, state } = memoryStore(items(5), { complete: busy, release: busy });
+    const { predictor } = fakePredictor();
+    const { run } = await runBatchJob({ store, predictor, config, worker: "test" });
+    expect(run).toMatchObject({ claimed: 5, released: 0, error: busy.message });
+    expect(state.runs).toHaveLength(1);
+  });
+
+  it("says when the run's record could not be stored, instead of throwing", async () => {
+    const down = new ConnectError("the batch database is unavailable; retry later", Code.Unavailable);
+    const { store, state } = memoryStore(items(5), { recordRun: down });
+    const { predictor } = fakePredictor();
+    const outcome = await runBatchJob({ store, predictor, config, worker: "test" });
+    expect(outcome.run).toMatchObject({ claimed: 5, predicted: 5, error: "" });
+    expect(outcome.recordError).toBe(down.message);
+    expect(state.predicted).toHaveLength(5);
   });
 });

@@ -1,12 +1,14 @@
 import { fileURLToPath } from "node:url";
 import { resolve } from "node:path";
-import { ConfigError, envDurationMs, envEnum, envInt, envString, servicePorts, type Env } from "../runtime/config.js";
-import { dialectOf } from "../runtime/prisma-migrate.js";
+import { ConfigError, envDurationMs, envEnum, envInt, envSqliteBusyTimeoutMs, envString, servicePorts, type Env } from "../runtime/config.js";
+import { dialectOf } from "../runtime/storage/migrations.js";
 
 /** Settings of the BatchJob service and its workers. */
 export interface BatchConfig {
   /** Database: BATCH_DATABASE_URL, else DATABASE_URL, else a SQLite file under data/. */
   readonly databaseUrl: string;
+  /** SQLite: how long a write waits for another writer (SQLITE_BUSY_TIMEOUT). */
+  readonly sqliteBusyTimeoutMs: number;
   /** The Predictor the job calls. */
   readonly predictorAddress: string;
   /** Model (and version, 0 = highest) the job predicts with. */
@@ -36,6 +38,7 @@ export function loadBatchConfig(env: Env): BatchConfig {
   const predictorPort = envInt(env, servicePorts.predictor.variable, servicePorts.predictor.port, 1, 65535);
   return Object.freeze({
     databaseUrl,
+    sqliteBusyTimeoutMs: envSqliteBusyTimeoutMs(env),
     predictorAddress: envString(env, "PREDICTOR_ADDRESS", `127.0.0.1:${predictorPort}`),
     model: envString(env, "BATCH_MODEL", "iris_svc"),
     modelVersion: envInt(env, "BATCH_MODEL_VERSION", 0, 0, 1_000_000),

@@ -1,7 +1,7 @@
 import { Code, ConnectError } from "@connectrpc/connect";
-import { isDatabaseUnreachable } from "../runtime/database-errors.js";
+import { databaseUnavailableError } from "../runtime/storage/errors.js";
 import { newId } from "../runtime/ids.js";
-import type { Dialect } from "../runtime/prisma-migrate.js";
+import type { Dialect } from "../runtime/storage/migrations.js";
 import type { BatchDatabase } from "./database.js";
 import type { Item, JobRun } from "./prisma/generated/postgresql/client.js";
 
@@ -57,11 +57,11 @@ export class ItemStore {
         ? `INSERT INTO "batch_items" ("id", "values", "created_at", "updated_at")
            SELECT r."id", r."values", $2::timestamptz AT TIME ZONE 'UTC', $2::timestamptz AT TIME ZONE 'UTC'
            FROM jsonb_to_recordset($1::jsonb) AS r("id" text, "values" jsonb)`
-        : // SQLite numbers parameters in order of first appearance: the stamp comes first here.
+        : // SQLite (better-sqlite3) takes only positional `?` parameters, bound in order.
           `INSERT INTO "batch_items" ("id", "values", "created_at", "updated_at")
-           SELECT json_extract(value, '$.id'), json_extract(value, '$.values'), $1, $1 FROM json_each($2)`;
+           SELECT json_extract(value, '$.id'), json_extract(value, '$.values'), ?, ? FROM json_each(?)`;
     const json = JSON.stringify(rows);
-    await this.guard(() => this.db.$executeRawUnsafe(sql, ...(this.dialect === "postgresql" ? [json, stamp] : [stamp, json])));
+    await this.guard(() => this.db.$executeRawUnsafe(sql, ...(this.dialect === "postgresql" ? [json, stamp] : [stamp, stamp, json])));
     return rows.map((r) => ({
       ...r,
       state: "PENDING",
@@ -125,9 +125,9 @@ export class ItemStore {
            WHERE "id" IN (SELECT "id" FROM "batch_items" WHERE "state" = 'PENDING' AND "lease_until_ms" < $3
                           ORDER BY "id" LIMIT $4 FOR UPDATE SKIP LOCKED)
            RETURNING "id", "values"`
-        : `UPDATE "batch_items" SET "lease_owner" = $1, "lease_until_ms" = $2, "attempts" = "attempts" + 1, "updated_at" = ${this.nowSql()}
-           WHERE "id" IN (SELECT "id" FROM "batch_items" WHERE "state" = 'PENDING' AND "lease_until_ms" < $3
-                          ORDER BY "id" LIMIT $4)
+        : `UPDATE "batch_items" SET "lease_owner" = ?, "lease_until_ms" = ?, "attempts" = "attempts" + 1, "updated_at" = ${this.nowSql()}
+           WHERE "id" IN (SELECT "id" FROM "batch_items" WHERE "state" = 'PENDING' AND "lease_until_ms" < ?
+                          ORDER BY "id" LIMIT ?)
            RETURNING "id", "values"`;
     const rows = await this.guard(() =>
       this.db.$queryRawUnsafe<{ id: string; values: unknown }[]>(sql, worker, BigInt(now + leaseMs), BigInt(now), limit),
@@ -167,8 +167,8 @@ export class ItemStore {
                        "labels" = json_extract(r.value, '$.labels'), "label" = json_extract(r.value, '$.label'),
                        "model" = json_extract(r.value, '$.model'), "model_version" = json_extract(r.value, '$.modelVersion'), "error" = '',
                        "lease_owner" = NULL, "lease_until_ms" = 0, "predicted_at" = ${now}, "updated_at" = ${now}
-                     FROM json_each($1) AS r
-                     WHERE "batch_items"."id" = json_extract(r.value, '$.id') AND +"batch_items"."lease_owner" = $2 AND +"batch_items"."state" = 'PENDING'`,
+                     FROM json_each(?) AS r
+                     WHERE "batch_items"."id" = json_extract(r.value, '$.id') AND +"batch_items"."lease_owner" = ? AND +"batch_items"."state" = 'PENDING'`,
                 predictedRows,
                 worker,
               );
@@ -183,8 +183,8 @@ export class ItemStore {
                      WHERE i."id" = r."id" AND i."lease_owner" = $2 AND (i."state" || '') = 'PENDING'`
                   : `UPDATE "batch_items" SET "state" = 'FAILED', "error" = json_extract(r.value, '$.reason'), "lease_owner" = NULL,
                        "lease_until_ms" = 0, "predicted_at" = ${now}, "updated_at" = ${now}
-                     FROM json_each($1) AS r
-                     WHERE "batch_items"."id" = json_extract(r.value, '$.id') AND +"batch_items"."lease_owner" = $2 AND +"batch_items"."state" = 'PENDING'`,
+                     FROM json_each(?) AS r
+                     WHERE "batch_items"."id" = json_extract(r.value, '$.id') AND +"batch_items"."lease_owner" = ? AND +"batch_items"."state" = 'PENDING'`,
                 failedRows,
                 worker,
               );
@@ -225,10 +225,7 @@ export class ItemStore {
       return await run();
     } catch (err) {
       if (err instanceof ConnectError) throw err;
-      if (isDatabaseUnreachable(err)) {
-        throw new ConnectError("the batch database is unavailable; retry later", Code.Unavailable, undefined, undefined, err);
-      }
-      throw err;
+      throw databaseUnavailableError("batch", err) ?? err;
     }
   }
 }

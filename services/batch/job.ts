@@ -15,15 +15,24 @@ export interface BatchJobDeps {
   readonly requestTimeoutMs?: number;
 }
 
+/** A finished run, and why its record could not be stored when it could not. */
+export interface JobRunOutcome {
+  readonly run: JobRun;
+  readonly recordError?: string;
+}
+
 /**
  * One run of the batch job: claims pending items in chunks of claimSize until none is left,
  * predicts each chunk with rowsPerRequest rows per Predict call and `parallelism` calls in
  * flight, and stores each chunk's results in one transaction. An item the model rejects (for
  * example the wrong number of values) is marked failed with the reason while the rest of its
  * request is retried; when the Predictor is unavailable the chunk is released, left pending
- * for the next run, and the run stops. Returns the run's record.
+ * for the next run, and the run stops. When the database fails (busy, unreachable) the run
+ * stops with the reason: a chunk whose results could not be stored is released if the
+ * database allows, else its lease runs out, and the next run predicts it again. Never throws:
+ * the outcome says what happened, including whether the run's record was stored.
  */
-export async function runBatchJob(deps: BatchJobDeps): Promise<JobRun> {
+export async function runBatchJob(deps: BatchJobDeps): Promise<JobRunOutcome> {
   const { store, config, worker } = deps;
   const startedAt = new Date();
   const totals = { claimed: 0, predicted: 0, failed: 0, released: 0, error: "" };
@@ -37,7 +46,13 @@ export async function runBatchJob(deps: BatchJobDeps): Promise<JobRun> {
       const results = outcomes.flatMap((o) => o.results);
       const failures = outcomes.flatMap((o) => o.failures);
       const unavailable = outcomes.flatMap((o) => o.unpredicted);
-      const stored = await store.complete(worker, results, failures);
+      let stored: { predicted: number; failed: number };
+      try {
+        stored = await store.complete(worker, results, failures);
+      } catch (err) {
+        totals.released += await releaseIfPossible(deps, claimed);
+        throw err;
+      }
       totals.predicted += stored.predicted;
       totals.failed += stored.failed;
       if (unavailable.length > 0) {
@@ -49,8 +64,23 @@ export async function runBatchJob(deps: BatchJobDeps): Promise<JobRun> {
   } catch (err) {
     totals.error = (err as Error).message;
   }
+  const run = { worker, startedAt, endedAt: new Date(), ...totals };
   // A scheduled run that found nothing to do is not worth a row.
-  return store.recordRun({ worker, startedAt, endedAt: new Date(), ...totals }, totals.claimed > 0 || totals.error !== "");
+  const worthStoring = totals.claimed > 0 || totals.error !== "";
+  try {
+    return { run: await store.recordRun(run, worthStoring) };
+  } catch (err) {
+    return { run: { id: "", ...run }, recordError: (err as Error).message };
+  }
+}
+
+/** Gives back claimed items after a failed store; 0 when the database refuses that too (the leases then run out). */
+async function releaseIfPossible(deps: BatchJobDeps, items: readonly ClaimedItem[]): Promise<number> {
+  try {
+    return await deps.store.release(deps.worker, items.map((i) => i.id));
+  } catch {
+    return 0;
+  }
 }
 
 interface ChunkOutcome {

@@ -20,7 +20,7 @@ import { createBatchService } from "./service.js";
 export function main(env: Env): Promise<void> {
   return runService("batch", env, async ({ config, logger }) => {
     const batchConfig = loadBatchConfig(env);
-    const { db, dialect, applied } = await openBatchDatabase(batchConfig.databaseUrl);
+    const { db, dialect, applied } = await openBatchDatabase(batchConfig.databaseUrl, { ...batchConfig, migrate: true });
     logger.info({ dialect, migrationsApplied: applied, predictor: batchConfig.predictorAddress }, "database ready");
     const store = new ItemStore(db, dialect);
     const predictor = new GrpcClient(batchConfig.predictorAddress);
@@ -63,7 +63,7 @@ export function main(env: Env): Promise<void> {
 export function workerMain(env: Env): Promise<void> {
   return runService("batch-worker", env, async ({ config, logger }) => {
     const batchConfig = loadBatchConfig(env);
-    const { db, applied } = await openBatchDatabase(batchConfig.databaseUrl);
+    const { db, applied } = await openBatchDatabase(batchConfig.databaseUrl, { ...batchConfig, migrate: true });
     await db.$disconnect(); // each run opens its own connections in its worker thread
     logger.info({ migrationsApplied: applied, intervalMs: batchConfig.intervalMs }, "batch worker ready");
     const server = await startServer({ config, logger, services: [] });

@@ -4,19 +4,23 @@ import type { Env } from "../runtime/config.js";
 import { GrpcClient } from "../runtime/grpc-client.js";
 import { loadBatchConfig } from "./config.js";
 import { openBatchDatabase } from "./database.js";
-import { ItemStore, type JobRun } from "./item-store.js";
-import { runBatchJob } from "./job.js";
+import { ItemStore } from "./item-store.js";
+import { runBatchJob, type JobRunOutcome } from "./job.js";
 
-/** One scheduled run, as bree starts it in a worker thread: its own connections, then the job. */
-export async function runScheduledBatchJob(env: Env): Promise<JobRun> {
+/**
+ * One scheduled run, as bree starts it in a worker thread: its own connections (the process
+ * that scheduled it has migrated the database already), then the job. Rejects only when the
+ * database cannot be opened; the job itself reports failures in its outcome.
+ */
+export async function runScheduledBatchJob(env: Env): Promise<JobRunOutcome> {
   const config = loadBatchConfig(env);
-  const { db, dialect } = await openBatchDatabase(config.databaseUrl);
+  const { db, dialect } = await openBatchDatabase(config.databaseUrl, { ...config, migrate: false });
   const store = new ItemStore(db, dialect);
   const predictor = new GrpcClient(config.predictorAddress);
   try {
     return await runBatchJob({ store, predictor, config, worker: `${hostname()}:${process.pid}:${threadId}` });
   } finally {
     predictor.close();
-    await store.close();
+    await store.close().catch(() => undefined);
   }
 }

@@ -2,7 +2,7 @@ import { fileURLToPath } from "node:url";
 import Bree from "bree";
 import type { Env } from "../runtime/config.js";
 import type { Logger } from "../runtime/logger.js";
-import type { JobRun } from "./item-store.js";
+import type { JobRunOutcome } from "./job.js";
 
 const jobFile = fileURLToPath(new URL("scheduled-job-worker.mjs", import.meta.url));
 
@@ -15,12 +15,21 @@ export async function startScheduler(env: Env, intervalMs: number, logger: Logge
     root: false,
     logger: false,
     jobs: [{ name: "predict-pending", path: jobFile, interval: intervalMs, worker: { workerData: { env: { ...env } } } }],
-    workerMessageHandler: ({ message }) => {
-      const { run } = (message ?? {}) as { run?: JobRun };
-      if (run) logger.info({ run }, "batch job run");
-    },
+    workerMessageHandler: ({ message }) => logRun(logger, message as ScheduledRunMessage),
     errorHandler: (error: unknown) => logger.error({ err: error }, "batch job failed"),
   });
   await bree.start();
   return () => bree.stop();
+}
+
+/** What a scheduled run's thread posts (scheduled-job-worker.mjs). */
+type ScheduledRunMessage = Partial<JobRunOutcome> & { startError?: string };
+
+function logRun(logger: Logger, message: ScheduledRunMessage): void {
+  const { run, recordError, startError } = message ?? {};
+  if (startError !== undefined) logger.error({ reason: startError }, "batch job run could not start; the next run will try again");
+  if (run === undefined) return;
+  if (recordError !== undefined) logger.error({ run, recordError }, "batch job run ended but its record could not be stored");
+  else if (run.error !== "") logger.warn({ run }, "batch job run stopped early; the next run goes on");
+  else logger.info({ run }, "batch job run");
 }

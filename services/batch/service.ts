@@ -5,6 +5,7 @@ import { ItemState, type BatchJobService, type ItemSchema, type JobRunSchema } f
 import type { PartialServiceImpl } from "../runtime/instrument.js";
 import { decodePageToken, defaultPageSize, encodePageToken } from "../runtime/pagination.js";
 import type { Item, ItemState as StoredState, ItemStore, JobRun } from "./item-store.js";
+import type { JobRunOutcome } from "./job.js";
 import { ItemWatcher } from "./item-watcher.js";
 
 /** How often the items of WatchItem streams are polled, all in one query (see ItemWatcher). */
@@ -23,7 +24,7 @@ const storedStates: Record<number, StoredState | undefined> = {
 export function createBatchService(deps: {
   store: ItemStore;
   intervalMs: number;
-  runJob: () => Promise<JobRun>;
+  runJob: () => Promise<JobRunOutcome>;
   /** Aborted when the server starts draining: watch streams end then. */
   stopping: () => AbortSignal;
 }): PartialServiceImpl<typeof BatchJobService> {
@@ -64,7 +65,12 @@ export function createBatchService(deps: {
       if (running) throw new ConnectError("a RunJobNow run of this service is already under way", Code.FailedPrecondition);
       running = true;
       try {
-        return { run: runOut(await deps.runJob()) };
+        const { run, recordError } = await deps.runJob();
+        if (recordError !== undefined) {
+          // The items' results are stored; the run's record, which GetJobStatus shows, is not.
+          throw new ConnectError(`the run ended (${run.predicted} predicted, ${run.failed} failed) but its record could not be stored: ${recordError}`, Code.Unavailable);
+        }
+        return { run: runOut(run) };
       } finally {
         running = false;
       }

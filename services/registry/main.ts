@@ -1,11 +1,11 @@
 import { ModelRegistryService } from "../../gen/mlmesh/registry/v1/registry_pb.js";
-import { ConfigError, envString, type Env } from "../runtime/config.js";
+import { ConfigError, envSqliteBusyTimeoutMs, envString, type Env } from "../runtime/config.js";
 import { ServingStatus } from "../runtime/health.js";
 import { serve } from "../runtime/instrument.js";
 import { runService } from "../runtime/run-service.js";
 import { startServer } from "../runtime/server.js";
-import { configureSqlite, dialectOf, migrate, type RawSqlClient } from "../runtime/prisma-migrate.js";
-import { defaultDatabaseUrl, migrationsDir, openDatabase } from "./database.js";
+import { dialectOf } from "../runtime/storage/migrations.js";
+import { defaultDatabaseUrl, openRegistryDatabase } from "./database.js";
 import { createRegistryService } from "./service.js";
 import { RegistryStore } from "./store.js";
 
@@ -19,10 +19,7 @@ export function main(env: Env): Promise<void> {
     if (dialectOf(url) === undefined) {
       throw new ConfigError("DATABASE_URL", "must be file:<path> (SQLite) or postgresql://... (PostgreSQL)");
     }
-    const { db, dialect } = openDatabase(url);
-    if (dialect === "sqlite") await configureSqlite(db);
-    // Prisma's overloaded $transaction does not match a structural type; the runner uses its callback form.
-    const applied = await migrate(db as unknown as RawSqlClient, dialect, migrationsDir);
+    const { db, dialect, applied } = await openRegistryDatabase(url, envSqliteBusyTimeoutMs(env));
     logger.info({ dialect, database: redact(url), migrationsApplied: applied }, "database ready");
     const store = new RegistryStore(db, dialect);
     const server = await startServer({ config, logger, services: [serve(ModelRegistryService, createRegistryService(store))] });

@@ -1,6 +1,6 @@
 import type { JsonObject } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { isDatabaseUnreachable } from "../runtime/database-errors.js";
+import { databaseUnavailableError } from "../runtime/storage/errors.js";
 import { newId } from "../runtime/ids.js";
 import type { Dialect, RegistryDatabase } from "./database.js";
 import type { Experiment, Model, ModelAlias, ModelVersion, Project } from "./prisma/generated/postgresql/client.js";
@@ -126,7 +126,8 @@ export class RegistryStore {
       if (changed === 0) throw new ConnectError(`experiment ${id} not found`, Code.NotFound);
       return this.getExperiment(id);
     }
-    // SQLite has one writer at a time; the libSQL adapter runs transactions one after another.
+    // SQLite: the transaction takes the write lock at BEGIN (sqlite-adapter.ts), so no other
+    // merge can slip between the read and the write.
     return guard(
       () =>
         this.db.$transaction(async (tx) => {
@@ -219,22 +220,41 @@ export class RegistryStore {
 
   /** Sets (value) or deletes (undefined; NOT_FOUND when absent) one tag of a model. */
   async setModelTag(modelId: string, key: string, value: string | undefined): Promise<Model> {
-    return this.db.$transaction(async (tx) => {
-      const model = await guard(() => tx.model.findUniqueOrThrow({ where: { id: modelId } }), { missing: `model ${modelId} not found` });
-      const tags = withTag(model.tags as Record<string, string>, key, value, `model ${modelId}`);
-      return tx.model.update({ where: { id: modelId }, data: { tags } });
-    });
+    return guard(
+      () =>
+        this.db.$transaction(async (tx) => {
+          await this.lockOnPostgres(tx, `SELECT 1 FROM "models" WHERE "id" = $1 FOR UPDATE`, modelId);
+          const model = await guard(() => tx.model.findUniqueOrThrow({ where: { id: modelId } }), { missing: `model ${modelId} not found` });
+          const tags = withTag(model.tags as Record<string, string>, key, value, `model ${modelId}`);
+          return tx.model.update({ where: { id: modelId }, data: { tags } });
+        }),
+      {},
+    );
   }
 
   /** Sets (value) or deletes (undefined; NOT_FOUND when absent) one tag of a model version. */
   async setModelVersionTag(modelId: string, version: number, key: string, value: string | undefined): Promise<ModelVersionWithAliases> {
-    return this.db.$transaction(async (tx) => {
-      const row = await guard(() => tx.modelVersion.findUniqueOrThrow({ where: { modelId_version: { modelId, version } } }), {
-        missing: `model ${modelId} has no version ${version}`,
-      });
-      const tags = withTag(row.tags as Record<string, string>, key, value, `model ${modelId} version ${version}`);
-      return tx.modelVersion.update({ where: { id: row.id }, data: { tags }, include: versionInclude });
-    });
+    return guard(
+      () =>
+        this.db.$transaction(async (tx) => {
+          await this.lockOnPostgres(tx, `SELECT 1 FROM "model_versions" WHERE "model_id" = $1 AND "version" = $2 FOR UPDATE`, modelId, version);
+          const row = await guard(() => tx.modelVersion.findUniqueOrThrow({ where: { modelId_version: { modelId, version } } }), {
+            missing: `model ${modelId} has no version ${version}`,
+          });
+          const tags = withTag(row.tags as Record<string, string>, key, value, `model ${modelId} version ${version}`);
+          return tx.modelVersion.update({ where: { id: row.id }, data: { tags }, include: versionInclude });
+        }),
+      {},
+    );
+  }
+
+  /**
+   * PostgreSQL: locks the row a read-modify-write transaction is about to change, so two
+   * concurrent tag changes cannot both start from the same tags and lose one. (SQLite
+   * transactions hold the database's write lock from BEGIN.)
+   */
+  private async lockOnPostgres(tx: { $executeRawUnsafe(sql: string, ...values: unknown[]): Promise<number> }, sql: string, ...values: unknown[]): Promise<void> {
+    if (this.dialect === "postgresql") await tx.$executeRawUnsafe(sql, ...values);
   }
 
   /** Keyset pagination on id: stable under inserts, no overlap, no gaps. */
@@ -277,9 +297,6 @@ async function guard<T>(run: () => Promise<T>, messages: { exists?: string; miss
     if (code === "P2002") throw new ConnectError(messages.exists ?? "already exists", Code.AlreadyExists);
     if (code === "P2025") throw new ConnectError(messages.missing ?? "not found", Code.NotFound);
     if (code === "P2003") throw new ConnectError(messages.dangling ?? "a referenced row does not exist", Code.NotFound);
-    if (isDatabaseUnreachable(err)) {
-      throw new ConnectError("the registry database is unavailable; retry later", Code.Unavailable, undefined, undefined, err);
-    }
-    throw err;
+    throw databaseUnavailableError("registry", err) ?? err;
   }
 }

@@ -148,3 +148,11 @@ export function loadServerConfig(env: Env, service: ServiceName): ServerConfig {
     corsOrigins: envOrigins(env, "CORS_ORIGINS"),
   });
 }
+
+/**
+ * SQLITE_BUSY_TIMEOUT: how long a SQLite write waits for another connection's write lock
+ * (another process or the batch job's thread) before the call fails with UNAVAILABLE.
+ */
+export function envSqliteBusyTimeoutMs(env: Env): number {
+  return envDurationMs(env, "SQLITE_BUSY_TIMEOUT", 5000, 0, 600_000);
+}

@@ -11,16 +11,6 @@ export interface RawSqlClient {
   $transaction<T>(run: (tx: RawSqlClient & { $queryRawUnsafe<R>(sql: string, ...values: unknown[]): Promise<R> }) => Promise<T>): Promise<T>;
 }
 
-/**
- * Settings every SQLite connection needs when several threads or processes share the file
- * (the batch service and its job's worker thread do): WAL, so readers do not block the writer,
- * and a busy timeout, so a writer waits for the lock instead of failing with SQLITE_BUSY.
- */
-export async function configureSqlite(db: { $queryRawUnsafe(sql: string): Promise<unknown> }): Promise<void> {
-  await db.$queryRawUnsafe("PRAGMA journal_mode = WAL");
-  await db.$queryRawUnsafe("PRAGMA busy_timeout = 10000");
-}
-
 /** Which dialect a DATABASE_URL names; undefined when it names neither. */
 export function dialectOf(url: string): Dialect | undefined {
   if (/^postgres(ql)?:\/\//.test(url)) return "postgresql";
@@ -53,6 +43,8 @@ export async function migrate(db: RawSqlClient, dialect: Dialect, migrationsDir:
       "applied_steps_count" INTEGER NOT NULL DEFAULT 0
     )`,
   );
+  // Parameter n: PostgreSQL numbers them; SQLite (better-sqlite3) takes `?` in order.
+  const p = (n: number) => (dialect === "postgresql" ? `$${n}` : "?");
   const applied: string[] = [];
   for (const name of names) {
     const sql = await readFile(join(folder, name, "migration.sql"), "utf8");
@@ -60,7 +52,7 @@ export async function migrate(db: RawSqlClient, dialect: Dialect, migrationsDir:
     const done = await db.$transaction(async (tx) => {
       if (dialect === "postgresql") await tx.$executeRawUnsafe(`SELECT pg_advisory_xact_lock(${migrationLockId})`);
       const rows = await tx.$queryRawUnsafe<{ checksum: string }[]>(
-        `SELECT "checksum" FROM "_prisma_migrations" WHERE "migration_name" = $1 AND "finished_at" IS NOT NULL AND "rolled_back_at" IS NULL`,
+        `SELECT "checksum" FROM "_prisma_migrations" WHERE "migration_name" = ${p(1)} AND "finished_at" IS NOT NULL AND "rolled_back_at" IS NULL`,
         name,
       );
       if (rows.length > 0) {
@@ -70,7 +62,7 @@ export async function migrate(db: RawSqlClient, dialect: Dialect, migrationsDir:
       const statements = splitStatements(sql);
       for (const statement of statements) await tx.$executeRawUnsafe(statement);
       await tx.$executeRawUnsafe(
-        `INSERT INTO "_prisma_migrations" ("id", "checksum", "finished_at", "migration_name", "applied_steps_count") VALUES ($1, $2, CURRENT_TIMESTAMP, $3, $4)`,
+        `INSERT INTO "_prisma_migrations" ("id", "checksum", "finished_at", "migration_name", "applied_steps_count") VALUES (${p(1)}, ${p(2)}, CURRENT_TIMESTAMP, ${p(3)}, ${p(4)})`,
         randomUUID(),
         checksum,
         name,
