@@ -1,5 +1,6 @@
 // `mlmesh up`: the whole mesh as separate processes, as a newcomer starts it.
-import { spawn } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
+import { connect } from "node:net";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -111,4 +112,103 @@ describe("mlmesh up", () => {
       expect(output.some((l) => l.startsWith(name) && l.includes('"msg":"stopped"')), `${name} stopped`).toBe(true);
     }
   });
+
+  // A terminal's Ctrl-C reaches `npm start`'s whole process group (npm, sh, `mlmesh up`); the
+  // services run in groups of their own, so `up` must stop them at whatever moment it comes.
+  it.each([
+    { delaySeconds: 0.3, stop: "Ctrl-C to `npm start`" },
+    { delaySeconds: 0.8, stop: "Ctrl-C to `npm start`" },
+    { delaySeconds: 1.5, stop: "Ctrl-C to `npm start`" },
+    { delaySeconds: 2.5, stop: "Ctrl-C to `npm start`" },
+    { delaySeconds: 1.2, stop: "SIGTERM to `mlmesh up`" },
+  ])("stops every service within 5 s on $stop $delaySeconds s into start-up", async ({ delaySeconds, stop }) => {
+    const viaNpm = stop.startsWith("Ctrl-C");
+    const dataDir = await mkdtemp(join(tmpdir(), "mlmesh-up-"));
+    const base = 52000 + Math.round(delaySeconds * 10) * 10 + (viaNpm ? 0 : 5000);
+    const meshPorts = { REGISTRY_PORT: base + 1, PREDICTOR_PORT: base + 2, BATCH_PORT: base + 3, PROXY_PORT: base + 4, CONSOLE_PORT: base + 5 };
+    const npm = spawn(viaNpm ? "npm" : process.execPath, viaNpm ? ["start"] : ["bin/mlmesh.js", "up"], {
+      cwd: repoRoot,
+      env: {
+        ...process.env,
+        ...Object.fromEntries(Object.entries(meshPorts).map(([k, v]) => [k, String(v)])),
+        HOST: "127.0.0.1",
+        DATABASE_URL: `file:${join(dataDir, "registry.db")}`,
+        BATCH_DATABASE_URL: `file:${join(dataDir, "batch.db")}`,
+      },
+      stdio: ["ignore", "pipe", "pipe"],
+      detached: true, // a process group of its own, as a terminal's foreground job
+    });
+    const output: string[] = [];
+    for (const stream of [npm.stdout, npm.stderr]) createInterface({ input: stream }).on("line", (line) => output.push(line));
+    const exited = new Promise<void>((resolve) => npm.once("exit", () => resolve()));
+    // Every process of the tree, seen while it starts: none may outlive the stop.
+    const seen = new Set<number>();
+    const watch = setInterval(() => descendants(npm.pid!).forEach((pid) => seen.add(pid)), 50);
+    try {
+      await new Promise((resolve) => setTimeout(resolve, delaySeconds * 1000));
+      descendants(npm.pid!).forEach((pid) => seen.add(pid));
+      clearInterval(watch);
+      const signalled = Date.now();
+      if (viaNpm) process.kill(-npm.pid!, "SIGINT");
+      else process.kill(npm.pid!, "SIGTERM");
+      await Promise.race([exited, new Promise((resolve) => setTimeout(resolve, 5000))]);
+      expect(npm.exitCode !== null || npm.signalCode !== null, `still running 5 s after the stop:\n${output.join("\n")}`).toBe(true);
+      expect(Date.now() - signalled).toBeLessThan(5000);
+      // Give the last exit a moment to be reaped, then nothing of the tree may be left.
+      await expect.poll(() => [...seen].filter(alive).map(describeProcess), { timeout: 1000 }).toEqual([]);
+      for (const [name, port] of Object.entries(meshPorts)) expect(await listening(port), `${name} still listens on ${port}`).toBe(false);
+    } finally {
+      clearInterval(watch);
+      for (const pid of seen) if (alive(pid)) process.kill(pid, "SIGKILL");
+      if (npm.exitCode === null && npm.signalCode === null) process.kill(-npm.pid!, "SIGKILL");
+      await rm(dataDir, { recursive: true, force: true });
+    }
+  });
 });
+
+/** Every process below `pid` (children, grandchildren, ...). */
+function descendants(pid: number): number[] {
+  const rows = execFileSync("ps", ["-eo", "pid=,ppid="], { encoding: "utf8" })
+    .trim()
+    .split("\n")
+    .map((line) => line.trim().split(/\s+/).map(Number));
+  const found: number[] = [];
+  const walk = (parent: number) => {
+    for (const [child, ppid] of rows) {
+      if (ppid === parent) {
+        found.push(child);
+        walk(child);
+      }
+    }
+  };
+  walk(pid);
+  return found;
+}
+
+/** Whether a process still runs (a zombie, exited but not yet reaped, does not). */
+function alive(pid: number): boolean {
+  try {
+    return !execFileSync("ps", ["-o", "stat=", "-p", String(pid)], { encoding: "utf8" }).trim().startsWith("Z");
+  } catch {
+    return false; // ps exits 1 when there is no such process
+  }
+}
+
+function listening(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect(port, "127.0.0.1");
+    socket.once("connect", () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once("error", () => resolve(false));
+  });
+}
+
+function describeProcess(pid: number): string {
+  try {
+    return `${pid} ${execFileSync("ps", ["-o", "args=", "-p", String(pid)], { encoding: "utf8" }).trim()}`;
+  } catch {
+    return `${pid} (gone)`;
+  }
+}

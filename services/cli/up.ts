@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { createInterface } from "node:readline";
+import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
 import { loadServerConfig, type Env, type ServiceName } from "../runtime/config.js";
 import { checkHealth, ServingStatus } from "../runtime/health-client.js";
@@ -31,51 +32,82 @@ interface Member {
 /**
  * `mlmesh up`: runs every service as its own process (as in production), prefixes their log
  * lines with the service name, prints the endpoints once all are up, and on Ctrl-C or SIGTERM
- * stops them all gracefully. Resolves to the exit code: 0 after a requested stop, 1 when a
- * service failed to start or died.
+ * — at any moment, start-up included — stops them all gracefully: each gets SIGTERM and the
+ * grace period (SHUTDOWN_GRACE), then SIGKILL; a second Ctrl-C kills them at once. Resolves to
+ * the exit code: 0 after a requested stop, 1 when a service failed to start or died.
  */
 export async function up(env: Env): Promise<number> {
+  // Signals first: a Ctrl-C that comes while the services start must still stop them.
+  const stopRequest = new AbortController();
+  let members: Member[] = [];
+  const onSignal = () => {
+    if (stopRequest.signal.aborted) {
+      process.stderr.write("mlmesh: second signal: killing every service now\n");
+      for (const m of members) signalMember(m, "SIGKILL");
+      return;
+    }
+    process.stderr.write("\nmlmesh: stopping every service...\n");
+    stopRequest.abort();
+  };
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
+
   const names = Object.keys(grpcServiceNames) as MeshService[];
   const width = Math.max(...names.map((n) => n.length));
   const meshEnv = { ...env, CORS_ORIGINS: env.CORS_ORIGINS ?? consoleOrigins(env) };
-  const members = names.map((name) => startMember(name, meshEnv, width));
+  const graceMs = loadServerConfig(meshEnv, "registry").shutdownGraceMs;
+  members = names.map((name) => startMember(name, meshEnv, width));
 
-  let stopRequested = false;
-  const stopAll = async () => {
-    for (const m of members) if (m.child.exitCode === null) m.child.kill("SIGTERM");
-    await Promise.all(members.map((m) => m.exited));
-  };
   const requested = new Promise<void>((resolve) => {
-    const onSignal = () => {
-      if (stopRequested) return;
-      stopRequested = true;
-      process.stderr.write("\nmlmesh: stopping every service...\n");
-      resolve();
-    };
-    process.on("SIGINT", onSignal);
-    process.on("SIGTERM", onSignal);
+    if (stopRequest.signal.aborted) resolve();
+    else stopRequest.signal.addEventListener("abort", () => resolve(), { once: true });
   });
   const firstExit = Promise.race(members.map((m) => m.exited.then((code) => ({ member: m, code }))));
 
   const ready = await Promise.race([
-    waitUntilServing(members).then(
+    waitUntilServing(members, stopRequest.signal).then(
       () => "ready" as const,
       (err: Error) => {
-        process.stderr.write(`mlmesh: ${err.message}\n`);
+        if (!stopRequest.signal.aborted) process.stderr.write(`mlmesh: ${err.message}\n`);
         return "timeout" as const;
       },
     ),
     firstExit.then(() => "died" as const),
     requested.then(() => "stopped" as const),
   ]);
-  if (ready === "ready") await printEndpoints(members);
+  if (ready === "ready" && !stopRequest.signal.aborted) await printEndpoints(members);
 
-  const outcome = ready === "timeout" ? undefined : await Promise.race([requested.then(() => undefined), firstExit]);
-  if (outcome !== undefined && !stopRequested) {
+  const outcome = ready === "timeout" || ready === "stopped" ? undefined : await Promise.race([requested.then(() => undefined), firstExit]);
+  if (outcome !== undefined && !stopRequest.signal.aborted) {
     process.stderr.write(`mlmesh: ${outcome.member.name} exited with code ${outcome.code}; stopping the others\n`);
   }
-  await stopAll();
-  return stopRequested && outcome === undefined && ready !== "timeout" ? 0 : 1;
+  await stopAll(members, graceMs);
+  process.off("SIGINT", onSignal);
+  process.off("SIGTERM", onSignal);
+  return stopRequest.signal.aborted && outcome === undefined && ready !== "timeout" ? 0 : 1;
+}
+
+/**
+ * SIGTERM to every service still running; SIGKILL to any still there a second after the
+ * grace period (each drains within it, or exits 1 when its own start-up outlasts it).
+ */
+async function stopAll(members: readonly Member[], graceMs: number): Promise<void> {
+  for (const m of members) signalMember(m, "SIGTERM");
+  const kill = setTimeout(() => {
+    for (const m of members) signalMember(m, "SIGKILL");
+  }, graceMs + 1000);
+  await Promise.all(members.map((m) => m.exited));
+  clearTimeout(kill);
+}
+
+/** Signals a service's whole process group (it was started detached, as a group leader). */
+function signalMember(m: Member, signal: NodeJS.Signals): void {
+  if (m.child.exitCode !== null || m.child.signalCode !== null || m.child.pid === undefined) return;
+  try {
+    process.kill(-m.child.pid, signal);
+  } catch {
+    // it exited between the check and the signal
+  }
 }
 
 function startMember(name: MeshService, env: Env, width: number): Member {
@@ -101,13 +133,15 @@ function consoleOrigins(env: Env): string {
   return `http://127.0.0.1:${port},http://localhost:${port}`;
 }
 
-async function waitUntilServing(members: readonly Member[]): Promise<void> {
+/** Resolves once every member answers SERVING; rejects after startTimeoutMs or when `stop` aborts. */
+async function waitUntilServing(members: readonly Member[], stop: AbortSignal): Promise<void> {
   const deadline = Date.now() + startTimeoutMs;
   await Promise.all(
     members.map(async (m) => {
       while ((await checkHealth(m.address, "", 1000)) !== ServingStatus.SERVING) {
+        if (stop.aborted) throw new Error("stopped before every service was ready");
         if (Date.now() > deadline) throw new Error(`${m.name} did not become ready within ${startTimeoutMs / 1000}s`);
-        await new Promise((resolve) => setTimeout(resolve, 200));
+        await sleep(200, undefined, { signal: stop }).catch(() => undefined);
       }
     }),
   );

@@ -1,6 +1,6 @@
 import { readFile } from "node:fs/promises";
 import { fileURLToPath } from "node:url";
-import { build } from "esbuild";
+import { build, stop as stopEsbuild } from "esbuild";
 import type { HttpHandler } from "../runtime/server.js";
 import type { ConsoleConfig } from "./config.js";
 
@@ -26,6 +26,8 @@ export async function loadSite(config: ConsoleConfig): Promise<HttpHandler> {
     write: false,
     logLevel: "silent",
   });
+  // The page is bundled once: end esbuild's helper process now rather than leave it to exit.
+  await stopEsbuild();
   const html = await readFile(`${webDir}index.html`);
   const assets = new Map<string, Asset>([
     ["/", { type: "text/html; charset=utf-8", body: html }],

@@ -18,7 +18,10 @@ export interface StartedService {
 /**
  * Runs one service as a process: parses configuration (a bad variable exits 2 naming it),
  * starts it (a start-up failure exits 1), and on SIGTERM or SIGINT drains in-flight calls,
- * releases resources and exits 0. A second signal exits at once with 1.
+ * releases resources and exits 0. Signals are handled from the first moment: a stop asked for
+ * during start-up lets start-up finish (a migration is not cut in half) and then stops, but
+ * never takes longer than the grace period (then it exits 1). A second signal exits at once
+ * with 1.
  */
 export async function runService(
   name: ServiceName,
@@ -32,34 +35,52 @@ export async function runService(
     exitOnConfigError(name, err);
   }
   const logger = createLogger(name, config.logLevel);
-  let started: StartedService;
+  const exit = (code: number) => logger.flush(() => process.exit(code));
+  let started: StartedService | undefined;
+  let stopping = false;
+
+  const drain = async () => {
+    await started!.server.shutdown();
+    await started!.close?.();
+    logger.info("stopped");
+    exit(0);
+  };
+  const stop = (signal: NodeJS.Signals) => {
+    if (stopping) {
+      logger.warn({ signal }, "second signal: exiting now");
+      exit(1);
+      return;
+    }
+    stopping = true;
+    if (started === undefined) {
+      logger.info({ signal }, "stop requested during start-up: stopping once it ends");
+      setTimeout(() => {
+        logger.warn({ graceMs: config.shutdownGraceMs }, "start-up did not end within the grace period: exiting now");
+        exit(1);
+      }, config.shutdownGraceMs);
+      return;
+    }
+    logger.info({ signal }, "draining");
+    void drain();
+  };
+  process.on("SIGTERM", stop);
+  process.on("SIGINT", stop);
+  // Started by `mlmesh up` with an IPC channel: stop when that parent goes away (also when it
+  // went away while this process was still loading its modules).
+  if (process.send !== undefined) {
+    process.once("disconnect", () => stop("SIGTERM"));
+    if (!process.connected) stop("SIGTERM");
+  }
+
   try {
     started = await start({ env, config, logger });
   } catch (err) {
     if (err instanceof ConfigError) exitOnConfigError(name, err);
     logger.fatal({ err }, "start-up failed");
-    logger.flush(() => process.exit(1));
+    exit(1);
     return;
   }
-
-  let stopping = false;
-  const stop = async (signal: NodeJS.Signals) => {
-    if (stopping) {
-      logger.warn({ signal }, "second signal: exiting now");
-      logger.flush(() => process.exit(1));
-      return;
-    }
-    stopping = true;
-    logger.info({ signal }, "draining");
-    await started.server.shutdown();
-    await started.close?.();
-    logger.info("stopped");
-    logger.flush(() => process.exit(0));
-  };
-  process.on("SIGTERM", (signal) => void stop(signal));
-  process.on("SIGINT", (signal) => void stop(signal));
-  // Started by `mlmesh up` with an IPC channel: stop when that parent goes away.
-  if (process.send !== undefined) process.once("disconnect", () => void stop("SIGTERM"));
+  if (stopping) await drain();
 }
 
 function exitOnConfigError(name: string, err: unknown): never {
