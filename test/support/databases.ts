@@ -2,6 +2,7 @@ import { randomBytes } from "node:crypto";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import Database from "better-sqlite3";
 import pg from "pg";
 
 /** A fresh, empty database for one suite, and how to drop it. */
@@ -37,4 +38,26 @@ export async function freshDatabase(dialect: "sqlite" | "postgresql"): Promise<T
   const url = new URL(admin);
   url.pathname = `/${name}`;
   return { url: url.toString(), drop: () => sql(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`) };
+}
+
+/**
+ * Runs one SQL query on a test database directly — not through any service — and returns its
+ * rows: what is really stored. SQLite files are opened read-only.
+ */
+export async function queryDatabase<Row = Record<string, unknown>>(url: string, sql: string): Promise<Row[]> {
+  if (url.startsWith("file:")) {
+    const db = new Database(url.slice("file:".length), { readonly: true });
+    try {
+      return db.prepare(sql).all() as Row[];
+    } finally {
+      db.close();
+    }
+  }
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    return (await client.query(sql)).rows as Row[];
+  } finally {
+    await client.end();
+  }
 }
