@@ -8,7 +8,10 @@ import { checkHealth, ServingStatus } from "../services/runtime/health-client.js
 export const repoRoot = fileURLToPath(new URL("..", import.meta.url));
 const ghz = `${repoRoot}.tools/bin/ghz`;
 
-/** A service process started for a benchmark, optionally pinned to CPU cores with taskset. */
+/**
+ * A service process started for a benchmark, optionally pinned to CPU cores with taskset, and
+ * optionally from another checkout (a baseline measured side by side in the same run).
+ */
 export interface BenchService {
   readonly address: string;
   stop(): Promise<void>;
@@ -18,9 +21,9 @@ export async function startBenchService(
   service: string,
   portVariable: string,
   port: number,
-  options: { cpus?: string; env?: Record<string, string> } = {},
+  options: { cpus?: string; env?: Record<string, string>; checkout?: string } = {},
 ): Promise<BenchService> {
-  const command = [process.execPath, `${repoRoot}bin/mlmesh.js`, "serve", service];
+  const command = [process.execPath, `${options.checkout ?? repoRoot}/bin/mlmesh.js`, "serve", service];
   const [file, ...args] = options.cpus ? ["taskset", "-c", options.cpus, ...command] : command;
   const child: ChildProcess = spawn(file, args, {
     env: { ...process.env, LOG_LEVEL: "warn", HOST: "127.0.0.1", [portVariable]: String(port), ...options.env },
