@@ -1,11 +1,18 @@
 # One image for every mlmesh service; docker-compose.yml picks the service with its command.
 # (Not built on the development machine, which has no Docker engine; see README.)
-FROM node:20-bookworm-slim
+
+# npm packages, with a compiler for better-sqlite3 when no prebuilt binary can be downloaded.
+FROM node:20-bookworm-slim AS packages
 WORKDIR /app
+RUN apt-get update && apt-get install -y --no-install-recommends python3 make g++ && rm -rf /var/lib/apt/lists/*
 COPY package.json package-lock.json ./
 # onnxruntime-node's install script (CUDA downloads) is disabled by allowScripts in package.json.
 RUN npm ci --omit=dev --no-audit --no-fund
-COPY tsconfig.json ./
+
+FROM node:20-bookworm-slim
+WORKDIR /app
+COPY --from=packages /app/node_modules node_modules
+COPY package.json package-lock.json tsconfig.json ./
 COPY bin bin
 COPY gen gen
 COPY services services
