@@ -3,7 +3,9 @@
     scripts/train-models.sh            # one command: venv with pinned packages, then this file
 
 For each model it writes models/<name>/<version>/model.onnx and metadata.json (tensors,
-labels, sample input, metrics, sha256). Before writing a model it checks that onnxruntime
+labels, sample input, metrics, sha256), and models/<name>/aliases.json ("production" points at
+the version written). A second version of iris_svc (another C, other probabilities) goes to
+test/fixtures/models/ for the deployment tests. Before writing a model it checks that onnxruntime
 reproduces scikit-learn's probabilities on the whole iris set; a mismatch aborts.
 
 Models (the seeds' iris pattern, with a fixed random seed so a rerun gives the same numbers):
@@ -41,11 +43,11 @@ FEATURE_NAMES = ["sepal_length_cm", "sepal_width_cm", "petal_length_cm", "petal_
 SAMPLE_INPUT = [[5.1, 3.5, 1.4, 0.2], [5.9, 3.0, 4.2, 1.5], [6.3, 3.3, 6.0, 2.5]]
 
 
-def make_pipeline() -> Pipeline:
+def make_pipeline(c: float = 1.0) -> Pipeline:
     return Pipeline(
         [
             ("scaler", StandardScaler()),
-            ("svc", SVC(probability=True, random_state=RANDOM_SEED)),
+            ("svc", SVC(C=c, probability=True, random_state=RANDOM_SEED)),
         ]
     )
 
@@ -90,6 +92,11 @@ def check_onnx(pipeline: Pipeline, onnx_bytes: bytes, x: np.ndarray) -> None:
     print(f"  onnxruntime matches scikit-learn: max |dP| = {worst:.2e} over {len(x)} rows")
 
 
+def algorithm(pipeline: Pipeline) -> str:
+    c = pipeline.named_steps["svc"].C
+    return f"Pipeline(StandardScaler, SVC(kernel='rbf',{'' if c == 1.0 else f' C={c},'} probability=True))"
+
+
 def accuracy(pipeline: Pipeline, x: np.ndarray, y: np.ndarray) -> float:
     """Accuracy of the most probable class, which is the label the Predictor returns."""
     predicted = np.argmax(pipeline.predict_proba(x), axis=1)
@@ -97,7 +104,7 @@ def accuracy(pipeline: Pipeline, x: np.ndarray, y: np.ndarray) -> float:
 
 
 def write_model(root: Path, name: str, version: int, description: str, labels: list[str],
-                pipeline: Pipeline, splits: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+                pipeline: Pipeline, splits: dict[str, tuple[np.ndarray, np.ndarray]], production: bool = True) -> None:
     x_all = np.concatenate([splits["train"][0], splits["test"][0]])
     onnx_bytes = export(pipeline, x_all)
     print(f"{name} v{version}")
@@ -124,7 +131,7 @@ def write_model(root: Path, name: str, version: int, description: str, labels: l
         "metrics": metrics,
         "sha256": hashlib.sha256(onnx_bytes).hexdigest(),
         "training": {
-            "algorithm": "Pipeline(StandardScaler, SVC(kernel='rbf', probability=True))",
+            "algorithm": algorithm(pipeline),
             "dataset": "iris (scikit-learn bundled copy), stratified 70/30 split",
             "random_seed": RANDOM_SEED,
             "scikit_learn": sklearn.__version__,
@@ -134,6 +141,10 @@ def write_model(root: Path, name: str, version: int, description: str, labels: l
         },
     }
     (folder / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
+    # The repository's aliases: "production" names the version a registry-less Predictor serves
+    # for name@production, and the version `mlmesh up` registers first.
+    if production:
+        (root / name / "aliases.json").write_text(json.dumps({"production": version}, indent=2) + "\n")
     print(f"  wrote {folder}: {metrics}")
 
 
@@ -141,6 +152,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent, help="model repository")
     parser.add_argument("--version", type=int, default=1, help="version folder to write")
+    parser.add_argument("--variants-out", type=Path,
+                        default=Path(__file__).resolve().parent.parent / "test" / "fixtures" / "models",
+                        help="where to write iris_svc version 2 (C=0.25: other probabilities), pushed by the tests")
     parser.add_argument("--dataset-out", type=Path,
                         default=Path(__file__).resolve().parent.parent / "test" / "fixtures" / "iris.json",
                         help="where to write the iris set the tests classify through the mesh")
@@ -163,6 +177,13 @@ def main() -> None:
     write_model(args.out, "iris_svc", args.version,
                 "Iris species from sepal and petal measurements (3 classes)", SPECIES, multiclass,
                 {"train": (x_train, y_train), "test": (x_test, y_test)})
+
+    # A second version of iris_svc, for the deployment tests: a softer margin (C=0.25) gives
+    # other probabilities for the same rows, so a response shows which version answered.
+    variant = make_pipeline(c=0.25).fit(x_train, y_train)
+    write_model(args.variants_out, "iris_svc", 2,
+                "Iris species from sepal and petal measurements (3 classes), softer margin (C=0.25)", SPECIES,
+                variant, {"train": (x_train, y_train), "test": (x_test, y_test)}, production=False)
 
     for index, species in enumerate(SPECIES):
         # Class 0 is the target, so probabilities come out as [P(target), P(rest)].

@@ -22,6 +22,7 @@ describe("mlmesh up", () => {
         HOST: "127.0.0.1",
         DATABASE_URL: `file:${join(dataDir, "registry.db")}`,
         BATCH_DATABASE_URL: `file:${join(dataDir, "batch.db")}`,
+        ARTIFACT_DIR: join(dataDir, "artifacts"),
         BATCH_INTERVAL: "1s",
       },
       stdio: ["ignore", "pipe", "pipe"],
@@ -134,6 +135,7 @@ describe("mlmesh up", () => {
         HOST: "127.0.0.1",
         DATABASE_URL: `file:${join(dataDir, "registry.db")}`,
         BATCH_DATABASE_URL: `file:${join(dataDir, "batch.db")}`,
+        ARTIFACT_DIR: join(dataDir, "artifacts"),
       },
       stdio: ["ignore", "pipe", "pipe"],
       detached: true, // a process group of its own, as a terminal's foreground job

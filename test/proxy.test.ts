@@ -209,6 +209,6 @@ describe("Proxy deadlines and total failure", () => {
       env: { PROXY_BACKENDS: "setosa=nowhere", PROXY_PORT: "0" },
     });
     expect(result.code).toBe(2);
-    expect(result.stderr).toContain('configuration error: PROXY_BACKENDS: "setosa=nowhere" is not name=host:port/model[@version]');
+    expect(result.stderr).toContain('configuration error: PROXY_BACKENDS: "setosa=nowhere" is not name=host:port/model[@alias|@version]');
   });
 });

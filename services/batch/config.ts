@@ -11,7 +11,7 @@ export interface BatchConfig {
   readonly sqliteBusyTimeoutMs: number;
   /** The Predictor the job calls. */
   readonly predictorAddress: string;
-  /** Model (and version, 0 = highest) the job predicts with. */
+  /** Model ("name" or "name@alias") and version (0: the highest, or the alias's) the job predicts with. */
   readonly model: string;
   readonly modelVersion: number;
   /** Time between scheduled runs. */
@@ -35,13 +35,17 @@ export function loadBatchConfig(env: Env): BatchConfig {
   if (dialectOf(databaseUrl) === undefined) {
     throw new ConfigError(env.BATCH_DATABASE_URL ? "BATCH_DATABASE_URL" : "DATABASE_URL", "must be file:<path> or postgresql://...");
   }
+  const model = envString(env, "BATCH_MODEL", "iris_svc@production");
+  if (!/^[A-Za-z0-9][A-Za-z0-9._-]*(@[a-z][a-z0-9_-]*)?$/.test(model)) throw new ConfigError("BATCH_MODEL", `"${model}" is not a model name or name@alias`);
+  const modelVersion = envInt(env, "BATCH_MODEL_VERSION", 0, 0, 1_000_000);
+  if (model.includes("@") && modelVersion !== 0) throw new ConfigError("BATCH_MODEL_VERSION", "must be 0 when BATCH_MODEL names an alias");
   const predictorPort = envInt(env, servicePorts.predictor.variable, servicePorts.predictor.port, 1, 65535);
   return Object.freeze({
     databaseUrl,
     sqliteBusyTimeoutMs: envSqliteBusyTimeoutMs(env),
     predictorAddress: envString(env, "PREDICTOR_ADDRESS", `127.0.0.1:${predictorPort}`),
-    model: envString(env, "BATCH_MODEL", "iris_svc"),
-    modelVersion: envInt(env, "BATCH_MODEL_VERSION", 0, 0, 1_000_000),
+    model,
+    modelVersion,
     intervalMs: envDurationMs(env, "BATCH_INTERVAL", 60_000, 100, 86_400_000),
     claimSize: envInt(env, "BATCH_CLAIM_SIZE", 5000, 1, 100_000),
     rowsPerRequest: envInt(env, "BATCH_ROWS_PER_REQUEST", 1000, 1, 10_000),

@@ -4,8 +4,11 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
 import { loadServerConfig, type Env, type ServiceName } from "../runtime/config.js";
 import { checkHealth, ServingStatus } from "../runtime/health-client.js";
+import { bootstrapRegistry } from "./bootstrap.js";
+import { registryClient } from "./model-push.js";
 
 const bin = fileURLToPath(new URL("../../bin/mlmesh.js", import.meta.url));
+const bundledModels = fileURLToPath(new URL("../../models", import.meta.url));
 
 /**
  * The services of the mesh, in start-up order, with the gRPC service each serves (echo is a
@@ -33,13 +36,15 @@ interface Member {
  * `mlmesh up`: runs every service as its own process (as in production), prefixes their log
  * lines with the service name, prints the endpoints once all are up, and on Ctrl-C or SIGTERM
  * — at any moment, start-up included — stops them all gracefully: each gets SIGTERM and the
- * grace period (SHUTDOWN_GRACE), then SIGKILL; a second Ctrl-C kills them at once. Resolves to
- * the exit code: 0 after a requested stop, 1 when a service failed to start or died.
+ * grace period (SHUTDOWN_GRACE), then SIGKILL; a second Ctrl-C kills them at once. The
+ * registry starts first: on a first start it is given the bundled models (bootstrap.ts), and
+ * the Predictor serves what the registry says (REGISTRY_ADDRESS). Resolves to the exit code:
+ * 0 after a requested stop, 1 when a service failed to start or died.
  */
 export async function up(env: Env): Promise<number> {
   // Signals first: a Ctrl-C that comes while the services start must still stop them.
   const stopRequest = new AbortController();
-  let members: Member[] = [];
+  const members: Member[] = [];
   const onSignal = () => {
     if (stopRequest.signal.aborted) {
       process.stderr.write("mlmesh: second signal: killing every service now\n");
@@ -56,35 +61,62 @@ export async function up(env: Env): Promise<number> {
   const width = Math.max(...names.map((n) => n.length));
   const meshEnv = { ...env, CORS_ORIGINS: env.CORS_ORIGINS ?? consoleOrigins(env) };
   const graceMs = loadServerConfig(meshEnv, "registry").shutdownGraceMs;
-  members = names.map((name) => startMember(name, meshEnv, width));
-
-  const requested = new Promise<void>((resolve) => {
-    if (stopRequest.signal.aborted) resolve();
-    else stopRequest.signal.addEventListener("abort", () => resolve(), { once: true });
+  const requested = new Promise<"stopped">((resolve) => {
+    if (stopRequest.signal.aborted) resolve("stopped");
+    else stopRequest.signal.addEventListener("abort", () => resolve("stopped"), { once: true });
   });
-  const firstExit = Promise.race(members.map((m) => m.exited.then((code) => ({ member: m, code }))));
+  /** The first service that exited on its own (not stopped by us). */
+  let died: { member: Member; code: number } | undefined;
+  let stopping = false;
+  const start = (member: Member) => {
+    members.push(member);
+    void member.exited.then((code) => {
+      if (!stopping) died ??= { member, code };
+    });
+  };
+  /** Waits for `ready` unless a stop was asked for, a member died, or start-up timed out. */
+  const until = async (ready: Promise<unknown>): Promise<"ready" | "stopped" | "died" | "timeout"> => {
+    const anyExit = Promise.race(members.map((m) => m.exited)).then(() => "died" as const);
+    return Promise.race([
+      ready.then(
+        () => "ready" as const,
+        (err: Error) => {
+          if (!stopRequest.signal.aborted) process.stderr.write(`mlmesh: ${err.message}\n`);
+          return "timeout" as const;
+        },
+      ),
+      anyExit,
+      requested,
+    ]);
+  };
 
-  const ready = await Promise.race([
-    waitUntilServing(members, stopRequest.signal).then(
-      () => "ready" as const,
-      (err: Error) => {
-        if (!stopRequest.signal.aborted) process.stderr.write(`mlmesh: ${err.message}\n`);
-        return "timeout" as const;
-      },
-    ),
-    firstExit.then(() => "died" as const),
-    requested.then(() => "stopped" as const),
-  ]);
-  if (ready === "ready" && !stopRequest.signal.aborted) await printEndpoints(members);
+  const registry = startMember("registry", meshEnv, width);
+  start(registry);
+  let ready = await until(waitUntilServing([registry], stopRequest.signal));
+  if (ready === "ready") ready = await until(bootstrap(registry.address, stopRequest.signal));
+  if (ready === "ready") {
+    const servicesEnv = { ...meshEnv, REGISTRY_ADDRESS: env.REGISTRY_ADDRESS ?? registry.address };
+    const others = names.filter((n) => n !== "registry").map((name) => startMember(name, servicesEnv, width));
+    others.forEach(start);
+    ready = await until(waitUntilServing(others, stopRequest.signal));
+  }
+  if (ready === "ready") await printEndpoints(members);
 
-  const outcome = ready === "timeout" || ready === "stopped" ? undefined : await Promise.race([requested.then(() => undefined), firstExit]);
-  if (outcome !== undefined && !stopRequest.signal.aborted) {
-    process.stderr.write(`mlmesh: ${outcome.member.name} exited with code ${outcome.code}; stopping the others\n`);
+  if (ready === "ready") await Promise.race([requested, Promise.race(members.map((m) => m.exited))]);
+  stopping = true;
+  if (died !== undefined && !stopRequest.signal.aborted) {
+    process.stderr.write(`mlmesh: ${died.member.name} exited with code ${died.code}; stopping the others\n`);
   }
   await stopAll(members, graceMs);
   process.off("SIGINT", onSignal);
   process.off("SIGTERM", onSignal);
-  return stopRequest.signal.aborted && outcome === undefined && ready !== "timeout" ? 0 : 1;
+  return stopRequest.signal.aborted && died === undefined && ready !== "timeout" ? 0 : 1;
+}
+
+/** Registers the bundled models in the mesh's registry on its first start (bootstrap.ts). */
+async function bootstrap(registryAddress: string, signal: AbortSignal): Promise<void> {
+  const client = registryClient(registryAddress, "mlmesh up");
+  for (const line of await bootstrapRegistry(client, bundledModels, "iris", signal)) process.stdout.write(`mlmesh: ${line}\n`);
 }
 
 /**

@@ -1,21 +1,71 @@
 import { fileURLToPath } from "node:url";
-import { ConfigError, envInt, envString, type Env } from "../runtime/config.js";
+import { ConfigError, envDurationMs, envInt, envString, type Env } from "../runtime/config.js";
+
+/** Which registry models a Predictor serves: every model of some projects, or named ones. */
+export interface ModelSelection {
+  /** "*": every model of every project. */
+  readonly everything: boolean;
+  /** Project name -> "*" (every model) or the model names. */
+  readonly projects: ReadonlyMap<string, "*" | ReadonlySet<string>>;
+}
 
 /** Settings of the Predictor, beyond the shared server settings. */
 export interface PredictorConfig {
-  /** The model repository: <name>/<version>/{model.onnx,metadata.json}. */
+  /** The model repository folder (no registry): <name>/<version>/{model.onnx,metadata.json}. */
   readonly modelDir: string;
+  /** REGISTRY_ADDRESS: serve what the registry says instead of a folder; undefined: folder mode. */
+  readonly registryAddress: string | undefined;
+  /** PREDICTOR_MODELS: which registry models to serve. */
+  readonly models: ModelSelection;
+  /** PREDICTOR_LATEST_VERSIONS: besides the versions aliases point at, the newest N of each model. */
+  readonly latestVersions: number;
+  /** PREDICTOR_RESYNC_INTERVAL: full comparison with the registry, beside the watch stream. */
+  readonly resyncMs: number;
+  /** PREDICTOR_NAME: how the Predictor names itself to the registry; empty: its host:port. */
+  readonly name: string;
   /** Threads onnxruntime may use inside one inference call. */
   readonly intraOpThreads: number;
 }
 
 const bundledModels = fileURLToPath(new URL("../../models", import.meta.url));
+const name = "[A-Za-z0-9][A-Za-z0-9._-]*";
 
 export function loadPredictorConfig(env: Env): PredictorConfig {
   const modelDir = envString(env, "MODEL_DIR", bundledModels);
   if (modelDir.trim() === "") throw new ConfigError("MODEL_DIR", "must name a directory");
+  const registryAddress = envString(env, "REGISTRY_ADDRESS", "");
+  if (registryAddress !== "" && !/^[^\s:]+:\d+$/.test(registryAddress)) throw new ConfigError("REGISTRY_ADDRESS", `must be host:port, got "${registryAddress}"`);
   return Object.freeze({
     modelDir,
+    registryAddress: registryAddress === "" ? undefined : registryAddress,
+    models: parseSelection(envString(env, "PREDICTOR_MODELS", "*")),
+    latestVersions: envInt(env, "PREDICTOR_LATEST_VERSIONS", 1, 0, 100),
+    resyncMs: envDurationMs(env, "PREDICTOR_RESYNC_INTERVAL", 30_000, 1000, 86_400_000),
+    name: envString(env, "PREDICTOR_NAME", ""),
     intraOpThreads: envInt(env, "ORT_INTRA_OP_THREADS", 1, 1, 64),
   });
+}
+
+/** "*", or comma-separated "project/*" and "project/model" entries. */
+function parseSelection(raw: string): ModelSelection {
+  const entries = raw.split(",").map((e) => e.trim()).filter((e) => e !== "");
+  if (entries.includes("*")) return { everything: true, projects: new Map() };
+  const projects = new Map<string, "*" | Set<string>>();
+  for (const entry of entries) {
+    const match = new RegExp(`^(${name})/(\\*|${name})$`).exec(entry);
+    if (!match) throw new ConfigError("PREDICTOR_MODELS", `"${entry}" is not "*", "project/*" or "project/model"`);
+    const [, project, model] = match;
+    const current = projects.get(project);
+    if (model === "*" || current === "*") projects.set(project, "*");
+    else projects.set(project, new Set([...(current ?? []), model]));
+  }
+  if (projects.size === 0) throw new ConfigError("PREDICTOR_MODELS", "names no model");
+  return { everything: false, projects };
+}
+
+/** Whether a registry model is one the Predictor serves. */
+export function selects(selection: ModelSelection, project: string, model: string): boolean {
+  if (selection.everything) return true;
+  const models = selection.projects.get(project);
+  return models === "*" || (models !== undefined && models.has(model));
 }

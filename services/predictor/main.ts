@@ -2,42 +2,88 @@ import { PredictorService } from "../../gen/mlmesh/predictor/v1/predictor_pb.js"
 import { ConfigError, type Env } from "../runtime/config.js";
 import { ServingStatus } from "../runtime/health.js";
 import { serve } from "../runtime/instrument.js";
+import type { Logger } from "../runtime/logger.js";
 import { runService } from "../runtime/run-service.js";
-import { startServer } from "../runtime/server.js";
-import { loadPredictorConfig } from "./config.js";
-import { loadModelRepository, type ModelRepository } from "./model-repository.js";
+import { startServer, type RunningServer } from "../runtime/server.js";
+import { loadPredictorConfig, type PredictorConfig } from "./config.js";
+import { readModelFolder } from "./folder-source.js";
+import { ModelLoader } from "./model-loader.js";
+import { RegistrySource } from "./registry-source.js";
+import { ServingTable, type Snapshot } from "./serving-table.js";
 import { createPredictorService } from "./service.js";
 
 /**
- * Runs the Predictor: loads every model of MODEL_DIR, then serves them. Its health is SERVING
- * only when every model version loaded; versions that failed are logged by name, listed by
- * ListModels, and answer FAILED_PRECONDITION, while the others serve.
+ * Runs the Predictor. With REGISTRY_ADDRESS it serves what the registry says (aliased and
+ * newest versions of the selected models), following its changes with no restart and no
+ * failed call; without, every version of the MODEL_DIR folder. Health: the server is SERVING
+ * once models are loaded (in registry mode: once the first comparison with the registry is
+ * applied), PredictorService only while no wanted version failed to load; failures are
+ * logged by name, listed by ListModels, and answer FAILED_PRECONDITION while the rest serves.
  */
 export function main(env: Env): Promise<void> {
   return runService("predictor", env, async ({ config, logger }) => {
     const predictorConfig = loadPredictorConfig(env);
-    const repository = await openRepository(predictorConfig.modelDir, predictorConfig.intraOpThreads);
-    for (const failure of repository.failures) logger.error(failure, "model failed to load");
-    const loaded = [...repository.models].flatMap(([name, versions]) => [...versions.keys()].map((v) => `${name}@${v}`)).sort();
-    logger.info({ modelDir: predictorConfig.modelDir, loaded }, "models loaded");
-
-    const server = await startServer({ config, logger, services: [serve(PredictorService, createPredictorService(repository))] });
-    server.health.set("", ServingStatus.SERVING);
-    const allLoaded = repository.failures.length === 0;
-    server.health.set(PredictorService.typeName, allLoaded ? ServingStatus.SERVING : ServingStatus.NOT_SERVING);
-    return { server, close: () => repository.close() };
+    const table = new ServingTable();
+    const loader = new ModelLoader(table, { intraOpThreads: predictorConfig.intraOpThreads, logger });
+    const stop = new AbortController();
+    if (predictorConfig.registryAddress === undefined) {
+      const snapshot = await loadFolder(predictorConfig.modelDir, loader, logger);
+      const server = await startServer({ config, logger, services: [serve(PredictorService, createPredictorService(table))] });
+      setHealth(server, snapshot);
+      return { server, close: () => table.close() };
+    }
+    const server = await startServer({ config, logger, services: [serve(PredictorService, createPredictorService(table))] });
+    server.health.setAll(ServingStatus.NOT_SERVING); // until the registry's models are loaded
+    const source = new RegistrySource(loader, registryOptions(predictorConfig, predictorConfig.registryAddress, server, logger), logger);
+    source.start(stop.signal);
+    logger.info({ registry: predictorConfig.registryAddress, models: env.PREDICTOR_MODELS ?? "*", latestVersions: predictorConfig.latestVersions }, "serving models from the registry");
+    return {
+      server,
+      async close() {
+        stop.abort();
+        await table.close();
+      },
+    };
   });
 }
 
-async function openRepository(modelDir: string, intraOpThreads: number): Promise<ModelRepository> {
-  let repository: ModelRepository;
+async function loadFolder(modelDir: string, loader: ModelLoader, logger: Logger): Promise<Snapshot> {
+  let folder: Awaited<ReturnType<typeof readModelFolder>>;
   try {
-    repository = await loadModelRepository(modelDir, { intraOpThreads });
+    folder = await readModelFolder(modelDir);
   } catch (err) {
     throw new ConfigError("MODEL_DIR", `cannot read model repository ${modelDir}: ${(err as Error).message}`);
   }
-  if (repository.models.size === 0 && repository.failures.length === 0) {
+  if (folder.models.length === 0 && folder.failures.length === 0) {
     throw new ConfigError("MODEL_DIR", `${modelDir} holds no models (expected <name>/<version>/model.onnx)`);
   }
-  return repository;
+  const snapshot = await loader.apply(folder.models, folder.failures);
+  for (const failure of snapshot.failures) logger.error(failure, "model failed to load");
+  const loaded = [...snapshot.models.values()].flatMap((m) => [...m.versions.keys()].map((v) => `${m.name}@${v}`)).sort();
+  logger.info({ modelDir, loaded }, "models loaded");
+  return snapshot;
+}
+
+function registryOptions(config: PredictorConfig, address: string, server: RunningServer, logger: Logger) {
+  let firstSync = true;
+  return {
+    address,
+    models: config.models,
+    latestVersions: config.latestVersions,
+    resyncMs: config.resyncMs,
+    reportAs: () => config.name || server.address,
+    onApplied: (snapshot: Snapshot) => {
+      setHealth(server, snapshot);
+      if (firstSync) {
+        firstSync = false;
+        const loaded = [...snapshot.models.values()].flatMap((m) => [...m.versions.keys()].map((v) => `${m.name}@${v}`)).sort();
+        logger.info({ loaded, failures: snapshot.failures.length }, "models loaded from the registry");
+      }
+    },
+  };
+}
+
+function setHealth(server: RunningServer, snapshot: Snapshot): void {
+  server.health.set("", ServingStatus.SERVING);
+  server.health.set(PredictorService.typeName, snapshot.failures.length === 0 ? ServingStatus.SERVING : ServingStatus.NOT_SERVING);
 }

@@ -6,9 +6,9 @@ export interface Backend {
   readonly name: string;
   /** host:port of a Predictor. */
   readonly address: string;
-  /** One-vs-rest model whose probabilities are [P(target), P(rest)]. */
+  /** One-vs-rest model whose probabilities are [P(target), P(rest)]: "name" or "name@alias". */
   readonly model: string;
-  /** Model version; 0 for the highest. */
+  /** Model version; 0 for the highest (or the alias's). */
   readonly version: number;
 }
 
@@ -28,9 +28,10 @@ export interface ProxyConfig {
 const species = ["setosa", "versicolor", "virginica"];
 
 /**
- * PROXY_BACKENDS lists backends as `name=host:port/model[@version]`, comma-separated, e.g.
- * `setosa=10.0.0.5:50052/iris_svc_setosa`. Unset: setosa, versicolor and virginica served by
- * the Predictor at PREDICTOR_ADDRESS (default: this machine's PREDICTOR_PORT).
+ * PROXY_BACKENDS lists backends as `name=host:port/model[@alias|@version]`, comma-separated,
+ * e.g. `setosa=10.0.0.5:50052/iris_svc_setosa@production`. Unset: setosa, versicolor and
+ * virginica, each model's "production" version, served by the Predictor at PREDICTOR_ADDRESS
+ * (default: this machine's PREDICTOR_PORT).
  */
 export function loadProxyConfig(env: Env): ProxyConfig {
   const predictorPort = envInt(env, servicePorts.predictor.variable, servicePorts.predictor.port, 1, 65535);
@@ -38,7 +39,7 @@ export function loadProxyConfig(env: Env): ProxyConfig {
   const raw = env.PROXY_BACKENDS;
   const backends =
     raw === undefined || raw.trim() === ""
-      ? species.map((name) => ({ name, address: predictorAddress, model: `iris_svc_${name}`, version: 0 }))
+      ? species.map((name) => ({ name, address: predictorAddress, model: `iris_svc_${name}@production`, version: 0 }))
       : raw.split(",").map((entry) => parseBackend(entry.trim()));
   const names = new Set(backends.map((b) => b.name));
   if (names.size !== backends.length) throw new ConfigError("PROXY_BACKENDS", "backend names must be unique");
@@ -52,9 +53,11 @@ export function loadProxyConfig(env: Env): ProxyConfig {
 }
 
 function parseBackend(entry: string): Backend {
-  const match = /^([A-Za-z0-9][A-Za-z0-9_-]*)=([^/\s]+:\d{1,5})\/([A-Za-z0-9][A-Za-z0-9._-]*)(?:@(\d+))?$/.exec(entry);
+  const match = /^([A-Za-z0-9][A-Za-z0-9_-]*)=([^/\s]+:\d{1,5})\/([A-Za-z0-9][A-Za-z0-9._-]*)(?:@(\d+|[a-z][a-z0-9_-]*))?$/.exec(entry);
   if (!match) {
-    throw new ConfigError("PROXY_BACKENDS", `"${entry}" is not name=host:port/model[@version]`);
+    throw new ConfigError("PROXY_BACKENDS", `"${entry}" is not name=host:port/model[@alias|@version]`);
   }
-  return { name: match[1], address: match[2], model: match[3], version: Number(match[4] ?? 0) };
+  const [, name, address, model, at] = match;
+  if (at !== undefined && /^\d+$/.test(at)) return { name, address, model, version: Number(at) };
+  return { name, address, model: at === undefined ? model : `${model}@${at}`, version: 0 };
 }

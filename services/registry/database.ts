@@ -1,4 +1,3 @@
-import { resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { openDatabase } from "../runtime/storage/database.js";
 import type { Dialect } from "../runtime/storage/migrations.js";
@@ -11,11 +10,6 @@ export type { Dialect };
 
 /** SQL migrations per dialect, applied at start (runtime/storage/migrations.ts). */
 const migrationsDir = fileURLToPath(new URL("prisma/migrations", import.meta.url));
-
-const repoRoot = fileURLToPath(new URL("../..", import.meta.url));
-
-/** The default database: a SQLite file under data/ of this checkout. */
-export const defaultDatabaseUrl = `file:${resolve(repoRoot, "data/registry.db")}`;
 
 /** Opens the registry database a DATABASE_URL names and applies pending migrations. */
 export function openRegistryDatabase(url: string, sqliteBusyTimeoutMs: number): Promise<{ db: RegistryDatabase; dialect: Dialect; applied: string[] }> {

@@ -1,28 +1,43 @@
 import { ModelRegistryService } from "../../gen/mlmesh/registry/v1/registry_pb.js";
-import { ConfigError, envSqliteBusyTimeoutMs, envString, type Env } from "../runtime/config.js";
+import type { Env } from "../runtime/config.js";
 import { ServingStatus } from "../runtime/health.js";
 import { serve } from "../runtime/instrument.js";
 import { runService } from "../runtime/run-service.js";
 import { startServer } from "../runtime/server.js";
-import { dialectOf } from "../runtime/storage/migrations.js";
-import { defaultDatabaseUrl, openRegistryDatabase } from "./database.js";
+import { LocalArtifactStore } from "./artifact-store.js";
+import { loadRegistryConfig } from "./config.js";
+import { openRegistryDatabase } from "./database.js";
+import { EventFeed } from "./event-feed.js";
 import { createRegistryService } from "./service.js";
 import { RegistryStore } from "./store.js";
 
+/** How often watch streams look for events committed by other registry processes. */
+const eventPollMs = 250;
+
 /**
  * Runs the ModelRegistry: opens DATABASE_URL (default: a SQLite file under data/), applies
- * pending migrations, then serves. SERVING once the database answered and is migrated.
+ * pending migrations, opens the artifact store (ARTIFACT_DIR), then serves. SERVING once the
+ * database answered and is migrated.
  */
 export function main(env: Env): Promise<void> {
   return runService("registry", env, async ({ config, logger }) => {
-    const url = envString(env, "DATABASE_URL", defaultDatabaseUrl);
-    if (dialectOf(url) === undefined) {
-      throw new ConfigError("DATABASE_URL", "must be file:<path> (SQLite) or postgresql://... (PostgreSQL)");
-    }
-    const { db, dialect, applied } = await openRegistryDatabase(url, envSqliteBusyTimeoutMs(env));
-    logger.info({ dialect, database: redact(url), migrationsApplied: applied }, "database ready");
+    const registryConfig = loadRegistryConfig(env);
+    const { db, dialect, applied } = await openRegistryDatabase(registryConfig.databaseUrl, registryConfig.sqliteBusyTimeoutMs);
+    const artifacts = await new LocalArtifactStore(registryConfig.artifactDir).open();
+    logger.info(
+      { dialect, database: redact(registryConfig.databaseUrl), migrationsApplied: applied, artifactDir: registryConfig.artifactDir },
+      "database and artifact store ready",
+    );
     const store = new RegistryStore(db, dialect);
-    const server = await startServer({ config, logger, services: [serve(ModelRegistryService, createRegistryService(store))] });
+    const draining = new AbortController();
+    const service = createRegistryService(store, {
+      artifacts,
+      maxUploadBytes: registryConfig.artifactMaxBytes,
+      feed: new EventFeed(eventPollMs),
+      stopping: () => draining.signal,
+    });
+    const server = await startServer({ config, logger, services: [serve(ModelRegistryService, service)] });
+    server.stopping.addEventListener("abort", () => draining.abort(), { once: true });
     server.health.setAll(ServingStatus.SERVING);
     return { server, close: () => db.$disconnect() };
   });

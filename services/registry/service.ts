@@ -1,8 +1,11 @@
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { MessageInitShape } from "@bufbuild/protobuf";
+import { Code, ConnectError, type HandlerContext } from "@connectrpc/connect";
 import {
+  ModelEventKind,
   ModelVersionStatus,
   type ExperimentSchema,
+  type ModelEventSchema,
   type ModelRegistryService,
   type ModelSchema,
   type ModelVersionSchema,
@@ -10,13 +13,38 @@ import {
 } from "../../gen/mlmesh/registry/v1/registry_pb.js";
 import type { PartialServiceImpl } from "../runtime/instrument.js";
 import { decodePageToken, defaultPageSize, encodePageToken } from "../runtime/pagination.js";
-import type { Experiment, JsonObject, Model, ModelVersionWithAliases, Page, PageRequest, Project, RegistryStore } from "./store.js";
+import type { ArtifactStore } from "./artifact-store.js";
+import type { EventFeed } from "./event-feed.js";
+import type { Experiment, JsonObject, Model, ModelEvent, ModelVersionWithAliases, Page, PageRequest, Project, RegistryStore, StoredFile } from "./store.js";
+import { receiveUpload } from "./upload.js";
+
+/** Bytes per chunk of DownloadModelVersion. */
+const downloadChunkBytes = 256 * 1024;
+
+/** A WatchModelEvents stream with nothing to send sends a heartbeat this often. */
+const heartbeatMs = 10_000;
+
+/** What the registry handlers need besides the store. */
+export interface RegistryServiceDeps {
+  readonly artifacts: ArtifactStore;
+  /** ARTIFACT_MAX_BYTES. */
+  readonly maxUploadBytes: number;
+  readonly feed: EventFeed;
+  /** Aborted when the server starts draining: watch streams end then. */
+  stopping(): AbortSignal;
+}
 
 /**
  * The ModelRegistryService handlers over a RegistryStore. Field rules (names, sizes, aliases,
  * page sizes) are enforced by the contract's protovalidate rules before a handler runs.
  */
-export function createRegistryService(store: RegistryStore): PartialServiceImpl<typeof ModelRegistryService> {
+export function createRegistryService(store: RegistryStore, deps: RegistryServiceDeps): PartialServiceImpl<typeof ModelRegistryService> {
+  /** Runs a write that appends to the event log, then wakes this process's watch streams. */
+  const changing = async <T>(write: Promise<T>): Promise<T> => {
+    const result = await write;
+    deps.feed.notify();
+    return result;
+  };
   return {
     async createProject(request) {
       return { project: projectOut(await store.createProject(request.name, request.description)) };
@@ -81,28 +109,27 @@ export function createRegistryService(store: RegistryStore): PartialServiceImpl<
       return { experiment: experimentOut(experiment) };
     },
 
-    async createModelVersion(request) {
-      const version = await store.createModelVersion({
-        modelId: request.modelId,
-        sourceUri: request.sourceUri,
-        description: request.description,
-        experimentId: request.experimentId,
-        tags: { ...request.tags },
-      });
+    async createModelVersion(request, ctx) {
+      const version = await changing(
+        store.createModelVersion(
+          { modelId: request.modelId, sourceUri: request.sourceUri, description: request.description, experimentId: request.experimentId, tags: { ...request.tags } },
+          actorOf(ctx),
+        ),
+      );
       return { modelVersion: versionOut(version) };
     },
     async getModelVersion(request) {
       return { modelVersion: versionOut(await store.getModelVersion(request.modelId, request.version)) };
     },
     async listModelVersions(request) {
-      const page = await store.listModelVersions(request.modelId, pageRequest(request));
-      return { modelVersions: page.items.map(versionOut), nextPageToken: nextToken(page) };
+      const [page, serving] = await Promise.all([store.listModelVersions(request.modelId, pageRequest(request)), store.servingReplicas()]);
+      return { modelVersions: page.items.map((v) => versionOut(v, serving)), nextPageToken: nextToken(page) };
     },
-    async setModelVersionAlias(request) {
-      return { modelVersion: versionOut(await store.setAlias(request.modelId, request.alias, request.version)) };
+    async setModelVersionAlias(request, ctx) {
+      return { modelVersion: versionOut(await changing(store.setAlias(request.modelId, request.alias, request.version, actorOf(ctx)))) };
     },
-    async deleteModelVersionAlias(request) {
-      await store.deleteAlias(request.modelId, request.alias);
+    async deleteModelVersionAlias(request, ctx) {
+      await changing(store.deleteAlias(request.modelId, request.alias, actorOf(ctx)));
       return {};
     },
     async getModelVersionByAlias(request) {
@@ -121,6 +148,145 @@ export function createRegistryService(store: RegistryStore): PartialServiceImpl<
     async deleteModelVersionTag(request) {
       return { modelVersion: versionOut(await store.setModelVersionTag(request.modelId, request.version, request.key, undefined)) };
     },
+
+    async getModelByName(request) {
+      return { model: modelOut(await store.getModelByName(request.projectName, request.name)) };
+    },
+
+    async uploadModelVersion(requests, ctx) {
+      const upload = await receiveUpload(requests, {
+        artifacts: deps.artifacts,
+        maxBytes: deps.maxUploadBytes,
+        modelName: async (modelId) => (await store.getModel(modelId)).name,
+      });
+      try {
+        await upload.commit();
+        const { header } = upload;
+        const version = await changing(
+          store.createModelVersion(
+            {
+              modelId: header.modelId,
+              sourceUri: `sha256:${upload.files.find((f) => f.name === "model.onnx")!.sha256}`,
+              description: header.description,
+              experimentId: header.experimentId,
+              tags: { ...header.tags },
+              signature: upload.signature as unknown as JsonObject,
+              files: upload.files,
+            },
+            actorOf(ctx),
+            header.alias === "" ? undefined : header.alias,
+          ),
+        );
+        return { modelVersion: versionOut(version) };
+      } catch (err) {
+        // The blobs may stay (content-addressed, reused by a retry); no version refers to them.
+        await upload.abort();
+        throw err;
+      }
+    },
+
+    async *downloadModelVersion(request) {
+      const version = await store.getModelVersion(request.modelId, request.version);
+      const files = version.files as unknown as StoredFile[];
+      if (files.length === 0) {
+        throw new ConnectError(`model ${request.modelId} version ${request.version} was registered without an artifact (no upload)`, Code.FailedPrecondition);
+      }
+      yield { content: { case: "modelVersion", value: versionOut(version) } };
+      for (const file of files) {
+        for await (const data of deps.artifacts.read(file.sha256, downloadChunkBytes)) {
+          yield { content: { case: "chunk", value: { file: file.name, data } } };
+        }
+      }
+    },
+
+    async searchModelVersions(request) {
+      const [page, serving] = await Promise.all([
+        store.searchVersions(
+          { projectName: request.projectName, modelName: request.modelName, tagKey: request.tagKey, tagValue: request.tagValue, alias: request.alias },
+          pageRequest(request),
+        ),
+        store.servingReplicas(),
+      ]);
+      return {
+        results: page.items.map((v) => ({ model: modelOut(v.model), modelVersion: versionOut(v, serving) })),
+        nextPageToken: nextToken(page),
+      };
+    },
+
+    async listAliasHistory(request) {
+      const page = await store.aliasHistory(request.modelId, request.alias, pageRequest(request));
+      return {
+        changes: page.items.map((e) => ({
+          alias: e.alias,
+          version: e.version,
+          previousVersion: e.previousVersion,
+          actor: e.actor,
+          changeTime: timestampFromDate(e.createdAt),
+          sequence: BigInt(e.sequence),
+        })),
+        nextPageToken: nextToken(page),
+      };
+    },
+
+    async rollbackModelVersionAlias(request, ctx) {
+      return { modelVersion: versionOut(await changing(store.rollbackAlias(request.modelId, request.alias, actorOf(ctx)))) };
+    },
+
+    async *watchModelEvents(request, ctx) {
+      const signal = AbortSignal.any([ctx.signal, deps.stopping()]);
+      let cursor = request.afterSequence > 0n ? Number(request.afterSequence) : await store.latestSequence();
+      // First a heartbeat: it tells a new watcher where "now" is before anything happens.
+      yield { event: { kind: ModelEventKind.HEARTBEAT, sequence: BigInt(cursor), time: timestampFromDate(new Date()) } };
+      let lastSent = Date.now();
+      for (;;) {
+        const events = await store.eventsAfter(cursor, request.projectName, 500);
+        for (const event of events) {
+          yield { event: eventOut(event) };
+          cursor = event.sequence;
+          lastSent = Date.now();
+        }
+        if (events.length === 500) continue;
+        if (Date.now() - lastSent >= heartbeatMs) {
+          yield { event: { kind: ModelEventKind.HEARTBEAT, sequence: BigInt(cursor), time: timestampFromDate(new Date()) } };
+          lastSent = Date.now();
+        }
+        try {
+          await Promise.race([deps.feed.next(signal), new Promise((resolve) => setTimeout(resolve, heartbeatMs).unref())]);
+        } catch {
+          return; // the client went away or the server is stopping
+        }
+      }
+    },
+
+    async reportServing(request) {
+      await store.reportServing(request.predictor, request.served);
+      return {};
+    },
+  };
+}
+
+/**
+ * Who is making a change, for the alias history: the x-mlmesh-actor header the CLI and the
+ * console send (user@host), else "anonymous".
+ */
+function actorOf(ctx: HandlerContext): string {
+  const declared = (ctx.requestHeader.get("x-mlmesh-actor") ?? "").trim().slice(0, 128);
+  return declared === "" ? "anonymous" : declared;
+}
+
+function eventOut(e: ModelEvent): MessageInitShape<typeof ModelEventSchema> {
+  return {
+    sequence: BigInt(e.sequence),
+    kind: ModelEventKind[e.kind as keyof typeof ModelEventKind] ?? ModelEventKind.UNSPECIFIED,
+    projectId: e.projectId,
+    projectName: e.projectName,
+    modelId: e.modelId,
+    modelName: e.modelName,
+    version: e.version,
+    alias: e.alias,
+    previousVersion: e.previousVersion,
+    actor: e.actor,
+    time: timestampFromDate(e.createdAt),
   };
 }
 
@@ -163,7 +329,18 @@ function experimentOut(e: Experiment): MessageInitShape<typeof ExperimentSchema>
   };
 }
 
-function versionOut(v: ModelVersionWithAliases): MessageInitShape<typeof ModelVersionSchema> {
+function versionOut(
+  v: ModelVersionWithAliases,
+  serving?: Map<string, { predictor: string; reportedAt: Date }[]>,
+): MessageInitShape<typeof ModelVersionSchema> {
+  const signature = v.signature as {
+    input: { name: string; dtype: string; shape: number[] };
+    outputs: { name: string; dtype: string; shape: number[] }[];
+    probabilityOutput: string;
+    featureNames: string[];
+    labels: string[];
+  } | null;
+  const tensor = (t: { name: string; dtype: string; shape: number[] }) => ({ name: t.name, dtype: t.dtype, shape: t.shape.map(BigInt) });
   return {
     id: v.id,
     modelId: v.modelId,
@@ -175,5 +352,16 @@ function versionOut(v: ModelVersionWithAliases): MessageInitShape<typeof ModelVe
     tags: v.tags as Record<string, string>,
     aliases: v.aliases.map((a) => a.alias),
     ...times(v),
+    signature: signature
+      ? {
+          input: tensor(signature.input),
+          outputs: signature.outputs.map(tensor),
+          probabilityOutput: signature.probabilityOutput,
+          featureNames: signature.featureNames,
+          labels: signature.labels,
+        }
+      : undefined,
+    files: (v.files as unknown as StoredFile[]).map((f) => ({ name: f.name, sha256: f.sha256, sizeBytes: BigInt(f.sizeBytes) })),
+    serving: (serving?.get(`${v.modelId}@${v.version}`) ?? []).map((r) => ({ predictor: r.predictor, reportTime: timestampFromDate(r.reportedAt) })),
   };
 }

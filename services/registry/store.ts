@@ -3,9 +3,9 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { databaseUnavailableError } from "../runtime/storage/errors.js";
 import { newId } from "../runtime/ids.js";
 import type { Dialect, RegistryDatabase } from "./database.js";
-import type { Experiment, Model, ModelAlias, ModelVersion, Project } from "./prisma/generated/postgresql/client.js";
+import type { Experiment, Model, ModelAlias, ModelEvent, ModelVersion, Project } from "./prisma/generated/postgresql/client.js";
 
-export type { Experiment, Model, Project };
+export type { Experiment, Model, ModelEvent, Project };
 export type { JsonObject };
 
 /** A model version with the aliases that point at it. */
@@ -25,6 +25,35 @@ export interface PageRequest {
 }
 
 const versionInclude = { aliases: { select: { alias: true }, orderBy: { alias: "asc" } } } as const;
+
+/** What a change to versions or aliases records in the event log (model_events). */
+export type EventKind = "VERSION_CREATED" | "ALIAS_SET" | "ALIAS_DELETED";
+
+/** An uploaded artifact's file, as stored on its version. */
+export interface StoredFile {
+  readonly name: string;
+  readonly sha256: string;
+  readonly sizeBytes: number;
+}
+
+/** A version to create (with an uploaded artifact when signature and files are given). */
+export interface NewVersion {
+  readonly modelId: string;
+  readonly sourceUri: string;
+  readonly description: string;
+  readonly experimentId: string;
+  readonly tags: Record<string, string>;
+  readonly signature?: JsonObject;
+  readonly files?: readonly StoredFile[];
+}
+
+/** Arbitrary constant: the PostgreSQL advisory lock that orders the event log (see inEventTransaction). */
+const eventLogLockId = 725_070_318;
+
+/** How recent a Predictor's report must be to count as serving. */
+export const servingReportTtlMs = 30_000;
+
+type Tx = Parameters<Parameters<RegistryDatabase["$transaction"]>[0]>[0];
 
 /**
  * The registry's data access over Prisma (SQLite or PostgreSQL). Every method maps database
@@ -53,6 +82,13 @@ export class RegistryStore {
 
   listProjects(page: PageRequest, nameFilter: string): Promise<Page<Project>> {
     return this.page(page, (args) => this.db.project.findMany({ ...args, where: { ...args.where, ...nameContains(nameFilter) } }));
+  }
+
+  async getModelByName(projectName: string, name: string): Promise<Model> {
+    const model = await guard(() => this.db.model.findFirst({ where: { name, project: { name: projectName } } }), {});
+    if (model) return model;
+    await this.getProjectByName(projectName); // NOT_FOUND for the project itself first
+    throw new ConnectError(`project "${projectName}" has no model "${name}"`, Code.NotFound);
   }
 
   /** NOT_FOUND (and nothing written) for an unknown project. */
@@ -139,17 +175,28 @@ export class RegistryStore {
     );
   }
 
-  /** The next version number of the model, in one transaction (ALREADY_EXISTS never reaches callers: retried). */
-  async createModelVersion(data: { modelId: string; sourceUri: string; description: string; experimentId: string; tags: Record<string, string> }): Promise<ModelVersionWithAliases> {
+  /**
+   * The next version number of the model, with its event, in one transaction; with `alias`,
+   * the alias moves to the new version in the same transaction. ALREADY_EXISTS never reaches
+   * callers: a number taken by a concurrent create is retried.
+   */
+  async createModelVersion(data: NewVersion, actor: string, alias?: string): Promise<ModelVersionWithAliases> {
     await this.getModel(data.modelId);
     for (let attempt = 0; ; attempt++) {
       try {
-        return await guard(
-          () =>
-            this.db.$transaction(async (tx) => {
-              const last = await tx.modelVersion.findFirst({ where: { modelId: data.modelId }, orderBy: { version: "desc" }, select: { version: true } });
-              return tx.modelVersion.create({ data: { id: newId(), ...data, version: (last?.version ?? 0) + 1 }, include: versionInclude });
-            }),
+        return await this.inEventTransaction(
+          async (tx) => {
+            const last = await tx.modelVersion.findFirst({ where: { modelId: data.modelId }, orderBy: { version: "desc" }, select: { version: true } });
+            const version = (last?.version ?? 0) + 1;
+            const created = await tx.modelVersion.create({
+              data: { id: newId(), ...data, files: [...(data.files ?? [])] as never, signature: data.signature ?? undefined, version },
+              include: versionInclude,
+            });
+            await this.appendEvent(tx, { kind: "VERSION_CREATED", modelId: data.modelId, version, actor });
+            if (alias === undefined) return created;
+            await this.moveAlias(tx, data.modelId, alias, created, actor);
+            return tx.modelVersion.findUniqueOrThrow({ where: { id: created.id }, include: versionInclude });
+          },
           { exists: "version taken", dangling: `model ${data.modelId} not found` },
         );
       } catch (err) {
@@ -184,24 +231,151 @@ export class RegistryStore {
     return { items, lastId: rows.length > page.size ? String(items[items.length - 1].version) : undefined };
   }
 
-  async setAlias(modelId: string, alias: string, version: number): Promise<ModelVersionWithAliases> {
-    const target = await this.getModelVersion(modelId, version);
-    await guard(
-      () =>
-        this.db.modelAlias.upsert({
-          where: { modelId_alias: { modelId, alias } },
-          create: { modelId, alias, versionId: target.id },
-          update: { versionId: target.id },
-        }),
-      {},
-    );
+  /** Points an alias at a version (history and event in the same transaction); a no-op when it already does. */
+  async setAlias(modelId: string, alias: string, version: number, actor: string): Promise<ModelVersionWithAliases> {
+    await this.inEventTransaction(async (tx) => {
+      const target = await tx.modelVersion.findUnique({ where: { modelId_version: { modelId, version } } });
+      if (!target) throw new ConnectError(`model ${modelId} has no version ${version}`, Code.NotFound);
+      await this.moveAlias(tx, modelId, alias, target, actor);
+    }, { dangling: `model ${modelId} not found` });
     return this.getModelVersion(modelId, version);
   }
 
-  async deleteAlias(modelId: string, alias: string): Promise<void> {
-    await guard(() => this.db.modelAlias.delete({ where: { modelId_alias: { modelId, alias } } }), {
-      missing: `model ${modelId} has no alias "${alias}"`,
-    });
+  async deleteAlias(modelId: string, alias: string, actor: string): Promise<void> {
+    await this.inEventTransaction(async (tx) => {
+      const current = await tx.modelAlias.findUnique({ where: { modelId_alias: { modelId, alias } }, include: { version: { select: { version: true } } } });
+      if (!current) throw new ConnectError(`model ${modelId} has no alias "${alias}"`, Code.NotFound);
+      await tx.modelAlias.delete({ where: { modelId_alias: { modelId, alias } } });
+      await this.appendEvent(tx, { kind: "ALIAS_DELETED", modelId, alias, version: 0, previousVersion: current.version.version, actor });
+    }, {});
+  }
+
+  /**
+   * Moves an alias back to the version it pointed at before its latest change, as one more
+   * change. NOT_FOUND for an alias never set; FAILED_PRECONDITION when it had no earlier version.
+   */
+  async rollbackAlias(modelId: string, alias: string, actor: string): Promise<ModelVersionWithAliases> {
+    const version = await this.inEventTransaction(async (tx) => {
+      const last = await tx.modelEvent.findFirst({ where: { modelId, alias, kind: { in: ["ALIAS_SET", "ALIAS_DELETED"] } }, orderBy: { sequence: "desc" } });
+      if (!last) {
+        await tx.model.findUniqueOrThrow({ where: { id: modelId } });
+        throw new ConnectError(`model ${modelId} has no alias "${alias}"`, Code.NotFound);
+      }
+      if (last.previousVersion === 0) {
+        throw new ConnectError(`alias "${alias}" of model ${modelId} pointed at no version before version ${last.version}: nothing to roll back to`, Code.FailedPrecondition);
+      }
+      const target = await tx.modelVersion.findUniqueOrThrow({ where: { modelId_version: { modelId, version: last.previousVersion } } });
+      await this.moveAlias(tx, modelId, alias, target, actor);
+      return target.version;
+    }, { missing: `model ${modelId} not found` });
+    return this.getModelVersion(modelId, version);
+  }
+
+  /** Alias changes of a model, newest first; the page token is the last sequence returned. */
+  async aliasHistory(modelId: string, alias: string, page: PageRequest): Promise<Page<ModelEvent>> {
+    await this.getModel(modelId);
+    const before = page.afterId === undefined ? undefined : Number(page.afterId);
+    const rows = await guard(
+      () =>
+        this.db.modelEvent.findMany({
+          where: {
+            modelId,
+            kind: { in: ["ALIAS_SET", "ALIAS_DELETED"] },
+            ...(alias !== "" ? { alias } : {}),
+            ...(before !== undefined && Number.isFinite(before) ? { sequence: { lt: before } } : {}),
+          },
+          orderBy: { sequence: "desc" },
+          take: page.size + 1,
+        }),
+      {},
+    );
+    const items = rows.slice(0, page.size);
+    return { items, lastId: rows.length > page.size ? String(items[items.length - 1].sequence) : undefined };
+  }
+
+  /**
+   * Versions matching every given filter, oldest first, each with its model. Tags are matched
+   * here rather than in SQL (JSON queries differ between the dialects); pages are filled by
+   * reading on until enough versions match.
+   */
+  async searchVersions(
+    filter: { projectName: string; modelName: string; tagKey: string; tagValue: string; alias: string },
+    page: PageRequest,
+  ): Promise<Page<ModelVersionWithAliases & { model: Model }>> {
+    const where = {
+      ...(filter.alias !== "" ? { aliases: { some: { alias: filter.alias } } } : {}),
+      model: {
+        ...(filter.projectName !== "" ? { project: { name: filter.projectName } } : {}),
+        ...(filter.modelName !== "" ? { name: { contains: filter.modelName } } : {}),
+      },
+    };
+    const tagMatches = (tags: unknown) => {
+      if (filter.tagKey === "") return true;
+      const value = (tags as Record<string, string>)[filter.tagKey];
+      return value !== undefined && (filter.tagValue === "" || value === filter.tagValue);
+    };
+    const found: (ModelVersionWithAliases & { model: Model })[] = [];
+    let after = page.afterId;
+    for (;;) {
+      const rows = await guard(
+        () =>
+          this.db.modelVersion.findMany({
+            where: { ...where, ...(after !== undefined ? { id: { gt: after } } : {}) },
+            orderBy: { id: "asc" },
+            take: 500,
+            include: { ...versionInclude, model: true },
+          }),
+        {},
+      );
+      for (const row of rows) {
+        if (!tagMatches(row.tags)) continue;
+        found.push(row);
+        if (found.length > page.size) {
+          const items = found.slice(0, page.size);
+          return { items, lastId: items[items.length - 1].id };
+        }
+      }
+      if (rows.length < 500) return { items: found, lastId: undefined };
+      after = rows[rows.length - 1].id;
+    }
+  }
+
+  /** Records what a Predictor serves now, replacing its previous report. */
+  async reportServing(predictor: string, served: readonly { modelId: string; version: number }[]): Promise<void> {
+    const data = { served: served.map((s) => ({ modelId: s.modelId, version: s.version })), reportedAt: new Date() };
+    await guard(() => this.db.predictorReport.upsert({ where: { predictor }, create: { predictor, ...data }, update: data }), {});
+  }
+
+  /** The Predictors that reported serving each version ("modelId@version") in the last servingReportTtlMs. */
+  async servingReplicas(): Promise<Map<string, { predictor: string; reportedAt: Date }[]>> {
+    const reports = await guard(() => this.db.predictorReport.findMany({ where: { reportedAt: { gt: new Date(Date.now() - servingReportTtlMs) } } }), {});
+    const replicas = new Map<string, { predictor: string; reportedAt: Date }[]>();
+    for (const report of reports) {
+      for (const { modelId, version } of report.served as { modelId: string; version: number }[]) {
+        const key = `${modelId}@${version}`;
+        replicas.set(key, [...(replicas.get(key) ?? []), { predictor: report.predictor, reportedAt: report.reportedAt }]);
+      }
+    }
+    return replicas;
+  }
+
+  /** Committed events after `sequence`, in order, optionally of one project's models only. */
+  eventsAfter(sequence: number, projectName: string, limit: number): Promise<ModelEvent[]> {
+    return guard(
+      () =>
+        this.db.modelEvent.findMany({
+          where: { sequence: { gt: sequence }, ...(projectName !== "" ? { projectName } : {}) },
+          orderBy: { sequence: "asc" },
+          take: limit,
+        }),
+      {},
+    );
+  }
+
+  /** The latest event's sequence; 0 when there is none. */
+  async latestSequence(): Promise<number> {
+    const last = await guard(() => this.db.modelEvent.findFirst({ orderBy: { sequence: "desc" }, select: { sequence: true } }), {});
+    return last?.sequence ?? 0;
   }
 
   /** The version an alias points at; "latest" is the highest version. One query on a hit. */
@@ -246,6 +420,55 @@ export class RegistryStore {
         }),
       {},
     );
+  }
+
+  /**
+   * A transaction that appends to the event log. On PostgreSQL these transactions take one
+   * advisory lock first, so events commit in sequence order: a watcher that has read up to
+   * sequence N can never later find a smaller sequence committing (SQLite has one writer
+   * at a time anyway).
+   */
+  private inEventTransaction<T>(work: (tx: Tx) => Promise<T>, messages: { exists?: string; missing?: string; dangling?: string }): Promise<T> {
+    return guard(
+      () =>
+        this.db.$transaction(async (tx) => {
+          if (this.dialect === "postgresql") await tx.$executeRawUnsafe(`SELECT pg_advisory_xact_lock(${eventLogLockId})`);
+          return work(tx);
+        }),
+      messages,
+    );
+  }
+
+  /** Points the alias at `target` and records the change; nothing when it already points there. */
+  private async moveAlias(tx: Tx, modelId: string, alias: string, target: { id: string; version: number }, actor: string): Promise<void> {
+    const current = await tx.modelAlias.findUnique({ where: { modelId_alias: { modelId, alias } }, include: { version: { select: { version: true } } } });
+    if (current?.versionId === target.id) return;
+    await tx.modelAlias.upsert({
+      where: { modelId_alias: { modelId, alias } },
+      create: { modelId, alias, versionId: target.id },
+      update: { versionId: target.id },
+    });
+    await this.appendEvent(tx, { kind: "ALIAS_SET", modelId, alias, version: target.version, previousVersion: current?.version.version ?? 0, actor });
+  }
+
+  private async appendEvent(
+    tx: Tx,
+    event: { kind: EventKind; modelId: string; version: number; alias?: string; previousVersion?: number; actor: string },
+  ): Promise<void> {
+    const model = await tx.model.findUniqueOrThrow({ where: { id: event.modelId }, include: { project: { select: { id: true, name: true } } } });
+    await tx.modelEvent.create({
+      data: {
+        kind: event.kind,
+        projectId: model.project.id,
+        projectName: model.project.name,
+        modelId: model.id,
+        modelName: model.name,
+        version: event.version,
+        alias: event.alias ?? "",
+        previousVersion: event.previousVersion ?? 0,
+        actor: event.actor,
+      },
+    });
   }
 
   /**

@@ -6,7 +6,11 @@ import { logRpc } from "./instrument.js";
 import type { Logger } from "./logger.js";
 
 type AnyHandler = (input: unknown, ctx: HandlerContext) => unknown;
-type AnyCall = grpc.ServerUnaryCall<Buffer, unknown> | grpc.ServerWritableStream<Buffer, unknown> | grpc.ServerDuplexStream<Buffer, unknown>;
+type AnyCall =
+  | grpc.ServerUnaryCall<Buffer, unknown>
+  | grpc.ServerReadableStream<Buffer, unknown>
+  | grpc.ServerWritableStream<Buffer, unknown>
+  | grpc.ServerDuplexStream<Buffer, unknown>;
 
 /**
  * Serves a protobuf-es service implementation (connect-style handlers) on a @grpc/grpc-js
@@ -84,7 +88,17 @@ function grpcHandler(
         void writeStream(call, handler(requests, ctx) as AsyncIterable<unknown>, ctx);
       };
     case "client_streaming":
-      throw new Error(`${method.parent.typeName}/${method.name}: client streaming is not supported`);
+      return (call: grpc.ServerReadableStream<Buffer, unknown>, callback: grpc.sendUnaryData<unknown>) => {
+        const ctx = contextFor(method, call);
+        Promise.resolve(handler(decodeStream(call, decode), ctx)).then(
+          (response) => {
+            const header = ctx.responseMetadata();
+            if (header) call.sendMetadata(header);
+            callback(null, response, ctx.trailerMetadata());
+          },
+          (err: unknown) => callback(toServiceError(err, ctx)),
+        );
+      };
   }
 }
 
@@ -99,7 +113,10 @@ function decodeRequest(schema: DescMessage, bytes: Buffer): unknown {
   }
 }
 
-async function* decodeStream(call: grpc.ServerDuplexStream<Buffer, unknown>, decode: (bytes: Buffer) => unknown): AsyncIterable<unknown> {
+async function* decodeStream(
+  call: grpc.ServerDuplexStream<Buffer, unknown> | grpc.ServerReadableStream<Buffer, unknown>,
+  decode: (bytes: Buffer) => unknown,
+): AsyncIterable<unknown> {
   // A plain for-await destroys the duplex when the client half-closes, and with it the
   // response side before the status is sent; keep the call open for the responses.
   for await (const bytes of call.iterator({ destroyOnReturn: false })) yield decode(bytes as Buffer);

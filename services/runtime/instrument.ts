@@ -94,18 +94,35 @@ function instrumentMethod(method: DescMethod, handler: AnyHandler, options: Inst
           throw call.end(toConnectError(err, ctx.signal));
         }
       };
-    case "bidi_streaming":
     case "client_streaming":
-      // Only the reflection service streams requests; its requests carry no rules.
+      return async (requests, ctx) => {
+        const call = beginCall(rpc, ctx, options.logger);
+        try {
+          const response = await handler(validatedStream(requests as AsyncIterable<unknown>, validate), ctx);
+          call.end(undefined);
+          return response;
+        } catch (err) {
+          throw call.end(toConnectError(err, ctx.signal));
+        }
+      };
+    case "bidi_streaming":
       return async function* (requests, ctx) {
         const call = beginCall(rpc, ctx, options.logger);
         try {
-          yield* handler(requests, ctx) as AsyncIterable<unknown>;
+          yield* handler(validatedStream(requests as AsyncIterable<unknown>, validate), ctx) as AsyncIterable<unknown>;
           call.end(undefined);
         } catch (err) {
           throw call.end(toConnectError(err, ctx.signal));
         }
       };
+  }
+}
+
+/** A request stream whose every message is validated as the handler reads it. */
+async function* validatedStream(requests: AsyncIterable<unknown>, validate: (request: unknown) => void): AsyncIterable<unknown> {
+  for await (const request of requests) {
+    validate(request);
+    yield request;
   }
 }
 

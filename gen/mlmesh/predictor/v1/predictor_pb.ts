@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file mlmesh/predictor/v1/predictor.proto.
  */
 export const file_mlmesh_predictor_v1_predictor: GenFile = /*@__PURE__*/
-  fileDesc("CiNtbG1lc2gvcHJlZGljdG9yL3YxL3ByZWRpY3Rvci5wcm90bxITbWxtZXNoLnByZWRpY3Rvci52MSIoCgNSb3cSIQoGdmFsdWVzGAEgAygCQhG6SA6SAQsIARCACCIECgJAASJcCgpQcmVkaWN0aW9uEhUKDXByb2JhYmlsaXRpZXMYASADKAISDQoFbGFiZWwYAiABKAkSEwoLbGFiZWxfaW5kZXgYAyABKA0SEwoLcHJvYmFiaWxpdHkYBCABKAIijwEKDlByZWRpY3RSZXF1ZXN0EjcKBW1vZGVsGAEgASgJQii6SCVyIxABGIABMhxeW0EtWmEtejAtOV1bQS1aYS16MC05Ll8tXSokEg8KB3ZlcnNpb24YAiABKA0SMwoEcm93cxgDIAMoCzIYLm1sbWVzaC5wcmVkaWN0b3IudjEuUm93Qgu6SAiSAQUIARCQTiJ3Cg9QcmVkaWN0UmVzcG9uc2USDQoFbW9kZWwYASABKAkSDwoHdmVyc2lvbhgCIAEoDRIOCgZsYWJlbHMYAyADKAkSNAoLcHJlZGljdGlvbnMYBCADKAsyHy5tbG1lc2gucHJlZGljdG9yLnYxLlByZWRpY3Rpb24iYwoXR2V0TW9kZWxNZXRhZGF0YVJlcXVlc3QSNwoFbW9kZWwYASABKAlCKLpIJXIjEAEYgAEyHF5bQS1aYS16MC05XVtBLVphLXowLTkuXy1dKiQSDwoHdmVyc2lvbhgCIAEoDSJQChhHZXRNb2RlbE1ldGFkYXRhUmVzcG9uc2USNAoIbWV0YWRhdGEYASABKAsyIi5tbG1lc2gucHJlZGljdG9yLnYxLk1vZGVsTWV0YWRhdGEiOAoKVGVuc29yU3BlYxIMCgRuYW1lGAEgASgJEg0KBWR0eXBlGAIgASgJEg0KBXNoYXBlGAMgAygDIv4CCg1Nb2RlbE1ldGFkYXRhEgwKBG5hbWUYASABKAkSDwoHdmVyc2lvbhgCIAEoDRITCgtkZXNjcmlwdGlvbhgDIAEoCRIuCgVpbnB1dBgEIAEoCzIfLm1sbWVzaC5wcmVkaWN0b3IudjEuVGVuc29yU3BlYxIwCgdvdXRwdXRzGAUgAygLMh8ubWxtZXNoLnByZWRpY3Rvci52MS5UZW5zb3JTcGVjEhUKDWZlYXR1cmVfbmFtZXMYBiADKAkSDgoGbGFiZWxzGAcgAygJEi4KDHNhbXBsZV9pbnB1dBgIIAMoCzIYLm1sbWVzaC5wcmVkaWN0b3IudjEuUm93EkAKB21ldHJpY3MYCSADKAsyLy5tbG1lc2gucHJlZGljdG9yLnYxLk1vZGVsTWV0YWRhdGEuTWV0cmljc0VudHJ5Eg4KBnNoYTI1NhgKIAEoCRouCgxNZXRyaWNzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgBOgI4ASJQChFMaXN0TW9kZWxzUmVxdWVzdBIdCglwYWdlX3NpemUYASABKAVCCrpIBxoFGOgHKAASHAoKcGFnZV90b2tlbhgCIAEoCUIIukgFcgMYgAQimgEKEkxpc3RNb2RlbHNSZXNwb25zZRIyCgZtb2RlbHMYASADKAsyIi5tbG1lc2gucHJlZGljdG9yLnYxLk1vZGVsTWV0YWRhdGESNwoIZmFpbHVyZXMYAiADKAsyJS5tbG1lc2gucHJlZGljdG9yLnYxLk1vZGVsTG9hZEZhaWx1cmUSFwoPbmV4dF9wYWdlX3Rva2VuGAMgASgJIkEKEE1vZGVsTG9hZEZhaWx1cmUSDAoEbmFtZRgBIAEoCRIPCgd2ZXJzaW9uGAIgASgNEg4KBnJlYXNvbhgDIAEoCSJgChRQcmVkaWN0U2FtcGxlUmVxdWVzdBI3CgVtb2RlbBgBIAEoCUIoukglciMQARiAATIcXltBLVphLXowLTldW0EtWmEtejAtOS5fLV0qJBIPCgd2ZXJzaW9uGAIgASgNIncKFVByZWRpY3RTYW1wbGVSZXNwb25zZRImCgRyb3dzGAEgAygLMhgubWxtZXNoLnByZWRpY3Rvci52MS5Sb3cSNgoIcmVzcG9uc2UYAiABKAsyJC5tbG1lc2gucHJlZGljdG9yLnYxLlByZWRpY3RSZXNwb25zZTLVBAoQUHJlZGljdG9yU2VydmljZRKFAQoHUHJlZGljdBIjLm1sbWVzaC5wcmVkaWN0b3IudjEuUHJlZGljdFJlcXVlc3QaJC5tbG1lc2gucHJlZGljdG9yLnYxLlByZWRpY3RSZXNwb25zZSIvgtPkkwIpOgEqIiQvdjEvcHJlZGljdG9yL21vZGVscy97bW9kZWx9OnByZWRpY3QSngEKEEdldE1vZGVsTWV0YWRhdGESLC5tbG1lc2gucHJlZGljdG9yLnYxLkdldE1vZGVsTWV0YWRhdGFSZXF1ZXN0Gi0ubWxtZXNoLnByZWRpY3Rvci52MS5HZXRNb2RlbE1ldGFkYXRhUmVzcG9uc2UiLYLT5JMCJxIlL3YxL3ByZWRpY3Rvci9tb2RlbHMve21vZGVsfS9tZXRhZGF0YRJ7CgpMaXN0TW9kZWxzEiYubWxtZXNoLnByZWRpY3Rvci52MS5MaXN0TW9kZWxzUmVxdWVzdBonLm1sbWVzaC5wcmVkaWN0b3IudjEuTGlzdE1vZGVsc1Jlc3BvbnNlIhyC0+STAhYSFC92MS9wcmVkaWN0b3IvbW9kZWxzEpoBCg1QcmVkaWN0U2FtcGxlEikubWxtZXNoLnByZWRpY3Rvci52MS5QcmVkaWN0U2FtcGxlUmVxdWVzdBoqLm1sbWVzaC5wcmVkaWN0b3IudjEuUHJlZGljdFNhbXBsZVJlc3BvbnNlIjKC0+STAiwSKi92MS9wcmVkaWN0b3IvbW9kZWxzL3ttb2RlbH06cHJlZGljdFNhbXBsZWIGcHJvdG8z", [file_buf_validate_validate, file_google_api_annotations]);
+  fileDesc("CiNtbG1lc2gvcHJlZGljdG9yL3YxL3ByZWRpY3Rvci5wcm90bxITbWxtZXNoLnByZWRpY3Rvci52MSIoCgNSb3cSIQoGdmFsdWVzGAEgAygCQhG6SA6SAQsIARCACCIECgJAASJcCgpQcmVkaWN0aW9uEhUKDXByb2JhYmlsaXRpZXMYASADKAISDQoFbGFiZWwYAiABKAkSEwoLbGFiZWxfaW5kZXgYAyABKA0SEwoLcHJvYmFiaWxpdHkYBCABKAIiowEKDlByZWRpY3RSZXF1ZXN0EksKBW1vZGVsGAEgASgJQjy6SDlyNxABGIABMjBeW0EtWmEtejAtOV1bQS1aYS16MC05Ll8tXSooQFthLXpdW2EtejAtOV8tXSopPyQSDwoHdmVyc2lvbhgCIAEoDRIzCgRyb3dzGAMgAygLMhgubWxtZXNoLnByZWRpY3Rvci52MS5Sb3dCC7pICJIBBQgBEJBOIncKD1ByZWRpY3RSZXNwb25zZRINCgVtb2RlbBgBIAEoCRIPCgd2ZXJzaW9uGAIgASgNEg4KBmxhYmVscxgDIAMoCRI0CgtwcmVkaWN0aW9ucxgEIAMoCzIfLm1sbWVzaC5wcmVkaWN0b3IudjEuUHJlZGljdGlvbiJ3ChdHZXRNb2RlbE1ldGFkYXRhUmVxdWVzdBJLCgVtb2RlbBgBIAEoCUI8ukg5cjcQARiAATIwXltBLVphLXowLTldW0EtWmEtejAtOS5fLV0qKEBbYS16XVthLXowLTlfLV0qKT8kEg8KB3ZlcnNpb24YAiABKA0iUAoYR2V0TW9kZWxNZXRhZGF0YVJlc3BvbnNlEjQKCG1ldGFkYXRhGAEgASgLMiIubWxtZXNoLnByZWRpY3Rvci52MS5Nb2RlbE1ldGFkYXRhIjgKClRlbnNvclNwZWMSDAoEbmFtZRgBIAEoCRINCgVkdHlwZRgCIAEoCRINCgVzaGFwZRgDIAMoAyKPAwoNTW9kZWxNZXRhZGF0YRIMCgRuYW1lGAEgASgJEg8KB3ZlcnNpb24YAiABKA0SEwoLZGVzY3JpcHRpb24YAyABKAkSLgoFaW5wdXQYBCABKAsyHy5tbG1lc2gucHJlZGljdG9yLnYxLlRlbnNvclNwZWMSMAoHb3V0cHV0cxgFIAMoCzIfLm1sbWVzaC5wcmVkaWN0b3IudjEuVGVuc29yU3BlYxIVCg1mZWF0dXJlX25hbWVzGAYgAygJEg4KBmxhYmVscxgHIAMoCRIuCgxzYW1wbGVfaW5wdXQYCCADKAsyGC5tbG1lc2gucHJlZGljdG9yLnYxLlJvdxJACgdtZXRyaWNzGAkgAygLMi8ubWxtZXNoLnByZWRpY3Rvci52MS5Nb2RlbE1ldGFkYXRhLk1ldHJpY3NFbnRyeRIOCgZzaGEyNTYYCiABKAkSDwoHYWxpYXNlcxgLIAMoCRouCgxNZXRyaWNzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgBOgI4ASJQChFMaXN0TW9kZWxzUmVxdWVzdBIdCglwYWdlX3NpemUYASABKAVCCrpIBxoFGOgHKAASHAoKcGFnZV90b2tlbhgCIAEoCUIIukgFcgMYgAQimgEKEkxpc3RNb2RlbHNSZXNwb25zZRIyCgZtb2RlbHMYASADKAsyIi5tbG1lc2gucHJlZGljdG9yLnYxLk1vZGVsTWV0YWRhdGESNwoIZmFpbHVyZXMYAiADKAsyJS5tbG1lc2gucHJlZGljdG9yLnYxLk1vZGVsTG9hZEZhaWx1cmUSFwoPbmV4dF9wYWdlX3Rva2VuGAMgASgJIkEKEE1vZGVsTG9hZEZhaWx1cmUSDAoEbmFtZRgBIAEoCRIPCgd2ZXJzaW9uGAIgASgNEg4KBnJlYXNvbhgDIAEoCSJ0ChRQcmVkaWN0U2FtcGxlUmVxdWVzdBJLCgVtb2RlbBgBIAEoCUI8ukg5cjcQARiAATIwXltBLVphLXowLTldW0EtWmEtejAtOS5fLV0qKEBbYS16XVthLXowLTlfLV0qKT8kEg8KB3ZlcnNpb24YAiABKA0idwoVUHJlZGljdFNhbXBsZVJlc3BvbnNlEiYKBHJvd3MYASADKAsyGC5tbG1lc2gucHJlZGljdG9yLnYxLlJvdxI2CghyZXNwb25zZRgCIAEoCzIkLm1sbWVzaC5wcmVkaWN0b3IudjEuUHJlZGljdFJlc3BvbnNlMtUEChBQcmVkaWN0b3JTZXJ2aWNlEoUBCgdQcmVkaWN0EiMubWxtZXNoLnByZWRpY3Rvci52MS5QcmVkaWN0UmVxdWVzdBokLm1sbWVzaC5wcmVkaWN0b3IudjEuUHJlZGljdFJlc3BvbnNlIi+C0+STAik6ASoiJC92MS9wcmVkaWN0b3IvbW9kZWxzL3ttb2RlbH06cHJlZGljdBKeAQoQR2V0TW9kZWxNZXRhZGF0YRIsLm1sbWVzaC5wcmVkaWN0b3IudjEuR2V0TW9kZWxNZXRhZGF0YVJlcXVlc3QaLS5tbG1lc2gucHJlZGljdG9yLnYxLkdldE1vZGVsTWV0YWRhdGFSZXNwb25zZSItgtPkkwInEiUvdjEvcHJlZGljdG9yL21vZGVscy97bW9kZWx9L21ldGFkYXRhEnsKCkxpc3RNb2RlbHMSJi5tbG1lc2gucHJlZGljdG9yLnYxLkxpc3RNb2RlbHNSZXF1ZXN0GicubWxtZXNoLnByZWRpY3Rvci52MS5MaXN0TW9kZWxzUmVzcG9uc2UiHILT5JMCFhIUL3YxL3ByZWRpY3Rvci9tb2RlbHMSmgEKDVByZWRpY3RTYW1wbGUSKS5tbG1lc2gucHJlZGljdG9yLnYxLlByZWRpY3RTYW1wbGVSZXF1ZXN0GioubWxtZXNoLnByZWRpY3Rvci52MS5QcmVkaWN0U2FtcGxlUmVzcG9uc2UiMoLT5JMCLBIqL3YxL3ByZWRpY3Rvci9tb2RlbHMve21vZGVsfTpwcmVkaWN0U2FtcGxlYgZwcm90bzM", [file_buf_validate_validate, file_google_api_annotations]);
 
 /**
  * Row is one input example: the feature values in the order the model's metadata lists them.
@@ -84,14 +84,16 @@ export const PredictionSchema: GenMessage<Prediction> = /*@__PURE__*/
  */
 export type PredictRequest = Message<"mlmesh.predictor.v1.PredictRequest"> & {
   /**
-   * Model name, as listed by ListModels (for example "iris_svc").
+   * Model name, as listed by ListModels (for example "iris_svc"), or name@alias for the
+   * version an alias points at ("iris_svc@production"; "@latest" is the highest version).
+   * With an alias, version must be 0.
    *
    * @generated from field: string model = 1;
    */
   model: string;
 
   /**
-   * Model version; 0 means the highest loaded version.
+   * Model version; 0 means the highest loaded version (or the alias's, with "name@alias").
    *
    * @generated from field: uint32 version = 2;
    */
@@ -161,14 +163,14 @@ export const PredictResponseSchema: GenMessage<PredictResponse> = /*@__PURE__*/
  */
 export type GetModelMetadataRequest = Message<"mlmesh.predictor.v1.GetModelMetadataRequest"> & {
   /**
-   * Model name.
+   * Model name, or name@alias.
    *
    * @generated from field: string model = 1;
    */
   model: string;
 
   /**
-   * Model version; 0 means the highest loaded version.
+   * Model version; 0 means the highest loaded version (or the alias's, with "name@alias").
    *
    * @generated from field: uint32 version = 2;
    */
@@ -313,6 +315,13 @@ export type ModelMetadata = Message<"mlmesh.predictor.v1.ModelMetadata"> & {
    * @generated from field: string sha256 = 10;
    */
   sha256: string;
+
+  /**
+   * The model's aliases that point at this version on this Predictor, sorted.
+   *
+   * @generated from field: repeated string aliases = 11;
+   */
+  aliases: string[];
 };
 
 /**
@@ -427,14 +436,14 @@ export const ModelLoadFailureSchema: GenMessage<ModelLoadFailure> = /*@__PURE__*
  */
 export type PredictSampleRequest = Message<"mlmesh.predictor.v1.PredictSampleRequest"> & {
   /**
-   * Model name.
+   * Model name, or name@alias.
    *
    * @generated from field: string model = 1;
    */
   model: string;
 
   /**
-   * Model version; 0 means the highest loaded version.
+   * Model version; 0 means the highest loaded version (or the alias's, with "name@alias").
    *
    * @generated from field: uint32 version = 2;
    */
@@ -477,16 +486,18 @@ export const PredictSampleResponseSchema: GenMessage<PredictSampleResponse> = /*
   messageDesc(file_mlmesh_predictor_v1_predictor, 12);
 
 /**
- * PredictorService runs ONNX classifiers from the model repository (MODEL_DIR): batched
- * rows of float features in, per-row class probabilities and labels out.
+ * PredictorService runs ONNX classifiers — from the model registry (REGISTRY_ADDRESS), or from
+ * a model repository folder (MODEL_DIR): batched rows of float features in, per-row class
+ * probabilities and labels out.
  *
  * @generated from service mlmesh.predictor.v1.PredictorService
  */
 export const PredictorService: GenService<{
   /**
    * Predict classifies 1..10,000 rows with one model version in a single inference call.
-   * Errors: NOT_FOUND for an unknown model or version; INVALID_ARGUMENT for an empty or
-   * oversized batch, a row with the wrong feature count, or a non-finite value.
+   * Errors: NOT_FOUND for an unknown model, version or alias; FAILED_PRECONDITION for a
+   * version that failed to load; INVALID_ARGUMENT for an empty or oversized batch, a row with
+   * the wrong feature count, a non-finite value, or both an alias and a version.
    *
    * @generated from rpc mlmesh.predictor.v1.PredictorService.Predict
    */

@@ -66,3 +66,14 @@ export type ModelVersion = Prisma.ModelVersionModel
  * A named pointer ("production") from a model to one of its versions.
  */
 export type ModelAlias = Prisma.ModelAliasModel
+/**
+ * Model ModelEvent
+ * One committed change to a model's versions or aliases, in commit order: what
+ * WatchModelEvents streams and the append-only alias history. Never updated or deleted.
+ */
+export type ModelEvent = Prisma.ModelEventModel
+/**
+ * Model PredictorReport
+ * What a Predictor last reported serving.
+ */
+export type PredictorReport = Prisma.PredictorReportModel

@@ -401,7 +401,9 @@ export const ModelName = {
   Model: 'Model',
   Experiment: 'Experiment',
   ModelVersion: 'ModelVersion',
-  ModelAlias: 'ModelAlias'
+  ModelAlias: 'ModelAlias',
+  ModelEvent: 'ModelEvent',
+  PredictorReport: 'PredictorReport'
 } as const
 
 export type ModelName = (typeof ModelName)[keyof typeof ModelName]
@@ -417,7 +419,7 @@ export type TypeMap<ExtArgs extends runtime.Types.Extensions.InternalArgs = runt
     omit: GlobalOmitOptions
   }
   meta: {
-    modelProps: "project" | "model" | "experiment" | "modelVersion" | "modelAlias"
+    modelProps: "project" | "model" | "experiment" | "modelVersion" | "modelAlias" | "modelEvent" | "predictorReport"
     txIsolationLevel: TransactionIsolationLevel
   }
   model: {
@@ -791,6 +793,154 @@ export type TypeMap<ExtArgs extends runtime.Types.Extensions.InternalArgs = runt
         }
       }
     }
+    ModelEvent: {
+      payload: Prisma.$ModelEventPayload<ExtArgs>
+      fields: Prisma.ModelEventFieldRefs
+      operations: {
+        findUnique: {
+          args: Prisma.ModelEventFindUniqueArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$ModelEventPayload> | null
+        }
+        findUniqueOrThrow: {
+          args: Prisma.ModelEventFindUniqueOrThrowArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$ModelEventPayload>
+        }
+        findFirst: {
+          args: Prisma.ModelEventFindFirstArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$ModelEventPayload> | null
+        }
+        findFirstOrThrow: {
+          args: Prisma.ModelEventFindFirstOrThrowArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$ModelEventPayload>
+        }
+        findMany: {
+          args: Prisma.ModelEventFindManyArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$ModelEventPayload>[]
+        }
+        create: {
+          args: Prisma.ModelEventCreateArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$ModelEventPayload>
+        }
+        createMany: {
+          args: Prisma.ModelEventCreateManyArgs<ExtArgs>
+          result: BatchPayload
+        }
+        createManyAndReturn: {
+          args: Prisma.ModelEventCreateManyAndReturnArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$ModelEventPayload>[]
+        }
+        delete: {
+          args: Prisma.ModelEventDeleteArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$ModelEventPayload>
+        }
+        update: {
+          args: Prisma.ModelEventUpdateArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$ModelEventPayload>
+        }
+        deleteMany: {
+          args: Prisma.ModelEventDeleteManyArgs<ExtArgs>
+          result: BatchPayload
+        }
+        updateMany: {
+          args: Prisma.ModelEventUpdateManyArgs<ExtArgs>
+          result: BatchPayload
+        }
+        updateManyAndReturn: {
+          args: Prisma.ModelEventUpdateManyAndReturnArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$ModelEventPayload>[]
+        }
+        upsert: {
+          args: Prisma.ModelEventUpsertArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$ModelEventPayload>
+        }
+        aggregate: {
+          args: Prisma.ModelEventAggregateArgs<ExtArgs>
+          result: runtime.Types.Utils.Optional<Prisma.AggregateModelEvent>
+        }
+        groupBy: {
+          args: Prisma.ModelEventGroupByArgs<ExtArgs>
+          result: runtime.Types.Utils.Optional<Prisma.ModelEventGroupByOutputType>[]
+        }
+        count: {
+          args: Prisma.ModelEventCountArgs<ExtArgs>
+          result: runtime.Types.Utils.Optional<Prisma.ModelEventCountAggregateOutputType> | number
+        }
+      }
+    }
+    PredictorReport: {
+      payload: Prisma.$PredictorReportPayload<ExtArgs>
+      fields: Prisma.PredictorReportFieldRefs
+      operations: {
+        findUnique: {
+          args: Prisma.PredictorReportFindUniqueArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$PredictorReportPayload> | null
+        }
+        findUniqueOrThrow: {
+          args: Prisma.PredictorReportFindUniqueOrThrowArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$PredictorReportPayload>
+        }
+        findFirst: {
+          args: Prisma.PredictorReportFindFirstArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$PredictorReportPayload> | null
+        }
+        findFirstOrThrow: {
+          args: Prisma.PredictorReportFindFirstOrThrowArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$PredictorReportPayload>
+        }
+        findMany: {
+          args: Prisma.PredictorReportFindManyArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$PredictorReportPayload>[]
+        }
+        create: {
+          args: Prisma.PredictorReportCreateArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$PredictorReportPayload>
+        }
+        createMany: {
+          args: Prisma.PredictorReportCreateManyArgs<ExtArgs>
+          result: BatchPayload
+        }
+        createManyAndReturn: {
+          args: Prisma.PredictorReportCreateManyAndReturnArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$PredictorReportPayload>[]
+        }
+        delete: {
+          args: Prisma.PredictorReportDeleteArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$PredictorReportPayload>
+        }
+        update: {
+          args: Prisma.PredictorReportUpdateArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$PredictorReportPayload>
+        }
+        deleteMany: {
+          args: Prisma.PredictorReportDeleteManyArgs<ExtArgs>
+          result: BatchPayload
+        }
+        updateMany: {
+          args: Prisma.PredictorReportUpdateManyArgs<ExtArgs>
+          result: BatchPayload
+        }
+        updateManyAndReturn: {
+          args: Prisma.PredictorReportUpdateManyAndReturnArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$PredictorReportPayload>[]
+        }
+        upsert: {
+          args: Prisma.PredictorReportUpsertArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$PredictorReportPayload>
+        }
+        aggregate: {
+          args: Prisma.PredictorReportAggregateArgs<ExtArgs>
+          result: runtime.Types.Utils.Optional<Prisma.AggregatePredictorReport>
+        }
+        groupBy: {
+          args: Prisma.PredictorReportGroupByArgs<ExtArgs>
+          result: runtime.Types.Utils.Optional<Prisma.PredictorReportGroupByOutputType>[]
+        }
+        count: {
+          args: Prisma.PredictorReportCountArgs<ExtArgs>
+          result: runtime.Types.Utils.Optional<Prisma.PredictorReportCountAggregateOutputType> | number
+        }
+      }
+    }
   }
 } & {
   other: {
@@ -880,6 +1030,8 @@ export const ModelVersionScalarFieldEnum = {
   experimentId: 'experimentId',
   status: 'status',
   tags: 'tags',
+  signature: 'signature',
+  files: 'files',
   createdAt: 'createdAt',
   updatedAt: 'updatedAt'
 } as const
@@ -897,6 +1049,32 @@ export const ModelAliasScalarFieldEnum = {
 export type ModelAliasScalarFieldEnum = (typeof ModelAliasScalarFieldEnum)[keyof typeof ModelAliasScalarFieldEnum]
 
 
+export const ModelEventScalarFieldEnum = {
+  sequence: 'sequence',
+  kind: 'kind',
+  projectId: 'projectId',
+  projectName: 'projectName',
+  modelId: 'modelId',
+  modelName: 'modelName',
+  version: 'version',
+  alias: 'alias',
+  previousVersion: 'previousVersion',
+  actor: 'actor',
+  createdAt: 'createdAt'
+} as const
+
+export type ModelEventScalarFieldEnum = (typeof ModelEventScalarFieldEnum)[keyof typeof ModelEventScalarFieldEnum]
+
+
+export const PredictorReportScalarFieldEnum = {
+  predictor: 'predictor',
+  served: 'served',
+  reportedAt: 'reportedAt'
+} as const
+
+export type PredictorReportScalarFieldEnum = (typeof PredictorReportScalarFieldEnum)[keyof typeof PredictorReportScalarFieldEnum]
+
+
 export const SortOrder = {
   asc: 'asc',
   desc: 'desc'
@@ -910,6 +1088,14 @@ export const JsonNullValueInput = {
 } as const
 
 export type JsonNullValueInput = (typeof JsonNullValueInput)[keyof typeof JsonNullValueInput]
+
+
+export const NullableJsonNullValueInput = {
+  DbNull: DbNull,
+  JsonNull: JsonNull
+} as const
+
+export type NullableJsonNullValueInput = (typeof NullableJsonNullValueInput)[keyof typeof NullableJsonNullValueInput]
 
 
 export const QueryMode = {
@@ -927,6 +1113,14 @@ export const JsonNullValueFilter = {
 } as const
 
 export type JsonNullValueFilter = (typeof JsonNullValueFilter)[keyof typeof JsonNullValueFilter]
+
+
+export const NullsOrder = {
+  first: 'first',
+  last: 'last'
+} as const
+
+export type NullsOrder = (typeof NullsOrder)[keyof typeof NullsOrder]
 
 
 
@@ -1160,6 +1354,8 @@ export type GlobalOmitConfig = {
   experiment?: Prisma.ExperimentOmit
   modelVersion?: Prisma.ModelVersionOmit
   modelAlias?: Prisma.ModelAliasOmit
+  modelEvent?: Prisma.ModelEventOmit
+  predictorReport?: Prisma.PredictorReportOmit
 }
 
 /* Types for Logging */

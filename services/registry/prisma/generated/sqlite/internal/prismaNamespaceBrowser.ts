@@ -55,7 +55,9 @@ export const ModelName = {
   Model: 'Model',
   Experiment: 'Experiment',
   ModelVersion: 'ModelVersion',
-  ModelAlias: 'ModelAlias'
+  ModelAlias: 'ModelAlias',
+  ModelEvent: 'ModelEvent',
+  PredictorReport: 'PredictorReport'
 } as const
 
 export type ModelName = (typeof ModelName)[keyof typeof ModelName]
@@ -121,6 +123,8 @@ export const ModelVersionScalarFieldEnum = {
   experimentId: 'experimentId',
   status: 'status',
   tags: 'tags',
+  signature: 'signature',
+  files: 'files',
   createdAt: 'createdAt',
   updatedAt: 'updatedAt'
 } as const
@@ -138,6 +142,32 @@ export const ModelAliasScalarFieldEnum = {
 export type ModelAliasScalarFieldEnum = (typeof ModelAliasScalarFieldEnum)[keyof typeof ModelAliasScalarFieldEnum]
 
 
+export const ModelEventScalarFieldEnum = {
+  sequence: 'sequence',
+  kind: 'kind',
+  projectId: 'projectId',
+  projectName: 'projectName',
+  modelId: 'modelId',
+  modelName: 'modelName',
+  version: 'version',
+  alias: 'alias',
+  previousVersion: 'previousVersion',
+  actor: 'actor',
+  createdAt: 'createdAt'
+} as const
+
+export type ModelEventScalarFieldEnum = (typeof ModelEventScalarFieldEnum)[keyof typeof ModelEventScalarFieldEnum]
+
+
+export const PredictorReportScalarFieldEnum = {
+  predictor: 'predictor',
+  served: 'served',
+  reportedAt: 'reportedAt'
+} as const
+
+export type PredictorReportScalarFieldEnum = (typeof PredictorReportScalarFieldEnum)[keyof typeof PredictorReportScalarFieldEnum]
+
+
 export const SortOrder = {
   asc: 'asc',
   desc: 'desc'
@@ -151,6 +181,14 @@ export const JsonNullValueInput = {
 } as const
 
 export type JsonNullValueInput = (typeof JsonNullValueInput)[keyof typeof JsonNullValueInput]
+
+
+export const NullableJsonNullValueInput = {
+  DbNull: DbNull,
+  JsonNull: JsonNull
+} as const
+
+export type NullableJsonNullValueInput = (typeof NullableJsonNullValueInput)[keyof typeof NullableJsonNullValueInput]
 
 
 export const JsonNullValueFilter = {
@@ -168,4 +206,12 @@ export const QueryMode = {
 } as const
 
 export type QueryMode = (typeof QueryMode)[keyof typeof QueryMode]
+
+
+export const NullsOrder = {
+  first: 'first',
+  last: 'last'
+} as const
+
+export type NullsOrder = (typeof NullsOrder)[keyof typeof NullsOrder]
 

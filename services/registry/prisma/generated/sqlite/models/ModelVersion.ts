@@ -67,6 +67,8 @@ export type ModelVersionCountAggregateOutputType = {
   experimentId: number
   status: number
   tags: number
+  signature: number
+  files: number
   createdAt: number
   updatedAt: number
   _all: number
@@ -114,6 +116,8 @@ export type ModelVersionCountAggregateInputType = {
   experimentId?: true
   status?: true
   tags?: true
+  signature?: true
+  files?: true
   createdAt?: true
   updatedAt?: true
   _all?: true
@@ -214,6 +218,8 @@ export type ModelVersionGroupByOutputType = {
   experimentId: string
   status: string
   tags: runtime.JsonValue
+  signature: runtime.JsonValue | null
+  files: runtime.JsonValue
   createdAt: Date
   updatedAt: Date
   _count: ModelVersionCountAggregateOutputType | null
@@ -250,6 +256,8 @@ export type ModelVersionWhereInput = {
   experimentId?: Prisma.StringFilter<"ModelVersion"> | string
   status?: Prisma.StringFilter<"ModelVersion"> | string
   tags?: Prisma.JsonFilter<"ModelVersion">
+  signature?: Prisma.JsonNullableFilter<"ModelVersion">
+  files?: Prisma.JsonFilter<"ModelVersion">
   createdAt?: Prisma.DateTimeFilter<"ModelVersion"> | Date | string
   updatedAt?: Prisma.DateTimeFilter<"ModelVersion"> | Date | string
   model?: Prisma.XOR<Prisma.ModelScalarRelationFilter, Prisma.ModelWhereInput>
@@ -265,6 +273,8 @@ export type ModelVersionOrderByWithRelationInput = {
   experimentId?: Prisma.SortOrder
   status?: Prisma.SortOrder
   tags?: Prisma.SortOrder
+  signature?: Prisma.SortOrderInput | Prisma.SortOrder
+  files?: Prisma.SortOrder
   createdAt?: Prisma.SortOrder
   updatedAt?: Prisma.SortOrder
   model?: Prisma.ModelOrderByWithRelationInput
@@ -284,6 +294,8 @@ export type ModelVersionWhereUniqueInput = Prisma.AtLeast<{
   experimentId?: Prisma.StringFilter<"ModelVersion"> | string
   status?: Prisma.StringFilter<"ModelVersion"> | string
   tags?: Prisma.JsonFilter<"ModelVersion">
+  signature?: Prisma.JsonNullableFilter<"ModelVersion">
+  files?: Prisma.JsonFilter<"ModelVersion">
   createdAt?: Prisma.DateTimeFilter<"ModelVersion"> | Date | string
   updatedAt?: Prisma.DateTimeFilter<"ModelVersion"> | Date | string
   model?: Prisma.XOR<Prisma.ModelScalarRelationFilter, Prisma.ModelWhereInput>
@@ -299,6 +311,8 @@ export type ModelVersionOrderByWithAggregationInput = {
   experimentId?: Prisma.SortOrder
   status?: Prisma.SortOrder
   tags?: Prisma.SortOrder
+  signature?: Prisma.SortOrderInput | Prisma.SortOrder
+  files?: Prisma.SortOrder
   createdAt?: Prisma.SortOrder
   updatedAt?: Prisma.SortOrder
   _count?: Prisma.ModelVersionCountOrderByAggregateInput
@@ -320,6 +334,8 @@ export type ModelVersionScalarWhereWithAggregatesInput = {
   experimentId?: Prisma.StringWithAggregatesFilter<"ModelVersion"> | string
   status?: Prisma.StringWithAggregatesFilter<"ModelVersion"> | string
   tags?: Prisma.JsonWithAggregatesFilter<"ModelVersion">
+  signature?: Prisma.JsonNullableWithAggregatesFilter<"ModelVersion">
+  files?: Prisma.JsonWithAggregatesFilter<"ModelVersion">
   createdAt?: Prisma.DateTimeWithAggregatesFilter<"ModelVersion"> | Date | string
   updatedAt?: Prisma.DateTimeWithAggregatesFilter<"ModelVersion"> | Date | string
 }
@@ -332,6 +348,8 @@ export type ModelVersionCreateInput = {
   experimentId?: string
   status?: string
   tags?: Prisma.JsonNullValueInput | runtime.InputJsonValue
+  signature?: Prisma.NullableJsonNullValueInput | runtime.InputJsonValue
+  files?: Prisma.JsonNullValueInput | runtime.InputJsonValue
   createdAt?: Date | string
   updatedAt?: Date | string
   model: Prisma.ModelCreateNestedOneWithoutVersionsInput
@@ -347,6 +365,8 @@ export type ModelVersionUncheckedCreateInput = {
   experimentId?: string
   status?: string
   tags?: Prisma.JsonNullValueInput | runtime.InputJsonValue
+  signature?: Prisma.NullableJsonNullValueInput | runtime.InputJsonValue
+  files?: Prisma.JsonNullValueInput | runtime.InputJsonValue
   createdAt?: Date | string
   updatedAt?: Date | string
   aliases?: Prisma.ModelAliasUncheckedCreateNestedManyWithoutVersionInput
@@ -360,6 +380,8 @@ export type ModelVersionUpdateInput = {
   experimentId?: Prisma.StringFieldUpdateOperationsInput | string
   status?: Prisma.StringFieldUpdateOperationsInput | string
   tags?: Prisma.JsonNullValueInput | runtime.InputJsonValue
+  signature?: Prisma.NullableJsonNullValueInput | runtime.InputJsonValue
+  files?: Prisma.JsonNullValueInput | runtime.InputJsonValue
   createdAt?: Prisma.DateTimeFieldUpdateOperationsInput | Date | string
   updatedAt?: Prisma.DateTimeFieldUpdateOperationsInput | Date | string
   model?: Prisma.ModelUpdateOneRequiredWithoutVersionsNestedInput
@@ -375,6 +397,8 @@ export type ModelVersionUncheckedUpdateInput = {
   experimentId?: Prisma.StringFieldUpdateOperationsInput | string
   status?: Prisma.StringFieldUpdateOperationsInput | string
   tags?: Prisma.JsonNullValueInput | runtime.InputJsonValue
+  signature?: Prisma.NullableJsonNullValueInput | runtime.InputJsonValue
+  files?: Prisma.JsonNullValueInput | runtime.InputJsonValue
   createdAt?: Prisma.DateTimeFieldUpdateOperationsInput | Date | string
   updatedAt?: Prisma.DateTimeFieldUpdateOperationsInput | Date | string
   aliases?: Prisma.ModelAliasUncheckedUpdateManyWithoutVersionNestedInput
@@ -389,6 +413,8 @@ export type ModelVersionCreateManyInput = {
   experimentId?: string
   status?: string
   tags?: Prisma.JsonNullValueInput | runtime.InputJsonValue
+  signature?: Prisma.NullableJsonNullValueInput | runtime.InputJsonValue
+  files?: Prisma.JsonNullValueInput | runtime.InputJsonValue
   createdAt?: Date | string
   updatedAt?: Date | string
 }
@@ -401,6 +427,8 @@ export type ModelVersionUpdateManyMutationInput = {
   experimentId?: Prisma.StringFieldUpdateOperationsInput | string
   status?: Prisma.StringFieldUpdateOperationsInput | string
   tags?: Prisma.JsonNullValueInput | runtime.InputJsonValue
+  signature?: Prisma.NullableJsonNullValueInput | runtime.InputJsonValue
+  files?: Prisma.JsonNullValueInput | runtime.InputJsonValue
   createdAt?: Prisma.DateTimeFieldUpdateOperationsInput | Date | string
   updatedAt?: Prisma.DateTimeFieldUpdateOperationsInput | Date | string
 }
@@ -414,6 +442,8 @@ export type ModelVersionUncheckedUpdateManyInput = {
   experimentId?: Prisma.StringFieldUpdateOperationsInput | string
   status?: Prisma.StringFieldUpdateOperationsInput | string
   tags?: Prisma.JsonNullValueInput | runtime.InputJsonValue
+  signature?: Prisma.NullableJsonNullValueInput | runtime.InputJsonValue
+  files?: Prisma.JsonNullValueInput | runtime.InputJsonValue
   createdAt?: Prisma.DateTimeFieldUpdateOperationsInput | Date | string
   updatedAt?: Prisma.DateTimeFieldUpdateOperationsInput | Date | string
 }
@@ -442,6 +472,8 @@ export type ModelVersionCountOrderByAggregateInput = {
   experimentId?: Prisma.SortOrder
   status?: Prisma.SortOrder
   tags?: Prisma.SortOrder
+  signature?: Prisma.SortOrder
+  files?: Prisma.SortOrder
   createdAt?: Prisma.SortOrder
   updatedAt?: Prisma.SortOrder
 }
@@ -555,6 +587,8 @@ export type ModelVersionCreateWithoutModelInput = {
   experimentId?: string
   status?: string
   tags?: Prisma.JsonNullValueInput | runtime.InputJsonValue
+  signature?: Prisma.NullableJsonNullValueInput | runtime.InputJsonValue
+  files?: Prisma.JsonNullValueInput | runtime.InputJsonValue
   createdAt?: Date | string
   updatedAt?: Date | string
   aliases?: Prisma.ModelAliasCreateNestedManyWithoutVersionInput
@@ -568,6 +602,8 @@ export type ModelVersionUncheckedCreateWithoutModelInput = {
   experimentId?: string
   status?: string
   tags?: Prisma.JsonNullValueInput | runtime.InputJsonValue
+  signature?: Prisma.NullableJsonNullValueInput | runtime.InputJsonValue
+  files?: Prisma.JsonNullValueInput | runtime.InputJsonValue
   createdAt?: Date | string
   updatedAt?: Date | string
   aliases?: Prisma.ModelAliasUncheckedCreateNestedManyWithoutVersionInput
@@ -610,6 +646,8 @@ export type ModelVersionScalarWhereInput = {
   experimentId?: Prisma.StringFilter<"ModelVersion"> | string
   status?: Prisma.StringFilter<"ModelVersion"> | string
   tags?: Prisma.JsonFilter<"ModelVersion">
+  signature?: Prisma.JsonNullableFilter<"ModelVersion">
+  files?: Prisma.JsonFilter<"ModelVersion">
   createdAt?: Prisma.DateTimeFilter<"ModelVersion"> | Date | string
   updatedAt?: Prisma.DateTimeFilter<"ModelVersion"> | Date | string
 }
@@ -622,6 +660,8 @@ export type ModelVersionCreateWithoutAliasesInput = {
   experimentId?: string
   status?: string
   tags?: Prisma.JsonNullValueInput | runtime.InputJsonValue
+  signature?: Prisma.NullableJsonNullValueInput | runtime.InputJsonValue
+  files?: Prisma.JsonNullValueInput | runtime.InputJsonValue
   createdAt?: Date | string
   updatedAt?: Date | string
   model: Prisma.ModelCreateNestedOneWithoutVersionsInput
@@ -636,6 +676,8 @@ export type ModelVersionUncheckedCreateWithoutAliasesInput = {
   experimentId?: string
   status?: string
   tags?: Prisma.JsonNullValueInput | runtime.InputJsonValue
+  signature?: Prisma.NullableJsonNullValueInput | runtime.InputJsonValue
+  files?: Prisma.JsonNullValueInput | runtime.InputJsonValue
   createdAt?: Date | string
   updatedAt?: Date | string
 }
@@ -664,6 +706,8 @@ export type ModelVersionUpdateWithoutAliasesInput = {
   experimentId?: Prisma.StringFieldUpdateOperationsInput | string
   status?: Prisma.StringFieldUpdateOperationsInput | string
   tags?: Prisma.JsonNullValueInput | runtime.InputJsonValue
+  signature?: Prisma.NullableJsonNullValueInput | runtime.InputJsonValue
+  files?: Prisma.JsonNullValueInput | runtime.InputJsonValue
   createdAt?: Prisma.DateTimeFieldUpdateOperationsInput | Date | string
   updatedAt?: Prisma.DateTimeFieldUpdateOperationsInput | Date | string
   model?: Prisma.ModelUpdateOneRequiredWithoutVersionsNestedInput
@@ -678,6 +722,8 @@ export type ModelVersionUncheckedUpdateWithoutAliasesInput = {
   experimentId?: Prisma.StringFieldUpdateOperationsInput | string
   status?: Prisma.StringFieldUpdateOperationsInput | string
   tags?: Prisma.JsonNullValueInput | runtime.InputJsonValue
+  signature?: Prisma.NullableJsonNullValueInput | runtime.InputJsonValue
+  files?: Prisma.JsonNullValueInput | runtime.InputJsonValue
   createdAt?: Prisma.DateTimeFieldUpdateOperationsInput | Date | string
   updatedAt?: Prisma.DateTimeFieldUpdateOperationsInput | Date | string
 }
@@ -690,6 +736,8 @@ export type ModelVersionCreateManyModelInput = {
   experimentId?: string
   status?: string
   tags?: Prisma.JsonNullValueInput | runtime.InputJsonValue
+  signature?: Prisma.NullableJsonNullValueInput | runtime.InputJsonValue
+  files?: Prisma.JsonNullValueInput | runtime.InputJsonValue
   createdAt?: Date | string
   updatedAt?: Date | string
 }
@@ -702,6 +750,8 @@ export type ModelVersionUpdateWithoutModelInput = {
   experimentId?: Prisma.StringFieldUpdateOperationsInput | string
   status?: Prisma.StringFieldUpdateOperationsInput | string
   tags?: Prisma.JsonNullValueInput | runtime.InputJsonValue
+  signature?: Prisma.NullableJsonNullValueInput | runtime.InputJsonValue
+  files?: Prisma.JsonNullValueInput | runtime.InputJsonValue
   createdAt?: Prisma.DateTimeFieldUpdateOperationsInput | Date | string
   updatedAt?: Prisma.DateTimeFieldUpdateOperationsInput | Date | string
   aliases?: Prisma.ModelAliasUpdateManyWithoutVersionNestedInput
@@ -715,6 +765,8 @@ export type ModelVersionUncheckedUpdateWithoutModelInput = {
   experimentId?: Prisma.StringFieldUpdateOperationsInput | string
   status?: Prisma.StringFieldUpdateOperationsInput | string
   tags?: Prisma.JsonNullValueInput | runtime.InputJsonValue
+  signature?: Prisma.NullableJsonNullValueInput | runtime.InputJsonValue
+  files?: Prisma.JsonNullValueInput | runtime.InputJsonValue
   createdAt?: Prisma.DateTimeFieldUpdateOperationsInput | Date | string
   updatedAt?: Prisma.DateTimeFieldUpdateOperationsInput | Date | string
   aliases?: Prisma.ModelAliasUncheckedUpdateManyWithoutVersionNestedInput
@@ -728,6 +780,8 @@ export type ModelVersionUncheckedUpdateManyWithoutModelInput = {
   experimentId?: Prisma.StringFieldUpdateOperationsInput | string
   status?: Prisma.StringFieldUpdateOperationsInput | string
   tags?: Prisma.JsonNullValueInput | runtime.InputJsonValue
+  signature?: Prisma.NullableJsonNullValueInput | runtime.InputJsonValue
+  files?: Prisma.JsonNullValueInput | runtime.InputJsonValue
   createdAt?: Prisma.DateTimeFieldUpdateOperationsInput | Date | string
   updatedAt?: Prisma.DateTimeFieldUpdateOperationsInput | Date | string
 }
@@ -772,6 +826,8 @@ export type ModelVersionSelect<ExtArgs extends runtime.Types.Extensions.Internal
   experimentId?: boolean
   status?: boolean
   tags?: boolean
+  signature?: boolean
+  files?: boolean
   createdAt?: boolean
   updatedAt?: boolean
   model?: boolean | Prisma.ModelDefaultArgs<ExtArgs>
@@ -788,6 +844,8 @@ export type ModelVersionSelectCreateManyAndReturn<ExtArgs extends runtime.Types.
   experimentId?: boolean
   status?: boolean
   tags?: boolean
+  signature?: boolean
+  files?: boolean
   createdAt?: boolean
   updatedAt?: boolean
   model?: boolean | Prisma.ModelDefaultArgs<ExtArgs>
@@ -802,6 +860,8 @@ export type ModelVersionSelectUpdateManyAndReturn<ExtArgs extends runtime.Types.
   experimentId?: boolean
   status?: boolean
   tags?: boolean
+  signature?: boolean
+  files?: boolean
   createdAt?: boolean
   updatedAt?: boolean
   model?: boolean | Prisma.ModelDefaultArgs<ExtArgs>
@@ -816,11 +876,13 @@ export type ModelVersionSelectScalar = {
   experimentId?: boolean
   status?: boolean
   tags?: boolean
+  signature?: boolean
+  files?: boolean
   createdAt?: boolean
   updatedAt?: boolean
 }
 
-export type ModelVersionOmit<ExtArgs extends runtime.Types.Extensions.InternalArgs = runtime.Types.Extensions.DefaultArgs> = runtime.Types.Extensions.GetOmit<"id" | "modelId" | "version" | "sourceUri" | "description" | "experimentId" | "status" | "tags" | "createdAt" | "updatedAt", ExtArgs["result"]["modelVersion"]>
+export type ModelVersionOmit<ExtArgs extends runtime.Types.Extensions.InternalArgs = runtime.Types.Extensions.DefaultArgs> = runtime.Types.Extensions.GetOmit<"id" | "modelId" | "version" | "sourceUri" | "description" | "experimentId" | "status" | "tags" | "signature" | "files" | "createdAt" | "updatedAt", ExtArgs["result"]["modelVersion"]>
 export type ModelVersionInclude<ExtArgs extends runtime.Types.Extensions.InternalArgs = runtime.Types.Extensions.DefaultArgs> = {
   model?: boolean | Prisma.ModelDefaultArgs<ExtArgs>
   aliases?: boolean | Prisma.ModelVersion$aliasesArgs<ExtArgs>
@@ -848,6 +910,14 @@ export type $ModelVersionPayload<ExtArgs extends runtime.Types.Extensions.Intern
     experimentId: string
     status: string
     tags: runtime.JsonValue
+    /**
+     * ModelSignature from the uploaded metadata.json (input, outputs, labels, features); null without an artifact.
+     */
+    signature: runtime.JsonValue | null
+    /**
+     * The artifact's files: [{name, sha256, sizeBytes}], content-addressed in the artifact store.
+     */
+    files: runtime.JsonValue
     createdAt: Date
     updatedAt: Date
   }, ExtArgs["result"]["modelVersion"]>
@@ -1283,6 +1353,8 @@ export interface ModelVersionFieldRefs {
   readonly experimentId: Prisma.FieldRef<"ModelVersion", 'String'>
   readonly status: Prisma.FieldRef<"ModelVersion", 'String'>
   readonly tags: Prisma.FieldRef<"ModelVersion", 'Json'>
+  readonly signature: Prisma.FieldRef<"ModelVersion", 'Json'>
+  readonly files: Prisma.FieldRef<"ModelVersion", 'Json'>
   readonly createdAt: Prisma.FieldRef<"ModelVersion", 'DateTime'>
   readonly updatedAt: Prisma.FieldRef<"ModelVersion", 'DateTime'>
 }

@@ -1,0 +1,149 @@
+import { timestampDate } from "@bufbuild/protobuf/wkt";
+import { Code, ConnectError } from "@connectrpc/connect";
+import type { ModelVersion } from "../../gen/mlmesh/registry/v1/registry_pb.js";
+import { servicePorts } from "../runtime/config.js";
+import { ModelFolderError, parseModelRef, pushModelFolder, registryClient, resolveModel, UsageError, type RegistryClient } from "./model-push.js";
+
+export const modelsUsage = `usage: mlmesh models <command> (the registry at REGISTRY_ADDRESS, default 127.0.0.1:${servicePorts.registry.port})
+  push <folder> <project/model> [--alias <alias>] [--description <text>]
+                      upload model.onnx + metadata.json of <folder> as the model's next version
+                      (the project and the model are created when missing)
+  list <project/model>
+                      the model's versions, their aliases, and the Predictors serving them
+  alias <project/model> <alias> <version>
+                      point an alias at a version (the Predictors follow within seconds)
+  rollback <project/model> <alias>
+                      move an alias back to the version it pointed at before its last move
+  history <project/model> [alias]
+                      who moved the model's aliases, when, from which version to which`;
+
+/** `mlmesh models ...`; resolves to the exit code (0 done, 1 failed, 2 bad usage). */
+export async function modelsCommand(args: readonly string[], env: NodeJS.ProcessEnv): Promise<number> {
+  const address = env.REGISTRY_ADDRESS || `127.0.0.1:${env[servicePorts.registry.variable] || servicePorts.registry.port}`;
+  try {
+    const [command, ...rest] = args;
+    const client = registryClient(address);
+    switch (command) {
+      case "push":
+        return await push(client, rest);
+      case "list":
+        return await list(client, rest);
+      case "alias":
+        return await alias(client, rest);
+      case "rollback":
+        return await rollback(client, rest);
+      case "history":
+        return await history(client, rest);
+      default:
+        throw new UsageError(command === undefined ? "which command?" : `unknown command "${command}"`);
+    }
+  } catch (err) {
+    if (err instanceof UsageError) {
+      process.stderr.write(`mlmesh models: ${err.message}\n${modelsUsage}\n`);
+      return 2;
+    }
+    if (err instanceof ModelFolderError) {
+      process.stderr.write(`mlmesh models: ${err.message}\n`);
+      return 1;
+    }
+    const error = ConnectError.from(err);
+    const message =
+      error.code === Code.Unavailable && /ECONNREFUSED|connect/i.test(error.rawMessage)
+        ? `cannot reach the registry at ${address} (${error.rawMessage}); is it running? (REGISTRY_ADDRESS)`
+        : `${Code[error.code]}: ${error.rawMessage}`;
+    process.stderr.write(`mlmesh models: ${message}\n`);
+    return 1;
+  }
+}
+
+async function push(client: RegistryClient, args: readonly string[]): Promise<number> {
+  const { positional, options } = parseArgs(args, ["alias", "description"]);
+  if (positional.length !== 2) throw new UsageError("push takes <folder> <project/model>");
+  const [folder, refText] = positional;
+  const ref = parseModelRef(refText);
+  const model = await resolveModel(client, ref, true);
+  if (model.created) process.stdout.write(`created model ${ref.project}/${ref.name}\n`);
+  const version = await pushModelFolder(client, folder, { modelId: model.id, modelName: ref.name, alias: options.alias, description: options.description });
+  const aliases = version.aliases.length > 0 ? ` (${version.aliases.join(", ")})` : "";
+  process.stdout.write(`pushed ${ref.project}/${ref.name} version ${version.version}${aliases} from ${folder}\n`);
+  return 0;
+}
+
+async function list(client: RegistryClient, args: readonly string[]): Promise<number> {
+  if (args.length !== 1) throw new UsageError("list takes <project/model>");
+  const ref = parseModelRef(args[0]);
+  const { id } = await resolveModel(client, ref, false);
+  const versions: ModelVersion[] = [];
+  let pageToken = "";
+  do {
+    const page = await client.listModelVersions({ modelId: id, pageToken, pageSize: 1000 });
+    versions.push(...page.modelVersions);
+    pageToken = page.nextPageToken;
+  } while (pageToken !== "");
+  const rows = versions.map((v) => [
+    String(v.version),
+    v.aliases.join(",") || "-",
+    v.files.length > 0 ? v.files.find((f) => f.name === "model.onnx")!.sha256.slice(0, 12) : "(no artifact)",
+    v.createTime ? timestampDate(v.createTime).toISOString().slice(0, 19).replace("T", " ") : "",
+    v.serving.map((s) => s.predictor).join(",") || "-",
+  ]);
+  process.stdout.write(`${ref.project}/${ref.name}\n${table(["version", "aliases", "model.onnx sha256", "created (UTC)", "served by"], rows)}\n`);
+  return 0;
+}
+
+async function alias(client: RegistryClient, args: readonly string[]): Promise<number> {
+  if (args.length !== 3 || !/^[1-9]\d*$/.test(args[2])) throw new UsageError("alias takes <project/model> <alias> <version number>");
+  const ref = parseModelRef(args[0]);
+  const { id } = await resolveModel(client, ref, false);
+  const { modelVersion } = await client.setModelVersionAlias({ modelId: id, alias: args[1], version: Number(args[2]) });
+  process.stdout.write(`${ref.project}/${ref.name}@${args[1]} -> version ${modelVersion!.version}\n`);
+  return 0;
+}
+
+async function rollback(client: RegistryClient, args: readonly string[]): Promise<number> {
+  if (args.length !== 2) throw new UsageError("rollback takes <project/model> <alias>");
+  const ref = parseModelRef(args[0]);
+  const { id } = await resolveModel(client, ref, false);
+  const { modelVersion } = await client.rollbackModelVersionAlias({ modelId: id, alias: args[1] });
+  process.stdout.write(`${ref.project}/${ref.name}@${args[1]} rolled back to version ${modelVersion!.version}\n`);
+  return 0;
+}
+
+async function history(client: RegistryClient, args: readonly string[]): Promise<number> {
+  if (args.length < 1 || args.length > 2) throw new UsageError("history takes <project/model> [alias]");
+  const ref = parseModelRef(args[0]);
+  const { id } = await resolveModel(client, ref, false);
+  const { changes } = await client.listAliasHistory({ modelId: id, alias: args[1] ?? "", pageSize: 100 });
+  const rows = changes.map((c) => [
+    c.changeTime ? timestampDate(c.changeTime).toISOString().slice(0, 19).replace("T", " ") : "",
+    c.alias,
+    c.previousVersion === 0 ? "-" : String(c.previousVersion),
+    c.version === 0 ? "(deleted)" : String(c.version),
+    c.actor,
+  ]);
+  process.stdout.write(`${table(["when (UTC)", "alias", "from", "to", "by"], rows)}\n`);
+  return 0;
+}
+
+function parseArgs(args: readonly string[], known: readonly string[]): { positional: string[]; options: Record<string, string> } {
+  const positional: string[] = [];
+  const options: Record<string, string> = {};
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i];
+    if (!arg.startsWith("--")) {
+      positional.push(arg);
+      continue;
+    }
+    const name = arg.slice(2);
+    if (!known.includes(name)) throw new UsageError(`unknown option ${arg}`);
+    if (i + 1 >= args.length) throw new UsageError(`${arg} needs a value`);
+    options[name] = args[++i];
+  }
+  return { positional, options };
+}
+
+function table(header: string[], rows: string[][]): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+  const line = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i])).join("  ").trimEnd();
+  return [line(header), line(widths.map((w) => "-".repeat(w))), ...rows.map(line)].join("\n");
+}

@@ -1,0 +1,107 @@
+import { openOnnxClassifier, type ModelMetadataFile } from "../runtime/onnx-model.js";
+import type { Logger } from "../runtime/logger.js";
+import { LoadedVersion, type LoadFailure, type ServedModel, type ServingTable, type Snapshot } from "./serving-table.js";
+
+/** A version a source wants served, and how to get its files. */
+export interface WantedVersion {
+  readonly version: number;
+  /** SHA-256 of model.onnx: a loaded version with the same name, number and digest is kept. */
+  readonly sha256: string;
+  /** Reads or downloads the artifact; the metadata is parsed (and named) by the source. */
+  fetch(): Promise<{ onnx: Uint8Array; metadata: ModelMetadataFile }>;
+}
+
+/** What a source (a folder, the registry) wants served of one model. */
+export interface WantedModel {
+  readonly name: string;
+  /** The registry's id; empty for a folder. */
+  readonly modelId: string;
+  readonly versions: readonly WantedVersion[];
+  /** Alias -> version number, as the source says. */
+  readonly aliases: ReadonlyMap<string, number>;
+}
+
+/** A model (or a version) the source itself could not describe: reported like a load failure. */
+export type SourceFailure = LoadFailure;
+
+/**
+ * Turns what a source wants into what the ServingTable serves. Versions already loaded are
+ * kept; new ones are fetched, loaded and warmed (openOnnxClassifier) before anything changes;
+ * then the new snapshot is installed in one step and versions no longer wanted are released
+ * after their last call. An alias whose version failed to load keeps answering with the
+ * version it resolved to before, if any, and is reported; it never points at a half-loaded
+ * model. One apply at a time.
+ */
+export class ModelLoader {
+  #queue: Promise<unknown> = Promise.resolve();
+
+  constructor(
+    private readonly table: ServingTable,
+    private readonly options: { intraOpThreads: number; logger: Logger },
+  ) {}
+
+  /** Applies the wanted state; resolves once it is served (old versions may still be draining). */
+  apply(wanted: readonly WantedModel[], sourceFailures: readonly SourceFailure[] = []): Promise<Snapshot> {
+    const run = this.#queue.then(() => this.#apply(wanted, sourceFailures));
+    this.#queue = run.catch(() => undefined);
+    return run;
+  }
+
+  async #apply(wanted: readonly WantedModel[], sourceFailures: readonly SourceFailure[]): Promise<Snapshot> {
+    const current = this.table.snapshot;
+    const failures: LoadFailure[] = [...sourceFailures];
+    const models = new Map<string, ServedModel>();
+    for (const model of wanted) {
+      const before = current.models.get(model.name);
+      const versions = new Map<number, LoadedVersion>();
+      await Promise.all(
+        model.versions.map(async (wantedVersion) => {
+          const kept = before?.versions.get(wantedVersion.version);
+          if (kept?.sameAs({ name: model.name, ...wantedVersion })) {
+            versions.set(wantedVersion.version, kept);
+            return;
+          }
+          try {
+            const { onnx, metadata } = await wantedVersion.fetch();
+            const classifier = await openOnnxClassifier(onnx, metadata, { intraOpThreads: this.options.intraOpThreads });
+            versions.set(wantedVersion.version, new LoadedVersion(model.name, wantedVersion.version, model.modelId, classifier));
+            this.options.logger.info({ model: model.name, version: wantedVersion.version }, "model version loaded");
+          } catch (err) {
+            const reason = (err as Error).message;
+            failures.push({ name: model.name, version: wantedVersion.version, reason });
+            this.options.logger.error({ model: model.name, version: wantedVersion.version, reason }, "model version failed to load");
+          }
+        }),
+      );
+      const aliases = new Map<string, number>();
+      const unresolvedAliases = new Map<string, string>();
+      for (const [alias, version] of model.aliases) {
+        if (versions.has(version)) {
+          aliases.set(alias, version);
+          continue;
+        }
+        const reason = failures.find((f) => f.name === model.name && f.version === version)?.reason ?? "is not available here";
+        const previous = before?.aliases.get(alias);
+        if (previous !== undefined && before!.versions.has(previous)) {
+          // Keep answering with the version it pointed at until the new one can be loaded.
+          versions.set(previous, before!.versions.get(previous)!);
+          aliases.set(alias, previous);
+        } else {
+          unresolvedAliases.set(alias, `points at version ${version}, which failed to load: ${reason}`);
+        }
+      }
+      models.set(model.name, { name: model.name, modelId: model.modelId, versions, aliases, unresolvedAliases });
+    }
+    failures.sort((a, b) => a.name.localeCompare(b.name) || a.version - b.version);
+    const next: Snapshot = { models, failures };
+    const released = this.table.install(next);
+    released.catch((err: unknown) => this.options.logger.error({ err }, "releasing a model version failed"));
+    const unloaded = [...current.models.values()].flatMap((m) =>
+      [...m.versions.values()].filter((v) => models.get(m.name)?.versions.get(v.version) !== v).map((v) => `${v.name}@${v.version}`),
+    );
+    if (unloaded.length > 0) {
+      void released.then(() => this.options.logger.info({ versions: unloaded }, "model versions unloaded after their last call"));
+    }
+    return next;
+  }
+}

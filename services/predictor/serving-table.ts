@@ -1,0 +1,173 @@
+import { Code, ConnectError } from "@connectrpc/connect";
+import type { ModelMetadataFile, OnnxClassifier } from "../runtime/onnx-model.js";
+import { InferenceBatcher } from "./inference-batcher.js";
+
+/** Rows per onnxruntime run when concurrent requests are coalesced (one request may be 10,000). */
+const maxBatchRows = 10_000;
+
+/** A model version that could not be loaded, and why. */
+export interface LoadFailure {
+  readonly name: string;
+  readonly version: number;
+  readonly reason: string;
+}
+
+/**
+ * One loaded model version: its classifier behind the cross-request batcher, and a count of
+ * the calls using it, so that a version taken out of service is released only after its last
+ * call finished.
+ */
+export class LoadedVersion {
+  readonly featureCount: number;
+  readonly #batcher: InferenceBatcher;
+  #inFlight = 0;
+  #retired: (() => void) | undefined;
+
+  constructor(
+    /** The name requests use. */
+    readonly name: string,
+    /** The version number requests use (the registry's, or the folder's). */
+    readonly version: number,
+    /** The registry's id of the model; empty when served from a folder. */
+    readonly modelId: string,
+    private readonly classifier: OnnxClassifier,
+  ) {
+    this.featureCount = classifier.featureCount;
+    this.#batcher = new InferenceBatcher((features, rows) => classifier.run(features, rows), classifier.featureCount, classifier.classCount, maxBatchRows);
+  }
+
+  get metadata(): ModelMetadataFile {
+    return this.classifier.metadata;
+  }
+
+  /** The same artifact (a version's files never change, but a source may hand a new one). */
+  sameAs(other: { name: string; version: number; sha256: string }): boolean {
+    return this.name === other.name && this.version === other.version && this.metadata.sha256 === other.sha256;
+  }
+
+  /**
+   * Classifies `rowCount` rows packed row-major in `features`; probabilities come back packed
+   * the same way ([rowCount, labels]). Concurrent calls share one onnxruntime run.
+   */
+  classify(features: Float32Array, rowCount: number): Promise<Float32Array> {
+    return this.#batcher.classify(features, rowCount);
+  }
+
+  enter(): void {
+    this.#inFlight++;
+  }
+
+  leave(): void {
+    this.#inFlight--;
+    if (this.#inFlight === 0) this.#retired?.();
+  }
+
+  /** Releases the session once no call uses it any more; resolves when it is released. */
+  retire(): Promise<void> {
+    const released = new Promise<void>((resolve) => {
+      this.#retired = resolve;
+      if (this.#inFlight === 0) resolve();
+    });
+    return released.then(() => this.classifier.release());
+  }
+}
+
+/** What the Predictor serves of one model. */
+export interface ServedModel {
+  readonly name: string;
+  readonly modelId: string;
+  readonly versions: ReadonlyMap<number, LoadedVersion>;
+  /** Alias -> the version it resolves to here. */
+  readonly aliases: ReadonlyMap<string, number>;
+  /** Aliases this Predictor cannot resolve, and why (the version they point at failed to load). */
+  readonly unresolvedAliases: ReadonlyMap<string, string>;
+}
+
+/** Everything served at one moment; replaced as a whole, never changed in place. */
+export interface Snapshot {
+  readonly models: ReadonlyMap<string, ServedModel>;
+  readonly failures: readonly LoadFailure[];
+}
+
+const emptySnapshot: Snapshot = { models: new Map(), failures: [] };
+
+/**
+ * The versions a Predictor answers with, swapped atomically: a request resolves its model in
+ * the current snapshot and holds that version until it is answered (use), so a swap never
+ * fails a call or answers one with a half-loaded model; a version the new snapshot dropped is
+ * released after its last call.
+ */
+export class ServingTable {
+  #current: Snapshot = emptySnapshot;
+
+  get snapshot(): Snapshot {
+    return this.#current;
+  }
+
+  /**
+   * Runs `work` with the version a request names ("name" or "name@alias", version 0 for the
+   * highest), which stays loaded until `work` settles. NOT_FOUND, FAILED_PRECONDITION or
+   * INVALID_ARGUMENT (an alias and a version both) say what is wrong.
+   */
+  async use<T>(model: string, version: number, work: (loaded: LoadedVersion) => Promise<T>): Promise<T> {
+    const loaded = this.resolve(model, version);
+    loaded.enter();
+    try {
+      return await work(loaded);
+    } finally {
+      loaded.leave();
+    }
+  }
+
+  /** The version a request names, as use() resolves it (for calls that run no inference). */
+  resolve(model: string, version: number): LoadedVersion {
+    const at = model.indexOf("@");
+    const name = at === -1 ? model : model.slice(0, at);
+    const alias = at === -1 ? undefined : model.slice(at + 1);
+    if (alias !== undefined && version !== 0) {
+      throw new ConnectError(`name either an alias ("${model}") or a version (${version}), not both`, Code.InvalidArgument);
+    }
+    const { models, failures } = this.#current;
+    const served = models.get(name);
+    if (served === undefined || served.versions.size === 0) {
+      const failure = failures.find((f) => f.name === name && (version === 0 || f.version === version));
+      if (failure !== undefined) throw new ConnectError(`model "${name}" failed to load: ${failure.reason}`, Code.FailedPrecondition);
+      const known = [...models.keys()].sort().join(", ");
+      throw new ConnectError(`model "${name}" not found; loaded models: ${known || "none"}`, Code.NotFound);
+    }
+    if (alias !== undefined) return resolveAlias(served, alias);
+    if (version === 0) return served.versions.get(Math.max(...served.versions.keys()))!;
+    const loaded = served.versions.get(version);
+    if (loaded !== undefined) return loaded;
+    const failure = failures.find((f) => f.name === name && f.version === version);
+    if (failure !== undefined) {
+      throw new ConnectError(`model "${name}" version ${version} failed to load: ${failure.reason}`, Code.FailedPrecondition);
+    }
+    const known = [...served.versions.keys()].sort((a, b) => a - b).join(", ");
+    throw new ConnectError(`model "${name}" has no version ${version}; loaded versions: ${known}`, Code.NotFound);
+  }
+
+  /** Serves `next` from now on; versions it no longer holds are released after their last call. */
+  install(next: Snapshot): Promise<void> {
+    const previous = this.#current;
+    this.#current = next;
+    const kept = new Set([...next.models.values()].flatMap((m) => [...m.versions.values()]));
+    const dropped = [...previous.models.values()].flatMap((m) => [...m.versions.values()]).filter((v) => !kept.has(v));
+    return Promise.all(dropped.map((v) => v.retire())).then(() => undefined);
+  }
+
+  /** Releases every version (shutdown, after the server drained). */
+  close(): Promise<void> {
+    return this.install(emptySnapshot);
+  }
+}
+
+function resolveAlias(served: ServedModel, alias: string): LoadedVersion {
+  if (alias === "latest") return served.versions.get(Math.max(...served.versions.keys()))!;
+  const version = served.aliases.get(alias);
+  if (version !== undefined) return served.versions.get(version)!;
+  const reason = served.unresolvedAliases.get(alias);
+  if (reason !== undefined) throw new ConnectError(`alias "${alias}" of model "${served.name}" ${reason}`, Code.FailedPrecondition);
+  const known = [...served.aliases.keys()].sort().join(", ");
+  throw new ConnectError(`model "${served.name}" has no alias "${alias}"; its aliases: ${known || "none"} (and "latest")`, Code.NotFound);
+}

@@ -1,0 +1,31 @@
+import { resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { ConfigError, envInt, envSqliteBusyTimeoutMs, envString, type Env } from "../runtime/config.js";
+import { dialectOf } from "../runtime/storage/migrations.js";
+
+/** Settings of the ModelRegistry, beyond the shared server settings. */
+export interface RegistryConfig {
+  /** DATABASE_URL: `file:<path>` (SQLite) or `postgresql://...`. */
+  readonly databaseUrl: string;
+  /** SQLite: how long a write waits for another writer (SQLITE_BUSY_TIMEOUT). */
+  readonly sqliteBusyTimeoutMs: number;
+  /** ARTIFACT_DIR: where uploaded model files are kept, by SHA-256. */
+  readonly artifactDir: string;
+  /** ARTIFACT_MAX_BYTES: the largest upload (all its files together). */
+  readonly artifactMaxBytes: number;
+}
+
+const repoRoot = fileURLToPath(new URL("../..", import.meta.url));
+
+export function loadRegistryConfig(env: Env): RegistryConfig {
+  const databaseUrl = envString(env, "DATABASE_URL", `file:${resolve(repoRoot, "data/registry.db")}`);
+  if (dialectOf(databaseUrl) === undefined) {
+    throw new ConfigError("DATABASE_URL", "must be file:<path> (SQLite) or postgresql://... (PostgreSQL)");
+  }
+  return Object.freeze({
+    databaseUrl,
+    sqliteBusyTimeoutMs: envSqliteBusyTimeoutMs(env),
+    artifactDir: resolve(envString(env, "ARTIFACT_DIR", resolve(repoRoot, "data/artifacts"))),
+    artifactMaxBytes: envInt(env, "ARTIFACT_MAX_BYTES", 256 * 1024 * 1024, 1024, 8 * 1024 * 1024 * 1024),
+  });
+}
