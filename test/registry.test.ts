@@ -111,6 +111,112 @@ describe.each(["sqlite", "postgresql"] as const)("ModelRegistry on %s", (dialect
     expect((await client.deleteModelVersionTag({ modelId, version: 3, key: "run" })).modelVersion!.tags).toEqual({ stage: "canary" });
   });
 
+  it("searches versions by project, name, tag and alias, results carrying their aliases, paged", async () => {
+    const { project } = await client.createProject({ name: "search" });
+    const ids: string[] = [];
+    for (const name of ["churn", "churn_v2", "fraud"]) {
+      const { model } = await client.createModel({ projectId: project!.id, name });
+      ids.push(model!.id);
+      for (let v = 1; v <= 3; v++) await client.createModelVersion({ modelId: model!.id, sourceUri: `s3://${name}/${v}`, tags: { stage: v === 3 ? "candidate" : "old" } });
+      await client.setModelVersionAlias({ modelId: model!.id, alias: "production", version: 2 });
+    }
+    const key = (r: { model?: { name: string }; modelVersion?: { version: number } }) => `${r.model!.name}@${r.modelVersion!.version}`;
+    const production = await client.searchModelVersions({ projectName: "search", alias: "production" });
+    expect(production.results.map(key)).toEqual(["churn@2", "churn_v2@2", "fraud@2"]);
+    expect(production.results.every((r) => r.modelVersion!.aliases.includes("production"))).toBe(true);
+    expect((await client.searchModelVersions({ projectName: "search", modelName: "churn", tagKey: "stage", tagValue: "candidate" })).results.map(key)).toEqual([
+      "churn@3",
+      "churn_v2@3",
+    ]);
+    expect((await client.searchModelVersions({ projectName: "search", tagKey: "stage" })).results).toHaveLength(9);
+    expect((await client.searchModelVersions({ projectName: "nowhere" })).results).toEqual([]);
+    // Pages of 4 over 9 results: no overlap, no gap.
+    const seen: string[] = [];
+    let pageToken = "";
+    do {
+      const page = await client.searchModelVersions({ projectName: "search", pageSize: 4, pageToken });
+      seen.push(...page.results.map(key));
+      pageToken = page.nextPageToken;
+    } while (pageToken !== "");
+    expect(seen).toEqual(["churn@1", "churn@2", "churn@3", "churn_v2@1", "churn_v2@2", "churn_v2@3", "fraud@1", "fraud@2", "fraud@3"]);
+    expect((await client.getModelByName({ projectName: "search", name: "fraud" })).model!.id).toBe(ids[2]);
+    expect((await failure(client.getModelByName({ projectName: "search", name: "nope" }))).rawMessage).toBe('project "search" has no model "nope"');
+  });
+
+  it("keeps an append-only alias history (who, when, from, to), paged, and rolls an alias back", async () => {
+    const { project } = await client.createProject({ name: "history" });
+    const { model } = await client.createModel({ projectId: project!.id, name: "m" });
+    const modelId = model!.id;
+    for (let v = 1; v <= 3; v++) await client.createModelVersion({ modelId, sourceUri: `s3://m/${v}` });
+    const as = (actor: string) => ({ headers: { "x-mlmesh-actor": actor } });
+    await client.setModelVersionAlias({ modelId, alias: "production", version: 1 }, as("alice@laptop"));
+    await client.setModelVersionAlias({ modelId, alias: "production", version: 1 }, as("alice@laptop")); // no change, no entry
+    await client.setModelVersionAlias({ modelId, alias: "staging", version: 3 }, as("bob@ci"));
+    await client.setModelVersionAlias({ modelId, alias: "production", version: 2 }, as("bob@ci"));
+    await client.deleteModelVersionAlias({ modelId, alias: "staging" });
+    expect((await client.rollbackModelVersionAlias({ modelId, alias: "production" }, as("carol@ops"))).modelVersion!.version).toBe(1);
+
+    const history = await client.listAliasHistory({ modelId });
+    expect(history.changes.map((c) => [c.alias, c.previousVersion, c.version, c.actor])).toEqual([
+      ["production", 2, 1, "carol@ops"],
+      ["staging", 3, 0, "anonymous"],
+      ["production", 1, 2, "bob@ci"],
+      ["staging", 0, 3, "bob@ci"],
+      ["production", 0, 1, "alice@laptop"],
+    ]);
+    const sequences = history.changes.map((c) => Number(c.sequence));
+    expect([...sequences].sort((a, b) => b - a)).toEqual(sequences);
+    expect(history.changes.every((c) => c.changeTime !== undefined)).toBe(true);
+    const onlyProduction = await client.listAliasHistory({ modelId, alias: "production", pageSize: 2 });
+    expect(onlyProduction.changes.map((c) => c.version)).toEqual([1, 2]);
+    const rest = await client.listAliasHistory({ modelId, alias: "production", pageSize: 2, pageToken: onlyProduction.nextPageToken });
+    expect(rest.changes.map((c) => c.version)).toEqual([1]);
+    expect(rest.nextPageToken).toBe("");
+
+    // A second rollback goes back to where the first came from; an alias never set cannot roll back.
+    expect((await client.rollbackModelVersionAlias({ modelId, alias: "production" })).modelVersion!.version).toBe(2);
+    const fresh = await client.createModel({ projectId: project!.id, name: "fresh" });
+    await client.createModelVersion({ modelId: fresh.model!.id, sourceUri: "s3://f/1" });
+    await client.setModelVersionAlias({ modelId: fresh.model!.id, alias: "production", version: 1 });
+    const first = await failure(client.rollbackModelVersionAlias({ modelId: fresh.model!.id, alias: "production" }));
+    expect(first.code).toBe(Code.FailedPrecondition);
+    expect((await failure(client.rollbackModelVersionAlias({ modelId, alias: "canary" }))).code).toBe(Code.NotFound);
+  });
+
+  it("streams every version and alias change to watchers in order, and resumes after the last sequence seen", async () => {
+    const { project } = await client.createProject({ name: "watched" });
+    const { model } = await client.createModel({ projectId: project!.id, name: "w" });
+    const modelId = model!.id;
+    const stop = new AbortController();
+    const events: { sequence: bigint; kind: number; version: number; alias: string; modelName: string }[] = [];
+    const watching = (async () => {
+      for await (const { event } of client.watchModelEvents({ projectName: "watched" }, { signal: stop.signal })) events.push(event!);
+    })().catch(() => undefined);
+    await expect.poll(() => events.length).toBe(1); // the opening heartbeat
+    await client.createModelVersion({ modelId, sourceUri: "s3://w/1" });
+    await client.createModelVersion({ modelId, sourceUri: "s3://w/2" });
+    await client.setModelVersionAlias({ modelId, alias: "production", version: 2 });
+    await expect.poll(() => events.length, { timeout: 5000 }).toBe(4);
+    stop.abort();
+    await watching;
+    expect(events.slice(1).map((e) => [e.kind, e.version, e.alias, e.modelName])).toEqual([
+      [1, 1, "", "w"], // VERSION_CREATED
+      [1, 2, "", "w"],
+      [2, 2, "production", "w"], // ALIAS_SET
+    ]);
+    // Resuming after the first change replays the two that followed.
+    const resumed: number[] = [];
+    const again = new AbortController();
+    const replay = (async () => {
+      for await (const { event } of client.watchModelEvents({ projectName: "watched", afterSequence: events[1].sequence }, { signal: again.signal })) {
+        if (event!.kind !== 4) resumed.push(event!.version);
+      }
+    })().catch(() => undefined);
+    await expect.poll(() => resumed).toEqual([2, 2]);
+    again.abort();
+    await replay;
+  });
+
   it("answers bad requests with precise statuses and writes nothing", async () => {
     const { project } = await client.createProject({ name: "errors" });
     await client.createModel({ projectId: project!.id, name: "taken" });
