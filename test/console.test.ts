@@ -1,13 +1,19 @@
 // The web console in a real headless Chromium (Debian's, driven by playwright-core): the page
 // calls the Predictor and the Proxy processes from the browser over Connect JSON, Connect binary
 // and gRPC-web, which only works when the services answer CORS for the console's origin.
+import { mkdtemp, rm } from "node:fs/promises";
 import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { chromium, type Browser, type Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ModelRegistryService } from "../gen/mlmesh/registry/v1/registry_pb.js";
 import { clientFor } from "./support/clients.js";
 import { freshDatabase, type TestDatabase } from "./support/databases.js";
-import { startService, type ServiceProcess } from "./support/service-process.js";
+import { bootstrapRegistry } from "../services/cli/bootstrap.js";
+import { pushModelFolder, registryClient, resolveModel } from "../services/cli/model-push.js";
+import { checkHealth, ServingStatus } from "../services/runtime/health-client.js";
+import { repoRoot, startService, type ServiceProcess } from "./support/service-process.js";
 
 /** Debian's chromium (scripts/install-system-packages.sh); launching fails if it is missing. */
 const chromiumPath = "/usr/bin/chromium";
@@ -29,6 +35,14 @@ async function freePort(): Promise<number> {
   return port;
 }
 
+async function waitUntilServing(address: string): Promise<void> {
+  const deadline = Date.now() + 20_000;
+  while ((await checkHealth(address, "mlmesh.predictor.v1.PredictorService", 1000)) !== ServingStatus.SERVING) {
+    if (Date.now() > deadline) throw new Error(`the Predictor at ${address} did not load the registry's models within 20 s`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
 const cells = (page: Page, table: string, column: number) =>
   page.locator(`[data-testid=${table}] tbody tr td:nth-child(${column})`).allInnerTexts();
 
@@ -41,15 +55,20 @@ describe("web console in headless Chromium", () => {
   let consoleServer: ServiceProcess;
   let strangerConsole: ServiceProcess;
   let browser: Browser;
+  let artifactDir: string;
 
   beforeAll(async () => {
     const consolePort = await freePort();
     const cors = { CORS_ORIGINS: `http://127.0.0.1:${consolePort}` };
-    predictor = await startService("predictor", cors);
-    proxy = await startService("proxy", { ...cors, PREDICTOR_ADDRESS: predictor.address });
     for (let i = 0; i < 2; i++) databases.push(await freshDatabase("sqlite"));
+    // The mesh as `mlmesh up` runs it: the bundled models registered, the Predictor following the registry.
+    artifactDir = await mkdtemp(join(tmpdir(), "mlmesh-console-artifacts-"));
+    registry = await startService("registry", { ...cors, DATABASE_URL: databases[1].url, ARTIFACT_DIR: artifactDir });
+    await bootstrapRegistry(registryClient(registry.address, "console-test"), join(repoRoot, "models"), "iris", new AbortController().signal);
+    predictor = await startService("predictor", { ...cors, REGISTRY_ADDRESS: registry.address });
+    await waitUntilServing(predictor.address);
+    proxy = await startService("proxy", { ...cors, PREDICTOR_ADDRESS: predictor.address });
     batch = await startService("batch", { ...cors, DATABASE_URL: databases[0].url, PREDICTOR_ADDRESS: predictor.address, BATCH_INTERVAL: "500ms" });
-    registry = await startService("registry", { ...cors, DATABASE_URL: databases[1].url });
     const endpoints = {
       CONSOLE_PREDICTOR_URL: predictor.baseUrl,
       CONSOLE_PROXY_URL: proxy.baseUrl,
@@ -65,6 +84,7 @@ describe("web console in headless Chromium", () => {
     await browser?.close();
     await Promise.all([predictor, proxy, batch, registry, consoleServer, strangerConsole].map((s) => s?.stop()));
     await Promise.all(databases.map((d) => d.drop()));
+    if (artifactDir) await rm(artifactDir, { recursive: true, force: true });
   });
 
   const openConsole = async () => {
@@ -137,8 +157,9 @@ describe("web console in headless Chromium", () => {
     const page = await openConsole();
     await page.waitForSelector("body[data-ready=true]");
     await page.click("[data-testid=load-registry]");
-    await expect.poll(() => cells(page, "registry", 1)).toEqual(["iris_console", "empty_project"]);
-    expect(await cells(page, "registry", 2)).toEqual(["svc", "(no model yet)"]);
+    // The bundled models registered at start-up, then this test's.
+    await expect.poll(() => cells(page, "registry", 1)).toEqual(["iris", "iris", "iris", "iris", "iris_console", "empty_project"]);
+    expect(await cells(page, "registry", 2)).toEqual(["iris_svc", "iris_svc_setosa", "iris_svc_versicolor", "iris_svc_virginica", "svc", "(no model yet)"]);
     await page.close();
   });
 
@@ -149,6 +170,58 @@ describe("web console in headless Chromium", () => {
     await page.click("[data-testid=predict]");
     await expect.poll(() => page.textContent("[data-testid=error]")).toContain("INVALID_ARGUMENT: rows[0] has 3 values; iris_svc v1 takes 4");
     expect(await cells(page, "predictions", 2)).toEqual([]);
+    await page.close();
+  });
+
+  it("shows a model's versions, aliases, their history and what the Predictor serves, and moves an alias once confirmed", async () => {
+    const client = registryClient(registry.address, "console-test");
+    const { id } = await resolveModel(client, { project: "iris", name: "iris_svc" }, false);
+    await pushModelFolder(client, join(repoRoot, "test/fixtures/models/iris_svc/2"), { modelId: id, modelName: "iris_svc" });
+    const page = await openConsole();
+    await page.waitForSelector("body[data-ready=true]");
+    await page.click("[data-testid=load-deployments]");
+    await page.selectOption("[data-testid=deploy-model]", { label: "iris/iris_svc" });
+    await expect.poll(() => cells(page, "versions", 1)).toEqual(["1", "2"]);
+    expect(await cells(page, "versions", 2)).toEqual(["production", "-"]);
+    // The Predictor loads the new version as the newest (PREDICTOR_LATEST_VERSIONS=1); production stays on v1.
+    await expect
+      .poll(async () => {
+        await page.click("[data-testid=deploy-refresh]");
+        return cells(page, "versions", 3);
+      })
+      .toEqual(["production", "loaded"]);
+    expect(await cells(page, "alias-history", 5)).toEqual(["console-test"]);
+
+    await page.selectOption("[data-testid=alias-version]", "2");
+    page.once("dialog", (dialog) => void dialog.dismiss());
+    await page.click("[data-testid=move-alias]");
+    await expect.poll(() => page.textContent("[data-testid=deploy-status]")).toBe("not moved");
+    expect(await cells(page, "versions", 2)).toEqual(["production", "-"]);
+
+    let question = "";
+    page.once("dialog", (dialog) => {
+      question = dialog.message();
+      void dialog.accept();
+    });
+    await page.click("[data-testid=move-alias]");
+    await expect.poll(() => page.textContent("[data-testid=deploy-status]")).toBe("iris/iris_svc@production -> version 2");
+    expect(question).toBe("Move iris/iris_svc@production from version 1 to version 2? Every Predictor serving it switches within seconds.");
+    expect(await cells(page, "versions", 2)).toEqual(["-", "production"]);
+    expect((await page.locator("[data-testid=alias-history] tbody tr").first().locator("td").allInnerTexts()).slice(1)).toEqual([
+      "production",
+      "v1",
+      "v2",
+      "console",
+    ]);
+    const movedAt = Date.now();
+    await expect
+      .poll(async () => {
+        await page.click("[data-testid=deploy-refresh]");
+        return cells(page, "versions", 3);
+      })
+      .toEqual(["-", "production"]);
+    expect(Date.now() - movedAt).toBeLessThan(5000);
+    expect(await page.textContent("[data-testid=error]")).toBe("");
     await page.close();
   });
 

@@ -4,6 +4,8 @@ import type { HttpHandler } from "./server.js";
 
 /** Headers our handlers send that browser code may read, beyond the protocols' own. */
 const ourExposedHeaders = ["x-request-id"];
+/** Headers browser code may send, beyond the protocols' own: a request id, who makes a change. */
+const ourAllowedHeaders = ["x-request-id", "x-mlmesh-actor"];
 
 /**
  * CORS for gRPC-web and Connect calls from web pages on other origins (a page on
@@ -34,7 +36,7 @@ export function withCors(handler: HttpHandler, origins: CorsOrigins): HttpHandle
     }
     response.writeHead(204, {
       "access-control-allow-methods": cors.allowedMethods.join(", "),
-      "access-control-allow-headers": [...cors.allowedHeaders, "x-request-id"].join(", "),
+      "access-control-allow-headers": [...cors.allowedHeaders, ...ourAllowedHeaders].join(", "),
       "access-control-max-age": "7200",
     });
     response.end();

@@ -1,5 +1,6 @@
 // The console page's script, bundled for the browser by services/console/site.ts. It calls the
 // mesh with the generated descriptors and @connectrpc/connect-web: no hand-written request code.
+import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, createClient, type Transport } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcWebTransport } from "@connectrpc/connect-web";
 import { BatchJobService, ItemState, type Item } from "../../../gen/mlmesh/batch/v1/batch_pb.js";
@@ -172,6 +173,85 @@ async function main(): Promise<void> {
         ...models.map((m) => [projectNames.get(m.projectId) ?? m.projectId, m.name, m.description]),
         ...projects.filter((p) => !models.some((m) => m.projectId === p.id)).map((p) => [p.name, "(no model yet)", p.description]),
       ]);
+    }),
+  );
+
+  const deployModel = element<HTMLSelectElement>("deploy-model");
+  const aliasName = element<HTMLInputElement>("alias-name");
+  const aliasVersion = element<HTMLSelectElement>("alias-version");
+  /** The selected model's versions (registry) beside what the Predictor serves, and its alias history. */
+  const showDeployment = async () => {
+    const modelId = deployModel.value;
+    if (modelId === "") return;
+    const { registry, predictor } = clients(endpoints);
+    const modelName = deployModel.selectedOptions[0].dataset.name!;
+    const [{ modelVersions }, { changes }, served] = await Promise.all([
+      registry.listModelVersions({ modelId, pageSize: 1000 }),
+      registry.listAliasHistory({ modelId, pageSize: 20 }),
+      predictor.listModels({ pageSize: 1000 }),
+    ]);
+    const onPredictor = new Map(served.models.filter((m) => m.name === modelName).map((m) => [m.version, m.aliases]));
+    fillTable(
+      "versions",
+      modelVersions.map((v) => [
+        v.version,
+        v.aliases.join(", ") || "-",
+        onPredictor.has(v.version) ? onPredictor.get(v.version)!.join(", ") || "loaded" : "-",
+        v.serving.map((s) => s.predictor).join(", ") || "-",
+        v.createTime ? timestampDate(v.createTime).toISOString().slice(0, 19).replace("T", " ") : "",
+        v.files.find((f) => f.name === "model.onnx")?.sha256.slice(0, 12) ?? "(no artifact)",
+      ]),
+    );
+    const selected = aliasVersion.value;
+    aliasVersion.replaceChildren(...modelVersions.map((v) => new Option(`v${v.version}`, String(v.version))));
+    if (selected !== "") aliasVersion.value = selected;
+    fillTable(
+      "alias-history",
+      changes.map((c) => [
+        c.changeTime ? timestampDate(c.changeTime).toISOString().slice(0, 19).replace("T", " ") : "",
+        c.alias,
+        c.previousVersion === 0 ? "-" : `v${c.previousVersion}`,
+        c.version === 0 ? "(deleted)" : `v${c.version}`,
+        c.actor,
+      ]),
+    );
+  };
+  element("load-deployments").addEventListener("click", () =>
+    run(async () => {
+      const { registry } = clients(endpoints);
+      const [{ projects }, { models }] = await Promise.all([registry.listProjects({ pageSize: 1000 }), registry.listModels({ pageSize: 1000 })]);
+      const projectNames = new Map(projects.map((p) => [p.id, p.name]));
+      deployModel.replaceChildren(
+        ...models.map((m) => {
+          const option = new Option(`${projectNames.get(m.projectId) ?? m.projectId}/${m.name}`, m.id);
+          option.dataset.name = m.name;
+          return option;
+        }),
+      );
+      await showDeployment();
+    }),
+  );
+  deployModel.addEventListener("change", () => void run(showDeployment));
+  element("deploy-refresh").addEventListener("click", () => void run(showDeployment));
+  element("move-alias").addEventListener("click", () =>
+    run(async () => {
+      const { registry } = clients(endpoints);
+      const modelId = deployModel.value;
+      const alias = aliasName.value.trim();
+      const version = Number(aliasVersion.value);
+      if (modelId === "" || version === 0) return;
+      const label = deployModel.selectedOptions[0].textContent;
+      const current = await registry.getModelVersionByAlias({ modelId, alias }).then(
+        (r) => `version ${r.modelVersion!.version}`,
+        () => "nothing yet",
+      );
+      if (!confirm(`Move ${label}@${alias} from ${current} to version ${version}? Every Predictor serving it switches within seconds.`)) {
+        element("deploy-status").textContent = "not moved";
+        return;
+      }
+      await registry.setModelVersionAlias({ modelId, alias, version }, { headers: { "x-mlmesh-actor": "console" } });
+      element("deploy-status").textContent = `${label}@${alias} -> version ${version}`;
+      await showDeployment();
     }),
   );
 
