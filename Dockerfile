@@ -19,5 +19,7 @@ COPY services services
 COPY models models
 # Containers are reached over the compose network, so they listen on every interface.
 ENV HOST=0.0.0.0
+# Databases and artifacts (a volume in compose) belong to the user the services run as.
+RUN mkdir -p /app/data && chown node:node /app/data
 USER node
 ENTRYPOINT ["node", "bin/mlmesh.js"]

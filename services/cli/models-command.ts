@@ -1,8 +1,13 @@
+import { fileURLToPath } from "node:url";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { ModelVersion } from "../../gen/mlmesh/registry/v1/registry_pb.js";
 import { servicePorts } from "../runtime/config.js";
+import { checkHealth, ServingStatus } from "../runtime/health-client.js";
+import { bootstrapRegistry } from "./bootstrap.js";
 import { ModelFolderError, parseModelRef, pushModelFolder, registryClient, resolveModel, UsageError, type RegistryClient } from "./model-push.js";
+
+const bundledModels = fileURLToPath(new URL("../../models", import.meta.url));
 
 export const modelsUsage = `usage: mlmesh models <command> (the registry at REGISTRY_ADDRESS, default 127.0.0.1:${servicePorts.registry.port})
   push <folder> <project/model> [--alias <alias>] [--description <text>]
@@ -15,7 +20,9 @@ export const modelsUsage = `usage: mlmesh models <command> (the registry at REGI
   rollback <project/model> <alias>
                       move an alias back to the version it pointed at before its last move
   history <project/model> [alias]
-                      who moved the model's aliases, when, from which version to which`;
+                      who moved the model's aliases, when, from which version to which
+  bootstrap [project] register the bundled models/ under a project (default iris) unless they
+                      have versions already, waiting up to 60 s for the registry (mlmesh up does this)`;
 
 /** `mlmesh models ...`; resolves to the exit code (0 done, 1 failed, 2 bad usage). */
 export async function modelsCommand(args: readonly string[], env: NodeJS.ProcessEnv): Promise<number> {
@@ -34,6 +41,8 @@ export async function modelsCommand(args: readonly string[], env: NodeJS.Process
         return await rollback(client, rest);
       case "history":
         return await history(client, rest);
+      case "bootstrap":
+        return await bootstrap(client, address, rest);
       default:
         throw new UsageError(command === undefined ? "which command?" : `unknown command "${command}"`);
     }
@@ -122,6 +131,18 @@ async function history(client: RegistryClient, args: readonly string[]): Promise
     c.actor,
   ]);
   process.stdout.write(`${table(["when (UTC)", "alias", "from", "to", "by"], rows)}\n`);
+  return 0;
+}
+
+async function bootstrap(client: RegistryClient, address: string, args: readonly string[]): Promise<number> {
+  if (args.length > 1) throw new UsageError("bootstrap takes [project]");
+  const deadline = Date.now() + 60_000;
+  while ((await checkHealth(address, "", 1000)) !== ServingStatus.SERVING) {
+    if (Date.now() > deadline) throw new ConnectError(`the registry at ${address} did not answer within 60 s`, Code.Unavailable);
+    await new Promise((resolve) => setTimeout(resolve, 500));
+  }
+  const done = await bootstrapRegistry(client, bundledModels, args[0] ?? "iris", new AbortController().signal);
+  process.stdout.write(done.length === 0 ? "the bundled models are registered already\n" : `${done.join("\n")}\n`);
   return 0;
 }
 

@@ -250,8 +250,8 @@ async function main(): Promise<void> {
         return;
       }
       await registry.setModelVersionAlias({ modelId, alias, version }, { headers: { "x-mlmesh-actor": "console" } });
-      element("deploy-status").textContent = `${label}@${alias} -> version ${version}`;
       await showDeployment();
+      element("deploy-status").textContent = `${label}@${alias} -> version ${version}`;
     }),
   );
 
