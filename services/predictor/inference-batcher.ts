@@ -1,9 +1,14 @@
 /** Runs one inference over rows packed row-major; resolves to probabilities packed the same way. */
 export type RunInference = (features: Float32Array, rowCount: number) => Promise<Float32Array>;
 
+/** Told of every run: its rows, how long it took, and how long each of its requests waited for it. */
+export type RunObserver = (rows: number, computeMs: number, waitsMs: readonly number[]) => void;
+
 interface Pending {
   readonly features: Float32Array;
   readonly rowCount: number;
+  /** performance.now() when the request was queued. */
+  readonly queuedAt: number;
   resolve(probabilities: Float32Array): void;
   reject(error: unknown): void;
 }
@@ -26,11 +31,12 @@ export class InferenceBatcher {
     private readonly classCount: number,
     /** Most rows per run (a single larger request still runs alone). */
     private readonly maxRows: number,
+    private readonly observe?: RunObserver,
   ) {}
 
   classify(features: Float32Array, rowCount: number): Promise<Float32Array> {
     return new Promise((resolve, reject) => {
-      this.queue.push({ features, rowCount, resolve, reject });
+      this.queue.push({ features, rowCount, queuedAt: performance.now(), resolve, reject });
       if (!this.running) this.runNext();
     });
   }
@@ -43,9 +49,15 @@ export class InferenceBatcher {
     }
     this.running = true;
     const rowCount = batch.reduce((sum, pending) => sum + pending.rowCount, 0);
+    const startedAt = performance.now();
     this.run(batch.length === 1 ? batch[0].features : this.concat(batch, rowCount), rowCount)
       .then(
         (probabilities) => {
+          this.observe?.(
+            rowCount,
+            performance.now() - startedAt,
+            batch.map((pending) => startedAt - pending.queuedAt),
+          );
           let start = 0;
           for (const pending of batch) {
             const end = start + pending.rowCount * this.classCount;

@@ -1,15 +1,18 @@
+import { GRPCInferenceService } from "../../gen/inference/open_inference_pb.js";
 import { PredictorService } from "../../gen/mlmesh/predictor/v1/predictor_pb.js";
 import { ConfigError, type Env } from "../runtime/config.js";
 import { ServingStatus } from "../runtime/health.js";
 import { serve } from "../runtime/instrument.js";
 import type { Logger } from "../runtime/logger.js";
 import { runService } from "../runtime/run-service.js";
-import { startServer, type RunningServer } from "../runtime/server.js";
+import { startServer, type RunningServer, type StartServerOptions } from "../runtime/server.js";
 import { loadPredictorConfig, type PredictorConfig } from "./config.js";
 import { readModelFolder } from "./folder-source.js";
 import { ModelLoader } from "./model-loader.js";
 import { RegistrySource } from "./registry-source.js";
 import { ServingTable, type Snapshot } from "./serving-table.js";
+import { createInferenceService } from "./oip-service.js";
+import { createInferenceRestHandler } from "./oip-rest.js";
 import { createPredictorService } from "./service.js";
 
 /**
@@ -17,7 +20,8 @@ import { createPredictorService } from "./service.js";
  * newest versions of the selected models), following its changes with no restart and no
  * failed call; without, every version of the MODEL_DIR folder. Health: the server is SERVING
  * once models are loaded (in registry mode: once the first comparison with the registry is
- * applied), PredictorService only while no wanted version failed to load; failures are
+ * applied), PredictorService and the Open Inference Protocol's GRPCInferenceService (and its
+ * REST binding under /v2) only while no wanted version failed to load; failures are
  * logged by name, listed by ListModels, and answer FAILED_PRECONDITION while the rest serves.
  */
 export function main(env: Env): Promise<void> {
@@ -26,15 +30,30 @@ export function main(env: Env): Promise<void> {
     const table = new ServingTable();
     const loader = new ModelLoader(table, { intraOpThreads: predictorConfig.intraOpThreads, logger });
     const stop = new AbortController();
+    // Ready (ServerReady, /v2/health/ready): every wanted version loaded, as health says.
+    let ready = false;
+    const serving: StartServerOptions = {
+      config,
+      logger,
+      services: [serve(PredictorService, createPredictorService(table)), serve(GRPCInferenceService, createInferenceService(table, () => ready))],
+      httpFallback: createInferenceRestHandler(table, { ready: () => ready, maxBodyBytes: config.maxMessageBytes, logger }),
+    };
+    const setHealth = (server: RunningServer, snapshot: Snapshot) => {
+      ready = snapshot.failures.length === 0;
+      server.health.set("", ServingStatus.SERVING);
+      for (const service of [PredictorService, GRPCInferenceService]) {
+        server.health.set(service.typeName, ready ? ServingStatus.SERVING : ServingStatus.NOT_SERVING);
+      }
+    };
     if (predictorConfig.registryAddress === undefined) {
       const snapshot = await loadFolder(predictorConfig.modelDir, loader, logger);
-      const server = await startServer({ config, logger, services: [serve(PredictorService, createPredictorService(table))] });
+      const server = await startServer(serving);
       setHealth(server, snapshot);
       return { server, close: () => table.close() };
     }
-    const server = await startServer({ config, logger, services: [serve(PredictorService, createPredictorService(table))] });
+    const server = await startServer(serving);
     server.health.setAll(ServingStatus.NOT_SERVING); // until the registry's models are loaded
-    const source = new RegistrySource(loader, registryOptions(predictorConfig, predictorConfig.registryAddress, server, logger), logger);
+    const source = new RegistrySource(loader, registryOptions(predictorConfig, predictorConfig.registryAddress, server, logger, setHealth), logger);
     source.start(stop.signal);
     logger.info({ registry: predictorConfig.registryAddress, models: env.PREDICTOR_MODELS ?? "*", latestVersions: predictorConfig.latestVersions }, "serving models from the registry");
     return {
@@ -64,7 +83,13 @@ async function loadFolder(modelDir: string, loader: ModelLoader, logger: Logger)
   return snapshot;
 }
 
-function registryOptions(config: PredictorConfig, address: string, server: RunningServer, logger: Logger) {
+function registryOptions(
+  config: PredictorConfig,
+  address: string,
+  server: RunningServer,
+  logger: Logger,
+  setHealth: (server: RunningServer, snapshot: Snapshot) => void,
+) {
   let firstSync = true;
   return {
     address,
@@ -83,7 +108,3 @@ function registryOptions(config: PredictorConfig, address: string, server: Runni
   };
 }
 
-function setHealth(server: RunningServer, snapshot: Snapshot): void {
-  server.health.set("", ServingStatus.SERVING);
-  server.health.set(PredictorService.typeName, snapshot.failures.length === 0 ? ServingStatus.SERVING : ServingStatus.NOT_SERVING);
-}

@@ -64,6 +64,17 @@ function aliasesOf(table: ServingTable, model: LoadedVersion): string[] {
 
 /** Packs the rows into one tensor, runs the model once, and unpacks per-row predictions. */
 async function predictRows(model: LoadedVersion, rows: readonly Pick<Row, "values">[]): Promise<PredictResponseInit> {
+  const started = performance.now();
+  try {
+    const response = await classifyRows(model, rows, started);
+    return response;
+  } catch (err) {
+    model.stats.recordRequest({ ok: false, rows: rows.length, totalMs: performance.now() - started, inputMs: performance.now() - started });
+    throw err;
+  }
+}
+
+async function classifyRows(model: LoadedVersion, rows: readonly Pick<Row, "values">[], started: number): Promise<PredictResponseInit> {
   const { featureCount, metadata } = model;
   const features = new Float32Array(rows.length * featureCount);
   for (let i = 0; i < rows.length; i++) {
@@ -76,7 +87,9 @@ async function predictRows(model: LoadedVersion, rows: readonly Pick<Row, "value
     }
     features.set(values, i * featureCount);
   }
+  const packed = performance.now();
   const probabilities = await model.classify(features, rows.length);
+  const classified = performance.now();
   const classCount = metadata.labels.length;
   const predictions: PredictionInit[] = new Array(rows.length);
   for (let i = 0; i < rows.length; i++) {
@@ -85,6 +98,8 @@ async function predictRows(model: LoadedVersion, rows: readonly Pick<Row, "value
     for (let c = 1; c < classCount; c++) if (row[c] > row[best]) best = c;
     predictions[i] = { probabilities: Array.from(row), label: metadata.labels[best], labelIndex: best, probability: row[best] };
   }
+  const done = performance.now();
+  model.stats.recordRequest({ ok: true, rows: rows.length, totalMs: done - started, inputMs: packed - started, outputMs: done - classified });
   return { model: model.name, version: model.version, labels: [...metadata.labels], predictions };
 }
 

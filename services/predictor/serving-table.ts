@@ -1,6 +1,7 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { ModelMetadataFile, OnnxClassifier } from "../runtime/onnx-model.js";
 import { InferenceBatcher } from "./inference-batcher.js";
+import { InferenceStats } from "./inference-stats.js";
 
 /** Rows per onnxruntime run when concurrent requests are coalesced (one request may be 10,000). */
 const maxBatchRows = 10_000;
@@ -19,6 +20,8 @@ export interface LoadFailure {
  */
 export class LoadedVersion {
   readonly featureCount: number;
+  /** Cumulative statistics of this version (ModelStatistics). */
+  readonly stats = new InferenceStats();
   readonly #batcher: InferenceBatcher;
   #inFlight = 0;
   #retired: (() => void) | undefined;
@@ -33,7 +36,13 @@ export class LoadedVersion {
     private readonly classifier: OnnxClassifier,
   ) {
     this.featureCount = classifier.featureCount;
-    this.#batcher = new InferenceBatcher((features, rows) => classifier.run(features, rows), classifier.featureCount, classifier.classCount, maxBatchRows);
+    this.#batcher = new InferenceBatcher(
+      (features, rows) => classifier.run(features, rows),
+      classifier.featureCount,
+      classifier.classCount,
+      maxBatchRows,
+      (rows, computeMs, waitsMs) => this.stats.recordRun(rows, computeMs, waitsMs),
+    );
   }
 
   get metadata(): ModelMetadataFile {
