@@ -1,3 +1,4 @@
+import { hostname } from "node:os";
 import { GRPCInferenceService } from "../../gen/inference/open_inference_pb.js";
 import { PredictorService } from "../../gen/mlmesh/predictor/v1/predictor_pb.js";
 import { ConfigError, type Env } from "../runtime/config.js";
@@ -96,7 +97,8 @@ function registryOptions(
     models: config.models,
     latestVersions: config.latestVersions,
     resyncMs: config.resyncMs,
-    reportAs: () => config.name || server.address,
+    // Listening on every interface, the address says nothing: the host name does (containers).
+    reportAs: () => config.name || (/^(0\.0\.0\.0|::)$/.test(serverHost(server)) ? `${hostname()}:${server.port}` : server.address),
     onApplied: (snapshot: Snapshot) => {
       setHealth(server, snapshot);
       if (firstSync) {
@@ -108,3 +110,7 @@ function registryOptions(
   };
 }
 
+/** The host part of "host:port" (IPv6 hosts come bracketed). */
+function serverHost(server: RunningServer): string {
+  return server.address.slice(0, server.address.lastIndexOf(":")).replace(/^\[|\]$/g, "");
+}
