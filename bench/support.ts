@@ -14,6 +14,7 @@ const ghz = `${repoRoot}.tools/bin/ghz`;
  */
 export interface BenchService {
   readonly address: string;
+  readonly pid: number;
   stop(): Promise<void>;
 }
 
@@ -38,6 +39,7 @@ export async function startBenchService(
   }
   return {
     address,
+    pid: child.pid!,
     stop: () => {
       child.kill("SIGTERM");
       return exited;
