@@ -9,7 +9,8 @@ import { ModelMetadataSchema, PredictResponseSchema, type Row } from "../gen/mlm
 import { ProxyService } from "../gen/mlmesh/proxy/v1/proxy_pb.js";
 import { HealthCheckResponse_ServingStatus as ServingStatus } from "../gen/grpc/health/v1/health_pb.js";
 import { createRequestValidator, instrumentService, serve } from "../services/runtime/instrument.js";
-import { createLogger } from "../services/runtime/logger.js";
+import { createLogger } from "../services/runtime/observability/logger.js";
+import { idsOnlyTracing } from "../services/runtime/observability/tracing.js";
 import type { Outcome, ProxyBackend } from "../services/proxy/backends.js";
 import { CircuitBreaker } from "../services/proxy/circuit-breaker.js";
 import { createProxyService } from "../services/proxy/service.js";
@@ -52,6 +53,7 @@ function proxyClient(backends: ProxyBackend[]): Client<typeof ProxyService> {
   const instrumented = instrumentService(serve(ProxyService, impl), {
     logger: createLogger("proxy-test", "silent"),
     validator: createRequestValidator(),
+    tracing: idsOnlyTracing,
   });
   return createClient(ProxyService, createRouterTransport(({ service }) => service(ProxyService, instrumented)));
 }

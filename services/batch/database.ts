@@ -20,6 +20,6 @@ export function openBatchDatabase(
 ): Promise<{ db: BatchDatabase; dialect: Dialect; applied: string[] }> {
   return openDatabase(
     { postgresql: PostgresClient, sqlite: SqliteClient },
-    { url, sqliteBusyTimeoutMs: options.sqliteBusyTimeoutMs, migrationsDir: options.migrate ? migrationsDir : undefined },
+    { name: "batch", url, sqliteBusyTimeoutMs: options.sqliteBusyTimeoutMs, migrationsDir: options.migrate ? migrationsDir : undefined },
   );
 }

@@ -116,6 +116,12 @@ export class ItemStore {
     return { pending: count("PENDING"), predicted: count("PREDICTED"), failed: count("FAILED") };
   }
 
+  /** When the oldest pending item was registered; undefined when none is pending. */
+  async oldestPendingCreatedAt(): Promise<Date | undefined> {
+    const oldest = await this.guard(() => this.db.item.findFirst({ where: { state: "PENDING" }, orderBy: { id: "asc" }, select: { createdAt: true } }));
+    return oldest?.createdAt;
+  }
+
   /** Leases up to `limit` pending, unleased items (oldest first) to `worker`. */
   async claim(worker: string, limit: number, leaseMs: number): Promise<ClaimedItem[]> {
     const now = Date.now();

@@ -1,6 +1,7 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { PredictorService } from "../../gen/mlmesh/predictor/v1/predictor_pb.js";
 import type { GrpcClient } from "../runtime/grpc-client.js";
+import type { TraceSpan } from "../runtime/observability/tracing.js";
 import type { BatchConfig } from "./config.js";
 import type { ClaimedItem, ItemResult, ItemStore, JobRun } from "./item-store.js";
 
@@ -13,6 +14,8 @@ export interface BatchJobDeps {
   readonly worker: string;
   /** Per Predict request. */
   readonly requestTimeoutMs?: number;
+  /** The span the run belongs to (RunJobNow's, or a scheduled run's root): each Predict is a child. */
+  readonly trace?: TraceSpan;
 }
 
 /** A finished run, and why its record could not be stored when it could not. */
@@ -96,12 +99,14 @@ async function predictChunk(deps: BatchJobDeps, items: ClaimedItem[]): Promise<C
   const outcome: ChunkOutcome = { results: [], failures: [], unpredicted: [] };
   let remaining = items;
   while (remaining.length > 0) {
+    const span = deps.trace?.child("Predict");
     try {
       const response = await deps.predictor.unary(
         PredictorService.method.predict,
         { model: deps.config.model, version: deps.config.modelVersion, rows: remaining.map((i) => ({ values: i.values })) },
-        { deadlineMs: Date.now() + (deps.requestTimeoutMs ?? 30_000) },
+        { deadlineMs: Date.now() + (deps.requestTimeoutMs ?? 30_000), traceparent: span?.traceparent },
       );
+      span?.end();
       response.predictions.forEach((p, i) => {
         outcome.results.push({
           id: remaining[i].id,
@@ -115,6 +120,7 @@ async function predictChunk(deps: BatchJobDeps, items: ClaimedItem[]): Promise<C
       return outcome;
     } catch (err) {
       const error = ConnectError.from(err);
+      span?.end({ code: Code[error.code], message: error.rawMessage });
       const row = error.code === Code.InvalidArgument ? /rows\[(\d+)\]/.exec(error.rawMessage) : null;
       if (row === null) {
         // Not about one item: the Predictor is down, overloaded, or lacks the model.

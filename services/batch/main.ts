@@ -10,6 +10,7 @@ import { loadBatchConfig } from "./config.js";
 import { openBatchDatabase } from "./database.js";
 import { ItemStore } from "./item-store.js";
 import { runBatchJob } from "./job.js";
+import { watchItems } from "./metrics.js";
 import { startScheduler } from "./scheduler.js";
 import { createBatchService } from "./service.js";
 
@@ -18,16 +19,18 @@ import { createBatchService } from "./service.js";
  * BATCH_RUN_JOB_IN_SERVICE=false) runs the job every BATCH_INTERVAL with bree.
  */
 export function main(env: Env): Promise<void> {
-  return runService("batch", env, async ({ config, logger }) => {
+  return runService("batch", env, async ({ config, logger, tracing }) => {
     const batchConfig = loadBatchConfig(env);
     const { db, dialect, applied } = await openBatchDatabase(batchConfig.databaseUrl, { ...batchConfig, migrate: true });
     logger.info({ dialect, migrationsApplied: applied, predictor: batchConfig.predictorAddress }, "database ready");
     const store = new ItemStore(db, dialect);
+    watchItems(store);
     const predictor = new GrpcClient(batchConfig.predictorAddress);
     const worker = `${hostname()}:${process.pid}:now`;
     let stopScheduler: (() => Promise<void>) | undefined;
     const draining = new AbortController();
     const server = await startServer({
+      tracing,
       config,
       logger,
       services: [
@@ -36,7 +39,7 @@ export function main(env: Env): Promise<void> {
           createBatchService({
             store,
             intervalMs: batchConfig.intervalMs,
-            runJob: () => runBatchJob({ store, predictor, config: batchConfig, worker }),
+            runJob: (trace) => runBatchJob({ store, predictor, config: batchConfig, worker, trace }),
             stopping: () => draining.signal,
           }),
         ),
@@ -61,12 +64,12 @@ export function main(env: Env): Promise<void> {
  * scale-out; its port (BATCH_WORKER_PORT, default any free port) answers health checks.
  */
 export function workerMain(env: Env): Promise<void> {
-  return runService("batch-worker", env, async ({ config, logger }) => {
+  return runService("batch-worker", env, async ({ config, logger, tracing }) => {
     const batchConfig = loadBatchConfig(env);
     const { db, applied } = await openBatchDatabase(batchConfig.databaseUrl, { ...batchConfig, migrate: true });
     await db.$disconnect(); // each run opens its own connections in its worker thread
     logger.info({ migrationsApplied: applied, intervalMs: batchConfig.intervalMs }, "batch worker ready");
-    const server = await startServer({ config, logger, services: [] });
+    const server = await startServer({ config, logger, tracing, services: [] });
     const stopScheduler = await startScheduler(env, batchConfig.intervalMs, logger);
     server.health.setAll(ServingStatus.SERVING);
     return { server, close: stopScheduler };

@@ -2,6 +2,7 @@ import { hostname } from "node:os";
 import { threadId } from "node:worker_threads";
 import type { Env } from "../runtime/config.js";
 import { GrpcClient } from "../runtime/grpc-client.js";
+import { createTracing } from "../runtime/observability/tracing.js";
 import { loadBatchConfig } from "./config.js";
 import { openBatchDatabase } from "./database.js";
 import { ItemStore } from "./item-store.js";
@@ -17,10 +18,16 @@ export async function runScheduledBatchJob(env: Env): Promise<JobRunOutcome> {
   const { db, dialect } = await openBatchDatabase(config.databaseUrl, { ...config, migrate: false });
   const store = new ItemStore(db, dialect);
   const predictor = new GrpcClient(config.predictorAddress);
+  // A scheduled run starts its own trace; its Predict calls are children of it.
+  const tracing = createTracing("batch", env);
+  const trace = tracing.start("batch job run", undefined, "internal");
   try {
-    return await runBatchJob({ store, predictor, config, worker: `${hostname()}:${process.pid}:${threadId}` });
+    const outcome = await runBatchJob({ store, predictor, config, worker: `${hostname()}:${process.pid}:${threadId}`, trace });
+    trace.end(outcome.run.error === "" ? undefined : { code: "Unavailable", message: outcome.run.error });
+    return outcome;
   } finally {
     predictor.close();
     await store.close().catch(() => undefined);
+    await tracing.shutdown().catch(() => undefined);
   }
 }

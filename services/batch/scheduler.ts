@@ -1,8 +1,9 @@
 import { fileURLToPath } from "node:url";
 import Bree from "bree";
 import type { Env } from "../runtime/config.js";
-import type { Logger } from "../runtime/logger.js";
+import type { Logger } from "../runtime/observability/logger.js";
 import type { JobRunOutcome } from "./job.js";
+import { recordRun } from "./metrics.js";
 
 const jobFile = fileURLToPath(new URL("scheduled-job-worker.mjs", import.meta.url));
 
@@ -29,6 +30,7 @@ function logRun(logger: Logger, message: ScheduledRunMessage): void {
   const { run, recordError, startError } = message ?? {};
   if (startError !== undefined) logger.error({ reason: startError }, "batch job run could not start; the next run will try again");
   if (run === undefined) return;
+  recordRun(run);
   if (recordError !== undefined) logger.error({ run, recordError }, "batch job run ended but its record could not be stored");
   else if (run.error !== "") logger.warn({ run }, "batch job run stopped early; the next run goes on");
   else logger.info({ run }, "batch job run");

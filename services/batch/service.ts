@@ -3,10 +3,12 @@ import { durationFromMs, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { ItemState, type BatchJobService, type ItemSchema, type JobRunSchema } from "../../gen/mlmesh/batch/v1/batch_pb.js";
 import type { PartialServiceImpl } from "../runtime/instrument.js";
+import { traceSpanKey, type TraceSpan } from "../runtime/observability/tracing.js";
 import { decodePageToken, defaultPageSize, encodePageToken } from "../runtime/pagination.js";
 import type { Item, ItemState as StoredState, ItemStore, JobRun } from "./item-store.js";
 import type { JobRunOutcome } from "./job.js";
 import { ItemWatcher } from "./item-watcher.js";
+import { itemsRegistered, recordRun } from "./metrics.js";
 
 /** How often the items of WatchItem streams are polled, all in one query (see ItemWatcher). */
 const watchPollMs = 200;
@@ -24,7 +26,7 @@ const storedStates: Record<number, StoredState | undefined> = {
 export function createBatchService(deps: {
   store: ItemStore;
   intervalMs: number;
-  runJob: () => Promise<JobRunOutcome>;
+  runJob: (trace: TraceSpan | undefined) => Promise<JobRunOutcome>;
   /** Aborted when the server starts draining: watch streams end then. */
   stopping: () => AbortSignal;
 }): PartialServiceImpl<typeof BatchJobService> {
@@ -34,10 +36,12 @@ export function createBatchService(deps: {
   return {
     async registerItem(request) {
       const [item] = await store.register([request.item!.values]);
+      itemsRegistered.inc();
       return { item: itemOut(item) };
     },
     async registerItems(request) {
       const items = await store.register(request.items.map((i) => i.values));
+      itemsRegistered.inc(items.length);
       return { items: items.map(itemOut) };
     },
     async getItem(request) {
@@ -61,11 +65,12 @@ export function createBatchService(deps: {
         recentRuns: runs.map(runOut),
       };
     },
-    async runJobNow() {
+    async runJobNow(_request, ctx) {
       if (running) throw new ConnectError("a RunJobNow run of this service is already under way", Code.FailedPrecondition);
       running = true;
       try {
-        const { run, recordError } = await deps.runJob();
+        const { run, recordError } = await deps.runJob(ctx.values.get(traceSpanKey));
+        recordRun(run);
         if (recordError !== undefined) {
           // The items' results are stored; the run's record, which GetJobStatus shows, is not.
           throw new ConnectError(`the run ended (${run.predicted} predicted, ${run.failed} failed) but its record could not be stored: ${recordError}`, Code.Unavailable);

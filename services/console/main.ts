@@ -11,10 +11,10 @@ import { loadSite } from "./site.js";
  * up` does that). The page's server is the shared runtime, so it has health, logs and drains.
  */
 export function main(env: Env): Promise<void> {
-  return runService("console", env, async ({ config, logger }) => {
+  return runService("console", env, async ({ config, logger, tracing }) => {
     const consoleConfig = loadConsoleConfig(env);
     const site = await loadSite(consoleConfig);
-    const server = await startServer({ config, logger, services: [], httpFallback: site });
+    const server = await startServer({ config, logger, tracing, services: [], httpFallback: site });
     server.health.setAll(ServingStatus.SERVING);
     logger.info({ page: `http://${server.address}/`, ...consoleConfig }, "console page");
     return { server };

@@ -4,11 +4,12 @@ import { PredictorService } from "../../gen/mlmesh/predictor/v1/predictor_pb.js"
 import { ConfigError, type Env } from "../runtime/config.js";
 import { ServingStatus } from "../runtime/health.js";
 import { serve } from "../runtime/instrument.js";
-import type { Logger } from "../runtime/logger.js";
+import type { Logger } from "../runtime/observability/logger.js";
 import { runService } from "../runtime/run-service.js";
 import { startServer, type RunningServer, type StartServerOptions } from "../runtime/server.js";
 import { loadPredictorConfig, type PredictorConfig } from "./config.js";
 import { readModelFolder } from "./folder-source.js";
+import { watchServingTable } from "./metrics.js";
 import { ModelLoader } from "./model-loader.js";
 import { RegistrySource } from "./registry-source.js";
 import { ServingTable, type Snapshot } from "./serving-table.js";
@@ -26,9 +27,10 @@ import { createPredictorService } from "./service.js";
  * logged by name, listed by ListModels, and answer FAILED_PRECONDITION while the rest serves.
  */
 export function main(env: Env): Promise<void> {
-  return runService("predictor", env, async ({ config, logger }) => {
+  return runService("predictor", env, async ({ config, logger, tracing }) => {
     const predictorConfig = loadPredictorConfig(env);
     const table = new ServingTable();
+    watchServingTable(table);
     const loader = new ModelLoader(table, { intraOpThreads: predictorConfig.intraOpThreads, logger });
     const stop = new AbortController();
     // Ready (ServerReady, /v2/health/ready): every wanted version loaded, as health says.
@@ -36,6 +38,7 @@ export function main(env: Env): Promise<void> {
     const serving: StartServerOptions = {
       config,
       logger,
+      tracing,
       services: [serve(PredictorService, createPredictorService(table)), serve(GRPCInferenceService, createInferenceService(table, () => ready))],
       httpFallback: createInferenceRestHandler(table, { ready: () => ready, maxBodyBytes: config.maxMessageBytes, logger }),
     };
@@ -54,7 +57,7 @@ export function main(env: Env): Promise<void> {
     }
     const server = await startServer(serving);
     server.health.setAll(ServingStatus.NOT_SERVING); // until the registry's models are loaded
-    const source = new RegistrySource(loader, registryOptions(predictorConfig, predictorConfig.registryAddress, server, logger, setHealth), logger);
+    const source = new RegistrySource(loader, { ...registryOptions(predictorConfig, predictorConfig.registryAddress, server, logger, setHealth), tracing }, logger);
     source.start(stop.signal);
     logger.info({ registry: predictorConfig.registryAddress, models: env.PREDICTOR_MODELS ?? "*", latestVersions: predictorConfig.latestVersions }, "serving models from the registry");
     return {

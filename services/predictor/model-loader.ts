@@ -1,5 +1,6 @@
 import { openOnnxClassifier, type ModelMetadataFile } from "../runtime/onnx-model.js";
-import type { Logger } from "../runtime/logger.js";
+import type { Logger } from "../runtime/observability/logger.js";
+import { modelLoads, modelUnloads } from "./metrics.js";
 import { LoadedVersion, type LoadFailure, type ServedModel, type ServingTable, type Snapshot } from "./serving-table.js";
 
 /** A version a source wants served, and how to get its files. */
@@ -65,10 +66,12 @@ export class ModelLoader {
             const { onnx, metadata } = await wantedVersion.fetch();
             const classifier = await openOnnxClassifier(onnx, metadata, { intraOpThreads: this.options.intraOpThreads });
             versions.set(wantedVersion.version, new LoadedVersion(model.name, wantedVersion.version, model.modelId, classifier));
+            modelLoads.labels(model.name, "loaded").inc();
             this.options.logger.info({ model: model.name, version: wantedVersion.version }, "model version loaded");
           } catch (err) {
             const reason = (err as Error).message;
             failures.push({ name: model.name, version: wantedVersion.version, reason });
+            modelLoads.labels(model.name, "failed").inc();
             this.options.logger.error({ model: model.name, version: wantedVersion.version, reason }, "model version failed to load");
           }
         }),
@@ -96,11 +99,12 @@ export class ModelLoader {
     const next: Snapshot = { models, failures };
     const released = this.table.install(next);
     released.catch((err: unknown) => this.options.logger.error({ err }, "releasing a model version failed"));
-    const unloaded = [...current.models.values()].flatMap((m) =>
-      [...m.versions.values()].filter((v) => models.get(m.name)?.versions.get(v.version) !== v).map((v) => `${v.name}@${v.version}`),
-    );
+    const unloaded = [...current.models.values()].flatMap((m) => [...m.versions.values()].filter((v) => models.get(m.name)?.versions.get(v.version) !== v));
     if (unloaded.length > 0) {
-      void released.then(() => this.options.logger.info({ versions: unloaded }, "model versions unloaded after their last call"));
+      void released.then(() => {
+        for (const v of unloaded) modelUnloads.labels(v.name).inc();
+        this.options.logger.info({ versions: unloaded.map((v) => `${v.name}@${v.version}`) }, "model versions unloaded after their last call");
+      });
     }
     return next;
   }

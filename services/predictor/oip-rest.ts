@@ -1,7 +1,8 @@
 import { Code, ConnectError } from "@connectrpc/connect";
-import { toConnectError } from "../runtime/errors.js";
+import { codeName, toConnectError } from "../runtime/errors.js";
 import { logRpc } from "../runtime/instrument.js";
-import type { Logger } from "../runtime/logger.js";
+import type { Logger } from "../runtime/observability/logger.js";
+import { methodMetrics } from "../runtime/observability/metrics.js";
 import type { HttpHandler } from "../runtime/server.js";
 import { matchingVersions, isReady, modelMetadata, serverInfo } from "./oip-service.js";
 import { infer, rawBytesOf, type InferInput, type InputData, type InferOutput } from "./open-inference.js";
@@ -43,6 +44,9 @@ export function createInferenceRestHandler(
     const started = performance.now();
     const url = new URL(request.url ?? "/", "http://predictor");
     const route = `${request.method} ${url.pathname}`;
+    const method = restMethod(url.pathname);
+    const metrics = method === undefined ? undefined : methodMetrics(`/inference.GRPCInferenceService/${method}`);
+    metrics?.started();
     void answer(table, options, request, url)
       .catch((err: unknown) => {
         if (err instanceof BodyTooLargeError) {
@@ -53,15 +57,30 @@ export function createInferenceRestHandler(
       })
       .then((reply) => {
         send(response, reply);
+        const error = (reply as { error?: ConnectError }).error;
+        metrics?.finished("rest", error === undefined ? "OK" : codeName(error.code), (performance.now() - started) / 1000);
         logRpc(options.logger, {
           rpc: route,
           protocol: "rest",
           requestId: String(request.headers["x-request-id"] ?? ""),
           ms: performance.now() - started,
-          error: (reply as { error?: ConnectError }).error,
+          error,
         });
       });
   };
+}
+
+/** The protocol's gRPC method a REST path stands for (its metrics share the method's name). */
+function restMethod(path: string): string | undefined {
+  const p = path.replace(/\/+$/, "");
+  if (p === "/v2") return "ServerMetadata";
+  if (p === "/v2/health/live") return "ServerLive";
+  if (p === "/v2/health/ready") return "ServerReady";
+  if (p === "/v2/repository/index") return "RepositoryIndex";
+  if (p === "/v2/models/stats") return "ModelStatistics";
+  const match = /^\/v2\/models\/[^/]+(?:\/versions\/[^/]+)?(?:\/(ready|infer|stats))?$/.exec(p);
+  if (!match) return undefined;
+  return { ready: "ModelReady", infer: "ModelInfer", stats: "ModelStatistics" }[match[1] ?? ""] ?? "ModelMetadata";
 }
 
 async function answer(

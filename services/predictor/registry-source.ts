@@ -8,7 +8,8 @@ import {
   type ModelVersion,
   type WatchModelEventsResponse,
 } from "../../gen/mlmesh/registry/v1/registry_pb.js";
-import type { Logger } from "../runtime/logger.js";
+import type { Logger } from "../runtime/observability/logger.js";
+import type { TraceSpan, Tracing } from "../runtime/observability/tracing.js";
 import { meshTransport } from "../runtime/mesh-transport.js";
 import { parseModelMetadata, sha256Hex } from "../runtime/onnx-model.js";
 import { selects, type ModelSelection } from "./config.js";
@@ -32,6 +33,8 @@ export interface RegistrySourceOptions {
   readonly reportAs: () => string;
   /** Called after each change of what is served (health). */
   readonly onApplied: (snapshot: Snapshot) => void;
+  /** Each comparison with the registry is a trace; its registry calls carry it. */
+  readonly tracing: Tracing;
 }
 
 /**
@@ -49,6 +52,8 @@ export class RegistrySource {
   #cursor = 0n;
   #synced = false;
   #served: Snapshot | undefined;
+  /** The span of the comparison under way: registry calls name it as their parent. */
+  #span: TraceSpan | undefined;
   #work: Promise<unknown> = Promise.resolve();
 
   constructor(
@@ -116,9 +121,19 @@ export class RegistrySource {
     }
   }
 
-  /** Registry reads and applies, one at a time (events, resyncs). */
+  /** Registry reads and applies, one at a time (events, resyncs), each in a span of its own. */
   #serialized<T>(task: () => Promise<T>): Promise<T> {
-    const run = this.#work.then(task);
+    const run = this.#work.then(async () => {
+      this.#span = this.options.tracing.start("registry sync", undefined, "internal");
+      try {
+        const result = await task();
+        this.#span.end();
+        return result;
+      } catch (err) {
+        this.#span.end({ code: "Unavailable", message: (err as Error).message });
+        throw err;
+      }
+    });
     this.#work = run.catch(() => undefined);
     return run;
   }
@@ -198,7 +213,7 @@ export class RegistrySource {
   async #download(model: Model, version: number): Promise<{ onnx: Uint8Array; metadata: ReturnType<typeof parseModelMetadata> }> {
     const chunks = new Map<string, Uint8Array[]>();
     let header: ModelVersion | undefined;
-    for await (const message of this.#client.downloadModelVersion({ modelId: model.id, version }, { timeoutMs: 120_000 })) {
+    for await (const message of this.#client.downloadModelVersion({ modelId: model.id, version }, { ...this.#call(), timeoutMs: 120_000 })) {
       if (message.content.case === "modelVersion") header = message.content.value;
       else if (message.content.case === "chunk") chunks.set(message.content.value.file, [...(chunks.get(message.content.value.file) ?? []), message.content.value.data]);
     }
@@ -252,6 +267,6 @@ export class RegistrySource {
   }
 
   #call() {
-    return { timeoutMs: callTimeoutMs };
+    return { timeoutMs: callTimeoutMs, headers: this.#span ? { traceparent: this.#span.traceparent } : undefined };
   }
 }

@@ -20,8 +20,8 @@ export interface LoadFailure {
  */
 export class LoadedVersion {
   readonly featureCount: number;
-  /** Cumulative statistics of this version (ModelStatistics). */
-  readonly stats = new InferenceStats();
+  /** Cumulative statistics of this version (ModelStatistics, and its Prometheus metrics). */
+  readonly stats: InferenceStats;
   readonly #batcher: InferenceBatcher;
   #inFlight = 0;
   #retired: (() => void) | undefined;
@@ -36,6 +36,7 @@ export class LoadedVersion {
     private readonly classifier: OnnxClassifier,
   ) {
     this.featureCount = classifier.featureCount;
+    this.stats = new InferenceStats(name, version);
     this.#batcher = new InferenceBatcher(
       (features, rows) => classifier.run(features, rows),
       classifier.featureCount,

@@ -8,8 +8,11 @@ import {
   type Row,
 } from "../../gen/mlmesh/predictor/v1/predictor_pb.js";
 import { GrpcClient } from "../runtime/grpc-client.js";
+import { codeName } from "../runtime/errors.js";
+import type { TraceSpan } from "../runtime/observability/tracing.js";
 import { CircuitBreaker, CircuitState } from "./circuit-breaker.js";
 import type { Backend, ProxyConfig } from "./config.js";
+import { backendCalls, backendLatency } from "./metrics.js";
 
 /** The outcome of one backend call: its value, or the status it failed with. */
 export type Outcome<T> =
@@ -42,16 +45,24 @@ export class BackendClient {
     this.breaker = new CircuitBreaker(config.breakerFailures, config.breakerCooldownMs);
   }
 
-  predict(rows: readonly Row[], deadlineMs: number, signal: AbortSignal): Promise<Outcome<PredictResponse>> {
-    const { model, version } = this.backend;
-    return this.guarded((s) => this.client.unary(PredictorService.method.predict, { model, version, rows: rows as MessageInitShape<never>[] }, { deadlineMs, signal: s }), signal);
-  }
-
-  metadata(deadlineMs: number, signal: AbortSignal): Promise<Outcome<ModelMetadata | undefined>> {
+  /** Predict on this backend; `trace` is the caller's span (the call is a child of it). */
+  predict(rows: readonly Row[], deadlineMs: number, signal: AbortSignal, trace?: TraceSpan): Promise<Outcome<PredictResponse>> {
     const { model, version } = this.backend;
     return this.guarded(
-      async (s) => (await this.client.unary(PredictorService.method.getModelMetadata, { model, version }, { deadlineMs, signal: s })).metadata,
+      "Predict",
+      (s, traceparent) => this.client.unary(PredictorService.method.predict, { model, version, rows: rows as MessageInitShape<never>[] }, { deadlineMs, signal: s, traceparent }),
       signal,
+      trace,
+    );
+  }
+
+  metadata(deadlineMs: number, signal: AbortSignal, trace?: TraceSpan): Promise<Outcome<ModelMetadata | undefined>> {
+    const { model, version } = this.backend;
+    return this.guarded(
+      "GetModelMetadata",
+      async (s, traceparent) => (await this.client.unary(PredictorService.method.getModelMetadata, { model, version }, { deadlineMs, signal: s, traceparent })).metadata,
+      signal,
+      trace,
     );
   }
 
@@ -71,17 +82,31 @@ export class BackendClient {
     this.client.close();
   }
 
-  /** Runs a call through the circuit breaker; an open circuit fails fast with UNAVAILABLE. */
-  private async guarded<T>(call: (signal: AbortSignal) => Promise<T>, signal: AbortSignal): Promise<Outcome<T>> {
+  /**
+   * Runs a call through the circuit breaker (an open circuit fails fast with UNAVAILABLE), as
+   * a child span of `trace`, counted in the backend's metrics.
+   */
+  private async guarded<T>(
+    method: string,
+    call: (signal: AbortSignal, traceparent: string | undefined) => Promise<T>,
+    signal: AbortSignal,
+    trace: TraceSpan | undefined,
+  ): Promise<Outcome<T>> {
+    const name = this.backend.name;
     if (!this.breaker.tryAcquire()) {
+      backendCalls.labels(name, "circuit_open").inc();
       const state = this.breaker.state === CircuitState.OPEN ? "open" : "half-open, probe in flight";
       return { ok: false, code: Code.Unavailable, message: `circuit ${state}: skipped after ${this.breaker.consecutiveFailures} consecutive failures`, latencyMs: 0 };
     }
+    const span = trace?.child(`${name} ${method}`);
     const started = performance.now();
     try {
-      const value = await call(signal);
+      const value = await call(signal, span?.traceparent);
       this.breaker.onSuccess();
-      return { ok: true, value, latencyMs: performance.now() - started };
+      const latencyMs = performance.now() - started;
+      this.#record(latencyMs, "ok");
+      span?.end();
+      return { ok: true, value, latencyMs };
     } catch (err) {
       const error = ConnectError.from(err);
       const message = this.describe(error);
@@ -89,8 +114,16 @@ export class BackendClient {
       if (signal.aborted) this.breaker.release();
       else if (backendFailureCodes.has(error.code)) this.breaker.onFailure();
       else this.breaker.onSuccess(); // it answered: alive, even if it refused the request
-      return { ok: false, code: error.code, message, latencyMs: performance.now() - started };
+      const latencyMs = performance.now() - started;
+      this.#record(latencyMs, codeName(error.code));
+      span?.end({ code: codeName(error.code), message });
+      return { ok: false, code: error.code, message, latencyMs };
     }
+  }
+
+  #record(latencyMs: number, outcome: string): void {
+    backendCalls.labels(this.backend.name, outcome).inc();
+    backendLatency.labels(this.backend.name).observe(latencyMs / 1000);
   }
 
   /**

@@ -6,6 +6,7 @@ import { runService } from "../runtime/run-service.js";
 import { startServer } from "../runtime/server.js";
 import { BackendClient } from "./backends.js";
 import { loadProxyConfig } from "./config.js";
+import { watchCircuits } from "./metrics.js";
 import { createProxyService } from "./service.js";
 
 /**
@@ -13,11 +14,12 @@ import { createProxyService } from "./service.js";
  * up, and CheckBackends reports each one's health and circuit.
  */
 export function main(env: Env): Promise<void> {
-  return runService("proxy", env, async ({ config, logger }) => {
+  return runService("proxy", env, async ({ config, logger, tracing }) => {
     const proxyConfig = loadProxyConfig(env);
     const backends = proxyConfig.backends.map((b) => new BackendClient(b, proxyConfig));
+    watchCircuits(new Map(backends.map((b) => [b.backend.name, b.breaker])));
     logger.info({ backends: proxyConfig.backends, backendTimeoutMs: proxyConfig.backendTimeoutMs }, "backends");
-    const server = await startServer({ config, logger, services: [serve(ProxyService, createProxyService(backends, proxyConfig))] });
+    const server = await startServer({ config, logger, tracing, services: [serve(ProxyService, createProxyService(backends, proxyConfig))] });
     server.health.setAll(ServingStatus.SERVING);
     return { server, close: async () => backends.forEach((b) => b.close()) };
   });

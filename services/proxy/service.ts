@@ -9,8 +9,10 @@ import type {
 } from "../../gen/mlmesh/proxy/v1/proxy_pb.js";
 import { HealthCheckResponse_ServingStatus as ServingStatus } from "../../gen/grpc/health/v1/health_pb.js";
 import type { PartialServiceImpl } from "../runtime/instrument.js";
+import { traceSpanKey } from "../runtime/observability/tracing.js";
 import type { Outcome, ProxyBackend } from "./backends.js";
 import type { ProxyConfig } from "./config.js";
+import { partialAnswers } from "./metrics.js";
 
 type BackendPredictionInit = MessageInitShape<typeof BackendPredictionSchema>;
 type PredictLabelResponseInit = MessageInitShape<typeof PredictLabelResponseSchema>;
@@ -28,7 +30,8 @@ export function createProxyService(
 
   const fanOut = async (rows: readonly Row[], ctx: HandlerContext): Promise<BackendPredictionInit[]> => {
     const deadlineMs = deadlineOf(ctx);
-    const outcomes = await Promise.all(backends.map((b) => b.predict(rows, deadlineMs, ctx.signal)));
+    const trace = ctx.values.get(traceSpanKey);
+    const outcomes = await Promise.all(backends.map((b) => b.predict(rows, deadlineMs, ctx.signal, trace)));
     return outcomes.map((outcome, i) => ({
       backend: backends[i].backend.name,
       status: statusOf(outcome),
@@ -38,7 +41,9 @@ export function createProxyService(
 
   const predictLabel = async (rows: readonly Row[], ctx: HandlerContext): Promise<PredictLabelResponseInit> => {
     const answers = await fanOut(rows, ctx);
-    return aggregate(answers, rows.length);
+    const response = aggregate(answers, rows.length);
+    if (response.failedBackends!.length > 0) partialAnswers.inc();
+    return response;
   };
 
   return {
@@ -69,7 +74,7 @@ export function createProxyService(
 
     async getMetadata(_request, ctx) {
       const deadlineMs = deadlineOf(ctx);
-      const outcomes = await Promise.all(backends.map((b) => b.metadata(deadlineMs, ctx.signal)));
+      const outcomes = await Promise.all(backends.map((b) => b.metadata(deadlineMs, ctx.signal, ctx.values.get(traceSpanKey))));
       return {
         backends: outcomes.map((outcome, i) => ({
           backend: backends[i].backend.name,
@@ -81,7 +86,7 @@ export function createProxyService(
 
     async predictSample(_request, ctx) {
       const deadlineMs = deadlineOf(ctx);
-      const outcomes = await Promise.all(backends.map((b) => b.metadata(deadlineMs, ctx.signal)));
+      const outcomes = await Promise.all(backends.map((b) => b.metadata(deadlineMs, ctx.signal, ctx.values.get(traceSpanKey))));
       const sample = outcomes.find((o) => o.ok && o.value !== undefined && o.value.sampleInput.length > 0);
       if (sample === undefined || !sample.ok) {
         throw new ConnectError(`no backend answered for its sample input: ${failureSummary(outcomes, backends)}`, Code.Unavailable);

@@ -13,5 +13,5 @@ const migrationsDir = fileURLToPath(new URL("prisma/migrations", import.meta.url
 
 /** Opens the registry database a DATABASE_URL names and applies pending migrations. */
 export function openRegistryDatabase(url: string, sqliteBusyTimeoutMs: number): Promise<{ db: RegistryDatabase; dialect: Dialect; applied: string[] }> {
-  return openDatabase({ postgresql: PostgresClient, sqlite: SqliteClient }, { url, sqliteBusyTimeoutMs, migrationsDir });
+  return openDatabase({ postgresql: PostgresClient, sqlite: SqliteClient }, { name: "registry", url, sqliteBusyTimeoutMs, migrationsDir });
 }

@@ -25,12 +25,13 @@ export class GrpcClient {
   /**
    * Calls a unary method. Rejects with a ConnectError carrying the gRPC status: the server's,
    * UNAVAILABLE when the server cannot be reached, DEADLINE_EXCEEDED at `deadlineMs` (epoch
-   * ms; also sent as grpc-timeout), CANCELLED when `signal` aborts.
+   * ms; also sent as grpc-timeout), CANCELLED when `signal` aborts. `traceparent` names the
+   * caller's span (W3C trace context, observability/tracing.ts).
    */
   unary<I extends DescMethodUnary>(
     method: I,
     request: MessageInitShape<I["input"]>,
-    options: { deadlineMs: number; signal?: AbortSignal },
+    options: { deadlineMs: number; signal?: AbortSignal; traceparent?: string },
   ): Promise<MessageShape<I["output"]>> {
     return new Promise((resolve, reject) => {
       const timeoutMs = Math.ceil(options.deadlineMs - Date.now());
@@ -51,6 +52,7 @@ export class GrpcClient {
           "content-type": "application/grpc",
           te: "trailers",
           "grpc-timeout": `${timeoutMs}m`,
+          ...(options.traceparent !== undefined ? { traceparent: options.traceparent } : {}),
         });
       } catch (err) {
         return reject(new ConnectError(`cannot reach ${this.address}: ${(err as Error).message}`, Code.Unavailable));

@@ -2,8 +2,10 @@ import { once } from "node:events";
 import * as grpc from "@grpc/grpc-js";
 import { create, fromBinary, toBinary, type DescMessage, type DescMethod, type DescService } from "@bufbuild/protobuf";
 import { Code, ConnectError, createContextValues, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
+import { codeName } from "./errors.js";
 import { logRpc } from "./instrument.js";
-import type { Logger } from "./logger.js";
+import { methodMetrics } from "./observability/metrics.js";
+import type { Logger } from "./observability/logger.js";
 
 type AnyHandler = (input: unknown, ctx: HandlerContext) => unknown;
 type AnyCall =
@@ -28,14 +30,22 @@ export function addServiceToGrpcServer(
   const handlers: grpc.UntypedServiceImplementation = {};
   const methods = impl as unknown as Record<string, AnyHandler>;
   for (const method of service.methods) {
+    const metrics = methodMetrics(`/${service.typeName}/${method.name}`);
     definition[method.localName] = {
       path: `/${service.typeName}/${method.name}`,
       originalName: method.name,
       requestStream: method.methodKind === "client_streaming" || method.methodKind === "bidi_streaming",
       responseStream: method.methodKind === "server_streaming" || method.methodKind === "bidi_streaming",
       requestSerialize: (bytes: Buffer) => bytes,
-      requestDeserialize: (bytes: Buffer) => bytes,
-      responseSerialize: (message: unknown) => Buffer.from(toBinary(method.output, create(method.output, message as never))),
+      requestDeserialize: (bytes: Buffer) => {
+        metrics.requestSize("grpc", bytes.length);
+        return bytes;
+      },
+      responseSerialize: (message: unknown) => {
+        const bytes = Buffer.from(toBinary(method.output, create(method.output, message as never)));
+        metrics.responseSize("grpc", bytes.length);
+        return bytes;
+      },
       responseDeserialize: (bytes: Buffer) => bytes,
     };
     handlers[method.localName] = grpcHandler(method, methods[method.localName], options);
@@ -124,6 +134,9 @@ async function* decodeStream(
 
 /** The handler never ran for undecodable bytes; log the RPC here so it is not silent. */
 function rejectUndecodable(method: DescMethod, ctx: HandlerContext, error: ConnectError, logger: Logger): grpc.ServiceError {
+  const metrics = methodMetrics(`/${method.parent.typeName}/${method.name}`);
+  metrics.started();
+  metrics.finished("grpc", codeName(error.code), 0);
   logRpc(logger, {
     rpc: `/${method.parent.typeName}/${method.name}`,
     protocol: "grpc",

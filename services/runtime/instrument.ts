@@ -3,7 +3,9 @@ import { create, type DescMessage, type DescMethod, type DescService, type Messa
 import { createValidator, type Validator } from "@bufbuild/protovalidate";
 import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import { codeName, toConnectError } from "./errors.js";
-import type { Logger } from "./logger.js";
+import type { Logger } from "./observability/logger.js";
+import { methodMetrics, type MethodMetrics } from "./observability/metrics.js";
+import { traceSpanKey, type Tracing } from "./observability/tracing.js";
 
 /** Handlers of a service as written by its author; methods left out answer UNIMPLEMENTED. */
 export type PartialServiceImpl<S extends DescService> = Partial<ServiceImpl<S>>;
@@ -25,6 +27,7 @@ type AnyHandler = (input: unknown, ctx: HandlerContext) => unknown;
 export interface InstrumentOptions {
   readonly logger: Logger;
   readonly validator: Validator;
+  readonly tracing: Tracing;
 }
 
 /** One validator per process: it caches the compiled rules of every message it has seen. */
@@ -39,7 +42,10 @@ export function createRequestValidator(): Validator {
  *   2. protovalidate: a request that breaks a rule of its .proto fails INVALID_ARGUMENT with
  *      the field path and rule id, before the handler runs;
  *   3. error mapping (toConnectError): no stack trace or internal message reaches a client;
- *   4. one JSON log line per RPC: method, status code, duration, request id.
+ *   4. a span of the caller's trace (W3C traceparent) or a new one, in ctx.values for the
+ *      calls the handler makes (observability/tracing.ts);
+ *   5. metrics: requests by protocol and code, latency, in flight (observability/metrics.ts);
+ *   6. one JSON log line per RPC: method, status code, duration, request id, trace and span ids.
  * Methods the author did not implement answer UNIMPLEMENTED.
  */
 export function instrumentService(registration: ServiceRegistration, options: InstrumentOptions): ServiceImpl<DescService> {
@@ -66,6 +72,7 @@ function unimplemented(method: DescMethod): AnyHandler {
 
 function instrumentMethod(method: DescMethod, handler: AnyHandler, options: InstrumentOptions): AnyHandler {
   const rpc = `/${method.parent.typeName}/${method.name}`;
+  const metrics = methodMetrics(rpc);
   const validate = (input: unknown) => validateRequest(options.validator, method.input, input);
   // Compile the request's rules now: the first validation in a process sets up CEL (~100 ms
   // here, more on a loaded machine), which would otherwise land on the first caller.
@@ -73,7 +80,7 @@ function instrumentMethod(method: DescMethod, handler: AnyHandler, options: Inst
   switch (method.methodKind) {
     case "unary":
       return async (request, ctx) => {
-        const call = beginCall(rpc, ctx, options.logger);
+        const call = beginCall(rpc, metrics, ctx, options);
         try {
           validate(request);
           const response = await handler(request, ctx);
@@ -85,7 +92,7 @@ function instrumentMethod(method: DescMethod, handler: AnyHandler, options: Inst
       };
     case "server_streaming":
       return async function* (request, ctx) {
-        const call = beginCall(rpc, ctx, options.logger);
+        const call = beginCall(rpc, metrics, ctx, options);
         try {
           validate(request);
           yield* handler(request, ctx) as AsyncIterable<unknown>;
@@ -96,7 +103,7 @@ function instrumentMethod(method: DescMethod, handler: AnyHandler, options: Inst
       };
     case "client_streaming":
       return async (requests, ctx) => {
-        const call = beginCall(rpc, ctx, options.logger);
+        const call = beginCall(rpc, metrics, ctx, options);
         try {
           const response = await handler(validatedStream(requests as AsyncIterable<unknown>, validate), ctx);
           call.end(undefined);
@@ -107,7 +114,7 @@ function instrumentMethod(method: DescMethod, handler: AnyHandler, options: Inst
       };
     case "bidi_streaming":
       return async function* (requests, ctx) {
-        const call = beginCall(rpc, ctx, options.logger);
+        const call = beginCall(rpc, metrics, ctx, options);
         try {
           yield* handler(validatedStream(requests as AsyncIterable<unknown>, validate), ctx) as AsyncIterable<unknown>;
           call.end(undefined);
@@ -142,19 +149,20 @@ interface CallRecord {
   end<E extends ConnectError | undefined>(error: E): E;
 }
 
-function beginCall(rpc: string, ctx: HandlerContext, logger: Logger): CallRecord {
+function beginCall(rpc: string, metrics: MethodMetrics, ctx: HandlerContext, options: InstrumentOptions): CallRecord {
   const started = performance.now();
   const requestId = ctx.requestHeader.get("x-request-id") || randomUUID();
   ctx.responseHeader.set("x-request-id", requestId);
+  const span = options.tracing.start(rpc, ctx.requestHeader.get("traceparent"));
+  ctx.values.set(traceSpanKey, span);
+  metrics.started();
   return {
     end(error) {
-      logRpc(logger, {
-        rpc,
-        protocol: ctx.protocolName,
-        requestId,
-        ms: performance.now() - started,
-        error,
-      });
+      const ms = performance.now() - started;
+      const code = error === undefined ? "OK" : codeName(error.code);
+      metrics.finished(ctx.protocolName, code, ms / 1000);
+      span.end(error && { code, message: error.rawMessage });
+      logRpc(options.logger, { rpc, protocol: ctx.protocolName, requestId, ms, error, traceId: span.traceId, spanId: span.spanId });
       return error;
     },
   };
@@ -167,6 +175,8 @@ export interface RpcOutcome {
   readonly requestId: string;
   readonly ms: number;
   readonly error: ConnectError | undefined;
+  readonly traceId?: string;
+  readonly spanId?: string;
 }
 
 /**
@@ -177,12 +187,13 @@ export interface RpcOutcome {
 export function logRpc(logger: Logger, outcome: RpcOutcome): void {
   const { rpc, protocol, requestId, error } = outcome;
   const ms = Math.round(outcome.ms * 1000) / 1000;
+  const trace = { trace_id: outcome.traceId, span_id: outcome.spanId };
   if (error === undefined) {
     const level = rpc.startsWith("/grpc.") ? "debug" : "info";
-    logger[level]({ rpc, protocol, code: "OK", ms, requestId }, "rpc");
+    logger[level]({ rpc, protocol, code: "OK", ms, requestId, ...trace }, "rpc");
     return;
   }
-  const fields = { rpc, protocol, code: codeName(error.code), ms, requestId, message: error.rawMessage };
+  const fields = { rpc, protocol, code: codeName(error.code), ms, requestId, ...trace, message: error.rawMessage };
   if (error.code === Code.Internal || error.code === Code.Unknown) {
     logger.error({ ...fields, cause: error.cause }, "rpc");
   } else {

@@ -1,12 +1,15 @@
 import { ConfigError, loadServerConfig, type Env, type ServerConfig, type ServiceName } from "./config.js";
-import { createLogger, type Logger } from "./logger.js";
+import { createLogger, type Logger } from "./observability/logger.js";
+import { createTracing, type Tracing } from "./observability/tracing.js";
 import type { RunningServer } from "./server.js";
 
-/** What a service's start function gets: its environment, shared settings and logger. */
+/** What a service's start function gets: its environment, shared settings, logger and tracing. */
 export interface ServiceStartContext {
   readonly env: Env;
   readonly config: ServerConfig;
   readonly logger: Logger;
+  /** Pass to startServer; background work starts its own root spans with it. */
+  readonly tracing: Tracing;
 }
 
 /** A started service: its server, and the resources to release after the server stopped. */
@@ -35,6 +38,7 @@ export async function runService(
     exitOnConfigError(name, err);
   }
   const logger = createLogger(name, config.logLevel);
+  const tracing = createTracing(name, env);
   const exit = (code: number) => logger.flush(() => process.exit(code));
   let started: StartedService | undefined;
   let stopping = false;
@@ -42,6 +46,7 @@ export async function runService(
   const drain = async () => {
     await started!.server.shutdown();
     await started!.close?.();
+    await tracing.shutdown().catch(() => undefined); // the last spans, if exporting
     logger.info("stopped");
     exit(0);
   };
@@ -73,7 +78,7 @@ export async function runService(
   }
 
   try {
-    started = await start({ env, config, logger });
+    started = await start({ env, config, logger, tracing });
   } catch (err) {
     if (err instanceof ConfigError) exitOnConfigError(name, err);
     logger.fatal({ err }, "start-up failed");

@@ -8,7 +8,9 @@ import { withCors } from "./cors.js";
 import { addServiceToGrpcServer } from "./grpc-js-adapter.js";
 import { HealthStatuses, ServingStatus } from "./health.js";
 import { createRequestValidator, instrumentService, type ServiceRegistration } from "./instrument.js";
-import type { Logger } from "./logger.js";
+import type { Logger } from "./observability/logger.js";
+import { methodMetrics, metricsText } from "./observability/metrics.js";
+import { idsOnlyTracing, type Tracing } from "./observability/tracing.js";
 import { reflectionRegistrations } from "./reflection.js";
 
 /** The first bytes of every HTTP/2 connection (RFC 9113, 3.4); no HTTP/1.1 method starts so. */
@@ -33,6 +35,8 @@ export interface StartServerOptions {
   readonly services: readonly ServiceRegistration[];
   /** Answers HTTP requests that are no RPC (a web page's files); 404 without it. */
   readonly httpFallback?: HttpHandler;
+  /** Spans of the RPCs (runService's, from the environment); ids only without it. */
+  readonly tracing?: Tracing;
 }
 
 /** A listening server. */
@@ -77,7 +81,8 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
   const files = [...options.services, healthRegistration].map((s) => s.service.file);
   const registrations = [...options.services, healthRegistration, ...reflectionRegistrations(reflected, files)];
   const validator = createRequestValidator();
-  const instrumented = registrations.map((r) => ({ service: r.service, impl: instrumentService(r, { logger, validator }) }));
+  const tracing = options.tracing ?? idsOnlyTracing;
+  const instrumented = registrations.map((r) => ({ service: r.service, impl: instrumentService(r, { logger, validator, tracing }) }));
 
   const grpcServer = new grpc.Server({
     "grpc.max_receive_message_length": config.maxMessageBytes,
@@ -89,15 +94,19 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
   }
   const http2Injector = grpcServer.createConnectionInjector(grpc.ServerCredentials.createInsecure());
 
+  const rpcPaths = new Set(instrumented.flatMap(({ service }) => service.methods.map((m) => `/${service.typeName}/${m.name}`)));
   const connectHandler = withCors(
-    connectNodeAdapter({
-      routes(router) {
-        for (const { service, impl } of instrumented) router.service(service, impl);
-      },
-      fallback: options.httpFallback,
-      readMaxBytes: config.maxMessageBytes,
-      writeMaxBytes: maxResponseBytes,
-    }),
+    withBodySizes(
+      connectNodeAdapter({
+        routes(router) {
+          for (const { service, impl } of instrumented) router.service(service, impl);
+        },
+        fallback: withMetricsEndpoint(options.httpFallback),
+        readMaxBytes: config.maxMessageBytes,
+        writeMaxBytes: maxResponseBytes,
+      }),
+      rpcPaths,
+    ),
     config.corsOrigins,
   );
   routeHttp2Streams(grpcServer, connectHandler);
@@ -170,6 +179,67 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
   };
 
   return { port, address, health, stopping: stopController.signal, shutdown };
+}
+
+/**
+ * GET /metrics answers the process's Prometheus metrics (text format), on the service's own
+ * port: Prometheus scrapes each service where clients reach it, with nothing more to
+ * configure; every other request goes to the service's fallback (a web page, a REST binding)
+ * or gets 404.
+ */
+function withMetricsEndpoint(fallback: HttpHandler | undefined): HttpHandler {
+  return (request, response) => {
+    if (request.method === "GET" && (request.url === "/metrics" || request.url?.startsWith("/metrics?"))) {
+      void metricsText().then(
+        ({ body, contentType }) => {
+          response.writeHead(200, { "content-type": contentType });
+          response.end(body);
+        },
+        () => {
+          response.writeHead(500, { "content-type": "text/plain; charset=utf-8" });
+          response.end("cannot collect the metrics\n");
+        },
+      );
+      return;
+    }
+    if (fallback) return fallback(request, response);
+    response.writeHead(404, { "content-type": "text/plain; charset=utf-8" });
+    response.end(`${request.url ?? "/"} is not served here\n`);
+  };
+}
+
+/**
+ * Request and response body sizes of the RPCs connect-node serves (gRPC-web and Connect), for
+ * mlmesh_rpc_request_bytes and mlmesh_rpc_response_bytes: the request's Content-Length (when
+ * the client sent one) and the bytes written back.
+ */
+function withBodySizes(handler: HttpHandler, rpcPaths: ReadonlySet<string>): HttpHandler {
+  return (request, response) => {
+    const path = request.url ?? "";
+    if (!rpcPaths.has(path)) return handler(request, response);
+    const metrics = methodMetrics(path);
+    const contentType = String(request.headers["content-type"] ?? "");
+    const protocol = contentType.startsWith("application/grpc-web") ? "grpc-web" : "connect";
+    const declared = Number(request.headers["content-length"]);
+    if (Number.isFinite(declared)) metrics.requestSize(protocol, declared);
+    let written = 0;
+    const write = response.write.bind(response) as (...args: unknown[]) => boolean;
+    const end = response.end.bind(response) as (...args: unknown[]) => unknown;
+    const count = (chunk: unknown) => {
+      if (typeof chunk === "string") written += Buffer.byteLength(chunk);
+      else if (chunk instanceof Uint8Array) written += chunk.length;
+    };
+    (response as { write: unknown }).write = (chunk: unknown, ...rest: unknown[]) => {
+      count(chunk);
+      return write(chunk, ...rest);
+    };
+    (response as { end: unknown }).end = (chunk?: unknown, ...rest: unknown[]) => {
+      if (typeof chunk !== "function") count(chunk);
+      return end(chunk, ...rest);
+    };
+    response.once("finish", () => metrics.responseSize(protocol, written));
+    return handler(request, response);
+  };
 }
 
 /**

@@ -1,0 +1,81 @@
+import { counter, gauge, histogram, latencyBuckets, metricsEnabled } from "../runtime/observability/metrics.js";
+import type { ServingTable } from "./serving-table.js";
+
+const inferenceRequests = counter({
+  name: "mlmesh_predictor_inference_requests_total",
+  help: "Inference requests (Predict, ModelInfer) per model version, by outcome: ok or failed.",
+  labelNames: ["model", "version", "outcome"],
+});
+const rows = counter({ name: "mlmesh_predictor_rows_total", help: "Rows inferred by successful requests, per model version.", labelNames: ["model", "version"] });
+const batchRows = histogram({
+  name: "mlmesh_predictor_batch_rows",
+  help: "Rows per onnxruntime run (concurrent requests share runs), per model version.",
+  labelNames: ["model", "version"],
+  buckets: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10_000],
+});
+const queueWait = histogram({
+  name: "mlmesh_predictor_queue_wait_seconds",
+  help: "Time a request waited for an onnxruntime run, per model version.",
+  labelNames: ["model", "version"],
+  buckets: latencyBuckets,
+});
+const compute = histogram({
+  name: "mlmesh_predictor_compute_seconds",
+  help: "Duration of each onnxruntime run, per model version.",
+  labelNames: ["model", "version"],
+  buckets: latencyBuckets,
+});
+
+/** Model loads by outcome (loaded, failed) and unloads: what changed and when. */
+export const modelLoads = counter({ name: "mlmesh_predictor_model_loads_total", help: "Model versions loaded, by outcome: loaded or failed.", labelNames: ["model", "outcome"] });
+export const modelUnloads = counter({ name: "mlmesh_predictor_model_unloads_total", help: "Model versions unloaded after their last call.", labelNames: ["model"] });
+
+/** The metrics of one model version, label sets looked up once (the serving path uses them). */
+export class VersionMetrics {
+  readonly #ok;
+  readonly #failed;
+  readonly #rows;
+  readonly #batchRows;
+  readonly #queueWait;
+  readonly #compute;
+
+  constructor(model: string, version: number) {
+    const v = String(version);
+    this.#ok = inferenceRequests.labels(model, v, "ok");
+    this.#failed = inferenceRequests.labels(model, v, "failed");
+    this.#rows = rows.labels(model, v);
+    this.#batchRows = batchRows.labels(model, v);
+    this.#queueWait = queueWait.labels(model, v);
+    this.#compute = compute.labels(model, v);
+  }
+
+  run(rowCount: number, computeMs: number, waitsMs: readonly number[]): void {
+    if (!metricsEnabled) return;
+    this.#batchRows.observe(rowCount);
+    this.#compute.observe(computeMs / 1000);
+    for (const wait of waitsMs) this.#queueWait.observe(wait / 1000);
+  }
+
+  request(ok: boolean, rowCount: number): void {
+    if (!metricsEnabled) return;
+    if (ok) {
+      this.#ok.inc();
+      this.#rows.inc(rowCount);
+    } else {
+      this.#failed.inc();
+    }
+  }
+}
+
+/** mlmesh_predictor_loaded_versions, read from what the table serves at scrape time. */
+export function watchServingTable(table: ServingTable): void {
+  gauge({
+    name: "mlmesh_predictor_loaded_versions",
+    help: "Model versions loaded and serving, per model.",
+    labelNames: ["model"],
+    collect() {
+      this.reset();
+      for (const [name, served] of table.snapshot.models) this.set({ model: name }, served.versions.size);
+    },
+  });
+}

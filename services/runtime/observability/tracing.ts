@@ -1,0 +1,120 @@
+import { randomFillSync } from "node:crypto";
+import { createContextKey } from "@connectrpc/connect";
+import { ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type Span, type Tracer } from "@opentelemetry/api";
+import { OTLPTraceExporter } from "@opentelemetry/exporter-trace-otlp-http";
+import { resourceFromAttributes } from "@opentelemetry/resources";
+import { BatchSpanProcessor, TracerProvider } from "@opentelemetry/sdk-trace";
+
+/*
+ * W3C trace context through the mesh. Every RPC belongs to a trace: the caller's (its
+ * `traceparent` header) or a new one. Its trace and span ids go on its log line, and every
+ * call it makes to another service carries a `traceparent` naming it as the parent — so one
+ * request can be followed across services with grep. With OTEL_EXPORTER_OTLP_ENDPOINT set, the
+ * same ids are OpenTelemetry spans exported over OTLP/HTTP (a server span per RPC, a client
+ * span per outgoing call); without it, ids are all that is made (no SDK on the hot path).
+ */
+
+/** A span of this process: its ids, and children for the calls it makes. */
+export interface TraceSpan {
+  readonly traceId: string;
+  readonly spanId: string;
+  /** The traceparent naming this span as the parent, for calls that get no span of their own. */
+  readonly traceparent: string;
+  /** A child span for an outgoing call: the traceparent to send, and its end. */
+  child(name: string): OutgoingCall;
+  /** Ends the span (with an error: its status says so). */
+  end(error?: { code: string; message: string }): void;
+}
+
+export interface OutgoingCall {
+  readonly traceparent: string;
+  end(error?: { code: string; message: string }): void;
+}
+
+/** Where a handler finds its RPC's span (ctx.values), to name it as the parent of its calls. */
+export const traceSpanKey = createContextKey<TraceSpan | undefined>(undefined, { description: "the RPC's trace span" });
+
+/** Starts spans: a server span per RPC (or a root span for work no RPC started, e.g. a scheduled job). */
+export interface Tracing {
+  /** A span for `name`, child of the caller's `traceparent` when it is a valid one. */
+  start(name: string, traceparent: string | null | undefined, kind?: "server" | "internal"): TraceSpan;
+  /** Flushes exported spans (before exit). */
+  shutdown(): Promise<void>;
+}
+
+const traceparentPattern = /^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$/;
+
+/** The caller's trace and span ids from a W3C traceparent; undefined when absent or malformed. */
+export function parseTraceparent(value: string | null | undefined): { traceId: string; spanId: string } | undefined {
+  const match = value ? traceparentPattern.exec(value.trim()) : null;
+  if (!match || /^0+$/.test(match[1]) || /^0+$/.test(match[2])) return undefined;
+  return { traceId: match[1], spanId: match[2] };
+}
+
+/**
+ * The process's tracing, from the environment: OTLP export when OTEL_EXPORTER_OTLP_ENDPOINT
+ * is set (spans sent to <endpoint>/v1/traces in batches every OTEL_BSP_SCHEDULE_DELAY ms,
+ * default 5000), else ids only.
+ */
+export function createTracing(service: string, env: Readonly<Record<string, string | undefined>>): Tracing {
+  const endpoint = env.OTEL_EXPORTER_OTLP_ENDPOINT;
+  if (!endpoint) return idsOnlyTracing;
+  const provider = new TracerProvider({
+    resource: resourceFromAttributes({ "service.name": `mlmesh-${service}` }),
+    spanProcessors: [
+      new BatchSpanProcessor({
+        exporter: new OTLPTraceExporter({ url: `${endpoint.replace(/\/+$/, "")}/v1/traces` }),
+        scheduledDelayMillis: Number(env.OTEL_BSP_SCHEDULE_DELAY ?? 5000),
+      }),
+    ],
+  });
+  const tracer = provider.getTracer("mlmesh");
+  return {
+    start: (name, traceparent, kind = "server") => exportedSpan(tracer, name, parseTraceparent(traceparent), kind === "server" ? SpanKind.SERVER : SpanKind.INTERNAL),
+    shutdown: () => provider.shutdown(),
+  };
+}
+
+function exportedSpan(tracer: Tracer, name: string, parent: { traceId: string; spanId: string } | undefined, kind: SpanKind): TraceSpan {
+  const context = parent ? trace.setSpanContext(ROOT_CONTEXT, { ...parent, traceFlags: 1, isRemote: true }) : ROOT_CONTEXT;
+  const span = tracer.startSpan(name, { kind }, context);
+  const { traceId, spanId } = span.spanContext();
+  return {
+    traceId,
+    spanId,
+    traceparent: `00-${traceId}-${spanId}-01`,
+    child(childName) {
+      const client = tracer.startSpan(childName, { kind: SpanKind.CLIENT }, trace.setSpan(ROOT_CONTEXT, span));
+      return { traceparent: `00-${traceId}-${client.spanContext().spanId}-01`, end: (error) => endSpan(client, error) };
+    },
+    end: (error) => endSpan(span, error),
+  };
+}
+
+function endSpan(span: Span, error?: { code: string; message: string }): void {
+  if (error) span.setStatus({ code: SpanStatusCode.ERROR, message: `${error.code}: ${error.message}` });
+  span.end();
+}
+
+/** Ids only: what logs and propagation need, at the cost of a few random bytes. */
+export const idsOnlyTracing: Tracing = {
+  start(_name, traceparent) {
+    const traceId = parseTraceparent(traceparent)?.traceId ?? randomHex(16);
+    const spanId = randomHex(8);
+    const traceparentOut = `00-${traceId}-${spanId}-01`;
+    return { traceId, spanId, traceparent: traceparentOut, child: () => ({ traceparent: traceparentOut, end: () => undefined }), end: () => undefined };
+  },
+  shutdown: () => Promise.resolve(),
+};
+
+// Random ids from a pool refilled 4 KiB at a time: one crypto call per ~170 spans.
+const pool = Buffer.alloc(4096);
+let poolOffset = pool.length;
+function randomHex(bytes: number): string {
+  if (poolOffset + bytes > pool.length) {
+    randomFillSync(pool);
+    poolOffset = 0;
+  }
+  poolOffset += bytes;
+  return pool.toString("hex", poolOffset - bytes, poolOffset);
+}
