@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `npm test`: installs what the tests need (npm packages; grpcurl and ghz from the Go module
-# proxy; tritonclient from PyPI in a venv; docker-compose, chromium and PostgreSQL from Debian;
+# proxy; Prometheus and promtool built from their Go module; tritonclient from PyPI in a venv;
+# docker-compose, chromium and PostgreSQL from Debian;
 # PostgreSQL is started), then runs every
 # suite with vitest. The suites start real
 # servers on loopback ports; nothing is mocked, and a missing tool fails a test, never skips it.
@@ -9,6 +10,7 @@ cd "$(dirname "$0")/.."
 scripts/ensure-deps.sh
 scripts/install-tools.sh
 scripts/install-python-clients.sh
+scripts/install-prometheus.sh
 scripts/install-system-packages.sh
 TEST_POSTGRES_URL=$(scripts/start-postgres.sh)
 case "$TEST_POSTGRES_URL" in
