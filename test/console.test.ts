@@ -1,12 +1,15 @@
 // The web console in a real headless Chromium (Debian's, driven by playwright-core): the page
 // calls the Predictor and the Proxy processes from the browser over Connect JSON, Connect binary
 // and gRPC-web, which only works when the services answer CORS for the console's origin.
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { chromium, type Browser, type Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createClient } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import { PredictorService } from "../gen/mlmesh/predictor/v1/predictor_pb.js";
 import { ModelRegistryService } from "../gen/mlmesh/registry/v1/registry_pb.js";
 import { clientFor } from "./support/clients.js";
 import { freshDatabase, type TestDatabase } from "./support/databases.js";
@@ -222,6 +225,31 @@ describe("web console in headless Chromium", () => {
       .toEqual(["-", "production"]);
     expect(Date.now() - movedAt).toBeLessThan(5000);
     expect(await page.textContent("[data-testid=error]")).toBe("");
+    await page.close();
+  });
+
+  it("draws each service's live requests/s, errors and p99 from /metrics read by the console's server, with points once load is sent", async () => {
+    const page = await openConsole();
+    const browserCalls: string[] = [];
+    page.on("request", (request) => browserCalls.push(request.url()));
+    await page.waitForSelector("body[data-ready=true]");
+    await expect.poll(() => cells(page, "live", 1), { timeout: 10_000 }).toEqual(["registry", "predictor", "batch", "proxy"]);
+    const predict = createClient(PredictorService, createGrpcTransport({ baseUrl: predictor.baseUrl }));
+    const until = Date.now() + 5000;
+    while (Date.now() < until) await Promise.all(Array.from({ length: 10 }, () => predict.predict({ model: "iris_svc", rows: [{ values: [5.1, 3.5, 1.4, 0.2] }] })));
+    const points = async (chart: string) => ((await page.getAttribute(`[data-testid=${chart}] polyline`, "points")) ?? "").split(" ").filter((p) => p !== "");
+    await expect.poll(async () => (await points("live-predictor-rps")).length, { timeout: 15_000 }).toBeGreaterThanOrEqual(3);
+    await expect.poll(async () => Number.parseFloat((await page.locator("[data-testid=live] tbody tr:nth-child(2) td:nth-child(2) span").innerText()) || "0"), { timeout: 10_000 }).toBeGreaterThan(0);
+    expect((await page.locator("[data-testid=live] tbody tr:nth-child(2) td:nth-child(4) span").innerText())).toMatch(/^\d+\.\d\d ms$/);
+    expect(await points("live-predictor-p99")).not.toEqual([]);
+    // The browser asked its own server, never the services' /metrics.
+    expect(browserCalls.filter((url) => url.endsWith("/metrics"))).toEqual([]);
+    expect(browserCalls.some((url) => url === `${consoleServer.baseUrl}/live.json`)).toBe(true);
+    const screenshot = join(artifactDir, "console-live.png");
+    await page.locator("[data-testid=live]").screenshot({ path: screenshot });
+    const png = await readFile(screenshot);
+    expect(png.subarray(0, 8).toString("latin1")).toBe("\x89PNG\r\n\x1a\n");
+    expect(png.length).toBeGreaterThan(2000);
     await page.close();
   });
 

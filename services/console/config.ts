@@ -6,6 +6,8 @@ export interface ConsoleConfig {
   readonly proxyUrl: string;
   readonly batchUrl: string;
   readonly registryUrl: string;
+  /** Where the console's server reads each service's GET /metrics for the live panel. */
+  readonly metricsTargets: ReadonlyMap<string, string>;
 }
 
 /**
@@ -16,12 +18,25 @@ export interface ConsoleConfig {
 export function loadConsoleConfig(env: Env): ConsoleConfig {
   const local = (service: "predictor" | "proxy" | "batch" | "registry") =>
     `http://127.0.0.1:${envInt(env, servicePorts[service].variable, servicePorts[service].port, 1, 65535)}`;
-  return Object.freeze({
+  const urls = {
     predictorUrl: baseUrl(env, "CONSOLE_PREDICTOR_URL", local("predictor")),
     proxyUrl: baseUrl(env, "CONSOLE_PROXY_URL", local("proxy")),
     batchUrl: baseUrl(env, "CONSOLE_BATCH_URL", local("batch")),
     registryUrl: baseUrl(env, "CONSOLE_REGISTRY_URL", local("registry")),
-  });
+  };
+  const byDefault = `registry=${urls.registryUrl},predictor=${urls.predictorUrl},batch=${urls.batchUrl},proxy=${urls.proxyUrl}`;
+  return Object.freeze({ ...urls, metricsTargets: metricsTargets(envString(env, "CONSOLE_METRICS_URLS", byDefault)) });
+}
+
+/** CONSOLE_METRICS_URLS: comma-separated name=url (the service's base URL as the console's server reaches it). */
+function metricsTargets(raw: string): Map<string, string> {
+  const targets = new Map<string, string>();
+  for (const entry of raw.split(",").map((e) => e.trim()).filter((e) => e !== "")) {
+    const match = /^([a-z][a-z0-9_-]*)=(https?:\/\/\S+)$/.exec(entry);
+    if (!match) throw new ConfigError("CONSOLE_METRICS_URLS", `"${entry}" is not name=http://host:port`);
+    targets.set(match[1], match[2].replace(/\/+$/, ""));
+  }
+  return targets;
 }
 
 function baseUrl(env: Env, name: string, fallback: string): string {

@@ -3,6 +3,7 @@ import { ServingStatus } from "../runtime/health.js";
 import { runService } from "../runtime/run-service.js";
 import { startServer } from "../runtime/server.js";
 import { loadConsoleConfig } from "./config.js";
+import { LiveMetrics } from "./live-metrics.js";
 import { loadSite } from "./site.js";
 
 /**
@@ -13,10 +14,12 @@ import { loadSite } from "./site.js";
 export function main(env: Env): Promise<void> {
   return runService("console", env, async ({ config, logger, tracing }) => {
     const consoleConfig = loadConsoleConfig(env);
-    const site = await loadSite(consoleConfig);
+    const live = new LiveMetrics(consoleConfig.metricsTargets, { pollMs: 2000, keepMs: 5 * 60_000, windowMs: 30_000 });
+    const site = await loadSite(consoleConfig, live);
     const server = await startServer({ config, logger, tracing, services: [], httpFallback: site });
+    live.start();
     server.health.setAll(ServingStatus.SERVING);
-    logger.info({ page: `http://${server.address}/`, ...consoleConfig }, "console page");
-    return { server };
+    logger.info({ page: `http://${server.address}/`, ...consoleConfig, metricsTargets: Object.fromEntries(consoleConfig.metricsTargets) }, "console page");
+    return { server, close: async () => live.stop() };
   });
 }

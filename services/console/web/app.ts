@@ -64,6 +64,32 @@ function parseRows(): { values: number[] }[] {
     .map((line) => ({ values: line.split(",").map((v) => (v.trim() === "" ? Number.NaN : Number(v))) }));
 }
 
+interface LivePoint {
+  readonly t: number;
+  readonly rps: number;
+  readonly errorRate: number;
+  readonly p99Ms: number | null;
+}
+
+/** A cell with a small line chart of `values` (scaled to their maximum) and the latest value. */
+function chart(testId: string, values: readonly number[], latest: string): HTMLTableCellElement {
+  const width = 160;
+  const height = 32;
+  const max = Math.max(...values, 1e-9);
+  const step = values.length > 1 ? width / (values.length - 1) : 0;
+  const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
+  svg.setAttribute("width", String(width));
+  svg.setAttribute("height", String(height));
+  svg.dataset.testid = testId;
+  const line = document.createElementNS("http://www.w3.org/2000/svg", "polyline");
+  line.setAttribute("points", values.map((v, i) => `${(i * step).toFixed(1)},${(height - 1 - (v / max) * (height - 2)).toFixed(1)}`).join(" "));
+  svg.appendChild(line);
+  const cell = document.createElement("td");
+  cell.appendChild(svg);
+  cell.appendChild(document.createElement("span")).textContent = latest;
+  return cell;
+}
+
 /** A status code as gRPC spells it: INVALID_ARGUMENT, not InvalidArgument. */
 function statusName(code: Code): string {
   return Code[code].replace(/([a-z])([A-Z])/g, "$1_$2").toUpperCase();
@@ -254,6 +280,25 @@ async function main(): Promise<void> {
       element("deploy-status").textContent = `${label}@${alias} -> version ${version}`;
     }),
   );
+
+  // The live panel: /live.json from the console's own server every 2 s, drawn as sparklines.
+  const drawLive = async () => {
+    const { services } = (await (await fetch("/live.json")).json()) as { services: { service: string; points: LivePoint[] }[] };
+    const body = document.querySelector('[data-testid="live"] tbody')!;
+    body.replaceChildren(
+      ...services.map(({ service, points }) => {
+        const tr = document.createElement("tr");
+        tr.appendChild(document.createElement("td")).textContent = service;
+        const last = points.at(-1);
+        tr.appendChild(chart(`live-${service}-rps`, points.map((p) => p.rps), last ? `${last.rps.toFixed(1)}/s` : "-"));
+        tr.appendChild(chart(`live-${service}-errors`, points.map((p) => p.errorRate * 100), last ? `${(last.errorRate * 100).toFixed(1)} %` : "-"));
+        tr.appendChild(chart(`live-${service}-p99`, points.map((p) => p.p99Ms ?? 0), last?.p99Ms != null ? `${last.p99Ms.toFixed(2)} ms` : "-"));
+        return tr;
+      }),
+    );
+  };
+  const pollLive = () => void drawLive().catch(() => undefined).finally(() => setTimeout(pollLive, 2000));
+  pollLive();
 
   protocolSelect.addEventListener("change", () => void loadModels());
   await loadModels();
