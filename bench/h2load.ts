@@ -2,7 +2,7 @@
 // connection, N concurrent streams, the same request body on every stream. It costs far less
 // client CPU than ghz, so a server pinned to one core is measured, not the client.
 import { execFile } from "node:child_process";
-import { mkdtemp, writeFile } from "node:fs/promises";
+import { mkdtemp, readFile, writeFile } from "node:fs/promises";
 import * as http2 from "node:http2";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -23,6 +23,9 @@ export interface LoadResult {
   readonly rps: number;
   /** Mean time per request, in ms. */
   readonly meanMs: number;
+  /** Median and 99th percentile time per request, in ms (from h2load's per-request log). */
+  readonly p50Ms: number;
+  readonly p99Ms: number;
   readonly succeeded: number;
   readonly failed: number;
 }
@@ -45,7 +48,9 @@ let bodyDir: string | undefined;
 /** Runs h2load once; fails when a request failed (h2load counts gRPC errors as HTTP 200: see checkGrpc). */
 export async function h2load(options: LoadOptions): Promise<LoadResult> {
   bodyDir ??= await mkdtemp(join(tmpdir(), "mlmesh-h2load-"));
-  const bodyFile = join(bodyDir, `body-${options.body.length}-${Math.random().toString(36).slice(2)}.bin`);
+  const stem = `${options.body.length}-${Math.random().toString(36).slice(2)}`;
+  const bodyFile = join(bodyDir, `body-${stem}.bin`);
+  const logFile = join(bodyDir, `log-${stem}.tsv`);
   await writeFile(bodyFile, options.body);
   const contentType = options.contentType ?? "application/grpc";
   const args = [
@@ -57,6 +62,7 @@ export async function h2load(options: LoadOptions): Promise<LoadResult> {
     String(options.warmupSeconds),
     "-d",
     bodyFile,
+    `--log-file=${logFile}`,
     "-H",
     `content-type: ${contentType}`,
     ...(contentType === "application/grpc" ? ["-H", "te: trailers"] : []),
@@ -69,7 +75,15 @@ export async function h2load(options: LoadOptions): Promise<LoadResult> {
   const mean = /time for request:\s+[\d.]+\w+\s+[\d.]+\w+\s+([\d.]+)(us|ms|s)/.exec(stdout);
   if (!requests || !mean || Number.isNaN(rps)) throw new Error(`cannot read h2load's output:\n${stdout}`);
   const meanMs = Number(mean[1]) * ({ us: 0.001, ms: 1, s: 1000 } as Record<string, number>)[mean[2]];
-  const result = { rps, meanMs, succeeded: Number(requests[1]), failed: Number(requests[2]) + Number(requests[3]) };
+  // The log: start time, status, microseconds to the end of the response, per request.
+  const micros = (await readFile(logFile, "utf8"))
+    .trim()
+    .split("\n")
+    .map((line) => Number(line.split("\t")[2]))
+    .filter((v) => Number.isFinite(v))
+    .sort((a, b) => a - b);
+  const percentile = (p: number) => (micros.length === 0 ? Number.NaN : micros[Math.min(micros.length - 1, Math.floor(p * micros.length))] / 1000);
+  const result = { rps, meanMs, p50Ms: percentile(0.5), p99Ms: percentile(0.99), succeeded: Number(requests[1]), failed: Number(requests[2]) + Number(requests[3]) };
   if (result.failed > 0) throw new Error(`${options.url}: ${result.failed} requests failed`);
   return result;
 }
@@ -105,13 +119,22 @@ export function checkGrpc(url: string, body: Uint8Array): Promise<void> {
   });
 }
 
-/** The median of `runs` runs' RPS (and the spread), with the mean latency of the median run. */
-export async function medianRun(runs: number, once: () => Promise<LoadResult>): Promise<{ rps: number; min: number; max: number; meanMs: number }> {
+/** The median of `runs` runs' RPS (and the spread), with the latencies of the median run. */
+export async function medianRun(runs: number, once: () => Promise<LoadResult>): Promise<MedianResult> {
   const results: LoadResult[] = [];
   for (let i = 0; i < runs; i++) results.push(await once());
   results.sort((a, b) => a.rps - b.rps);
   const median = results[Math.floor(results.length / 2)];
-  return { rps: median.rps, min: results[0].rps, max: results[results.length - 1].rps, meanMs: median.meanMs };
+  return { rps: median.rps, min: results[0].rps, max: results[results.length - 1].rps, meanMs: median.meanMs, p50Ms: median.p50Ms, p99Ms: median.p99Ms };
+}
+
+export interface MedianResult {
+  readonly rps: number;
+  readonly min: number;
+  readonly max: number;
+  readonly meanMs: number;
+  readonly p50Ms: number;
+  readonly p99Ms: number;
 }
 
 /** Pins every thread of a process to the given cores (taskset -a -p -c). */
