@@ -123,9 +123,14 @@ export function checkGrpc(url: string, body: Uint8Array): Promise<void> {
 export async function medianRun(runs: number, once: () => Promise<LoadResult>): Promise<MedianResult> {
   const results: LoadResult[] = [];
   for (let i = 0; i < runs; i++) results.push(await once());
-  results.sort((a, b) => a.rps - b.rps);
-  const median = results[Math.floor(results.length / 2)];
-  return { rps: median.rps, min: results[0].rps, max: results[results.length - 1].rps, meanMs: median.meanMs, p50Ms: median.p50Ms, p99Ms: median.p99Ms };
+  return medianOf(results);
+}
+
+/** The run of median RPS among several (and the spread). */
+export function medianOf(results: readonly LoadResult[]): MedianResult {
+  const sorted = [...results].sort((a, b) => a.rps - b.rps);
+  const median = sorted[Math.floor(sorted.length / 2)];
+  return { rps: median.rps, min: sorted[0].rps, max: sorted[sorted.length - 1].rps, meanMs: median.meanMs, p50Ms: median.p50Ms, p99Ms: median.p99Ms };
 }
 
 export interface MedianResult {

@@ -8,6 +8,8 @@
 // BENCH_BASELINE=<another checkout with its npm packages> measures that checkout's Predictor,
 // Proxy and registry in the same run, for before/after ratios from one machine and one hour.
 //
+// BENCH_ONLY=predictor,proxy,registry picks groups (a part does not write the doc).
+//
 //   npm run bench:serving        (installs h2load first; about 12 minutes, 20 with a baseline)
 import { execFileSync, spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
@@ -19,7 +21,7 @@ import { PredictRequestSchema } from "../gen/mlmesh/predictor/v1/predictor_pb.js
 import { PredictLabelRequestSchema } from "../gen/mlmesh/proxy/v1/proxy_pb.js";
 import { GetModelVersionByAliasRequestSchema, ModelRegistryService } from "../gen/mlmesh/registry/v1/registry_pb.js";
 import { GrpcClient } from "../services/runtime/grpc-client.js";
-import { checkGrpc, grpcFrame, h2load, medianRun, type MedianResult } from "./h2load.js";
+import { checkGrpc, grpcFrame, h2load, medianOf, type LoadResult, type MedianResult } from "./h2load.js";
 import { machineSummary, repoRoot, startBenchService, table, writeDocSection, type BenchService } from "./support.js";
 
 const seconds = Number(process.env.BENCH_SECONDS ?? 5);
@@ -47,13 +49,42 @@ interface Figure extends MedianResult {
 }
 const figures: Figure[] = [];
 
-async function measure(name: string, checkout: string, url: string, body: Uint8Array, streams: number, rows = 1): Promise<Figure> {
-  await checkGrpc(url, body);
-  const result = await medianRun(runs, () => h2load({ url, body, streams, seconds, warmupSeconds: 2, cpus: "1" }));
-  const figure = { name, checkout, streams, rows, ...result };
-  figures.push(figure);
-  console.log(`${name} [${checkout}]\t${streams} streams\t${Math.round(result.rps)} req/s (${Math.round(result.min)}-${Math.round(result.max)})\tp50 ${result.p50Ms.toFixed(3)} ms`);
-  return figure;
+/** One load to measure: a server's method with a body, at a number of streams. */
+interface Scenario {
+  readonly name: string;
+  readonly checkout: string;
+  readonly url: string;
+  readonly body: Uint8Array;
+  readonly streams: number;
+  readonly rows: number;
+}
+
+/**
+ * Measures scenarios whose servers all run at once, in rounds: each round runs every scenario
+ * once, so that the machine's drift (a noisy neighbour, a CPU frequency change) spreads over
+ * all of them instead of landing on whichever ran at the time. A figure is the median round.
+ */
+async function measureInterleaved(scenarios: readonly Scenario[]): Promise<void> {
+  for (const s of scenarios) await checkGrpc(s.url, s.body);
+  const results = scenarios.map(() => [] as LoadResult[]);
+  for (let round = 0; round < runs; round++) {
+    for (const [i, s] of scenarios.entries()) results[i].push(await h2load({ url: s.url, body: s.body, streams: s.streams, seconds, warmupSeconds: 2, cpus: "1" }));
+  }
+  for (const [i, s] of scenarios.entries()) {
+    const result = medianOf(results[i]);
+    figures.push({ name: s.name, checkout: s.checkout, streams: s.streams, rows: s.rows, ...result });
+    console.log(`${s.name} [${s.checkout}]\t${s.rows} rows\t${s.streams} streams\t${Math.round(result.rps)} req/s (${Math.round(result.min)}-${Math.round(result.max)})\tp50 ${result.p50Ms.toFixed(3)} ms`);
+  }
+}
+
+/** Starts servers, measures the scenarios they serve, stops them whatever happens. */
+async function withServers(start: (servers: BenchService[]) => Promise<Scenario[]>): Promise<void> {
+  const servers: BenchService[] = [];
+  try {
+    await measureInterleaved(await start(servers));
+  } finally {
+    await Promise.all(servers.map((s) => s.stop()));
+  }
 }
 
 /** The bare reference server on core 0 (bench/reference-server.ts). */
@@ -77,85 +108,87 @@ async function startReference(port: number, withOrt: boolean): Promise<BenchServ
   };
 }
 
-// 1. The ceilings: the bare reference (with and without onnxruntime) and our echo service.
-for (const withOrt of [false, true]) {
-  const reference = await startReference(50300, withOrt);
-  try {
-    for (const rows of withOrt ? [1] : rowCounts) {
-      await measure(withOrt ? "bare grpc-js + 1 onnxruntime run per call" : "bare grpc-js, fixed bytes", "-", `http://${reference.address}/mlmesh.predictor.v1.PredictorService/Predict`, predictBody(rows), 50, rows);
-    }
-  } finally {
-    await reference.stop();
-  }
-}
-const echo = await startBenchService("echo", "ECHO_PORT", 50301, { cpus: "0" });
-try {
-  for (const rows of rowCounts) await measure("echo service", "-", `http://${echo.address}/mlmesh.echo.v1.EchoService/Echo`, echoBody(rows), 50, rows);
-} finally {
-  await echo.stop();
-}
+const predictPath = "/mlmesh.predictor.v1.PredictorService/Predict";
+const only = new Set((process.env.BENCH_ONLY ?? "predictor,proxy,registry").split(","));
+let port = 50300;
 
-// 2. The Predictor at 1/100/1,000 rows; metrics off as well as on (their cost).
-for (const checkout of checkouts) {
-  for (const metrics of checkout.label === "now" ? ["on", "off"] : ["on"]) {
-    const predictor = await startBenchService("predictor", "PREDICTOR_PORT", 50302, { cpus: "0", checkout: checkout.root, env: { METRICS: metrics } });
-    try {
-      for (const rows of metrics === "on" ? rowCounts : [1, 100]) {
-        await measure(`Predictor, metrics ${metrics}`, checkout.label, `http://${predictor.address}/mlmesh.predictor.v1.PredictorService/Predict`, predictBody(rows), 50, rows);
-      }
-    } finally {
-      await predictor.stop();
-    }
-  }
-}
-
-// 3. The Proxy (three backends on one Predictor, both on core 0) vs a direct Predict.
-for (const checkout of checkouts) {
-  const predictor = await startBenchService("predictor", "PREDICTOR_PORT", 50303, { cpus: "0", checkout: checkout.root });
-  const proxy = await startBenchService("proxy", "PROXY_PORT", 50304, { cpus: "0", checkout: checkout.root, env: { PREDICTOR_PORT: "50303" } });
-  try {
-    for (const streams of [1, 50]) {
-      await measure("direct Predict", checkout.label, `http://${predictor.address}/mlmesh.predictor.v1.PredictorService/Predict`, predictBody(1), streams);
-      await measure("Proxy PredictLabel", checkout.label, `http://${proxy.address}/mlmesh.proxy.v1.ProxyService/PredictLabel`, predictLabelBody, streams);
-    }
-  } finally {
-    await Promise.all([proxy.stop(), predictor.stop()]);
-  }
-}
-
-// 4. The registry's alias lookup on SQLite and PostgreSQL.
-const sqliteDir = mkdtempSync(join(tmpdir(), "mlmesh-bench-serving-"));
-const adminUrl = execFileSync(`${repoRoot}scripts/start-postgres.sh`, { encoding: "utf8" }).trim();
-const pgNames: string[] = [];
-try {
-  for (const checkout of checkouts) {
-    const tag = checkout.label === "now" ? "now" : "baseline";
-    const pgName = `mlmesh_bench_serving_${tag}_${Date.now()}`;
-    execFileSync("psql", [adminUrl, "-q", "-c", `CREATE DATABASE ${pgName}`]);
-    pgNames.push(pgName);
-    for (const database of [
-      { name: "SQLite", url: `file:${join(sqliteDir, `${tag}.db`)}` },
-      { name: "PostgreSQL", url: adminUrl.replace(/\/postgres$/, `/${pgName}`) },
-    ]) {
-      const registry = await startBenchService("registry", "REGISTRY_PORT", 50305, { cpus: "0", checkout: checkout.root, env: { DATABASE_URL: database.url } });
-      try {
-        const client = new GrpcClient(registry.address);
-        const deadlineMs = Date.now() + 10_000;
-        const { project } = await client.unary(ModelRegistryService.method.createProject, { name: "bench" }, { deadlineMs });
-        const { model } = await client.unary(ModelRegistryService.method.createModel, { projectId: project!.id, name: "iris_svc" }, { deadlineMs });
-        await client.unary(ModelRegistryService.method.createModelVersion, { modelId: model!.id, sourceUri: "file://models/iris_svc/1/model.onnx" }, { deadlineMs });
-        await client.unary(ModelRegistryService.method.setModelVersionAlias, { modelId: model!.id, alias: "production", version: 1 }, { deadlineMs });
-        client.close();
-        const body = grpcFrame(toBinary(GetModelVersionByAliasRequestSchema, create(GetModelVersionByAliasRequestSchema, { modelId: model!.id, alias: "production" })));
-        await measure(`GetModelVersionByAlias, ${database.name}`, checkout.label, `http://${registry.address}/mlmesh.registry.v1.ModelRegistryService/GetModelVersionByAlias`, body, 50);
-      } finally {
-        await registry.stop();
+// 1. The ceilings (the bare reference with and without onnxruntime, our echo service) and the
+// Predictor at 1/100/1,000 rows, with metrics off as well as on (their cost).
+if (only.has("predictor")) {
+  await withServers(async (servers) => {
+    const scenarios: Scenario[] = [];
+    const add = (server: BenchService, name: string, checkout: string, path: string, body: (rows: number) => Uint8Array, rowCounts: number[]) => {
+      servers.push(server);
+      for (const rows of rowCounts) scenarios.push({ name, checkout, url: `http://${server.address}${path}`, body: body(rows), streams: 50, rows });
+    };
+    add(await startReference(port++, false), "bare grpc-js, fixed bytes", "-", predictPath, predictBody, rowCounts);
+    add(await startReference(port++, true), "bare grpc-js + 1 onnxruntime run per call", "-", predictPath, predictBody, [1]);
+    add(await startBenchService("echo", "ECHO_PORT", port++, { cpus: "0" }), "echo service", "-", "/mlmesh.echo.v1.EchoService/Echo", echoBody, rowCounts);
+    for (const checkout of checkouts) {
+      for (const metrics of checkout.label === "now" ? ["on", "off"] : ["on"]) {
+        const predictor = await startBenchService("predictor", "PREDICTOR_PORT", port++, { cpus: "0", checkout: checkout.root, env: { METRICS: metrics } });
+        add(predictor, `Predictor, metrics ${metrics}`, checkout.label, predictPath, predictBody, metrics === "on" ? rowCounts : [1, 100]);
       }
     }
+    return scenarios;
+  });
+}
+
+// 2. The Proxy (three backends on one Predictor, both on core 0) vs a direct Predict.
+if (only.has("proxy")) {
+  await withServers(async (servers) => {
+    const scenarios: Scenario[] = [];
+    for (const checkout of checkouts) {
+      const predictorPort = port++;
+      const predictor = await startBenchService("predictor", "PREDICTOR_PORT", predictorPort, { cpus: "0", checkout: checkout.root });
+      const proxy = await startBenchService("proxy", "PROXY_PORT", port++, { cpus: "0", checkout: checkout.root, env: { PREDICTOR_PORT: String(predictorPort) } });
+      servers.push(predictor, proxy);
+      for (const streams of [1, 50]) {
+        scenarios.push({ name: "direct Predict", checkout: checkout.label, url: `http://${predictor.address}${predictPath}`, body: predictBody(1), streams, rows: 1 });
+        scenarios.push({ name: "Proxy PredictLabel", checkout: checkout.label, url: `http://${proxy.address}/mlmesh.proxy.v1.ProxyService/PredictLabel`, body: predictLabelBody, streams, rows: 1 });
+      }
+    }
+    return scenarios;
+  });
+}
+
+// 3. The registry's alias lookup on SQLite and PostgreSQL.
+if (only.has("registry")) {
+  const sqliteDir = mkdtempSync(join(tmpdir(), "mlmesh-bench-serving-"));
+  const adminUrl = execFileSync(`${repoRoot}scripts/start-postgres.sh`, { encoding: "utf8" }).trim();
+  const pgNames: string[] = [];
+  try {
+    await withServers(async (servers) => {
+      const scenarios: Scenario[] = [];
+      for (const checkout of checkouts) {
+        const tag = checkout.label === "now" ? "now" : "baseline";
+        const pgName = `mlmesh_bench_serving_${tag}_${Date.now()}`;
+        execFileSync("psql", [adminUrl, "-q", "-c", `CREATE DATABASE ${pgName}`]);
+        pgNames.push(pgName);
+        for (const database of [
+          { name: "SQLite", url: `file:${join(sqliteDir, `${tag}.db`)}` },
+          { name: "PostgreSQL", url: adminUrl.replace(/\/postgres$/, `/${pgName}`) },
+        ]) {
+          const registry = await startBenchService("registry", "REGISTRY_PORT", port++, { cpus: "0", checkout: checkout.root, env: { DATABASE_URL: database.url } });
+          servers.push(registry);
+          const client = new GrpcClient(registry.address);
+          const deadlineMs = Date.now() + 10_000;
+          const { project } = await client.unary(ModelRegistryService.method.createProject, { name: "bench" }, { deadlineMs });
+          const { model } = await client.unary(ModelRegistryService.method.createModel, { projectId: project!.id, name: "iris_svc" }, { deadlineMs });
+          await client.unary(ModelRegistryService.method.createModelVersion, { modelId: model!.id, sourceUri: "file://models/iris_svc/1/model.onnx" }, { deadlineMs });
+          await client.unary(ModelRegistryService.method.setModelVersionAlias, { modelId: model!.id, alias: "production", version: 1 }, { deadlineMs });
+          client.close();
+          const body = grpcFrame(toBinary(GetModelVersionByAliasRequestSchema, create(GetModelVersionByAliasRequestSchema, { modelId: model!.id, alias: "production" })));
+          const url = `http://${registry.address}/mlmesh.registry.v1.ModelRegistryService/GetModelVersionByAlias`;
+          scenarios.push({ name: `GetModelVersionByAlias, ${database.name}`, checkout: checkout.label, url, body, streams: 50, rows: 1 });
+        }
+      }
+      return scenarios;
+    });
+  } finally {
+    rmSync(sqliteDir, { recursive: true, force: true });
+    for (const name of pgNames) execFileSync("psql", [adminUrl, "-q", "-c", `DROP DATABASE IF EXISTS ${name} WITH (FORCE)`]);
   }
-} finally {
-  rmSync(sqliteDir, { recursive: true, force: true });
-  for (const name of pgNames) execFileSync("psql", [adminUrl, "-q", "-c", `DROP DATABASE IF EXISTS ${name} WITH (FORCE)`]);
 }
 
 // The tables.
@@ -188,14 +221,20 @@ const targetRows = checkouts.map(({ label }) => {
 const metricsOn = (rows: number) => find("Predictor, metrics on", "now", 50, rows);
 const metricsOff = (rows: number) => find("Predictor, metrics off", "now", 50, rows);
 
+if (only.size < 3) {
+  console.log("BENCH_ONLY ran a part: docs/benchmarks.md left as it is");
+  process.exit(0);
+}
 await writeDocSection(
   "serving",
   `
 ## The serving path: reference, echo, Predictor, Proxy and registry with h2load
 
-One HTTP/2 connection from h2load on core 1 (${seconds} s after a 2 s warm-up), the server pinned to core 0
-(the Proxy and its Predictor share core 0; PostgreSQL is not pinned). Every figure is the
-median of ${runs} runs, with the spread; p50/p99 come from h2load's per-request log of the median run.
+One HTTP/2 connection from h2load on core 1 (${seconds} s after a 2 s warm-up), the servers pinned to core 0
+(the Proxy and its Predictor share core 0; PostgreSQL is not pinned). The servers of a group
+(ceilings and Predictors; Proxies; registries) run at once and are measured in ${runs} interleaved
+rounds, so that the machine's drift spreads over all of them; every figure is the median round,
+with the spread; p50/p99 come from h2load's per-request log of that round.
 "bare grpc-js" is bench/reference-server.ts: a @grpc/grpc-js server answering Predict with
 pre-serialized bytes of the right size (no decoding, validation, logging or metrics), with and
 without one onnxruntime run per call. Rows marked baseline ran another checkout's services in

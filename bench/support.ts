@@ -22,9 +22,9 @@ export async function startBenchService(
   service: string,
   portVariable: string,
   port: number,
-  options: { cpus?: string; env?: Record<string, string>; checkout?: string } = {},
+  options: { cpus?: string; env?: Record<string, string>; checkout?: string; nodeArgs?: readonly string[] } = {},
 ): Promise<BenchService> {
-  const command = [process.execPath, `${options.checkout ?? repoRoot}/bin/mlmesh.js`, "serve", service];
+  const command = [process.execPath, ...(options.nodeArgs ?? []), `${options.checkout ?? repoRoot}/bin/mlmesh.js`, "serve", service];
   const [file, ...args] = options.cpus ? ["taskset", "-c", options.cpus, ...command] : command;
   const child: ChildProcess = spawn(file, args, {
     env: { ...process.env, LOG_LEVEL: "warn", HOST: "127.0.0.1", [portVariable]: String(port), ...options.env },

@@ -118,7 +118,11 @@ describe("metrics", () => {
     for (let i = 0; i < 20; i++) await proxy.predictLabel({ rows: [row] });
 
     // Each PredictLabel asks the three one-vs-rest models: 200 direct calls + 60 through the Proxy.
-    await until("Prometheus to see the calls", async () => (Number((await query(predictCount))[0].value[1]) === before + 260 ? true : undefined));
+    // Each target is scraped on its own schedule: wait until both counts are in.
+    await until("Prometheus to see the calls", async () =>
+      Number((await query(predictCount))[0].value[1]) === before + 260 && Number((await query(labelCount))[0].value[1]) === 20 ? true : undefined,
+    );
+    expect(Number((await query(predictCount))[0].value[1])).toBe(before + 260);
     expect(Number((await query(labelCount))[0].value[1])).toBe(20);
     const p99 = await until("a p99", async () => {
       const [result] = await query('histogram_quantile(0.99, sum by (le) (rate(mlmesh_rpc_duration_seconds_bucket{method="Predict"}[1m])))');

@@ -6,6 +6,7 @@ import { ServingStatus } from "../runtime/health.js";
 import { serve } from "../runtime/instrument.js";
 import type { Logger } from "../runtime/observability/logger.js";
 import { runService } from "../runtime/run-service.js";
+import { predictWire } from "../runtime/wire/predict-wire.js";
 import { startServer, type RunningServer, type StartServerOptions } from "../runtime/server.js";
 import { loadPredictorConfig, type PredictorConfig } from "./config.js";
 import { readModelFolder } from "./folder-source.js";
@@ -39,7 +40,7 @@ export function main(env: Env): Promise<void> {
       config,
       logger,
       tracing,
-      services: [serve(PredictorService, createPredictorService(table)), serve(GRPCInferenceService, createInferenceService(table, () => ready))],
+      services: [serve(PredictorService, createPredictorService(table), { predict: predictWire }), serve(GRPCInferenceService, createInferenceService(table, () => ready))],
       httpFallback: createInferenceRestHandler(table, { ready: () => ready, maxBodyBytes: config.maxMessageBytes, logger }),
     };
     const setHealth = (server: RunningServer, snapshot: Snapshot) => {

@@ -1,30 +1,20 @@
-import { counter, gauge, histogram, latencyBuckets, metricsEnabled } from "../runtime/observability/metrics.js";
+import { counter, gauge, hotCounter, hotHistogram, latencyBuckets, metricsEnabled } from "../runtime/observability/metrics.js";
 import type { ServingTable } from "./serving-table.js";
 
-const inferenceRequests = counter({
-  name: "mlmesh_predictor_inference_requests_total",
-  help: "Inference requests (Predict, ModelInfer) per model version, by outcome: ok or failed.",
-  labelNames: ["model", "version", "outcome"],
-});
-const rows = counter({ name: "mlmesh_predictor_rows_total", help: "Rows inferred by successful requests, per model version.", labelNames: ["model", "version"] });
-const batchRows = histogram({
-  name: "mlmesh_predictor_batch_rows",
-  help: "Rows per onnxruntime run (concurrent requests share runs), per model version.",
-  labelNames: ["model", "version"],
-  buckets: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10_000],
-});
-const queueWait = histogram({
-  name: "mlmesh_predictor_queue_wait_seconds",
-  help: "Time a request waited for an onnxruntime run, per model version.",
-  labelNames: ["model", "version"],
-  buckets: latencyBuckets,
-});
-const compute = histogram({
-  name: "mlmesh_predictor_compute_seconds",
-  help: "Duration of each onnxruntime run, per model version.",
-  labelNames: ["model", "version"],
-  buckets: latencyBuckets,
-});
+const inferenceRequests = hotCounter(
+  "mlmesh_predictor_inference_requests_total",
+  "Inference requests (Predict, ModelInfer) per model version, by outcome: ok or failed.",
+  ["model", "version", "outcome"],
+);
+const rows = hotCounter("mlmesh_predictor_rows_total", "Rows inferred by successful requests, per model version.", ["model", "version"]);
+const batchRows = hotHistogram(
+  "mlmesh_predictor_batch_rows",
+  "Rows per onnxruntime run (concurrent requests share runs), per model version.",
+  ["model", "version"],
+  [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10_000],
+);
+const queueWait = hotHistogram("mlmesh_predictor_queue_wait_seconds", "Time a request waited for an onnxruntime run, per model version.", ["model", "version"], latencyBuckets);
+const compute = hotHistogram("mlmesh_predictor_compute_seconds", "Duration of each onnxruntime run, per model version.", ["model", "version"], latencyBuckets);
 
 /** Model loads by outcome (loaded, failed) and unloads: what changed and when. */
 export const modelLoads = counter({ name: "mlmesh_predictor_model_loads_total", help: "Model versions loaded, by outcome: loaded or failed.", labelNames: ["model", "outcome"] });

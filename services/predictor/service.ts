@@ -1,18 +1,10 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import type {
-  ModelMetadataSchema,
-  PredictionSchema,
-  PredictorService,
-  PredictResponseSchema,
-  Row,
-} from "../../gen/mlmesh/predictor/v1/predictor_pb.js";
+import type { ModelMetadataSchema, PredictorService } from "../../gen/mlmesh/predictor/v1/predictor_pb.js";
 import type { PartialServiceImpl } from "../runtime/instrument.js";
 import { pageOf } from "../runtime/pagination.js";
+import { PackedPredictResponse, packedRowsOf, packRows, type PackedRows } from "../runtime/wire/predict-wire.js";
 import type { LoadedVersion, ServingTable } from "./serving-table.js";
-
-type PredictResponseInit = MessageInitShape<typeof PredictResponseSchema>;
-type PredictionInit = MessageInitShape<typeof PredictionSchema>;
 
 /**
  * The PredictorService handlers over the serving table (what is loaded now). Row counts
@@ -22,7 +14,7 @@ type PredictionInit = MessageInitShape<typeof PredictionSchema>;
 export function createPredictorService(table: ServingTable): PartialServiceImpl<typeof PredictorService> {
   return {
     predict(request) {
-      return table.use(request.model, request.version, (model) => predictRows(model, request.rows));
+      return table.use(request.model, request.version, (model) => predictRows(model, packedRowsOf(request)));
     },
 
     getModelMetadata(request) {
@@ -45,7 +37,7 @@ export function createPredictorService(table: ServingTable): PartialServiceImpl<
     predictSample(request) {
       return table.use(request.model, request.version, async (model) => {
         const rows = model.metadata.sample_input.map((values) => ({ values: [...values] }));
-        return { rows, response: await predictRows(model, rows) };
+        return { rows, response: await predictRows(model, packRows(rows)) };
       });
     },
   };
@@ -62,45 +54,35 @@ function aliasesOf(table: ServingTable, model: LoadedVersion): string[] {
   return [...(served?.aliases ?? [])].filter(([, version]) => version === model.version).map(([alias]) => alias).sort();
 }
 
-/** Packs the rows into one tensor, runs the model once, and unpacks per-row predictions. */
-async function predictRows(model: LoadedVersion, rows: readonly Pick<Row, "values">[]): Promise<PredictResponseInit> {
+/** Runs the model once over the request's rows (packed as decoded: runtime/wire/predict-wire.ts). */
+async function predictRows(model: LoadedVersion, rows: PackedRows): Promise<PackedPredictResponse> {
   const started = performance.now();
   try {
     const response = await classifyRows(model, rows, started);
     return response;
   } catch (err) {
-    model.stats.recordRequest({ ok: false, rows: rows.length, totalMs: performance.now() - started, inputMs: performance.now() - started });
+    model.stats.recordRequest({ ok: false, rows: rows.rowCount, totalMs: performance.now() - started, inputMs: performance.now() - started });
     throw err;
   }
 }
 
-async function classifyRows(model: LoadedVersion, rows: readonly Pick<Row, "values">[], started: number): Promise<PredictResponseInit> {
+async function classifyRows(model: LoadedVersion, rows: PackedRows, started: number): Promise<PackedPredictResponse> {
   const { featureCount, metadata } = model;
-  const features = new Float32Array(rows.length * featureCount);
-  for (let i = 0; i < rows.length; i++) {
-    const values = rows[i].values;
-    if (values.length !== featureCount) {
+  const { offsets, rowCount } = rows;
+  for (let i = 0; i < rowCount; i++) {
+    const count = offsets[i + 1] - offsets[i];
+    if (count !== featureCount) {
       throw new ConnectError(
-        `rows[${i}] has ${values.length} values; ${model.name} v${model.version} takes ${featureCount} (${metadata.feature_names.join(", ")})`,
+        `rows[${i}] has ${count} values; ${model.name} v${model.version} takes ${featureCount} (${metadata.feature_names.join(", ")})`,
         Code.InvalidArgument,
       );
     }
-    features.set(values, i * featureCount);
   }
   const packed = performance.now();
-  const probabilities = await model.classify(features, rows.length);
-  const classified = performance.now();
-  const classCount = metadata.labels.length;
-  const predictions: PredictionInit[] = new Array(rows.length);
-  for (let i = 0; i < rows.length; i++) {
-    const row = probabilities.subarray(i * classCount, (i + 1) * classCount);
-    let best = 0;
-    for (let c = 1; c < classCount; c++) if (row[c] > row[best]) best = c;
-    predictions[i] = { probabilities: Array.from(row), label: metadata.labels[best], labelIndex: best, probability: row[best] };
-  }
+  const probabilities = await model.classify(rows.features, rowCount);
   const done = performance.now();
-  model.stats.recordRequest({ ok: true, rows: rows.length, totalMs: done - started, inputMs: packed - started, outputMs: done - classified });
-  return { model: model.name, version: model.version, labels: [...metadata.labels], predictions };
+  model.stats.recordRequest({ ok: true, rows: rowCount, totalMs: done - started, inputMs: packed - started });
+  return new PackedPredictResponse(model.name, model.version, [...metadata.labels], probabilities, rowCount);
 }
 
 function metadataOf(model: LoadedVersion, aliases: string[]): MessageInitShape<typeof ModelMetadataSchema> {

@@ -3,7 +3,7 @@ import * as grpc from "@grpc/grpc-js";
 import { create, fromBinary, toBinary, type DescMessage, type DescMethod, type DescService } from "@bufbuild/protobuf";
 import { Code, ConnectError, createContextValues, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import { codeName } from "./errors.js";
-import { logRpc } from "./instrument.js";
+import { logRpc, markValidated, type MethodWire } from "./instrument.js";
 import { methodMetrics } from "./observability/metrics.js";
 import type { Logger } from "./observability/logger.js";
 
@@ -24,13 +24,14 @@ export function addServiceToGrpcServer(
   server: grpc.Server,
   service: DescService,
   impl: ServiceImpl<DescService>,
-  options: { logger: Logger },
+  options: { logger: Logger; wire?: Readonly<Record<string, MethodWire>> },
 ): void {
   const definition: Record<string, grpc.MethodDefinition<Buffer, unknown>> = {};
   const handlers: grpc.UntypedServiceImplementation = {};
   const methods = impl as unknown as Record<string, AnyHandler>;
   for (const method of service.methods) {
     const metrics = methodMetrics(`/${service.typeName}/${method.name}`);
+    const wire = options.wire?.[method.localName];
     definition[method.localName] = {
       path: `/${service.typeName}/${method.name}`,
       originalName: method.name,
@@ -42,23 +43,34 @@ export function addServiceToGrpcServer(
         return bytes;
       },
       responseSerialize: (message: unknown) => {
-        const bytes = Buffer.from(toBinary(method.output, create(method.output, message as never)));
+        const bytes = asBuffer(wire?.encodeResponse(message) ?? toBinary(method.output, create(method.output, message as never)));
         metrics.responseSize("grpc", bytes.length);
         return bytes;
       },
       responseDeserialize: (bytes: Buffer) => bytes,
     };
-    handlers[method.localName] = grpcHandler(method, methods[method.localName], options);
+    handlers[method.localName] = grpcHandler(method, methods[method.localName], wire, options);
   }
   server.addService(definition as grpc.ServiceDefinition, handlers);
+}
+
+/** The same bytes as a Buffer, without a copy. */
+function asBuffer(bytes: Uint8Array): Buffer {
+  return Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }
 
 function grpcHandler(
   method: DescMethod,
   handler: AnyHandler,
+  wire: MethodWire | undefined,
   options: { logger: Logger },
 ): grpc.UntypedHandleCall {
-  const decode = (bytes: Buffer) => decodeRequest(method.input, bytes);
+  const decode = (bytes: Buffer) => {
+    const decoded = wire?.decodeRequest(bytes);
+    if (decoded === undefined) return decodeRequest(method.input, bytes);
+    markValidated(decoded);
+    return decoded;
+  };
   switch (method.methodKind) {
     case "unary":
       return (call: grpc.ServerUnaryCall<Buffer, unknown>, callback: grpc.sendUnaryData<unknown>) => {
@@ -72,11 +84,16 @@ function grpcHandler(
         }
         Promise.resolve(handler(request, ctx)).then(
           (response) => {
+            ctx.settle();
             const header = ctx.responseMetadata();
             if (header) call.sendMetadata(header);
             callback(null, response, ctx.trailerMetadata());
           },
-          (err: unknown) => callback(toServiceError(err, ctx)),
+          (err: unknown) => {
+            const error = toServiceError(err, ctx);
+            ctx.settle();
+            callback(error);
+          },
         );
       };
     case "server_streaming":
@@ -102,11 +119,16 @@ function grpcHandler(
         const ctx = contextFor(method, call);
         Promise.resolve(handler(decodeStream(call, decode), ctx)).then(
           (response) => {
+            ctx.settle();
             const header = ctx.responseMetadata();
             if (header) call.sendMetadata(header);
             callback(null, response, ctx.trailerMetadata());
           },
-          (err: unknown) => callback(toServiceError(err, ctx)),
+          (err: unknown) => {
+            const error = toServiceError(err, ctx);
+            ctx.settle();
+            callback(error);
+          },
         );
       };
   }
@@ -163,9 +185,11 @@ async function writeStream(
       }
       if (!call.write(response)) await once(call, "drain", { signal: ctx.signal });
     }
+    ctx.settle();
     call.end(ctx.trailerMetadata());
   } catch (err) {
     if (!call.cancelled) call.emit("error", toServiceError(err, ctx));
+    ctx.settle();
   }
 }
 
@@ -173,7 +197,8 @@ async function writeStream(
  * The HandlerContext of a grpc-js call. connect's createHandlerContext builds linked
  * AbortControllers, a deadline timer and Headers for every call, most of which a handler never
  * reads, and that machinery cost more than the whole grpc-js call on the hot path
- * (docs/benchmarks.md). Here each part is built on first use.
+ * (docs/benchmarks.md). Here headers are the call's grpc-js Metadata seen through the Headers
+ * interface (no copies), and the signal is built on first use.
  */
 class GrpcHandlerContext implements HandlerContext {
   readonly requestMethod = "POST";
@@ -184,8 +209,11 @@ class GrpcHandlerContext implements HandlerContext {
   private readonly deadlineMs: number;
   private lazySignal: AbortSignal | undefined;
   private lazyRequestHeader: Headers | undefined;
-  private lazyResponseHeader: Headers | undefined;
-  private lazyResponseTrailer: Headers | undefined;
+  private responseHeaderMetadata: grpc.Metadata | undefined;
+  private trailerMetadataValue: grpc.Metadata | undefined;
+  /** Set once the answer is sent: grpc-js then reports every call as "cancelled", which is not a cancel. */
+  private answered = false;
+  private releaseSignal: (() => void) | undefined;
 
   constructor(
     readonly method: DescMethod,
@@ -208,55 +236,101 @@ class GrpcHandlerContext implements HandlerContext {
   get signal(): AbortSignal {
     if (this.lazySignal) return this.lazySignal;
     const controller = new AbortController();
-    const cancel = () => controller.abort(new ConnectError("the client cancelled the call", Code.Canceled));
-    if (this.call.cancelled) cancel();
-    else (this.call as NodeJS.EventEmitter).once("cancelled", cancel);
+    this.lazySignal = controller.signal;
     const timeoutMs = this.timeoutMs();
-    const signals = [controller.signal];
-    if (timeoutMs !== undefined) signals.push(deadlineSignal(timeoutMs));
-    this.lazySignal = AbortSignal.any(signals);
+    const emitter = this.call as NodeJS.EventEmitter;
+    const cancel = () => {
+      if (!this.answered) controller.abort(new ConnectError("the client cancelled the call", Code.Canceled));
+    };
+    const timer = timeoutMs === undefined ? undefined : setTimeout(() => controller.abort(new ConnectError("the deadline was exceeded", Code.DeadlineExceeded)), timeoutMs);
+    timer?.unref();
+    if (this.call.cancelled) cancel();
+    else emitter.once("cancelled", cancel);
+    this.releaseSignal = () => {
+      clearTimeout(timer);
+      emitter.removeListener("cancelled", cancel);
+    };
     return this.lazySignal;
   }
 
+  /** The answer is on its way: the call can no longer be cancelled or time out. */
+  settle(): void {
+    this.answered = true;
+    this.releaseSignal?.();
+  }
+
   get requestHeader(): Headers {
-    return (this.lazyRequestHeader ??= fromMetadata(this.call.metadata));
+    return (this.lazyRequestHeader ??= new MetadataHeaders(this.call.metadata));
   }
 
   get responseHeader(): Headers {
-    return (this.lazyResponseHeader ??= new Headers());
+    return new MetadataHeaders((this.responseHeaderMetadata ??= new grpc.Metadata()));
   }
 
   get responseTrailer(): Headers {
-    return (this.lazyResponseTrailer ??= new Headers());
+    return new MetadataHeaders((this.trailerMetadataValue ??= new grpc.Metadata()));
   }
 
   /** Response headers set by the handler, as grpc-js metadata (undefined: none). */
   responseMetadata(): grpc.Metadata | undefined {
-    return this.lazyResponseHeader && toMetadata(this.lazyResponseHeader);
+    return this.responseHeaderMetadata;
   }
 
   /** Trailers set by the handler, as grpc-js metadata (undefined: none). */
   trailerMetadata(): grpc.Metadata | undefined {
-    return this.lazyResponseTrailer && toMetadata(this.lazyResponseTrailer);
+    return this.trailerMetadataValue;
   }
 }
 
-function deadlineSignal(timeoutMs: number): AbortSignal {
-  const controller = new AbortController();
-  setTimeout(() => controller.abort(new ConnectError("the deadline was exceeded", Code.DeadlineExceeded)), timeoutMs).unref();
-  return controller.signal;
+/**
+ * grpc-js Metadata through the Fetch Headers interface that connect handlers use, without
+ * copying it. Names are lowercase in both; several values of a name read as one, comma-joined
+ * (as Headers does); binary (-bin) values are not text and are left out.
+ */
+class MetadataHeaders implements Headers {
+  constructor(private readonly metadata: grpc.Metadata) {}
+
+  get(name: string): string | null {
+    const values = this.metadata.get(name.toLowerCase()).filter((v): v is string => typeof v === "string");
+    return values.length === 0 ? null : values.join(", ");
+  }
+  has(name: string): boolean {
+    return this.get(name) !== null;
+  }
+  set(name: string, value: string): void {
+    this.metadata.set(name.toLowerCase(), value);
+  }
+  append(name: string, value: string): void {
+    this.metadata.add(name.toLowerCase(), value);
+  }
+  delete(name: string): void {
+    this.metadata.remove(name.toLowerCase());
+  }
+  getSetCookie(): string[] {
+    return [];
+  }
+  forEach(callback: (value: string, key: string, parent: Headers) => void, thisArg?: unknown): void {
+    for (const [key, value] of this.entries()) callback.call(thisArg, value, key, this);
+  }
+  *entries(): Generator<[string, string]> {
+    for (const key of Object.keys(this.metadata.getMap()).sort()) {
+      const value = this.get(key);
+      if (value !== null) yield [key, value];
+    }
+  }
+  *keys(): Generator<string> {
+    for (const [key] of this.entries()) yield key;
+  }
+  *values(): Generator<string> {
+    for (const [, value] of this.entries()) yield value;
+  }
+  [Symbol.iterator](): Generator<[string, string]> {
+    return this.entries();
+  }
 }
 
 function contextFor(method: DescMethod, call: AnyCall): GrpcHandlerContext {
   return new GrpcHandlerContext(method, call);
-}
-
-function fromMetadata(metadata: grpc.Metadata): Headers {
-  const headers = new Headers();
-  for (const [key, value] of Object.entries(metadata.getMap())) {
-    if (typeof value === "string") headers.set(key, value);
-  }
-  return headers;
 }
 
 function toMetadata(headers: Headers): grpc.Metadata {

@@ -14,11 +14,36 @@ export type PartialServiceImpl<S extends DescService> = Partial<ServiceImpl<S>>;
 export interface ServiceRegistration<S extends DescService = DescService> {
   readonly service: S;
   readonly impl: PartialServiceImpl<S>;
+  /** Hand-written codecs of some methods, for the native gRPC path (by method local name). */
+  readonly wire?: Readonly<Record<string, MethodWire>>;
+}
+
+/**
+ * A method's hand-written wire codec (runtime/wire/), used by the native gRPC path where
+ * protobuf-es reflection and protovalidate cost more than the work (per-row messages).
+ */
+export interface MethodWire {
+  /**
+   * The request, decoded and checked against every rule of its .proto (marked as such with
+   * markValidated), or undefined to leave the bytes to protobuf-es and protovalidate, whose
+   * answer (errors included) then stands.
+   */
+  decodeRequest(bytes: Buffer): object | undefined;
+  /** The response's bytes, exactly as protobuf-es writes them; undefined to leave it to protobuf-es. */
+  encodeResponse(response: unknown): Uint8Array | undefined;
 }
 
 /** Builds a registration; the generic keeps the handler types checked against the descriptor. */
-export function serve<S extends DescService>(service: S, impl: PartialServiceImpl<S>): ServiceRegistration {
-  return { service, impl } as unknown as ServiceRegistration;
+export function serve<S extends DescService>(service: S, impl: PartialServiceImpl<S>, wire?: ServiceRegistration["wire"]): ServiceRegistration {
+  return { service, impl, wire } as unknown as ServiceRegistration;
+}
+
+/** Requests a MethodWire decoder has already checked against their rules. */
+const validatedRequests = new WeakSet<object>();
+
+/** Marks a request as checked against its contract's rules while decoded (MethodWire). */
+export function markValidated(request: object): void {
+  validatedRequests.add(request);
 }
 
 type AnyHandler = (input: unknown, ctx: HandlerContext) => unknown;
@@ -40,7 +65,8 @@ export function createRequestValidator(): Validator {
  * carries it (grpc-js for native gRPC, connect-node for gRPC-web and Connect):
  *   1. a request id (the caller's x-request-id, or a new one), echoed in the response header;
  *   2. protovalidate: a request that breaks a rule of its .proto fails INVALID_ARGUMENT with
- *      the field path and rule id, before the handler runs;
+ *      the field path and rule id, before the handler runs (unless a MethodWire decoder
+ *      already checked the same rules);
  *   3. error mapping (toConnectError): no stack trace or internal message reaches a client;
  *   4. a span of the caller's trace (W3C traceparent) or a new one, in ctx.values for the
  *      calls the handler makes (observability/tracing.ts);
@@ -73,7 +99,9 @@ function unimplemented(method: DescMethod): AnyHandler {
 function instrumentMethod(method: DescMethod, handler: AnyHandler, options: InstrumentOptions): AnyHandler {
   const rpc = `/${method.parent.typeName}/${method.name}`;
   const metrics = methodMetrics(rpc);
-  const validate = (input: unknown) => validateRequest(options.validator, method.input, input);
+  const validate = (input: unknown) => {
+    if (!validatedRequests.has(input as object)) validateRequest(options.validator, method.input, input);
+  };
   // Compile the request's rules now: the first validation in a process sets up CEL (~100 ms
   // here, more on a loaded machine), which would otherwise land on the first caller.
   options.validator.validate(method.input, create(method.input));
@@ -190,7 +218,7 @@ export function logRpc(logger: Logger, outcome: RpcOutcome): void {
   const trace = { trace_id: outcome.traceId, span_id: outcome.spanId };
   if (error === undefined) {
     const level = rpc.startsWith("/grpc.") ? "debug" : "info";
-    logger[level]({ rpc, protocol, code: "OK", ms, requestId, ...trace }, "rpc");
+    if (logger.isLevelEnabled(level)) logger[level]({ rpc, protocol, code: "OK", ms, requestId, ...trace }, "rpc");
     return;
   }
   const fields = { rpc, protocol, code: codeName(error.code), ms, requestId, ...trace, message: error.rawMessage };

@@ -82,15 +82,15 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
   const registrations = [...options.services, healthRegistration, ...reflectionRegistrations(reflected, files)];
   const validator = createRequestValidator();
   const tracing = options.tracing ?? idsOnlyTracing;
-  const instrumented = registrations.map((r) => ({ service: r.service, impl: instrumentService(r, { logger, validator, tracing }) }));
+  const instrumented = registrations.map((r) => ({ service: r.service, wire: r.wire, impl: instrumentService(r, { logger, validator, tracing }) }));
 
   const grpcServer = new grpc.Server({
     "grpc.max_receive_message_length": config.maxMessageBytes,
     "grpc.max_send_message_length": maxResponseBytes,
     "grpc.enable_channelz": 0, // per-call bookkeeping nothing here reads
   });
-  for (const { service, impl } of instrumented) {
-    addServiceToGrpcServer(grpcServer, service, impl, { logger });
+  for (const { service, impl, wire } of instrumented) {
+    addServiceToGrpcServer(grpcServer, service, impl, { logger, wire });
   }
   const http2Injector = grpcServer.createConnectionInjector(grpc.ServerCredentials.createInsecure());
 

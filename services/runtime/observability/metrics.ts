@@ -1,4 +1,5 @@
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry, type CounterConfiguration, type GaugeConfiguration, type HistogramConfiguration } from "prom-client";
+import { HotCounter, HotGauge, HotHistogram } from "./hot-metrics.js";
 
 /*
  * Prometheus metrics (prom-client), one registry per process, served as text at GET /metrics
@@ -48,30 +49,38 @@ export async function metricsText(): Promise<{ body: string; contentType: string
   return { body: await metricsRegistry.metrics(), contentType: metricsRegistry.contentType };
 }
 
-const requests = counter({
-  name: "mlmesh_rpc_requests_total",
-  help: "RPCs answered, by service, method, protocol (grpc, grpc-web, connect, rest) and status code.",
-  labelNames: ["service", "method", "protocol", "code"],
-});
-const duration = histogram({
-  name: "mlmesh_rpc_duration_seconds",
-  help: "Time from an RPC's arrival to its answer (streams: to their end).",
-  labelNames: ["service", "method", "protocol"],
-  buckets: latencyBuckets,
-});
-const inFlight = gauge({ name: "mlmesh_rpc_in_flight", help: "RPCs being served now.", labelNames: ["service", "method"] });
-const requestBytes = histogram({
-  name: "mlmesh_rpc_request_bytes",
-  help: "Size of an RPC's request: each message (gRPC), or the HTTP body (gRPC-web, Connect).",
-  labelNames: ["service", "method", "protocol"],
-  buckets: sizeBuckets,
-});
-const responseBytes = histogram({
-  name: "mlmesh_rpc_response_bytes",
-  help: "Size of an RPC's response: each message (gRPC), or the HTTP body (gRPC-web, Connect).",
-  labelNames: ["service", "method", "protocol"],
-  buckets: sizeBuckets,
-});
+/** A hot-path counter (hot-metrics.ts): labels() children that cost one addition per inc(). */
+export function hotCounter(name: string, help: string, labelNames: readonly string[]): HotCounter {
+  return new HotCounter(name, help, labelNames, metricsRegistry);
+}
+
+export function hotGauge(name: string, help: string, labelNames: readonly string[]): HotGauge {
+  return new HotGauge(name, help, labelNames, metricsRegistry);
+}
+
+export function hotHistogram(name: string, help: string, labelNames: readonly string[], buckets: readonly number[]): HotHistogram {
+  return new HotHistogram(name, help, labelNames, buckets, metricsRegistry);
+}
+
+const requests = hotCounter(
+  "mlmesh_rpc_requests_total",
+  "RPCs answered, by service, method, protocol (grpc, grpc-web, connect, rest) and status code.",
+  ["service", "method", "protocol", "code"],
+);
+const duration = hotHistogram("mlmesh_rpc_duration_seconds", "Time from an RPC's arrival to its answer (streams: to their end).", ["service", "method", "protocol"], latencyBuckets);
+const inFlight = hotGauge("mlmesh_rpc_in_flight", "RPCs being served now.", ["service", "method"]);
+const requestBytes = hotHistogram(
+  "mlmesh_rpc_request_bytes",
+  "Size of an RPC's request: each message (gRPC), or the HTTP body (gRPC-web, Connect).",
+  ["service", "method", "protocol"],
+  sizeBuckets,
+);
+const responseBytes = hotHistogram(
+  "mlmesh_rpc_response_bytes",
+  "Size of an RPC's response: each message (gRPC), or the HTTP body (gRPC-web, Connect).",
+  ["service", "method", "protocol"],
+  sizeBuckets,
+);
 
 /**
  * The RPC metrics of one method ("/pkg.Service/Method"), with its label sets looked up once:

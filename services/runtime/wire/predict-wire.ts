@@ -1,0 +1,356 @@
+import { endianness } from "node:os";
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import type { PredictionSchema, PredictRequest, PredictResponseSchema, Row } from "../../../gen/mlmesh/predictor/v1/predictor_pb.js";
+import type { PredictLabelRequest } from "../../../gen/mlmesh/proxy/v1/proxy_pb.js";
+import type { MethodWire } from "../instrument.js";
+
+/*
+ * Hand-written wire codecs for the hottest messages of the Predictor's contract: Predict's
+ * request and response, and the Proxy's PredictLabel request (the same rows). protobuf-es
+ * decodes and encodes by reflection, one message object per row, and protovalidate then walks
+ * every value; at 100 rows per request that was most of the Predictor's CPU (docs/benchmarks.md).
+ *
+ * The rules, which test/wire.test.ts checks against protobuf-es and protovalidate:
+ *  - a request is decoded here only in its canonical form (packed values, no unknown fields,
+ *    an ASCII model name) and only when it satisfies every buf.validate rule of its .proto;
+ *    anything else returns undefined, and protobuf-es and protovalidate decide (their answer
+ *    and error messages stand);
+ *  - rows are packed into one Float32Array as they are read: the tensor the model runs on;
+ *    the per-row messages a handler may still ask for are made on first use;
+ *  - a response is encoded byte for byte as protobuf-es would encode it.
+ */
+
+/** Rows packed row-major, as read from the wire: row i is features[offsets[i]..offsets[i+1]). */
+export interface PackedRows {
+  readonly features: Float32Array;
+  readonly offsets: Int32Array;
+  readonly rowCount: number;
+}
+
+/** The model-name rule of PredictRequest.model (predictor.proto): ASCII, so checked with a RegExp (see below). */
+const modelPattern = /^[A-Za-z0-9][A-Za-z0-9._-]*(@[a-z][a-z0-9_-]*)?$/;
+const maxRows = 10_000;
+const maxValuesPerRow = 1024;
+const maxModelLength = 128;
+const littleEndian = endianness() === "LE";
+
+/** A PredictRequest decoded by decodePredictRequest: the message's fields, with rows packed. */
+class DecodedPredictRequest {
+  readonly $typeName = "mlmesh.predictor.v1.PredictRequest" as const;
+  #rows: Row[] | undefined;
+  constructor(
+    readonly model: string,
+    readonly version: number,
+    readonly packed: PackedRows,
+  ) {}
+  get rows(): Row[] {
+    return (this.#rows ??= unpackRows(this.packed));
+  }
+}
+
+/** A PredictLabelRequest decoded by decodePredictLabelRequest. */
+class DecodedPredictLabelRequest {
+  readonly $typeName = "mlmesh.proxy.v1.PredictLabelRequest" as const;
+  #rows: Row[] | undefined;
+  constructor(readonly packed: PackedRows) {}
+  get rows(): Row[] {
+    return (this.#rows ??= unpackRows(this.packed));
+  }
+}
+
+function unpackRows({ features, offsets, rowCount }: PackedRows): Row[] {
+  const rows: Row[] = new Array(rowCount);
+  for (let i = 0; i < rowCount; i++) rows[i] = { $typeName: "mlmesh.predictor.v1.Row", values: Array.from(features.subarray(offsets[i], offsets[i + 1])) };
+  return rows;
+}
+
+/** The packed rows of a request: as decoded here, or packed from its Row messages. */
+export function packedRowsOf(request: { readonly rows: readonly Pick<Row, "values">[] }): PackedRows {
+  if (request instanceof DecodedPredictRequest || request instanceof DecodedPredictLabelRequest) return request.packed;
+  return packRows(request.rows);
+}
+
+export function packRows(rows: readonly Pick<Row, "values">[]): PackedRows {
+  const offsets = new Int32Array(rows.length + 1);
+  for (let i = 0; i < rows.length; i++) offsets[i + 1] = offsets[i] + rows[i].values.length;
+  const features = new Float32Array(offsets[rows.length]);
+  for (let i = 0; i < rows.length; i++) features.set(rows[i].values, offsets[i]);
+  return { features, offsets, rowCount: rows.length };
+}
+
+/**
+ * A cursor over protobuf bytes that gives up (returns -1) on anything outside the canonical
+ * forms decoded here, rather than throwing: the caller then hands the bytes to protobuf-es.
+ */
+class Cursor {
+  constructor(
+    readonly bytes: Buffer,
+    public pos: number,
+  ) {}
+
+  /** A varint of at most 32 bits (5 bytes), or -1. */
+  varint32(end: number): number {
+    let result = 0;
+    for (let shift = 0; shift < 35; shift += 7) {
+      if (this.pos >= end) return -1;
+      const byte = this.bytes[this.pos++];
+      if (shift === 28 && byte > 0x0f) return -1;
+      result += (byte & 0x7f) * 2 ** shift;
+      if (byte < 0x80) return result;
+    }
+    return -1;
+  }
+}
+
+/** Field tags of the messages read here (field number << 3 | wire type). */
+const lengthDelimited = 2;
+
+/**
+ * Reads repeated Row messages (field `rowField` of the outer message is handled by the caller)
+ * — first their extent, then their values — into PackedRows; undefined when a row is not
+ * canonical or breaks Row's rules (1..1,024 finite values).
+ */
+function readRows(bytes: Buffer, spans: number[]): PackedRows | undefined {
+  const rowCount = spans.length / 2;
+  const offsets = new Int32Array(rowCount + 1);
+  const cursor = new Cursor(bytes, 0);
+  // First pass: each row is one packed `values` field (field 1, length-delimited).
+  const valueStarts = new Int32Array(rowCount);
+  for (let i = 0; i < rowCount; i++) {
+    const end = spans[2 * i + 1];
+    cursor.pos = spans[2 * i];
+    if (cursor.pos === end) return undefined; // an empty Row: no values
+    if (cursor.varint32(end) !== ((1 << 3) | lengthDelimited)) return undefined;
+    const length = cursor.varint32(end);
+    if (length <= 0 || length % 4 !== 0 || cursor.pos + length !== end) return undefined;
+    const count = length / 4;
+    if (count > maxValuesPerRow) return undefined;
+    valueStarts[i] = cursor.pos;
+    offsets[i + 1] = offsets[i] + count;
+  }
+  const features = new Float32Array(offsets[rowCount]);
+  if (littleEndian) {
+    // The wire's floats are little-endian, like this machine's: copy the bytes, then check them.
+    const target = new Uint8Array(features.buffer);
+    for (let i = 0; i < rowCount; i++) target.set(bytes.subarray(valueStarts[i], valueStarts[i] + 4 * (offsets[i + 1] - offsets[i])), 4 * offsets[i]);
+    for (let j = 0; j < features.length; j++) if (!Number.isFinite(features[j])) return undefined;
+  } else {
+    for (let i = 0; i < rowCount; i++) {
+      let at = valueStarts[i];
+      for (let j = offsets[i]; j < offsets[i + 1]; j++, at += 4) {
+        const value = bytes.readFloatLE(at);
+        if (!Number.isFinite(value)) return undefined;
+        features[j] = value;
+      }
+    }
+  }
+  return { features, offsets, rowCount };
+}
+
+/**
+ * Reads the spans of length-delimited field `field` (repeated messages) and hands the other
+ * fields to `other`; returns undefined when the bytes are not canonical.
+ */
+function scan(bytes: Buffer, other: (field: number, wireType: number, cursor: Cursor) => boolean, rowField: number): number[] | undefined {
+  const cursor = new Cursor(bytes, 0);
+  const spans: number[] = [];
+  const end = bytes.length;
+  while (cursor.pos < end) {
+    const tag = cursor.varint32(end);
+    if (tag < 0) return undefined;
+    const field = tag >>> 3;
+    const wireType = tag & 7;
+    if (field === rowField && wireType === lengthDelimited) {
+      const length = cursor.varint32(end);
+      if (length < 0 || cursor.pos + length > end) return undefined;
+      spans.push(cursor.pos, cursor.pos + length);
+      cursor.pos += length;
+    } else if (!other(field, wireType, cursor)) {
+      return undefined;
+    }
+  }
+  return spans;
+}
+
+/** PredictRequest (predictor.proto), decoded and checked against its rules, or undefined. */
+export function decodePredictRequest(bytes: Buffer): DecodedPredictRequest | undefined {
+  let model = "";
+  let version = 0;
+  const spans = scan(
+    bytes,
+    (field, wireType, cursor) => {
+      const end = bytes.length;
+      if (field === 1 && wireType === lengthDelimited) {
+        const length = cursor.varint32(end);
+        if (length < 0 || cursor.pos + length > end) return false;
+        for (let i = cursor.pos; i < cursor.pos + length; i++) if (bytes[i] >= 0x80) return false;
+        model = bytes.toString("latin1", cursor.pos, cursor.pos + length);
+        cursor.pos += length;
+        return true;
+      }
+      if (field === 2 && wireType === 0) {
+        version = cursor.varint32(end);
+        return version >= 0;
+      }
+      return false;
+    },
+    3,
+  );
+  if (spans === undefined || spans.length === 0 || spans.length / 2 > maxRows) return undefined;
+  if (model.length === 0 || model.length > maxModelLength || !modelPattern.test(model)) return undefined;
+  const packed = readRows(bytes, spans);
+  return packed && new DecodedPredictRequest(model, version, packed);
+}
+
+/** PredictLabelRequest (proxy.proto: repeated Row rows = 1, 1..10,000), or undefined. */
+export function decodePredictLabelRequest(bytes: Buffer): DecodedPredictLabelRequest | undefined {
+  const spans = scan(bytes, () => false, 1);
+  if (spans === undefined || spans.length === 0 || spans.length / 2 > maxRows) return undefined;
+  const packed = readRows(bytes, spans);
+  return packed && new DecodedPredictLabelRequest(packed);
+}
+
+type PredictionInit = MessageInitShape<typeof PredictionSchema>;
+
+/**
+ * A PredictResponse as the Predictor computes it: one probability per class per row, packed.
+ * It reads as an ordinary PredictResponse (its predictions are made on first use, for the
+ * connect-node path); encodePredictResponse writes it without them.
+ */
+export class PackedPredictResponse {
+  #predictions: PredictionInit[] | undefined;
+  constructor(
+    readonly model: string,
+    readonly version: number,
+    readonly labels: string[],
+    /** rowCount × labels.length probabilities. */
+    readonly probabilities: Float32Array,
+    readonly rowCount: number,
+  ) {}
+
+  get predictions(): PredictionInit[] {
+    if (this.#predictions) return this.#predictions;
+    const classCount = this.labels.length;
+    const predictions: PredictionInit[] = new Array(this.rowCount);
+    for (let i = 0; i < this.rowCount; i++) {
+      const row = this.probabilities.subarray(i * classCount, (i + 1) * classCount);
+      const best = argmax(row);
+      predictions[i] = { probabilities: Array.from(row), label: this.labels[best], labelIndex: best, probability: row[best] };
+    }
+    return (this.#predictions = predictions);
+  }
+}
+
+/** The index of the largest value (the first of equals). */
+export function argmax(values: ArrayLike<number>): number {
+  let best = 0;
+  for (let c = 1; c < values.length; c++) if (values[c] > values[best]) best = c;
+  return best;
+}
+
+function varintSize(value: number): number {
+  let size = 1;
+  while (value >= 0x80) {
+    value = Math.floor(value / 128);
+    size++;
+  }
+  return size;
+}
+
+function writeVarint(out: Buffer, pos: number, value: number): number {
+  while (value >= 0x80) {
+    out[pos++] = (value & 0x7f) | 0x80;
+    value = Math.floor(value / 128);
+  }
+  out[pos++] = value;
+  return pos;
+}
+
+/**
+ * PredictResponse bytes, as protobuf-es writes them: fields in number order, proto3 zero
+ * values left out (an empty string, version 0, label_index 0, probability +0 but not -0), every repeated
+ * string kept, probabilities packed.
+ */
+export function encodePredictResponse(response: PackedPredictResponse): Buffer {
+  const { model, version, labels, probabilities, rowCount } = response;
+  const classCount = labels.length;
+  const labelBytes = labels.map((label) => Buffer.from(label, "utf8"));
+  const modelBytes = Buffer.byteLength(model, "utf8");
+  const best = new Int32Array(rowCount);
+  const rowSizes = new Int32Array(rowCount);
+  const probabilitiesSize = classCount === 0 ? 0 : 1 + varintSize(4 * classCount) + 4 * classCount;
+  let size = (modelBytes > 0 ? 1 + varintSize(modelBytes) + modelBytes : 0) + (version !== 0 ? 1 + varintSize(version) : 0);
+  for (const label of labelBytes) size += 1 + varintSize(label.length) + label.length;
+  for (let i = 0; i < rowCount; i++) {
+    const row = probabilities.subarray(i * classCount, (i + 1) * classCount);
+    const b = argmax(row);
+    best[i] = b;
+    const label = labelBytes[b];
+    const rowSize =
+      probabilitiesSize +
+      (label !== undefined && label.length > 0 ? 1 + varintSize(label.length) + label.length : 0) +
+      (b !== 0 ? 1 + varintSize(b) : 0) +
+      (classCount > 0 && !Object.is(row[b], 0) ? 5 : 0);
+    rowSizes[i] = rowSize;
+    size += 1 + varintSize(rowSize) + rowSize;
+  }
+  const out = Buffer.allocUnsafe(size);
+  let pos = 0;
+  if (modelBytes > 0) {
+    out[pos++] = 0x0a;
+    pos = writeVarint(out, pos, modelBytes);
+    pos += out.write(model, pos, "utf8");
+  }
+  if (version !== 0) {
+    out[pos++] = 0x10;
+    pos = writeVarint(out, pos, version);
+  }
+  for (const label of labelBytes) {
+    out[pos++] = 0x1a;
+    pos = writeVarint(out, pos, label.length);
+    pos += label.copy(out, pos);
+  }
+  for (let i = 0; i < rowCount; i++) {
+    out[pos++] = 0x22;
+    pos = writeVarint(out, pos, rowSizes[i]);
+    const first = i * classCount;
+    if (classCount > 0) {
+      out[pos++] = 0x0a;
+      pos = writeVarint(out, pos, 4 * classCount);
+      for (let c = 0; c < classCount; c++) pos = out.writeFloatLE(probabilities[first + c], pos);
+    }
+    const b = best[i];
+    const label = labelBytes[b];
+    if (label !== undefined && label.length > 0) {
+      out[pos++] = 0x12;
+      pos = writeVarint(out, pos, label.length);
+      pos += label.copy(out, pos);
+    }
+    if (b !== 0) {
+      out[pos++] = 0x18;
+      pos = writeVarint(out, pos, b);
+    }
+    if (classCount > 0 && !Object.is(probabilities[first + b], 0)) {
+      out[pos++] = 0x25;
+      pos = out.writeFloatLE(probabilities[first + b], pos);
+    }
+  }
+  return out;
+}
+
+/** Predict's codecs for the native gRPC path (instrument.ts: MethodWire). */
+export const predictWire: MethodWire = {
+  decodeRequest: decodePredictRequest,
+  encodeResponse: (response) => (response instanceof PackedPredictResponse ? encodePredictResponse(response) : undefined),
+};
+
+/** PredictLabel's request codec (its response is small and left to protobuf-es). */
+export const predictLabelWire: MethodWire = {
+  decodeRequest: decodePredictLabelRequest,
+  encodeResponse: () => undefined,
+};
+
+// Type checks: the decoded messages read as the generated message types.
+void ((r: PackedPredictResponse): MessageInitShape<typeof PredictResponseSchema> => r);
+void ((r: DecodedPredictRequest): Pick<PredictRequest, "$typeName" | "model" | "version" | "rows"> => r);
+void ((r: DecodedPredictLabelRequest): Pick<PredictLabelRequest, "$typeName" | "rows"> => r);

@@ -1,0 +1,178 @@
+// The hand-written wire codecs of services/runtime/wire/predict-wire.ts against protobuf-es
+// and protovalidate, the definitions they must agree with: thousands of generated messages
+// (seeded, so a failure reproduces), canonical and mangled.
+//  - A request the fast decoder accepts must decode to the same fields with protobuf-es and be
+//    valid for protovalidate; a canonical valid request must be accepted.
+//  - A response must encode byte for byte as protobuf-es encodes it.
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
+import { createValidator } from "@bufbuild/protovalidate";
+import { describe, expect, it } from "vitest";
+import { PredictRequestSchema, PredictResponseSchema } from "../gen/mlmesh/predictor/v1/predictor_pb.js";
+import { PredictLabelRequestSchema } from "../gen/mlmesh/proxy/v1/proxy_pb.js";
+import { decodePredictLabelRequest, decodePredictRequest, encodePredictResponse, PackedPredictResponse } from "../services/runtime/wire/predict-wire.js";
+
+const validator = createValidator();
+
+/** A small seeded PRNG (mulberry32). */
+function prng(seed: number) {
+  let a = seed;
+  const next = () => {
+    a = (a + 0x6d2b79f5) | 0;
+    let t = Math.imul(a ^ (a >>> 15), 1 | a);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+  const int = (n: number) => Math.floor(next() * n);
+  const pick = <T>(items: readonly T[]): T => items[int(items.length)];
+  return { next, int, pick };
+}
+
+const nameChars = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-";
+const specialFloats = [0, -0, 1, -1, 3.4e38, -3.4e38, 1e-45, -1e-45, 5.1, Math.fround(0.1), Number.NaN, Infinity, -Infinity];
+
+function randomModel(r: ReturnType<typeof prng>): string {
+  const length = r.pick([1, 2, 8, 8, 20, 20, 127, 128, 129]);
+  let name = r.next() < 0.9 ? r.pick([..."abcXYZ019"]) : r.pick([".", "_", "@"]);
+  while (name.length < length) name += nameChars[r.int(nameChars.length)];
+  if (r.next() < 0.3) name += `@${r.pick(["production", "staging", "Prod", "1a", "latest", "", "a-b_c"])}`;
+  if (r.next() < 0.05) name = r.pick(["", "é", "iris svc", "iris@", "@prod", "iris\u0000"]);
+  return name;
+}
+
+function randomValue(r: ReturnType<typeof prng>, allowNonFinite: boolean): number {
+  if (r.next() < 0.02) {
+    const value = r.pick(specialFloats);
+    return allowNonFinite || Number.isFinite(Math.fround(value)) ? value : 0.5;
+  }
+  return (r.next() - 0.5) * 10 ** r.int(6);
+}
+
+function randomRows(r: ReturnType<typeof prng>, allowEdge: boolean): { values: number[] }[] {
+  const rowCount = allowEdge && r.next() < 0.05 ? r.pick([0, 10_001]) : 1 + r.int(40);
+  const width = 1 + r.int(8);
+  return Array.from({ length: rowCount }, () => {
+    const count = allowEdge && r.next() < 0.03 ? r.pick([0, 1025, width + 1]) : width;
+    return { values: Array.from({ length: count }, () => randomValue(r, allowEdge)) };
+  });
+}
+
+/** The same request in a non-canonical form protobuf-es still reads: unpacked values, an unknown field, or split rows. */
+function oddEncoding(r: ReturnType<typeof prng>, model: string, rows: { values: number[] }[]): Uint8Array {
+  const w = new BinaryWriter();
+  w.tag(1, WireType.LengthDelimited).string(model);
+  const style = r.int(4);
+  for (const row of rows) {
+    w.tag(3, WireType.LengthDelimited).fork();
+    if (style === 0) for (const v of row.values) w.tag(1, WireType.Bit32).float(v);
+    else if (style === 1) {
+      w.tag(1, WireType.LengthDelimited).fork();
+      for (const v of row.values) w.float(v);
+      w.join();
+      w.tag(9, WireType.Varint).uint32(7);
+    } else {
+      const half = row.values.length >> 1;
+      for (const part of [row.values.slice(0, half), row.values.slice(half)]) {
+        w.tag(1, WireType.LengthDelimited).fork();
+        for (const v of part) w.float(v);
+        w.join();
+      }
+    }
+    w.join();
+  }
+  if (style === 3) w.tag(15, WireType.Varint).uint32(1);
+  return w.finish();
+}
+
+function mangle(r: ReturnType<typeof prng>, bytes: Uint8Array): Uint8Array {
+  const copy = Uint8Array.from(bytes);
+  switch (r.int(3)) {
+    case 0:
+      return copy.subarray(0, r.int(copy.length + 1));
+    case 1:
+      for (let i = 0; i < 1 + r.int(3); i++) copy[r.int(copy.length)] = r.int(256);
+      return copy;
+    default:
+      return Uint8Array.from([...copy, ...copy.subarray(0, r.int(copy.length))]);
+  }
+}
+
+/** What protobuf-es and protovalidate make of the bytes: the message, or why not. */
+function reference(bytes: Uint8Array): { model: string; version: number; rows: number[][] } | "undecodable" | "invalid" {
+  let message;
+  try {
+    message = fromBinary(PredictRequestSchema, bytes);
+  } catch {
+    return "undecodable";
+  }
+  if (validator.validate(PredictRequestSchema, message).kind !== "valid") return "invalid";
+  return { model: message.model, version: message.version, rows: message.rows.map((row) => row.values) };
+}
+
+describe("hand-written Predict codecs (runtime/wire)", () => {
+  it("decodes PredictRequest only as protobuf-es decodes it, and only when protovalidate finds it valid", () => {
+    const r = prng(20261125);
+    let accepted = 0;
+    let canonicalValid = 0;
+    for (let i = 0; i < 4000; i++) {
+      const model = randomModel(r);
+      const rows = randomRows(r, true);
+      const version = r.pick([0, 1, 2, 300, 4294967295]);
+      const canonical = toBinary(PredictRequestSchema, create(PredictRequestSchema, { model, version, rows }));
+      const variants = [canonical, oddEncoding(r, model, rows), mangle(r, canonical)];
+      for (const [v, bytes] of variants.entries()) {
+        const fast = decodePredictRequest(Buffer.from(bytes));
+        const expected = reference(bytes);
+        if (fast !== undefined) {
+          accepted++;
+          expect(expected, `variant ${v} of case ${i}`).not.toBeTypeOf("string");
+          expect({ model: fast.model, version: fast.version, rows: fast.rows.map((row) => row.values) }).toEqual(expected);
+        } else if (v === 0 && typeof expected === "object") {
+          throw new Error(`case ${i}: a canonical valid request was not decoded: ${JSON.stringify({ model, version, rows: rows.length })}`);
+        }
+        if (v === 0 && typeof expected === "object") canonicalValid++;
+      }
+    }
+    expect(canonicalValid).toBeGreaterThan(1000);
+    expect(accepted).toBeGreaterThanOrEqual(canonicalValid);
+  });
+
+  it("decodes PredictLabelRequest rows under the same rules", () => {
+    const r = prng(7);
+    for (let i = 0; i < 2000; i++) {
+      const rows = randomRows(r, true);
+      const canonical = toBinary(PredictLabelRequestSchema, create(PredictLabelRequestSchema, { rows }));
+      for (const bytes of [canonical, mangle(r, canonical)]) {
+        const fast = decodePredictLabelRequest(Buffer.from(bytes));
+        let expected: number[][] | undefined;
+        try {
+          const message = fromBinary(PredictLabelRequestSchema, bytes);
+          if (validator.validate(PredictLabelRequestSchema, message).kind === "valid") expected = message.rows.map((row) => row.values);
+        } catch {
+          expected = undefined;
+        }
+        if (fast !== undefined) expect(fast.rows.map((row) => row.values)).toEqual(expected);
+        else if (bytes === canonical) expect(expected).toBeUndefined();
+      }
+    }
+  });
+
+  it("encodes PredictResponse byte for byte as protobuf-es does", () => {
+    const r = prng(42);
+    const labelPool = ["setosa", "versicolor", "virginica", "", "é", "日本", "a".repeat(200)];
+    for (let i = 0; i < 3000; i++) {
+      const classCount = r.pick([0, 1, 2, 3, 3, 3, 10, 40]);
+      const rowCount = r.pick([0, 1, 1, 5, 30]);
+      const labels = Array.from({ length: classCount }, () => r.pick(labelPool));
+      const probabilities = Float32Array.from({ length: classCount * rowCount }, () =>
+        r.next() < 0.15 ? r.pick([0, -0, Number.NaN, 1, 0.5]) : r.next(),
+      );
+      const response = new PackedPredictResponse(r.pick(["iris_svc", "", "ü"]), r.pick([0, 1, 127, 128, 4294967295]), labels, probabilities, rowCount);
+      const expected = toBinary(PredictResponseSchema, create(PredictResponseSchema, response));
+      expect(Buffer.from(encodePredictResponse(response)).equals(Buffer.from(expected)), `case ${i}`).toBe(true);
+      // And protobuf-es reads the predictions back as the packed response describes them.
+      const decoded = fromBinary(PredictResponseSchema, encodePredictResponse(response));
+      expect(decoded.predictions).toHaveLength(rowCount);
+    }
+  });
+});
