@@ -3,12 +3,17 @@
 // of as many rows as the request's size says (1, 100 or 1,000 rows of bench/serving.ts), with
 // no decoding, validation, logging or metrics. REFERENCE_ORT=1 adds one onnxruntime run of the
 // model per call (one row, no batching). The ceiling a grpc-js service can approach.
+// REFERENCE_FORWARD=host:port makes it the floor of a proxy instead: each call's bytes are sent
+// on to that server's Predict, REFERENCE_FANOUT times in parallel (default 1), over one
+// HTTP/2 connection with the mesh's client (runtime/grpc-client.ts), and the first answer's
+// bytes are returned: a hop with no decoding, validation, logging or metrics.
 //
 //   REFERENCE_PORT=50300 node --import tsx bench/reference-server.ts
 import { readFile } from "node:fs/promises";
 import * as grpc from "@grpc/grpc-js";
 import { create, toBinary } from "@bufbuild/protobuf";
-import { PredictRequestSchema, PredictResponseSchema } from "../gen/mlmesh/predictor/v1/predictor_pb.js";
+import { PredictorService, PredictRequestSchema, PredictResponseSchema } from "../gen/mlmesh/predictor/v1/predictor_pb.js";
+import { GrpcClient } from "../services/runtime/grpc-client.js";
 import { openOnnxClassifier, parseModelMetadata } from "../services/runtime/onnx-model.js";
 
 const folder = new URL("../models/iris_svc/1/", import.meta.url);
@@ -33,6 +38,8 @@ const classifier =
     ? await openOnnxClassifier(await readFile(new URL("model.onnx", folder)), parseModelMetadata(await readFile(new URL("metadata.json", folder), "utf8")), { intraOpThreads: 1 })
     : undefined;
 const oneRow = Float32Array.from(iris);
+const forwardTo = process.env.REFERENCE_FORWARD ? new GrpcClient(process.env.REFERENCE_FORWARD) : undefined;
+const fanOut = Number(process.env.REFERENCE_FANOUT ?? 1);
 
 const server = new grpc.Server({ "grpc.enable_channelz": 0 });
 server.addService(
@@ -49,6 +56,15 @@ server.addService(
   },
   {
     predict(call: grpc.ServerUnaryCall<Buffer, Buffer>, callback: grpc.sendUnaryData<Buffer>) {
+      if (forwardTo) {
+        const options = { deadlineMs: Date.now() + 10_000 };
+        const calls = Array.from({ length: fanOut }, () => forwardTo.unaryBytes(PredictorService.method.predict, call.request, options));
+        void Promise.all(calls).then(
+          ([first]) => callback(null, first),
+          (err: Error) => callback({ code: grpc.status.UNAVAILABLE, details: err.message }),
+        );
+        return;
+      }
       const response = responses.get(call.request.length) ?? responses.get(requestBytes(1))!;
       if (classifier) void classifier.run(oneRow, 1).then(() => callback(null, response));
       else callback(null, response);
@@ -58,5 +74,6 @@ server.addService(
 const port = Number(process.env.REFERENCE_PORT ?? 50300);
 server.bindAsync(`127.0.0.1:${port}`, grpc.ServerCredentials.createInsecure(), (err) => {
   if (err) throw err;
-  console.log(`reference server on 127.0.0.1:${port}${classifier ? " (one onnxruntime run per call)" : ""}`);
+  const mode = forwardTo ? ` (forwarding to ${forwardTo.address} x${fanOut})` : classifier ? " (one onnxruntime run per call)" : "";
+  console.log(`reference server on 127.0.0.1:${port}${mode}`);
 });

@@ -5,7 +5,7 @@
 import { create } from "@bufbuild/protobuf";
 import { Code, createClient, createRouterTransport, type Client } from "@connectrpc/connect";
 import { describe, expect, it } from "vitest";
-import { ModelMetadataSchema, PredictResponseSchema, type Row } from "../gen/mlmesh/predictor/v1/predictor_pb.js";
+import { ModelMetadataSchema, PredictResponseSchema } from "../gen/mlmesh/predictor/v1/predictor_pb.js";
 import { ProxyService } from "../gen/mlmesh/proxy/v1/proxy_pb.js";
 import { HealthCheckResponse_ServingStatus as ServingStatus } from "../gen/grpc/health/v1/health_pb.js";
 import { createRequestValidator, instrumentService, serve } from "../services/runtime/instrument.js";
@@ -14,6 +14,7 @@ import { idsOnlyTracing } from "../services/runtime/observability/tracing.js";
 import type { Outcome, ProxyBackend } from "../services/proxy/backends.js";
 import { CircuitBreaker } from "../services/proxy/circuit-breaker.js";
 import { createProxyService } from "../services/proxy/service.js";
+import type { PackedRows } from "../services/runtime/wire/predict-wire.js";
 import { failure } from "./support/clients.js";
 
 const backendTimeoutMs = 800;
@@ -24,10 +25,10 @@ function fakeBackend(name: string, probabilities: number[], fails?: { code: Code
   const backend: ProxyBackend = {
     backend: { name, address: `fake-${name}:1`, model: `iris_svc_${name}`, version: 0 },
     breaker: new CircuitBreaker(3, 1000),
-    async predict(rows: readonly Row[], deadlineMs: number): Promise<Outcome<ReturnType<typeof response>>> {
+    async predict(rows: PackedRows, deadlineMs: number): Promise<Outcome<ReturnType<typeof response>>> {
       deadlines.push(deadlineMs);
       if (fails) return { ok: false, ...fails, latencyMs: 1 };
-      return { ok: true, value: response(rows.length), latencyMs: 1 };
+      return { ok: true, value: response(rows.rowCount), latencyMs: 1 };
     },
     async metadata() {
       if (fails) return { ok: false, ...fails, latencyMs: 1 };

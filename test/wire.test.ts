@@ -10,7 +10,7 @@ import { createValidator } from "@bufbuild/protovalidate";
 import { describe, expect, it } from "vitest";
 import { PredictRequestSchema, PredictResponseSchema } from "../gen/mlmesh/predictor/v1/predictor_pb.js";
 import { PredictLabelRequestSchema } from "../gen/mlmesh/proxy/v1/proxy_pb.js";
-import { decodePredictLabelRequest, decodePredictRequest, encodePredictResponse, PackedPredictResponse } from "../services/runtime/wire/predict-wire.js";
+import { decodePredictLabelRequest, decodePredictRequest, encodePredictRequest, encodePredictResponse, PackedPredictResponse, packRows } from "../services/runtime/wire/predict-wire.js";
 
 const validator = createValidator();
 
@@ -173,6 +173,17 @@ describe("hand-written Predict codecs (runtime/wire)", () => {
       // And protobuf-es reads the predictions back as the packed response describes them.
       const decoded = fromBinary(PredictResponseSchema, encodePredictResponse(response));
       expect(decoded.predictions).toHaveLength(rowCount);
+    }
+  });
+
+  it("encodes a PredictRequest over several packed requests byte for byte as protobuf-es does", () => {
+    const r = prng(99);
+    for (let i = 0; i < 2000; i++) {
+      const parts = Array.from({ length: 1 + r.int(4) }, () => randomRows(r, false).map((row) => ({ values: row.values.map((v) => Math.fround(v)) })));
+      const model = r.pick(["iris_svc_setosa@production", "", "ü", "m"]);
+      const version = r.pick([0, 1, 128, 4294967295]);
+      const expected = toBinary(PredictRequestSchema, create(PredictRequestSchema, { model, version, rows: parts.flat() }));
+      expect(encodePredictRequest(model, version, parts.map(packRows)).equals(Buffer.from(expected)), `case ${i}`).toBe(true);
     }
   });
 });

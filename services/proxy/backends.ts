@@ -1,18 +1,15 @@
+import { fromBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
-import type { MessageInitShape } from "@bufbuild/protobuf";
 import { Health, HealthCheckResponse_ServingStatus as ServingStatus } from "../../gen/grpc/health/v1/health_pb.js";
-import {
-  PredictorService,
-  type ModelMetadata,
-  type PredictResponse,
-  type Row,
-} from "../../gen/mlmesh/predictor/v1/predictor_pb.js";
+import { PredictorService, PredictResponseSchema, type ModelMetadata, type PredictResponse } from "../../gen/mlmesh/predictor/v1/predictor_pb.js";
 import { GrpcClient } from "../runtime/grpc-client.js";
+import { encodePredictRequest, type PackedRows } from "../runtime/wire/predict-wire.js";
 import { codeName } from "../runtime/errors.js";
 import type { TraceSpan } from "../runtime/observability/tracing.js";
 import { CircuitBreaker, CircuitState } from "./circuit-breaker.js";
+import { Coalescer } from "./coalescer.js";
 import type { Backend, ProxyConfig } from "./config.js";
-import { backendCalls, backendLatency } from "./metrics.js";
+import { backendCalls, backendLatency, coalescedRequests } from "./metrics.js";
 
 /** The outcome of one backend call: its value, or the status it failed with. */
 export type Outcome<T> =
@@ -29,31 +26,50 @@ const backendFailureCodes = new Set([
   Code.Unimplemented,
 ]);
 
+/** The most rows in one backend call (PredictRequest takes up to 10,000). */
+const maxRowsPerCall = 10_000;
+
 /** What the Proxy's handlers need of a backend (tests give them fakes). */
 export type ProxyBackend = Pick<BackendClient, "backend" | "breaker" | "predict" | "metadata" | "health">;
 
 /** One backend: a long-lived connection to its Predictor, and its circuit breaker. */
 export class BackendClient {
   private readonly client: GrpcClient;
+  private readonly predictions: Coalescer<PredictResponse>;
   readonly breaker: CircuitBreaker;
 
   constructor(
     readonly backend: Backend,
-    config: Pick<ProxyConfig, "breakerFailures" | "breakerCooldownMs">,
+    config: Pick<ProxyConfig, "breakerFailures" | "breakerCooldownMs" | "backendConcurrency">,
   ) {
     this.client = new GrpcClient(backend.address);
     this.breaker = new CircuitBreaker(config.breakerFailures, config.breakerCooldownMs);
+    const { model, version } = backend;
+    this.predictions = new Coalescer<PredictResponse>(
+      async (parts, options) => {
+        const rowCount = parts.reduce((sum, part) => sum + part.rowCount, 0);
+        coalescedRequests.labels(backend.name).observe(parts.length);
+        const bytes = await this.client.unaryBytes(PredictorService.method.predict, encodePredictRequest(model, version, parts), options);
+        let response: PredictResponse;
+        try {
+          response = fromBinary(PredictResponseSchema, bytes);
+        } catch (err) {
+          throw new ConnectError(`${backend.address}: undecodable response: ${(err as Error).message}`, Code.Internal);
+        }
+        if (response.predictions.length !== rowCount) {
+          throw new ConnectError(`${backend.address} answered ${response.predictions.length} predictions for ${rowCount} rows`, Code.Internal);
+        }
+        return response;
+      },
+      (response, firstRow, rowCount) => ({ ...response, predictions: response.predictions.slice(firstRow, firstRow + rowCount) }),
+      config.backendConcurrency,
+      maxRowsPerCall,
+    );
   }
 
   /** Predict on this backend; `trace` is the caller's span (the call is a child of it). */
-  predict(rows: readonly Row[], deadlineMs: number, signal: AbortSignal, trace?: TraceSpan): Promise<Outcome<PredictResponse>> {
-    const { model, version } = this.backend;
-    return this.guarded(
-      "Predict",
-      (s, traceparent) => this.client.unary(PredictorService.method.predict, { model, version, rows: rows as MessageInitShape<never>[] }, { deadlineMs, signal: s, traceparent }),
-      signal,
-      trace,
-    );
+  predict(rows: PackedRows, deadlineMs: number, signal: AbortSignal, trace?: TraceSpan): Promise<Outcome<PredictResponse>> {
+    return this.guarded("Predict", (s, traceparent) => this.predictions.call(rows, { deadlineMs, signal: s, traceparent }), signal, trace);
   }
 
   metadata(deadlineMs: number, signal: AbortSignal, trace?: TraceSpan): Promise<Outcome<ModelMetadata | undefined>> {

@@ -23,6 +23,8 @@ export interface ProxyConfig {
   readonly breakerFailures: number;
   /** How long an open circuit skips its backend before one probe call is let through. */
   readonly breakerCooldownMs: number;
+  /** Calls in flight per backend before further requests wait and share the next call (coalescer.ts). */
+  readonly backendConcurrency: number;
 }
 
 const species = ["setosa", "versicolor", "virginica"];
@@ -49,6 +51,7 @@ export function loadProxyConfig(env: Env): ProxyConfig {
     healthTimeoutMs: envDurationMs(env, "PROXY_HEALTH_TIMEOUT", 500, 1, 60_000),
     breakerFailures: envInt(env, "PROXY_BREAKER_FAILURES", 3, 1, 1000),
     breakerCooldownMs: envDurationMs(env, "PROXY_BREAKER_COOLDOWN", 5000, 1, 3_600_000),
+    backendConcurrency: envInt(env, "PROXY_BACKEND_CONCURRENCY", 2, 1, 1000),
   });
 }
 

@@ -3,6 +3,7 @@ import type { Env } from "../runtime/config.js";
 import { ServingStatus } from "../runtime/health.js";
 import { serve } from "../runtime/instrument.js";
 import { runService } from "../runtime/run-service.js";
+import { predictLabelWire } from "../runtime/wire/predict-wire.js";
 import { startServer } from "../runtime/server.js";
 import { BackendClient } from "./backends.js";
 import { loadProxyConfig } from "./config.js";
@@ -19,7 +20,7 @@ export function main(env: Env): Promise<void> {
     const backends = proxyConfig.backends.map((b) => new BackendClient(b, proxyConfig));
     watchCircuits(new Map(backends.map((b) => [b.backend.name, b.breaker])));
     logger.info({ backends: proxyConfig.backends, backendTimeoutMs: proxyConfig.backendTimeoutMs }, "backends");
-    const server = await startServer({ config, logger, tracing, services: [serve(ProxyService, createProxyService(backends, proxyConfig))] });
+    const server = await startServer({ config, logger, tracing, services: [serve(ProxyService, createProxyService(backends, proxyConfig), { predictLabel: predictLabelWire })] });
     server.health.setAll(ServingStatus.SERVING);
     return { server, close: async () => backends.forEach((b) => b.close()) };
   });

@@ -16,6 +16,13 @@ export const backendLatency = histogram({
   buckets: latencyBuckets,
 });
 
+export const coalescedRequests = histogram({
+  name: "mlmesh_proxy_backend_coalesced_requests",
+  help: "Requests served by each call made to a backend (concurrent requests share calls under load).",
+  labelNames: ["backend"],
+  buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256],
+});
+
 export const partialAnswers = counter({
   name: "mlmesh_proxy_partial_answers_total",
   help: "PredictLabel answers made without every backend (some failed or were skipped).",

@@ -1,6 +1,6 @@
 import { Code, ConnectError, type HandlerContext } from "@connectrpc/connect";
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import type { PredictResponse, Row } from "../../gen/mlmesh/predictor/v1/predictor_pb.js";
+import type { PredictResponse } from "../../gen/mlmesh/predictor/v1/predictor_pb.js";
 import type {
   BackendPredictionSchema,
   BackendStatusSchema,
@@ -10,6 +10,7 @@ import type {
 import { HealthCheckResponse_ServingStatus as ServingStatus } from "../../gen/grpc/health/v1/health_pb.js";
 import type { PartialServiceImpl } from "../runtime/instrument.js";
 import { traceSpanKey } from "../runtime/observability/tracing.js";
+import { packedRowsOf, packRows, type PackedRows } from "../runtime/wire/predict-wire.js";
 import type { Outcome, ProxyBackend } from "./backends.js";
 import type { ProxyConfig } from "./config.js";
 import { partialAnswers } from "./metrics.js";
@@ -28,7 +29,7 @@ export function createProxyService(
 ): PartialServiceImpl<typeof ProxyService> {
   const deadlineOf = (ctx: HandlerContext) => Date.now() + backendBudgetMs(ctx.timeoutMs(), config.backendTimeoutMs);
 
-  const fanOut = async (rows: readonly Row[], ctx: HandlerContext): Promise<BackendPredictionInit[]> => {
+  const fanOut = async (rows: PackedRows, ctx: HandlerContext): Promise<BackendPredictionInit[]> => {
     const deadlineMs = deadlineOf(ctx);
     const trace = ctx.values.get(traceSpanKey);
     const outcomes = await Promise.all(backends.map((b) => b.predict(rows, deadlineMs, ctx.signal, trace)));
@@ -39,19 +40,19 @@ export function createProxyService(
     }));
   };
 
-  const predictLabel = async (rows: readonly Row[], ctx: HandlerContext): Promise<PredictLabelResponseInit> => {
+  const predictLabel = async (rows: PackedRows, ctx: HandlerContext): Promise<PredictLabelResponseInit> => {
     const answers = await fanOut(rows, ctx);
-    const response = aggregate(answers, rows.length);
+    const response = aggregate(answers, rows.rowCount);
     if (response.failedBackends!.length > 0) partialAnswers.inc();
     return response;
   };
 
   return {
     async predict(request, ctx) {
-      return { backends: await fanOut(request.rows, ctx) };
+      return { backends: await fanOut(packedRowsOf(request), ctx) };
     },
 
-    predictLabel: (request, ctx) => predictLabel(request.rows, ctx),
+    predictLabel: (request, ctx) => predictLabel(packedRowsOf(request), ctx),
 
     async checkBackends() {
       const deadlineMs = Date.now() + config.healthTimeoutMs;
@@ -92,7 +93,7 @@ export function createProxyService(
         throw new ConnectError(`no backend answered for its sample input: ${failureSummary(outcomes, backends)}`, Code.Unavailable);
       }
       const rows = sample.value!.sampleInput;
-      return { rows, response: await predictLabel(rows, ctx) };
+      return { rows, response: await predictLabel(packRows(rows), ctx) };
     },
   };
 }

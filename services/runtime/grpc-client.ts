@@ -3,6 +3,15 @@ import * as net from "node:net";
 import { create, fromBinary, toBinary, type DescMethodUnary, type MessageInitShape, type MessageShape } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 
+/** Options of one call. */
+export interface CallOptions {
+  /** Epoch ms; also sent as grpc-timeout. */
+  readonly deadlineMs: number;
+  readonly signal?: AbortSignal;
+  /** The caller's span (W3C trace context, observability/tracing.ts). */
+  readonly traceparent?: string;
+}
+
 /**
  * A minimal native-gRPC client for unary calls between mesh services, over one long-lived
  * HTTP/2 connection (node:http2) with protobuf-es messages. Measured against @grpc/grpc-js's
@@ -31,14 +40,24 @@ export class GrpcClient {
   unary<I extends DescMethodUnary>(
     method: I,
     request: MessageInitShape<I["input"]>,
-    options: { deadlineMs: number; signal?: AbortSignal; traceparent?: string },
+    options: CallOptions,
   ): Promise<MessageShape<I["output"]>> {
+    return this.unaryBytes(method, toBinary(method.input, create(method.input, request)), options).then((bytes) => {
+      try {
+        return fromBinary(method.output, bytes) as MessageShape<I["output"]>;
+      } catch (err) {
+        throw new ConnectError(`${this.address}: undecodable response: ${(err as Error).message}`, Code.Internal);
+      }
+    });
+  }
+
+  /** Calls a unary method with an encoded request; resolves to the encoded response (as unary). */
+  unaryBytes(method: DescMethodUnary, payload: Uint8Array, options: CallOptions): Promise<Buffer> {
     return new Promise((resolve, reject) => {
       const timeoutMs = Math.ceil(options.deadlineMs - Date.now());
       if (timeoutMs <= 0) return reject(new ConnectError("the deadline passed before the call", Code.DeadlineExceeded));
       if (options.signal?.aborted) return reject(new ConnectError("cancelled before the call", Code.Canceled));
 
-      const payload = toBinary(method.input, create(method.input, request));
       const frame = Buffer.allocUnsafe(5 + payload.length);
       frame[0] = 0; // not compressed
       frame.writeUInt32BE(payload.length, 1);
@@ -59,7 +78,7 @@ export class GrpcClient {
       }
 
       let settled = false;
-      const finish = (error: ConnectError | undefined, response?: MessageShape<I["output"]>) => {
+      const finish = (error: ConnectError | undefined, response?: Buffer) => {
         if (settled) return;
         settled = true;
         clearTimeout(timer);
@@ -100,16 +119,12 @@ export class GrpcClient {
         }
         const code = Number(grpcStatus);
         if (code !== 0) return finish(new ConnectError(grpcMessage, code as Code));
-        const body = Buffer.concat(chunks);
+        const body = chunks.length === 1 ? chunks[0] : Buffer.concat(chunks);
         const length = body.length >= 5 ? body.readUInt32BE(1) : -1;
         if (length < 0 || body[0] !== 0 || body.length !== 5 + length) {
           return finish(new ConnectError(`${this.address}: malformed response message`, Code.Internal));
         }
-        try {
-          finish(undefined, fromBinary(method.output, body.subarray(5)) as MessageShape<I["output"]>);
-        } catch (err) {
-          finish(new ConnectError(`${this.address}: undecodable response: ${(err as Error).message}`, Code.Internal));
-        }
+        finish(undefined, body.subarray(5));
       };
       stream.on("end", complete);
       stream.on("close", complete);

@@ -338,6 +338,45 @@ export function encodePredictResponse(response: PackedPredictResponse): Buffer {
   return out;
 }
 
+/**
+ * PredictRequest bytes for `model` and `version` over the rows of several packed requests, in
+ * order, as protobuf-es writes them (each row one Row message with its values packed).
+ */
+export function encodePredictRequest(model: string, version: number, parts: readonly PackedRows[]): Buffer {
+  const modelBytes = Buffer.byteLength(model, "utf8");
+  let size = (modelBytes > 0 ? 1 + varintSize(modelBytes) + modelBytes : 0) + (version !== 0 ? 1 + varintSize(version) : 0);
+  for (const { offsets, rowCount } of parts) {
+    for (let i = 0; i < rowCount; i++) {
+      const valueBytes = 4 * (offsets[i + 1] - offsets[i]);
+      const rowSize = valueBytes > 0 ? 1 + varintSize(valueBytes) + valueBytes : 0;
+      size += 1 + varintSize(rowSize) + rowSize;
+    }
+  }
+  const out = Buffer.allocUnsafe(size);
+  let pos = 0;
+  if (modelBytes > 0) {
+    out[pos++] = 0x0a;
+    pos = writeVarint(out, pos, modelBytes);
+    pos += out.write(model, pos, "utf8");
+  }
+  if (version !== 0) {
+    out[pos++] = 0x10;
+    pos = writeVarint(out, pos, version);
+  }
+  for (const { features, offsets, rowCount } of parts) {
+    for (let i = 0; i < rowCount; i++) {
+      const valueBytes = 4 * (offsets[i + 1] - offsets[i]);
+      out[pos++] = 0x1a;
+      pos = writeVarint(out, pos, valueBytes > 0 ? 1 + varintSize(valueBytes) + valueBytes : 0);
+      if (valueBytes === 0) continue;
+      out[pos++] = 0x0a;
+      pos = writeVarint(out, pos, valueBytes);
+      for (let j = offsets[i]; j < offsets[i + 1]; j++) pos = out.writeFloatLE(features[j], pos);
+    }
+  }
+  return out;
+}
+
 /** Predict's codecs for the native gRPC path (instrument.ts: MethodWire). */
 export const predictWire: MethodWire = {
   decodeRequest: decodePredictRequest,
