@@ -217,6 +217,39 @@ describe.each(["sqlite", "postgresql"] as const)("ModelRegistry on %s", (dialect
     await replay;
   });
 
+  it("answers alias lookups from memory yet never stale, across two registry processes on one database", async () => {
+    const other = await startService("registry", { DATABASE_URL: database.url });
+    try {
+      const writer = clientFor(ModelRegistryService, other.baseUrl, "grpc");
+      const { project } = await client.createProject({ name: `cache-${dialect}` });
+      const { model } = await client.createModel({ projectId: project!.id, name: "cached" });
+      const modelId = model!.id;
+      for (let i = 0; i < 3; i++) await client.createModelVersion({ modelId, sourceUri: `file://v${i + 1}` });
+      await client.setModelVersionAlias({ modelId, alias: "production", version: 1 });
+      const lookup = async () => (await client.getModelVersionByAlias({ modelId, alias: "production" })).modelVersion!;
+      // Warm this process's cache, then change things through the other process: every change
+      // shows on the very next lookup here.
+      for (let i = 0; i < 5; i++) expect((await lookup()).version).toBe(1);
+      for (const version of [2, 3, 1, 3]) {
+        await writer.setModelVersionAlias({ modelId, alias: "production", version });
+        const seen = await Promise.all(Array.from({ length: 20 }, lookup)); // concurrent lookups share generation reads
+        expect(seen.map((v) => v.version)).toEqual(Array(20).fill(version));
+      }
+      await writer.setModelVersionTag({ modelId, version: 3, key: "stage", value: "canary" });
+      expect((await lookup()).tags).toEqual({ stage: "canary" });
+      await writer.createModelVersion({ modelId, sourceUri: "file://v4" });
+      expect((await client.getModelVersionByAlias({ modelId, alias: "latest" })).modelVersion!.version).toBe(4);
+      await writer.deleteModelVersionAlias({ modelId, alias: "production" });
+      expect((await failure(lookup())).code).toBe(Code.NotFound);
+      // And this process's own writes show at once too.
+      await client.setModelVersionAlias({ modelId, alias: "production", version: 2 });
+      expect((await lookup()).aliases).toEqual(["production"]);
+      expect((await lookup()).version).toBe(2);
+    } finally {
+      await other.stop();
+    }
+  });
+
   it("answers bad requests with precise statuses and writes nothing", async () => {
     const { project } = await client.createProject({ name: "errors" });
     await client.createModel({ projectId: project!.id, name: "taken" });

@@ -2,6 +2,7 @@ import type { JsonObject } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { databaseUnavailableError } from "../runtime/storage/errors.js";
 import { newId } from "../runtime/ids.js";
+import { ReadCache } from "./read-cache.js";
 import type { Dialect, RegistryDatabase } from "./database.js";
 import type { Experiment, Model, ModelAlias, ModelEvent, ModelVersion, Project } from "./prisma/generated/postgresql/client.js";
 
@@ -61,10 +62,21 @@ type Tx = Parameters<Parameters<RegistryDatabase["$transaction"]>[0]>[0];
  * references to NOT_FOUND, an unreachable database to UNAVAILABLE.
  */
 export class RegistryStore {
+  /** GetModelVersionByAlias answers, checked against the read generation (read-cache.ts). */
+  private readonly byAlias: ReadCache<ModelVersionWithAliases>;
+
   constructor(
     private readonly db: RegistryDatabase,
     private readonly dialect: Dialect,
-  ) {}
+  ) {
+    // Raw SQL: a Prisma model query costs ~4x as much here (bench: 258 vs 68 µs on SQLite).
+    const readGeneration = async () => {
+      const rows = await guard(() => this.db.$queryRawUnsafe<{ generation: bigint | number }[]>(`SELECT "generation" FROM "read_generation" WHERE "id" = 1`), {});
+      if (rows.length !== 1) throw new ConnectError("the registry database has no read generation (migrations not applied?)", Code.Internal);
+      return BigInt(rows[0].generation);
+    };
+    this.byAlias = new ReadCache(readGeneration);
+  }
 
   createProject(name: string, description: string): Promise<Project> {
     return guard(() => this.db.project.create({ data: { id: newId(), name, description } }), {
@@ -378,8 +390,12 @@ export class RegistryStore {
     return last?.sequence ?? 0;
   }
 
-  /** The version an alias points at; "latest" is the highest version. One query on a hit. */
-  async getByAlias(modelId: string, alias: string): Promise<ModelVersionWithAliases> {
+  /** The version an alias points at; "latest" is the highest version. From memory when current. */
+  getByAlias(modelId: string, alias: string): Promise<ModelVersionWithAliases> {
+    return this.byAlias.get(`${modelId}\u0000${alias}`, () => this.loadByAlias(modelId, alias));
+  }
+
+  private async loadByAlias(modelId: string, alias: string): Promise<ModelVersionWithAliases> {
     const found =
       alias === "latest"
         ? await guard(() => this.db.modelVersion.findFirst({ where: { modelId }, orderBy: { version: "desc" }, include: versionInclude }), {})
@@ -416,27 +432,34 @@ export class RegistryStore {
             missing: `model ${modelId} has no version ${version}`,
           });
           const tags = withTag(row.tags as Record<string, string>, key, value, `model ${modelId} version ${version}`);
+          await this.raiseReadGeneration(tx);
           return tx.modelVersion.update({ where: { id: row.id }, data: { tags }, include: versionInclude });
         }),
       {},
-    );
+    ).finally(() => this.byAlias.invalidate());
   }
 
   /**
    * A transaction that appends to the event log. On PostgreSQL these transactions take one
    * advisory lock first, so events commit in sequence order: a watcher that has read up to
    * sequence N can never later find a smaller sequence committing (SQLite has one writer
-   * at a time anyway).
+   * at a time anyway). Versions and aliases change only here: the read generation rises too.
    */
   private inEventTransaction<T>(work: (tx: Tx) => Promise<T>, messages: { exists?: string; missing?: string; dangling?: string }): Promise<T> {
     return guard(
       () =>
         this.db.$transaction(async (tx) => {
           if (this.dialect === "postgresql") await tx.$executeRawUnsafe(`SELECT pg_advisory_xact_lock(${eventLogLockId})`);
+          await this.raiseReadGeneration(tx);
           return work(tx);
         }),
       messages,
-    );
+    ).finally(() => this.byAlias.invalidate());
+  }
+
+  /** Tells every registry process's ReadCache that cached reads may have changed (in the write's transaction). */
+  private async raiseReadGeneration(tx: Tx): Promise<void> {
+    await tx.readGeneration.update({ where: { id: 1 }, data: { generation: { increment: 1 } } });
   }
 
   /** Points the alias at `target` and records the change; nothing when it already points there. */

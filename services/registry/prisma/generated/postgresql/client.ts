@@ -77,3 +77,9 @@ export type ModelEvent = Prisma.ModelEventModel
  * What a Predictor last reported serving.
  */
 export type PredictorReport = Prisma.PredictorReportModel
+/**
+ * Model ReadGeneration
+ * One row (id 1): raised by every write that can change a cached read (versions, aliases,
+ * version tags), in that write's transaction; read-cache.ts checks it before answering from memory.
+ */
+export type ReadGeneration = Prisma.ReadGenerationModel

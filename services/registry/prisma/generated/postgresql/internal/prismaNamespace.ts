@@ -403,7 +403,8 @@ export const ModelName = {
   ModelVersion: 'ModelVersion',
   ModelAlias: 'ModelAlias',
   ModelEvent: 'ModelEvent',
-  PredictorReport: 'PredictorReport'
+  PredictorReport: 'PredictorReport',
+  ReadGeneration: 'ReadGeneration'
 } as const
 
 export type ModelName = (typeof ModelName)[keyof typeof ModelName]
@@ -419,7 +420,7 @@ export type TypeMap<ExtArgs extends runtime.Types.Extensions.InternalArgs = runt
     omit: GlobalOmitOptions
   }
   meta: {
-    modelProps: "project" | "model" | "experiment" | "modelVersion" | "modelAlias" | "modelEvent" | "predictorReport"
+    modelProps: "project" | "model" | "experiment" | "modelVersion" | "modelAlias" | "modelEvent" | "predictorReport" | "readGeneration"
     txIsolationLevel: TransactionIsolationLevel
   }
   model: {
@@ -941,6 +942,80 @@ export type TypeMap<ExtArgs extends runtime.Types.Extensions.InternalArgs = runt
         }
       }
     }
+    ReadGeneration: {
+      payload: Prisma.$ReadGenerationPayload<ExtArgs>
+      fields: Prisma.ReadGenerationFieldRefs
+      operations: {
+        findUnique: {
+          args: Prisma.ReadGenerationFindUniqueArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$ReadGenerationPayload> | null
+        }
+        findUniqueOrThrow: {
+          args: Prisma.ReadGenerationFindUniqueOrThrowArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$ReadGenerationPayload>
+        }
+        findFirst: {
+          args: Prisma.ReadGenerationFindFirstArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$ReadGenerationPayload> | null
+        }
+        findFirstOrThrow: {
+          args: Prisma.ReadGenerationFindFirstOrThrowArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$ReadGenerationPayload>
+        }
+        findMany: {
+          args: Prisma.ReadGenerationFindManyArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$ReadGenerationPayload>[]
+        }
+        create: {
+          args: Prisma.ReadGenerationCreateArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$ReadGenerationPayload>
+        }
+        createMany: {
+          args: Prisma.ReadGenerationCreateManyArgs<ExtArgs>
+          result: BatchPayload
+        }
+        createManyAndReturn: {
+          args: Prisma.ReadGenerationCreateManyAndReturnArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$ReadGenerationPayload>[]
+        }
+        delete: {
+          args: Prisma.ReadGenerationDeleteArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$ReadGenerationPayload>
+        }
+        update: {
+          args: Prisma.ReadGenerationUpdateArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$ReadGenerationPayload>
+        }
+        deleteMany: {
+          args: Prisma.ReadGenerationDeleteManyArgs<ExtArgs>
+          result: BatchPayload
+        }
+        updateMany: {
+          args: Prisma.ReadGenerationUpdateManyArgs<ExtArgs>
+          result: BatchPayload
+        }
+        updateManyAndReturn: {
+          args: Prisma.ReadGenerationUpdateManyAndReturnArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$ReadGenerationPayload>[]
+        }
+        upsert: {
+          args: Prisma.ReadGenerationUpsertArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$ReadGenerationPayload>
+        }
+        aggregate: {
+          args: Prisma.ReadGenerationAggregateArgs<ExtArgs>
+          result: runtime.Types.Utils.Optional<Prisma.AggregateReadGeneration>
+        }
+        groupBy: {
+          args: Prisma.ReadGenerationGroupByArgs<ExtArgs>
+          result: runtime.Types.Utils.Optional<Prisma.ReadGenerationGroupByOutputType>[]
+        }
+        count: {
+          args: Prisma.ReadGenerationCountArgs<ExtArgs>
+          result: runtime.Types.Utils.Optional<Prisma.ReadGenerationCountAggregateOutputType> | number
+        }
+      }
+    }
   }
 } & {
   other: {
@@ -1075,6 +1150,14 @@ export const PredictorReportScalarFieldEnum = {
 export type PredictorReportScalarFieldEnum = (typeof PredictorReportScalarFieldEnum)[keyof typeof PredictorReportScalarFieldEnum]
 
 
+export const ReadGenerationScalarFieldEnum = {
+  id: 'id',
+  generation: 'generation'
+} as const
+
+export type ReadGenerationScalarFieldEnum = (typeof ReadGenerationScalarFieldEnum)[keyof typeof ReadGenerationScalarFieldEnum]
+
+
 export const SortOrder = {
   asc: 'asc',
   desc: 'desc'
@@ -1182,6 +1265,20 @@ export type IntFieldRefInput<$PrismaModel> = FieldRefInputType<$PrismaModel, 'In
  * Reference to a field of type 'Int[]'
  */
 export type ListIntFieldRefInput<$PrismaModel> = FieldRefInputType<$PrismaModel, 'Int[]'>
+    
+
+
+/**
+ * Reference to a field of type 'BigInt'
+ */
+export type BigIntFieldRefInput<$PrismaModel> = FieldRefInputType<$PrismaModel, 'BigInt'>
+    
+
+
+/**
+ * Reference to a field of type 'BigInt[]'
+ */
+export type ListBigIntFieldRefInput<$PrismaModel> = FieldRefInputType<$PrismaModel, 'BigInt[]'>
     
 
 
@@ -1356,6 +1453,7 @@ export type GlobalOmitConfig = {
   modelAlias?: Prisma.ModelAliasOmit
   modelEvent?: Prisma.ModelEventOmit
   predictorReport?: Prisma.PredictorReportOmit
+  readGeneration?: Prisma.ReadGenerationOmit
 }
 
 /* Types for Logging */

@@ -57,7 +57,8 @@ export const ModelName = {
   ModelVersion: 'ModelVersion',
   ModelAlias: 'ModelAlias',
   ModelEvent: 'ModelEvent',
-  PredictorReport: 'PredictorReport'
+  PredictorReport: 'PredictorReport',
+  ReadGeneration: 'ReadGeneration'
 } as const
 
 export type ModelName = (typeof ModelName)[keyof typeof ModelName]
@@ -169,6 +170,14 @@ export const PredictorReportScalarFieldEnum = {
 } as const
 
 export type PredictorReportScalarFieldEnum = (typeof PredictorReportScalarFieldEnum)[keyof typeof PredictorReportScalarFieldEnum]
+
+
+export const ReadGenerationScalarFieldEnum = {
+  id: 'id',
+  generation: 'generation'
+} as const
+
+export type ReadGenerationScalarFieldEnum = (typeof ReadGenerationScalarFieldEnum)[keyof typeof ReadGenerationScalarFieldEnum]
 
 
 export const SortOrder = {
