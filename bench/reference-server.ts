@@ -14,6 +14,7 @@ import * as grpc from "@grpc/grpc-js";
 import { create, toBinary } from "@bufbuild/protobuf";
 import { PredictorService, PredictRequestSchema, PredictResponseSchema } from "../gen/mlmesh/predictor/v1/predictor_pb.js";
 import { GrpcClient } from "../services/runtime/grpc-client.js";
+import { LeanH2Client } from "./prototypes/lean-h2-client.js";
 import { openOnnxClassifier, parseModelMetadata } from "../services/runtime/onnx-model.js";
 
 const folder = new URL("../models/iris_svc/1/", import.meta.url);
@@ -38,7 +39,15 @@ const classifier =
     ? await openOnnxClassifier(await readFile(new URL("model.onnx", folder)), parseModelMetadata(await readFile(new URL("metadata.json", folder), "utf8")), { intraOpThreads: 1 })
     : undefined;
 const oneRow = Float32Array.from(iris);
-const forwardTo = process.env.REFERENCE_FORWARD ? new GrpcClient(process.env.REFERENCE_FORWARD) : undefined;
+const forwardAddress = process.env.REFERENCE_FORWARD;
+const predictPath = "/mlmesh.predictor.v1.PredictorService/Predict";
+// REFERENCE_CLIENT=lean: the prototype client of bench/prototypes/lean-h2-client.ts instead.
+const forwardTo: { address: string; forward(bytes: Buffer): Promise<Buffer> } | undefined =
+  forwardAddress === undefined
+    ? undefined
+    : process.env.REFERENCE_CLIENT === "lean"
+      ? ((client) => ({ address: `${forwardAddress} (lean client)`, forward: (bytes: Buffer) => client.unary(predictPath, bytes) }))(new LeanH2Client(forwardAddress))
+      : ((client) => ({ address: forwardAddress, forward: (bytes: Buffer) => client.unaryBytes(PredictorService.method.predict, bytes, { deadlineMs: Date.now() + 10_000 }) }))(new GrpcClient(forwardAddress));
 const fanOut = Number(process.env.REFERENCE_FANOUT ?? 1);
 
 const server = new grpc.Server({ "grpc.enable_channelz": 0 });
@@ -57,8 +66,7 @@ server.addService(
   {
     predict(call: grpc.ServerUnaryCall<Buffer, Buffer>, callback: grpc.sendUnaryData<Buffer>) {
       if (forwardTo) {
-        const options = { deadlineMs: Date.now() + 10_000 };
-        const calls = Array.from({ length: fanOut }, () => forwardTo.unaryBytes(PredictorService.method.predict, call.request, options));
+        const calls = Array.from({ length: fanOut }, () => forwardTo.forward(call.request));
         void Promise.all(calls).then(
           ([first]) => callback(null, first),
           (err: Error) => callback({ code: grpc.status.UNAVAILABLE, details: err.message }),

@@ -37,6 +37,8 @@ export class BackendClient {
   private readonly client: GrpcClient;
   private readonly predictions: Coalescer<PredictResponse>;
   readonly breaker: CircuitBreaker;
+  private readonly latency: ReturnType<typeof backendLatency.labels>;
+  private readonly okCalls: ReturnType<typeof backendCalls.labels>;
 
   constructor(
     readonly backend: Backend,
@@ -44,11 +46,14 @@ export class BackendClient {
   ) {
     this.client = new GrpcClient(backend.address);
     this.breaker = new CircuitBreaker(config.breakerFailures, config.breakerCooldownMs);
+    this.latency = backendLatency.labels(backend.name);
+    this.okCalls = backendCalls.labels(backend.name, "ok");
+    const callsShared = coalescedRequests.labels(backend.name);
     const { model, version } = backend;
     this.predictions = new Coalescer<PredictResponse>(
       async (parts, options) => {
         const rowCount = parts.reduce((sum, part) => sum + part.rowCount, 0);
-        coalescedRequests.labels(backend.name).observe(parts.length);
+        callsShared.observe(parts.length);
         const bytes = await this.client.unaryBytes(PredictorService.method.predict, encodePredictRequest(model, version, parts), options);
         let response: PredictResponse;
         try {
@@ -138,8 +143,8 @@ export class BackendClient {
   }
 
   #record(latencyMs: number, outcome: string): void {
-    backendCalls.labels(this.backend.name, outcome).inc();
-    backendLatency.labels(this.backend.name).observe(latencyMs / 1000);
+    (outcome === "ok" ? this.okCalls : backendCalls.labels(this.backend.name, outcome)).inc();
+    this.latency.observe(latencyMs / 1000);
   }
 
   /**

@@ -7,20 +7,6 @@ export type SendRows<R> = (parts: readonly PackedRows[], options: { deadlineMs: 
 /** Cuts a shared answer into one request's share: its rows are [firstRow, firstRow + rowCount). */
 export type SliceAnswer<R> = (answer: R, firstRow: number, rowCount: number) => R;
 
-interface Member<R> {
-  readonly rows: PackedRows;
-  /** Values per row when every row has as many, else -1 (such a request is never merged). */
-  readonly width: number;
-  readonly deadlineMs: number;
-  readonly signal: AbortSignal;
-  readonly traceparent: string | undefined;
-  settled: boolean;
-  resolve(answer: R): void;
-  reject(error: ConnectError): void;
-  /** Stops the member's own deadline timer and cancel listener. */
-  release(): void;
-}
-
 /**
  * Coalesces concurrent calls to one backend, as the Predictor's InferenceBatcher coalesces
  * onnxruntime runs: while `maxInFlight` calls are under way, the requests that arrive wait, and
@@ -53,44 +39,11 @@ export class Coalescer<R> {
       return this.send([rows], options).finally(() => this.done());
     }
     return new Promise<R>((resolve, reject) => {
-      const member = this.member(rows, options, resolve, reject);
+      const member = new Member<R>(rows, options, resolve, reject, (m) => {
+        this.queue = this.queue.filter((waiting) => waiting !== m);
+      });
       if (!member.settled) this.queue.push(member);
     });
-  }
-
-  private member(rows: PackedRows, options: { deadlineMs: number; signal: AbortSignal; traceparent?: string }, resolve: (answer: R) => void, reject: (error: ConnectError) => void): Member<R> {
-    const { deadlineMs, signal } = options;
-    const fail = (error: ConnectError) => {
-      if (member.settled) return;
-      member.settled = true;
-      member.release();
-      this.queue = this.queue.filter((m) => m !== member);
-      reject(error);
-    };
-    const onAbort = () => fail(new ConnectError("the call was cancelled", Code.Canceled));
-    const timer = setTimeout(() => fail(new ConnectError("the deadline was exceeded", Code.DeadlineExceeded)), Math.max(0, deadlineMs - Date.now()));
-    const member: Member<R> = {
-      rows,
-      width: uniformWidth(rows),
-      deadlineMs,
-      signal,
-      traceparent: options.traceparent,
-      settled: false,
-      resolve: (answer) => {
-        if (member.settled) return;
-        member.settled = true;
-        member.release();
-        resolve(answer);
-      },
-      reject: fail,
-      release: () => {
-        clearTimeout(timer);
-        signal.removeEventListener("abort", onAbort);
-      },
-    };
-    if (signal.aborted) onAbort();
-    else signal.addEventListener("abort", onAbort, { once: true });
-    return member;
   }
 
   private done(): void {
@@ -116,10 +69,7 @@ export class Coalescer<R> {
 
     const controller = new AbortController();
     // The shared call lasts as long as its most patient request, and stops when none waits.
-    const cancelWhenAbandoned = () => {
-      if (batch.every((m) => m.settled)) controller.abort();
-    };
-    for (const m of batch) m.signal.addEventListener("abort", cancelWhenAbandoned, { once: true });
+    for (const m of batch) m.onSettled = () => batch.every((other) => other.settled) && controller.abort();
     const deadlineMs = Math.max(...batch.map((m) => m.deadlineMs));
     this.inFlight++;
     this.send(
@@ -139,10 +89,7 @@ export class Coalescer<R> {
           for (const m of batch) m.reject(connectError);
         },
       )
-      .finally(() => {
-        for (const m of batch) m.signal.removeEventListener("abort", cancelWhenAbandoned);
-        this.done();
-      });
+      .finally(() => this.done());
   }
 }
 
@@ -151,4 +98,58 @@ function uniformWidth({ offsets, rowCount }: PackedRows): number {
   const width = offsets[1] - offsets[0];
   for (let i = 1; i < rowCount; i++) if (offsets[i + 1] - offsets[i] !== width) return -1;
   return width;
+}
+
+/**
+ * A request waiting for a shared call, with its own deadline and cancellation. (A class rather
+ * than closures: the services run under tsx, which names every closure bound to a variable
+ * with Object.defineProperty — per request, on this path.)
+ */
+class Member<R> {
+  settled = false;
+  /** Values per row when every row has as many, else -1 (such a request is never merged). */
+  readonly width: number;
+  readonly deadlineMs: number;
+  readonly signal: AbortSignal;
+  readonly traceparent: string | undefined;
+  /** Told when this request gives up early (the shared call may be abandoned). */
+  onSettled: (() => void) | undefined;
+  private readonly timer: NodeJS.Timeout;
+  private readonly onAbort: () => void;
+
+  constructor(
+    readonly rows: PackedRows,
+    options: { deadlineMs: number; signal: AbortSignal; traceparent?: string },
+    private readonly settleResolve: (answer: R) => void,
+    private readonly settleReject: (error: ConnectError) => void,
+    private readonly leaveQueue: (member: Member<R>) => void,
+  ) {
+    this.width = uniformWidth(rows);
+    this.deadlineMs = options.deadlineMs;
+    this.signal = options.signal;
+    this.traceparent = options.traceparent;
+    this.onAbort = () => this.reject(new ConnectError("the call was cancelled", Code.Canceled));
+    this.timer = setTimeout(() => this.reject(new ConnectError("the deadline was exceeded", Code.DeadlineExceeded)), Math.max(0, this.deadlineMs - Date.now()));
+    if (this.signal.aborted) this.onAbort();
+    else this.signal.addEventListener("abort", this.onAbort, { once: true });
+  }
+
+  resolve(answer: R): void {
+    if (this.settle()) this.settleResolve(answer);
+  }
+
+  reject(error: ConnectError): void {
+    if (!this.settle()) return;
+    this.leaveQueue(this);
+    this.settleReject(error);
+    this.onSettled?.();
+  }
+
+  private settle(): boolean {
+    if (this.settled) return false;
+    this.settled = true;
+    clearTimeout(this.timer);
+    this.signal.removeEventListener("abort", this.onAbort);
+    return true;
+  }
 }

@@ -1,27 +1,22 @@
 import { CircuitState } from "../../gen/mlmesh/proxy/v1/proxy_pb.js";
-import { counter, gauge, histogram, latencyBuckets } from "../runtime/observability/metrics.js";
+import { counter, gauge, hotCounter, hotHistogram, latencyBuckets } from "../runtime/observability/metrics.js";
 import type { CircuitBreaker } from "./circuit-breaker.js";
 
 /** Backend calls by outcome: "ok", the gRPC code the backend failed with, or "circuit_open" (skipped). */
-export const backendCalls = counter({
-  name: "mlmesh_proxy_backend_calls_total",
-  help: "Calls to each backend Predictor, by outcome: ok, a gRPC code, or circuit_open (not made).",
-  labelNames: ["backend", "outcome"],
-});
+export const backendCalls = hotCounter(
+  "mlmesh_proxy_backend_calls_total",
+  "Calls to each backend Predictor, by outcome: ok, a gRPC code, or circuit_open (not made).",
+  ["backend", "outcome"],
+);
 
-export const backendLatency = histogram({
-  name: "mlmesh_proxy_backend_call_duration_seconds",
-  help: "Time of each call made to a backend Predictor.",
-  labelNames: ["backend"],
-  buckets: latencyBuckets,
-});
+export const backendLatency = hotHistogram("mlmesh_proxy_backend_call_duration_seconds", "Time of each call made to a backend Predictor.", ["backend"], latencyBuckets);
 
-export const coalescedRequests = histogram({
-  name: "mlmesh_proxy_backend_coalesced_requests",
-  help: "Requests served by each call made to a backend (concurrent requests share calls under load).",
-  labelNames: ["backend"],
-  buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256],
-});
+export const coalescedRequests = hotHistogram(
+  "mlmesh_proxy_backend_coalesced_requests",
+  "Requests served by each call made to a backend (concurrent requests share calls under load).",
+  ["backend"],
+  [1, 2, 4, 8, 16, 32, 64, 128, 256],
+);
 
 export const partialAnswers = counter({
   name: "mlmesh_proxy_partial_answers_total",

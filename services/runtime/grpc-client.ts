@@ -76,58 +76,7 @@ export class GrpcClient {
       } catch (err) {
         return reject(new ConnectError(`cannot reach ${this.address}: ${(err as Error).message}`, Code.Unavailable));
       }
-
-      let settled = false;
-      const finish = (error: ConnectError | undefined, response?: Buffer) => {
-        if (settled) return;
-        settled = true;
-        clearTimeout(timer);
-        options.signal?.removeEventListener("abort", onAbort);
-        if (error) {
-          if (!stream.closed && !stream.readableEnded) stream.close(http2.constants.NGHTTP2_CANCEL);
-          reject(error);
-        } else {
-          resolve(response!);
-        }
-      };
-      const timer = setTimeout(() => finish(new ConnectError("the deadline was exceeded", Code.DeadlineExceeded)), timeoutMs);
-      const onAbort = () => finish(new ConnectError("the call was cancelled", Code.Canceled));
-      options.signal?.addEventListener("abort", onAbort, { once: true });
-
-      let httpStatus = 0;
-      let grpcStatus: string | undefined;
-      let grpcMessage = "";
-      const chunks: Buffer[] = [];
-      const readStatus = (headers: http2.IncomingHttpHeaders) => {
-        if (headers["grpc-status"] === undefined) return;
-        grpcStatus = String(headers["grpc-status"]);
-        grpcMessage = decodeMessage(String(headers["grpc-message"] ?? ""));
-      };
-      stream.on("response", (headers) => {
-        httpStatus = Number(headers[":status"]);
-        readStatus(headers); // a trailers-only response carries its status here
-      });
-      stream.on("trailers", readStatus);
-      stream.on("data", (chunk: Buffer) => chunks.push(chunk));
-      stream.on("error", (err) => finish(new ConnectError(`${this.address}: ${err.message}`, Code.Unavailable)));
-      // The call is complete once the response has ended (its trailers came with END_STREAM):
-      // 'end' fires a few hundred microseconds before 'close' on a loaded event loop.
-      const complete = () => {
-        if (grpcStatus === undefined) {
-          const why = httpStatus === 0 ? "the connection closed" : `HTTP status ${httpStatus} without a gRPC status`;
-          return finish(new ConnectError(`${this.address}: ${why}`, Code.Unavailable));
-        }
-        const code = Number(grpcStatus);
-        if (code !== 0) return finish(new ConnectError(grpcMessage, code as Code));
-        const body = chunks.length === 1 ? chunks[0] : Buffer.concat(chunks);
-        const length = body.length >= 5 ? body.readUInt32BE(1) : -1;
-        if (length < 0 || body[0] !== 0 || body.length !== 5 + length) {
-          return finish(new ConnectError(`${this.address}: malformed response message`, Code.Internal));
-        }
-        finish(undefined, body.subarray(5));
-      };
-      stream.on("end", complete);
-      stream.on("close", complete);
+      new UnaryCall(this.address, stream, timeoutMs, options.signal, resolve, reject);
       stream.end(frame);
     });
   }
@@ -162,5 +111,78 @@ function decodeMessage(message: string): string {
     return decodeURIComponent(message);
   } catch {
     return message;
+  }
+}
+
+/**
+ * One call in flight: reads the response and its status, enforces the deadline and the
+ * caller's cancellation. (A class rather than closures: the services run under tsx, which names
+ * every closure bound to a variable with Object.defineProperty — per call, on this path.)
+ */
+class UnaryCall {
+  private settled = false;
+  private httpStatus = 0;
+  private grpcStatus: string | undefined;
+  private grpcMessage = "";
+  private readonly chunks: Buffer[] = [];
+  private readonly timer: NodeJS.Timeout;
+  private readonly onAbort: () => void;
+
+  constructor(
+    private readonly address: string,
+    private readonly stream: http2.ClientHttp2Stream,
+    timeoutMs: number,
+    private readonly signal: AbortSignal | undefined,
+    private readonly resolve: (message: Buffer) => void,
+    private readonly reject: (error: ConnectError) => void,
+  ) {
+    this.timer = setTimeout(() => this.finish(new ConnectError("the deadline was exceeded", Code.DeadlineExceeded)), timeoutMs);
+    this.onAbort = () => this.finish(new ConnectError("the call was cancelled", Code.Canceled));
+    signal?.addEventListener("abort", this.onAbort, { once: true });
+    stream.on("response", (headers) => {
+      this.httpStatus = Number(headers[":status"]);
+      this.readStatus(headers); // a trailers-only response carries its status here
+    });
+    stream.on("trailers", (headers) => this.readStatus(headers));
+    stream.on("data", (chunk: Buffer) => this.chunks.push(chunk));
+    stream.on("error", (err) => this.finish(new ConnectError(`${address}: ${err.message}`, Code.Unavailable)));
+    // The call is complete once the response has ended (its trailers came with END_STREAM):
+    // 'end' fires a few hundred microseconds before 'close' on a loaded event loop.
+    stream.on("end", () => this.complete());
+    stream.on("close", () => this.complete());
+  }
+
+  private readStatus(headers: http2.IncomingHttpHeaders): void {
+    if (headers["grpc-status"] === undefined) return;
+    this.grpcStatus = String(headers["grpc-status"]);
+    this.grpcMessage = decodeMessage(String(headers["grpc-message"] ?? ""));
+  }
+
+  private complete(): void {
+    if (this.grpcStatus === undefined) {
+      const why = this.httpStatus === 0 ? "the connection closed" : `HTTP status ${this.httpStatus} without a gRPC status`;
+      return this.finish(new ConnectError(`${this.address}: ${why}`, Code.Unavailable));
+    }
+    const code = Number(this.grpcStatus);
+    if (code !== 0) return this.finish(new ConnectError(this.grpcMessage, code as Code));
+    const body = this.chunks.length === 1 ? this.chunks[0] : Buffer.concat(this.chunks);
+    const length = body.length >= 5 ? body.readUInt32BE(1) : -1;
+    if (length < 0 || body[0] !== 0 || body.length !== 5 + length) {
+      return this.finish(new ConnectError(`${this.address}: malformed response message`, Code.Internal));
+    }
+    this.finish(undefined, body.subarray(5));
+  }
+
+  private finish(error: ConnectError | undefined, response?: Buffer): void {
+    if (this.settled) return;
+    this.settled = true;
+    clearTimeout(this.timer);
+    this.signal?.removeEventListener("abort", this.onAbort);
+    if (error) {
+      if (!this.stream.closed && !this.stream.readableEnded) this.stream.close(http2.constants.NGHTTP2_CANCEL);
+      this.reject(error);
+    } else {
+      this.resolve(response!);
+    }
   }
 }

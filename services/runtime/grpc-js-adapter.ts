@@ -214,6 +214,7 @@ class GrpcHandlerContext implements HandlerContext {
   /** Set once the answer is sent: grpc-js then reports every call as "cancelled", which is not a cancel. */
   private answered = false;
   private releaseSignal: (() => void) | undefined;
+  private onCancelled: (() => void) | undefined;
 
   constructor(
     readonly method: DescMethod,
@@ -235,20 +236,24 @@ class GrpcHandlerContext implements HandlerContext {
    */
   get signal(): AbortSignal {
     if (this.lazySignal) return this.lazySignal;
+    // (No closures bound to variables here: tsx names each with Object.defineProperty, per call.)
     const controller = new AbortController();
     this.lazySignal = controller.signal;
     const timeoutMs = this.timeoutMs();
     const emitter = this.call as NodeJS.EventEmitter;
-    const cancel = () => {
-      if (!this.answered) controller.abort(new ConnectError("the client cancelled the call", Code.Canceled));
-    };
     const timer = timeoutMs === undefined ? undefined : setTimeout(() => controller.abort(new ConnectError("the deadline was exceeded", Code.DeadlineExceeded)), timeoutMs);
     timer?.unref();
-    if (this.call.cancelled) cancel();
-    else emitter.once("cancelled", cancel);
+    if (this.call.cancelled) {
+      controller.abort(new ConnectError("the client cancelled the call", Code.Canceled));
+      return this.lazySignal;
+    }
+    this.onCancelled = () => {
+      if (!this.answered) controller.abort(new ConnectError("the client cancelled the call", Code.Canceled));
+    };
+    emitter.once("cancelled", this.onCancelled);
     this.releaseSignal = () => {
       clearTimeout(timer);
-      emitter.removeListener("cancelled", cancel);
+      emitter.removeListener("cancelled", this.onCancelled!);
     };
     return this.lazySignal;
   }

@@ -99,13 +99,30 @@ function endSpan(span: Span, error?: { code: string; message: string }): void {
 /** Ids only: what logs and propagation need, at the cost of a few random bytes. */
 export const idsOnlyTracing: Tracing = {
   start(_name, traceparent) {
-    const traceId = parseTraceparent(traceparent)?.traceId ?? randomHex(16);
-    const spanId = randomHex(8);
-    const traceparentOut = `00-${traceId}-${spanId}-01`;
-    return { traceId, spanId, traceparent: traceparentOut, child: () => ({ traceparent: traceparentOut, end: () => undefined }), end: () => undefined };
+    return new IdsOnlySpan(parseTraceparent(traceparent)?.traceId ?? randomHex(16), randomHex(8));
   },
-  shutdown: () => Promise.resolve(),
+  shutdown() {
+    return Promise.resolve();
+  },
 };
+
+/** A span that is only its ids; its outgoing calls carry it as their parent. (Methods, not closures: per RPC.) */
+class IdsOnlySpan implements TraceSpan, OutgoingCall {
+  readonly traceparent: string;
+
+  constructor(
+    readonly traceId: string,
+    readonly spanId: string,
+  ) {
+    this.traceparent = `00-${traceId}-${spanId}-01`;
+  }
+
+  child(): OutgoingCall {
+    return this;
+  }
+
+  end(): void {}
+}
 
 // Random ids from a pool refilled 4 KiB at a time: one crypto call per ~170 spans.
 const pool = Buffer.alloc(4096);
