@@ -3,7 +3,15 @@
 import { cp, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { getOption, hasOption } from "@bufbuild/protobuf";
 import { afterEach, describe, expect, it } from "vitest";
+import { GRPCInferenceService } from "../gen/inference/open_inference_pb.js";
+import { BatchJobService } from "../gen/mlmesh/batch/v1/batch_pb.js";
+import { EchoService } from "../gen/mlmesh/echo/v1/echo_pb.js";
+import { policy, Role } from "../gen/mlmesh/policy/v1/policy_pb.js";
+import { PredictorService } from "../gen/mlmesh/predictor/v1/predictor_pb.js";
+import { ProxyService } from "../gen/mlmesh/proxy/v1/proxy_pb.js";
+import { ModelRegistryService } from "../gen/mlmesh/registry/v1/registry_pb.js";
 import { repoRoot, run, tools } from "./support/service-process.js";
 
 const predictorProto = "proto/mlmesh/predictor/v1/predictor.proto";
@@ -61,5 +69,17 @@ describe("contract gates", () => {
     await edit(dir, predictorProto, "message Row {", "message   Row{");
     const format = await run(tools.buf, ["format", "-d", "--exit-code", "proto"], { cwd: dir });
     expect(format.code).not.toBe(0);
+  });
+
+  it("every RPC of mlmesh's services declares who may call it (mlmesh.policy.v1.policy)", () => {
+    const services = [ModelRegistryService, PredictorService, BatchJobService, ProxyService, EchoService, GRPCInferenceService];
+    const missing = services.flatMap((service) => service.methods.filter((m) => !hasOption(m, policy)).map((m) => `${service.typeName}/${m.name}`));
+    expect(missing).toEqual([]);
+    const unset = services.flatMap((service) => service.methods.filter((m) => getOption(m, policy).role === Role.UNSPECIFIED).map((m) => m.name));
+    expect(unset).toEqual([]);
+    // The production-changing calls are an admin's; registration is a writer's and limited.
+    expect(getOption(ModelRegistryService.method.setModelVersionAlias, policy).role).toBe(Role.ADMIN);
+    expect(getOption(BatchJobService.method.runJobNow, policy).role).toBe(Role.ADMIN);
+    expect(getOption(BatchJobService.method.registerItems, policy)).toMatchObject({ role: Role.WRITER, limited: true });
   });
 });

@@ -6,13 +6,14 @@ import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegen
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import { file_buf_validate_validate } from "../../../buf/validate/validate_pb.js";
 import { file_google_api_annotations } from "../../../google/api/annotations_pb.js";
+import { file_mlmesh_policy_v1_policy } from "../../policy/v1/policy_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file mlmesh/echo/v1/echo.proto.
  */
 export const file_mlmesh_echo_v1_echo: GenFile = /*@__PURE__*/
-  fileDesc("ChltbG1lc2gvZWNoby92MS9lY2hvLnByb3RvEg5tbG1lc2guZWNoby52MSJGCgtFY2hvUmVxdWVzdBIaCgZ2YWx1ZXMYASADKAJCCrpIB5IBBBDAhD0SGwoIZGVsYXlfbXMYAiABKA1CCbpIBioEGODUAyIeCgxFY2hvUmVzcG9uc2USDgoGdmFsdWVzGAEgAygCMmUKC0VjaG9TZXJ2aWNlElYKBEVjaG8SGy5tbG1lc2guZWNoby52MS5FY2hvUmVxdWVzdBocLm1sbWVzaC5lY2hvLnYxLkVjaG9SZXNwb25zZSITgtPkkwINOgEqIggvdjEvZWNob2IGcHJvdG8z", [file_buf_validate_validate, file_google_api_annotations]);
+  fileDesc("ChltbG1lc2gvZWNoby92MS9lY2hvLnByb3RvEg5tbG1lc2guZWNoby52MSJGCgtFY2hvUmVxdWVzdBIaCgZ2YWx1ZXMYASADKAJCCrpIB5IBBBDAhD0SGwoIZGVsYXlfbXMYAiABKA1CCbpIBioEGODUAyIeCgxFY2hvUmVzcG9uc2USDgoGdmFsdWVzGAEgAygCMmsKC0VjaG9TZXJ2aWNlElwKBEVjaG8SGy5tbG1lc2guZWNoby52MS5FY2hvUmVxdWVzdBocLm1sbWVzaC5lY2hvLnYxLkVjaG9SZXNwb25zZSIZyvMYAggCgtPkkwINOgEqIggvdjEvZWNob2IGcHJvdG8z", [file_buf_validate_validate, file_google_api_annotations, file_mlmesh_policy_v1_policy]);
 
 /**
  * EchoRequest carries the values to send back.
