@@ -19,13 +19,13 @@ import { createBatchService } from "./service.js";
  * BATCH_RUN_JOB_IN_SERVICE=false) runs the job every BATCH_INTERVAL with bree.
  */
 export function main(env: Env): Promise<void> {
-  return runService("batch", env, async ({ config, logger, tracing }) => {
+  return runService("batch", env, async ({ config, logger, tracing, gatekeeper, meshCredentials }) => {
     const batchConfig = loadBatchConfig(env);
     const { db, dialect, applied } = await openBatchDatabase(batchConfig.databaseUrl, { ...batchConfig, migrate: true });
     logger.info({ dialect, migrationsApplied: applied, predictor: batchConfig.predictorAddress }, "database ready");
     const store = new ItemStore(db, dialect);
     watchItems(store);
-    const predictor = new GrpcClient(batchConfig.predictorAddress);
+    const predictor = new GrpcClient(batchConfig.predictorAddress, meshCredentials);
     const worker = `${hostname()}:${process.pid}:now`;
     let stopScheduler: (() => Promise<void>) | undefined;
     const draining = new AbortController();
@@ -33,6 +33,7 @@ export function main(env: Env): Promise<void> {
       tracing,
       config,
       logger,
+      gatekeeper,
       services: [
         serve(
           BatchJobService,
@@ -64,12 +65,12 @@ export function main(env: Env): Promise<void> {
  * scale-out; its port (BATCH_WORKER_PORT, default any free port) answers health checks.
  */
 export function workerMain(env: Env): Promise<void> {
-  return runService("batch-worker", env, async ({ config, logger, tracing }) => {
+  return runService("batch-worker", env, async ({ config, logger, tracing, gatekeeper }) => {
     const batchConfig = loadBatchConfig(env);
     const { db, applied } = await openBatchDatabase(batchConfig.databaseUrl, { ...batchConfig, migrate: true });
     await db.$disconnect(); // each run opens its own connections in its worker thread
     logger.info({ migrationsApplied: applied, intervalMs: batchConfig.intervalMs }, "batch worker ready");
-    const server = await startServer({ config, logger, tracing, services: [] });
+    const server = await startServer({ config, logger, tracing, gatekeeper, services: [] });
     const stopScheduler = await startScheduler(env, batchConfig.intervalMs, logger);
     server.health.setAll(ServingStatus.SERVING);
     return { server, close: stopScheduler };

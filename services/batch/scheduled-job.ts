@@ -2,6 +2,7 @@ import { hostname } from "node:os";
 import { threadId } from "node:worker_threads";
 import type { Env } from "../runtime/config.js";
 import { GrpcClient } from "../runtime/grpc-client.js";
+import { loadMeshCredentials } from "../runtime/security/mesh-credentials.js";
 import { createTracing } from "../runtime/observability/tracing.js";
 import { loadBatchConfig } from "./config.js";
 import { openBatchDatabase } from "./database.js";
@@ -17,7 +18,7 @@ export async function runScheduledBatchJob(env: Env): Promise<JobRunOutcome> {
   const config = loadBatchConfig(env);
   const { db, dialect } = await openBatchDatabase(config.databaseUrl, { ...config, migrate: false });
   const store = new ItemStore(db, dialect);
-  const predictor = new GrpcClient(config.predictorAddress);
+  const predictor = new GrpcClient(config.predictorAddress, loadMeshCredentials(env));
   // A scheduled run starts its own trace; its Predict calls are children of it.
   const tracing = createTracing("batch", env);
   const trace = tracing.start("batch job run", undefined, "internal");

@@ -1,11 +1,13 @@
 import { servicePorts, type ServiceName } from "../runtime/config.js";
 import { modelsCommand, modelsUsage } from "./models-command.js";
+import { tokenCommand } from "./token-command.js";
 import { up } from "./up.js";
 
 const usage = `usage:
   mlmesh serve <service>   run one service: ${Object.keys(servicePorts).join(", ")} (console: the web console page; batch-worker: a scale-out batch job worker; echo: diagnostics)
   mlmesh up                run the whole mesh on this machine, one process per service
   mlmesh models ...        push model versions to the registry, move and roll back aliases (mlmesh models help)
+  mlmesh token new <role> <name>   a new bearer token and its line for AUTH_TOKENS_FILE
 
 Configuration comes from environment variables: see the table in README.md.`;
 
@@ -25,6 +27,8 @@ if (command === "serve" && argument !== undefined && Object.hasOwn(services, arg
   await service.main(process.env);
 } else if (command === "up" && argument === undefined) {
   process.exitCode = await up(process.env);
+} else if (command === "token") {
+  process.exitCode = tokenCommand(process.argv.slice(3));
 } else if (command === "models") {
   if (argument === undefined || argument === "help" || argument === "--help") {
     process.stdout.write(`${modelsUsage}\n`);

@@ -5,6 +5,7 @@ import { Code, ConnectError, createClient, type Client, type Interceptor } from 
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { ModelRegistryService, type ModelVersion, type UploadModelVersionRequestSchema } from "../../gen/mlmesh/registry/v1/registry_pb.js";
 import { meshTransport } from "../runtime/mesh-transport.js";
+import type { MeshCredentials } from "../runtime/security/mesh-credentials.js";
 import { ModelArtifactError, parseModelMetadata, sha256Hex } from "../runtime/onnx-model.js";
 
 export type RegistryClient = Client<typeof ModelRegistryService>;
@@ -14,14 +15,15 @@ const uploadChunkBytes = 512 * 1024;
 
 /**
  * A ModelRegistry client over native gRPC that names its user in x-mlmesh-actor (the alias
- * history's "who"): $MLMESH_ACTOR, else user@host.
+ * history's "who"): $MLMESH_ACTOR, else user@host; with mesh credentials (TLS_CA_FILE,
+ * MESH_TOKEN_FILE) when the registry needs them.
  */
-export function registryClient(address: string, actor = process.env.MLMESH_ACTOR ?? `${userInfo().username}@${hostname()}`): RegistryClient {
+export function registryClient(address: string, actor = process.env.MLMESH_ACTOR ?? `${userInfo().username}@${hostname()}`, credentials?: MeshCredentials): RegistryClient {
   const nameActor: Interceptor = (next) => (request) => {
     request.header.set("x-mlmesh-actor", actor);
     return next(request);
   };
-  return createClient(ModelRegistryService, meshTransport(address, { interceptors: [nameActor] }));
+  return createClient(ModelRegistryService, meshTransport(address, { interceptors: [nameActor], credentials }));
 }
 
 /** A model named "project/model". */

@@ -2,8 +2,9 @@ import { fileURLToPath } from "node:url";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { ModelVersion } from "../../gen/mlmesh/registry/v1/registry_pb.js";
-import { servicePorts } from "../runtime/config.js";
+import { ConfigError, servicePorts } from "../runtime/config.js";
 import { checkHealth, ServingStatus } from "../runtime/health-client.js";
+import { loadMeshCredentials, type MeshCredentials } from "../runtime/security/mesh-credentials.js";
 import { bootstrapRegistry } from "./bootstrap.js";
 import { ModelFolderError, parseModelRef, pushModelFolder, registryClient, resolveModel, UsageError, type RegistryClient } from "./model-push.js";
 
@@ -28,8 +29,9 @@ export const modelsUsage = `usage: mlmesh models <command> (the registry at REGI
 export async function modelsCommand(args: readonly string[], env: NodeJS.ProcessEnv): Promise<number> {
   const address = env.REGISTRY_ADDRESS || `127.0.0.1:${env[servicePorts.registry.variable] || servicePorts.registry.port}`;
   try {
+    const credentials = loadMeshCredentials(env);
     const [command, ...rest] = args;
-    const client = registryClient(address);
+    const client = registryClient(address, undefined, credentials);
     switch (command) {
       case "push":
         return await push(client, rest);
@@ -42,11 +44,15 @@ export async function modelsCommand(args: readonly string[], env: NodeJS.Process
       case "history":
         return await history(client, rest);
       case "bootstrap":
-        return await bootstrap(client, address, rest);
+        return await bootstrap(client, address, rest, credentials);
       default:
         throw new UsageError(command === undefined ? "which command?" : `unknown command "${command}"`);
     }
   } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`mlmesh models: configuration error: ${err.message}\n`);
+      return 2;
+    }
     if (err instanceof UsageError) {
       process.stderr.write(`mlmesh models: ${err.message}\n${modelsUsage}\n`);
       return 2;
@@ -134,10 +140,10 @@ async function history(client: RegistryClient, args: readonly string[]): Promise
   return 0;
 }
 
-async function bootstrap(client: RegistryClient, address: string, args: readonly string[]): Promise<number> {
+async function bootstrap(client: RegistryClient, address: string, args: readonly string[], credentials: MeshCredentials): Promise<number> {
   if (args.length > 1) throw new UsageError("bootstrap takes [project]");
   const deadline = Date.now() + 60_000;
-  while ((await checkHealth(address, "", 1000)) !== ServingStatus.SERVING) {
+  while ((await checkHealth(address, "", 1000, credentials)) !== ServingStatus.SERVING) {
     if (Date.now() > deadline) throw new ConnectError(`the registry at ${address} did not answer within 60 s`, Code.Unavailable);
     await new Promise((resolve) => setTimeout(resolve, 500));
   }

@@ -2,7 +2,8 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { createInterface } from "node:readline";
 import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
-import { loadServerConfig, type Env, type ServiceName } from "../runtime/config.js";
+import { ConfigError, loadServerConfig, type Env, type ServiceName } from "../runtime/config.js";
+import { loadMeshCredentials, type MeshCredentials } from "../runtime/security/mesh-credentials.js";
 import { checkHealth, ServingStatus } from "../runtime/health-client.js";
 import { bootstrapRegistry } from "./bootstrap.js";
 import { registryClient } from "./model-push.js";
@@ -61,6 +62,15 @@ export async function up(env: Env): Promise<number> {
   const width = Math.max(...names.map((n) => n.length));
   const meshEnv = { ...env, CORS_ORIGINS: env.CORS_ORIGINS ?? consoleOrigins(env) };
   const graceMs = loadServerConfig(meshEnv, "registry").shutdownGraceMs;
+  // How `up` itself reaches the services (health, bootstrap) when they have TLS or tokens on.
+  let credentials: MeshCredentials;
+  try {
+    credentials = loadMeshCredentials(env);
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    process.stderr.write(`mlmesh up: configuration error: ${err.message}\n`);
+    return 2;
+  }
   const requested = new Promise<"stopped">((resolve) => {
     if (stopRequest.signal.aborted) resolve("stopped");
     else stopRequest.signal.addEventListener("abort", () => resolve("stopped"), { once: true });
@@ -92,15 +102,15 @@ export async function up(env: Env): Promise<number> {
 
   const registry = startMember("registry", meshEnv, width);
   start(registry);
-  let ready = await until(waitUntilServing([registry], stopRequest.signal));
-  if (ready === "ready") ready = await until(bootstrap(registry.address, stopRequest.signal));
+  let ready = await until(waitUntilServing([registry], stopRequest.signal, credentials));
+  if (ready === "ready") ready = await until(bootstrap(registry.address, stopRequest.signal, credentials));
   if (ready === "ready") {
     const servicesEnv = { ...meshEnv, REGISTRY_ADDRESS: env.REGISTRY_ADDRESS ?? registry.address };
     const others = names.filter((n) => n !== "registry").map((name) => startMember(name, servicesEnv, width));
     others.forEach(start);
-    ready = await until(waitUntilServing(others, stopRequest.signal));
+    ready = await until(waitUntilServing(others, stopRequest.signal, credentials));
   }
-  if (ready === "ready") await printEndpoints(members);
+  if (ready === "ready") await printEndpoints(members, env, credentials);
 
   if (ready === "ready") await Promise.race([requested, Promise.race(members.map((m) => m.exited))]);
   stopping = true;
@@ -114,8 +124,8 @@ export async function up(env: Env): Promise<number> {
 }
 
 /** Registers the bundled models in the mesh's registry on its first start (bootstrap.ts). */
-async function bootstrap(registryAddress: string, signal: AbortSignal): Promise<void> {
-  const client = registryClient(registryAddress, "mlmesh up");
+async function bootstrap(registryAddress: string, signal: AbortSignal, credentials: MeshCredentials): Promise<void> {
+  const client = registryClient(registryAddress, "mlmesh up", credentials);
   for (const line of await bootstrapRegistry(client, bundledModels, "iris", signal)) process.stdout.write(`mlmesh: ${line}\n`);
 }
 
@@ -166,11 +176,11 @@ function consoleOrigins(env: Env): string {
 }
 
 /** Resolves once every member answers SERVING; rejects after startTimeoutMs or when `stop` aborts. */
-async function waitUntilServing(members: readonly Member[], stop: AbortSignal): Promise<void> {
+async function waitUntilServing(members: readonly Member[], stop: AbortSignal, credentials: MeshCredentials): Promise<void> {
   const deadline = Date.now() + startTimeoutMs;
   await Promise.all(
     members.map(async (m) => {
-      while ((await checkHealth(m.address, "", 1000)) !== ServingStatus.SERVING) {
+      while ((await checkHealth(m.address, "", 1000, credentials)) !== ServingStatus.SERVING) {
         if (stop.aborted) throw new Error("stopped before every service was ready");
         if (Date.now() > deadline) throw new Error(`${m.name} did not become ready within ${startTimeoutMs / 1000}s`);
         await sleep(200, undefined, { signal: stop }).catch(() => undefined);
@@ -179,10 +189,10 @@ async function waitUntilServing(members: readonly Member[], stop: AbortSignal): 
   );
 }
 
-async function printEndpoints(members: readonly Member[]): Promise<void> {
+async function printEndpoints(members: readonly Member[], env: Env, credentials: MeshCredentials): Promise<void> {
   const rows = await Promise.all(
     members.map(async (m) => {
-      const status = await checkHealth(m.address, grpcServiceNames[m.name], 1000);
+      const status = await checkHealth(m.address, grpcServiceNames[m.name], 1000, credentials);
       const state = status === ServingStatus.SERVING ? "serving" : "not serving (see its log)";
       const what = m.name === "console" ? `web page: http://${m.address}/` : grpcServiceNames[m.name];
       return [m.name, m.address, what, state];
@@ -192,6 +202,14 @@ async function printEndpoints(members: readonly Member[]): Promise<void> {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
   const line = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i])).join("  ");
   const table = [line(header), line(widths.map((w) => "-".repeat(w))), ...rows.map(line)].join("\n");
-  process.stdout.write(`\nmlmesh is up (Ctrl-C stops it):\n${table}\n\n`);
+  process.stdout.write(`\nmlmesh is up (Ctrl-C stops it):\n${table}\n${securityLine(env)}\n\n`);
+}
+
+/** What the start-up table says of TLS and authentication (off by default: loopback only). */
+function securityLine(env: Env): string {
+  const tls = env.TLS_CERT_FILE ? `TLS on (${env.TLS_CERT_FILE})` : "TLS off";
+  const auth = env.AUTH_TOKENS_FILE || env.AUTH_JWKS ? `authentication on (${env.AUTH_TOKENS_FILE || env.AUTH_JWKS})` : "authentication off";
+  const where = env.TLS_CERT_FILE || env.AUTH_TOKENS_FILE || env.AUTH_JWKS ? "" : " — fine on 127.0.0.1; README \"Security\" turns them on";
+  return `security: ${tls}, ${auth}${where}`;
 }
 

@@ -1,3 +1,4 @@
+import { meshHttpGet, type MeshCredentials } from "../runtime/security/mesh-credentials.js";
 /**
  * The console's live panel: its server reads every service's GET /metrics every `pollMs`
  * (the browser never calls the services for this), keeps the last minutes, and serves per
@@ -34,7 +35,7 @@ export class LiveMetrics {
 
   constructor(
     private readonly targets: ReadonlyMap<string, string>,
-    private readonly options: { pollMs: number; keepMs: number; windowMs: number },
+    private readonly options: { pollMs: number; keepMs: number; windowMs: number; credentials: MeshCredentials },
   ) {}
 
   start(): void {
@@ -67,13 +68,13 @@ export class LiveMetrics {
     await Promise.all(
       [...this.targets].map(async ([service, url]) => {
         try {
-          const response = await fetch(`${url}/metrics`, { signal: AbortSignal.timeout(2000) });
-          if (!response.ok) return;
-          const sample = parse(await response.text(), Date.now());
+          const text = await meshHttpGet(`${url}/metrics`, this.options.credentials, 2000);
+          if (text === undefined) return;
+          const sample = parse(text, Date.now());
           const kept = (this.#history.get(service) ?? []).filter((s) => s.at >= sample.at - this.options.keepMs);
           this.#history.set(service, [...kept, sample]);
         } catch {
-          // A service that is down leaves a gap in its chart.
+          // A service that is down (or answers no metrics) leaves a gap in its chart.
         }
       }),
     );

@@ -1,3 +1,4 @@
+import { Role } from "../../gen/mlmesh/policy/v1/policy_pb.js";
 import type { Env } from "../runtime/config.js";
 import { ServingStatus } from "../runtime/health.js";
 import { runService } from "../runtime/run-service.js";
@@ -12,11 +13,11 @@ import { loadSite } from "./site.js";
  * up` does that). The page's server is the shared runtime, so it has health, logs and drains.
  */
 export function main(env: Env): Promise<void> {
-  return runService("console", env, async ({ config, logger, tracing }) => {
+  return runService("console", env, async ({ config, logger, tracing, gatekeeper, meshCredentials }) => {
     const consoleConfig = loadConsoleConfig(env);
-    const live = new LiveMetrics(consoleConfig.metricsTargets, { pollMs: 2000, keepMs: 5 * 60_000, windowMs: 30_000 });
+    const live = new LiveMetrics(consoleConfig.metricsTargets, { pollMs: 2000, keepMs: 5 * 60_000, windowMs: 30_000, credentials: meshCredentials });
     const site = await loadSite(consoleConfig, live);
-    const server = await startServer({ config, logger, tracing, services: [], httpFallback: site });
+    const server = await startServer({ config, logger, tracing, gatekeeper, services: [], httpFallback: site, httpRole: (path) => (path === "/live.json" || path === "/metrics" ? Role.READER : Role.ANYONE) });
     live.start();
     server.health.setAll(ServingStatus.SERVING);
     logger.info({ page: `http://${server.address}/`, ...consoleConfig, metricsTargets: Object.fromEntries(consoleConfig.metricsTargets) }, "console page");

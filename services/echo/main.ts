@@ -8,8 +8,8 @@ import { createEchoService } from "./service.js";
 
 /** Runs the echo diagnostics service (not part of `mlmesh up`). */
 export function main(env: Env): Promise<void> {
-  return runService("echo", env, async ({ config, logger, tracing }) => {
-    const server = await startServer({ config, logger, tracing, services: [serve(EchoService, createEchoService())] });
+  return runService("echo", env, async ({ config, logger, tracing, gatekeeper }) => {
+    const server = await startServer({ config, logger, tracing, gatekeeper, services: [serve(EchoService, createEchoService())] });
     server.health.setAll(ServingStatus.SERVING);
     return { server };
   });

@@ -1,6 +1,7 @@
 import { hostname } from "node:os";
 import { GRPCInferenceService } from "../../gen/inference/open_inference_pb.js";
 import { PredictorService } from "../../gen/mlmesh/predictor/v1/predictor_pb.js";
+import { Role } from "../../gen/mlmesh/policy/v1/policy_pb.js";
 import { ConfigError, type Env } from "../runtime/config.js";
 import { ServingStatus } from "../runtime/health.js";
 import { serve } from "../runtime/instrument.js";
@@ -28,7 +29,7 @@ import { createPredictorService } from "./service.js";
  * logged by name, listed by ListModels, and answer FAILED_PRECONDITION while the rest serves.
  */
 export function main(env: Env): Promise<void> {
-  return runService("predictor", env, async ({ config, logger, tracing }) => {
+  return runService("predictor", env, async ({ config, logger, tracing, gatekeeper, meshCredentials }) => {
     const predictorConfig = loadPredictorConfig(env);
     const table = new ServingTable();
     watchServingTable(table);
@@ -40,7 +41,10 @@ export function main(env: Env): Promise<void> {
       config,
       logger,
       tracing,
+      gatekeeper,
       services: [serve(PredictorService, createPredictorService(table), { predict: predictWire }), serve(GRPCInferenceService, createInferenceService(table, () => ready))],
+      // The Open Inference Protocol's REST health paths are probes: open, like grpc.health.v1.
+      httpRole: (path) => (path.startsWith("/v2/health/") ? Role.ANYONE : Role.READER),
       httpFallback: createInferenceRestHandler(table, { ready: () => ready, maxBodyBytes: config.maxMessageBytes, logger }),
     };
     const setHealth = (server: RunningServer, snapshot: Snapshot) => {
@@ -58,7 +62,7 @@ export function main(env: Env): Promise<void> {
     }
     const server = await startServer(serving);
     server.health.setAll(ServingStatus.NOT_SERVING); // until the registry's models are loaded
-    const source = new RegistrySource(loader, { ...registryOptions(predictorConfig, predictorConfig.registryAddress, server, logger, setHealth), tracing }, logger);
+    const source = new RegistrySource(loader, { ...registryOptions(predictorConfig, predictorConfig.registryAddress, server, logger, setHealth), tracing, credentials: meshCredentials }, logger);
     source.start(stop.signal);
     logger.info({ registry: predictorConfig.registryAddress, models: env.PREDICTOR_MODELS ?? "*", latestVersions: predictorConfig.latestVersions }, "serving models from the registry");
     return {

@@ -11,6 +11,7 @@ import {
 import type { Logger } from "../runtime/observability/logger.js";
 import type { TraceSpan, Tracing } from "../runtime/observability/tracing.js";
 import { meshTransport } from "../runtime/mesh-transport.js";
+import type { MeshCredentials } from "../runtime/security/mesh-credentials.js";
 import { parseModelMetadata, sha256Hex } from "../runtime/onnx-model.js";
 import { selects, type ModelSelection } from "./config.js";
 import type { ModelLoader, SourceFailure, WantedModel, WantedVersion } from "./model-loader.js";
@@ -35,6 +36,8 @@ export interface RegistrySourceOptions {
   readonly onApplied: (snapshot: Snapshot) => void;
   /** Each comparison with the registry is a trace; its registry calls carry it. */
   readonly tracing: Tracing;
+  /** TLS and this Predictor's token for the registry (it calls ReportServing: a writer). */
+  readonly credentials?: MeshCredentials;
 }
 
 /**
@@ -61,7 +64,7 @@ export class RegistrySource {
     private readonly options: RegistrySourceOptions,
     private readonly logger: Logger,
   ) {
-    this.#client = createClient(ModelRegistryService, meshTransport(options.address));
+    this.#client = createClient(ModelRegistryService, meshTransport(options.address, { credentials: options.credentials }));
   }
 
   /** True once a first full comparison with the registry has been applied. */

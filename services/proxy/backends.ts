@@ -3,6 +3,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { Health, HealthCheckResponse_ServingStatus as ServingStatus } from "../../gen/grpc/health/v1/health_pb.js";
 import { PredictorService, PredictResponseSchema, type ModelMetadata, type PredictResponse } from "../../gen/mlmesh/predictor/v1/predictor_pb.js";
 import { GrpcClient } from "../runtime/grpc-client.js";
+import type { MeshCredentials } from "../runtime/security/mesh-credentials.js";
 import { encodePredictRequest, type PackedRows } from "../runtime/wire/predict-wire.js";
 import { codeName } from "../runtime/errors.js";
 import type { TraceSpan } from "../runtime/observability/tracing.js";
@@ -43,8 +44,9 @@ export class BackendClient {
   constructor(
     readonly backend: Backend,
     config: Pick<ProxyConfig, "breakerFailures" | "breakerCooldownMs" | "backendConcurrency">,
+    credentials: MeshCredentials = {},
   ) {
-    this.client = new GrpcClient(backend.address);
+    this.client = new GrpcClient(backend.address, credentials);
     this.breaker = new CircuitBreaker(config.breakerFailures, config.breakerCooldownMs);
     this.latency = backendLatency.labels(backend.name);
     this.okCalls = backendCalls.labels(backend.name, "ok");

@@ -20,7 +20,7 @@ const eventPollMs = 250;
  * database answered and is migrated.
  */
 export function main(env: Env): Promise<void> {
-  return runService("registry", env, async ({ config, logger, tracing }) => {
+  return runService("registry", env, async ({ config, logger, tracing, gatekeeper }) => {
     const registryConfig = loadRegistryConfig(env);
     const { db, dialect, applied } = await openRegistryDatabase(registryConfig.databaseUrl, registryConfig.sqliteBusyTimeoutMs);
     const artifacts = await new LocalArtifactStore(registryConfig.artifactDir).open();
@@ -36,7 +36,7 @@ export function main(env: Env): Promise<void> {
       feed: new EventFeed(eventPollMs),
       stopping: () => draining.signal,
     });
-    const server = await startServer({ config, logger, tracing, services: [serve(ModelRegistryService, service)] });
+    const server = await startServer({ config, logger, tracing, gatekeeper, services: [serve(ModelRegistryService, service)] });
     server.stopping.addEventListener("abort", () => draining.abort(), { once: true });
     server.health.setAll(ServingStatus.SERVING);
     return { server, close: () => db.$disconnect() };

@@ -11,6 +11,7 @@ import {
   type ModelVersionSchema,
   type ProjectSchema,
 } from "../../gen/mlmesh/registry/v1/registry_pb.js";
+import { principalKey } from "../runtime/security/credentials.js";
 import type { PartialServiceImpl } from "../runtime/instrument.js";
 import { decodePageToken, defaultPageSize, encodePageToken } from "../runtime/pagination.js";
 import type { ArtifactStore } from "./artifact-store.js";
@@ -266,11 +267,14 @@ export function createRegistryService(store: RegistryStore, deps: RegistryServic
 }
 
 /**
- * Who is making a change, for the alias history: the x-mlmesh-actor header the CLI and the
- * console send (user@host), else "anonymous".
+ * Who is making a change, for the alias history: with authentication on, the credential's
+ * name (what the caller proved), with the x-mlmesh-actor header it declares (user@host, from
+ * the CLI and the console) after it; without, the header alone, else "anonymous".
  */
 function actorOf(ctx: HandlerContext): string {
   const declared = (ctx.requestHeader.get("x-mlmesh-actor") ?? "").trim().slice(0, 128);
+  const principal = ctx.values.get(principalKey);
+  if (principal !== undefined) return declared === "" ? principal.name : `${principal.name} (${declared})`;
   return declared === "" ? "anonymous" : declared;
 }
 

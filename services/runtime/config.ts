@@ -4,6 +4,9 @@
  * with that message instead of starting half-configured.
  */
 
+import { loadLimitSettings, type LimitSettings } from "./security/limits.js";
+import { loadServerTls, type ServerTls } from "./security/tls.js";
+
 export type Env = Readonly<Record<string, string | undefined>>;
 
 /** Which browser origins may call a service (CORS): none (the default), a list, or any. */
@@ -114,6 +117,13 @@ export interface ServerConfig {
   readonly grpcStack: GrpcStack;
   /** Web page origins allowed to call the service from a browser (CORS). */
   readonly corsOrigins: CorsOrigins;
+  /** TLS for the whole port (security/tls.ts); undefined: plaintext. */
+  readonly tls: ServerTls | undefined;
+  /** Per-client limits on expensive calls (security/limits.ts). */
+  readonly limits: LimitSettings;
+  /** HTTP/1.1: how long a client may take to send a request's headers, and the whole request. */
+  readonly httpHeadersTimeoutMs: number;
+  readonly httpRequestTimeoutMs: number;
 }
 
 export const grpcStacks = ["grpc-js", "connect-node"] as const;
@@ -146,6 +156,10 @@ export function loadServerConfig(env: Env, service: ServiceName): ServerConfig {
     maxMessageBytes: envInt(env, "MAX_MESSAGE_BYTES", 4 * 1024 * 1024, 1024, 256 * 1024 * 1024),
     grpcStack: envEnum(env, "GRPC_STACK", "grpc-js", grpcStacks),
     corsOrigins: envOrigins(env, "CORS_ORIGINS"),
+    tls: loadServerTls(env),
+    limits: loadLimitSettings(env),
+    httpHeadersTimeoutMs: envDurationMs(env, "HTTP_HEADERS_TIMEOUT", 10_000, 100, 600_000),
+    httpRequestTimeoutMs: envDurationMs(env, "HTTP_REQUEST_TIMEOUT", 60_000, 100, 3_600_000),
   });
 }
 

@@ -4,8 +4,8 @@ import type { HttpHandler } from "./server.js";
 
 /** Headers our handlers send that browser code may read, beyond the protocols' own. */
 const ourExposedHeaders = ["x-request-id"];
-/** Headers browser code may send, beyond the protocols' own: a request id, who makes a change. */
-const ourAllowedHeaders = ["x-request-id", "x-mlmesh-actor"];
+/** Headers browser code may send, beyond the protocols' own: a request id, who makes a change, a bearer token. */
+const ourAllowedHeaders = ["x-request-id", "x-mlmesh-actor", "authorization"];
 
 /**
  * CORS for gRPC-web and Connect calls from web pages on other origins (a page on

@@ -1,7 +1,9 @@
 import * as http2 from "node:http2";
 import * as net from "node:net";
+import * as tls from "node:tls";
 import { create, fromBinary, toBinary, type DescMethodUnary, type MessageInitShape, type MessageShape } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
+import type { MeshCredentials } from "./security/mesh-credentials.js";
 
 /** Options of one call. */
 export interface CallOptions {
@@ -24,7 +26,11 @@ export class GrpcClient {
   private readonly host: string;
   private readonly port: number;
 
-  constructor(readonly address: string) {
+  /** `credentials`: TLS (verify the server, optionally present a certificate) and this service's token. */
+  constructor(
+    readonly address: string,
+    private readonly credentials: MeshCredentials = {},
+  ) {
     const match = /^\[?([^\]]+)\]?:(\d+)$/.exec(address);
     if (!match) throw new Error(`"${address}" is not host:port`);
     this.host = match[1];
@@ -72,6 +78,7 @@ export class GrpcClient {
           te: "trailers",
           "grpc-timeout": `${timeoutMs}m`,
           ...(options.traceparent !== undefined ? { traceparent: options.traceparent } : {}),
+          ...(this.credentials.authorization !== undefined ? { authorization: this.credentials.authorization } : {}),
         });
       } catch (err) {
         return reject(new ConnectError(`cannot reach ${this.address}: ${(err as Error).message}`, Code.Unavailable));
@@ -91,9 +98,23 @@ export class GrpcClient {
   private connect(): http2.ClientHttp2Session {
     const current = this.session;
     if (current && !current.closed && !current.destroyed) return current;
-    const session = http2.connect(`http://${this.address}`, {
-      createConnection: () => net.connect({ host: this.host, port: this.port, noDelay: true }),
-    });
+    const tlsSettings = this.credentials.tls;
+    const session = tlsSettings
+      ? http2.connect(`https://${this.address}`, {
+          createConnection: () =>
+            tls.connect({
+              host: this.host,
+              port: this.port,
+              servername: net.isIP(this.host) === 0 ? this.host : undefined,
+              ca: tlsSettings.ca,
+              cert: tlsSettings.cert,
+              key: tlsSettings.key,
+              ALPNProtocols: ["h2"],
+            }).setNoDelay(true),
+        })
+      : http2.connect(`http://${this.address}`, {
+          createConnection: () => net.connect({ host: this.host, port: this.port, noDelay: true }),
+        });
     const forget = () => {
       if (this.session === session) this.session = undefined;
     };

@@ -6,6 +6,7 @@ import { codeName } from "./errors.js";
 import { logRpc, markValidated, type MethodWire } from "./instrument.js";
 import { methodMetrics } from "./observability/metrics.js";
 import type { Logger } from "./observability/logger.js";
+import { requestFactsKey, type RequestFacts } from "./security/gatekeeper.js";
 
 type AnyHandler = (input: unknown, ctx: HandlerContext) => unknown;
 type AnyCall =
@@ -75,6 +76,7 @@ function grpcHandler(
     case "unary":
       return (call: grpc.ServerUnaryCall<Buffer, unknown>, callback: grpc.sendUnaryData<unknown>) => {
         const ctx = contextFor(method, call);
+        ctx.requestBytes = call.request.length;
         let request: unknown;
         try {
           request = decode(call.request);
@@ -99,6 +101,7 @@ function grpcHandler(
     case "server_streaming":
       return (call: grpc.ServerWritableStream<Buffer, unknown>) => {
         const ctx = contextFor(method, call);
+        ctx.requestBytes = call.request.length;
         let request: unknown;
         try {
           request = decode(call.request);
@@ -200,8 +203,10 @@ async function writeStream(
  * (docs/benchmarks.md). Here headers are the call's grpc-js Metadata seen through the Headers
  * interface (no copies), and the signal is built on first use.
  */
-class GrpcHandlerContext implements HandlerContext {
+class GrpcHandlerContext implements HandlerContext, RequestFacts {
   readonly requestMethod = "POST";
+  /** The request message's size (unary and server-streaming calls; 0 for request streams). */
+  requestBytes = 0;
   readonly protocolName = "grpc";
   readonly values = createContextValues();
   readonly url: string;
@@ -222,6 +227,7 @@ class GrpcHandlerContext implements HandlerContext {
   ) {
     this.service = method.parent;
     this.url = `/${method.parent.typeName}/${method.name}`;
+    this.values.set(requestFactsKey, this);
     const deadline = call.getDeadline();
     this.deadlineMs = deadline instanceof Date ? deadline.getTime() : deadline;
   }
@@ -256,6 +262,11 @@ class GrpcHandlerContext implements HandlerContext {
       emitter.removeListener("cancelled", this.onCancelled!);
     };
     return this.lazySignal;
+  }
+
+  /** The caller's IP address (grpc-js names peers "1.2.3.4:port" or "[::1]:port"). */
+  peer(): string {
+    return this.call.getPeer().replace(/^\[?(.*?)\]?:\d+$/, "$1");
   }
 
   /** The answer is on its way: the call can no longer be cancelled or time out. */

@@ -6,6 +6,8 @@ import { codeName, toConnectError } from "./errors.js";
 import type { Logger } from "./observability/logger.js";
 import { methodMetrics, type MethodMetrics } from "./observability/metrics.js";
 import { traceSpanKey, type Tracing } from "./observability/tracing.js";
+import { principalKey } from "./security/credentials.js";
+import type { Gatekeeper, Release } from "./security/gatekeeper.js";
 
 /** Handlers of a service as written by its author; methods left out answer UNIMPLEMENTED. */
 export type PartialServiceImpl<S extends DescService> = Partial<ServiceImpl<S>>;
@@ -53,6 +55,8 @@ export interface InstrumentOptions {
   readonly logger: Logger;
   readonly validator: Validator;
   readonly tracing: Tracing;
+  /** Credentials, roles and per-client limits (security/gatekeeper.ts); none: every call admitted. */
+  readonly gatekeeper?: Gatekeeper;
 }
 
 /** One validator per process: it caches the compiled rules of every message it has seen. */
@@ -64,14 +68,17 @@ export function createRequestValidator(): Validator {
  * Wraps every handler of a service with what each RPC needs, whatever the transport that
  * carries it (grpc-js for native gRPC, connect-node for gRPC-web and Connect):
  *   1. a request id (the caller's x-request-id, or a new one), echoed in the response header;
- *   2. protovalidate: a request that breaks a rule of its .proto fails INVALID_ARGUMENT with
+ *   2. the gatekeeper: the caller's bearer token (UNAUTHENTICATED), its role against the
+ *      method's policy (PERMISSION_DENIED), its limits on expensive calls (RESOURCE_EXHAUSTED);
+ *   3. protovalidate: a request that breaks a rule of its .proto fails INVALID_ARGUMENT with
  *      the field path and rule id, before the handler runs (unless a MethodWire decoder
  *      already checked the same rules);
- *   3. error mapping (toConnectError): no stack trace or internal message reaches a client;
- *   4. a span of the caller's trace (W3C traceparent) or a new one, in ctx.values for the
+ *   4. error mapping (toConnectError): no stack trace or internal message reaches a client;
+ *   5. a span of the caller's trace (W3C traceparent) or a new one, in ctx.values for the
  *      calls the handler makes (observability/tracing.ts);
- *   5. metrics: requests by protocol and code, latency, in flight (observability/metrics.ts);
- *   6. one JSON log line per RPC: method, status code, duration, request id, trace and span ids.
+ *   6. metrics: requests by protocol and code, latency, in flight (observability/metrics.ts);
+ *   7. one JSON log line per RPC: method, status code, duration, request id, trace and span ids,
+ *      the caller's name when authenticated (never its token).
  * Methods the author did not implement answer UNIMPLEMENTED.
  */
 export function instrumentService(registration: ServiceRegistration, options: InstrumentOptions): ServiceImpl<DescService> {
@@ -105,49 +112,69 @@ function instrumentMethod(method: DescMethod, handler: AnyHandler, options: Inst
   // Compile the request's rules now: the first validation in a process sets up CEL (~100 ms
   // here, more on a loaded machine), which would otherwise land on the first caller.
   options.validator.validate(method.input, create(method.input));
+  const gate = options.gatekeeper?.forMethod(method);
+  // Awaits only when the gate needs to (a JWT to verify): static tokens and no auth stay synchronous.
+  const admit = (ctx: HandlerContext) => gate?.admit(ctx);
   switch (method.methodKind) {
     case "unary":
       return async (request, ctx) => {
         const call = beginCall(rpc, metrics, ctx, options);
+        let release: Release | undefined;
         try {
+          const admitted = admit(ctx);
+          release = admitted instanceof Promise ? await admitted : admitted;
           validate(request);
           const response = await handler(request, ctx);
           call.end(undefined);
           return response;
         } catch (err) {
           throw call.end(toConnectError(err, ctx.signal));
+        } finally {
+          release?.();
         }
       };
     case "server_streaming":
       return async function* (request, ctx) {
         const call = beginCall(rpc, metrics, ctx, options);
+        let release: Release | undefined;
         try {
+          release = await admit(ctx);
           validate(request);
           yield* handler(request, ctx) as AsyncIterable<unknown>;
           call.end(undefined);
         } catch (err) {
           throw call.end(toConnectError(err, ctx.signal));
+        } finally {
+          release?.();
         }
       };
     case "client_streaming":
       return async (requests, ctx) => {
         const call = beginCall(rpc, metrics, ctx, options);
+        let release: Release | undefined;
         try {
+          release = await admit(ctx);
           const response = await handler(validatedStream(requests as AsyncIterable<unknown>, validate), ctx);
           call.end(undefined);
           return response;
         } catch (err) {
           throw call.end(toConnectError(err, ctx.signal));
+        } finally {
+          release?.();
         }
       };
     case "bidi_streaming":
       return async function* (requests, ctx) {
         const call = beginCall(rpc, metrics, ctx, options);
+        let release: Release | undefined;
         try {
+          release = await admit(ctx);
           yield* handler(validatedStream(requests as AsyncIterable<unknown>, validate), ctx) as AsyncIterable<unknown>;
           call.end(undefined);
         } catch (err) {
           throw call.end(toConnectError(err, ctx.signal));
+        } finally {
+          release?.();
         }
       };
   }
@@ -190,7 +217,8 @@ function beginCall(rpc: string, metrics: MethodMetrics, ctx: HandlerContext, opt
       const code = error === undefined ? "OK" : codeName(error.code);
       metrics.finished(ctx.protocolName, code, ms / 1000);
       span.end(error && { code, message: error.rawMessage });
-      logRpc(options.logger, { rpc, protocol: ctx.protocolName, requestId, ms, error, traceId: span.traceId, spanId: span.spanId });
+      const client = ctx.values.get(principalKey)?.name;
+      logRpc(options.logger, { rpc, protocol: ctx.protocolName, requestId, ms, error, traceId: span.traceId, spanId: span.spanId, client });
       return error;
     },
   };
@@ -205,6 +233,8 @@ export interface RpcOutcome {
   readonly error: ConnectError | undefined;
   readonly traceId?: string;
   readonly spanId?: string;
+  /** The authenticated caller's name. */
+  readonly client?: string;
 }
 
 /**
@@ -215,7 +245,7 @@ export interface RpcOutcome {
 export function logRpc(logger: Logger, outcome: RpcOutcome): void {
   const { rpc, protocol, requestId, error } = outcome;
   const ms = Math.round(outcome.ms * 1000) / 1000;
-  const trace = { trace_id: outcome.traceId, span_id: outcome.spanId };
+  const trace = { trace_id: outcome.traceId, span_id: outcome.spanId, client: outcome.client };
   if (error === undefined) {
     const level = rpc.startsWith("/grpc.") ? "debug" : "info";
     if (logger.isLevelEnabled(level)) logger[level]({ rpc, protocol, code: "OK", ms, requestId, ...trace }, "rpc");

@@ -1,6 +1,10 @@
 import { ConfigError, loadServerConfig, type Env, type ServerConfig, type ServiceName } from "./config.js";
 import { createLogger, type Logger } from "./observability/logger.js";
 import { createTracing, type Tracing } from "./observability/tracing.js";
+import { loadAuthenticator } from "./security/credentials.js";
+import { Gatekeeper } from "./security/gatekeeper.js";
+import { ClientLimits } from "./security/limits.js";
+import { loadMeshCredentials, type MeshCredentials } from "./security/mesh-credentials.js";
 import type { RunningServer } from "./server.js";
 
 /** What a service's start function gets: its environment, shared settings, logger and tracing. */
@@ -10,6 +14,10 @@ export interface ServiceStartContext {
   readonly logger: Logger;
   /** Pass to startServer; background work starts its own root spans with it. */
   readonly tracing: Tracing;
+  /** Pass to startServer: credentials, roles and limits of incoming calls. */
+  readonly gatekeeper: Gatekeeper;
+  /** For the calls this service makes to other mesh services: TLS and its own token. */
+  readonly meshCredentials: MeshCredentials;
 }
 
 /** A started service: its server, and the resources to release after the server stopped. */
@@ -32,12 +40,20 @@ export async function runService(
   start: (context: ServiceStartContext) => Promise<StartedService>,
 ): Promise<void> {
   let config: ServerConfig;
+  let meshCredentials: MeshCredentials;
   try {
     config = loadServerConfig(env, name);
+    meshCredentials = loadMeshCredentials(env);
   } catch (err) {
     exitOnConfigError(name, err);
   }
   const logger = createLogger(name, config.logLevel);
+  let gatekeeper: Gatekeeper;
+  try {
+    gatekeeper = new Gatekeeper(loadAuthenticator(env, logger), new ClientLimits(config.limits));
+  } catch (err) {
+    exitOnConfigError(name, err);
+  }
   const tracing = createTracing(name, env);
   const exit = (code: number) => logger.flush(() => process.exit(code));
   let started: StartedService | undefined;
@@ -46,6 +62,7 @@ export async function runService(
   const drain = async () => {
     await started!.server.shutdown();
     await started!.close?.();
+    gatekeeper.authenticator?.close();
     await tracing.shutdown().catch(() => undefined); // the last spans, if exporting
     logger.info("stopped");
     exit(0);
@@ -78,7 +95,7 @@ export async function runService(
   }
 
   try {
-    started = await start({ env, config, logger, tracing });
+    started = await start({ env, config, logger, tracing, gatekeeper, meshCredentials });
   } catch (err) {
     if (err instanceof ConfigError) exitOnConfigError(name, err);
     logger.fatal({ err }, "start-up failed");

@@ -1,7 +1,10 @@
 import * as http from "node:http";
 import * as http2 from "node:http2";
 import * as net from "node:net";
+import * as tls from "node:tls";
+import { ConnectError, createContextValues } from "@connectrpc/connect";
 import { connectNodeAdapter, type ConnectNodeAdapterOptions } from "@connectrpc/connect-node";
+import { Role } from "../../gen/mlmesh/policy/v1/policy_pb.js";
 import * as grpc from "@grpc/grpc-js";
 import type { ServerConfig } from "./config.js";
 import { withCors } from "./cors.js";
@@ -12,6 +15,9 @@ import type { Logger } from "./observability/logger.js";
 import { methodMetrics, metricsText } from "./observability/metrics.js";
 import { idsOnlyTracing, type Tracing } from "./observability/tracing.js";
 import { reflectionRegistrations } from "./reflection.js";
+import { roleNames, type Authenticator } from "./security/credentials.js";
+import { requestFactsKey, type Gatekeeper, type RequestFacts } from "./security/gatekeeper.js";
+import type { ServerTls } from "./security/tls.js";
 
 /** The first bytes of every HTTP/2 connection (RFC 9113, 3.4); no HTTP/1.1 method starts so. */
 const http2Preface = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
@@ -37,6 +43,13 @@ export interface StartServerOptions {
   readonly httpFallback?: HttpHandler;
   /** Spans of the RPCs (runService's, from the environment); ids only without it. */
   readonly tracing?: Tracing;
+  /** Credentials, roles and limits (runService's, from the environment); none: every call admitted. */
+  readonly gatekeeper?: Gatekeeper;
+  /**
+   * The role an HTTP request outside the RPCs needs (the fallback's paths, and GET /metrics),
+   * when authentication is on; default: a reader.
+   */
+  readonly httpRole?: (path: string) => Role;
 }
 
 /** A listening server. */
@@ -82,7 +95,8 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
   const registrations = [...options.services, healthRegistration, ...reflectionRegistrations(reflected, files)];
   const validator = createRequestValidator();
   const tracing = options.tracing ?? idsOnlyTracing;
-  const instrumented = registrations.map((r) => ({ service: r.service, wire: r.wire, impl: instrumentService(r, { logger, validator, tracing }) }));
+  const gatekeeper = options.gatekeeper;
+  const instrumented = registrations.map((r) => ({ service: r.service, wire: r.wire, impl: instrumentService(r, { logger, validator, tracing, gatekeeper }) }));
 
   const grpcServer = new grpc.Server({
     "grpc.max_receive_message_length": config.maxMessageBytes,
@@ -92,6 +106,7 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
   for (const { service, impl, wire } of instrumented) {
     addServiceToGrpcServer(grpcServer, service, impl, { logger, wire });
   }
+  // TLS, when on, is terminated before the injector: grpc-js gets the decrypted connection.
   const http2Injector = grpcServer.createConnectionInjector(grpc.ServerCredentials.createInsecure());
 
   const rpcPaths = new Set(instrumented.flatMap(({ service }) => service.methods.map((m) => `/${service.typeName}/${m.name}`)));
@@ -101,16 +116,25 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
         routes(router) {
           for (const { service, impl } of instrumented) router.service(service, impl);
         },
-        fallback: withMetricsEndpoint(options.httpFallback),
+        fallback: withHttpAuth(withMetricsEndpoint(options.httpFallback), gatekeeper?.authenticator, options.httpRole ?? (() => Role.READER)),
         readMaxBytes: config.maxMessageBytes,
         writeMaxBytes: maxResponseBytes,
+        contextValues: (request) => createContextValues().set(requestFactsKey, httpRequestFacts(request)),
       }),
       rpcPaths,
     ),
     config.corsOrigins,
   );
   routeHttp2Streams(grpcServer, connectHandler);
-  const http1Server = http.createServer(connectHandler);
+  // Slow clients: the headers within HTTP_HEADERS_TIMEOUT, the whole request within
+  // HTTP_REQUEST_TIMEOUT (checked every second rather than Node's default 30 s).
+  const http1Server = http.createServer(
+    { headersTimeout: config.httpHeadersTimeoutMs, requestTimeout: config.httpRequestTimeoutMs, connectionsCheckingInterval: 1000 },
+    connectHandler,
+  );
+  // Node checks those timeouts from a timer it starts on 'listening'; this server never listens
+  // itself (connections are handed to it), so start the check the same way.
+  http1Server.emit("listening");
   const connectHttp2 = new ConnectHttp2Sessions(connectHandler);
   const acceptHttp2 =
     config.grpcStack === "grpc-js"
@@ -121,8 +145,14 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
   http1Server.on("request", (request, response) => http1Connections.onRequest(request, response));
 
   const pending = new Set<net.Socket>();
+  const acceptHttp1 = (socket: net.Socket) => {
+    http1Connections.add(socket);
+    http1Server.emit("connection", socket);
+  };
   // noDelay: a unary response is one small write; Nagle would hold it for the client's ACK.
-  const listener = net.createServer({ noDelay: true, keepAlive: true }, (socket) => {
+  const listener = config.tls
+    ? tlsListener(config.tls, (socket) => (socket.alpnProtocol === "h2" ? acceptHttp2(socket) : acceptHttp1(socket)))
+    : net.createServer({ noDelay: true, keepAlive: true }, (socket) => {
     pending.add(socket);
     socket.setTimeout(firstBytesTimeoutMs, () => socket.destroy());
     socket.on("error", () => socket.destroy());
@@ -140,8 +170,7 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
       if (isHttp2) {
         acceptHttp2(socket);
       } else {
-        http1Connections.add(socket);
-        http1Server.emit("connection", socket);
+        acceptHttp1(socket);
         socket.resume(); // the HTTP parser reads the unshifted bytes through 'data'
       }
     };
@@ -153,7 +182,13 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
   });
   const port = (listener.address() as net.AddressInfo).port;
   const address = `${config.host.includes(":") ? `[${config.host}]` : config.host}:${port}`;
-  logger.info({ address, services: serviceNames }, "listening (native gRPC, gRPC-web and Connect on one port)");
+  const security = {
+    tls: config.tls ? (config.tls.clientCa ? "on, client certificates required" : "on") : "off",
+    auth: gatekeeper?.authenticator?.description ?? "off",
+  };
+  logger.info({ address, services: serviceNames, ...security }, "listening (native gRPC, gRPC-web and Connect on one port)");
+  if (!isLoopback(config.host) && config.tls === undefined) logger.warn({ host: config.host }, "listening beyond this machine without TLS: set TLS_CERT_FILE and TLS_KEY_FILE");
+  if (!isLoopback(config.host) && gatekeeper?.authenticator === undefined) logger.warn({ host: config.host }, "listening beyond this machine with authentication off: set AUTH_TOKENS_FILE or AUTH_JWKS");
 
   let stopped: Promise<void> | undefined;
   const shutdown = () => {
@@ -179,6 +214,63 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
   };
 
   return { port, address, health, stopping: stopController.signal, shutdown };
+}
+
+/** A TLS listener: the handshake within the first-bytes timeout, h2 or HTTP/1.1 chosen by ALPN. */
+function tlsListener(settings: ServerTls, accept: (socket: tls.TLSSocket) => void): tls.Server {
+  const server = tls.createServer({
+    cert: settings.cert,
+    key: settings.key,
+    ca: settings.clientCa,
+    requestCert: settings.clientCa !== undefined,
+    rejectUnauthorized: settings.clientCa !== undefined,
+    ALPNProtocols: ["h2", "http/1.1"],
+    handshakeTimeout: firstBytesTimeoutMs,
+  });
+  server.on("secureConnection", (socket) => {
+    socket.setNoDelay(true);
+    socket.on("error", () => socket.destroy());
+    accept(socket);
+  });
+  server.on("tlsClientError", (_err, socket) => socket.destroy());
+  return server;
+}
+
+function isLoopback(host: string): boolean {
+  return host === "localhost" || host === "::1" || host.startsWith("127.");
+}
+
+/** Request facts of a connect-node call (security/gatekeeper.ts): its declared size and peer. */
+function httpRequestFacts(request: http.IncomingMessage | http2.Http2ServerRequest): RequestFacts {
+  const declared = Number(request.headers["content-length"]);
+  return { requestBytes: Number.isFinite(declared) ? declared : 0, peer: () => request.socket?.remoteAddress ?? "unknown" };
+}
+
+/**
+ * HTTP requests that are no RPC (GET /metrics, a REST binding, a page's files) need the role
+ * `roleOf(path)` says when authentication is on: 401 without a valid bearer token, 403 with
+ * one that lacks the role. The token is never echoed.
+ */
+function withHttpAuth(handler: HttpHandler, authenticator: Authenticator | undefined, roleOf: (path: string) => Role): HttpHandler {
+  if (authenticator === undefined) return handler;
+  return (request, response) => {
+    const path = (request.url ?? "/").split("?")[0];
+    const role = roleOf(path);
+    if (role === Role.ANYONE) return handler(request, response);
+    const refuse = (status: number, message: string) => {
+      response.writeHead(status, { "content-type": "application/json", ...(status === 401 ? { "www-authenticate": "Bearer" } : {}) });
+      response.end(JSON.stringify({ error: message }));
+    };
+    void Promise.resolve()
+      .then(() => authenticator.authenticate(request.headers.authorization))
+      .then(
+        (principal) => {
+          if (principal.role < role) return refuse(403, `"${principal.name}" (${roleNames[principal.role]}) may not ${request.method} ${path}: it needs the ${roleNames[role]} role`);
+          return handler(request, response);
+        },
+        (err: unknown) => refuse(401, err instanceof ConnectError ? err.rawMessage : "the bearer token is not valid"),
+      );
+  };
 }
 
 /**

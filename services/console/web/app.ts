@@ -1,7 +1,7 @@
 // The console page's script, bundled for the browser by services/console/site.ts. It calls the
 // mesh with the generated descriptors and @connectrpc/connect-web: no hand-written request code.
 import { timestampDate } from "@bufbuild/protobuf/wkt";
-import { Code, ConnectError, createClient, type Transport } from "@connectrpc/connect";
+import { Code, ConnectError, createClient, type Interceptor, type Transport } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcWebTransport } from "@connectrpc/connect-web";
 import { BatchJobService, ItemState, type Item } from "../../../gen/mlmesh/batch/v1/batch_pb.js";
 import { PredictorService } from "../../../gen/mlmesh/predictor/v1/predictor_pb.js";
@@ -22,10 +22,26 @@ const protocolSelect = element<HTMLSelectElement>("protocol");
 const modelSelect = element<HTMLSelectElement>("model");
 const rowsInput = element<HTMLTextAreaElement>("rows");
 const errorText = element<HTMLParagraphElement>("error");
+const tokenInput = element<HTMLInputElement>("token");
+
+// The bearer token lives in this tab's sessionStorage only: it is gone when the tab closes.
+tokenInput.value = sessionStorage.getItem("mlmesh-token") ?? "";
+tokenInput.addEventListener("change", () => sessionStorage.setItem("mlmesh-token", tokenInput.value.trim()));
+
+/** The Authorization header of the page's calls, when a token was given. */
+function authorization(): Record<string, string> {
+  const token = tokenInput.value.trim();
+  return token === "" ? {} : { authorization: `Bearer ${token}` };
+}
+
+const withToken: Interceptor = (next) => (request) => {
+  for (const [name, value] of Object.entries(authorization())) request.header.set(name, value);
+  return next(request);
+};
 
 function transport(baseUrl: string, protocol: Protocol): Transport {
-  if (protocol === "grpc-web") return createGrpcWebTransport({ baseUrl });
-  return createConnectTransport({ baseUrl, useBinaryFormat: protocol === "connect-binary" });
+  if (protocol === "grpc-web") return createGrpcWebTransport({ baseUrl, interceptors: [withToken] });
+  return createConnectTransport({ baseUrl, useBinaryFormat: protocol === "connect-binary", interceptors: [withToken] });
 }
 
 function clients(endpoints: Endpoints) {
@@ -283,7 +299,7 @@ async function main(): Promise<void> {
 
   // The live panel: /live.json from the console's own server every 2 s, drawn as sparklines.
   const drawLive = async () => {
-    const { services } = (await (await fetch("/live.json")).json()) as { services: { service: string; points: LivePoint[] }[] };
+    const { services } = (await (await fetch("/live.json", { headers: authorization() })).json()) as { services: { service: string; points: LivePoint[] }[] };
     const body = document.querySelector('[data-testid="live"] tbody')!;
     body.replaceChildren(
       ...services.map(({ service, points }) => {

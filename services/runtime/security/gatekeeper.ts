@@ -1,0 +1,75 @@
+import { createContextKey, type HandlerContext } from "@connectrpc/connect";
+import type { DescMethod } from "@bufbuild/protobuf";
+import { Role } from "../../../gen/mlmesh/policy/v1/policy_pb.js";
+import { authorize, principalKey, type Authenticator, type Principal } from "./credentials.js";
+import type { ClientLimits } from "./limits.js";
+import { methodPolicy } from "./policy.js";
+
+/** What the transport knows of a call before its handler runs (set by both serving stacks). */
+export interface RequestFacts {
+  /** Size of the request message (gRPC) or body (gRPC-web, Connect); 0 when unknown. */
+  readonly requestBytes: number;
+  /** The caller's IP address. */
+  peer(): string;
+}
+
+export const requestFactsKey = createContextKey<RequestFacts | undefined>(undefined, { description: "the call's size and peer" });
+
+/** Ends an admitted call's claim on its client's limits. */
+export type Release = () => void;
+
+/**
+ * The checks every RPC passes before its handler runs, on both serving stacks (instrument.ts):
+ * the caller's credential (UNAUTHENTICATED), its role against the method's policy
+ * (PERMISSION_DENIED), and, for expensive calls, its client's limits (RESOURCE_EXHAUSTED).
+ */
+export class Gatekeeper {
+  constructor(
+    readonly authenticator: Authenticator | undefined,
+    readonly limits: ClientLimits,
+  ) {}
+
+  /** The checks of one method (its policy read once). */
+  forMethod(method: DescMethod): MethodGate {
+    return new MethodGate(this, method);
+  }
+}
+
+export class MethodGate {
+  private readonly role: Role;
+  private readonly limited: boolean;
+  private readonly name: string;
+
+  constructor(
+    private readonly gatekeeper: Gatekeeper,
+    method: DescMethod,
+  ) {
+    const policy = methodPolicy(method);
+    this.role = policy.role;
+    this.limited = policy.limited;
+    this.name = method.name;
+  }
+
+  /** Throws the status that refuses the call, or admits it (with a Release when it counts against a limit). */
+  admit(ctx: HandlerContext): Release | undefined | Promise<Release | undefined> {
+    const { authenticator } = this.gatekeeper;
+    if (authenticator === undefined || this.role === Role.ANYONE) return this.limit(ctx, undefined);
+    const principal = authenticator.authenticate(ctx.requestHeader.get("authorization"));
+    if (principal instanceof Promise) return principal.then((p) => this.admitPrincipal(ctx, p));
+    return this.admitPrincipal(ctx, principal);
+  }
+
+  private admitPrincipal(ctx: HandlerContext, principal: Principal): Release | undefined {
+    authorize(principal, this.role, this.name);
+    ctx.values.set(principalKey, principal);
+    return this.limit(ctx, principal);
+  }
+
+  private limit(ctx: HandlerContext, principal: Principal | undefined): Release | undefined {
+    const facts = ctx.values.get(requestFactsKey);
+    const large = facts !== undefined && facts.requestBytes > this.gatekeeper.limits.settings.largeRequestBytes;
+    if (!this.limited && !large) return undefined;
+    const client = principal?.name ?? facts?.peer() ?? "unknown";
+    return this.gatekeeper.limits.acquire(client, this.name);
+  }
+}
