@@ -31,7 +31,8 @@ describe("Envoy configuration", () => {
   it("is rejected with a misspelt field, an out-of-range value or an unknown service", async () => {
     const cases = [
       ["stat_prefix: mesh", "stat_prefx: mesh", /unknown field "stat_prefx"/],
-      ["port_value: 8080", "port_value: 80800", /PortValue: value must be less than or equal to 65535/],
+      ["port_value: 8443", "port_value: 84430", /PortValue: value must be less than or equal to 65535/],
+      ["san_type: DNS", "san_type: DNSS", /invalid value for enum field sanType: "DNSS"/],
       ["- mlmesh.proxy.v1.ProxyService", "- mlmesh.proxy.v1.ProxyServic", /"mlmesh.proxy.v1.ProxyServic" is not in/],
     ] as const;
     for (const [from, to, message] of cases) {
