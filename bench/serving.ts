@@ -87,10 +87,10 @@ async function withServers(start: (servers: BenchService[]) => Promise<Scenario[
   }
 }
 
-/** The bare reference server on core 0 (bench/reference-server.ts). */
-async function startReference(port: number, withOrt: boolean): Promise<BenchService> {
+/** The bare reference server on core 0 (bench/reference-server.ts), with its REFERENCE_* settings. */
+async function startReference(port: number, withOrt: boolean, env: Record<string, string> = {}): Promise<BenchService> {
   const child = spawn("taskset", ["-c", "0", process.execPath, "--import", "tsx", join(repoRoot, "bench/reference-server.ts")], {
-    env: { ...process.env, REFERENCE_PORT: String(port), REFERENCE_ORT: withOrt ? "1" : "0" },
+    env: { ...process.env, REFERENCE_PORT: String(port), REFERENCE_ORT: withOrt ? "1" : "0", ...env },
     stdio: ["ignore", "pipe", "inherit"],
   });
   const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
@@ -146,6 +146,18 @@ if (only.has("proxy")) {
       for (const streams of [1, 50]) {
         scenarios.push({ name: "direct Predict", checkout: checkout.label, url: `http://${predictor.address}${predictPath}`, body: predictBody(1), streams, rows: 1 });
         scenarios.push({ name: "Proxy PredictLabel", checkout: checkout.label, url: `http://${proxy.address}/mlmesh.proxy.v1.ProxyService/PredictLabel`, body: predictLabelBody, streams, rows: 1 });
+      }
+      if (checkout.label !== "now") continue;
+      // The floor of any proxy here: a bare grpc-js server that forwards the bytes to the same
+      // Predictor three times in parallel (no decoding, validation, logging or metrics), with the
+      // mesh's node:http2 client and with the lean client prototype.
+      for (const client of ["node:http2", "lean"]) {
+        const hop = await startReference(port++, false, { REFERENCE_FORWARD: predictor.address, REFERENCE_FANOUT: "3", REFERENCE_CLIENT: client });
+        servers.push(hop);
+        for (const streams of [1, 50]) {
+          const name = `bare hop x3, ${client === "lean" ? "lean HTTP/2 client prototype" : "node:http2 client"}`;
+          scenarios.push({ name, checkout: "-", url: `http://${hop.address}${predictPath}`, body: predictBody(1), streams, rows: 1 });
+        }
       }
     }
     return scenarios;
