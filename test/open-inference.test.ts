@@ -187,6 +187,9 @@ describe("the REST binding (/v2) with curl", () => {
     const base = `http://${predictor.address}`;
     expect(parse((await curl(`${base}/v2/health/live`)).stdout)).toEqual({ status: 200, body: { live: true } });
     expect(parse((await curl(`${base}/v2/health/ready`)).stdout)).toEqual({ status: 200, body: { ready: true } });
+    // A request id, the caller's or a new one, comes back as on the gRPC paths.
+    expect((await run("curl", ["-s", "-D", "-", "-o", "/dev/null", "-H", "x-request-id: rest-1", `${base}/v2`])).stdout).toMatch(/^x-request-id: rest-1\r$/m);
+    expect((await run("curl", ["-s", "-D", "-", "-o", "/dev/null", `${base}/v2`])).stdout).toMatch(/^x-request-id: [0-9a-f-]{36}\r$/m);
     expect(parse((await curl(`${base}/v2`)).stdout).body).toMatchObject({ name: "mlmesh", extensions: ["model_repository", "statistics", "binary_tensor_data"] });
     expect(parse((await curl(`${base}/v2/models/iris_svc/versions/1`)).stdout).body).toMatchObject({ name: "iris_svc", versions: ["1"], platform: "onnxruntime_onnx" });
     expect(parse((await curl(`${base}/v2/models/iris_svc/ready`)).stdout)).toEqual({ status: 200, body: { name: "iris_svc", ready: true } });

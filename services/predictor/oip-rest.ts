@@ -1,3 +1,4 @@
+import { randomUUID } from "node:crypto";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { codeName, toConnectError } from "../runtime/errors.js";
 import { logRpc } from "../runtime/instrument.js";
@@ -42,6 +43,9 @@ export function createInferenceRestHandler(
 ): HttpHandler {
   return (request, response) => {
     const started = performance.now();
+    // As on the gRPC paths: the caller's request id, or a new one, echoed back and logged.
+    const requestId = headerValue(request.headers["x-request-id"]) || randomUUID();
+    response.setHeader("x-request-id", requestId);
     const url = new URL(request.url ?? "/", "http://predictor");
     const route = `${request.method} ${url.pathname}`;
     const method = restMethod(url.pathname);
@@ -62,12 +66,17 @@ export function createInferenceRestHandler(
         logRpc(options.logger, {
           rpc: route,
           protocol: "rest",
-          requestId: String(request.headers["x-request-id"] ?? ""),
+          requestId,
           ms: performance.now() - started,
           error,
+          probe: method === "ServerLive" || method === "ServerReady",
         });
       });
   };
+}
+
+function headerValue(value: string | string[] | undefined): string {
+  return (Array.isArray(value) ? value[0] : value) ?? "";
 }
 
 /** The protocol's gRPC method a REST path stands for (its metrics share the method's name). */

@@ -235,11 +235,13 @@ export interface RpcOutcome {
   readonly spanId?: string;
   /** The authenticated caller's name. */
   readonly client?: string;
+  /** A liveness or readiness probe (polled every few seconds): logged at debug level when OK. */
+  readonly probe?: boolean;
 }
 
 /**
  * Writes the one log line of an RPC; INTERNAL errors also log their cause with its stack.
- * Successful health checks and reflection calls (load balancers poll health every few
+ * Successful health checks, probes and reflection calls (load balancers poll health every few
  * seconds) are logged at debug level.
  */
 export function logRpc(logger: Logger, outcome: RpcOutcome): void {
@@ -247,7 +249,7 @@ export function logRpc(logger: Logger, outcome: RpcOutcome): void {
   const ms = Math.round(outcome.ms * 1000) / 1000;
   const trace = { trace_id: outcome.traceId, span_id: outcome.spanId, client: outcome.client };
   if (error === undefined) {
-    const level = rpc.startsWith("/grpc.") ? "debug" : "info";
+    const level = outcome.probe || rpc.startsWith("/grpc.") ? "debug" : "info";
     if (logger.isLevelEnabled(level)) logger[level]({ rpc, protocol, code: "OK", ms, requestId, ...trace }, "rpc");
     return;
   }
