@@ -279,7 +279,7 @@ export function encodePredictResponse(response: PackedPredictResponse): Buffer {
   const best = new Int32Array(rowCount);
   const rowSizes = new Int32Array(rowCount);
   const probabilitiesSize = classCount === 0 ? 0 : 1 + varintSize(4 * classCount) + 4 * classCount;
-  let size = (modelBytes > 0 ? 1 + varintSize(modelBytes) + modelBytes : 0) + (version !== 0 ? 1 + varintSize(version) : 0);
+  let size = modelAndVersionSize(modelBytes, version);
   for (const label of labelBytes) size += 1 + varintSize(label.length) + label.length;
   for (let i = 0; i < rowCount; i++) {
     const row = probabilities.subarray(i * classCount, (i + 1) * classCount);
@@ -295,16 +295,7 @@ export function encodePredictResponse(response: PackedPredictResponse): Buffer {
     size += 1 + varintSize(rowSize) + rowSize;
   }
   const out = Buffer.allocUnsafe(size);
-  let pos = 0;
-  if (modelBytes > 0) {
-    out[pos++] = 0x0a;
-    pos = writeVarint(out, pos, modelBytes);
-    pos += out.write(model, pos, "utf8");
-  }
-  if (version !== 0) {
-    out[pos++] = 0x10;
-    pos = writeVarint(out, pos, version);
-  }
+  let pos = writeModelAndVersion(out, model, modelBytes, version);
   for (const label of labelBytes) {
     out[pos++] = 0x1a;
     pos = writeVarint(out, pos, label.length);
@@ -344,7 +335,7 @@ export function encodePredictResponse(response: PackedPredictResponse): Buffer {
  */
 export function encodePredictRequest(model: string, version: number, parts: readonly PackedRows[]): Buffer {
   const modelBytes = Buffer.byteLength(model, "utf8");
-  let size = (modelBytes > 0 ? 1 + varintSize(modelBytes) + modelBytes : 0) + (version !== 0 ? 1 + varintSize(version) : 0);
+  let size = modelAndVersionSize(modelBytes, version);
   for (const { offsets, rowCount } of parts) {
     for (let i = 0; i < rowCount; i++) {
       const valueBytes = 4 * (offsets[i + 1] - offsets[i]);
@@ -353,16 +344,7 @@ export function encodePredictRequest(model: string, version: number, parts: read
     }
   }
   const out = Buffer.allocUnsafe(size);
-  let pos = 0;
-  if (modelBytes > 0) {
-    out[pos++] = 0x0a;
-    pos = writeVarint(out, pos, modelBytes);
-    pos += out.write(model, pos, "utf8");
-  }
-  if (version !== 0) {
-    out[pos++] = 0x10;
-    pos = writeVarint(out, pos, version);
-  }
+  let pos = writeModelAndVersion(out, model, modelBytes, version);
   for (const { features, offsets, rowCount } of parts) {
     for (let i = 0; i < rowCount; i++) {
       const valueBytes = 4 * (offsets[i + 1] - offsets[i]);
@@ -393,3 +375,23 @@ export const predictLabelWire: MethodWire = {
 void ((r: PackedPredictResponse): MessageInitShape<typeof PredictResponseSchema> => r);
 void ((r: DecodedPredictRequest): Pick<PredictRequest, "$typeName" | "model" | "version" | "rows"> => r);
 void ((r: DecodedPredictLabelRequest): Pick<PredictLabelRequest, "$typeName" | "rows"> => r);
+
+/** Bytes of fields 1 (model) and 2 (version), which PredictRequest and PredictResponse share. */
+function modelAndVersionSize(modelBytes: number, version: number): number {
+  return (modelBytes > 0 ? 1 + varintSize(modelBytes) + modelBytes : 0) + (version !== 0 ? 1 + varintSize(version) : 0);
+}
+
+/** Writes fields 1 (model) and 2 (version) at the start of `out`; returns the next position. */
+function writeModelAndVersion(out: Buffer, model: string, modelBytes: number, version: number): number {
+  let pos = 0;
+  if (modelBytes > 0) {
+    out[pos++] = 0x0a;
+    pos = writeVarint(out, pos, modelBytes);
+    pos += out.write(model, pos, "utf8");
+  }
+  if (version !== 0) {
+    out[pos++] = 0x10;
+    pos = writeVarint(out, pos, version);
+  }
+  return pos;
+}
