@@ -84,19 +84,7 @@ function grpcHandler(
           callback(rejectUndecodable(method, ctx, err as ConnectError, options.logger));
           return;
         }
-        Promise.resolve(handler(request, ctx)).then(
-          (response) => {
-            ctx.settle();
-            const header = ctx.responseMetadata();
-            if (header) call.sendMetadata(header);
-            callback(null, response, ctx.trailerMetadata());
-          },
-          (err: unknown) => {
-            const error = toServiceError(err, ctx);
-            ctx.settle();
-            callback(error);
-          },
-        );
+        answerOnce(handler(request, ctx), call, callback, ctx);
       };
     case "server_streaming":
       return (call: grpc.ServerWritableStream<Buffer, unknown>) => {
@@ -120,21 +108,31 @@ function grpcHandler(
     case "client_streaming":
       return (call: grpc.ServerReadableStream<Buffer, unknown>, callback: grpc.sendUnaryData<unknown>) => {
         const ctx = contextFor(method, call);
-        Promise.resolve(handler(decodeStream(call, decode), ctx)).then(
-          (response) => {
-            ctx.settle();
-            const header = ctx.responseMetadata();
-            if (header) call.sendMetadata(header);
-            callback(null, response, ctx.trailerMetadata());
-          },
-          (err: unknown) => {
-            const error = toServiceError(err, ctx);
-            ctx.settle();
-            callback(error);
-          },
-        );
+        answerOnce(handler(decodeStream(call, decode), ctx), call, callback, ctx);
       };
   }
+}
+
+/** Sends a unary or client-streaming call's one answer: headers, then the response and trailers, or the error. */
+function answerOnce(
+  result: unknown,
+  call: grpc.ServerUnaryCall<Buffer, unknown> | grpc.ServerReadableStream<Buffer, unknown>,
+  callback: grpc.sendUnaryData<unknown>,
+  ctx: GrpcHandlerContext,
+): void {
+  Promise.resolve(result).then(
+    (response) => {
+      ctx.settle();
+      const header = ctx.responseMetadata();
+      if (header) call.sendMetadata(header);
+      callback(null, response, ctx.trailerMetadata());
+    },
+    (err: unknown) => {
+      const error = toServiceError(err, ctx);
+      ctx.settle();
+      callback(error);
+    },
+  );
 }
 
 function decodeRequest(schema: DescMessage, bytes: Buffer): unknown {
