@@ -16,12 +16,5 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 if [ "${1:-}" = "--mlserver" ]; then
-  venv=.tools/venv-mlserver
-  if [ ! -x "$venv/bin/mlserver" ] || ! cmp -s bench/mlserver/requirements.txt "$venv/requirements.txt"; then
-    echo "install-bench-tools: pip install -r bench/mlserver/requirements.txt into $venv" >&2
-    rm -rf "$venv"
-    python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet --disable-pip-version-check -r bench/mlserver/requirements.txt
-    cp bench/mlserver/requirements.txt "$venv/requirements.txt"
-  fi
+  scripts/ensure-venv.sh .tools/venv-mlserver bench/mlserver/requirements.txt
 fi
