@@ -241,11 +241,14 @@ describe.each(["sqlite", "postgresql"] as const)("the deployment loop on %s", (d
         await serves(version);
       };
       await serves(1);
+      const unloads = () => lean.logs.filter((l) => l.msg === "model versions unloaded after their last call").length;
       for (const version of [2, 1, 2, 1]) await move(version); // warm the allocator
+      // A version is released after its last call, a moment after the switch: count from
+      // when the warm-up's four releases have all happened.
+      await expect.poll(unloads).toBe(4);
       const baseline = await rssMiB(lean.child.pid!);
-      const unloadsBefore = lean.logs.filter((l) => l.msg === "model versions unloaded after their last call").length;
       for (let i = 0; i < 20; i++) await move(i % 2 === 0 ? 2 : 1);
-      await expect.poll(() => lean.logs.filter((l) => l.msg === "model versions unloaded after their last call").length).toBe(unloadsBefore + 20);
+      await expect.poll(unloads).toBe(4 + 20);
       const listed = await predict.listModels({});
       expect(listed.models.map((m) => `${m.name}@${m.version}:${m.aliases.join()}`)).toEqual(["iris_svc@1:production"]);
       expect(await rssMiB(lean.child.pid!)).toBeLessThan(baseline + 24);
