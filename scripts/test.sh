@@ -1,17 +1,11 @@
 #!/usr/bin/env bash
-# `npm test`: installs what the tests need (npm packages; grpcurl and ghz from the Go module
-# proxy; Prometheus and promtool built from their Go module; tritonclient from PyPI in a venv;
-# docker-compose, chromium and PostgreSQL from Debian;
-# PostgreSQL is started), then runs every
-# suite with vitest. The suites start real
+# `npm test`: installs what the tests need (scripts/install-test-deps.sh: npm packages; grpcurl
+# and ghz from the Go module proxy; tritonclient from PyPI in a venv; docker-compose, chromium,
+# Prometheus and PostgreSQL from Debian), starts PostgreSQL, then runs every suite with vitest. The suites start real
 # servers on loopback ports; nothing is mocked, and a missing tool fails a test, never skips it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/ensure-deps.sh
-scripts/install-tools.sh
-scripts/install-python-clients.sh
-scripts/install-prometheus.sh
-scripts/install-system-packages.sh
+scripts/install-test-deps.sh
 TEST_POSTGRES_URL=$(scripts/start-postgres.sh)
 case "$TEST_POSTGRES_URL" in
   *[[:space:]]* | "") echo "scripts/start-postgres.sh printed more than a URL: '$TEST_POSTGRES_URL'" >&2; exit 1 ;;
