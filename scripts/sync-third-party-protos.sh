@@ -20,6 +20,7 @@ gpf=node_modules/google-proto-files
 copy "$gpf/google/api/annotations.proto" google/api/annotations.proto
 copy "$gpf/google/api/http.proto" google/api/http.proto
 copy "$gpf/google/rpc/code.proto" google/rpc/code.proto
+copy "$gpf/google/rpc/error_details.proto" google/rpc/error_details.proto
 copy node_modules/grpc-health-check/proto/health/v1/health.proto grpc/health/v1/health.proto
 refl=node_modules/@grpc/reflection/build/proto/grpc/reflection
 copy "$refl/v1/reflection.proto" grpc/reflection/v1/reflection.proto

@@ -2,10 +2,12 @@
 // @generated from file mlmesh/predictor/v1/predictor.proto (package mlmesh.predictor.v1, syntax proto3)
 /* eslint-disable */
 
-import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
-import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
+import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import { file_buf_validate_validate } from "../../../buf/validate/validate_pb.js";
 import { file_google_api_annotations } from "../../../google/api/annotations_pb.js";
+import type { BadRequest } from "../../../google/rpc/error_details_pb.js";
+import { file_google_rpc_error_details } from "../../../google/rpc/error_details_pb.js";
 import { file_mlmesh_policy_v1_policy } from "../../policy/v1/policy_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
@@ -13,7 +15,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file mlmesh/predictor/v1/predictor.proto.
  */
 export const file_mlmesh_predictor_v1_predictor: GenFile = /*@__PURE__*/
-  fileDesc("CiNtbG1lc2gvcHJlZGljdG9yL3YxL3ByZWRpY3Rvci5wcm90bxITbWxtZXNoLnByZWRpY3Rvci52MSIoCgNSb3cSIQoGdmFsdWVzGAEgAygCQhG6SA6SAQsIARCACCIECgJAASJcCgpQcmVkaWN0aW9uEhUKDXByb2JhYmlsaXRpZXMYASADKAISDQoFbGFiZWwYAiABKAkSEwoLbGFiZWxfaW5kZXgYAyABKA0SEwoLcHJvYmFiaWxpdHkYBCABKAIiowEKDlByZWRpY3RSZXF1ZXN0EksKBW1vZGVsGAEgASgJQjy6SDlyNxABGIABMjBeW0EtWmEtejAtOV1bQS1aYS16MC05Ll8tXSooQFthLXpdW2EtejAtOV8tXSopPyQSDwoHdmVyc2lvbhgCIAEoDRIzCgRyb3dzGAMgAygLMhgubWxtZXNoLnByZWRpY3Rvci52MS5Sb3dCC7pICJIBBQgBEJBOIncKD1ByZWRpY3RSZXNwb25zZRINCgVtb2RlbBgBIAEoCRIPCgd2ZXJzaW9uGAIgASgNEg4KBmxhYmVscxgDIAMoCRI0CgtwcmVkaWN0aW9ucxgEIAMoCzIfLm1sbWVzaC5wcmVkaWN0b3IudjEuUHJlZGljdGlvbiJ3ChdHZXRNb2RlbE1ldGFkYXRhUmVxdWVzdBJLCgVtb2RlbBgBIAEoCUI8ukg5cjcQARiAATIwXltBLVphLXowLTldW0EtWmEtejAtOS5fLV0qKEBbYS16XVthLXowLTlfLV0qKT8kEg8KB3ZlcnNpb24YAiABKA0iUAoYR2V0TW9kZWxNZXRhZGF0YVJlc3BvbnNlEjQKCG1ldGFkYXRhGAEgASgLMiIubWxtZXNoLnByZWRpY3Rvci52MS5Nb2RlbE1ldGFkYXRhIjgKClRlbnNvclNwZWMSDAoEbmFtZRgBIAEoCRINCgVkdHlwZRgCIAEoCRINCgVzaGFwZRgDIAMoAyKPAwoNTW9kZWxNZXRhZGF0YRIMCgRuYW1lGAEgASgJEg8KB3ZlcnNpb24YAiABKA0SEwoLZGVzY3JpcHRpb24YAyABKAkSLgoFaW5wdXQYBCABKAsyHy5tbG1lc2gucHJlZGljdG9yLnYxLlRlbnNvclNwZWMSMAoHb3V0cHV0cxgFIAMoCzIfLm1sbWVzaC5wcmVkaWN0b3IudjEuVGVuc29yU3BlYxIVCg1mZWF0dXJlX25hbWVzGAYgAygJEg4KBmxhYmVscxgHIAMoCRIuCgxzYW1wbGVfaW5wdXQYCCADKAsyGC5tbG1lc2gucHJlZGljdG9yLnYxLlJvdxJACgdtZXRyaWNzGAkgAygLMi8ubWxtZXNoLnByZWRpY3Rvci52MS5Nb2RlbE1ldGFkYXRhLk1ldHJpY3NFbnRyeRIOCgZzaGEyNTYYCiABKAkSDwoHYWxpYXNlcxgLIAMoCRouCgxNZXRyaWNzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgBOgI4ASJQChFMaXN0TW9kZWxzUmVxdWVzdBIdCglwYWdlX3NpemUYASABKAVCCrpIBxoFGOgHKAASHAoKcGFnZV90b2tlbhgCIAEoCUIIukgFcgMYgAQimgEKEkxpc3RNb2RlbHNSZXNwb25zZRIyCgZtb2RlbHMYASADKAsyIi5tbG1lc2gucHJlZGljdG9yLnYxLk1vZGVsTWV0YWRhdGESNwoIZmFpbHVyZXMYAiADKAsyJS5tbG1lc2gucHJlZGljdG9yLnYxLk1vZGVsTG9hZEZhaWx1cmUSFwoPbmV4dF9wYWdlX3Rva2VuGAMgASgJIkEKEE1vZGVsTG9hZEZhaWx1cmUSDAoEbmFtZRgBIAEoCRIPCgd2ZXJzaW9uGAIgASgNEg4KBnJlYXNvbhgDIAEoCSJ0ChRQcmVkaWN0U2FtcGxlUmVxdWVzdBJLCgVtb2RlbBgBIAEoCUI8ukg5cjcQARiAATIwXltBLVphLXowLTldW0EtWmEtejAtOS5fLV0qKEBbYS16XVthLXowLTlfLV0qKT8kEg8KB3ZlcnNpb24YAiABKA0idwoVUHJlZGljdFNhbXBsZVJlc3BvbnNlEiYKBHJvd3MYASADKAsyGC5tbG1lc2gucHJlZGljdG9yLnYxLlJvdxI2CghyZXNwb25zZRgCIAEoCzIkLm1sbWVzaC5wcmVkaWN0b3IudjEuUHJlZGljdFJlc3BvbnNlMu4EChBQcmVkaWN0b3JTZXJ2aWNlEosBCgdQcmVkaWN0EiMubWxtZXNoLnByZWRpY3Rvci52MS5QcmVkaWN0UmVxdWVzdBokLm1sbWVzaC5wcmVkaWN0b3IudjEuUHJlZGljdFJlc3BvbnNlIjXK8xgCCAKC0+STAik6ASoiJC92MS9wcmVkaWN0b3IvbW9kZWxzL3ttb2RlbH06cHJlZGljdBKkAQoQR2V0TW9kZWxNZXRhZGF0YRIsLm1sbWVzaC5wcmVkaWN0b3IudjEuR2V0TW9kZWxNZXRhZGF0YVJlcXVlc3QaLS5tbG1lc2gucHJlZGljdG9yLnYxLkdldE1vZGVsTWV0YWRhdGFSZXNwb25zZSIzyvMYAggCgtPkkwInEiUvdjEvcHJlZGljdG9yL21vZGVscy97bW9kZWx9L21ldGFkYXRhEoEBCgpMaXN0TW9kZWxzEiYubWxtZXNoLnByZWRpY3Rvci52MS5MaXN0TW9kZWxzUmVxdWVzdBonLm1sbWVzaC5wcmVkaWN0b3IudjEuTGlzdE1vZGVsc1Jlc3BvbnNlIiLK8xgCCAKC0+STAhYSFC92MS9wcmVkaWN0b3IvbW9kZWxzEqABCg1QcmVkaWN0U2FtcGxlEikubWxtZXNoLnByZWRpY3Rvci52MS5QcmVkaWN0U2FtcGxlUmVxdWVzdBoqLm1sbWVzaC5wcmVkaWN0b3IudjEuUHJlZGljdFNhbXBsZVJlc3BvbnNlIjjK8xgCCAKC0+STAiwSKi92MS9wcmVkaWN0b3IvbW9kZWxzL3ttb2RlbH06cHJlZGljdFNhbXBsZWIGcHJvdG8z", [file_buf_validate_validate, file_google_api_annotations, file_mlmesh_policy_v1_policy]);
+  fileDesc("CiNtbG1lc2gvcHJlZGljdG9yL3YxL3ByZWRpY3Rvci5wcm90bxITbWxtZXNoLnByZWRpY3Rvci52MSIoCgNSb3cSIQoGdmFsdWVzGAEgAygCQhG6SA6SAQsIARCACCIECgJAASJcCgpQcmVkaWN0aW9uEhUKDXByb2JhYmlsaXRpZXMYASADKAISDQoFbGFiZWwYAiABKAkSEwoLbGFiZWxfaW5kZXgYAyABKA0SEwoLcHJvYmFiaWxpdHkYBCABKAIi5QEKDlByZWRpY3RSZXF1ZXN0EksKBW1vZGVsGAEgASgJQjy6SDlyNxABGIABMjBeW0EtWmEtejAtOV1bQS1aYS16MC05Ll8tXSooQFthLXpdW2EtejAtOV8tXSopPyQSDwoHdmVyc2lvbhgCIAEoDRIzCgRyb3dzGAMgAygLMhgubWxtZXNoLnByZWRpY3Rvci52MS5Sb3dCC7pICJIBBQgBEJBOEkAKDGludmFsaWRfcm93cxgEIAEoDjIgLm1sbWVzaC5wcmVkaWN0b3IudjEuSW52YWxpZFJvd3NCCLpIBYIBAhABIqYBCg9QcmVkaWN0UmVzcG9uc2USDQoFbW9kZWwYASABKAkSDwoHdmVyc2lvbhgCIAEoDRIOCgZsYWJlbHMYAyADKAkSNAoLcHJlZGljdGlvbnMYBCADKAsyHy5tbG1lc2gucHJlZGljdG9yLnYxLlByZWRpY3Rpb24SLQoNcmVqZWN0ZWRfcm93cxgFIAEoCzIWLmdvb2dsZS5ycGMuQmFkUmVxdWVzdCJ3ChdHZXRNb2RlbE1ldGFkYXRhUmVxdWVzdBJLCgVtb2RlbBgBIAEoCUI8ukg5cjcQARiAATIwXltBLVphLXowLTldW0EtWmEtejAtOS5fLV0qKEBbYS16XVthLXowLTlfLV0qKT8kEg8KB3ZlcnNpb24YAiABKA0iUAoYR2V0TW9kZWxNZXRhZGF0YVJlc3BvbnNlEjQKCG1ldGFkYXRhGAEgASgLMiIubWxtZXNoLnByZWRpY3Rvci52MS5Nb2RlbE1ldGFkYXRhIjgKClRlbnNvclNwZWMSDAoEbmFtZRgBIAEoCRINCgVkdHlwZRgCIAEoCRINCgVzaGFwZRgDIAMoAyKPAwoNTW9kZWxNZXRhZGF0YRIMCgRuYW1lGAEgASgJEg8KB3ZlcnNpb24YAiABKA0SEwoLZGVzY3JpcHRpb24YAyABKAkSLgoFaW5wdXQYBCABKAsyHy5tbG1lc2gucHJlZGljdG9yLnYxLlRlbnNvclNwZWMSMAoHb3V0cHV0cxgFIAMoCzIfLm1sbWVzaC5wcmVkaWN0b3IudjEuVGVuc29yU3BlYxIVCg1mZWF0dXJlX25hbWVzGAYgAygJEg4KBmxhYmVscxgHIAMoCRIuCgxzYW1wbGVfaW5wdXQYCCADKAsyGC5tbG1lc2gucHJlZGljdG9yLnYxLlJvdxJACgdtZXRyaWNzGAkgAygLMi8ubWxtZXNoLnByZWRpY3Rvci52MS5Nb2RlbE1ldGFkYXRhLk1ldHJpY3NFbnRyeRIOCgZzaGEyNTYYCiABKAkSDwoHYWxpYXNlcxgLIAMoCRouCgxNZXRyaWNzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgBOgI4ASJQChFMaXN0TW9kZWxzUmVxdWVzdBIdCglwYWdlX3NpemUYASABKAVCCrpIBxoFGOgHKAASHAoKcGFnZV90b2tlbhgCIAEoCUIIukgFcgMYgAQimgEKEkxpc3RNb2RlbHNSZXNwb25zZRIyCgZtb2RlbHMYASADKAsyIi5tbG1lc2gucHJlZGljdG9yLnYxLk1vZGVsTWV0YWRhdGESNwoIZmFpbHVyZXMYAiADKAsyJS5tbG1lc2gucHJlZGljdG9yLnYxLk1vZGVsTG9hZEZhaWx1cmUSFwoPbmV4dF9wYWdlX3Rva2VuGAMgASgJIkEKEE1vZGVsTG9hZEZhaWx1cmUSDAoEbmFtZRgBIAEoCRIPCgd2ZXJzaW9uGAIgASgNEg4KBnJlYXNvbhgDIAEoCSJ0ChRQcmVkaWN0U2FtcGxlUmVxdWVzdBJLCgVtb2RlbBgBIAEoCUI8ukg5cjcQARiAATIwXltBLVphLXowLTldW0EtWmEtejAtOS5fLV0qKEBbYS16XVthLXowLTlfLV0qKT8kEg8KB3ZlcnNpb24YAiABKA0idwoVUHJlZGljdFNhbXBsZVJlc3BvbnNlEiYKBHJvd3MYASADKAsyGC5tbG1lc2gucHJlZGljdG9yLnYxLlJvdxI2CghyZXNwb25zZRgCIAEoCzIkLm1sbWVzaC5wcmVkaWN0b3IudjEuUHJlZGljdFJlc3BvbnNlKlsKC0ludmFsaWRSb3dzEhwKGElOVkFMSURfUk9XU19VTlNQRUNJRklFRBAAEhcKE0lOVkFMSURfUk9XU19SRUpFQ1QQARIVChFJTlZBTElEX1JPV1NfU0tJUBACMu4EChBQcmVkaWN0b3JTZXJ2aWNlEosBCgdQcmVkaWN0EiMubWxtZXNoLnByZWRpY3Rvci52MS5QcmVkaWN0UmVxdWVzdBokLm1sbWVzaC5wcmVkaWN0b3IudjEuUHJlZGljdFJlc3BvbnNlIjXK8xgCCAKC0+STAik6ASoiJC92MS9wcmVkaWN0b3IvbW9kZWxzL3ttb2RlbH06cHJlZGljdBKkAQoQR2V0TW9kZWxNZXRhZGF0YRIsLm1sbWVzaC5wcmVkaWN0b3IudjEuR2V0TW9kZWxNZXRhZGF0YVJlcXVlc3QaLS5tbG1lc2gucHJlZGljdG9yLnYxLkdldE1vZGVsTWV0YWRhdGFSZXNwb25zZSIzyvMYAggCgtPkkwInEiUvdjEvcHJlZGljdG9yL21vZGVscy97bW9kZWx9L21ldGFkYXRhEoEBCgpMaXN0TW9kZWxzEiYubWxtZXNoLnByZWRpY3Rvci52MS5MaXN0TW9kZWxzUmVxdWVzdBonLm1sbWVzaC5wcmVkaWN0b3IudjEuTGlzdE1vZGVsc1Jlc3BvbnNlIiLK8xgCCAKC0+STAhYSFC92MS9wcmVkaWN0b3IvbW9kZWxzEqABCg1QcmVkaWN0U2FtcGxlEikubWxtZXNoLnByZWRpY3Rvci52MS5QcmVkaWN0U2FtcGxlUmVxdWVzdBoqLm1sbWVzaC5wcmVkaWN0b3IudjEuUHJlZGljdFNhbXBsZVJlc3BvbnNlIjjK8xgCCAKC0+STAiwSKi92MS9wcmVkaWN0b3IvbW9kZWxzL3ttb2RlbH06cHJlZGljdFNhbXBsZWIGcHJvdG8z", [file_buf_validate_validate, file_google_api_annotations, file_google_rpc_error_details, file_mlmesh_policy_v1_policy]);
 
 /**
  * Row is one input example: the feature values in the order the model's metadata lists them.
@@ -106,6 +108,14 @@ export type PredictRequest = Message<"mlmesh.predictor.v1.PredictRequest"> & {
    * @generated from field: repeated mlmesh.predictor.v1.Row rows = 3;
    */
   rows: Row[];
+
+  /**
+   * What to do with rows the model version cannot take (the wrong number of values); by
+   * default the call fails (INVALID_ROWS_REJECT).
+   *
+   * @generated from field: mlmesh.predictor.v1.InvalidRows invalid_rows = 4;
+   */
+  invalidRows: InvalidRows;
 };
 
 /**
@@ -116,7 +126,8 @@ export const PredictRequestSchema: GenMessage<PredictRequest> = /*@__PURE__*/
   messageDesc(file_mlmesh_predictor_v1_predictor, 2);
 
 /**
- * PredictResponse holds one prediction per request row, in request order.
+ * PredictResponse holds one prediction per request row, in request order (per accepted row
+ * when rows were skipped: see rejected_rows).
  *
  * @generated from message mlmesh.predictor.v1.PredictResponse
  */
@@ -143,11 +154,20 @@ export type PredictResponse = Message<"mlmesh.predictor.v1.PredictResponse"> & {
   labels: string[];
 
   /**
-   * One prediction per request row, in request order.
+   * One prediction per request row, in request order; with INVALID_ROWS_SKIP, one per row not
+   * listed in rejected_rows, still in request order.
    *
    * @generated from field: repeated mlmesh.predictor.v1.Prediction predictions = 4;
    */
   predictions: Prediction[];
+
+  /**
+   * With INVALID_ROWS_SKIP: the rows left out, one field violation each (field "rows[i]",
+   * reason "ROW_WIDTH", the description says what the model takes). Unset when none was.
+   *
+   * @generated from field: google.rpc.BadRequest rejected_rows = 5;
+   */
+  rejectedRows?: BadRequest | undefined;
 };
 
 /**
@@ -487,6 +507,43 @@ export const PredictSampleResponseSchema: GenMessage<PredictSampleResponse> = /*
   messageDesc(file_mlmesh_predictor_v1_predictor, 12);
 
 /**
+ * InvalidRows says what Predict does with rows the model version cannot take: rows with the
+ * wrong number of values for its features. Values that break Row's rules (not finite, none,
+ * more than 1,024) fail the call whatever this says.
+ *
+ * @generated from enum mlmesh.predictor.v1.InvalidRows
+ */
+export enum InvalidRows {
+  /**
+   * The default: the same as INVALID_ROWS_REJECT.
+   *
+   * @generated from enum value: INVALID_ROWS_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Fail the call with INVALID_ARGUMENT and a google.rpc.BadRequest listing every bad row.
+   *
+   * @generated from enum value: INVALID_ROWS_REJECT = 1;
+   */
+  REJECT = 1,
+
+  /**
+   * Answer the other rows and list the bad ones in PredictResponse.rejected_rows (the batch
+   * job: one call predicts the good items and names every bad one with its reason).
+   *
+   * @generated from enum value: INVALID_ROWS_SKIP = 2;
+   */
+  SKIP = 2,
+}
+
+/**
+ * Describes the enum mlmesh.predictor.v1.InvalidRows.
+ */
+export const InvalidRowsSchema: GenEnum<InvalidRows> = /*@__PURE__*/
+  enumDesc(file_mlmesh_predictor_v1_predictor, 0);
+
+/**
  * PredictorService runs ONNX classifiers — from the model registry (REGISTRY_ADDRESS), or from
  * a model repository folder (MODEL_DIR): batched rows of float features in, per-row class
  * probabilities and labels out.
@@ -499,6 +556,10 @@ export const PredictorService: GenService<{
    * Errors: NOT_FOUND for an unknown model, version or alias; FAILED_PRECONDITION for a
    * version that failed to load; INVALID_ARGUMENT for an empty or oversized batch, a row with
    * the wrong feature count, a non-finite value, or both an alias and a version.
+   * Bad rows: an INVALID_ARGUMENT caused by rows carries a google.rpc.BadRequest in the status
+   * details with one field violation per bad row (field "rows[i]" or "rows[i].values[j]",
+   * every bad row, not only the first). With invalid_rows = INVALID_ROWS_SKIP, rows of the
+   * wrong width are left out instead and listed in PredictResponse.rejected_rows.
    *
    * @generated from rpc mlmesh.predictor.v1.PredictorService.Predict
    */
