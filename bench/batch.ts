@@ -15,12 +15,15 @@ import { join } from "node:path";
 import Database from "better-sqlite3";
 import pg from "pg";
 import { BatchJobService } from "../gen/mlmesh/batch/v1/batch_pb.js";
-import { GrpcClient } from "../services/runtime/grpc-client.js";
+import { GrpcClient } from "../services/runtime/client/grpc-client.js";
 import { machineSummary, repoRoot, startBenchService, table, writeDocSection, type BenchService } from "./support.js";
+import { readProcessEnvironment } from "../services/runtime/env/variables.js";
 
-const itemCount = Number(process.env.BENCH_ITEMS ?? 100_000);
-const contendedSeconds = Number(process.env.BENCH_CONTENDED_SECONDS ?? 20);
-const baseline = process.env.BENCH_BASELINE;
+const environment = readProcessEnvironment();
+
+const itemCount = Number(environment.BENCH_ITEMS ?? 100_000);
+const contendedSeconds = Number(environment.BENCH_CONTENDED_SECONDS ?? 20);
+const baseline = environment.BENCH_BASELINE;
 const iris = [
   [5.1, 3.5, 1.4, 0.2],
   [5.9, 3.0, 4.2, 1.5],
@@ -66,7 +69,7 @@ async function storedItems(url: string): Promise<{ stored: number; predicted: nu
 const perMinute = (n: number, s: number) => Math.round((n / s) * 60).toLocaleString("en-US");
 
 async function bulk(predictor: BenchService, checkout: (typeof checkouts)[number], database: { name: string; url: string }): Promise<string[]> {
-  const batch = await startBenchService("batch", "BATCH_PORT", nextPort++, {
+  const batch = await startBenchService("batch", nextPort++, {
     checkout: checkout.root,
     env: { DATABASE_URL: database.url, PREDICTOR_ADDRESS: predictor.address, BATCH_RUN_JOB_IN_SERVICE: "false" },
   });
@@ -98,7 +101,7 @@ async function bulk(predictor: BenchService, checkout: (typeof checkouts)[number
 }
 
 async function contended(predictor: BenchService, checkout: (typeof checkouts)[number], database: { name: string; url: string }): Promise<string[]> {
-  const batch = await startBenchService("batch", "BATCH_PORT", nextPort++, {
+  const batch = await startBenchService("batch", nextPort++, {
     checkout: checkout.root,
     env: { DATABASE_URL: database.url, PREDICTOR_ADDRESS: predictor.address, BATCH_INTERVAL: "1s" },
   });
@@ -152,7 +155,7 @@ async function contended(predictor: BenchService, checkout: (typeof checkouts)[n
 
 const bulkRows: string[][] = [];
 const contendedRows: string[][] = [];
-const predictor = await startBenchService("predictor", "PREDICTOR_PORT", 50190);
+const predictor = await startBenchService("predictor", 50190);
 try {
   for (const checkout of checkouts) {
     for (const database of freshDatabases(`bulk${bulkRows.length}`)) {

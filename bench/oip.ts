@@ -16,11 +16,14 @@ import { ModelInferRequestSchema } from "../gen/inference/open_inference_pb.js";
 import { PredictRequestSchema } from "../gen/mlmesh/predictor/v1/predictor_pb.js";
 import { checkGrpc, grpcFrame, h2load, medianRun } from "./h2load.js";
 import { machineSummary, repoRoot, startBenchService, table, writeDocSection } from "./support.js";
+import { readProcessEnvironment } from "../services/runtime/env/variables.js";
+
+const environment = readProcessEnvironment();
 
 const rowCounts = [1, 100, 1000];
 const streams = 50;
-const seconds = Number(process.env.BENCH_SECONDS ?? 5);
-const runs = Number(process.env.BENCH_RUNS ?? 3);
+const seconds = Number(environment.BENCH_SECONDS ?? 5);
+const runs = Number(environment.BENCH_RUNS ?? 3);
 const iris = [
   [5.1, 3.5, 1.4, 0.2],
   [5.9, 3.0, 4.2, 1.5],
@@ -60,7 +63,7 @@ async function startMlserver(batching: boolean, httpPort: number, grpcPort: numb
   );
   const child: ChildProcess = spawn("taskset", ["-c", "0", join(repoRoot, ".tools/venv-mlserver/bin/mlserver"), "start", dir], {
     cwd: dir,
-    env: { ...process.env, PYTHONPATH: dir },
+    env: { ...environment, PYTHONPATH: dir },
     stdio: ["ignore", "ignore", "pipe"],
   });
   const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
@@ -100,7 +103,7 @@ async function measure(server: string, url: string, bodies: (rows: number) => Bu
   }
 }
 
-const predictor = await startBenchService("predictor", "PREDICTOR_PORT", 50197, { cpus: "0" });
+const predictor = await startBenchService("predictor", 50197, { cpus: "0" });
 try {
   await measure("mlmesh ModelInfer (raw)", `http://${predictor.address}/inference.GRPCInferenceService/ModelInfer`, modelInferBody);
   await measure("mlmesh Predict (native)", `http://${predictor.address}/mlmesh.predictor.v1.PredictorService/Predict`, predictBody);

@@ -2,7 +2,7 @@
 // taskset -c 0): model runs of ROWS rows for SECONDS seconds, printing rows per second. The
 // ceiling of any server computing this model on one core.
 import { readFile } from "node:fs/promises";
-import { parseModelMetadata, openOnnxClassifier } from "../services/runtime/onnx-model.js";
+import { parseModelMetadata, openOnnxClassifier } from "../services/model/onnx-model.js";
 
 const [folder, rowsText, secondsText] = process.argv.slice(2);
 const rows = Number(rowsText);

@@ -6,8 +6,11 @@
 // Each server runs pinned to core 0 and ghz to core 1, so the two do not compete for a core;
 // every scenario gets a warm-up run that is not recorded.
 import { fmt, machineSummary, measure, startBenchService, table, writeDocSection } from "./support.js";
+import { readProcessEnvironment } from "../services/runtime/env/variables.js";
 
-const durationSeconds = Number(process.env.BENCH_SECONDS ?? 10);
+const environment = readProcessEnvironment();
+
+const durationSeconds = Number(environment.BENCH_SECONDS ?? 10);
 const warmupSeconds = 3;
 const serverCpus = "0";
 const loadCpus = "1";
@@ -22,8 +25,8 @@ const scenarios = [
 ];
 const concurrencies = [1, 50];
 
-const echo = await startBenchService("echo", "ECHO_PORT", 50159, { cpus: serverCpus });
-const predictor = await startBenchService("predictor", "PREDICTOR_PORT", 50152, { cpus: serverCpus });
+const echo = await startBenchService("echo", 50159, { cpus: serverCpus });
+const predictor = await startBenchService("predictor", 50152, { cpus: serverCpus });
 const results: string[][] = [];
 try {
   for (const scenario of scenarios) {

@@ -13,13 +13,16 @@ import { create, toBinary } from "@bufbuild/protobuf";
 import { PredictRequestSchema } from "../gen/mlmesh/predictor/v1/predictor_pb.js";
 import { PredictLabelRequestSchema } from "../gen/mlmesh/proxy/v1/proxy_pb.js";
 import { GetModelVersionByAliasRequestSchema, ModelRegistryService } from "../gen/mlmesh/registry/v1/registry_pb.js";
-import { GrpcClient } from "../services/runtime/grpc-client.js";
+import { GrpcClient } from "../services/runtime/client/grpc-client.js";
 import { checkGrpc, grpcFrame, h2load } from "./h2load.js";
 import { startBenchService, type BenchService } from "./support.js";
+import { readProcessEnvironment } from "../services/runtime/env/variables.js";
+
+const environment = readProcessEnvironment();
 
 const [target = "predictor", rowsArg = "1"] = process.argv.slice(2);
-const seconds = Number(process.env.BENCH_SECONDS ?? 10);
-const streams = Number(process.env.BENCH_STREAMS ?? 50);
+const seconds = Number(environment.BENCH_SECONDS ?? 10);
+const streams = Number(environment.BENCH_STREAMS ?? 50);
 const iris = [5.1, 3.5, 1.4, 0.2];
 const profileDir = mkdtempSync(join(tmpdir(), "mlmesh-profile-"));
 const profiled = ["--cpu-prof", `--cpu-prof-dir=${profileDir}`];
@@ -29,18 +32,18 @@ let body: Buffer;
 const helpers: BenchService[] = [];
 let service: BenchService;
 if (target === "predictor") {
-  service = await startBenchService("predictor", "PREDICTOR_PORT", 50310, { cpus: "0", nodeArgs: profiled });
+  service = await startBenchService("predictor", 50310, { cpus: "0", nodeArgs: profiled });
   const rows = Array.from({ length: Number(rowsArg) }, () => ({ values: iris }));
   url = `http://${service.address}/mlmesh.predictor.v1.PredictorService/Predict`;
   body = grpcFrame(toBinary(PredictRequestSchema, create(PredictRequestSchema, { model: "iris_svc", rows })));
 } else if (target === "proxy") {
-  helpers.push(await startBenchService("predictor", "PREDICTOR_PORT", 50311, { cpus: "0" }));
-  service = await startBenchService("proxy", "PROXY_PORT", 50312, { cpus: "0", nodeArgs: profiled, env: { PREDICTOR_PORT: "50311" } });
+  helpers.push(await startBenchService("predictor", 50311, { cpus: "0" }));
+  service = await startBenchService("proxy", 50312, { cpus: "0", nodeArgs: profiled, env: { PREDICTOR_PORT: "50311" } });
   url = `http://${service.address}/mlmesh.proxy.v1.ProxyService/PredictLabel`;
   body = grpcFrame(toBinary(PredictLabelRequestSchema, create(PredictLabelRequestSchema, { rows: [{ values: iris }] })));
 } else if (target === "registry") {
   const dir = mkdtempSync(join(tmpdir(), "mlmesh-profile-registry-"));
-  service = await startBenchService("registry", "REGISTRY_PORT", 50313, { cpus: "0", nodeArgs: profiled, env: { DATABASE_URL: `file:${join(dir, "registry.db")}` } });
+  service = await startBenchService("registry", 50313, { cpus: "0", nodeArgs: profiled, env: { DATABASE_URL: `file:${join(dir, "registry.db")}` } });
   const client = new GrpcClient(service.address);
   const deadlineMs = Date.now() + 10_000;
   const { project } = await client.unary(ModelRegistryService.method.createProject, { name: "bench" }, { deadlineMs });

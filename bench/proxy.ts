@@ -5,15 +5,18 @@
 //
 // The Predictor and the Proxy share core 0 (as on one small host); ghz runs on core 1.
 import { fmt, machineSummary, measure, startBenchService, table, writeDocSection } from "./support.js";
+import { readProcessEnvironment } from "../services/runtime/env/variables.js";
 
-const durationSeconds = Number(process.env.BENCH_SECONDS ?? 10);
+const environment = readProcessEnvironment();
+
+const durationSeconds = Number(environment.BENCH_SECONDS ?? 10);
 const warmupSeconds = 3;
 const row = { values: [5.1, 3.5, 1.4, 0.2] };
 
-const predictor = await startBenchService("predictor", "PREDICTOR_PORT", 50172, { cpus: "0" });
-const proxy = await startBenchService("proxy", "PROXY_PORT", 50174, { cpus: "0", env: { PREDICTOR_PORT: "50172" } });
+const predictor = await startBenchService("predictor", 50172, { cpus: "0" });
+const proxy = await startBenchService("proxy", 50174, { cpus: "0", env: { PREDICTOR_PORT: "50172" } });
 // The same proxy with one backend: the cost of the hop alone, to tell fan-out from the hop.
-const proxyOne = await startBenchService("proxy", "PROXY_PORT", 50175, {
+const proxyOne = await startBenchService("proxy", 50175, {
   cpus: "0",
   env: { PROXY_BACKENDS: "setosa=127.0.0.1:50172/iris_svc_setosa" },
 });

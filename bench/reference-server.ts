@@ -13,9 +13,12 @@ import { readFile } from "node:fs/promises";
 import * as grpc from "@grpc/grpc-js";
 import { create, toBinary } from "@bufbuild/protobuf";
 import { PredictorService, PredictRequestSchema, PredictResponseSchema } from "../gen/mlmesh/predictor/v1/predictor_pb.js";
-import { GrpcClient } from "../services/runtime/grpc-client.js";
+import { GrpcClient } from "../services/runtime/client/grpc-client.js";
 import { LeanH2Client } from "./prototypes/lean-h2-client.js";
-import { openOnnxClassifier, parseModelMetadata } from "../services/runtime/onnx-model.js";
+import { openOnnxClassifier, parseModelMetadata } from "../services/model/onnx-model.js";
+import { readProcessEnvironment } from "../services/runtime/env/variables.js";
+
+const environment = readProcessEnvironment();
 
 const folder = new URL("../models/iris_svc/1/", import.meta.url);
 const iris = [5.1, 3.5, 1.4, 0.2];
@@ -35,20 +38,20 @@ const responseOf = (n: number) =>
 const responses = new Map([1, 100, 1000].map((n) => [requestBytes(n), responseOf(n)]));
 
 const classifier =
-  process.env.REFERENCE_ORT === "1"
+  environment.REFERENCE_ORT === "1"
     ? await openOnnxClassifier(await readFile(new URL("model.onnx", folder)), parseModelMetadata(await readFile(new URL("metadata.json", folder), "utf8")), { intraOpThreads: 1 })
     : undefined;
 const oneRow = Float32Array.from(iris);
-const forwardAddress = process.env.REFERENCE_FORWARD;
+const forwardAddress = environment.REFERENCE_FORWARD;
 const predictPath = "/mlmesh.predictor.v1.PredictorService/Predict";
 // REFERENCE_CLIENT=lean: the prototype client of bench/prototypes/lean-h2-client.ts instead.
 const forwardTo: { address: string; forward(bytes: Buffer): Promise<Buffer> } | undefined =
   forwardAddress === undefined
     ? undefined
-    : process.env.REFERENCE_CLIENT === "lean"
+    : environment.REFERENCE_CLIENT === "lean"
       ? ((client) => ({ address: `${forwardAddress} (lean client)`, forward: (bytes: Buffer) => client.unary(predictPath, bytes) }))(new LeanH2Client(forwardAddress))
       : ((client) => ({ address: forwardAddress, forward: (bytes: Buffer) => client.unaryBytes(PredictorService.method.predict, bytes, { deadlineMs: Date.now() + 10_000 }) }))(new GrpcClient(forwardAddress));
-const fanOut = Number(process.env.REFERENCE_FANOUT ?? 1);
+const fanOut = Number(environment.REFERENCE_FANOUT ?? 1);
 
 const server = new grpc.Server({ "grpc.enable_channelz": 0 });
 server.addService(
@@ -79,7 +82,7 @@ server.addService(
     },
   },
 );
-const port = Number(process.env.REFERENCE_PORT ?? 50300);
+const port = Number(environment.REFERENCE_PORT ?? 50300);
 server.bindAsync(`127.0.0.1:${port}`, grpc.ServerCredentials.createInsecure(), (err) => {
   if (err) throw err;
   const mode = forwardTo ? ` (forwarding to ${forwardTo.address} x${fanOut})` : classifier ? " (one onnxruntime run per call)" : "";

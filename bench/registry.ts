@@ -8,10 +8,13 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ModelRegistryService } from "../gen/mlmesh/registry/v1/registry_pb.js";
-import { GrpcClient } from "../services/runtime/grpc-client.js";
+import { GrpcClient } from "../services/runtime/client/grpc-client.js";
 import { fmt, machineSummary, measure, repoRoot, startBenchService, table, writeDocSection } from "./support.js";
+import { readProcessEnvironment } from "../services/runtime/env/variables.js";
 
-const durationSeconds = Number(process.env.BENCH_SECONDS ?? 10);
+const environment = readProcessEnvironment();
+
+const durationSeconds = Number(environment.BENCH_SECONDS ?? 10);
 const warmupSeconds = 3;
 
 const sqliteDir = mkdtempSync(join(tmpdir(), "mlmesh-bench-registry-"));
@@ -26,7 +29,7 @@ const databases = [
 const rows: string[][] = [];
 try {
   for (const database of databases) {
-    const registry = await startBenchService("registry", "REGISTRY_PORT", database.port, {
+    const registry = await startBenchService("registry", database.port, {
       cpus: "0",
       env: { DATABASE_URL: database.url },
     });

@@ -20,13 +20,16 @@ import { EchoRequestSchema } from "../gen/mlmesh/echo/v1/echo_pb.js";
 import { PredictRequestSchema } from "../gen/mlmesh/predictor/v1/predictor_pb.js";
 import { PredictLabelRequestSchema } from "../gen/mlmesh/proxy/v1/proxy_pb.js";
 import { GetModelVersionByAliasRequestSchema, ModelRegistryService } from "../gen/mlmesh/registry/v1/registry_pb.js";
-import { GrpcClient } from "../services/runtime/grpc-client.js";
+import { GrpcClient } from "../services/runtime/client/grpc-client.js";
 import { checkGrpc, grpcFrame, h2load, medianOf, type LoadResult, type MedianResult } from "./h2load.js";
 import { machineSummary, repoRoot, startBenchService, table, writeDocSection, type BenchService } from "./support.js";
+import { readProcessEnvironment } from "../services/runtime/env/variables.js";
 
-const seconds = Number(process.env.BENCH_SECONDS ?? 5);
-const runs = Number(process.env.BENCH_RUNS ?? 3);
-const baseline = process.env.BENCH_BASELINE;
+const environment = readProcessEnvironment();
+
+const seconds = Number(environment.BENCH_SECONDS ?? 5);
+const runs = Number(environment.BENCH_RUNS ?? 3);
+const baseline = environment.BENCH_BASELINE;
 const rowCounts = [1, 100, 1000];
 const iris = [5.1, 3.5, 1.4, 0.2];
 
@@ -90,7 +93,7 @@ async function withServers(start: (servers: BenchService[]) => Promise<Scenario[
 /** The bare reference server on core 0 (bench/reference-server.ts), with its REFERENCE_* settings. */
 async function startReference(port: number, withOrt: boolean, env: Record<string, string> = {}): Promise<BenchService> {
   const child = spawn("taskset", ["-c", "0", process.execPath, "--import", "tsx", join(repoRoot, "bench/reference-server.ts")], {
-    env: { ...process.env, REFERENCE_PORT: String(port), REFERENCE_ORT: withOrt ? "1" : "0", ...env },
+    env: { ...environment, REFERENCE_PORT: String(port), REFERENCE_ORT: withOrt ? "1" : "0", ...env },
     stdio: ["ignore", "pipe", "inherit"],
   });
   const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
@@ -109,7 +112,7 @@ async function startReference(port: number, withOrt: boolean, env: Record<string
 }
 
 const predictPath = "/mlmesh.predictor.v1.PredictorService/Predict";
-const only = new Set((process.env.BENCH_ONLY ?? "predictor,proxy,registry").split(","));
+const only = new Set((environment.BENCH_ONLY ?? "predictor,proxy,registry").split(","));
 let port = 50300;
 
 // 1. The ceilings (the bare reference with and without onnxruntime, our echo service) and the
@@ -123,10 +126,10 @@ if (only.has("predictor")) {
     };
     add(await startReference(port++, false), "bare grpc-js, fixed bytes", "-", predictPath, predictBody, rowCounts);
     add(await startReference(port++, true), "bare grpc-js + 1 onnxruntime run per call", "-", predictPath, predictBody, [1]);
-    add(await startBenchService("echo", "ECHO_PORT", port++, { cpus: "0" }), "echo service", "-", "/mlmesh.echo.v1.EchoService/Echo", echoBody, rowCounts);
+    add(await startBenchService("echo", port++, { cpus: "0" }), "echo service", "-", "/mlmesh.echo.v1.EchoService/Echo", echoBody, rowCounts);
     for (const checkout of checkouts) {
       for (const metrics of checkout.label === "now" ? ["on", "off"] : ["on"]) {
-        const predictor = await startBenchService("predictor", "PREDICTOR_PORT", port++, { cpus: "0", checkout: checkout.root, env: { METRICS: metrics } });
+        const predictor = await startBenchService("predictor", port++, { cpus: "0", checkout: checkout.root, env: { METRICS: metrics } });
         add(predictor, `Predictor, metrics ${metrics}`, checkout.label, predictPath, predictBody, metrics === "on" ? rowCounts : [1, 100]);
       }
     }
@@ -140,8 +143,8 @@ if (only.has("proxy")) {
     const scenarios: Scenario[] = [];
     for (const checkout of checkouts) {
       const predictorPort = port++;
-      const predictor = await startBenchService("predictor", "PREDICTOR_PORT", predictorPort, { cpus: "0", checkout: checkout.root });
-      const proxy = await startBenchService("proxy", "PROXY_PORT", port++, { cpus: "0", checkout: checkout.root, env: { PREDICTOR_PORT: String(predictorPort) } });
+      const predictor = await startBenchService("predictor", predictorPort, { cpus: "0", checkout: checkout.root });
+      const proxy = await startBenchService("proxy", port++, { cpus: "0", checkout: checkout.root, env: { PREDICTOR_PORT: String(predictorPort) } });
       servers.push(predictor, proxy);
       for (const streams of [1, 50]) {
         scenarios.push({ name: "direct Predict", checkout: checkout.label, url: `http://${predictor.address}${predictPath}`, body: predictBody(1), streams, rows: 1 });
@@ -181,7 +184,7 @@ if (only.has("registry")) {
           { name: "SQLite", url: `file:${join(sqliteDir, `${tag}.db`)}` },
           { name: "PostgreSQL", url: adminUrl.replace(/\/postgres$/, `/${pgName}`) },
         ]) {
-          const registry = await startBenchService("registry", "REGISTRY_PORT", port++, { cpus: "0", checkout: checkout.root, env: { DATABASE_URL: database.url } });
+          const registry = await startBenchService("registry", port++, { cpus: "0", checkout: checkout.root, env: { DATABASE_URL: database.url } });
           servers.push(registry);
           const client = new GrpcClient(registry.address);
           const deadlineMs = Date.now() + 10_000;

@@ -3,7 +3,11 @@ import { execFile, spawn, type ChildProcess } from "node:child_process";
 import { readFile, writeFile } from "node:fs/promises";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
-import { checkHealth, ServingStatus } from "../services/runtime/health-client.js";
+import { catalogEntry } from "../services/catalog.js";
+import { checkHealth, ServingStatus } from "../services/runtime/client/health-client.js";
+import { readProcessEnvironment } from "../services/runtime/env/variables.js";
+
+const environment = readProcessEnvironment();
 
 export const repoRoot = fileURLToPath(new URL("..", import.meta.url));
 const ghz = `${repoRoot}.tools/bin/ghz`;
@@ -20,14 +24,15 @@ export interface BenchService {
 
 export async function startBenchService(
   service: string,
-  portVariable: string,
   port: number,
   options: { cpus?: string; env?: Record<string, string>; checkout?: string; nodeArgs?: readonly string[] } = {},
 ): Promise<BenchService> {
+  const entry = catalogEntry(service);
+  if (entry === undefined) throw new Error(`no service "${service}" in services/catalog.ts`);
   const command = [process.execPath, ...(options.nodeArgs ?? []), `${options.checkout ?? repoRoot}/bin/mlmesh.js`, "serve", service];
   const [file, ...args] = options.cpus ? ["taskset", "-c", options.cpus, ...command] : command;
   const child: ChildProcess = spawn(file, args, {
-    env: { ...process.env, LOG_LEVEL: "warn", HOST: "127.0.0.1", [portVariable]: String(port), ...options.env },
+    env: { ...environment, LOG_LEVEL: "warn", HOST: "127.0.0.1", [entry.portVariable]: String(port), ...options.env },
     stdio: ["ignore", "inherit", "inherit"],
   });
   const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));

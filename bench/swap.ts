@@ -26,14 +26,14 @@ interface Call {
 }
 
 const dir = mkdtempSync(join(tmpdir(), "mlmesh-bench-swap-"));
-const registry = await startBenchService("registry", "REGISTRY_PORT", 50195, {
+const registry = await startBenchService("registry", 50195, {
   env: { DATABASE_URL: `file:${join(dir, "registry.db")}`, ARTIFACT_DIR: join(dir, "artifacts") },
 });
 const registryCalls = registryClient(registry.address, "bench");
 const { id: modelId } = await resolveModel(registryCalls, { project: "iris", name: "iris_svc" }, true);
 await pushModelFolder(registryCalls, join(repoRoot, "models/iris_svc/1"), { modelId, modelName: "iris_svc", alias: "production" });
 await pushModelFolder(registryCalls, join(repoRoot, "test/fixtures/models/iris_svc/2"), { modelId, modelName: "iris_svc" });
-const predictor = await startBenchService("predictor", "PREDICTOR_PORT", 50196, { env: { REGISTRY_ADDRESS: registry.address } });
+const predictor = await startBenchService("predictor", 50196, { env: { REGISTRY_ADDRESS: registry.address } });
 
 const client = createClient(PredictorService, createGrpcTransport({ baseUrl: `http://${predictor.address}` }));
 const calls: Call[] = [];

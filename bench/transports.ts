@@ -4,14 +4,17 @@
 //
 //   npm run bench:transports           (about 1 minute)
 import { fmt, machineSummary, measure, startBenchService, table, writeDocSection, type GhzResult } from "./support.js";
+import { readProcessEnvironment } from "../services/runtime/env/variables.js";
 
-const durationSeconds = Number(process.env.BENCH_SECONDS ?? 10);
+const environment = readProcessEnvironment();
+
+const durationSeconds = Number(environment.BENCH_SECONDS ?? 10);
 const warmupSeconds = 3;
 const stacks = ["grpc-js", "connect-node"] as const;
 const data = { values: [5.1, 3.5, 1.4, 0.2] };
 
 const servers = await Promise.all(
-  stacks.map((stack, i) => startBenchService("echo", "ECHO_PORT", 50160 + i, { cpus: "0", env: { GRPC_STACK: stack } })),
+  stacks.map((stack, i) => startBenchService("echo", 50160 + i, { cpus: "0", env: { GRPC_STACK: stack } })),
 );
 const rows: string[][] = [];
 try {

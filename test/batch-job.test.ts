@@ -4,7 +4,7 @@
 import { create, type DescMethodUnary } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { describe, expect, it } from "vitest";
-import { PredictResponseSchema, type PredictRequest } from "../gen/mlmesh/predictor/v1/predictor_pb.js";
+import { InvalidRows, PredictResponseSchema, type PredictRequest } from "../gen/mlmesh/predictor/v1/predictor_pb.js";
 import { runBatchJob, type BatchJobDeps } from "../services/batch/job.js";
 import type { ClaimedItem, ItemResult, JobRun } from "../services/batch/item-store.js";
 
@@ -41,8 +41,9 @@ function memoryStore(items: ClaimedItem[], failing: { complete?: Error; release?
 }
 
 /**
- * A Predictor that labels rows "setosa", refuses the first row with 3 values as the real one
- * does (INVALID_ARGUMENT naming the row), or fails every call with `down`.
+ * A Predictor that labels rows "setosa" and treats rows of 3 values as the real one does: with
+ * INVALID_ROWS_SKIP it leaves them out and lists each as a field violation "rows[i]"; without,
+ * it refuses the call (INVALID_ARGUMENT). Or it fails every call with `down`.
  */
 function fakePredictor(down?: Code) {
   const calls = { rows: [] as number[], inFlight: 0, maxInFlight: 0 };
@@ -55,13 +56,14 @@ function fakePredictor(down?: Code) {
       await new Promise((resolve) => setTimeout(resolve, 5));
       calls.inFlight--;
       if (down !== undefined) throw new ConnectError("backend unavailable", down);
-      const bad = rows.findIndex((r) => r.values.length !== 4);
-      if (bad >= 0) throw new ConnectError(`rows[${bad}] has ${rows[bad].values.length} values; iris_svc v1 takes 4`, Code.InvalidArgument);
+      const bad = rows.flatMap((r, i) => (r.values.length !== 4 ? [{ field: `rows[${i}]`, description: `has ${r.values.length} values; iris_svc v1 takes 4`, reason: "ROW_WIDTH" }] : []));
+      if (bad.length > 0 && (request as PredictRequest).invalidRows !== InvalidRows.SKIP) throw new ConnectError(`${bad[0].field} ${bad[0].description}`, Code.InvalidArgument);
       return create(PredictResponseSchema, {
         model: "iris_svc",
         version: 1,
         labels: ["setosa", "versicolor", "virginica"],
-        predictions: rows.map(() => ({ probabilities: [0.9, 0.05, 0.05], label: "setosa" })),
+        predictions: rows.filter((r) => r.values.length === 4).map(() => ({ probabilities: [0.9, 0.05, 0.05], label: "setosa" })),
+        rejectedRows: bad.length > 0 ? { fieldViolations: bad } : undefined,
       }) as never; // the generic return type is the method's output: a PredictResponse here
     },
   };
@@ -85,10 +87,11 @@ describe("one run of the batch job", () => {
     expect(state.runs).toHaveLength(1);
   });
 
-  it("marks a bad item failed with its reason and predicts the rest of its request", async () => {
+  it("marks each bad item failed with its reason and predicts the rest of its request in the same call", async () => {
     const { store, state } = memoryStore(items(10, [2, 7]));
-    const { predictor } = fakePredictor();
+    const { predictor, calls } = fakePredictor();
     const { run } = await runBatchJob({ store, predictor, config, worker: "test" });
+    expect(calls.rows).toEqual([4, 4, 2]); // 10 items, 4 rows per request: nothing sent twice
     expect(state.failed).toEqual([
       { id: "item-2", reason: "the item has 3 values; iris_svc v1 takes 4" },
       { id: "item-7", reason: "the item has 3 values; iris_svc v1 takes 4" },

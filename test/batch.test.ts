@@ -192,6 +192,34 @@ describe("BatchJob failures and scale-out", () => {
     expect(Number((await client.getJobStatus({})).pendingItems)).toBe(0);
   });
 
+  it("1,000 items with 10 bad ones: one Predict call, 990 PREDICTED, 10 FAILED each with its own reason", async () => {
+    const database = await freshDatabase("sqlite");
+    cleanup.push(() => database.drop());
+    const batch = await startService("batch", { DATABASE_URL: database.url, PREDICTOR_ADDRESS: predictor.address, BATCH_RUN_JOB_IN_SERVICE: "false", BATCH_ROWS_PER_REQUEST: "1000" });
+    cleanup.push(() => batch.stop());
+    const client = clientFor(BatchJobService, batch.baseUrl, "grpc");
+    // Bad rows spread over the request, each of another width (so each reason is its own).
+    const badAt = new Map([7, 99, 100, 250, 400, 512, 640, 777, 901, 999].map((row, k) => [row, k < 3 ? k + 1 : k + 2]));
+    const values = Array.from({ length: 1000 }, (_, i) => (badAt.has(i) ? Array.from({ length: badAt.get(i)! }, () => 1) : iris.rows[i % 150].values));
+    const { items } = await client.registerItems({ items: values.map((v) => ({ values: v })) });
+    const predicts = () => predictor.logs.filter((l) => l.rpc === "/mlmesh.predictor.v1.PredictorService/Predict").length;
+    const before = predicts();
+    const { run: jobRun } = await client.runJobNow({});
+    expect(jobRun).toMatchObject({ claimed: 1000, predicted: 990, failed: 10, released: 0, error: "" });
+    await expect.poll(predicts).toBe(before + 1); // one round: no row was sent twice
+    expect(predicts()).toBe(before + 1);
+    const byId = new Map((await allItems(client)).map((i) => [i.id, i]));
+    const reasons = new Set<string>();
+    items.forEach((item, i) => {
+      const stored = byId.get(item.id)!;
+      if (!badAt.has(i)) return expect(stored.state).toBe(ItemState.PREDICTED);
+      expect(stored.state).toBe(ItemState.FAILED);
+      expect(stored.error).toBe(`the item has ${badAt.get(i)} values; iris_svc v1 takes 4 (sepal_length_cm, sepal_width_cm, petal_length_cm, petal_width_cm)`);
+      reasons.add(stored.error);
+    });
+    expect(reasons.size).toBe(10);
+  });
+
   it("several workers on PostgreSQL predict 10,000 items exactly once, and a killed worker's items are taken over", async () => {
     const database = await freshDatabase("postgresql");
     cleanup.push(() => database.drop());

@@ -4,7 +4,7 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { describe, expect, it } from "vitest";
 import { Coalescer } from "../services/proxy/coalescer.js";
-import { packRows, type PackedRows } from "../services/runtime/wire/predict-wire.js";
+import { packRows, type PackedRows } from "../services/model/wire/predict-wire.js";
 
 /** A backend whose calls stay open until the test ends them; its answer is the rows' first values. */
 function fakeBackend(maxInFlight = 1, maxRows = 100) {

@@ -15,7 +15,7 @@ import { clientFor } from "./support/clients.js";
 import { freshDatabase, type TestDatabase } from "./support/databases.js";
 import { bootstrapRegistry } from "../services/cli/bootstrap.js";
 import { pushModelFolder, registryClient, resolveModel } from "../services/cli/model-push.js";
-import { checkHealth, ServingStatus } from "../services/runtime/health-client.js";
+import { checkHealth, ServingStatus } from "../services/runtime/client/health-client.js";
 import { repoRoot, startService, type ServiceProcess } from "./support/service-process.js";
 
 /** Debian's chromium (scripts/install-system-packages.sh); launching fails if it is missing. */

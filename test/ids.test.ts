@@ -1,6 +1,6 @@
 // newId: UUIDv7 layout and strict order within one process.
 import { describe, expect, it } from "vitest";
-import { newId } from "../services/runtime/ids.js";
+import { newId } from "../services/runtime/storage/ids.js";
 
 describe("newId", () => {
   it("makes RFC 9562 version-7 UUIDs that strictly increase, even within one millisecond", () => {

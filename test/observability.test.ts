@@ -14,7 +14,7 @@ import { PredictorService } from "../gen/mlmesh/predictor/v1/predictor_pb.js";
 import { ProxyService } from "../gen/mlmesh/proxy/v1/proxy_pb.js";
 import { bootstrapRegistry } from "../services/cli/bootstrap.js";
 import { registryClient } from "../services/cli/model-push.js";
-import { checkHealth, ServingStatus } from "../services/runtime/health-client.js";
+import { checkHealth, ServingStatus } from "../services/runtime/client/health-client.js";
 import { freshDatabase, type TestDatabase } from "./support/databases.js";
 import { repoRoot, run, startService, type ServiceProcess } from "./support/service-process.js";
 

@@ -7,8 +7,9 @@ import { join } from "node:path";
 import { Code, ConnectError, type Client } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Health, HealthCheckResponse_ServingStatus as ServingStatus } from "../gen/grpc/health/v1/health_pb.js";
-import { PredictorService } from "../gen/mlmesh/predictor/v1/predictor_pb.js";
-import { clientFor, protocols } from "./support/clients.js";
+import { BadRequestSchema } from "../gen/google/rpc/error_details_pb.js";
+import { InvalidRows, PredictorService } from "../gen/mlmesh/predictor/v1/predictor_pb.js";
+import { clientFor, failure, protocols } from "./support/clients.js";
 import { repoRoot, run, startService, tools, type ServiceProcess } from "./support/service-process.js";
 
 interface IrisSet {
@@ -153,6 +154,32 @@ describe("Predictor over the bundled models", () => {
     }
     // Still serving.
     expect((await client.predict({ model: "iris_svc", rows: [row([5.1, 3.5, 1.4, 0.2])] })).predictions[0].label).toBe("setosa");
+  });
+
+  it.each(protocols)("lists every bad row as a google.rpc.BadRequest field violation (%s), or skips them on request", async (protocol) => {
+    const over = clientFor(PredictorService, predictor.baseUrl, protocol);
+    const rows = [[5.1, 3.5, 1.4, 0.2], [1, 2, 3], [6.3, 3.3, 6.0, 2.5], [1, 2, 3, 4, 5], [5.9, 3.0, 4.2, 1.5], [1]].map((values) => ({ values }));
+    const error = await failure(over.predict({ model: "iris_svc", rows }));
+    expect(error.code).toBe(Code.InvalidArgument);
+    expect(error.rawMessage).toMatch(/^rows\[1\] has 3 values; iris_svc v1 takes 4 .*; and 2 more rows of the wrong width/);
+    const violations = error.findDetails(BadRequestSchema).flatMap((d) => d.fieldViolations);
+    expect(violations.map((v) => [v.field, v.reason, v.description])).toEqual([
+      ["rows[1]", "ROW_WIDTH", "has 3 values; iris_svc v1 takes 4 (sepal_length_cm, sepal_width_cm, petal_length_cm, petal_width_cm)"],
+      ["rows[3]", "ROW_WIDTH", "has 5 values; iris_svc v1 takes 4 (sepal_length_cm, sepal_width_cm, petal_length_cm, petal_width_cm)"],
+      ["rows[5]", "ROW_WIDTH", "has 1 values; iris_svc v1 takes 4 (sepal_length_cm, sepal_width_cm, petal_length_cm, petal_width_cm)"],
+    ]);
+    // Rule violations (protovalidate) carry the same details: every non-finite value.
+    const nan = await failure(over.predict({ model: "iris_svc", rows: [{ values: [1, NaN, 3, 4] }, { values: [Infinity, 2, 3, 4] }] }));
+    expect(nan.findDetails(BadRequestSchema).flatMap((d) => d.fieldViolations).map((v) => [v.field, v.reason])).toEqual([
+      ["rows[0].values[1]", "float.finite"],
+      ["rows[1].values[0]", "float.finite"],
+    ]);
+
+    const skipped = await over.predict({ model: "iris_svc", rows, invalidRows: InvalidRows.SKIP });
+    expect(skipped.predictions.map((p) => p.label)).toEqual(["setosa", "virginica", "versicolor"]);
+    expect(skipped.rejectedRows?.fieldViolations.map((v) => v.field)).toEqual(["rows[1]", "rows[3]", "rows[5]"]);
+    const clean = await over.predict({ model: "iris_svc", rows: [rows[0]], invalidRows: InvalidRows.SKIP });
+    expect(clean.rejectedRows).toBeUndefined();
   });
 
   it("accepts the maximum batch of 10,000 rows, each answered as if alone", async () => {

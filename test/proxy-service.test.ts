@@ -8,13 +8,14 @@ import { describe, expect, it } from "vitest";
 import { ModelMetadataSchema, PredictResponseSchema } from "../gen/mlmesh/predictor/v1/predictor_pb.js";
 import { ProxyService } from "../gen/mlmesh/proxy/v1/proxy_pb.js";
 import { HealthCheckResponse_ServingStatus as ServingStatus } from "../gen/grpc/health/v1/health_pb.js";
-import { createRequestValidator, instrumentService, serve } from "../services/runtime/instrument.js";
+import { serve } from "../services/runtime/serve/registration.js";
+import { CallPipeline } from "../services/runtime/serve/pipeline.js";
 import { createLogger } from "../services/runtime/observability/logger.js";
 import { idsOnlyTracing } from "../services/runtime/observability/tracing.js";
 import type { Outcome, ProxyBackend } from "../services/proxy/backends.js";
 import { CircuitBreaker } from "../services/proxy/circuit-breaker.js";
 import { createProxyService } from "../services/proxy/service.js";
-import type { PackedRows } from "../services/runtime/wire/predict-wire.js";
+import type { PackedRows } from "../services/model/wire/predict-wire.js";
 import { failure } from "./support/clients.js";
 
 const backendTimeoutMs = 800;
@@ -51,11 +52,8 @@ function fakeBackend(name: string, probabilities: number[], fails?: { code: Code
 
 function proxyClient(backends: ProxyBackend[]): Client<typeof ProxyService> {
   const impl = createProxyService(backends, { backendTimeoutMs, healthTimeoutMs: 100 });
-  const instrumented = instrumentService(serve(ProxyService, impl), {
-    logger: createLogger("proxy-test", "silent"),
-    validator: createRequestValidator(),
-    tracing: idsOnlyTracing,
-  });
+  const pipeline = new CallPipeline({ logger: createLogger("proxy-test", "silent"), tracing: idsOnlyTracing });
+  const instrumented = pipeline.wrapService(serve(ProxyService, impl));
   return createClient(ProxyService, createRouterTransport(({ service }) => service(ProxyService, instrumented)));
 }
 

@@ -10,7 +10,7 @@ import { createValidator } from "@bufbuild/protovalidate";
 import { describe, expect, it } from "vitest";
 import { PredictRequestSchema, PredictResponseSchema } from "../gen/mlmesh/predictor/v1/predictor_pb.js";
 import { PredictLabelRequestSchema } from "../gen/mlmesh/proxy/v1/proxy_pb.js";
-import { decodePredictLabelRequest, decodePredictRequest, encodePredictRequest, encodePredictResponse, PackedPredictResponse, packRows } from "../services/runtime/wire/predict-wire.js";
+import { decodePredictLabelRequest, decodePredictRequest, encodePredictRequest, encodePredictResponse, PackedPredictResponse, packRows } from "../services/model/wire/predict-wire.js";
 
 const validator = createValidator();
 

@@ -1,6 +1,8 @@
 import { fileURLToPath } from "node:url";
 import { resolve } from "node:path";
-import { ConfigError, envDurationMs, envEnum, envInt, envSqliteBusyTimeoutMs, envString, servicePorts, type Env } from "../runtime/config.js";
+import { ConfigError, envDurationMs, envEnum, envInt, envString, type Env } from "../runtime/env/variables.js";
+import { servicePorts } from "../runtime/env/service-ports.js";
+import { envSqliteBusyTimeoutMs } from "../runtime/env/settings.js";
 import { dialectOf } from "../runtime/storage/migrations.js";
 
 /** Settings of the BatchJob service and its workers. */

@@ -1,6 +1,6 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { databaseUnavailableError } from "../runtime/storage/errors.js";
-import { newId } from "../runtime/ids.js";
+import { newId } from "../runtime/storage/ids.js";
 import type { Dialect } from "../runtime/storage/migrations.js";
 import type { BatchDatabase } from "./database.js";
 import type { Item, JobRun } from "./prisma/generated/postgresql/client.js";

@@ -1,6 +1,6 @@
 import { Code, ConnectError } from "@connectrpc/connect";
-import { PredictorService } from "../../gen/mlmesh/predictor/v1/predictor_pb.js";
-import type { GrpcClient } from "../runtime/grpc-client.js";
+import { InvalidRows, PredictorService } from "../../gen/mlmesh/predictor/v1/predictor_pb.js";
+import type { GrpcClient } from "../runtime/client/grpc-client.js";
 import type { TraceSpan } from "../runtime/observability/tracing.js";
 import type { BatchConfig } from "./config.js";
 import type { ClaimedItem, ItemResult, ItemStore, JobRun } from "./item-store.js";
@@ -28,8 +28,8 @@ export interface JobRunOutcome {
  * One run of the batch job: claims pending items in chunks of claimSize until none is left,
  * predicts each chunk with rowsPerRequest rows per Predict call and `parallelism` calls in
  * flight, and stores each chunk's results in one transaction. An item the model rejects (for
- * example the wrong number of values) is marked failed with the reason while the rest of its
- * request is retried; when the Predictor is unavailable the chunk is released, left pending
+ * example the wrong number of values) is marked failed with its own reason in the same call
+ * that predicts the rest of its request; when the Predictor is unavailable the chunk is released, left pending
  * for the next run, and the run stops. When the database fails (busy, unreachable) the run
  * stops with the reason: a chunk whose results could not be stored is released if the
  * database allows, else its lease runs out, and the next run predicts it again. Never throws:
@@ -94,46 +94,58 @@ interface ChunkOutcome {
   error?: string;
 }
 
-/** Predicts one request's worth of items; splits off items the model rejects, one by one. */
+/**
+ * Predicts one request's worth of items in one Predict call. Rows the model cannot take are
+ * left out by the Predictor (INVALID_ROWS_SKIP) and listed as structured field violations
+ * ("rows[i]", with the reason): those items fail with their own reason, the others are
+ * predicted, and nothing is sent twice.
+ */
 async function predictChunk(deps: BatchJobDeps, items: ClaimedItem[]): Promise<ChunkOutcome> {
   const outcome: ChunkOutcome = { results: [], failures: [], unpredicted: [] };
-  let remaining = items;
-  while (remaining.length > 0) {
-    const span = deps.trace?.child("Predict");
-    try {
-      const response = await deps.predictor.unary(
-        PredictorService.method.predict,
-        { model: deps.config.model, version: deps.config.modelVersion, rows: remaining.map((i) => ({ values: i.values })) },
-        { deadlineMs: Date.now() + (deps.requestTimeoutMs ?? 30_000), traceparent: span?.traceparent },
-      );
-      span?.end();
-      response.predictions.forEach((p, i) => {
-        outcome.results.push({
-          id: remaining[i].id,
-          probabilities: p.probabilities,
-          labels: response.labels,
-          label: p.label,
-          model: response.model,
-          modelVersion: response.version,
-        });
-      });
-      return outcome;
-    } catch (err) {
-      const error = ConnectError.from(err);
-      span?.end({ code: Code[error.code], message: error.rawMessage });
-      const row = error.code === Code.InvalidArgument ? /rows\[(\d+)\]/.exec(error.rawMessage) : null;
-      if (row === null) {
-        // Not about one item: the Predictor is down, overloaded, or lacks the model.
-        outcome.unpredicted.push(...remaining);
-        outcome.error = `Predictor: ${Code[error.code]}: ${error.rawMessage}`;
-        return outcome;
-      }
-      const bad = Number(row[1]);
-      outcome.failures.push({ id: remaining[bad].id, reason: error.rawMessage.replace(/^rows\[\d+\] has/, "the item has") });
-      remaining = remaining.filter((_, i) => i !== bad);
+  const span = deps.trace?.child("Predict");
+  let response;
+  try {
+    response = await deps.predictor.unary(
+      PredictorService.method.predict,
+      { model: deps.config.model, version: deps.config.modelVersion, rows: items.map((i) => ({ values: i.values })), invalidRows: InvalidRows.SKIP },
+      { deadlineMs: Date.now() + (deps.requestTimeoutMs ?? 30_000), traceparent: span?.traceparent },
+    );
+    span?.end();
+  } catch (err) {
+    const error = ConnectError.from(err);
+    span?.end({ code: Code[error.code], message: error.rawMessage });
+    // Not about one item (the Predictor is down, overloaded, or lacks the model): retried later.
+    outcome.unpredicted.push(...items);
+    outcome.error = `Predictor: ${Code[error.code]}: ${error.rawMessage}`;
+    return outcome;
+  }
+  const rejected = rejectedRowsOf(response.rejectedRows?.fieldViolations ?? [], items.length);
+  for (const [row, reason] of rejected) outcome.failures.push({ id: items[row].id, reason });
+  let next = 0;
+  for (let row = 0; row < items.length; row++) {
+    if (rejected.has(row)) continue;
+    const p = response.predictions[next++];
+    if (p === undefined) {
+      // Fewer predictions than accepted rows: not an answer to trust for the rest.
+      outcome.unpredicted.push(items[row]);
+      outcome.error = `Predictor: answered ${response.predictions.length} predictions for ${items.length - rejected.size} accepted rows`;
+      continue;
     }
+    outcome.results.push({ id: items[row].id, probabilities: p.probabilities, labels: response.labels, label: p.label, model: response.model, modelVersion: response.version });
   }
   return outcome;
+}
+
+/** Row index -> the reason, from the field violations of rejected rows ("rows[i]"). */
+function rejectedRowsOf(violations: readonly { field: string; description: string }[], rowCount: number): Map<number, string> {
+  const rejected = new Map<number, string>();
+  for (const v of violations) {
+    const match = /^rows\[(\d+)\]/.exec(v.field);
+    const row = match === null ? -1 : Number(match[1]);
+    if (row < 0 || row >= rowCount) continue;
+    rejected.set(row, `the item ${v.description}`);
+  }
+  return rejected;
 }
 
 function chunk<T>(items: readonly T[], size: number): T[][] {

@@ -1,11 +1,11 @@
 import { hostname } from "node:os";
 import { BatchJobService } from "../../gen/mlmesh/batch/v1/batch_pb.js";
-import type { Env } from "../runtime/config.js";
-import { GrpcClient } from "../runtime/grpc-client.js";
-import { ServingStatus } from "../runtime/health.js";
-import { serve } from "../runtime/instrument.js";
-import { runService } from "../runtime/run-service.js";
-import { startServer } from "../runtime/server.js";
+import type { Env } from "../runtime/env/variables.js";
+import { GrpcClient } from "../runtime/client/grpc-client.js";
+import { ServingStatus } from "../runtime/serve/health.js";
+import { serve } from "../runtime/serve/registration.js";
+import { runService } from "../runtime/serve/run-service.js";
+import { startServer } from "../runtime/serve/server.js";
 import { loadBatchConfig } from "./config.js";
 import { openBatchDatabase } from "./database.js";
 import { ItemStore } from "./item-store.js";

@@ -1,8 +1,9 @@
 import { hostname } from "node:os";
 import { threadId } from "node:worker_threads";
-import type { Env } from "../runtime/config.js";
-import { GrpcClient } from "../runtime/grpc-client.js";
-import { loadMeshCredentials } from "../runtime/security/mesh-credentials.js";
+import { loadMeshClientSettings, loadTracingSettings } from "../runtime/env/settings.js";
+import type { Env } from "../runtime/env/variables.js";
+import { GrpcClient } from "../runtime/client/grpc-client.js";
+import { loadMeshCredentials } from "../runtime/client/mesh-credentials.js";
 import { createTracing } from "../runtime/observability/tracing.js";
 import { loadBatchConfig } from "./config.js";
 import { openBatchDatabase } from "./database.js";
@@ -18,9 +19,9 @@ export async function runScheduledBatchJob(env: Env): Promise<JobRunOutcome> {
   const config = loadBatchConfig(env);
   const { db, dialect } = await openBatchDatabase(config.databaseUrl, { ...config, migrate: false });
   const store = new ItemStore(db, dialect);
-  const predictor = new GrpcClient(config.predictorAddress, loadMeshCredentials(env));
+  const predictor = new GrpcClient(config.predictorAddress, loadMeshCredentials(loadMeshClientSettings(env)));
   // A scheduled run starts its own trace; its Predict calls are children of it.
-  const tracing = createTracing("batch", env);
+  const tracing = createTracing("batch", loadTracingSettings(env));
   const trace = tracing.start("batch job run", undefined, "internal");
   try {
     const outcome = await runBatchJob({ store, predictor, config, worker: `${hostname()}:${process.pid}:${threadId}`, trace });

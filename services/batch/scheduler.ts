@@ -1,6 +1,6 @@
 import { fileURLToPath } from "node:url";
 import Bree from "bree";
-import type { Env } from "../runtime/config.js";
+import type { Env } from "../runtime/env/variables.js";
 import type { Logger } from "../runtime/observability/logger.js";
 import type { JobRunOutcome } from "./job.js";
 import { recordRun } from "./metrics.js";

@@ -1,32 +1,27 @@
-import { servicePorts, type ServiceName } from "../runtime/config.js";
+import { catalog, catalogEntry } from "../catalog.js";
+import { readProcessEnvironment } from "../runtime/env/variables.js";
 import { modelsCommand, modelsUsage } from "./models-command.js";
 import { tokenCommand } from "./token-command.js";
 import { up } from "./up.js";
 
 const usage = `usage:
-  mlmesh serve <service>   run one service: ${Object.keys(servicePorts).join(", ")} (console: the web console page; batch-worker: a scale-out batch job worker; echo: diagnostics)
+  mlmesh serve <service>   run one service:
+${catalog.map((e) => `                             ${e.name.padEnd(13)} ${e.summary}`).join("\n")}
   mlmesh up                run the whole mesh on this machine, one process per service
   mlmesh models ...        push model versions to the registry, move and roll back aliases (mlmesh models help)
   mlmesh token new <role> <name>   a new bearer token and its line for AUTH_TOKENS_FILE
 
 Configuration comes from environment variables: see the table in README.md.`;
 
-const services: Record<ServiceName, () => Promise<{ main(env: NodeJS.ProcessEnv): Promise<void> }>> = {
-  registry: () => import("../registry/main.js"),
-  predictor: () => import("../predictor/main.js"),
-  batch: () => import("../batch/main.js"),
-  proxy: () => import("../proxy/main.js"),
-  console: () => import("../console/main.js"),
-  "batch-worker": async () => ({ main: (await import("../batch/main.js")).workerMain }),
-  echo: () => import("../echo/main.js"),
-};
-
+// The one read of the process's environment: everything below is handed this copy.
+const env = readProcessEnvironment();
 const [command, argument] = process.argv.slice(2);
-if (command === "serve" && argument !== undefined && Object.hasOwn(services, argument)) {
-  const service = await services[argument as ServiceName]();
-  await service.main(process.env);
+const served = command === "serve" && argument !== undefined ? catalogEntry(argument) : undefined;
+if (served !== undefined) {
+  const main = await served.load();
+  await main(env);
 } else if (command === "up" && argument === undefined) {
-  process.exitCode = await up(process.env);
+  process.exitCode = await up(env);
 } else if (command === "token") {
   process.exitCode = tokenCommand(process.argv.slice(3));
 } else if (command === "models") {
@@ -34,7 +29,7 @@ if (command === "serve" && argument !== undefined && Object.hasOwn(services, arg
     process.stdout.write(`${modelsUsage}\n`);
     process.exitCode = argument === undefined ? 2 : 0;
   } else {
-    process.exitCode = await modelsCommand(process.argv.slice(3), process.env);
+    process.exitCode = await modelsCommand(process.argv.slice(3), env);
   }
 } else {
   process.stderr.write(`${usage}\n`);

@@ -1,12 +1,11 @@
 import { readFile } from "node:fs/promises";
-import { hostname, userInfo } from "node:os";
 import { join } from "node:path";
 import { Code, ConnectError, createClient, type Client, type Interceptor } from "@connectrpc/connect";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { ModelRegistryService, type ModelVersion, type UploadModelVersionRequestSchema } from "../../gen/mlmesh/registry/v1/registry_pb.js";
-import { meshTransport } from "../runtime/mesh-transport.js";
-import type { MeshCredentials } from "../runtime/security/mesh-credentials.js";
-import { ModelArtifactError, parseModelMetadata, sha256Hex } from "../runtime/onnx-model.js";
+import { meshTransport } from "../runtime/client/mesh-transport.js";
+import type { MeshCredentials } from "../runtime/client/mesh-credentials.js";
+import { ModelArtifactError, parseModelMetadata, sha256Hex } from "../model/onnx-model.js";
 
 export type RegistryClient = Client<typeof ModelRegistryService>;
 
@@ -18,7 +17,7 @@ const uploadChunkBytes = 512 * 1024;
  * history's "who"): $MLMESH_ACTOR, else user@host; with mesh credentials (TLS_CA_FILE,
  * MESH_TOKEN_FILE) when the registry needs them.
  */
-export function registryClient(address: string, actor = process.env.MLMESH_ACTOR ?? `${userInfo().username}@${hostname()}`, credentials?: MeshCredentials): RegistryClient {
+export function registryClient(address: string, actor: string, credentials?: MeshCredentials): RegistryClient {
   const nameActor: Interceptor = (next) => (request) => {
     request.header.set("x-mlmesh-actor", actor);
     return next(request);

@@ -1,10 +1,13 @@
+import { hostname, userInfo } from "node:os";
 import { fileURLToPath } from "node:url";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { ModelVersion } from "../../gen/mlmesh/registry/v1/registry_pb.js";
-import { ConfigError, servicePorts } from "../runtime/config.js";
-import { checkHealth, ServingStatus } from "../runtime/health-client.js";
-import { loadMeshCredentials, type MeshCredentials } from "../runtime/security/mesh-credentials.js";
+import { loadMeshClientSettings } from "../runtime/env/settings.js";
+import { ConfigError, type Env } from "../runtime/env/variables.js";
+import { servicePorts } from "../runtime/env/service-ports.js";
+import { checkHealth, ServingStatus } from "../runtime/client/health-client.js";
+import { loadMeshCredentials, type MeshCredentials } from "../runtime/client/mesh-credentials.js";
 import { bootstrapRegistry } from "./bootstrap.js";
 import { ModelFolderError, parseModelRef, pushModelFolder, registryClient, resolveModel, UsageError, type RegistryClient } from "./model-push.js";
 
@@ -26,12 +29,14 @@ export const modelsUsage = `usage: mlmesh models <command> (the registry at REGI
                       have versions already, waiting up to 60 s for the registry (mlmesh up does this)`;
 
 /** `mlmesh models ...`; resolves to the exit code (0 done, 1 failed, 2 bad usage). */
-export async function modelsCommand(args: readonly string[], env: NodeJS.ProcessEnv): Promise<number> {
+export async function modelsCommand(args: readonly string[], env: Env): Promise<number> {
   const address = env.REGISTRY_ADDRESS || `127.0.0.1:${env[servicePorts.registry.variable] || servicePorts.registry.port}`;
   try {
-    const credentials = loadMeshCredentials(env);
+    const credentials = loadMeshCredentials(loadMeshClientSettings(env));
     const [command, ...rest] = args;
-    const client = registryClient(address, undefined, credentials);
+    // Who the registry records as having made each change (x-mlmesh-actor): MLMESH_ACTOR, or user@host.
+    const actor = env.MLMESH_ACTOR || `${userInfo().username}@${hostname()}`;
+    const client = registryClient(address, actor, credentials);
     switch (command) {
       case "push":
         return await push(client, rest);

@@ -2,32 +2,23 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { createInterface } from "node:readline";
 import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
-import { ConfigError, loadServerConfig, type Env, type ServiceName } from "../runtime/config.js";
-import { loadMeshCredentials, type MeshCredentials } from "../runtime/security/mesh-credentials.js";
-import { checkHealth, ServingStatus } from "../runtime/health-client.js";
+import { ConfigError, type Env } from "../runtime/env/variables.js";
+import { catalog, type ServiceEntry } from "../catalog.js";
+import { loadMeshClientSettings, loadServerConfig } from "../runtime/env/settings.js";
+import { loadMeshCredentials, type MeshCredentials } from "../runtime/client/mesh-credentials.js";
+import { checkHealth, ServingStatus } from "../runtime/client/health-client.js";
 import { bootstrapRegistry } from "./bootstrap.js";
 import { registryClient } from "./model-push.js";
 
 const bin = fileURLToPath(new URL("../../bin/mlmesh.js", import.meta.url));
 const bundledModels = fileURLToPath(new URL("../../models", import.meta.url));
 
-/**
- * The services of the mesh, in start-up order, with the gRPC service each serves (echo is a
- * diagnostic, not part of it; the console serves a web page, no gRPC service of its own).
- */
-const grpcServiceNames: Record<MeshService, string> = {
-  registry: "mlmesh.registry.v1.ModelRegistryService",
-  predictor: "mlmesh.predictor.v1.PredictorService",
-  batch: "mlmesh.batch.v1.BatchJobService",
-  proxy: "mlmesh.proxy.v1.ProxyService",
-  console: "",
-};
+/** The services `mlmesh up` runs, in the catalog's order (the registry first). */
+const meshServices = catalog.filter((e) => e.inMesh);
 const startTimeoutMs = 60_000;
 
-type MeshService = Exclude<ServiceName, "echo" | "batch-worker">;
-
 interface Member {
-  readonly name: MeshService;
+  readonly entry: ServiceEntry;
   readonly address: string;
   readonly child: ChildProcess;
   readonly exited: Promise<number>;
@@ -58,14 +49,13 @@ export async function up(env: Env): Promise<number> {
   process.on("SIGINT", onSignal);
   process.on("SIGTERM", onSignal);
 
-  const names = Object.keys(grpcServiceNames) as MeshService[];
-  const width = Math.max(...names.map((n) => n.length));
+  const width = Math.max(...meshServices.map((e) => e.name.length));
   const meshEnv = { ...env, CORS_ORIGINS: env.CORS_ORIGINS ?? consoleOrigins(env) };
   const graceMs = loadServerConfig(meshEnv, "registry").shutdownGraceMs;
   // How `up` itself reaches the services (health, bootstrap) when they have TLS or tokens on.
   let credentials: MeshCredentials;
   try {
-    credentials = loadMeshCredentials(env);
+    credentials = loadMeshCredentials(loadMeshClientSettings(env));
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err;
     process.stderr.write(`mlmesh up: configuration error: ${err.message}\n`);
@@ -100,13 +90,13 @@ export async function up(env: Env): Promise<number> {
     ]);
   };
 
-  const registry = startMember("registry", meshEnv, width);
+  const registry = startMember(meshServices[0], meshEnv, width);
   start(registry);
   let ready = await until(waitUntilServing([registry], stopRequest.signal, credentials));
   if (ready === "ready") ready = await until(bootstrap(registry.address, stopRequest.signal, credentials));
   if (ready === "ready") {
     const servicesEnv = { ...meshEnv, REGISTRY_ADDRESS: env.REGISTRY_ADDRESS ?? registry.address };
-    const others = names.filter((n) => n !== "registry").map((name) => startMember(name, servicesEnv, width));
+    const others = meshServices.slice(1).map((e) => startMember(e, servicesEnv, width));
     others.forEach(start);
     ready = await until(waitUntilServing(others, stopRequest.signal, credentials));
   }
@@ -115,7 +105,7 @@ export async function up(env: Env): Promise<number> {
   if (ready === "ready") await Promise.race([requested, Promise.race(members.map((m) => m.exited))]);
   stopping = true;
   if (died !== undefined && !stopRequest.signal.aborted) {
-    process.stderr.write(`mlmesh: ${died.member.name} exited with code ${died.code}; stopping the others\n`);
+    process.stderr.write(`mlmesh: ${died.member.entry.name} exited with code ${died.code}; stopping the others\n`);
   }
   await stopAll(members, graceMs);
   process.off("SIGINT", onSignal);
@@ -152,11 +142,12 @@ function signalMember(m: Member, signal: NodeJS.Signals): void {
   }
 }
 
-function startMember(name: MeshService, env: Env, width: number): Member {
+function startMember(entry: ServiceEntry, env: Env, width: number): Member {
+  const { name } = entry;
   const config = loadServerConfig(env, name);
   // An IPC channel lets each service notice when `mlmesh up` itself dies (see run-service.ts).
   const child = spawn(process.execPath, [bin, "serve", name], {
-    env: { ...process.env, ...env },
+    env: { ...env },
     stdio: ["ignore", "pipe", "pipe", "ipc"],
     detached: true, // its own process group: Ctrl-C reaches `up`, which stops each child once
   });
@@ -166,7 +157,7 @@ function startMember(name: MeshService, env: Env, width: number): Member {
   }
   const exited = new Promise<number>((resolve) => child.once("exit", (code, signal) => resolve(code ?? (signal ? 1 : 0))));
   const dialHost = config.host === "0.0.0.0" || config.host === "::" ? "127.0.0.1" : config.host;
-  return { name, address: `${dialHost}:${config.port}`, child, exited };
+  return { entry, address: `${dialHost}:${config.port}`, child, exited };
 }
 
 /** The console page's origins, which the services let call them unless CORS_ORIGINS says otherwise. */
@@ -182,7 +173,7 @@ async function waitUntilServing(members: readonly Member[], stop: AbortSignal, c
     members.map(async (m) => {
       while ((await checkHealth(m.address, "", 1000, credentials)) !== ServingStatus.SERVING) {
         if (stop.aborted) throw new Error("stopped before every service was ready");
-        if (Date.now() > deadline) throw new Error(`${m.name} did not become ready within ${startTimeoutMs / 1000}s`);
+        if (Date.now() > deadline) throw new Error(`${m.entry.name} did not become ready within ${startTimeoutMs / 1000}s`);
         await sleep(200, undefined, { signal: stop }).catch(() => undefined);
       }
     }),
@@ -192,10 +183,11 @@ async function waitUntilServing(members: readonly Member[], stop: AbortSignal, c
 async function printEndpoints(members: readonly Member[], env: Env, credentials: MeshCredentials): Promise<void> {
   const rows = await Promise.all(
     members.map(async (m) => {
-      const status = await checkHealth(m.address, grpcServiceNames[m.name], 1000, credentials);
+      const { name, grpcService } = m.entry;
+      const status = await checkHealth(m.address, grpcService, 1000, credentials);
       const state = status === ServingStatus.SERVING ? "serving" : "not serving (see its log)";
-      const what = m.name === "console" ? `web page: http://${m.address}/` : grpcServiceNames[m.name];
-      return [m.name, m.address, what, state];
+      const what = grpcService === "" ? `web page: http://${m.address}/` : grpcService;
+      return [name, m.address, what, state];
     }),
   );
   const header = ["service", "address (gRPC h2c; gRPC-web/Connect HTTP/1.1)", "serves", "state"];

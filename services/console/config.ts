@@ -1,4 +1,5 @@
-import { ConfigError, envInt, envString, servicePorts, type Env } from "../runtime/config.js";
+import { ConfigError, envInt, envString, type Env } from "../runtime/env/variables.js";
+import { servicePorts } from "../runtime/env/service-ports.js";
 
 /** Where the console page sends its calls: base URLs as the browser reaches them. */
 export interface ConsoleConfig {

@@ -1,4 +1,4 @@
-import { meshHttpGet, type MeshCredentials } from "../runtime/security/mesh-credentials.js";
+import { meshHttpGet, type MeshCredentials } from "../runtime/client/mesh-credentials.js";
 /**
  * The console's live panel: its server reads every service's GET /metrics every `pollMs`
  * (the browser never calls the services for this), keeps the last minutes, and serves per

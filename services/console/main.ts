@@ -1,8 +1,7 @@
-import { Role } from "../../gen/mlmesh/policy/v1/policy_pb.js";
-import type { Env } from "../runtime/config.js";
-import { ServingStatus } from "../runtime/health.js";
-import { runService } from "../runtime/run-service.js";
-import { startServer } from "../runtime/server.js";
+import type { Env } from "../runtime/env/variables.js";
+import { ServingStatus } from "../runtime/serve/health.js";
+import { runService } from "../runtime/serve/run-service.js";
+import { startServer } from "../runtime/serve/server.js";
 import { loadConsoleConfig } from "./config.js";
 import { LiveMetrics } from "./live-metrics.js";
 import { loadSite } from "./site.js";
@@ -17,7 +16,7 @@ export function main(env: Env): Promise<void> {
     const consoleConfig = loadConsoleConfig(env);
     const live = new LiveMetrics(consoleConfig.metricsTargets, { pollMs: 2000, keepMs: 5 * 60_000, windowMs: 30_000, credentials: meshCredentials });
     const site = await loadSite(consoleConfig, live);
-    const server = await startServer({ config, logger, tracing, gatekeeper, services: [], httpFallback: site, httpRole: (path) => (path === "/live.json" || path === "/metrics" ? Role.READER : Role.ANYONE) });
+    const server = await startServer({ config, logger, tracing, gatekeeper, services: [], httpRoutes: site });
     live.start();
     server.health.setAll(ServingStatus.SERVING);
     logger.info({ page: `http://${server.address}/`, ...consoleConfig, metricsTargets: Object.fromEntries(consoleConfig.metricsTargets) }, "console page");

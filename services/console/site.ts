@@ -1,7 +1,8 @@
 import { readFile } from "node:fs/promises";
 import { fileURLToPath } from "node:url";
 import { build, stop as stopEsbuild } from "esbuild";
-import type { HttpHandler } from "../runtime/server.js";
+import { Role } from "../../gen/mlmesh/policy/v1/policy_pb.js";
+import type { HttpReply, HttpRoute, HttpRouter } from "../runtime/serve/http-routes.js";
 import type { ConsoleConfig } from "./config.js";
 import type { LiveMetrics } from "./live-metrics.js";
 
@@ -15,9 +16,11 @@ interface Asset {
 /**
  * The console's files: the page, its script (web/app.ts bundled by esbuild at start-up, about
  * a second, so there is no build step to forget), the endpoints the script calls, and
- * /live.json (the live panel's series, read by the console's server from the services).
+ * /live.json (the live panel's series, read by the console's server from the services): two
+ * routes of the server's per-call pipeline (runtime/serve/http-routes.ts). The page's files are
+ * open to anyone; the series need a reader when authentication is on.
  */
-export async function loadSite(config: ConsoleConfig, live: Pick<LiveMetrics, "series">): Promise<HttpHandler> {
+export async function loadSite(config: ConsoleConfig, live: Pick<LiveMetrics, "series">): Promise<HttpRouter> {
   const bundle = await build({
     entryPoints: [`${webDir}app.ts`],
     bundle: true,
@@ -41,31 +44,40 @@ export async function loadSite(config: ConsoleConfig, live: Pick<LiveMetrics, "s
   const services = [config.predictorUrl, config.proxyUrl, config.batchUrl, config.registryUrl].join(" ");
   const csp = `default-src 'self'; connect-src 'self' ${services}; style-src 'self' 'unsafe-inline'; img-src 'self' data:`;
 
-  return (request, response) => {
-    const path = new URL(request.url ?? "/", "http://console").pathname;
-    if (path === "/live.json" && request.method === "GET") {
-      const body = Buffer.from(JSON.stringify({ services: live.series() }));
-      response.writeHead(200, { "content-type": "application/json", "content-length": body.length, "cache-control": "no-store" });
-      response.end(body);
-      return;
-    }
-    const asset = assets.get(path);
-    if (asset === undefined) {
-      response.writeHead(404, { "content-type": "text/plain; charset=utf-8" });
-      response.end(`${path} is not part of the console\n`);
-    } else if (request.method !== "GET" && request.method !== "HEAD") {
-      response.writeHead(405, { allow: "GET, HEAD", "content-type": "text/plain; charset=utf-8" });
-      response.end(`${request.method} is not allowed on ${path}\n`);
-    } else {
-      response.writeHead(200, {
-        "content-type": asset.type,
-        "content-length": asset.body.length,
-        "cache-control": "no-cache",
-        "content-security-policy": csp,
-        "x-content-type-options": "nosniff",
-      });
-      if (request.method === "HEAD") response.end();
-      else response.end(asset.body);
-    }
+  const text = (status: number, message: string, headers: Record<string, string> = {}): HttpReply => ({
+    status,
+    headers: { "content-type": "text/plain; charset=utf-8", ...headers },
+    body: Buffer.from(message),
+  });
+  const liveSeries: HttpRoute = {
+    name: "GET /live.json",
+    role: Role.READER,
+    quiet: true, // polled every two seconds by every open page
+    answer(request) {
+      if (request.method !== "GET") return text(405, `${request.method} is not allowed on /live.json\n`, { allow: "GET" });
+      return { status: 200, headers: { "content-type": "application/json", "cache-control": "no-store" }, body: Buffer.from(JSON.stringify({ services: live.series() })) };
+    },
   };
+  const files: HttpRoute = {
+    name: "GET console files",
+    role: Role.ANYONE,
+    answer(request, url) {
+      const path = url.pathname;
+      const asset = assets.get(path);
+      if (asset === undefined) return text(404, `${path} is not part of the console\n`);
+      if (request.method !== "GET" && request.method !== "HEAD") return text(405, `${request.method} is not allowed on ${path}\n`, { allow: "GET, HEAD" });
+      return {
+        status: 200,
+        headers: {
+          "content-type": asset.type,
+          "content-length": asset.body.length,
+          "cache-control": "no-cache",
+          "content-security-policy": csp,
+          "x-content-type-options": "nosniff",
+        },
+        body: request.method === "HEAD" ? undefined : asset.body,
+      };
+    },
+  };
+  return (_method, path) => (path === "/live.json" ? liveSeries : files);
 }

@@ -1,9 +1,9 @@
 import { EchoService } from "../../gen/mlmesh/echo/v1/echo_pb.js";
-import type { Env } from "../runtime/config.js";
-import { ServingStatus } from "../runtime/health.js";
-import { serve } from "../runtime/instrument.js";
-import { runService } from "../runtime/run-service.js";
-import { startServer } from "../runtime/server.js";
+import type { Env } from "../runtime/env/variables.js";
+import { ServingStatus } from "../runtime/serve/health.js";
+import { serve } from "../runtime/serve/registration.js";
+import { runService } from "../runtime/serve/run-service.js";
+import { startServer } from "../runtime/serve/server.js";
 import { createEchoService } from "./service.js";
 
 /** Runs the echo diagnostics service (not part of `mlmesh up`). */

@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import type { EchoService } from "../../gen/mlmesh/echo/v1/echo_pb.js";
-import type { PartialServiceImpl } from "../runtime/instrument.js";
+import type { PartialServiceImpl } from "../runtime/serve/registration.js";
 
 /** Echo: the values back, after the requested delay (cut short if the call is cancelled). */
 export function createEchoService(): PartialServiceImpl<typeof EchoService> {

@@ -1,5 +1,5 @@
 import { fileURLToPath } from "node:url";
-import { ConfigError, envDurationMs, envInt, envString, type Env } from "../runtime/config.js";
+import { ConfigError, envDurationMs, envInt, envString, type Env } from "../runtime/env/variables.js";
 
 /** Which registry models a Predictor serves: every model of some projects, or named ones. */
 export interface ModelSelection {

@@ -1,6 +1,6 @@
 import { readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
-import { parseModelMetadata } from "../runtime/onnx-model.js";
+import { parseModelMetadata } from "../model/onnx-model.js";
 import type { SourceFailure, WantedModel, WantedVersion } from "./model-loader.js";
 
 const namePattern = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;

@@ -1,14 +1,13 @@
 import { hostname } from "node:os";
 import { GRPCInferenceService } from "../../gen/inference/open_inference_pb.js";
 import { PredictorService } from "../../gen/mlmesh/predictor/v1/predictor_pb.js";
-import { Role } from "../../gen/mlmesh/policy/v1/policy_pb.js";
-import { ConfigError, type Env } from "../runtime/config.js";
-import { ServingStatus } from "../runtime/health.js";
-import { serve } from "../runtime/instrument.js";
+import { ConfigError, type Env } from "../runtime/env/variables.js";
+import { ServingStatus } from "../runtime/serve/health.js";
+import { serve } from "../runtime/serve/registration.js";
 import type { Logger } from "../runtime/observability/logger.js";
-import { runService } from "../runtime/run-service.js";
-import { predictWire } from "../runtime/wire/predict-wire.js";
-import { startServer, type RunningServer, type StartServerOptions } from "../runtime/server.js";
+import { runService } from "../runtime/serve/run-service.js";
+import { predictWire } from "../model/wire/predict-wire.js";
+import { startServer, type RunningServer, type StartServerOptions } from "../runtime/serve/server.js";
 import { loadPredictorConfig, type PredictorConfig } from "./config.js";
 import { readModelFolder } from "./folder-source.js";
 import { watchServingTable } from "./metrics.js";
@@ -16,7 +15,8 @@ import { ModelLoader } from "./model-loader.js";
 import { RegistrySource } from "./registry-source.js";
 import { ServingTable, type Snapshot } from "./serving-table.js";
 import { createInferenceService } from "./oip-service.js";
-import { createInferenceRestHandler } from "./oip-rest.js";
+import { createInferenceRestRoutes } from "./oip-rest.js";
+import { Inference } from "./inference.js";
 import { createPredictorService } from "./service.js";
 
 /**
@@ -32,6 +32,7 @@ export function main(env: Env): Promise<void> {
   return runService("predictor", env, async ({ config, logger, tracing, gatekeeper, meshCredentials }) => {
     const predictorConfig = loadPredictorConfig(env);
     const table = new ServingTable();
+    const inference = new Inference(table);
     watchServingTable(table);
     const loader = new ModelLoader(table, { intraOpThreads: predictorConfig.intraOpThreads, logger });
     const stop = new AbortController();
@@ -42,10 +43,8 @@ export function main(env: Env): Promise<void> {
       logger,
       tracing,
       gatekeeper,
-      services: [serve(PredictorService, createPredictorService(table), { predict: predictWire }), serve(GRPCInferenceService, createInferenceService(table, () => ready))],
-      // The Open Inference Protocol's REST health paths are probes: open, like grpc.health.v1.
-      httpRole: (path) => (path.startsWith("/v2/health/") ? Role.ANYONE : Role.READER),
-      httpFallback: createInferenceRestHandler(table, { ready: () => ready, maxBodyBytes: config.maxMessageBytes, logger }),
+      services: [serve(PredictorService, createPredictorService(inference), { predict: predictWire }), serve(GRPCInferenceService, createInferenceService(inference, () => ready))],
+      httpRoutes: createInferenceRestRoutes(inference, { ready: () => ready, maxBodyBytes: config.maxMessageBytes }),
     };
     const setHealth = (server: RunningServer, snapshot: Snapshot) => {
       ready = snapshot.failures.length === 0;

@@ -1,5 +1,4 @@
 import { counter, gauge, hotCounter, hotHistogram, latencyBuckets, metricsEnabled } from "../runtime/observability/metrics.js";
-import type { ServingTable } from "./serving-table.js";
 
 const inferenceRequests = hotCounter(
   "mlmesh_predictor_inference_requests_total",
@@ -57,8 +56,13 @@ export class VersionMetrics {
   }
 }
 
+/** What watchServingTable reads of the serving table (a structural type: the table's module imports this one). */
+interface ServedVersions {
+  readonly snapshot: { readonly models: ReadonlyMap<string, { readonly versions: ReadonlyMap<number, unknown> }> };
+}
+
 /** mlmesh_predictor_loaded_versions, read from what the table serves at scrape time. */
-export function watchServingTable(table: ServingTable): void {
+export function watchServingTable(table: ServedVersions): void {
   gauge({
     name: "mlmesh_predictor_loaded_versions",
     help: "Model versions loaded and serving, per model.",

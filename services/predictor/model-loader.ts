@@ -1,4 +1,4 @@
-import { openOnnxClassifier, type ModelMetadataFile } from "../runtime/onnx-model.js";
+import { openOnnxClassifier, type ModelMetadataFile } from "../model/onnx-model.js";
 import type { Logger } from "../runtime/observability/logger.js";
 import { modelLoads, modelUnloads } from "./metrics.js";
 import { LoadedVersion, type LoadFailure, type ServedModel, type ServingTable, type Snapshot } from "./serving-table.js";

@@ -1,161 +1,149 @@
-import { randomUUID } from "node:crypto";
+import type { DescMethod } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { codeName, toConnectError } from "../runtime/errors.js";
-import { logRpc } from "../runtime/instrument.js";
-import type { Logger } from "../runtime/observability/logger.js";
-import { methodMetrics } from "../runtime/observability/metrics.js";
-import type { HttpHandler } from "../runtime/server.js";
+import { GRPCInferenceService } from "../../gen/inference/open_inference_pb.js";
+import { PayloadTooLargeError, type HttpReply, type HttpRequest, type HttpRoute, type HttpRouter } from "../runtime/serve/http-routes.js";
+import { methodPolicy } from "../runtime/security/policy.js";
 import { matchingVersions, isReady, modelMetadata, serverInfo } from "./oip-service.js";
 import { infer, rawBytesOf, type InferInput, type InputData, type InferOutput } from "./open-inference.js";
-import type { LoadedVersion, ServingTable } from "./serving-table.js";
+import type { Inference } from "./inference.js";
+import type { LoadedVersion } from "./serving-table.js";
 import type { Duration } from "./inference-stats.js";
 
-type Request = Parameters<HttpHandler>[0];
-type Response = Parameters<HttpHandler>[1];
-
-/** An answer: a status and a JSON body, optionally followed by binary tensor data. */
+/** A JSON answer, optionally followed by binary tensor data (Inference-Header-Content-Length). */
 interface Reply {
   readonly status: number;
   readonly json: unknown;
   readonly binary?: readonly Uint8Array[];
 }
 
-const httpStatus: Partial<Record<Code, number>> = {
-  [Code.InvalidArgument]: 400,
-  [Code.NotFound]: 404,
-  [Code.FailedPrecondition]: 400,
-  [Code.ResourceExhausted]: 429,
-  [Code.Unavailable]: 503,
-  [Code.DeadlineExceeded]: 504,
-  [Code.Unimplemented]: 501,
-};
+/** Options of the REST binding. */
+export interface InferenceRestOptions {
+  /** Whether every model the Predictor should serve is loaded (/v2/health/ready). */
+  readonly ready: () => boolean;
+  readonly maxBodyBytes: number;
+}
 
 /**
  * The Open Inference Protocol's REST binding on the Predictor's port (HTTP/1.1, and h2):
  * health, server and model metadata, readiness, inference with JSON tensors and the binary
  * tensor extension (Inference-Header-Content-Length), statistics and the repository index.
- * Errors are `{"error": "..."}` with the protocol's status codes. Requests that are not under
- * /v2 get 404; one log line per request, like every RPC.
+ * Each path is a route of the per-call pipeline (runtime/serve/http-routes.ts) named after the
+ * gRPC method it stands for, under that method's policy, so a REST call is logged, measured,
+ * traced, authenticated and limited exactly like the same call over gRPC. Errors are
+ * `{"error": "..."}` with the protocol's status codes; requests not under /v2 are not routed here.
  */
-export function createInferenceRestHandler(
-  table: ServingTable,
-  options: { ready: () => boolean; maxBodyBytes: number; logger: Logger },
-): HttpHandler {
-  return (request, response) => {
-    const started = performance.now();
-    // As on the gRPC paths: the caller's request id, or a new one, echoed back and logged.
-    const requestId = headerValue(request.headers["x-request-id"]) || randomUUID();
-    response.setHeader("x-request-id", requestId);
-    const url = new URL(request.url ?? "/", "http://predictor");
-    const route = `${request.method} ${url.pathname}`;
-    const method = restMethod(url.pathname);
-    const metrics = method === undefined ? undefined : methodMetrics(`/inference.GRPCInferenceService/${method}`);
-    metrics?.started();
-    void answer(table, options, request, url)
-      .catch((err: unknown) => {
-        if (err instanceof BodyTooLargeError) {
-          return { status: 413, json: { error: err.message }, error: new ConnectError(err.message, Code.ResourceExhausted) };
-        }
-        const error = toConnectError(err, undefined);
-        return { status: httpStatus[error.code] ?? 500, json: { error: error.rawMessage }, error } as Reply & { error: ConnectError };
-      })
-      .then((reply) => {
-        send(response, reply);
-        const error = (reply as { error?: ConnectError }).error;
-        metrics?.finished("rest", error === undefined ? "OK" : codeName(error.code), (performance.now() - started) / 1000);
-        logRpc(options.logger, {
-          rpc: route,
-          protocol: "rest",
-          requestId,
-          ms: performance.now() - started,
-          error,
-          probe: method === "ServerLive" || method === "ServerReady",
-        });
-      });
+export function createInferenceRestRoutes(inference: Inference, options: InferenceRestOptions): HttpRouter {
+  const { table } = inference;
+  const route = (method: DescMethod, answer: (request: HttpRequest, path: string) => Reply | Promise<Reply>, quiet = false): HttpRoute => {
+    const policy = methodPolicy(method);
+    return {
+      name: `/${GRPCInferenceService.typeName}/${method.name}`,
+      role: policy.role,
+      limited: policy.limited,
+      quiet,
+      answer: async (request, url) => replyOf(await answer(request, url.pathname.replace(/\/+$/, ""))),
+    };
   };
-}
-
-function headerValue(value: string | string[] | undefined): string {
-  return (Array.isArray(value) ? value[0] : value) ?? "";
-}
-
-/** The protocol's gRPC method a REST path stands for (its metrics share the method's name). */
-function restMethod(path: string): string | undefined {
-  const p = path.replace(/\/+$/, "");
-  if (p === "/v2") return "ServerMetadata";
-  if (p === "/v2/health/live") return "ServerLive";
-  if (p === "/v2/health/ready") return "ServerReady";
-  if (p === "/v2/repository/index") return "RepositoryIndex";
-  if (p === "/v2/models/stats") return "ModelStatistics";
-  const match = /^\/v2\/models\/[^/]+(?:\/versions\/[^/]+)?(?:\/(ready|infer|stats))?$/.exec(p);
-  if (!match) return undefined;
-  return { ready: "ModelReady", infer: "ModelInfer", stats: "ModelStatistics" }[match[1] ?? ""] ?? "ModelMetadata";
-}
-
-async function answer(
-  table: ServingTable,
-  options: { ready: () => boolean; maxBodyBytes: number },
-  request: Request,
-  url: URL,
-): Promise<Reply> {
-  const path = url.pathname.replace(/\/+$/, "");
-  const method = request.method ?? "GET";
-  const only = (allowed: string) => {
-    if (method !== allowed) throw new ConnectError(`${path} answers ${allowed}, not ${method}`, Code.Unimplemented);
-  };
-  if (path === "/v2") {
-    only("GET");
-    return { status: 200, json: serverInfo };
-  }
-  if (path === "/v2/health/live") {
-    only("GET");
-    return { status: 200, json: { live: true } };
-  }
-  if (path === "/v2/health/ready") {
-    only("GET");
-    const ready = options.ready();
-    return { status: ready ? 200 : 400, json: { ready } };
-  }
-  if (path === "/v2/models/stats") {
-    only("GET");
-    return { status: 200, json: { model_stats: matchingVersions(table, "", "").map(statisticsJson) } };
-  }
-  if (path === "/v2/repository/index") {
-    only("POST");
-    const body = await readBody(request, options.maxBodyBytes);
-    const readyOnly = body.length > 0 && (parseJson(body.toString("utf8")) as { ready?: unknown }).ready === true;
-    const { models, failures } = table.snapshot;
-    const index = [...models.values()].flatMap((m) => [...m.versions.keys()].map((v) => ({ name: m.name, version: String(v), state: "READY", reason: "" })));
-    if (!readyOnly) index.push(...failures.map((f) => ({ name: f.name, version: f.version === 0 ? "" : String(f.version), state: "UNAVAILABLE", reason: f.reason })));
-    return { status: 200, json: index };
-  }
-  const match = /^\/v2\/models\/([^/]+)(?:\/versions\/([^/]+))?(?:\/(ready|infer|stats))?$/.exec(path);
-  if (!match) throw new ConnectError(`no Open Inference Protocol endpoint at ${path}`, Code.NotFound);
-  const name = decodeURIComponent(match[1]);
-  const version = match[2] === undefined ? "" : decodeURIComponent(match[2]);
-  switch (match[3]) {
-    case undefined: {
-      only("GET");
+  const m = GRPCInferenceService.method;
+  const routes = {
+    serverMetadata: route(m.serverMetadata, (request) => {
+      only(request, "GET", "/v2");
+      return { status: 200, json: serverInfo };
+    }),
+    serverLive: route(
+      m.serverLive,
+      (request, path) => {
+        only(request, "GET", path);
+        return { status: 200, json: { live: true } };
+      },
+      true,
+    ),
+    serverReady: route(
+      m.serverReady,
+      (request, path) => {
+        only(request, "GET", path);
+        const ready = options.ready();
+        return { status: ready ? 200 : 400, json: { ready } };
+      },
+      true,
+    ),
+    repositoryIndex: route(m.repositoryIndex, async (request, path) => {
+      only(request, "POST", path);
+      const body = await readBody(request, options.maxBodyBytes);
+      const readyOnly = body.length > 0 && (parseJson(body.toString("utf8")) as { ready?: unknown }).ready === true;
+      const { models, failures } = table.snapshot;
+      const index = [...models.values()].flatMap((m) => [...m.versions.keys()].map((v) => ({ name: m.name, version: String(v), state: "READY", reason: "" })));
+      if (!readyOnly) index.push(...failures.map((f) => ({ name: f.name, version: f.version === 0 ? "" : String(f.version), state: "UNAVAILABLE", reason: f.reason })));
+      return { status: 200, json: index };
+    }),
+    modelStatistics: route(m.modelStatistics, (request, path) => {
+      only(request, "GET", path);
+      const { name, version } = path === "/v2/models/stats" ? { name: "", version: "" } : modelOf(path);
+      return { status: 200, json: { model_stats: matchingVersions(table, name, version).map(statisticsJson) } };
+    }),
+    modelMetadata: route(m.modelMetadata, (request, path) => {
+      only(request, "GET", path);
+      const { name, version } = modelOf(path);
       return { status: 200, json: modelMetadata(table, name, version) };
-    }
-    case "ready": {
-      only("GET");
+    }),
+    modelReady: route(m.modelReady, (request, path) => {
+      only(request, "GET", path);
+      const { name, version } = modelOf(path);
       const ready = isReady(table, name, version);
       return { status: ready ? 200 : 400, json: { name, ready } };
+    }),
+    modelInfer: route(m.modelInfer, async (request, path) => {
+      only(request, "POST", path);
+      const { name, version } = modelOf(path);
+      return inferRest(inference, name, version, request, await readBody(request, options.maxBodyBytes));
+    }),
+  };
+  // A path under /v2 that is none of the protocol's: 404 with the protocol's JSON error.
+  const unknown: HttpRoute = {
+    name: "REST /v2 unknown path",
+    role: methodPolicy(m.serverLive).role,
+    answer: (_request, url) => {
+      throw new ConnectError(`no Open Inference Protocol endpoint at ${url.pathname.replace(/\/+$/, "")}`, Code.NotFound);
+    },
+  };
+  return (_method, rawPath) => {
+    if (rawPath !== "/v2" && !rawPath.startsWith("/v2/")) return undefined;
+    const path = rawPath.replace(/\/+$/, "");
+    if (path === "/v2") return routes.serverMetadata;
+    if (path === "/v2/health/live") return routes.serverLive;
+    if (path === "/v2/health/ready") return routes.serverReady;
+    if (path === "/v2/repository/index") return routes.repositoryIndex;
+    if (path === "/v2/models/stats") return routes.modelStatistics;
+    const match = modelPath.exec(path);
+    if (!match) return unknown;
+    switch (match[3]) {
+      case undefined:
+        return routes.modelMetadata;
+      case "ready":
+        return routes.modelReady;
+      case "stats":
+        return routes.modelStatistics;
+      default:
+        return routes.modelInfer;
     }
-    case "stats": {
-      only("GET");
-      return { status: 200, json: { model_stats: matchingVersions(table, name, version).map(statisticsJson) } };
-    }
-    default: {
-      only("POST");
-      return inferRest(table, name, version, request, await readBody(request, options.maxBodyBytes));
-    }
-  }
+  };
+}
+
+const modelPath = /^\/v2\/models\/([^/]+)(?:\/versions\/([^/]+))?(?:\/(ready|infer|stats))?$/;
+
+/** The model name and version string of a /v2/models/... path (matched by the router). */
+function modelOf(path: string): { name: string; version: string } {
+  const match = modelPath.exec(path)!;
+  return { name: decodeURIComponent(match[1]), version: match[2] === undefined ? "" : decodeURIComponent(match[2]) };
+}
+
+function only(request: HttpRequest, allowed: string, path: string): void {
+  const method = request.method ?? "GET";
+  if (method !== allowed) throw new ConnectError(`${path} answers ${allowed}, not ${method}`, Code.Unimplemented);
 }
 
 /** The JSON (and binary) body of an infer request, in and out. */
-async function inferRest(table: ServingTable, name: string, version: string, request: Request, body: Buffer): Promise<Reply> {
+async function inferRest(inference: Inference, name: string, version: string, request: HttpRequest, body: Buffer): Promise<Reply> {
   const headerLength = request.headers["inference-header-content-length"];
   let jsonBytes = body;
   let binary: Buffer = Buffer.alloc(0);
@@ -200,7 +188,7 @@ async function inferRest(table: ServingTable, name: string, version: string, req
   if (offset !== binary.length) throw new ConnectError(`${binary.length - offset} binary bytes follow the inputs that use them`, Code.InvalidArgument);
   const requested = Array.isArray(parsed.outputs) ? (parsed.outputs as { name?: unknown; parameters?: Record<string, unknown> }[]) : [];
   const binaryByDefault = parsed.parameters?.binary_data_output === true;
-  const { loaded, outputs } = await infer(table, { model: name, version, inputs, outputs: requested.map((o) => String(o.name ?? "")) });
+  const { loaded, outputs } = await infer(inference, name, version, { inputs, outputs: requested.map((o) => String(o.name ?? "")) });
   const binaryOutput = (o: InferOutput) => {
     const asked = requested.find((r) => r.name === o.name)?.parameters?.binary_data;
     return typeof asked === "boolean" ? asked : binaryByDefault;
@@ -268,9 +256,9 @@ function parseJson(text: string): unknown {
 }
 
 /** The whole request body, refused (413) beyond maxBytes without reading the rest. */
-function readBody(request: Request, maxBytes: number): Promise<Buffer> {
+function readBody(request: HttpRequest, maxBytes: number): Promise<Buffer> {
   const declared = Number(request.headers["content-length"] ?? 0);
-  if (declared > maxBytes) return Promise.reject(new BodyTooLargeError(maxBytes));
+  if (declared > maxBytes) return Promise.reject(new PayloadTooLargeError(maxBytes));
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
@@ -279,7 +267,7 @@ function readBody(request: Request, maxBytes: number): Promise<Buffer> {
       if (size > maxBytes) {
         request.removeAllListeners("data");
         request.resume();
-        reject(new BodyTooLargeError(maxBytes));
+        reject(new PayloadTooLargeError(maxBytes));
         return;
       }
       chunks.push(chunk);
@@ -289,27 +277,14 @@ function readBody(request: Request, maxBytes: number): Promise<Buffer> {
   });
 }
 
-/** A request body over MAX_MESSAGE_BYTES: answered 413 (logged as RESOURCE_EXHAUSTED). */
-class BodyTooLargeError extends Error {
-  constructor(maxBytes: number) {
-    super(`the body exceeds MAX_MESSAGE_BYTES (${maxBytes} bytes)`);
-  }
-}
-
-function send(response: Response, reply: Reply): void {
+/** The reply as the pipeline sends it: JSON, or JSON followed by the binary tensor data. */
+function replyOf(reply: Reply): HttpReply {
   const json = Buffer.from(JSON.stringify(reply.json));
   const binary = reply.binary ?? [];
-  const { status } = reply;
-  if (binary.length === 0) {
-    response.writeHead(status, { "content-type": "application/json", "content-length": json.length });
-    response.end(json);
-    return;
-  }
-  const body = Buffer.concat([json, ...binary]);
-  response.writeHead(status, {
-    "content-type": "application/octet-stream",
-    "content-length": body.length,
-    "inference-header-content-length": json.length,
-  });
-  response.end(body);
+  if (binary.length === 0) return { status: reply.status, headers: { "content-type": "application/json" }, body: json };
+  return {
+    status: reply.status,
+    headers: { "content-type": "application/octet-stream", "inference-header-content-length": json.length },
+    body: [json, ...binary],
+  };
 }

@@ -8,9 +8,10 @@ import type {
   ModelInferResponseSchema,
   ModelStatisticsSchema,
 } from "../../gen/inference/open_inference_pb.js";
-import type { PartialServiceImpl } from "../runtime/instrument.js";
+import type { PartialServiceImpl } from "../runtime/serve/registration.js";
 import type { Duration } from "./inference-stats.js";
 import { infer, modelRef, platform, rawBytesOf, tensorsOf, type InferOutput, type InputData, type TensorSpec } from "./open-inference.js";
+import type { Inference } from "./inference.js";
 import type { LoadedVersion, ServingTable } from "./serving-table.js";
 
 /** What the server says of itself in ServerMetadata (and GET /v2). */
@@ -21,11 +22,12 @@ export const serverInfo = {
 };
 
 /**
- * The Open Inference Protocol's gRPC service (inference.GRPCInferenceService) over the serving
- * table, beside PredictorService on the same port. `ready` says whether every model the
+ * The Open Inference Protocol's gRPC service (inference.GRPCInferenceService) over the
+ * Predictor's inference path (inference.ts), beside PredictorService on the same port. `ready` says whether every model the
  * Predictor should serve is loaded (ServerReady).
  */
-export function createInferenceService(table: ServingTable, ready: () => boolean): PartialServiceImpl<typeof GRPCInferenceService> {
+export function createInferenceService(inference: Inference, ready: () => boolean): PartialServiceImpl<typeof GRPCInferenceService> {
+  const { table } = inference;
   return {
     serverLive() {
       return { live: true };
@@ -53,9 +55,7 @@ export function createInferenceService(table: ServingTable, ready: () => boolean
       if (raw && request.rawInputContents.length !== request.inputs.length) {
         throw new ConnectError(`raw_input_contents has ${request.rawInputContents.length} entries for ${request.inputs.length} inputs`, Code.InvalidArgument);
       }
-      const { loaded, outputs } = await infer(table, {
-        model: request.modelName,
-        version: request.modelVersion ?? "",
+      const { loaded, outputs } = await infer(inference, request.modelName, request.modelVersion ?? "", {
         inputs: request.inputs.map((input, k) => ({
           name: input.name,
           datatype: input.datatype,

@@ -1,5 +1,6 @@
 import { Code, ConnectError } from "@connectrpc/connect";
-import type { LoadedVersion, ServingTable } from "./serving-table.js";
+import type { Inference, InferenceKind, ModelInput } from "./inference.js";
+import type { LoadedVersion } from "./serving-table.js";
 
 /*
  * The Open Inference Protocol's model, shared by its gRPC service (oip-service.ts) and its
@@ -70,38 +71,38 @@ export function tensorsOf(loaded: LoadedVersion): { inputs: TensorSpec[]; output
   };
 }
 
+/** ModelInfer's request, decoded from gRPC or REST. */
+export interface InferRequest {
+  readonly inputs: readonly InferInput[];
+  /** The outputs asked for; all when empty. */
+  readonly outputs: readonly string[];
+}
+
+/** The requested outputs' names, checked with the input before the model runs. */
+interface PreparedTensors extends ModelInput {
+  readonly outputs: readonly string[];
+}
+
 /**
- * Runs ModelInfer's semantics on an already decoded request: the one FP32 input named as the
- * model's metadata says, of shape [rows, features]; typed or raw contents of exactly that many
- * elements (checked before any is read), finite; then the requested outputs (all when none is
- * named). Shares the model's cross-request batching with Predict and counts in its statistics.
+ * ModelInfer's semantics (inference.ts runs them): the one FP32 input named as the model's
+ * metadata says, of shape [rows, features]; typed or raw contents of exactly that many elements
+ * (checked before any is read), finite; then the requested outputs (all when none is named).
  */
-export async function infer(
-  table: ServingTable,
-  request: { model: string; version: string; inputs: readonly InferInput[]; outputs: readonly string[] },
-): Promise<{ loaded: LoadedVersion; outputs: InferOutput[] }> {
-  const { model, version } = modelRef(request.model, request.version);
-  return table.use(model, version, async (loaded) => {
-    const started = performance.now();
-    let rows = 0;
-    let outputsReady: number | undefined;
-    let inferred: number | undefined;
-    try {
-      const wanted = requestedOutputs(loaded, request.outputs);
-      const { features, rowCount } = readInput(loaded, request.inputs);
-      rows = rowCount;
-      inferred = performance.now();
-      const probabilities = await loaded.classify(features, rowCount);
-      outputsReady = performance.now();
-      const outputs = wanted.map((name) => output(loaded, name, probabilities, rowCount));
-      const done = performance.now();
-      loaded.stats.recordRequest({ ok: true, rows, totalMs: done - started, inputMs: inferred - started, outputMs: done - outputsReady });
-      return { loaded, outputs };
-    } catch (err) {
-      loaded.stats.recordRequest({ ok: false, rows, totalMs: performance.now() - started, inputMs: (inferred ?? performance.now()) - started });
-      throw err;
-    }
-  });
+export const inferKind: InferenceKind<InferRequest, { loaded: LoadedVersion; outputs: InferOutput[] }, PreparedTensors> = {
+  name: "oip",
+  prepare(loaded, request) {
+    const outputs = requestedOutputs(loaded, request.outputs);
+    return { ...readInput(loaded, request.inputs), outputs };
+  },
+  answer(loaded, _request, prepared, probabilities) {
+    return { loaded, outputs: prepared.outputs.map((name) => output(loaded, name, probabilities, prepared.rowCount)) };
+  },
+};
+
+/** Runs ModelInfer on the version its model name and version string name (modelRef). */
+export function infer(inference: Inference, model: string, version: string, request: InferRequest): Promise<{ loaded: LoadedVersion; outputs: InferOutput[] }> {
+  const ref = modelRef(model, version);
+  return inference.run(ref.model, ref.version, inferKind, request);
 }
 
 function requestedOutputs(loaded: LoadedVersion, names: readonly string[]): string[] {

@@ -10,9 +10,9 @@ import {
 } from "../../gen/mlmesh/registry/v1/registry_pb.js";
 import type { Logger } from "../runtime/observability/logger.js";
 import type { TraceSpan, Tracing } from "../runtime/observability/tracing.js";
-import { meshTransport } from "../runtime/mesh-transport.js";
-import type { MeshCredentials } from "../runtime/security/mesh-credentials.js";
-import { parseModelMetadata, sha256Hex } from "../runtime/onnx-model.js";
+import { meshTransport } from "../runtime/client/mesh-transport.js";
+import type { MeshCredentials } from "../runtime/client/mesh-credentials.js";
+import { parseModelMetadata, sha256Hex } from "../model/onnx-model.js";
 import { selects, type ModelSelection } from "./config.js";
 import type { ModelLoader, SourceFailure, WantedModel, WantedVersion } from "./model-loader.js";
 import type { Snapshot } from "./serving-table.js";

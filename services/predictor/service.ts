@@ -1,20 +1,23 @@
-import { Code, ConnectError } from "@connectrpc/connect";
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import type { ModelMetadataSchema, PredictorService } from "../../gen/mlmesh/predictor/v1/predictor_pb.js";
-import type { PartialServiceImpl } from "../runtime/instrument.js";
-import { pageOf } from "../runtime/pagination.js";
-import { PackedPredictResponse, packedRowsOf, packRows, type PackedRows } from "../runtime/wire/predict-wire.js";
+import { InvalidRows, type ModelMetadataSchema, type PredictorService } from "../../gen/mlmesh/predictor/v1/predictor_pb.js";
+import type { PartialServiceImpl } from "../runtime/serve/registration.js";
+import { pageOf } from "../runtime/serve/pagination.js";
+import { PackedPredictResponse, packedRowsOf, packRows, type PackedRows } from "../model/wire/predict-wire.js";
+import { invalidArgument, type FieldViolation } from "../runtime/serve/errors.js";
+import type { Inference, InferenceKind, ModelInput } from "./inference.js";
 import type { LoadedVersion, ServingTable } from "./serving-table.js";
 
 /**
- * The PredictorService handlers over the serving table (what is loaded now). Row counts
+ * The PredictorService handlers over the Predictor's inference path (inference.ts). Row counts
  * (1..10,000), finite values and model names are enforced by the contract's protovalidate
  * rules before a handler runs; here: which version answers, and each row's feature count.
  */
-export function createPredictorService(table: ServingTable): PartialServiceImpl<typeof PredictorService> {
+export function createPredictorService(inference: Inference): PartialServiceImpl<typeof PredictorService> {
+  const { table } = inference;
   return {
     predict(request) {
-      return table.use(request.model, request.version, (model) => predictRows(model, packedRowsOf(request)));
+      const input: RowsInput = { rows: packedRowsOf(request), skipInvalid: request.invalidRows === InvalidRows.SKIP };
+      return inference.run(request.model, request.version, predictKind, input);
     },
 
     getModelMetadata(request) {
@@ -34,13 +37,65 @@ export function createPredictorService(table: ServingTable): PartialServiceImpl<
       };
     },
 
-    predictSample(request) {
-      return table.use(request.model, request.version, async (model) => {
-        const rows = model.metadata.sample_input.map((values) => ({ values: [...values] }));
-        return { rows, response: await predictRows(model, packRows(rows)) };
-      });
+    async predictSample(request) {
+      const loaded = table.resolve(request.model, request.version);
+      const rows = loaded.metadata.sample_input.map((values) => ({ values: [...values] }));
+      // The version resolved above answers (not whatever the name means by the time it runs).
+      const response = await inference.run(loaded.name, loaded.version, predictKind, { rows: packRows(rows), skipInvalid: false });
+      return { rows, response };
     },
   };
+}
+
+/** Predict's input: the request's rows (packed as decoded: model/wire/predict-wire.ts). */
+interface RowsInput {
+  readonly rows: PackedRows;
+  /** INVALID_ROWS_SKIP: rows of the wrong width are left out and listed, not failing the call. */
+  readonly skipInvalid: boolean;
+}
+
+/** The rows the model runs on, and the rows left out (INVALID_ROWS_SKIP). */
+interface PreparedRows extends ModelInput {
+  readonly rejected: readonly FieldViolation[];
+}
+
+/** Native Predict: rows of floats in, probabilities and labels per row out. */
+const predictKind: InferenceKind<RowsInput, PackedPredictResponse, PreparedRows> = {
+  name: "predict",
+  prepare(loaded, { rows, skipInvalid }) {
+    const { featureCount } = loaded;
+    const { offsets, rowCount } = rows;
+    let rejected: FieldViolation[] | undefined;
+    for (let i = 0; i < rowCount; i++) {
+      const count = offsets[i + 1] - offsets[i];
+      if (count === featureCount) continue;
+      rejected ??= [];
+      rejected.push({ field: `rows[${i}]`, reason: "ROW_WIDTH", description: `has ${count} values; ${loaded.name} v${loaded.version} takes ${featureCount} (${loaded.metadata.feature_names.join(", ")})` });
+    }
+    if (rejected === undefined) return { features: rows.features, rowCount, rejected: [] };
+    if (!skipInvalid) {
+      const [first] = rejected;
+      const more = rejected.length > 1 ? `; and ${rejected.length - 1} more row${rejected.length > 2 ? "s" : ""} of the wrong width (every one in the details)` : "";
+      throw invalidArgument(`${first.field} ${first.description}${more}`, rejected);
+    }
+    return { ...packAccepted(rows, featureCount, rowCount - rejected.length), rejected };
+  },
+  answer(loaded, _input, prepared, probabilities) {
+    const rejectedRows = prepared.rejected.length > 0 ? { fieldViolations: [...prepared.rejected] } : undefined;
+    return new PackedPredictResponse(loaded.name, loaded.version, [...loaded.metadata.labels], probabilities, prepared.rowCount, rejectedRows);
+  },
+};
+
+/** The rows of the right width, packed in request order. */
+function packAccepted(rows: PackedRows, featureCount: number, accepted: number): ModelInput {
+  const features = new Float32Array(accepted * featureCount);
+  let at = 0;
+  for (let i = 0; i < rows.rowCount; i++) {
+    if (rows.offsets[i + 1] - rows.offsets[i] !== featureCount) continue;
+    features.set(rows.features.subarray(rows.offsets[i], rows.offsets[i + 1]), at);
+    at += featureCount;
+  }
+  return { features, rowCount: accepted };
 }
 
 /** Orders ListModels by name, then by version number (zero-padded so "10" sorts after "9"). */
@@ -52,37 +107,6 @@ function listKey(model: LoadedVersion): string {
 function aliasesOf(table: ServingTable, model: LoadedVersion): string[] {
   const served = table.snapshot.models.get(model.name);
   return [...(served?.aliases ?? [])].filter(([, version]) => version === model.version).map(([alias]) => alias).sort();
-}
-
-/** Runs the model once over the request's rows (packed as decoded: runtime/wire/predict-wire.ts). */
-async function predictRows(model: LoadedVersion, rows: PackedRows): Promise<PackedPredictResponse> {
-  const started = performance.now();
-  try {
-    const response = await classifyRows(model, rows, started);
-    return response;
-  } catch (err) {
-    model.stats.recordRequest({ ok: false, rows: rows.rowCount, totalMs: performance.now() - started, inputMs: performance.now() - started });
-    throw err;
-  }
-}
-
-async function classifyRows(model: LoadedVersion, rows: PackedRows, started: number): Promise<PackedPredictResponse> {
-  const { featureCount, metadata } = model;
-  const { offsets, rowCount } = rows;
-  for (let i = 0; i < rowCount; i++) {
-    const count = offsets[i + 1] - offsets[i];
-    if (count !== featureCount) {
-      throw new ConnectError(
-        `rows[${i}] has ${count} values; ${model.name} v${model.version} takes ${featureCount} (${metadata.feature_names.join(", ")})`,
-        Code.InvalidArgument,
-      );
-    }
-  }
-  const packed = performance.now();
-  const probabilities = await model.classify(rows.features, rowCount);
-  const done = performance.now();
-  model.stats.recordRequest({ ok: true, rows: rowCount, totalMs: done - started, inputMs: packed - started });
-  return new PackedPredictResponse(model.name, model.version, [...metadata.labels], probabilities, rowCount);
 }
 
 function metadataOf(model: LoadedVersion, aliases: string[]): MessageInitShape<typeof ModelMetadataSchema> {

@@ -1,5 +1,5 @@
 import { Code, ConnectError } from "@connectrpc/connect";
-import type { ModelMetadataFile, OnnxClassifier } from "../runtime/onnx-model.js";
+import type { ModelMetadataFile, OnnxClassifier } from "../model/onnx-model.js";
 import { InferenceBatcher } from "./inference-batcher.js";
 import { InferenceStats } from "./inference-stats.js";
 

@@ -1,5 +1,5 @@
 import { Code, ConnectError } from "@connectrpc/connect";
-import type { PackedRows } from "../runtime/wire/predict-wire.js";
+import type { PackedRows } from "../model/wire/predict-wire.js";
 
 /** Sends one backend call for the rows of several requests, in order; resolves to a per-row answer source. */
 export type SendRows<R> = (parts: readonly PackedRows[], options: { deadlineMs: number; signal: AbortSignal; traceparent?: string }) => Promise<R>;

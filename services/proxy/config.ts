@@ -1,4 +1,5 @@
-import { ConfigError, envDurationMs, envInt, envString, servicePorts, type Env } from "../runtime/config.js";
+import { ConfigError, envDurationMs, envInt, envString, type Env } from "../runtime/env/variables.js";
+import { servicePorts } from "../runtime/env/service-ports.js";
 
 /** One predictor the proxy fans out to. */
 export interface Backend {

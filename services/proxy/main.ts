@@ -1,10 +1,10 @@
 import { ProxyService } from "../../gen/mlmesh/proxy/v1/proxy_pb.js";
-import type { Env } from "../runtime/config.js";
-import { ServingStatus } from "../runtime/health.js";
-import { serve } from "../runtime/instrument.js";
-import { runService } from "../runtime/run-service.js";
-import { predictLabelWire } from "../runtime/wire/predict-wire.js";
-import { startServer } from "../runtime/server.js";
+import type { Env } from "../runtime/env/variables.js";
+import { ServingStatus } from "../runtime/serve/health.js";
+import { serve } from "../runtime/serve/registration.js";
+import { runService } from "../runtime/serve/run-service.js";
+import { predictLabelWire } from "../model/wire/predict-wire.js";
+import { startServer } from "../runtime/serve/server.js";
 import { BackendClient } from "./backends.js";
 import { loadProxyConfig } from "./config.js";
 import { watchCircuits } from "./metrics.js";

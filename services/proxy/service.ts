@@ -8,9 +8,9 @@ import type {
   ProxyService,
 } from "../../gen/mlmesh/proxy/v1/proxy_pb.js";
 import { HealthCheckResponse_ServingStatus as ServingStatus } from "../../gen/grpc/health/v1/health_pb.js";
-import type { PartialServiceImpl } from "../runtime/instrument.js";
+import type { PartialServiceImpl } from "../runtime/serve/registration.js";
 import { traceSpanKey } from "../runtime/observability/tracing.js";
-import { packedRowsOf, packRows, type PackedRows } from "../runtime/wire/predict-wire.js";
+import { packedRowsOf, packRows, type PackedRows } from "../model/wire/predict-wire.js";
 import type { Outcome, ProxyBackend } from "./backends.js";
 import type { ProxyConfig } from "./config.js";
 import { partialAnswers } from "./metrics.js";

@@ -1,6 +1,7 @@
 import { resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { ConfigError, envInt, envSqliteBusyTimeoutMs, envString, type Env } from "../runtime/config.js";
+import { ConfigError, envInt, envString, type Env } from "../runtime/env/variables.js";
+import { envSqliteBusyTimeoutMs } from "../runtime/env/settings.js";
 import { dialectOf } from "../runtime/storage/migrations.js";
 
 /** Settings of the ModelRegistry, beyond the shared server settings. */

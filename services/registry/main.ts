@@ -1,9 +1,9 @@
 import { ModelRegistryService } from "../../gen/mlmesh/registry/v1/registry_pb.js";
-import type { Env } from "../runtime/config.js";
-import { ServingStatus } from "../runtime/health.js";
-import { serve } from "../runtime/instrument.js";
-import { runService } from "../runtime/run-service.js";
-import { startServer } from "../runtime/server.js";
+import type { Env } from "../runtime/env/variables.js";
+import { ServingStatus } from "../runtime/serve/health.js";
+import { serve } from "../runtime/serve/registration.js";
+import { runService } from "../runtime/serve/run-service.js";
+import { startServer } from "../runtime/serve/server.js";
 import { LocalArtifactStore } from "./artifact-store.js";
 import { loadRegistryConfig } from "./config.js";
 import { openRegistryDatabase } from "./database.js";

@@ -12,8 +12,8 @@ import {
   type ProjectSchema,
 } from "../../gen/mlmesh/registry/v1/registry_pb.js";
 import { principalKey } from "../runtime/security/credentials.js";
-import type { PartialServiceImpl } from "../runtime/instrument.js";
-import { decodePageToken, defaultPageSize, encodePageToken } from "../runtime/pagination.js";
+import type { PartialServiceImpl } from "../runtime/serve/registration.js";
+import { decodePageToken, defaultPageSize, encodePageToken } from "../runtime/serve/pagination.js";
 import type { ArtifactStore } from "./artifact-store.js";
 import type { EventFeed } from "./event-feed.js";
 import type { Experiment, JsonObject, Model, ModelEvent, ModelVersionWithAliases, Page, PageRequest, Project, RegistryStore, StoredFile } from "./store.js";

@@ -1,7 +1,7 @@
 import type { JsonObject } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { databaseUnavailableError } from "../runtime/storage/errors.js";
-import { newId } from "../runtime/ids.js";
+import { newId } from "../runtime/storage/ids.js";
 import { ReadCache } from "./read-cache.js";
 import type { Dialect, RegistryDatabase } from "./database.js";
 import type { Experiment, Model, ModelAlias, ModelEvent, ModelVersion, Project } from "./prisma/generated/postgresql/client.js";

@@ -8,7 +8,7 @@ import {
   parseModelMetadata,
   type ArtifactFileName,
   type ModelMetadataFile,
-} from "../runtime/onnx-model.js";
+} from "../model/onnx-model.js";
 import type { ArtifactStore, BlobWriter } from "./artifact-store.js";
 import type { StoredFile } from "./store.js";
 

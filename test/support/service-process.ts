@@ -2,6 +2,7 @@ import { execFile, spawn, type ChildProcess } from "node:child_process";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
+import { catalogEntry } from "../../services/catalog.js";
 
 export const repoRoot = fileURLToPath(new URL("../..", import.meta.url));
 const bin = `${repoRoot}bin/mlmesh.js`;
@@ -21,22 +22,14 @@ export interface ServiceProcess {
   readonly exited: Promise<number | NodeJS.Signals>;
 }
 
-const portVariables: Record<string, string> = {
-  registry: "REGISTRY_PORT",
-  predictor: "PREDICTOR_PORT",
-  batch: "BATCH_PORT",
-  proxy: "PROXY_PORT",
-  console: "CONSOLE_PORT",
-  echo: "ECHO_PORT",
-  "batch-worker": "BATCH_WORKER_PORT",
-};
-
 /**
  * Starts `mlmesh serve <service>` on a free loopback port (unless env sets its port) and
  * resolves once it listens. Rejects with the process's output when it exits first.
  */
 export function startService(service: string, env: Record<string, string> = {}): Promise<ServiceProcess> {
-  return startProcess(service, [bin, "serve", service], { [portVariables[service]]: "0", ...env });
+  const entry = catalogEntry(service);
+  if (entry === undefined) throw new Error(`no service "${service}" in services/catalog.ts`);
+  return startProcess(service, [bin, "serve", service], { [entry.portVariable]: "0", ...env });
 }
 
 /** Starts a TypeScript server script of the test suite (test/fixtures) through tsx. */

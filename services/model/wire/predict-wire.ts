@@ -1,8 +1,9 @@
 import { endianness } from "node:os";
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import type { PredictionSchema, PredictRequest, PredictResponseSchema, Row } from "../../../gen/mlmesh/predictor/v1/predictor_pb.js";
+import type { BadRequestSchema } from "../../../gen/google/rpc/error_details_pb.js";
+import type { InvalidRows, PredictionSchema, PredictRequest, PredictResponseSchema, Row } from "../../../gen/mlmesh/predictor/v1/predictor_pb.js";
 import type { PredictLabelRequest } from "../../../gen/mlmesh/proxy/v1/proxy_pb.js";
-import type { MethodWire } from "../instrument.js";
+import type { MethodWire } from "../../runtime/serve/registration.js";
 
 /*
  * Hand-written wire codecs for the hottest messages of the Predictor's contract: Predict's
@@ -32,6 +33,8 @@ const modelPattern = /^[A-Za-z0-9][A-Za-z0-9._-]*(@[a-z][a-z0-9_-]*)?$/;
 const maxRows = 10_000;
 const maxValuesPerRow = 1024;
 const maxModelLength = 128;
+/** The highest InvalidRows value (INVALID_ROWS_SKIP). */
+const maxInvalidRows = 2;
 const littleEndian = endianness() === "LE";
 
 /** A PredictRequest decoded by decodePredictRequest: the message's fields, with rows packed. */
@@ -42,6 +45,7 @@ class DecodedPredictRequest {
     readonly model: string,
     readonly version: number,
     readonly packed: PackedRows,
+    readonly invalidRows: InvalidRows,
   ) {}
   get rows(): Row[] {
     return (this.#rows ??= unpackRows(this.packed));
@@ -176,6 +180,7 @@ function scan(bytes: Buffer, other: (field: number, wireType: number, cursor: Cu
 export function decodePredictRequest(bytes: Buffer): DecodedPredictRequest | undefined {
   let model = "";
   let version = 0;
+  let invalidRows = 0;
   const spans = scan(
     bytes,
     (field, wireType, cursor) => {
@@ -192,6 +197,11 @@ export function decodePredictRequest(bytes: Buffer): DecodedPredictRequest | und
         version = cursor.varint32(end);
         return version >= 0;
       }
+      if (field === 4 && wireType === 0) {
+        // InvalidRows: a defined value (0..2) only, as its rule says; else protobuf-es decides.
+        invalidRows = cursor.varint32(end);
+        return invalidRows >= 0 && invalidRows <= maxInvalidRows;
+      }
       return false;
     },
     3,
@@ -199,7 +209,7 @@ export function decodePredictRequest(bytes: Buffer): DecodedPredictRequest | und
   if (spans === undefined || spans.length === 0 || spans.length / 2 > maxRows) return undefined;
   if (model.length === 0 || model.length > maxModelLength || !modelPattern.test(model)) return undefined;
   const packed = readRows(bytes, spans);
-  return packed && new DecodedPredictRequest(model, version, packed);
+  return packed && new DecodedPredictRequest(model, version, packed, invalidRows as InvalidRows);
 }
 
 /** PredictLabelRequest (proxy.proto: repeated Row rows = 1, 1..10,000), or undefined. */
@@ -226,6 +236,8 @@ export class PackedPredictResponse {
     /** rowCount × labels.length probabilities. */
     readonly probabilities: Float32Array,
     readonly rowCount: number,
+    /** Rows left out (INVALID_ROWS_SKIP); such a response is encoded by protobuf-es. */
+    readonly rejectedRows?: MessageInitShape<typeof BadRequestSchema>,
   ) {}
 
   get predictions(): PredictionInit[] {
@@ -362,7 +374,7 @@ export function encodePredictRequest(model: string, version: number, parts: read
 /** Predict's codecs for the native gRPC path (instrument.ts: MethodWire). */
 export const predictWire: MethodWire = {
   decodeRequest: decodePredictRequest,
-  encodeResponse: (response) => (response instanceof PackedPredictResponse ? encodePredictResponse(response) : undefined),
+  encodeResponse: (response) => (response instanceof PackedPredictResponse && response.rejectedRows === undefined ? encodePredictResponse(response) : undefined),
 };
 
 /** PredictLabel's request codec (its response is small and left to protobuf-es). */
@@ -373,7 +385,7 @@ export const predictLabelWire: MethodWire = {
 
 // Type checks: the decoded messages read as the generated message types.
 void ((r: PackedPredictResponse): MessageInitShape<typeof PredictResponseSchema> => r);
-void ((r: DecodedPredictRequest): Pick<PredictRequest, "$typeName" | "model" | "version" | "rows"> => r);
+void ((r: DecodedPredictRequest): Pick<PredictRequest, "$typeName" | "model" | "version" | "rows" | "invalidRows"> => r);
 void ((r: DecodedPredictLabelRequest): Pick<PredictLabelRequest, "$typeName" | "rows"> => r);
 
 /** Bytes of fields 1 (model) and 2 (version), which PredictRequest and PredictResponse share. */

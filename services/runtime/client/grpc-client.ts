@@ -3,7 +3,7 @@ import * as net from "node:net";
 import * as tls from "node:tls";
 import { create, fromBinary, toBinary, type DescMethodUnary, type MessageInitShape, type MessageShape } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
-import type { MeshCredentials } from "./security/mesh-credentials.js";
+import type { MeshCredentials } from "./mesh-credentials.js";
 
 /** Options of one call. */
 export interface CallOptions {

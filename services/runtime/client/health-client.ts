@@ -1,7 +1,7 @@
 import { Code, ConnectError } from "@connectrpc/connect";
-import { Health, HealthCheckResponse_ServingStatus as ServingStatus } from "../../gen/grpc/health/v1/health_pb.js";
+import { Health, HealthCheckResponse_ServingStatus as ServingStatus } from "../../../gen/grpc/health/v1/health_pb.js";
 import { GrpcClient } from "./grpc-client.js";
-import type { MeshCredentials } from "./security/mesh-credentials.js";
+import type { MeshCredentials } from "./mesh-credentials.js";
 
 /**
  * Asks a server for a service's health over native gRPC ("" for the whole server). Resolves to

@@ -1,8 +1,9 @@
 import { readFileSync } from "node:fs";
 import * as http from "node:http";
 import * as https from "node:https";
-import { ConfigError, envString, type Env } from "../config.js";
-import { loadClientTls, type ClientTls } from "./tls.js";
+import type { MeshClientSettings } from "../env/settings.js";
+import { ConfigError } from "../env/variables.js";
+import { loadClientTls, type ClientTls } from "../security/tls.js";
 
 /**
  * What a service presents when it calls another mesh service: TLS settings (tls.ts) and its
@@ -15,8 +16,9 @@ export interface MeshCredentials {
   readonly authorization?: string;
 }
 
-export function loadMeshCredentials(env: Env): MeshCredentials {
-  const tokenFile = envString(env, "MESH_TOKEN_FILE", "");
+/** Reads the mesh token and TLS files the settings name (env/settings.ts loadMeshClientSettings). */
+export function loadMeshCredentials(settings: MeshClientSettings): MeshCredentials {
+  const { tokenFile } = settings;
   let authorization: string | undefined;
   if (tokenFile !== "") {
     let token: string;
@@ -28,7 +30,7 @@ export function loadMeshCredentials(env: Env): MeshCredentials {
     if (!/^\S+$/.test(token)) throw new ConfigError("MESH_TOKEN_FILE", `${tokenFile} must hold one token`);
     authorization = `Bearer ${token}`;
   }
-  return Object.freeze({ tls: loadClientTls(env), authorization });
+  return Object.freeze({ tls: loadClientTls(settings.tls), authorization });
 }
 
 /** The URL scheme mesh clients dial with these credentials. */

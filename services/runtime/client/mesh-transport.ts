@@ -1,6 +1,6 @@
 import type { Interceptor, Transport } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
-import { meshScheme, type MeshCredentials } from "./security/mesh-credentials.js";
+import { meshScheme, type MeshCredentials } from "./mesh-credentials.js";
 
 /**
  * The transport a mesh service or the CLI uses to call another mesh service that streams

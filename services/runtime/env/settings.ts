@@ -1,100 +1,13 @@
 /**
- * Environment parsing shared by every service: each variable is read once at boot and
- * validated; a bad value throws a ConfigError that names the variable, and the process exits
- * with that message instead of starting half-configured.
+ * The settings every service shares, parsed from the environment in one place and handed to
+ * the loaders that act on them (security/tls.ts reads the PEM files, security/credentials.ts
+ * the token file, client/mesh-credentials.ts the mesh token, observability/tracing.ts starts
+ * the exporter). Services parse their own variables in their config.ts with the same parsers
+ * (variables.ts). README.md's configuration table lists every variable.
  */
 
-import { loadLimitSettings, type LimitSettings } from "./security/limits.js";
-import { loadServerTls, type ServerTls } from "./security/tls.js";
-
-export type Env = Readonly<Record<string, string | undefined>>;
-
-/** Which browser origins may call a service (CORS): none (the default), a list, or any. */
-export type CorsOrigins = readonly string[] | "*";
-
-/** A missing or malformed environment variable; its message names the variable. */
-export class ConfigError extends Error {
-  constructor(
-    readonly variable: string,
-    problem: string,
-  ) {
-    super(`${variable}: ${problem}`);
-    this.name = "ConfigError";
-  }
-}
-
-/** A non-empty string, or the default when unset or empty. */
-export function envString(env: Env, name: string, fallback: string): string {
-  const raw = env[name];
-  return raw === undefined || raw === "" ? fallback : raw;
-}
-
-/** An integer within [min, max], or the default when unset or empty. */
-export function envInt(env: Env, name: string, fallback: number, min: number, max: number): number {
-  const raw = env[name];
-  if (raw === undefined || raw === "") return fallback;
-  if (!/^-?\d+$/.test(raw.trim())) throw new ConfigError(name, `must be an integer, got "${raw}"`);
-  const value = Number(raw);
-  if (value < min || value > max) {
-    throw new ConfigError(name, `must be between ${min} and ${max}, got ${value}`);
-  }
-  return value;
-}
-
-/** A TCP port (1..65535), or 0 for "any free port" when allowZero. */
-export function envPort(env: Env, name: string, fallback: number): number {
-  return envInt(env, name, fallback, 0, 65535);
-}
-
-const durationUnits: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
-
-/**
- * A duration such as "500ms", "2s", "1m" or a bare number of milliseconds, returned in
- * milliseconds and required to lie within [minMs, maxMs].
- */
-export function envDurationMs(env: Env, name: string, fallbackMs: number, minMs: number, maxMs: number): number {
-  const raw = env[name];
-  if (raw === undefined || raw === "") return fallbackMs;
-  const match = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(raw.trim());
-  if (!match) throw new ConfigError(name, `must be a duration like 500ms, 2s or 1m, got "${raw}"`);
-  const ms = Number(match[1]) * durationUnits[match[2] ?? "ms"];
-  if (ms < minMs || ms > maxMs) {
-    throw new ConfigError(name, `must be between ${minMs}ms and ${maxMs}ms, got ${ms}ms`);
-  }
-  return ms;
-}
-
-/** One of a fixed set of values, or the default when unset or empty. */
-export function envEnum<T extends string>(env: Env, name: string, fallback: T, allowed: readonly T[]): T {
-  const raw = env[name];
-  if (raw === undefined || raw === "") return fallback;
-  if (!(allowed as readonly string[]).includes(raw)) {
-    throw new ConfigError(name, `must be one of ${allowed.join(", ")}, got "${raw}"`);
-  }
-  return raw as T;
-}
-
-/**
- * Browser origins allowed to call a service cross-origin (CORS): "*", or a comma-separated
- * list of origins such as "http://127.0.0.1:50050"; empty or unset: none.
- */
-export function envOrigins(env: Env, name: string): CorsOrigins {
-  const raw = (env[name] ?? "").trim();
-  if (raw === "*") return "*";
-  const origins = raw.split(",").map((o) => o.trim()).filter((o) => o !== "");
-  for (const origin of origins) {
-    let parsed: URL | undefined;
-    try {
-      parsed = new URL(origin);
-    } catch {
-      parsed = undefined;
-    }
-    if (parsed === undefined || parsed.origin !== origin) {
-      throw new ConfigError(name, `"${origin}" is not an origin like http://127.0.0.1:50050 (scheme, host and port only)`);
-    }
-  }
-  return Object.freeze(origins);
-}
+import { envDurationMs, envEnum, envInt, envOrigins, envPort, envString, ConfigError, type CorsOrigins, type Env } from "./variables.js";
+import { servicePorts, type ServiceName } from "./service-ports.js";
 
 export const logLevels = ["trace", "debug", "info", "warn", "error", "fatal", "silent"] as const;
 export type LogLevel = (typeof logLevels)[number];
@@ -117,8 +30,8 @@ export interface ServerConfig {
   readonly grpcStack: GrpcStack;
   /** Web page origins allowed to call the service from a browser (CORS). */
   readonly corsOrigins: CorsOrigins;
-  /** TLS for the whole port (security/tls.ts); undefined: plaintext. */
-  readonly tls: ServerTls | undefined;
+  /** TLS for the whole port (loaded by security/tls.ts); undefined: plaintext. */
+  readonly tls: ServerTlsFiles | undefined;
   /** Per-client limits on expensive calls (security/limits.ts). */
   readonly limits: LimitSettings;
   /** HTTP/1.1: how long a client may take to send a request's headers, and the whole request. */
@@ -128,22 +41,6 @@ export interface ServerConfig {
 
 export const grpcStacks = ["grpc-js", "connect-node"] as const;
 export type GrpcStack = (typeof grpcStacks)[number];
-
-/**
- * The default port of each service, and the variable that overrides it (console: the web
- * console's page; echo: diagnostics).
- */
-export const servicePorts = {
-  registry: { variable: "REGISTRY_PORT", port: 50051 },
-  predictor: { variable: "PREDICTOR_PORT", port: 50052 },
-  batch: { variable: "BATCH_PORT", port: 50053 },
-  proxy: { variable: "PROXY_PORT", port: 50054 },
-  console: { variable: "CONSOLE_PORT", port: 50050 },
-  "batch-worker": { variable: "BATCH_WORKER_PORT", port: 0 },
-  echo: { variable: "ECHO_PORT", port: 50059 },
-} as const;
-
-export type ServiceName = keyof typeof servicePorts;
 
 /** Reads the shared server settings for one service. */
 export function loadServerConfig(env: Env, service: ServiceName): ServerConfig {
@@ -156,7 +53,7 @@ export function loadServerConfig(env: Env, service: ServiceName): ServerConfig {
     maxMessageBytes: envInt(env, "MAX_MESSAGE_BYTES", 4 * 1024 * 1024, 1024, 256 * 1024 * 1024),
     grpcStack: envEnum(env, "GRPC_STACK", "grpc-js", grpcStacks),
     corsOrigins: envOrigins(env, "CORS_ORIGINS"),
-    tls: loadServerTls(env),
+    tls: loadServerTlsFiles(env),
     limits: loadLimitSettings(env),
     httpHeadersTimeoutMs: envDurationMs(env, "HTTP_HEADERS_TIMEOUT", 10_000, 100, 600_000),
     httpRequestTimeoutMs: envDurationMs(env, "HTTP_REQUEST_TIMEOUT", 60_000, 100, 3_600_000),
@@ -169,4 +66,147 @@ export function loadServerConfig(env: Env, service: ServiceName): ServerConfig {
  */
 export function envSqliteBusyTimeoutMs(env: Env): number {
   return envDurationMs(env, "SQLITE_BUSY_TIMEOUT", 5000, 0, 600_000);
+}
+
+/** Per-client limits on expensive calls (enforced by security/limits.ts). */
+export interface LimitSettings {
+  readonly concurrency: number;
+  readonly ratePerSecond: number;
+  readonly burst: number;
+  readonly largeRequestBytes: number;
+}
+
+function loadLimitSettings(env: Env): LimitSettings {
+  const ratePerSecond = envInt(env, "LIMIT_RATE", 50, 1, 1_000_000);
+  return Object.freeze({
+    concurrency: envInt(env, "LIMIT_CONCURRENCY", 16, 1, 100_000),
+    ratePerSecond,
+    burst: envInt(env, "LIMIT_BURST", 2 * ratePerSecond, 1, 10_000_000),
+    largeRequestBytes: envInt(env, "LIMIT_LARGE_REQUEST_BYTES", 262_144, 1, 1 << 30),
+  });
+}
+
+/** A PEM file named by a variable (the name goes with it, for error messages). */
+export interface PemFile {
+  readonly variable: string;
+  readonly path: string;
+}
+
+/**
+ * TLS_CERT_FILE and TLS_KEY_FILE (PEM) turn TLS on for the whole port; TLS_CLIENT_CA_FILE also
+ * requires every client to present a certificate that CA signed (mTLS).
+ */
+export interface ServerTlsFiles {
+  readonly cert: PemFile;
+  readonly key: PemFile;
+  readonly clientCa?: PemFile;
+}
+
+/**
+ * What mesh clients trust (TLS_CA_FILE: set, they dial TLS) and the certificate they present
+ * when asked (TLS_CLIENT_CERT_FILE, TLS_CLIENT_KEY_FILE).
+ */
+export interface ClientTlsFiles {
+  readonly ca: PemFile;
+  readonly cert?: PemFile;
+  readonly key?: PemFile;
+}
+
+function pemFile(env: Env, variable: string): PemFile | undefined {
+  const path = envString(env, variable, "");
+  return path === "" ? undefined : { variable, path };
+}
+
+function loadServerTlsFiles(env: Env): ServerTlsFiles | undefined {
+  const cert = pemFile(env, "TLS_CERT_FILE");
+  const key = pemFile(env, "TLS_KEY_FILE");
+  const clientCa = pemFile(env, "TLS_CLIENT_CA_FILE");
+  if ((cert === undefined) !== (key === undefined)) {
+    throw new ConfigError(cert === undefined ? "TLS_CERT_FILE" : "TLS_KEY_FILE", "TLS needs both TLS_CERT_FILE and TLS_KEY_FILE");
+  }
+  if (cert === undefined || key === undefined) {
+    if (clientCa !== undefined) throw new ConfigError("TLS_CLIENT_CA_FILE", "client certificates need TLS: set TLS_CERT_FILE and TLS_KEY_FILE");
+    return undefined;
+  }
+  return Object.freeze({ cert, key, clientCa });
+}
+
+function loadClientTlsFiles(env: Env): ClientTlsFiles | undefined {
+  const ca = pemFile(env, "TLS_CA_FILE");
+  const cert = pemFile(env, "TLS_CLIENT_CERT_FILE");
+  const key = pemFile(env, "TLS_CLIENT_KEY_FILE");
+  if ((cert === undefined) !== (key === undefined)) {
+    throw new ConfigError(cert === undefined ? "TLS_CLIENT_CERT_FILE" : "TLS_CLIENT_KEY_FILE", "a client certificate needs both TLS_CLIENT_CERT_FILE and TLS_CLIENT_KEY_FILE");
+  }
+  if (ca === undefined) {
+    if (cert !== undefined) throw new ConfigError("TLS_CA_FILE", "a client certificate is only sent over TLS: set TLS_CA_FILE");
+    return undefined;
+  }
+  return Object.freeze({ ca, cert, key });
+}
+
+/** How this process calls other mesh services: TLS, and its own token (MESH_TOKEN_FILE). */
+export interface MeshClientSettings {
+  readonly tls: ClientTlsFiles | undefined;
+  /** A file holding the bearer token ("" for none): never the token itself, which `ps` shows. */
+  readonly tokenFile: string;
+}
+
+export function loadMeshClientSettings(env: Env): MeshClientSettings {
+  return Object.freeze({ tls: loadClientTlsFiles(env), tokenFile: envString(env, "MESH_TOKEN_FILE", "") });
+}
+
+/** Who may call: static tokens (AUTH_TOKENS_FILE) and/or JWTs (AUTH_JWKS); neither: authentication off. */
+export interface AuthSettings {
+  readonly tokensFile: string;
+  /** A JWK set: a file, or an http(s) URL. */
+  readonly jwks: string;
+  readonly jwtIssuer: string | undefined;
+  readonly jwtAudience: string | undefined;
+  readonly jwtRoleClaim: string;
+}
+
+function loadAuthSettings(env: Env): AuthSettings {
+  return Object.freeze({
+    tokensFile: envString(env, "AUTH_TOKENS_FILE", ""),
+    jwks: envString(env, "AUTH_JWKS", ""),
+    jwtIssuer: envString(env, "AUTH_JWT_ISSUER", "") || undefined,
+    jwtAudience: envString(env, "AUTH_JWT_AUDIENCE", "") || undefined,
+    jwtRoleClaim: envString(env, "AUTH_JWT_ROLE_CLAIM", "roles"),
+  });
+}
+
+/** Where spans go: OTEL_EXPORTER_OTLP_ENDPOINT (unset: ids only, nothing exported). */
+export interface TracingSettings {
+  readonly otlpEndpoint: string | undefined;
+  /** OTEL_BSP_SCHEDULE_DELAY: how long spans wait to be exported in a batch. */
+  readonly scheduleDelayMs: number;
+}
+
+export function loadTracingSettings(env: Env): TracingSettings {
+  return Object.freeze({
+    otlpEndpoint: envString(env, "OTEL_EXPORTER_OTLP_ENDPOINT", "") || undefined,
+    scheduleDelayMs: envInt(env, "OTEL_BSP_SCHEDULE_DELAY", 5000, 0, 600_000),
+  });
+}
+
+/** Everything a service process shares with the others, parsed once at boot. */
+export interface SharedSettings {
+  readonly server: ServerConfig;
+  readonly meshClient: MeshClientSettings;
+  readonly auth: AuthSettings;
+  readonly tracing: TracingSettings;
+  /** METRICS=off turns the RPC metrics off (benchmarks measure their cost). */
+  readonly metricsEnabled: boolean;
+}
+
+/** Parses the shared settings of one service; a bad variable throws a ConfigError naming it. */
+export function loadSharedSettings(env: Env, service: ServiceName): SharedSettings {
+  return Object.freeze({
+    server: loadServerConfig(env, service),
+    meshClient: loadMeshClientSettings(env),
+    auth: loadAuthSettings(env),
+    tracing: loadTracingSettings(env),
+    metricsEnabled: envEnum(env, "METRICS", "on", ["on", "off"]) === "on",
+  });
 }

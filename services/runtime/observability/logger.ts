@@ -1,5 +1,5 @@
 import { pino, type Logger } from "pino";
-import type { LogLevel } from "../config.js";
+import type { LogLevel } from "../env/settings.js";
 
 export type { Logger };
 

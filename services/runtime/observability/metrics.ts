@@ -14,9 +14,14 @@ export const metricsRegistry = new Registry();
 
 /**
  * METRICS=off turns the RPC metrics into no-ops (GET /metrics still answers, with the process
- * metrics): only to measure what metrics cost (docs/benchmarks.md).
+ * metrics): only to measure what metrics cost (docs/benchmarks.md). Set once at boot
+ * (setMetricsEnabled, from env/settings.ts), before the first call.
  */
-export const metricsEnabled = process.env.METRICS !== "off";
+export let metricsEnabled = true;
+
+export function setMetricsEnabled(enabled: boolean): void {
+  metricsEnabled = enabled;
+}
 
 collectDefaultMetrics({ register: metricsRegistry });
 // prom-client also reports three totals of its per-type gauges (nodejs_active_handles,

@@ -4,6 +4,7 @@ import { ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type Span, type Tracer }
 import { OTLPTraceExporter } from "@opentelemetry/exporter-trace-otlp-http";
 import { resourceFromAttributes } from "@opentelemetry/resources";
 import { BatchSpanProcessor, TracerProvider } from "@opentelemetry/sdk-trace";
+import type { TracingSettings } from "../env/settings.js";
 
 /*
  * W3C trace context through the mesh. Every RPC belongs to a trace: the caller's (its
@@ -52,19 +53,18 @@ export function parseTraceparent(value: string | null | undefined): { traceId: s
 }
 
 /**
- * The process's tracing, from the environment: OTLP export when OTEL_EXPORTER_OTLP_ENDPOINT
- * is set (spans sent to <endpoint>/v1/traces in batches every OTEL_BSP_SCHEDULE_DELAY ms,
- * default 5000), else ids only.
+ * The process's tracing (settings from env/settings.ts): OTLP export when an endpoint is set
+ * (spans sent to <endpoint>/v1/traces in batches every scheduleDelayMs), else ids only.
  */
-export function createTracing(service: string, env: Readonly<Record<string, string | undefined>>): Tracing {
-  const endpoint = env.OTEL_EXPORTER_OTLP_ENDPOINT;
+export function createTracing(service: string, settings: TracingSettings): Tracing {
+  const endpoint = settings.otlpEndpoint;
   if (!endpoint) return idsOnlyTracing;
   const provider = new TracerProvider({
     resource: resourceFromAttributes({ "service.name": `mlmesh-${service}` }),
     spanProcessors: [
       new BatchSpanProcessor({
         exporter: new OTLPTraceExporter({ url: `${endpoint.replace(/\/+$/, "")}/v1/traces` }),
-        scheduledDelayMillis: Number(env.OTEL_BSP_SCHEDULE_DELAY ?? 5000),
+        scheduledDelayMillis: settings.scheduleDelayMs,
       }),
     ],
   });

@@ -3,7 +3,8 @@ import { readFileSync, statSync, unwatchFile, watchFile } from "node:fs";
 import { Code, ConnectError, createContextKey } from "@connectrpc/connect";
 import { createLocalJWKSet, createRemoteJWKSet, jwtVerify, type JWTVerifyGetKey } from "jose";
 import { Role } from "../../../gen/mlmesh/policy/v1/policy_pb.js";
-import { ConfigError, envString, type Env } from "../config.js";
+import type { AuthSettings } from "../env/settings.js";
+import { ConfigError } from "../env/variables.js";
 import type { Logger } from "../observability/logger.js";
 
 /*
@@ -51,12 +52,11 @@ export interface Authenticator {
 }
 
 /** The authenticator the environment asks for, or undefined (authentication off). */
-export function loadAuthenticator(env: Env, logger: Logger): Authenticator | undefined {
-  const tokensFile = envString(env, "AUTH_TOKENS_FILE", "");
-  const jwks = envString(env, "AUTH_JWKS", "");
+export function loadAuthenticator(settings: AuthSettings, logger: Logger): Authenticator | undefined {
+  const { tokensFile, jwks } = settings;
   if (tokensFile === "" && jwks === "") return undefined;
   const tokens = tokensFile === "" ? undefined : new StaticTokens(tokensFile, logger);
-  const jwt = jwks === "" ? undefined : new JwtVerifier(env, jwks);
+  const jwt = jwks === "" ? undefined : new JwtVerifier(settings);
   const description = [tokens && `tokens from ${tokensFile}`, jwt && `JWTs signed by ${jwks}`].filter(Boolean).join(", ");
   return {
     description,
@@ -161,7 +161,8 @@ class JwtVerifier {
   private readonly roleClaim: string;
   private readonly verified = new Map<string, { principal: Principal; expiresAtMs: number }>();
 
-  constructor(env: Env, jwks: string) {
+  constructor(settings: AuthSettings) {
+    const { jwks } = settings;
     if (/^https?:\/\//.test(jwks)) {
       this.keys = createRemoteJWKSet(new URL(jwks));
     } else {
@@ -171,9 +172,9 @@ class JwtVerifier {
         throw new ConfigError("AUTH_JWKS", `cannot read the key set ${jwks}: ${(err as Error).message}`);
       }
     }
-    this.issuer = envString(env, "AUTH_JWT_ISSUER", "") || undefined;
-    this.audience = envString(env, "AUTH_JWT_AUDIENCE", "") || undefined;
-    this.roleClaim = envString(env, "AUTH_JWT_ROLE_CLAIM", "roles");
+    this.issuer = settings.jwtIssuer;
+    this.audience = settings.jwtAudience;
+    this.roleClaim = settings.jwtRoleClaim;
   }
 
   async verify(token: string): Promise<Principal | undefined> {

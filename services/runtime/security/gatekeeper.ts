@@ -1,9 +1,8 @@
 import { createContextKey, type HandlerContext } from "@connectrpc/connect";
-import type { DescMethod } from "@bufbuild/protobuf";
 import { Role } from "../../../gen/mlmesh/policy/v1/policy_pb.js";
 import { authorize, principalKey, type Authenticator, type Principal } from "./credentials.js";
 import type { ClientLimits } from "./limits.js";
-import { methodPolicy } from "./policy.js";
+import type { MethodPolicy } from "./policy.js";
 
 /** What the transport knows of a call before its handler runs (set by both serving stacks). */
 export interface RequestFacts {
@@ -15,11 +14,14 @@ export interface RequestFacts {
 
 export const requestFactsKey = createContextKey<RequestFacts | undefined>(undefined, { description: "the call's size and peer" });
 
+/** What the gate reads of a call: its headers and context values. */
+type CallFacts = Pick<HandlerContext, "requestHeader" | "values">;
+
 /** Ends an admitted call's claim on its client's limits. */
 export type Release = () => void;
 
 /**
- * The checks every RPC passes before its handler runs, on both serving stacks (instrument.ts):
+ * The checks every call passes before its handler runs, on every path (serve/pipeline.ts):
  * the caller's credential (UNAUTHENTICATED), its role against the method's policy
  * (PERMISSION_DENIED), and, for expensive calls, its client's limits (RESOURCE_EXHAUSTED).
  */
@@ -29,9 +31,9 @@ export class Gatekeeper {
     readonly limits: ClientLimits,
   ) {}
 
-  /** The checks of one method (its policy read once). */
-  forMethod(method: DescMethod): MethodGate {
-    return new MethodGate(this, method);
+  /** The checks of one route (an RPC or a plain HTTP route) under its policy. */
+  forRoute(name: string, policy: MethodPolicy): MethodGate {
+    return new MethodGate(this, name, policy);
   }
 }
 
@@ -42,16 +44,16 @@ export class MethodGate {
 
   constructor(
     private readonly gatekeeper: Gatekeeper,
-    method: DescMethod,
+    name: string,
+    policy: MethodPolicy,
   ) {
-    const policy = methodPolicy(method);
     this.role = policy.role;
     this.limited = policy.limited;
-    this.name = method.name;
+    this.name = name;
   }
 
   /** Throws the status that refuses the call, or admits it (with a Release when it counts against a limit). */
-  admit(ctx: HandlerContext): Release | undefined | Promise<Release | undefined> {
+  admit(ctx: CallFacts): Release | undefined | Promise<Release | undefined> {
     const { authenticator } = this.gatekeeper;
     if (authenticator === undefined || this.role === Role.ANYONE) return this.limit(ctx, undefined);
     const principal = authenticator.authenticate(ctx.requestHeader.get("authorization"));
@@ -59,13 +61,13 @@ export class MethodGate {
     return this.admitPrincipal(ctx, principal);
   }
 
-  private admitPrincipal(ctx: HandlerContext, principal: Principal): Release | undefined {
+  private admitPrincipal(ctx: CallFacts, principal: Principal): Release | undefined {
     authorize(principal, this.role, this.name);
     ctx.values.set(principalKey, principal);
     return this.limit(ctx, principal);
   }
 
-  private limit(ctx: HandlerContext, principal: Principal | undefined): Release | undefined {
+  private limit(ctx: CallFacts, principal: Principal | undefined): Release | undefined {
     const facts = ctx.values.get(requestFactsKey);
     const large = facts !== undefined && facts.requestBytes > this.gatekeeper.limits.settings.largeRequestBytes;
     if (!this.limited && !large) return undefined;

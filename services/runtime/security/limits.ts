@@ -1,5 +1,5 @@
 import { Code, ConnectError } from "@connectrpc/connect";
-import { envInt, type Env } from "../config.js";
+import type { LimitSettings } from "../env/settings.js";
 
 /*
  * Per-client limits on expensive calls (the RPCs whose policy says `limited`, and any call whose
@@ -9,23 +9,6 @@ import { envInt, type Env } from "../config.js";
  * call fails at once with RESOURCE_EXHAUSTED, saying when to retry (also as the retry-after-ms
  * trailer), and costs nothing more — one client's flood does not slow the others.
  */
-
-export interface LimitSettings {
-  readonly concurrency: number;
-  readonly ratePerSecond: number;
-  readonly burst: number;
-  readonly largeRequestBytes: number;
-}
-
-export function loadLimitSettings(env: Env): LimitSettings {
-  const ratePerSecond = envInt(env, "LIMIT_RATE", 50, 1, 1_000_000);
-  return Object.freeze({
-    concurrency: envInt(env, "LIMIT_CONCURRENCY", 16, 1, 100_000),
-    ratePerSecond,
-    burst: envInt(env, "LIMIT_BURST", 2 * ratePerSecond, 1, 10_000_000),
-    largeRequestBytes: envInt(env, "LIMIT_LARGE_REQUEST_BYTES", 262_144, 1, 1 << 30),
-  });
-}
 
 /** How long an idle client's bucket is kept. */
 const idleMs = 60_000;

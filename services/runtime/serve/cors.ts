@@ -1,6 +1,6 @@
 import { cors } from "@connectrpc/connect";
-import type { CorsOrigins } from "./config.js";
-import type { HttpHandler } from "./server.js";
+import type { CorsOrigins } from "../env/variables.js";
+import type { HttpHandler } from "./http-routes.js";
 
 /** Headers our handlers send that browser code may read, beyond the protocols' own. */
 const ourExposedHeaders = ["x-request-id"];

@@ -2,11 +2,13 @@ import { once } from "node:events";
 import * as grpc from "@grpc/grpc-js";
 import { create, fromBinary, toBinary, type DescMessage, type DescMethod, type DescService } from "@bufbuild/protobuf";
 import { Code, ConnectError, createContextValues, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
+import { setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
 import { codeName } from "./errors.js";
-import { logRpc, markValidated, type MethodWire } from "./instrument.js";
-import { methodMetrics } from "./observability/metrics.js";
-import type { Logger } from "./observability/logger.js";
-import { requestFactsKey, type RequestFacts } from "./security/gatekeeper.js";
+import { logRpc } from "./pipeline.js";
+import { markValidated, type MethodWire } from "./registration.js";
+import { methodMetrics } from "../observability/metrics.js";
+import type { Logger } from "../observability/logger.js";
+import { requestFactsKey, type RequestFacts } from "../security/gatekeeper.js";
 
 type AnyHandler = (input: unknown, ctx: HandlerContext) => unknown;
 type AnyCall =
@@ -355,9 +357,18 @@ function toMetadata(headers: Headers): grpc.Metadata {
 
 function toServiceError(err: unknown, ctx: HandlerContext): grpc.ServiceError {
   const error = err instanceof ConnectError ? err : ConnectError.from(ctx.signal.aborted ? ctx.signal.reason : err);
+  const metadata = toMetadata(error.metadata);
+  if (error.details.length > 0) {
+    // The details (a google.rpc.BadRequest, say) as every gRPC client reads them: a
+    // google.rpc.Status in the grpc-status-details-bin trailer, encoded as connect-node does.
+    const encoded = setTrailerStatus(new Headers(), error).get(statusDetailsTrailer);
+    if (encoded !== null) metadata.set(statusDetailsTrailer, Buffer.from(encoded, "base64"));
+  }
   return Object.assign(new Error(error.rawMessage), {
     code: error.code as number as grpc.status,
     details: error.rawMessage,
-    metadata: toMetadata(error.metadata),
+    metadata,
   });
 }
+
+const statusDetailsTrailer = "grpc-status-details-bin";

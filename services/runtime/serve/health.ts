@@ -3,8 +3,8 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import {
   Health,
   HealthCheckResponse_ServingStatus as ServingStatus,
-} from "../../gen/grpc/health/v1/health_pb.js";
-import { serve, type ServiceRegistration } from "./instrument.js";
+} from "../../../gen/grpc/health/v1/health_pb.js";
+import { serve, type ServiceRegistration } from "./registration.js";
 
 export { ServingStatus };
 

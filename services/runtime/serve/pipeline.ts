@@ -1,95 +1,238 @@
 import { randomUUID } from "node:crypto";
 import { create, type DescMessage, type DescMethod, type DescService, type MessageShape } from "@bufbuild/protobuf";
+import { pathToString } from "@bufbuild/protobuf/reflect";
 import { createValidator, type Validator } from "@bufbuild/protovalidate";
 import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
-import { codeName, toConnectError } from "./errors.js";
-import type { Logger } from "./observability/logger.js";
-import { methodMetrics, type MethodMetrics } from "./observability/metrics.js";
-import { traceSpanKey, type Tracing } from "./observability/tracing.js";
-import { principalKey } from "./security/credentials.js";
-import type { Gatekeeper, Release } from "./security/gatekeeper.js";
+import type { Role } from "../../../gen/mlmesh/policy/v1/policy_pb.js";
+import { codeName, invalidArgument, toConnectError } from "./errors.js";
+import type { Logger } from "../observability/logger.js";
+import { methodMetrics, type MethodMetrics } from "../observability/metrics.js";
+import { traceSpanKey, type TraceSpan, type Tracing } from "../observability/tracing.js";
+import { principalKey } from "../security/credentials.js";
+import type { Gatekeeper, MethodGate, Release } from "../security/gatekeeper.js";
+import { methodPolicy, type MethodPolicy } from "../security/policy.js";
+import { isValidated, type ServiceRegistration } from "./registration.js";
 
-/** Handlers of a service as written by its author; methods left out answer UNIMPLEMENTED. */
-export type PartialServiceImpl<S extends DescService> = Partial<ServiceImpl<S>>;
-
-/** A service descriptor with its (possibly partial) implementation. */
-export interface ServiceRegistration<S extends DescService = DescService> {
-  readonly service: S;
-  readonly impl: PartialServiceImpl<S>;
-  /** Hand-written codecs of some methods, for the native gRPC path (by method local name). */
-  readonly wire?: Readonly<Record<string, MethodWire>>;
-}
-
-/**
- * A method's hand-written wire codec (runtime/wire/), used by the native gRPC path where
- * protobuf-es reflection and protovalidate cost more than the work (per-row messages).
+/*
+ * The per-call pipeline: what every call goes through, whichever path carries it — native gRPC
+ * (grpc-js), gRPC-web and Connect (connect-node), and the plain HTTP routes (the Open Inference
+ * Protocol's /v2 REST binding, GET /metrics, the console's files: http-routes.ts). The steps, in
+ * the order they run:
+ *   1. request id: the caller's x-request-id, or a new one, echoed in the response header;
+ *   2. trace: a span of the caller's trace (W3C traceparent) or a new one, in ctx.values for the
+ *      calls the handler makes (observability/tracing.ts);
+ *   3. metrics: in flight now; at the end requests by protocol and code, and latency;
+ *   4. identity and roles: the caller's bearer token (UNAUTHENTICATED), its role against the
+ *      route's policy (PERMISSION_DENIED; security/gatekeeper.ts);
+ *   5. limits: expensive or large calls against the client's limits (RESOURCE_EXHAUSTED);
+ *   6. deadline: the transport's signal (ctx.signal) aborts at the caller's deadline or cancel;
+ *      an abort becomes DEADLINE_EXCEEDED or CANCELLED (errors.ts), never INTERNAL;
+ *   7. validation (RPCs): protovalidate, INVALID_ARGUMENT with the field path and rule id,
+ *      unless a MethodWire decoder already checked the same rules;
+ *   8. the handler;
+ *   9. error mapping: no stack trace or internal message reaches a client;
+ *  10. the log line: one JSON line per call — route, protocol, status code, duration, request
+ *      id, trace and span ids, the caller's name when authenticated (never its token).
+ * Everything a route needs is resolved once (RoutePipeline); a call allocates one InFlightCall.
  */
-export interface MethodWire {
-  /**
-   * The request, decoded and checked against every rule of its .proto (marked as such with
-   * markValidated), or undefined to leave the bytes to protobuf-es and protovalidate, whose
-   * answer (errors included) then stands.
-   */
-  decodeRequest(bytes: Buffer): object | undefined;
-  /** The response's bytes, exactly as protobuf-es writes them; undefined to leave it to protobuf-es. */
-  encodeResponse(response: unknown): Uint8Array | undefined;
+
+/** What the steps read and write of a call; connect's HandlerContext has it, and so does an HTTP route's. */
+export type CallContext = Pick<HandlerContext, "requestHeader" | "responseHeader" | "values" | "signal" | "protocolName">;
+
+/** Who may take a route and how it is logged. */
+export interface RouteSpec {
+  /** The name in logs and metrics: "/pkg.Service/Method", or "GET /metrics" for a plain HTTP route. */
+  readonly name: string;
+  readonly policy: MethodPolicy;
+  /** A liveness or readiness probe, a scrape or reflection (polled every few seconds): logged at debug level when OK. */
+  readonly quiet?: boolean;
 }
 
-/** Builds a registration; the generic keeps the handler types checked against the descriptor. */
-export function serve<S extends DescService>(service: S, impl: PartialServiceImpl<S>, wire?: ServiceRegistration["wire"]): ServiceRegistration {
-  return { service, impl, wire } as unknown as ServiceRegistration;
-}
-
-/** Requests a MethodWire decoder has already checked against their rules. */
-const validatedRequests = new WeakSet<object>();
-
-/** Marks a request as checked against its contract's rules while decoded (MethodWire). */
-export function markValidated(request: object): void {
-  validatedRequests.add(request);
-}
-
-type AnyHandler = (input: unknown, ctx: HandlerContext) => unknown;
-
-/** Options of instrumentService. */
-export interface InstrumentOptions {
+/** Options of a CallPipeline. */
+export interface PipelineOptions {
   readonly logger: Logger;
-  readonly validator: Validator;
   readonly tracing: Tracing;
   /** Credentials, roles and per-client limits (security/gatekeeper.ts); none: every call admitted. */
   readonly gatekeeper?: Gatekeeper;
 }
 
-/** One validator per process: it caches the compiled rules of every message it has seen. */
-export function createRequestValidator(): Validator {
-  return createValidator();
+/** The pipeline of one server: one RoutePipeline per route, made once and kept. */
+export class CallPipeline {
+  /** One validator per process: it caches the compiled rules of every message it has seen. */
+  readonly validator: Validator = createValidator();
+  readonly #routes = new Map<string, RoutePipeline>();
+
+  constructor(readonly options: PipelineOptions) {}
+
+  /** The pipeline of an RPC, with its policy from the .proto's (mlmesh.policy.v1.policy) option. */
+  forMethod(method: DescMethod): RoutePipeline {
+    const name = `/${method.parent.typeName}/${method.name}`;
+    return this.forRoute({ name, policy: methodPolicy(method), quiet: name.startsWith("/grpc.") });
+  }
+
+  /** The pipeline of a route (an RPC, or a plain HTTP route); the first spec given for a name stands. */
+  forRoute(spec: RouteSpec): RoutePipeline {
+    let route = this.#routes.get(spec.name);
+    if (route === undefined) {
+      route = new RoutePipeline(spec, this.options);
+      this.#routes.set(spec.name, route);
+    }
+    return route;
+  }
+
+  /** A service's handlers, each run through its method's pipeline; methods left out answer UNIMPLEMENTED. */
+  wrapService(registration: ServiceRegistration): ServiceImpl<DescService> {
+    const { service, impl } = registration;
+    const handlers = impl as Record<string, AnyHandler | undefined>;
+    const result: Record<string, AnyHandler> = {};
+    for (const method of service.methods) {
+      const handler = handlers[method.localName]?.bind(impl) ?? unimplemented(method);
+      result[method.localName] = this.#wrapMethod(method, handler);
+    }
+    return result as ServiceImpl<DescService>;
+  }
+
+  #wrapMethod(method: DescMethod, handler: AnyHandler): AnyHandler {
+    const route = this.forMethod(method);
+    const { validator } = this;
+    const validate = (input: unknown) => {
+      if (!isValidated(input as object)) validateRequest(validator, method.input, input);
+    };
+    // Compile the request's rules now: the first validation in a process sets up CEL (~100 ms
+    // here, more on a loaded machine), which would otherwise land on the first caller.
+    validator.validate(method.input, create(method.input));
+    switch (method.methodKind) {
+      case "unary":
+        return async (request, ctx) => {
+          const call = route.begin(ctx);
+          try {
+            const admitted = call.admit();
+            if (admitted !== undefined) await admitted;
+            validate(request);
+            const response = await handler(request, ctx);
+            call.finish(undefined);
+            return response;
+          } catch (err) {
+            throw call.finish(toConnectError(err, ctx.signal));
+          }
+        };
+      case "server_streaming":
+        return async function* (request, ctx) {
+          const call = route.begin(ctx);
+          try {
+            await call.admit();
+            validate(request);
+            yield* handler(request, ctx) as AsyncIterable<unknown>;
+            call.finish(undefined);
+          } catch (err) {
+            throw call.finish(toConnectError(err, ctx.signal));
+          }
+        };
+      case "client_streaming":
+        return async (requests, ctx) => {
+          const call = route.begin(ctx);
+          try {
+            await call.admit();
+            const response = await handler(validatedStream(requests as AsyncIterable<unknown>, validate), ctx);
+            call.finish(undefined);
+            return response;
+          } catch (err) {
+            throw call.finish(toConnectError(err, ctx.signal));
+          }
+        };
+      case "bidi_streaming":
+        return async function* (requests, ctx) {
+          const call = route.begin(ctx);
+          try {
+            await call.admit();
+            yield* handler(validatedStream(requests as AsyncIterable<unknown>, validate), ctx) as AsyncIterable<unknown>;
+            call.finish(undefined);
+          } catch (err) {
+            throw call.finish(toConnectError(err, ctx.signal));
+          }
+        };
+    }
+  }
 }
 
-/**
- * Wraps every handler of a service with what each RPC needs, whatever the transport that
- * carries it (grpc-js for native gRPC, connect-node for gRPC-web and Connect):
- *   1. a request id (the caller's x-request-id, or a new one), echoed in the response header;
- *   2. the gatekeeper: the caller's bearer token (UNAUTHENTICATED), its role against the
- *      method's policy (PERMISSION_DENIED), its limits on expensive calls (RESOURCE_EXHAUSTED);
- *   3. protovalidate: a request that breaks a rule of its .proto fails INVALID_ARGUMENT with
- *      the field path and rule id, before the handler runs (unless a MethodWire decoder
- *      already checked the same rules);
- *   4. error mapping (toConnectError): no stack trace or internal message reaches a client;
- *   5. a span of the caller's trace (W3C traceparent) or a new one, in ctx.values for the
- *      calls the handler makes (observability/tracing.ts);
- *   6. metrics: requests by protocol and code, latency, in flight (observability/metrics.ts);
- *   7. one JSON log line per RPC: method, status code, duration, request id, trace and span ids,
- *      the caller's name when authenticated (never its token).
- * Methods the author did not implement answer UNIMPLEMENTED.
- */
-export function instrumentService(registration: ServiceRegistration, options: InstrumentOptions): ServiceImpl<DescService> {
-  const { service, impl } = registration;
-  const handlers = impl as Record<string, AnyHandler | undefined>;
-  const result: Record<string, AnyHandler> = {};
-  for (const method of service.methods) {
-    const handler = handlers[method.localName]?.bind(impl) ?? unimplemented(method);
-    result[method.localName] = instrumentMethod(method, handler, options);
+type AnyHandler = (input: unknown, ctx: HandlerContext) => unknown;
+
+/** Everything the steps need of one route, resolved once. */
+export class RoutePipeline {
+  readonly metrics: MethodMetrics;
+  readonly gate: MethodGate | undefined;
+
+  constructor(
+    readonly spec: RouteSpec,
+    readonly options: PipelineOptions,
+  ) {
+    this.metrics = methodMetrics(spec.name);
+    // Refusals name the method as the caller knows it ("Predict"), or the HTTP route ("GET /metrics").
+    const shortName = spec.name.startsWith("/") ? spec.name.slice(spec.name.lastIndexOf("/") + 1) : spec.name;
+    this.gate = options.gatekeeper?.forRoute(shortName, spec.policy);
   }
-  return result as ServiceImpl<DescService>;
+
+  /** Steps 1-3 (request id, trace, metrics); the call then passes admit() and ends with finish(). */
+  begin(ctx: CallContext): InFlightCall {
+    return new InFlightCall(this, ctx);
+  }
+}
+
+/** One call between begin and finish. */
+export class InFlightCall {
+  readonly started = performance.now();
+  readonly requestId: string;
+  readonly span: TraceSpan;
+  #release: Release | undefined;
+
+  constructor(
+    private readonly route: RoutePipeline,
+    private readonly ctx: CallContext,
+  ) {
+    this.requestId = ctx.requestHeader.get("x-request-id") || randomUUID();
+    ctx.responseHeader.set("x-request-id", this.requestId);
+    this.span = route.options.tracing.start(route.spec.name, ctx.requestHeader.get("traceparent"));
+    ctx.values.set(traceSpanKey, this.span);
+    route.metrics.started();
+  }
+
+  /**
+   * Steps 4-5: throws the status that refuses the call, or admits it. A promise only when the
+   * gate must wait (a JWT to verify): static tokens and no authentication stay synchronous.
+   */
+  admit(): Promise<void> | undefined {
+    const admitted = this.route.gate?.admit(this.ctx);
+    if (admitted instanceof Promise) {
+      return admitted.then((release) => {
+        this.#release = release;
+      });
+    }
+    this.#release = admitted;
+    return undefined;
+  }
+
+  /** Metrics, span and the log line of the outcome (undefined: OK); returns the error for rethrowing. */
+  finish<E extends ConnectError | undefined>(error: E): E {
+    this.#release?.();
+    const { route, ctx } = this;
+    const ms = performance.now() - this.started;
+    const code = error === undefined ? "OK" : codeName(error.code);
+    route.metrics.finished(ctx.protocolName, code, ms / 1000);
+    this.span.end(error && { code, message: error.rawMessage });
+    const client = ctx.values.get(principalKey)?.name;
+    logRpc(route.options.logger, {
+      rpc: route.spec.name,
+      protocol: ctx.protocolName,
+      requestId: this.requestId,
+      ms,
+      error,
+      traceId: this.span.traceId,
+      spanId: this.span.spanId,
+      client,
+      quiet: route.spec.quiet,
+    });
+    return error;
+  }
 }
 
 function unimplemented(method: DescMethod): AnyHandler {
@@ -103,83 +246,6 @@ function unimplemented(method: DescMethod): AnyHandler {
   };
 }
 
-function instrumentMethod(method: DescMethod, handler: AnyHandler, options: InstrumentOptions): AnyHandler {
-  const rpc = `/${method.parent.typeName}/${method.name}`;
-  const metrics = methodMetrics(rpc);
-  const validate = (input: unknown) => {
-    if (!validatedRequests.has(input as object)) validateRequest(options.validator, method.input, input);
-  };
-  // Compile the request's rules now: the first validation in a process sets up CEL (~100 ms
-  // here, more on a loaded machine), which would otherwise land on the first caller.
-  options.validator.validate(method.input, create(method.input));
-  const gate = options.gatekeeper?.forMethod(method);
-  // Awaits only when the gate needs to (a JWT to verify): static tokens and no auth stay synchronous.
-  const admit = (ctx: HandlerContext) => gate?.admit(ctx);
-  switch (method.methodKind) {
-    case "unary":
-      return async (request, ctx) => {
-        const call = beginCall(rpc, metrics, ctx, options);
-        let release: Release | undefined;
-        try {
-          const admitted = admit(ctx);
-          release = admitted instanceof Promise ? await admitted : admitted;
-          validate(request);
-          const response = await handler(request, ctx);
-          call.end(undefined);
-          return response;
-        } catch (err) {
-          throw call.end(toConnectError(err, ctx.signal));
-        } finally {
-          release?.();
-        }
-      };
-    case "server_streaming":
-      return async function* (request, ctx) {
-        const call = beginCall(rpc, metrics, ctx, options);
-        let release: Release | undefined;
-        try {
-          release = await admit(ctx);
-          validate(request);
-          yield* handler(request, ctx) as AsyncIterable<unknown>;
-          call.end(undefined);
-        } catch (err) {
-          throw call.end(toConnectError(err, ctx.signal));
-        } finally {
-          release?.();
-        }
-      };
-    case "client_streaming":
-      return async (requests, ctx) => {
-        const call = beginCall(rpc, metrics, ctx, options);
-        let release: Release | undefined;
-        try {
-          release = await admit(ctx);
-          const response = await handler(validatedStream(requests as AsyncIterable<unknown>, validate), ctx);
-          call.end(undefined);
-          return response;
-        } catch (err) {
-          throw call.end(toConnectError(err, ctx.signal));
-        } finally {
-          release?.();
-        }
-      };
-    case "bidi_streaming":
-      return async function* (requests, ctx) {
-        const call = beginCall(rpc, metrics, ctx, options);
-        let release: Release | undefined;
-        try {
-          release = await admit(ctx);
-          yield* handler(validatedStream(requests as AsyncIterable<unknown>, validate), ctx) as AsyncIterable<unknown>;
-          call.end(undefined);
-        } catch (err) {
-          throw call.end(toConnectError(err, ctx.signal));
-        } finally {
-          release?.();
-        }
-      };
-  }
-}
-
 /** A request stream whose every message is validated as the handler reads it. */
 async function* validatedStream(requests: AsyncIterable<unknown>, validate: (request: unknown) => void): AsyncIterable<unknown> {
   for await (const request of requests) {
@@ -188,44 +254,23 @@ async function* validatedStream(requests: AsyncIterable<unknown>, validate: (req
   }
 }
 
-/** Throws INVALID_ARGUMENT listing every violated rule: "rows[0].values[1]: ... [float.finite]". */
+/**
+ * Throws INVALID_ARGUMENT listing every violated rule: "rows[0].values[1]: ... [float.finite]",
+ * each also a field violation of a google.rpc.BadRequest in the status details (errors.ts).
+ */
 function validateRequest(validator: Validator, schema: DescMessage, request: unknown): void {
   const result = validator.validate(schema, request as MessageShape<DescMessage>);
   if (result.kind === "valid") return;
   if (result.kind === "invalid") {
     const problems = result.violations.map((v) => v.toString());
-    throw new ConnectError(`invalid ${schema.name}: ${problems.join("; ")}`, Code.InvalidArgument);
+    const violations = result.violations.map((v) => ({ field: pathToString(v.field), description: v.message, reason: v.ruleId }));
+    throw invalidArgument(`invalid ${schema.name}: ${problems.join("; ")}`, violations);
   }
   throw new ConnectError(`cannot validate ${schema.name}`, Code.Internal, undefined, undefined, result.error);
 }
 
-interface CallRecord {
-  /** Logs the outcome (undefined: OK) and returns the error for rethrowing. */
-  end<E extends ConnectError | undefined>(error: E): E;
-}
-
-function beginCall(rpc: string, metrics: MethodMetrics, ctx: HandlerContext, options: InstrumentOptions): CallRecord {
-  const started = performance.now();
-  const requestId = ctx.requestHeader.get("x-request-id") || randomUUID();
-  ctx.responseHeader.set("x-request-id", requestId);
-  const span = options.tracing.start(rpc, ctx.requestHeader.get("traceparent"));
-  ctx.values.set(traceSpanKey, span);
-  metrics.started();
-  return {
-    end(error) {
-      const ms = performance.now() - started;
-      const code = error === undefined ? "OK" : codeName(error.code);
-      metrics.finished(ctx.protocolName, code, ms / 1000);
-      span.end(error && { code, message: error.rawMessage });
-      const client = ctx.values.get(principalKey)?.name;
-      logRpc(options.logger, { rpc, protocol: ctx.protocolName, requestId, ms, error, traceId: span.traceId, spanId: span.spanId, client });
-      return error;
-    },
-  };
-}
-
-/** Fields of one RPC log line. */
-export interface RpcOutcome {
+/** Fields of one call's log line. */
+export interface CallOutcome {
   readonly rpc: string;
   readonly protocol: string;
   readonly requestId: string;
@@ -235,21 +280,20 @@ export interface RpcOutcome {
   readonly spanId?: string;
   /** The authenticated caller's name. */
   readonly client?: string;
-  /** A liveness or readiness probe (polled every few seconds): logged at debug level when OK. */
-  readonly probe?: boolean;
+  /** Logged at debug level when OK (probes, scrapes, health and reflection). */
+  readonly quiet?: boolean;
 }
 
 /**
- * Writes the one log line of an RPC; INTERNAL errors also log their cause with its stack.
- * Successful health checks, probes and reflection calls (load balancers poll health every few
- * seconds) are logged at debug level.
+ * Writes the one log line of a call; INTERNAL errors also log their cause with its stack.
+ * (Also used by the grpc-js adapter for a request it cannot decode, before any handler.)
  */
-export function logRpc(logger: Logger, outcome: RpcOutcome): void {
+export function logRpc(logger: Logger, outcome: CallOutcome): void {
   const { rpc, protocol, requestId, error } = outcome;
   const ms = Math.round(outcome.ms * 1000) / 1000;
   const trace = { trace_id: outcome.traceId, span_id: outcome.spanId, client: outcome.client };
   if (error === undefined) {
-    const level = outcome.probe || rpc.startsWith("/grpc.") ? "debug" : "info";
+    const level = outcome.quiet ? "debug" : "info";
     if (logger.isLevelEnabled(level)) logger[level]({ rpc, protocol, code: "OK", ms, requestId, ...trace }, "rpc");
     return;
   }
@@ -259,4 +303,9 @@ export function logRpc(logger: Logger, outcome: RpcOutcome): void {
   } else {
     logger.info(fields, "rpc");
   }
+}
+
+/** A route's role, for specs written by hand (plain HTTP routes). */
+export function routePolicy(role: Role, limited = false): MethodPolicy {
+  return { role, limited };
 }

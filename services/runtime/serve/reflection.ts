@@ -1,9 +1,9 @@
 import { createRegistry, toBinary, type DescFile, type Registry } from "@bufbuild/protobuf";
 import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
-import * as v1 from "../../gen/grpc/reflection/v1/reflection_pb.js";
-import * as v1alpha from "../../gen/grpc/reflection/v1alpha/reflection_pb.js";
-import { serve, type ServiceRegistration } from "./instrument.js";
+import * as v1 from "../../../gen/grpc/reflection/v1/reflection_pb.js";
+import * as v1alpha from "../../../gen/grpc/reflection/v1alpha/reflection_pb.js";
+import { serve, type ServiceRegistration } from "./registration.js";
 
 /** The request fields both reflection versions share (v1alpha is v1 under another package). */
 type ReflectionRequest = v1.ServerReflectionRequest | v1alpha.ServerReflectionRequest;

@@ -1,16 +1,22 @@
-import { ConfigError, loadServerConfig, type Env, type ServerConfig, type ServiceName } from "./config.js";
-import { createLogger, type Logger } from "./observability/logger.js";
-import { createTracing, type Tracing } from "./observability/tracing.js";
-import { loadAuthenticator } from "./security/credentials.js";
-import { Gatekeeper } from "./security/gatekeeper.js";
-import { ClientLimits } from "./security/limits.js";
-import { loadMeshCredentials, type MeshCredentials } from "./security/mesh-credentials.js";
+import { loadMeshCredentials, type MeshCredentials } from "../client/mesh-credentials.js";
+import type { ServiceName } from "../env/service-ports.js";
+import { loadSharedSettings, type ServerConfig, type SharedSettings } from "../env/settings.js";
+import { ConfigError, type Env } from "../env/variables.js";
+import { createLogger, type Logger } from "../observability/logger.js";
+import { setMetricsEnabled } from "../observability/metrics.js";
+import { createTracing, type Tracing } from "../observability/tracing.js";
+import { loadAuthenticator } from "../security/credentials.js";
+import { Gatekeeper } from "../security/gatekeeper.js";
+import { ClientLimits } from "../security/limits.js";
 import type { RunningServer } from "./server.js";
 
 /** What a service's start function gets: its environment, shared settings, logger and tracing. */
 export interface ServiceStartContext {
+  /** The environment, for the service's own config.ts. */
   readonly env: Env;
   readonly config: ServerConfig;
+  /** Every shared setting (config is its server part), for work started beside the server. */
+  readonly settings: SharedSettings;
   readonly logger: Logger;
   /** Pass to startServer; background work starts its own root spans with it. */
   readonly tracing: Tracing;
@@ -39,22 +45,24 @@ export async function runService(
   env: Env,
   start: (context: ServiceStartContext) => Promise<StartedService>,
 ): Promise<void> {
-  let config: ServerConfig;
+  let settings: SharedSettings;
   let meshCredentials: MeshCredentials;
   try {
-    config = loadServerConfig(env, name);
-    meshCredentials = loadMeshCredentials(env);
+    settings = loadSharedSettings(env, name);
+    meshCredentials = loadMeshCredentials(settings.meshClient);
   } catch (err) {
     exitOnConfigError(name, err);
   }
+  const config = settings.server;
+  setMetricsEnabled(settings.metricsEnabled);
   const logger = createLogger(name, config.logLevel);
   let gatekeeper: Gatekeeper;
   try {
-    gatekeeper = new Gatekeeper(loadAuthenticator(env, logger), new ClientLimits(config.limits));
+    gatekeeper = new Gatekeeper(loadAuthenticator(settings.auth, logger), new ClientLimits(config.limits));
   } catch (err) {
     exitOnConfigError(name, err);
   }
-  const tracing = createTracing(name, env);
+  const tracing = createTracing(name, settings.tracing);
   const exit = (code: number) => logger.flush(() => process.exit(code));
   let started: StartedService | undefined;
   let stopping = false;
@@ -95,7 +103,7 @@ export async function runService(
   }
 
   try {
-    started = await start({ env, config, logger, tracing, gatekeeper, meshCredentials });
+    started = await start({ env, config, settings, logger, tracing, gatekeeper, meshCredentials });
   } catch (err) {
     if (err instanceof ConfigError) exitOnConfigError(name, err);
     logger.fatal({ err }, "start-up failed");

@@ -2,22 +2,23 @@ import * as http from "node:http";
 import * as http2 from "node:http2";
 import * as net from "node:net";
 import * as tls from "node:tls";
-import { ConnectError, createContextValues } from "@connectrpc/connect";
-import { connectNodeAdapter, type ConnectNodeAdapterOptions } from "@connectrpc/connect-node";
-import { Role } from "../../gen/mlmesh/policy/v1/policy_pb.js";
+import { createContextValues } from "@connectrpc/connect";
+import { connectNodeAdapter } from "@connectrpc/connect-node";
+import { Role } from "../../../gen/mlmesh/policy/v1/policy_pb.js";
 import * as grpc from "@grpc/grpc-js";
-import type { ServerConfig } from "./config.js";
+import type { ServerConfig } from "../env/settings.js";
 import { withCors } from "./cors.js";
 import { addServiceToGrpcServer } from "./grpc-js-adapter.js";
 import { HealthStatuses, ServingStatus } from "./health.js";
-import { createRequestValidator, instrumentService, type ServiceRegistration } from "./instrument.js";
-import type { Logger } from "./observability/logger.js";
-import { methodMetrics, metricsText } from "./observability/metrics.js";
-import { idsOnlyTracing, type Tracing } from "./observability/tracing.js";
+import { serveHttpRoutes, type HttpHandler, type HttpReply, type HttpRoute, type HttpRouter } from "./http-routes.js";
+import { CallPipeline } from "./pipeline.js";
+import type { ServiceRegistration } from "./registration.js";
+import type { Logger } from "../observability/logger.js";
+import { methodMetrics, metricsText } from "../observability/metrics.js";
+import { idsOnlyTracing, type Tracing } from "../observability/tracing.js";
 import { reflectionRegistrations } from "./reflection.js";
-import { roleNames, type Authenticator } from "./security/credentials.js";
-import { requestFactsKey, type Gatekeeper, type RequestFacts } from "./security/gatekeeper.js";
-import type { ServerTls } from "./security/tls.js";
+import { requestFactsKey, type Gatekeeper, type RequestFacts } from "../security/gatekeeper.js";
+import { loadServerTls, type ServerTls } from "../security/tls.js";
 
 /** The first bytes of every HTTP/2 connection (RFC 9113, 3.4); no HTTP/1.1 method starts so. */
 const http2Preface = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
@@ -31,25 +32,20 @@ const maxResponseBytes = 64 * 1024 * 1024;
 /** How long a new connection may stay silent before it is closed. */
 const firstBytesTimeoutMs = 10_000;
 
-/** A plain HTTP request handler (HTTP/1.1 or HTTP/2 compatibility API), as connect-node takes. */
-export type HttpHandler = NonNullable<ConnectNodeAdapterOptions["fallback"]>;
-
 export interface StartServerOptions {
   readonly config: ServerConfig;
   readonly logger: Logger;
   /** The application services; health and reflection are added for them. */
   readonly services: readonly ServiceRegistration[];
-  /** Answers HTTP requests that are no RPC (a web page's files); 404 without it. */
-  readonly httpFallback?: HttpHandler;
+  /**
+   * The service's plain HTTP routes (a REST binding, a web page's files), run through the same
+   * per-call pipeline as the RPCs; GET /metrics is added for every service. Others get 404.
+   */
+  readonly httpRoutes?: HttpRouter;
   /** Spans of the RPCs (runService's, from the environment); ids only without it. */
   readonly tracing?: Tracing;
   /** Credentials, roles and limits (runService's, from the environment); none: every call admitted. */
   readonly gatekeeper?: Gatekeeper;
-  /**
-   * The role an HTTP request outside the RPCs needs (the fallback's paths, and GET /metrics),
-   * when authentication is on; default: a reader.
-   */
-  readonly httpRole?: (path: string) => Role;
 }
 
 /** A listening server. */
@@ -93,10 +89,12 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
   const healthRegistration = health.registration(stopController.signal);
   const files = [...options.services, healthRegistration].map((s) => s.service.file);
   const registrations = [...options.services, healthRegistration, ...reflectionRegistrations(reflected, files)];
-  const validator = createRequestValidator();
   const tracing = options.tracing ?? idsOnlyTracing;
   const gatekeeper = options.gatekeeper;
-  const instrumented = registrations.map((r) => ({ service: r.service, wire: r.wire, impl: instrumentService(r, { logger, validator, tracing, gatekeeper }) }));
+  const pipeline = new CallPipeline({ logger, tracing, gatekeeper });
+  const instrumented = registrations.map((r) => ({ service: r.service, wire: r.wire, impl: pipeline.wrapService(r) }));
+  const serviceRoutes = options.httpRoutes;
+  const httpRouter: HttpRouter = (method, path) => (path === "/metrics" ? metricsRoute : serviceRoutes?.(method, path));
 
   const grpcServer = new grpc.Server({
     "grpc.max_receive_message_length": config.maxMessageBytes,
@@ -116,7 +114,7 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
         routes(router) {
           for (const { service, impl } of instrumented) router.service(service, impl);
         },
-        fallback: withHttpAuth(withMetricsEndpoint(options.httpFallback), gatekeeper?.authenticator, options.httpRole ?? (() => Role.READER)),
+        fallback: serveHttpRoutes(httpRouter, pipeline, config.httpRequestTimeoutMs),
         readMaxBytes: config.maxMessageBytes,
         writeMaxBytes: maxResponseBytes,
         contextValues: (request) => createContextValues().set(requestFactsKey, httpRequestFacts(request)),
@@ -150,8 +148,9 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
     http1Server.emit("connection", socket);
   };
   // noDelay: a unary response is one small write; Nagle would hold it for the client's ACK.
-  const listener = config.tls
-    ? tlsListener(config.tls, (socket) => (socket.alpnProtocol === "h2" ? acceptHttp2(socket) : acceptHttp1(socket)))
+  const serverTls = loadServerTls(config.tls);
+  const listener = serverTls
+    ? tlsListener(serverTls, (socket) => (socket.alpnProtocol === "h2" ? acceptHttp2(socket) : acceptHttp1(socket)))
     : net.createServer({ noDelay: true, keepAlive: true }, (socket) => {
     pending.add(socket);
     socket.setTimeout(firstBytesTimeoutMs, () => socket.destroy());
@@ -247,58 +246,19 @@ function httpRequestFacts(request: http.IncomingMessage | http2.Http2ServerReque
 }
 
 /**
- * HTTP requests that are no RPC (GET /metrics, a REST binding, a page's files) need the role
- * `roleOf(path)` says when authentication is on: 401 without a valid bearer token, 403 with
- * one that lacks the role. The token is never echoed.
- */
-function withHttpAuth(handler: HttpHandler, authenticator: Authenticator | undefined, roleOf: (path: string) => Role): HttpHandler {
-  if (authenticator === undefined) return handler;
-  return (request, response) => {
-    const path = (request.url ?? "/").split("?")[0];
-    const role = roleOf(path);
-    if (role === Role.ANYONE) return handler(request, response);
-    const refuse = (status: number, message: string) => {
-      response.writeHead(status, { "content-type": "application/json", ...(status === 401 ? { "www-authenticate": "Bearer" } : {}) });
-      response.end(JSON.stringify({ error: message }));
-    };
-    void Promise.resolve()
-      .then(() => authenticator.authenticate(request.headers.authorization))
-      .then(
-        (principal) => {
-          if (principal.role < role) return refuse(403, `"${principal.name}" (${roleNames[principal.role]}) may not ${request.method} ${path}: it needs the ${roleNames[role]} role`);
-          return handler(request, response);
-        },
-        (err: unknown) => refuse(401, err instanceof ConnectError ? err.rawMessage : "the bearer token is not valid"),
-      );
-  };
-}
-
-/**
  * GET /metrics answers the process's Prometheus metrics (text format), on the service's own
- * port: Prometheus scrapes each service where clients reach it, with nothing more to
- * configure; every other request goes to the service's fallback (a web page, a REST binding)
- * or gets 404.
+ * port: Prometheus scrapes each service where clients reach it, with nothing more to configure.
  */
-function withMetricsEndpoint(fallback: HttpHandler | undefined): HttpHandler {
-  return (request, response) => {
-    if (request.method === "GET" && (request.url === "/metrics" || request.url?.startsWith("/metrics?"))) {
-      void metricsText().then(
-        ({ body, contentType }) => {
-          response.writeHead(200, { "content-type": contentType });
-          response.end(body);
-        },
-        () => {
-          response.writeHead(500, { "content-type": "text/plain; charset=utf-8" });
-          response.end("cannot collect the metrics\n");
-        },
-      );
-      return;
-    }
-    if (fallback) return fallback(request, response);
-    response.writeHead(404, { "content-type": "text/plain; charset=utf-8" });
-    response.end(`${request.url ?? "/"} is not served here\n`);
-  };
-}
+const metricsRoute: HttpRoute = {
+  name: "GET /metrics",
+  role: Role.READER,
+  quiet: true,
+  async answer(request): Promise<HttpReply> {
+    if (request.method !== "GET") return { status: 405, headers: { allow: "GET", "content-type": "text/plain; charset=utf-8" }, body: Buffer.from("GET /metrics only\n") };
+    const { body, contentType } = await metricsText();
+    return { status: 200, headers: { "content-type": contentType }, body: Buffer.from(body) };
+  },
+};
 
 /**
  * Request and response body sizes of the RPCs connect-node serves (gRPC-web and Connect), for

@@ -1,0 +1,194 @@
+import type * as http from "node:http";
+import { Code, ConnectError, createContextValues } from "@connectrpc/connect";
+import type { ConnectNodeAdapterOptions } from "@connectrpc/connect-node";
+import { Role } from "../../../gen/mlmesh/policy/v1/policy_pb.js";
+import { requestFactsKey, type RequestFacts } from "../security/gatekeeper.js";
+import { toConnectError } from "./errors.js";
+import type { CallContext, CallPipeline, RoutePipeline } from "./pipeline.js";
+
+/*
+ * Plain HTTP routes (no RPC): the Open Inference Protocol's REST binding, GET /metrics, the
+ * console's files. Each request is matched to a route, then runs the same per-call pipeline as
+ * an RPC (pipeline.ts): request id, trace, metrics, identity and roles, limits, deadline, log
+ * line. A route answers with an HttpReply, or throws a ConnectError that becomes a JSON
+ * `{"error": "..."}` with the HTTP status of its code.
+ */
+
+/** A plain HTTP request handler (HTTP/1.1 or HTTP/2 compatibility API), as connect-node takes. */
+export type HttpHandler = NonNullable<ConnectNodeAdapterOptions["fallback"]>;
+export type HttpRequest = Parameters<HttpHandler>[0];
+export type HttpResponse = Parameters<HttpHandler>[1];
+
+/** A route's answer. */
+export interface HttpReply {
+  readonly status: number;
+  readonly headers?: Readonly<Record<string, string | number>>;
+  /** The body as one buffer or several (written in order); none for HEAD or 204. */
+  readonly body?: Uint8Array | readonly Uint8Array[];
+}
+
+/** One plain HTTP route of a service. */
+export interface HttpRoute {
+  /**
+   * The name in logs and metrics: the RPC a REST path stands for
+   * ("/inference.GRPCInferenceService/ModelInfer"), else "METHOD /path" of a fixed path.
+   * Names are bounded: never built from a request's own path.
+   */
+  readonly name: string;
+  /** The role a caller needs when authentication is on. */
+  readonly role: Role;
+  /** Counted against the client's limits, like an RPC whose policy says `limited`. */
+  readonly limited?: boolean;
+  /** Probes and scrapes: logged at debug level when OK. */
+  readonly quiet?: boolean;
+  /** Answers the request (its URL already parsed). */
+  answer(request: HttpRequest, url: URL, ctx: CallContext): HttpReply | Promise<HttpReply>;
+}
+
+/** A service's plain HTTP routes: the route a request takes, or undefined (404). */
+export type HttpRouter = (method: string, path: string) => HttpRoute | undefined;
+
+/** HTTP statuses of the gRPC codes a route may end with (the Open Inference Protocol's, where it says). */
+const httpStatusOf: Partial<Record<Code, number>> = {
+  [Code.InvalidArgument]: 400,
+  [Code.FailedPrecondition]: 400,
+  [Code.OutOfRange]: 400,
+  [Code.Unauthenticated]: 401,
+  [Code.PermissionDenied]: 403,
+  [Code.NotFound]: 404,
+  [Code.AlreadyExists]: 409,
+  [Code.ResourceExhausted]: 429,
+  [Code.Canceled]: 499,
+  [Code.Unimplemented]: 501,
+  [Code.Unavailable]: 503,
+  [Code.DeadlineExceeded]: 504,
+};
+
+/**
+ * A request body over the size limit: RESOURCE_EXHAUSTED in logs and metrics, 413 to the client.
+ * (Told apart by its own field: ConnectError's instanceof accepts any ConnectError.)
+ */
+export class PayloadTooLargeError extends ConnectError {
+  readonly payloadTooLarge = true;
+  constructor(maxBytes: number) {
+    super(`the body exceeds MAX_MESSAGE_BYTES (${maxBytes} bytes)`, Code.ResourceExhausted);
+  }
+}
+
+/**
+ * Serves a router's routes through the pipeline; requests no route takes get 404 (also logged,
+ * under the fixed name "unrouted" so that a scanner's paths cannot grow the metrics).
+ */
+export function serveHttpRoutes(router: HttpRouter, pipeline: CallPipeline, requestTimeoutMs: number): HttpHandler {
+  const unrouted: HttpRoute = {
+    name: "HTTP unrouted",
+    role: Role.ANYONE, // the answer says only that nothing is here
+    quiet: false,
+    answer: (_request, url) => ({ status: 404, headers: { "content-type": "text/plain; charset=utf-8" }, body: Buffer.from(`${url.pathname} is not served here\n`) }),
+  };
+  const routes = new Map<HttpRoute, RoutePipeline>();
+  const pipelineOf = (route: HttpRoute) => {
+    let found = routes.get(route);
+    if (found === undefined) {
+      found = pipeline.forRoute({ name: route.name, policy: { role: route.role, limited: route.limited ?? false }, quiet: route.quiet });
+      routes.set(route, found);
+    }
+    return found;
+  };
+  return (request, response) => {
+    const url = new URL(request.url ?? "/", "http://service");
+    const route = router(request.method ?? "GET", url.pathname) ?? unrouted;
+    void runHttpCall(pipelineOf(route), route, request, response, url, requestTimeoutMs);
+  };
+}
+
+async function runHttpCall(pipeline: RoutePipeline, route: HttpRoute, request: HttpRequest, response: HttpResponse, url: URL, timeoutMs: number): Promise<void> {
+  const ctx = new HttpCallContext(request, response, timeoutMs);
+  const call = pipeline.begin(ctx);
+  let reply: HttpReply;
+  let error: ConnectError | undefined;
+  try {
+    const admitted = call.admit();
+    if (admitted !== undefined) await admitted;
+    reply = await route.answer(request, url, ctx);
+  } catch (err) {
+    error = toConnectError(err, ctx.signal);
+    reply = errorReply(error);
+  }
+  ctx.done();
+  if (!response.headersSent && !response.writableEnded) send(response, ctx.responseHeader, reply);
+  call.finish(error);
+}
+
+function errorReply(error: ConnectError): HttpReply {
+  const status = (error as Partial<PayloadTooLargeError>).payloadTooLarge === true ? 413 : (httpStatusOf[error.code] ?? 500);
+  return {
+    status,
+    headers: { "content-type": "application/json", ...(error.code === Code.Unauthenticated ? { "www-authenticate": "Bearer" } : {}) },
+    body: Buffer.from(JSON.stringify({ error: error.rawMessage })),
+  };
+}
+
+function send(response: HttpResponse, pipelineHeaders: Headers, reply: HttpReply): void {
+  const chunks = reply.body === undefined ? [] : reply.body instanceof Uint8Array ? [reply.body] : reply.body;
+  const length = chunks.reduce((sum, c) => sum + c.length, 0);
+  const headers: Record<string, string | number> = { ...reply.headers };
+  pipelineHeaders.forEach((value, name) => (headers[name] = value));
+  if (headers["content-length"] === undefined && reply.status !== 204 && reply.status !== 304) headers["content-length"] = length;
+  const out = response as http.ServerResponse; // the HTTP/2 compatibility response has the same calls
+  out.writeHead(reply.status, headers);
+  for (const chunk of chunks) out.write(chunk);
+  out.end();
+}
+
+/**
+ * The pipeline's view of an HTTP request: its headers, the response headers the steps set (the
+ * request id), context values (request facts, the caller, the span), and a signal that aborts
+ * when the client goes away or the request outlives HTTP_REQUEST_TIMEOUT (the deadline step).
+ */
+class HttpCallContext implements CallContext, RequestFacts {
+  readonly protocolName: string;
+  readonly requestHeader: Headers;
+  readonly responseHeader = new Headers();
+  readonly values = createContextValues();
+  readonly requestBytes: number;
+  readonly #controller = new AbortController();
+  readonly #timer: NodeJS.Timeout;
+  readonly #onClose: () => void;
+
+  constructor(
+    private readonly request: HttpRequest,
+    private readonly response: HttpResponse,
+    timeoutMs: number,
+  ) {
+    this.protocolName = request.url?.startsWith("/v2") ? "rest" : "http";
+    this.requestHeader = new Headers();
+    for (const [name, value] of Object.entries(request.headers)) {
+      if (name.startsWith(":") || value === undefined) continue;
+      this.requestHeader.set(name, Array.isArray(value) ? value.join(", ") : value);
+    }
+    const declared = Number(request.headers["content-length"]);
+    this.requestBytes = Number.isFinite(declared) ? declared : 0;
+    this.values.set(requestFactsKey, this);
+    this.#timer = setTimeout(() => this.#controller.abort(new ConnectError("the request outlived HTTP_REQUEST_TIMEOUT", Code.DeadlineExceeded)), timeoutMs);
+    this.#timer.unref();
+    this.#onClose = () => {
+      if (!response.writableEnded) this.#controller.abort(new ConnectError("the client went away", Code.Canceled));
+    };
+    response.once("close", this.#onClose);
+  }
+
+  get signal(): AbortSignal {
+    return this.#controller.signal;
+  }
+
+  peer(): string {
+    return this.request.socket?.remoteAddress ?? "unknown";
+  }
+
+  /** The answer is ready: no more deadline or cancel. */
+  done(): void {
+    clearTimeout(this.#timer);
+    this.response.removeListener("close", this.#onClose);
+  }
+}
