@@ -14,9 +14,12 @@ WORKDIR /app
 COPY --from=packages /app/node_modules node_modules
 COPY package.json package-lock.json tsconfig.json ./
 COPY bin bin
+COPY scripts/build.mjs scripts/build-freshness.mjs scripts/
 COPY gen gen
 COPY services services
 COPY models models
+# The services compiled to JavaScript (dist/): they start without tsx's loader.
+RUN node scripts/build.mjs --force
 # Containers are reached over the compose network, so they listen on every interface.
 ENV HOST=0.0.0.0
 # Databases and artifacts (a volume in compose) belong to the user the services run as.

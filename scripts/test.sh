@@ -6,6 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-test-deps.sh
+# The services compiled (dist/): every test starts them as `npm start` and the image do.
+node scripts/build.mjs
 TEST_POSTGRES_URL=$(scripts/start-postgres.sh)
 case "$TEST_POSTGRES_URL" in
   *[[:space:]]* | "") echo "scripts/start-postgres.sh printed more than a URL: '$TEST_POSTGRES_URL'" >&2; exit 1 ;;

@@ -1,9 +1,11 @@
 // The layout's rules, checked on the code as it is: no import circles and no shared module
 // importing a service (dependency-cruiser, .dependency-cruiser.json), and the environment read
 // only by services/runtime/env/. A circle planted in a scratch folder proves the check bites.
+import { spawn } from "node:child_process";
 import { mkdtemp, readFile, readdir, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, relative } from "node:path";
+import { createInterface } from "node:readline";
 import { afterAll, describe, expect, it } from "vitest";
 import { repoRoot, run } from "./support/service-process.js";
 
@@ -39,6 +41,22 @@ describe("the layout", () => {
     const result = await run(depcruise, [".", "--config", config], { cwd: dir });
     expect(result.code).not.toBe(0);
     expect(result.stdout.replace(/\s+/g, " ")).toMatch(/error no-circular: (a\.ts → b\.ts → a\.ts|b\.ts → a\.ts → b\.ts)/);
+  });
+
+  it("serves from the TypeScript sources through tsx, as bin/mlmesh.js does when dist/ is stale", async () => {
+    const child = spawn(process.execPath, ["--import", "tsx", "services/cli/mlmesh.ts", "serve", "echo"], {
+      cwd: repoRoot,
+      env: { ...process.env, ECHO_PORT: "0", HOST: "127.0.0.1" },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    const exited = new Promise((resolve) => child.once("exit", resolve));
+    const listening = await new Promise<boolean>((resolve) => {
+      createInterface({ input: child.stdout! }).on("line", (line) => line.includes('"listening') && resolve(true));
+      void exited.then(() => resolve(false));
+    });
+    child.kill("SIGTERM");
+    expect(await exited).toBe(0);
+    expect(listening).toBe(true);
   });
 
   it("reads process.env only in services/runtime/env/ (services, benchmarks, the command)", async () => {

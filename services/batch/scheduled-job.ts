@@ -21,7 +21,7 @@ export async function runScheduledBatchJob(env: Env): Promise<JobRunOutcome> {
   const store = new ItemStore(db, dialect);
   const predictor = new GrpcClient(config.predictorAddress, loadMeshCredentials(loadMeshClientSettings(env)));
   // A scheduled run starts its own trace; its Predict calls are children of it.
-  const tracing = createTracing("batch", loadTracingSettings(env));
+  const tracing = await createTracing("batch", loadTracingSettings(env));
   const trace = tracing.start("batch job run", undefined, "internal");
   try {
     const outcome = await runBatchJob({ store, predictor, config, worker: `${hostname()}:${process.pid}:${threadId}`, trace });

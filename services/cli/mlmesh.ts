@@ -1,8 +1,5 @@
 import { catalog, catalogEntry } from "../catalog.js";
 import { readProcessEnvironment } from "../runtime/env/variables.js";
-import { modelsCommand, modelsUsage } from "./models-command.js";
-import { tokenCommand } from "./token-command.js";
-import { up } from "./up.js";
 
 const usage = `usage:
   mlmesh serve <service>   run one service:
@@ -21,10 +18,12 @@ if (served !== undefined) {
   const main = await served.load();
   await main(env);
 } else if (command === "up" && argument === undefined) {
-  process.exitCode = await up(env);
+  // Each command loads only its own modules: `serve` starts faster without the others'.
+  process.exitCode = await (await import("./up.js")).up(env);
 } else if (command === "token") {
-  process.exitCode = tokenCommand(process.argv.slice(3));
+  process.exitCode = (await import("./token-command.js")).tokenCommand(process.argv.slice(3));
 } else if (command === "models") {
+  const { modelsCommand, modelsUsage } = await import("./models-command.js");
   if (argument === undefined || argument === "help" || argument === "--help") {
     process.stdout.write(`${modelsUsage}\n`);
     process.exitCode = argument === undefined ? 2 : 0;

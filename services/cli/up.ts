@@ -15,6 +15,9 @@ const bundledModels = fileURLToPath(new URL("../../models", import.meta.url));
 
 /** The services `mlmesh up` runs, in the catalog's order (the registry first). */
 const meshServices = catalog.filter((e) => e.inMesh);
+/** What the first Predict needs: started at full priority, the others niced by backgroundNice. */
+const firstAnswer = new Set(["registry", "predictor"]);
+const backgroundNice = 10;
 const startTimeoutMs = 60_000;
 
 interface Member {
@@ -28,9 +31,9 @@ interface Member {
  * `mlmesh up`: runs every service as its own process (as in production), prefixes their log
  * lines with the service name, prints the endpoints once all are up, and on Ctrl-C or SIGTERM
  * — at any moment, start-up included — stops them all gracefully: each gets SIGTERM and the
- * grace period (SHUTDOWN_GRACE), then SIGKILL; a second Ctrl-C kills them at once. The
- * registry starts first: on a first start it is given the bundled models (bootstrap.ts), and
- * the Predictor serves what the registry says (REGISTRY_ADDRESS). Resolves to the exit code:
+ * grace period (SHUTDOWN_GRACE), then SIGKILL; a second Ctrl-C kills them at once. All start
+ * together; once the registry answers, on a first start it is given the bundled models
+ * (bootstrap.ts), and the Predictor serves what the registry says (REGISTRY_ADDRESS). Resolves to the exit code:
  * 0 after a requested stop, 1 when a service failed to start or died.
  */
 export async function up(env: Env): Promise<number> {
@@ -90,16 +93,20 @@ export async function up(env: Env): Promise<number> {
     ]);
   };
 
-  const registry = startMember(meshServices[0], meshEnv, width);
-  start(registry);
+  // Every service starts at once (each needs about a second of CPU to boot); the ones the first
+  // Predict needs (the registry, the Predictor) at full priority, the others niced so that on a
+  // 2-core machine they take the CPU that is left. The Predictor follows the registry as soon as
+  // it answers, and the bundled models as bootstrap registers them on a first start.
+  const registryEntry = meshServices[0];
+  const registryAddress = startAddress(registryEntry, meshEnv);
+  const servicesEnv = { ...meshEnv, REGISTRY_ADDRESS: env.REGISTRY_ADDRESS ?? registryAddress };
+  for (const entry of meshServices) {
+    start(startMember(entry, entry === registryEntry ? meshEnv : servicesEnv, width, firstAnswer.has(entry.name) ? 0 : backgroundNice));
+  }
+  const registry = members[0];
   let ready = await until(waitUntilServing([registry], stopRequest.signal, credentials));
   if (ready === "ready") ready = await until(bootstrap(registry.address, stopRequest.signal, credentials));
-  if (ready === "ready") {
-    const servicesEnv = { ...meshEnv, REGISTRY_ADDRESS: env.REGISTRY_ADDRESS ?? registry.address };
-    const others = meshServices.slice(1).map((e) => startMember(e, servicesEnv, width));
-    others.forEach(start);
-    ready = await until(waitUntilServing(others, stopRequest.signal, credentials));
-  }
+  if (ready === "ready") ready = await until(waitUntilServing(members.slice(1), stopRequest.signal, credentials));
   if (ready === "ready") await printEndpoints(members, env, credentials);
 
   if (ready === "ready") await Promise.race([requested, Promise.race(members.map((m) => m.exited))]);
@@ -142,11 +149,19 @@ function signalMember(m: Member, signal: NodeJS.Signals): void {
   }
 }
 
-function startMember(entry: ServiceEntry, env: Env, width: number): Member {
+/** "host:port" where `up` dials a service it starts. */
+function startAddress(entry: ServiceEntry, env: Env): string {
+  const config = loadServerConfig(env, entry.name);
+  const dialHost = config.host === "0.0.0.0" || config.host === "::" ? "127.0.0.1" : config.host;
+  return `${dialHost}:${config.port}`;
+}
+
+function startMember(entry: ServiceEntry, env: Env, width: number, nice: number): Member {
   const { name } = entry;
-  const config = loadServerConfig(env, name);
   // An IPC channel lets each service notice when `mlmesh up` itself dies (see run-service.ts).
-  const child = spawn(process.execPath, [bin, "serve", name], {
+  // `nice` as the command, so every thread and helper process of the service inherits it.
+  const command = nice === 0 ? [process.execPath, bin, "serve", name] : ["nice", "-n", String(nice), process.execPath, bin, "serve", name];
+  const child = spawn(command[0], command.slice(1), {
     env: { ...env },
     stdio: ["ignore", "pipe", "pipe", "ipc"],
     detached: true, // its own process group: Ctrl-C reaches `up`, which stops each child once
@@ -156,8 +171,7 @@ function startMember(entry: ServiceEntry, env: Env, width: number): Member {
     createInterface({ input: stream! }).on("line", (line) => process.stdout.write(prefix + line + "\n"));
   }
   const exited = new Promise<number>((resolve) => child.once("exit", (code, signal) => resolve(code ?? (signal ? 1 : 0))));
-  const dialHost = config.host === "0.0.0.0" || config.host === "::" ? "127.0.0.1" : config.host;
-  return { entry, address: `${dialHost}:${config.port}`, child, exited };
+  return { entry, address: startAddress(entry, env), child, exited };
 }
 
 /** The console page's origins, which the services let call them unless CORS_ORIGINS says otherwise. */

@@ -1,9 +1,6 @@
 import { randomFillSync } from "node:crypto";
 import { createContextKey } from "@connectrpc/connect";
 import { ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type Span, type Tracer } from "@opentelemetry/api";
-import { OTLPTraceExporter } from "@opentelemetry/exporter-trace-otlp-http";
-import { resourceFromAttributes } from "@opentelemetry/resources";
-import { BatchSpanProcessor, TracerProvider } from "@opentelemetry/sdk-trace";
 import type { TracingSettings } from "../env/settings.js";
 
 /*
@@ -54,11 +51,17 @@ export function parseTraceparent(value: string | null | undefined): { traceId: s
 
 /**
  * The process's tracing (settings from env/settings.ts): OTLP export when an endpoint is set
- * (spans sent to <endpoint>/v1/traces in batches every scheduleDelayMs), else ids only.
+ * (spans sent to <endpoint>/v1/traces in batches every scheduleDelayMs), else ids only. The
+ * exporter's packages are loaded only when exporting (they cost ~150 ms of every start-up).
  */
-export function createTracing(service: string, settings: TracingSettings): Tracing {
+export async function createTracing(service: string, settings: TracingSettings): Promise<Tracing> {
   const endpoint = settings.otlpEndpoint;
   if (!endpoint) return idsOnlyTracing;
+  const [{ OTLPTraceExporter }, { resourceFromAttributes }, { BatchSpanProcessor, TracerProvider }] = await Promise.all([
+    import("@opentelemetry/exporter-trace-otlp-http"),
+    import("@opentelemetry/resources"),
+    import("@opentelemetry/sdk-trace"),
+  ]);
   const provider = new TracerProvider({
     resource: resourceFromAttributes({ "service.name": `mlmesh-${service}` }),
     spanProcessors: [

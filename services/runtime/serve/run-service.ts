@@ -62,7 +62,7 @@ export async function runService(
   } catch (err) {
     exitOnConfigError(name, err);
   }
-  const tracing = createTracing(name, settings.tracing);
+  const tracing = await createTracing(name, settings.tracing);
   const exit = (code: number) => logger.flush(() => process.exit(code));
   let started: StartedService | undefined;
   let stopping = false;
