@@ -24,6 +24,46 @@ afterAll(async () => {
   await predictor?.stop();
 });
 
+describe("one per-call pipeline for every path", () => {
+  it("gives a REST /v2 call the same log line fields, metrics and trace as the same call over gRPC", async () => {
+    const traceparent = (traceId: string) => `00-${traceId}-00f067aa0ba902b7-01`;
+    const grpcTrace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    const restTrace = "5cf92f3577b34da6a3ce929d0e0e4737";
+    const metricsBefore = await (await fetch(`http://${predictor.address}/metrics`)).text();
+    await client.modelInfer(
+      { modelName: "iris_svc", inputs: [{ name: "input", datatype: "FP32", shape: [1n, 4n] }], rawInputContents: [raw(setosa)] },
+      { headers: { "x-request-id": "pipeline-grpc", traceparent: traceparent(grpcTrace) } },
+    );
+    const rest = await fetch(`http://${predictor.address}/v2/models/iris_svc/infer`, {
+      method: "POST",
+      headers: { "content-type": "application/json", "x-request-id": "pipeline-rest", traceparent: traceparent(restTrace) },
+      body: JSON.stringify({ inputs: [{ name: "input", shape: [1, 4], datatype: "FP32", data: setosa }] }),
+    });
+    expect(rest.status).toBe(200);
+    expect(rest.headers.get("x-request-id")).toBe("pipeline-rest");
+    const line = async (requestId: string) => {
+      await expect.poll(() => predictor.logs.some((l) => l.requestId === requestId)).toBe(true);
+      return predictor.logs.find((l) => l.requestId === requestId)!;
+    };
+    const grpcLine = await line("pipeline-grpc");
+    const restLine = await line("pipeline-rest");
+    // The same fields, the same route name; only the protocol, the trace and the timing differ.
+    expect(Object.keys(restLine).sort()).toEqual(Object.keys(grpcLine).sort());
+    expect(restLine).toMatchObject({ msg: "rpc", rpc: "/inference.GRPCInferenceService/ModelInfer", protocol: "rest", code: "OK", trace_id: restTrace });
+    expect(grpcLine).toMatchObject({ msg: "rpc", rpc: "/inference.GRPCInferenceService/ModelInfer", protocol: "grpc", code: "OK", trace_id: grpcTrace });
+    expect(restLine.span_id).toMatch(/^[0-9a-f]{16}$/);
+    expect(restLine.span_id).not.toBe("00f067aa0ba902b7"); // a child span of the caller's, as on gRPC
+
+    const count = (text: string, protocol: string) =>
+      Number(new RegExp(`^mlmesh_rpc_requests_total\\{service="inference.GRPCInferenceService",method="ModelInfer",protocol="${protocol}",code="OK"\\} (\\d+)$`, "m").exec(text)?.[1] ?? 0);
+    const metricsAfter = await (await fetch(`http://${predictor.address}/metrics`)).text();
+    for (const protocol of ["grpc", "rest"]) expect(count(metricsAfter, protocol) - count(metricsBefore, protocol), protocol).toBe(1);
+    for (const protocol of ["grpc", "rest"]) {
+      expect(metricsAfter).toMatch(new RegExp(`^mlmesh_rpc_duration_seconds_count\\{service="inference.GRPCInferenceService",method="ModelInfer",protocol="${protocol}"\\} \\d+$`, "m"));
+    }
+  });
+});
+
 describe("the Open Inference Protocol with tritonclient", () => {
   it("runs the README's tritonclient scripts, gRPC and HTTP", async () => {
     for (const script of ["triton_grpc_example.py", "triton_http_example.py"]) {

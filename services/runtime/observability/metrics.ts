@@ -69,7 +69,7 @@ export function hotHistogram(name: string, help: string, labelNames: readonly st
 
 const requests = hotCounter(
   "mlmesh_rpc_requests_total",
-  "RPCs answered, by service, method, protocol (grpc, grpc-web, connect, rest) and status code.",
+  "Calls answered (RPCs, and plain HTTP routes under service \"http\"), by service, method, protocol (grpc, grpc-web, connect, rest, http) and status code.",
   ["service", "method", "protocol", "code"],
 );
 const duration = hotHistogram("mlmesh_rpc_duration_seconds", "Time from an RPC's arrival to its answer (streams: to their end).", ["service", "method", "protocol"], latencyBuckets);
@@ -98,8 +98,9 @@ export class MethodMetrics {
   readonly #byProtocol = new Map<string, { duration: ReturnType<typeof duration.labels>; requestBytes: ReturnType<typeof requestBytes.labels>; responseBytes: ReturnType<typeof responseBytes.labels> }>();
   readonly #byOutcome = new Map<string, ReturnType<typeof requests.labels>>();
 
+  /** path: "/pkg.Service/Method" of an RPC, or the name of a plain HTTP route ("GET /metrics": service "http"). */
   constructor(path: string) {
-    const [service, method] = path.slice(1).split("/");
+    const [service, method] = path.startsWith("/") ? path.slice(1).split("/") : ["http", path];
     this.#service = service;
     this.#method = method;
     this.#inFlight = inFlight.labels(service, method);
