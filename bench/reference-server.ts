@@ -5,7 +5,7 @@
 // model per call (one row, no batching). The ceiling a grpc-js service can approach.
 // REFERENCE_FORWARD=host:port makes it the floor of a proxy instead: each call's bytes are sent
 // on to that server's Predict, REFERENCE_FANOUT times in parallel (default 1), over one
-// HTTP/2 connection with the mesh's client (runtime/grpc-client.ts), and the first answer's
+// HTTP/2 connection with the mesh's client (services/runtime/client/grpc-client.ts), and the first answer's
 // bytes are returned: a hop with no decoding, validation, logging or metrics.
 //
 //   REFERENCE_PORT=50300 node --import tsx bench/reference-server.ts

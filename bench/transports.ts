@@ -46,8 +46,8 @@ one connection, ${warmupSeconds} s warm-up then ${durationSeconds} s measured, L
 ${table(["native gRPC served by", "concurrency", "RPS", "p50 ms", "p99 ms", "ratio"], rows)}
 
 ghz (one Go process on one core) is itself near its limit at concurrency 50, so the grpc-js
-figures understate the gap that h2load measured in ../shared/PERF_BASELINE.md (~16,000 vs
-~2,800 RPS). gRPC-web and Connect are served by connect-node in both settings.
+figures understate the gap that h2load measured (~16,000 vs ~2,800 RPS: "Transport
+ceilings" above). gRPC-web and Connect are served by connect-node in both settings.
 
 Reproduce: \`npm run bench:transports\` (bench/transports.ts).
 `,

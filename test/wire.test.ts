@@ -1,4 +1,4 @@
-// The hand-written wire codecs of services/runtime/wire/predict-wire.ts against protobuf-es
+// The hand-written wire codecs of services/model/wire/predict-wire.ts against protobuf-es
 // and protovalidate, the definitions they must agree with: thousands of generated messages
 // (seeded, so a failure reproduces), canonical and mangled.
 //  - A request the fast decoder accepts must decode to the same fields with protobuf-es and be
@@ -109,7 +109,7 @@ function reference(bytes: Uint8Array): { model: string; version: number; rows: n
   return { model: message.model, version: message.version, rows: message.rows.map((row) => row.values) };
 }
 
-describe("hand-written Predict codecs (runtime/wire)", () => {
+describe("hand-written Predict codecs (model/wire)", () => {
   it("decodes PredictRequest only as protobuf-es decodes it, and only when protovalidate finds it valid", () => {
     const r = prng(20261125);
     let accepted = 0;

@@ -1,5 +1,5 @@
 // PROTOTYPE, not used by any service: how much a purpose-built HTTP/2 client would save per
-// mesh call, compared with node:http2's (runtime/grpc-client.ts), for docs/benchmarks.md. It
+// mesh call, compared with node:http2's (services/runtime/client/grpc-client.ts), for docs/benchmarks.md. It
 // speaks just enough HTTP/2 (RFC 9113) for unary gRPC calls on one connection: a pre-encoded
 // HPACK header block per path (static-table indexes and literals, no dynamic table), one
 // HEADERS and one DATA frame per call, SETTINGS and PING acknowledged, windows opened wide

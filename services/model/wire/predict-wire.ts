@@ -371,7 +371,7 @@ export function encodePredictRequest(model: string, version: number, parts: read
   return out;
 }
 
-/** Predict's codecs for the native gRPC path (instrument.ts: MethodWire). */
+/** Predict's codecs for the native gRPC path (runtime/serve/registration.ts: MethodWire). */
 export const predictWire: MethodWire = {
   decodeRequest: decodePredictRequest,
   encodeResponse: (response) => (response instanceof PackedPredictResponse && response.rejectedRows === undefined ? encodePredictResponse(response) : undefined),

@@ -3,7 +3,7 @@ import { HotCounter, HotGauge, HotHistogram } from "./hot-metrics.js";
 
 /*
  * Prometheus metrics (prom-client), one registry per process, served as text at GET /metrics
- * on the service's own port (server.ts). Names follow Prometheus' conventions: snake_case, an
+ * on the service's own port (serve/server.ts). Names follow Prometheus' conventions: snake_case, an
  * mlmesh_ prefix, unit suffixes (_seconds, _bytes), _total on counters; label values are
  * bounded (services, methods, protocols, codes, models and versions — never a request id or
  * an input).
