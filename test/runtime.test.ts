@@ -72,6 +72,10 @@ describe("shared runtime (echo service)", () => {
     const status = await rawGrpcCall(echo.address, "/mlmesh.echo.v1.EchoService/Echo", Buffer.from([0xff, 0xff, 0xff, 0x0f]));
     expect(status.code).toBe(grpc.status.INVALID_ARGUMENT);
     expect(status.details).toContain("not a valid mlmesh.echo.v1.EchoRequest");
+    // It went through the per-call pipeline like any call: a log line with its request id and trace.
+    await expect
+      .poll(() => echo.logs.find((l) => l.rpc === "/mlmesh.echo.v1.EchoService/Echo" && l.code === "InvalidArgument" && String(l.message).includes("not a valid")))
+      .toMatchObject({ protocol: "grpc", requestId: expect.stringMatching(/^[0-9a-f-]{36}$/), trace_id: expect.stringMatching(/^[0-9a-f]{32}$/) });
 
     // connect-es maps undecodable binary to INTERNAL (its serialization.ts); the message says
     // what is wrong and carries no stack trace. Undecodable JSON is INVALID_ARGUMENT.

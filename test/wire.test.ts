@@ -98,7 +98,7 @@ function mangle(r: ReturnType<typeof prng>, bytes: Uint8Array): Uint8Array {
 }
 
 /** What protobuf-es and protovalidate make of the bytes: the message, or why not. */
-function reference(bytes: Uint8Array): { model: string; version: number; rows: number[][] } | "undecodable" | "invalid" {
+function reference(bytes: Uint8Array): { model: string; version: number; rows: number[][]; invalidRows: number } | "undecodable" | "invalid" {
   let message;
   try {
     message = fromBinary(PredictRequestSchema, bytes);
@@ -106,7 +106,7 @@ function reference(bytes: Uint8Array): { model: string; version: number; rows: n
     return "undecodable";
   }
   if (validator.validate(PredictRequestSchema, message).kind !== "valid") return "invalid";
-  return { model: message.model, version: message.version, rows: message.rows.map((row) => row.values) };
+  return { model: message.model, version: message.version, rows: message.rows.map((row) => row.values), invalidRows: message.invalidRows };
 }
 
 describe("hand-written Predict codecs (model/wire)", () => {
@@ -118,7 +118,8 @@ describe("hand-written Predict codecs (model/wire)", () => {
       const model = randomModel(r);
       const rows = randomRows(r, true);
       const version = r.pick([0, 1, 2, 300, 4294967295]);
-      const canonical = toBinary(PredictRequestSchema, create(PredictRequestSchema, { model, version, rows }));
+      const invalidRows = r.pick([0, 0, 1, 2]);
+      const canonical = toBinary(PredictRequestSchema, create(PredictRequestSchema, { model, version, rows, invalidRows }));
       const variants = [canonical, oddEncoding(r, model, rows), mangle(r, canonical)];
       for (const [v, bytes] of variants.entries()) {
         const fast = decodePredictRequest(Buffer.from(bytes));
@@ -126,15 +127,21 @@ describe("hand-written Predict codecs (model/wire)", () => {
         if (fast !== undefined) {
           accepted++;
           expect(expected, `variant ${v} of case ${i}`).not.toBeTypeOf("string");
-          expect({ model: fast.model, version: fast.version, rows: fast.rows.map((row) => row.values) }).toEqual(expected);
+          expect({ model: fast.model, version: fast.version, rows: fast.rows.map((row) => row.values), invalidRows: fast.invalidRows }).toEqual(expected);
         } else if (v === 0 && typeof expected === "object") {
-          throw new Error(`case ${i}: a canonical valid request was not decoded: ${JSON.stringify({ model, version, rows: rows.length })}`);
+          throw new Error(`case ${i}: a canonical valid request was not decoded: ${JSON.stringify({ model, version, rows: rows.length, invalidRows })}`);
         }
         if (v === 0 && typeof expected === "object") canonicalValid++;
       }
     }
     expect(canonicalValid).toBeGreaterThan(1000);
     expect(accepted).toBeGreaterThanOrEqual(canonicalValid);
+    // InvalidRows values its defined_only rule refuses: never decoded here, refused by protovalidate.
+    for (const invalidRows of [3, 99, 2 ** 31 - 1]) {
+      const bytes = toBinary(PredictRequestSchema, create(PredictRequestSchema, { model: "iris_svc", rows: [{ values: [1, 2, 3, 4] }], invalidRows }));
+      expect(decodePredictRequest(Buffer.from(bytes)), String(invalidRows)).toBeUndefined();
+      expect(reference(bytes), String(invalidRows)).toBe("invalid");
+    }
   });
 
   it("decodes PredictLabelRequest rows under the same rules", () => {

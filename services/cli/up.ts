@@ -77,20 +77,26 @@ export async function up(env: Env): Promise<number> {
       if (!stopping) died ??= { member, code };
     });
   };
+  // Start-up's waits (health polls, bootstrap) end on a stop request, and once start-up has
+  // failed: a member that died must not leave them polling (and the process alive).
+  const waiting = new AbortController();
+  stopRequest.signal.addEventListener("abort", () => waiting.abort(), { once: true });
   /** Waits for `ready` unless a stop was asked for, a member died, or start-up timed out. */
   const until = async (ready: Promise<unknown>): Promise<"ready" | "stopped" | "died" | "timeout"> => {
     const anyExit = Promise.race(members.map((m) => m.exited)).then(() => "died" as const);
-    return Promise.race([
+    const outcome = await Promise.race([
       ready.then(
         () => "ready" as const,
         (err: Error) => {
-          if (!stopRequest.signal.aborted) process.stderr.write(`mlmesh: ${err.message}\n`);
+          if (!waiting.signal.aborted) process.stderr.write(`mlmesh: ${err.message}\n`);
           return "timeout" as const;
         },
       ),
       anyExit,
       requested,
     ]);
+    if (outcome !== "ready") waiting.abort();
+    return outcome;
   };
 
   // Every service starts at once (each needs about a second of CPU to boot); the ones the first
@@ -104,9 +110,9 @@ export async function up(env: Env): Promise<number> {
     start(startMember(entry, entry === registryEntry ? meshEnv : servicesEnv, width, firstAnswer.has(entry.name) ? 0 : backgroundNice));
   }
   const registry = members[0];
-  let ready = await until(waitUntilServing([registry], stopRequest.signal, credentials));
-  if (ready === "ready") ready = await until(bootstrap(registry.address, stopRequest.signal, credentials));
-  if (ready === "ready") ready = await until(waitUntilServing(members.slice(1), stopRequest.signal, credentials));
+  let ready = await until(waitUntilServing([registry], waiting.signal, credentials));
+  if (ready === "ready") ready = await until(bootstrap(registry.address, waiting.signal, credentials));
+  if (ready === "ready") ready = await until(waitUntilServing(members.slice(1), waiting.signal, credentials));
   if (ready === "ready") await printEndpoints(members, env, credentials);
 
   if (ready === "ready") await Promise.race([requested, Promise.race(members.map((m) => m.exited))]);

@@ -3,11 +3,8 @@ import * as grpc from "@grpc/grpc-js";
 import { create, fromBinary, toBinary, type DescMessage, type DescMethod, type DescService } from "@bufbuild/protobuf";
 import { Code, ConnectError, createContextValues, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import { setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
-import { codeName } from "./errors.js";
-import { logRpc } from "./pipeline.js";
-import { markValidated, type MethodWire } from "./registration.js";
+import { markValidated, undecodableRequest, type MethodWire } from "./registration.js";
 import { methodMetrics } from "../observability/metrics.js";
-import type { Logger } from "../observability/logger.js";
 import { requestFactsKey, type RequestFacts } from "../security/gatekeeper.js";
 
 type AnyHandler = (input: unknown, ctx: HandlerContext) => unknown;
@@ -27,7 +24,7 @@ export function addServiceToGrpcServer(
   server: grpc.Server,
   service: DescService,
   impl: ServiceImpl<DescService>,
-  options: { logger: Logger; wire?: Readonly<Record<string, MethodWire>> },
+  options: { wire?: Readonly<Record<string, MethodWire>> },
 ): void {
   const definition: Record<string, grpc.MethodDefinition<Buffer, unknown>> = {};
   const handlers: grpc.UntypedServiceImplementation = {};
@@ -52,7 +49,7 @@ export function addServiceToGrpcServer(
       },
       responseDeserialize: (bytes: Buffer) => bytes,
     };
-    handlers[method.localName] = grpcHandler(method, methods[method.localName], wire, options);
+    handlers[method.localName] = grpcHandler(method, methods[method.localName], wire);
   }
   server.addService(definition as grpc.ServiceDefinition, handlers);
 }
@@ -66,7 +63,6 @@ function grpcHandler(
   method: DescMethod,
   handler: AnyHandler,
   wire: MethodWire | undefined,
-  options: { logger: Logger },
 ): grpc.UntypedHandleCall {
   const decode = (bytes: Buffer) => {
     const decoded = wire?.decodeRequest(bytes);
@@ -74,32 +70,27 @@ function grpcHandler(
     markValidated(decoded);
     return decoded;
   };
+  // Bytes that are no valid message still go through the pipeline (auth, log line, metrics),
+  // which answers INVALID_ARGUMENT in place of validation.
+  const decodeOrStandIn = (bytes: Buffer) => {
+    try {
+      return decode(bytes);
+    } catch (err) {
+      return undecodableRequest(err as ConnectError);
+    }
+  };
   switch (method.methodKind) {
     case "unary":
       return (call: grpc.ServerUnaryCall<Buffer, unknown>, callback: grpc.sendUnaryData<unknown>) => {
         const ctx = contextFor(method, call);
         ctx.requestBytes = call.request.length;
-        let request: unknown;
-        try {
-          request = decode(call.request);
-        } catch (err) {
-          callback(rejectUndecodable(method, ctx, err as ConnectError, options.logger));
-          return;
-        }
-        answerOnce(handler(request, ctx), call, callback, ctx);
+        answerOnce(handler(decodeOrStandIn(call.request), ctx), call, callback, ctx);
       };
     case "server_streaming":
       return (call: grpc.ServerWritableStream<Buffer, unknown>) => {
         const ctx = contextFor(method, call);
         ctx.requestBytes = call.request.length;
-        let request: unknown;
-        try {
-          request = decode(call.request);
-        } catch (err) {
-          call.emit("error", rejectUndecodable(method, ctx, err as ConnectError, options.logger));
-          return;
-        }
-        void writeStream(call, handler(request, ctx) as AsyncIterable<unknown>, ctx);
+        void writeStream(call, handler(decodeOrStandIn(call.request), ctx) as AsyncIterable<unknown>, ctx);
       };
     case "bidi_streaming":
       return (call: grpc.ServerDuplexStream<Buffer, unknown>) => {
@@ -155,21 +146,6 @@ async function* decodeStream(
   // A plain for-await destroys the duplex when the client half-closes, and with it the
   // response side before the status is sent; keep the call open for the responses.
   for await (const bytes of call.iterator({ destroyOnReturn: false })) yield decode(bytes as Buffer);
-}
-
-/** The handler never ran for undecodable bytes; log the RPC here so it is not silent. */
-function rejectUndecodable(method: DescMethod, ctx: HandlerContext, error: ConnectError, logger: Logger): grpc.ServiceError {
-  const metrics = methodMetrics(`/${method.parent.typeName}/${method.name}`);
-  metrics.started();
-  metrics.finished("grpc", codeName(error.code), 0);
-  logRpc(logger, {
-    rpc: `/${method.parent.typeName}/${method.name}`,
-    protocol: "grpc",
-    requestId: ctx.requestHeader.get("x-request-id") ?? "",
-    ms: 0,
-    error,
-  });
-  return toServiceError(error, ctx);
 }
 
 async function writeStream(

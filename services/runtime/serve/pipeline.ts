@@ -11,7 +11,7 @@ import { traceSpanKey, type TraceSpan, type Tracing } from "../observability/tra
 import { principalKey } from "../security/credentials.js";
 import type { Gatekeeper, MethodGate, Release } from "../security/gatekeeper.js";
 import { methodPolicy, type MethodPolicy } from "../security/policy.js";
-import { isValidated, type ServiceRegistration } from "./registration.js";
+import { decodeFailureOf, isValidated, type ServiceRegistration } from "./registration.js";
 
 /*
  * The per-call pipeline: what every call goes through, whichever path carries it — native gRPC
@@ -27,8 +27,8 @@ import { isValidated, type ServiceRegistration } from "./registration.js";
  *   5. limits: expensive or large calls against the client's limits (RESOURCE_EXHAUSTED);
  *   6. deadline: the transport's signal (ctx.signal) aborts at the caller's deadline or cancel;
  *      an abort becomes DEADLINE_EXCEEDED or CANCELLED (errors.ts), never INTERNAL;
- *   7. validation (RPCs): protovalidate, INVALID_ARGUMENT with the field path and rule id,
- *      unless a MethodWire decoder already checked the same rules;
+ *   7. validation (RPCs): bytes that are no valid message, then protovalidate: INVALID_ARGUMENT
+ *      with the field path and rule id (unless a MethodWire decoder already checked the rules);
  *   8. the handler;
  *   9. error mapping: no stack trace or internal message reaches a client;
  *  10. the log line: one JSON line per call — route, protocol, status code, duration, request
@@ -96,7 +96,10 @@ export class CallPipeline {
     const route = this.forMethod(method);
     const { validator } = this;
     const validate = (input: unknown) => {
-      if (!isValidated(input as object)) validateRequest(validator, method.input, input);
+      if (isValidated(input as object)) return;
+      const undecodable = decodeFailureOf(input as object);
+      if (undecodable !== undefined) throw undecodable;
+      validateRequest(validator, method.input, input);
     };
     // Compile the request's rules now: the first validation in a process sets up CEL (~100 ms
     // here, more on a loaded machine), which would otherwise land on the first caller.
@@ -286,9 +289,8 @@ export interface CallOutcome {
 
 /**
  * Writes the one log line of a call; INTERNAL errors also log their cause with its stack.
- * (Also used by the grpc-js adapter for a request it cannot decode, before any handler.)
  */
-export function logRpc(logger: Logger, outcome: CallOutcome): void {
+function logRpc(logger: Logger, outcome: CallOutcome): void {
   const { rpc, protocol, requestId, error } = outcome;
   const ms = Math.round(outcome.ms * 1000) / 1000;
   const trace = { trace_id: outcome.traceId, span_id: outcome.spanId, client: outcome.client };

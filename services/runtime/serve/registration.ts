@@ -44,3 +44,22 @@ export function markValidated(request: object): void {
 export function isValidated(request: object): boolean {
   return validatedRequests.has(request);
 }
+
+/** Requests whose bytes could not be decoded, and why: the pipeline answers them after its checks. */
+const undecodableRequests = new WeakMap<object, Error>();
+
+/**
+ * A stand-in for a request whose bytes are not a valid message: handed to the pipeline like any
+ * request, so the call still gets its request id, trace, metrics, authentication and log line,
+ * and fails with `error` (INVALID_ARGUMENT) where validation would run.
+ */
+export function undecodableRequest(error: Error): object {
+  const request = {};
+  undecodableRequests.set(request, error);
+  return request;
+}
+
+/** Why a request could not be decoded; undefined for a decoded one. */
+export function decodeFailureOf(request: object): Error | undefined {
+  return undecodableRequests.get(request);
+}

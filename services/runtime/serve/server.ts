@@ -102,7 +102,7 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
     "grpc.enable_channelz": 0, // per-call bookkeeping nothing here reads
   });
   for (const { service, impl, wire } of instrumented) {
-    addServiceToGrpcServer(grpcServer, service, impl, { logger, wire });
+    addServiceToGrpcServer(grpcServer, service, impl, { wire });
   }
   // TLS, when on, is terminated before the injector: grpc-js gets the decrypted connection.
   const http2Injector = grpcServer.createConnectionInjector(grpc.ServerCredentials.createInsecure());
