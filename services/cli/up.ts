@@ -4,7 +4,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
 import { ConfigError, type Env } from "../runtime/env/variables.js";
 import { catalog, type ServiceEntry } from "../catalog.js";
-import { loadMeshClientSettings, loadServerConfig } from "../runtime/env/settings.js";
+import { loadMeshClientSettings, loadServerConfig, loadSharedSettings } from "../runtime/env/settings.js";
 import { loadMeshCredentials, type MeshCredentials } from "../runtime/client/mesh-credentials.js";
 import { checkHealth, ServingStatus } from "../runtime/client/health-client.js";
 import { bootstrapRegistry } from "./bootstrap.js";
@@ -219,9 +219,11 @@ async function printEndpoints(members: readonly Member[], env: Env, credentials:
 
 /** What the start-up table says of TLS and authentication (off by default: loopback only). */
 function securityLine(env: Env): string {
-  const tls = env.TLS_CERT_FILE ? `TLS on (${env.TLS_CERT_FILE})` : "TLS off";
-  const auth = env.AUTH_TOKENS_FILE || env.AUTH_JWKS ? `authentication on (${env.AUTH_TOKENS_FILE || env.AUTH_JWKS})` : "authentication off";
-  const where = env.TLS_CERT_FILE || env.AUTH_TOKENS_FILE || env.AUTH_JWKS ? "" : " — fine on 127.0.0.1; README \"Security\" turns them on";
-  return `security: ${tls}, ${auth}${where}`;
+  const { server, auth } = loadSharedSettings(env, "registry");
+  const authFile = auth.tokensFile || auth.jwks;
+  const tls = server.tls ? `TLS on (${server.tls.cert.path})` : "TLS off";
+  const authentication = authFile ? `authentication on (${authFile})` : "authentication off";
+  const where = server.tls || authFile ? "" : " — fine on 127.0.0.1; README \"Security\" turns them on";
+  return `security: ${tls}, ${authentication}${where}`;
 }
 
