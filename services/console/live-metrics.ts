@@ -102,8 +102,9 @@ function p99Ms(from: Sample, to: Sample): number | null {
 
 /**
  * The counts the panel needs from a Prometheus text exposition: mlmesh_rpc_requests_total and
- * the mlmesh_rpc_duration_seconds buckets, summed over every application RPC (health checks and
- * reflection left out).
+ * the mlmesh_rpc_duration_seconds buckets, summed over every application call: health checks,
+ * reflection and the plain HTTP routes (service "http": GET /metrics, which this panel's own
+ * polls would otherwise count, and the console's files) are left out.
  */
 function parse(text: string, at: number): Sample {
   let requests = 0;
@@ -114,7 +115,7 @@ function parse(text: string, at: number): Sample {
     const match = /^(mlmesh_rpc_requests_total|mlmesh_rpc_duration_seconds_bucket)\{(.*)\} (\S+)$/.exec(line);
     if (!match) continue;
     const labels = Object.fromEntries([...match[2].matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)].map((m) => [m[1], m[2]]));
-    if (labels.service?.startsWith("grpc.")) continue;
+    if (labels.service === undefined || labels.service.startsWith("grpc.") || labels.service === "http") continue;
     const value = Number(match[3]);
     if (match[1] === "mlmesh_rpc_requests_total") {
       requests += value;
