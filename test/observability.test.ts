@@ -15,6 +15,7 @@ import { ProxyService } from "../gen/mlmesh/proxy/v1/proxy_pb.js";
 import { bootstrapRegistry } from "../services/cli/bootstrap.js";
 import { registryClient } from "../services/cli/model-push.js";
 import { checkHealth, ServingStatus } from "../services/runtime/client/health-client.js";
+import { clientFor } from "./support/clients.js";
 import { freshDatabase, type TestDatabase } from "./support/databases.js";
 import { repoRoot, run, startService, type ServiceProcess } from "./support/service-process.js";
 
@@ -131,6 +132,36 @@ describe("metrics", () => {
     });
     expect(p99).toBeLessThan(10);
   }, 90_000);
+
+  it("the console's history charts read the same Prometheus when PROMETHEUS_URL is set", async () => {
+    const console = await startService("console", { PROMETHEUS_URL: prometheusUrl, CONSOLE_METRICS_URLS: `predictor=${services.predictor.baseUrl}` });
+    try {
+      const predictor = clientFor(PredictorService, services.predictor.baseUrl, "grpc");
+      const history = await until("Prometheus to have a rate of the Predictor's calls", async () => {
+        await predictor.predict({ model: "iris_svc", rows: [{ values: [5.1, 3.5, 1.4, 0.2] }] });
+        const body = (await (await fetch(`${console.baseUrl}/history.json?service=predictor&minutes=10`)).json()) as {
+          source: string;
+          stepSeconds: number;
+          points: { t: number; rps: number; p99Ms: number | null }[];
+        };
+        return body.points.some((p) => p.rps > 0 && p.p99Ms !== null) ? body : undefined;
+      });
+      expect(history.source).toBe("prometheus");
+      expect(history.stepSeconds).toBeGreaterThanOrEqual(5);
+      expect(history.points.every((p, i) => i === 0 || p.t > history.points[i - 1].t)).toBe(true);
+    } finally {
+      await console.stop();
+    }
+    // A Prometheus that is not there: UNAVAILABLE, said as such.
+    const orphan = await startService("console", { PROMETHEUS_URL: "http://127.0.0.1:9", CONSOLE_METRICS_URLS: `predictor=${services.predictor.baseUrl}` });
+    try {
+      const response = await fetch(`${orphan.baseUrl}/history.json?service=predictor`);
+      expect(response.status).toBe(503);
+      expect(((await response.json()) as { error: string }).error).toMatch(/^Prometheus at http:\/\/127\.0\.0\.1:9 did not answer/);
+    } finally {
+      await orphan.stop();
+    }
+  });
 
   it("the dashboard's and the alerts' queries are valid PromQL over metrics the services really export", async () => {
     const exported = new Set<string>();

@@ -1,4 +1,4 @@
-import { ConfigError, envInt, envString, type Env } from "../runtime/env/variables.js";
+import { ConfigError, envDurationMs, envInt, envString, type Env } from "../runtime/env/variables.js";
 import { servicePorts } from "../runtime/env/service-ports.js";
 
 /** Where the console page sends its calls: base URLs as the browser reaches them. */
@@ -9,6 +9,10 @@ export interface ConsoleConfig {
   readonly registryUrl: string;
   /** Where the console's server reads each service's GET /metrics for the live panel. */
   readonly metricsTargets: ReadonlyMap<string, string>;
+  /** How long the history keeps each poll (CONSOLE_HISTORY_FINE) and minutes beyond (CONSOLE_HISTORY_COARSE). */
+  readonly history: { readonly fineMs: number; readonly coarseMs: number };
+  /** A Prometheus to read the history charts from instead (PROMETHEUS_URL); undefined: the console's own. */
+  readonly prometheusUrl: string | undefined;
 }
 
 /**
@@ -26,7 +30,16 @@ export function loadConsoleConfig(env: Env): ConsoleConfig {
     registryUrl: baseUrl(env, "CONSOLE_REGISTRY_URL", local("registry")),
   };
   const byDefault = `registry=${urls.registryUrl},predictor=${urls.predictorUrl},batch=${urls.batchUrl},proxy=${urls.proxyUrl}`;
-  return Object.freeze({ ...urls, metricsTargets: metricsTargets(envString(env, "CONSOLE_METRICS_URLS", byDefault)) });
+  const prometheus = envString(env, "PROMETHEUS_URL", "");
+  return Object.freeze({
+    ...urls,
+    metricsTargets: metricsTargets(envString(env, "CONSOLE_METRICS_URLS", byDefault)),
+    history: {
+      fineMs: envDurationMs(env, "CONSOLE_HISTORY_FINE", 3_600_000, 60_000, 86_400_000),
+      coarseMs: envDurationMs(env, "CONSOLE_HISTORY_COARSE", 86_400_000, 0, 30 * 86_400_000),
+    },
+    prometheusUrl: prometheus === "" ? undefined : baseUrl(env, "PROMETHEUS_URL", prometheus),
+  });
 }
 
 /** CONSOLE_METRICS_URLS: comma-separated name=url (the service's base URL as the console's server reaches it). */

@@ -1,4 +1,5 @@
 import { meshHttpGet, type MeshCredentials } from "../runtime/client/mesh-credentials.js";
+import type { Interval, MetricsHistory } from "./metrics-history.js";
 /**
  * The console's live panel: its server reads every service's GET /metrics every `pollMs`
  * (the browser never calls the services for this), keeps the last minutes, and serves per
@@ -35,7 +36,14 @@ export class LiveMetrics {
 
   constructor(
     private readonly targets: ReadonlyMap<string, string>,
-    private readonly options: { pollMs: number; keepMs: number; windowMs: number; credentials: MeshCredentials },
+    private readonly options: {
+      pollMs: number;
+      keepMs: number;
+      windowMs: number;
+      credentials: MeshCredentials;
+      /** Where each poll's interval is also kept, for the history charts. */
+      history?: MetricsHistory;
+    },
   ) {}
 
   start(): void {
@@ -71,7 +79,11 @@ export class LiveMetrics {
           const text = await meshHttpGet(`${url}/metrics`, this.options.credentials, 2000);
           if (text === undefined) return;
           const sample = parse(text, Date.now());
-          const kept = (this.#history.get(service) ?? []).filter((s) => s.at >= sample.at - this.options.keepMs);
+          const samples = this.#history.get(service) ?? [];
+          const previous = samples.at(-1);
+          const interval = previous && intervalBetween(previous, sample);
+          if (interval) this.options.history?.add(service, interval);
+          const kept = samples.filter((s) => s.at >= sample.at - this.options.keepMs);
           this.#history.set(service, [...kept, sample]);
         } catch {
           // A service that is down (or answers no metrics) leaves a gap in its chart.
@@ -79,6 +91,20 @@ export class LiveMetrics {
       }),
     );
   }
+}
+
+/** What a service answered between two polls; undefined when its counters went back (a restart). */
+function intervalBetween(from: Sample, to: Sample): Interval | undefined {
+  const requests = to.requests - from.requests;
+  if (requests < 0 || to.errors < from.errors || to.buckets.length !== from.buckets.length) return undefined;
+  let previousDelta = 0;
+  const buckets = to.buckets.map(([le, cumulative], i) => {
+    const delta = cumulative - from.buckets[i][1];
+    const count = Math.max(0, delta - previousDelta);
+    previousDelta = delta;
+    return [le, count] as [number, number];
+  });
+  return { start: from.at, end: to.at, requests, errors: to.errors - from.errors, buckets };
 }
 
 /** The p99 of the requests between two samples, from their latency buckets (as histogram_quantile does). */

@@ -4,7 +4,8 @@ import { runService } from "../runtime/serve/run-service.js";
 import { startServer } from "../runtime/serve/server.js";
 import { loadConsoleConfig } from "./config.js";
 import { LiveMetrics } from "./live-metrics.js";
-import { loadSite } from "./site.js";
+import { MetricsHistory } from "./metrics-history.js";
+import { loadSite, pollMs } from "./site.js";
 
 /**
  * Runs the web console: a page that calls the mesh's services from the browser with
@@ -14,8 +15,9 @@ import { loadSite } from "./site.js";
 export function main(env: Env): Promise<void> {
   return runService("console", env, async ({ config, logger, tracing, gatekeeper, meshCredentials }) => {
     const consoleConfig = loadConsoleConfig(env);
-    const live = new LiveMetrics(consoleConfig.metricsTargets, { pollMs: 2000, keepMs: 5 * 60_000, windowMs: 30_000, credentials: meshCredentials });
-    const site = await loadSite(consoleConfig, live);
+    const history = new MetricsHistory(consoleConfig.history);
+    const live = new LiveMetrics(consoleConfig.metricsTargets, { pollMs, keepMs: 5 * 60_000, windowMs: 30_000, credentials: meshCredentials, history });
+    const site = await loadSite(consoleConfig, live, history);
     const server = await startServer({ config, logger, tracing, gatekeeper, services: [], httpRoutes: site });
     live.start();
     server.health.setAll(ServingStatus.SERVING);

@@ -1,10 +1,16 @@
 import { readFile } from "node:fs/promises";
 import { fileURLToPath } from "node:url";
 import { build, stop as stopEsbuild } from "esbuild";
+import { Code, ConnectError } from "@connectrpc/connect";
 import { Role } from "../../gen/mlmesh/policy/v1/policy_pb.js";
 import type { HttpReply, HttpRoute, HttpRouter } from "../runtime/serve/http-routes.js";
 import type { ConsoleConfig } from "./config.js";
 import type { LiveMetrics } from "./live-metrics.js";
+import type { MetricsHistory } from "./metrics-history.js";
+import { prometheusHistory } from "./prometheus-history.js";
+
+/** How often the console's server polls each service's /metrics (the live panel and the history). */
+export const pollMs = 2000;
 
 const webDir = fileURLToPath(new URL("./web/", import.meta.url));
 
@@ -20,7 +26,7 @@ interface Asset {
  * routes of the server's per-call pipeline (runtime/serve/http-routes.ts). The page's files are
  * open to anyone; the series need a reader when authentication is on.
  */
-export async function loadSite(config: ConsoleConfig, live: Pick<LiveMetrics, "series">): Promise<HttpRouter> {
+export async function loadSite(config: ConsoleConfig, live: Pick<LiveMetrics, "series">, history: MetricsHistory): Promise<HttpRouter> {
   const bundle = await build({
     entryPoints: [`${webDir}app.ts`],
     bundle: true,
@@ -79,5 +85,35 @@ export async function loadSite(config: ConsoleConfig, live: Pick<LiveMetrics, "s
       };
     },
   };
-  return (_method, path) => (path === "/live.json" ? liveSeries : files);
+  const historyRoute: HttpRoute = {
+    name: "GET /history.json",
+    role: Role.READER,
+    async answer(request, url) {
+      if (request.method !== "GET") return text(405, `${request.method} is not allowed on /history.json\n`, { allow: "GET" });
+      const service = url.searchParams.get("service") ?? "";
+      if (!config.metricsTargets.has(service)) {
+        throw new ConnectError(`service "${service}" has no history; the console follows ${[...config.metricsTargets.keys()].join(", ")}`, Code.NotFound);
+      }
+      const maxMinutes = (config.history.fineMs + config.history.coarseMs) / 60_000;
+      const minutes = Number(url.searchParams.get("minutes") ?? 60);
+      if (!Number.isInteger(minutes) || minutes < 1 || minutes > maxMinutes) {
+        throw new ConnectError(`minutes must be a whole number from 1 to ${maxMinutes}, got "${url.searchParams.get("minutes")}"`, Code.InvalidArgument);
+      }
+      const to = Date.now();
+      const from = to - minutes * 60_000;
+      let body: unknown;
+      if (config.prometheusUrl !== undefined) {
+        try {
+          body = { service, source: "prometheus", ...(await prometheusHistory(config.prometheusUrl, service, from, to)) };
+        } catch (err) {
+          throw new ConnectError(`Prometheus at ${config.prometheusUrl} did not answer: ${(err as Error).message}`, Code.Unavailable);
+        }
+      } else {
+        const { points, fineFromMs } = history.range(service, from, to);
+        body = { service, source: "console", pollSeconds: pollMs / 1000, fineFromMs, points };
+      }
+      return { status: 200, headers: { "content-type": "application/json", "cache-control": "no-store" }, body: Buffer.from(JSON.stringify(body)) };
+    },
+  };
+  return (_method, path) => (path === "/live.json" ? liveSeries : path === "/history.json" ? historyRoute : files);
 }
