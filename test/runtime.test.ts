@@ -111,6 +111,19 @@ describe("shared runtime (echo service)", () => {
     expect(connect.status).toBe(404);
   });
 
+  it("answers plain HTTP paths it does not serve through the pipeline: 404 and 405 with JSON errors, logged with their codes", async () => {
+    const nothing = await fetch(`${echo.baseUrl}/nothing?x=1`, { headers: { "x-request-id": "http-404" } });
+    expect(nothing.status).toBe(404);
+    expect(nothing.headers.get("x-request-id")).toBe("http-404");
+    expect(await nothing.json()).toEqual({ error: "/nothing is not served here" });
+    const post = await fetch(`${echo.baseUrl}/metrics`, { method: "POST", headers: { "x-request-id": "http-405" } });
+    expect(post.status).toBe(405);
+    expect(post.headers.get("allow")).toBe("GET");
+    expect(await post.json()).toEqual({ error: "POST is not allowed on /metrics" });
+    await expect.poll(() => echo.logs.find((l) => l.requestId === "http-404")).toMatchObject({ rpc: "HTTP unrouted", protocol: "http", code: "NotFound" });
+    await expect.poll(() => echo.logs.find((l) => l.requestId === "http-405")).toMatchObject({ rpc: "GET /metrics", protocol: "http", code: "Unimplemented" });
+  });
+
   it("answers an oversized message with RESOURCE_EXHAUSTED and keeps serving", async () => {
     // MAX_MESSAGE_BYTES is 64 KiB for this server; 100,000 floats are ~400 KB.
     const big = create(EchoRequestSchema, { values: new Array(100_000).fill(1.5) });

@@ -3,7 +3,7 @@ import { fileURLToPath } from "node:url";
 import { build, stop as stopEsbuild } from "esbuild";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { Role } from "../../gen/mlmesh/policy/v1/policy_pb.js";
-import type { HttpReply, HttpRoute, HttpRouter } from "../runtime/serve/http-routes.js";
+import { methodNotAllowed, type HttpRoute, type HttpRouter } from "../runtime/serve/http-routes.js";
 import type { ConsoleConfig } from "./config.js";
 import type { LiveMetrics } from "./live-metrics.js";
 import type { MetricsHistory } from "./metrics-history.js";
@@ -50,17 +50,12 @@ export async function loadSite(config: ConsoleConfig, live: Pick<LiveMetrics, "s
   const services = [config.predictorUrl, config.proxyUrl, config.batchUrl, config.registryUrl].join(" ");
   const csp = `default-src 'self'; connect-src 'self' ${services}; style-src 'self' 'unsafe-inline'; img-src 'self' data:`;
 
-  const text = (status: number, message: string, headers: Record<string, string> = {}): HttpReply => ({
-    status,
-    headers: { "content-type": "text/plain; charset=utf-8", ...headers },
-    body: Buffer.from(message),
-  });
   const liveSeries: HttpRoute = {
     name: "GET /live.json",
     role: Role.READER,
     quiet: true, // polled every two seconds by every open page
     answer(request) {
-      if (request.method !== "GET") return text(405, `${request.method} is not allowed on /live.json\n`, { allow: "GET" });
+      if (request.method !== "GET") throw methodNotAllowed(request.method ?? "", "/live.json", "GET");
       return { status: 200, headers: { "content-type": "application/json", "cache-control": "no-store" }, body: Buffer.from(JSON.stringify({ services: live.series() })) };
     },
   };
@@ -70,8 +65,8 @@ export async function loadSite(config: ConsoleConfig, live: Pick<LiveMetrics, "s
     answer(request, url) {
       const path = url.pathname;
       const asset = assets.get(path);
-      if (asset === undefined) return text(404, `${path} is not part of the console\n`);
-      if (request.method !== "GET" && request.method !== "HEAD") return text(405, `${request.method} is not allowed on ${path}\n`, { allow: "GET, HEAD" });
+      if (asset === undefined) throw new ConnectError(`${path} is not part of the console`, Code.NotFound);
+      if (request.method !== "GET" && request.method !== "HEAD") throw methodNotAllowed(request.method ?? "", path, "GET, HEAD");
       return {
         status: 200,
         headers: {
@@ -89,7 +84,7 @@ export async function loadSite(config: ConsoleConfig, live: Pick<LiveMetrics, "s
     name: "GET /history.json",
     role: Role.READER,
     async answer(request, url) {
-      if (request.method !== "GET") return text(405, `${request.method} is not allowed on /history.json\n`, { allow: "GET" });
+      if (request.method !== "GET") throw methodNotAllowed(request.method ?? "", "/history.json", "GET");
       const service = url.searchParams.get("service") ?? "";
       if (!config.metricsTargets.has(service)) {
         throw new ConnectError(`service "${service}" has no history; the console follows ${[...config.metricsTargets.keys()].join(", ")}`, Code.NotFound);

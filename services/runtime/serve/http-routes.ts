@@ -65,13 +65,30 @@ const httpStatusOf: Partial<Record<Code, number>> = {
 };
 
 /**
- * A request body over the size limit: RESOURCE_EXHAUSTED in logs and metrics, 413 to the client.
- * (Told apart by its own field: ConnectError's instanceof accepts any ConnectError.)
+ * An error whose HTTP status is not its code's (405, 413): logged and measured with its gRPC
+ * code, answered with its own status and headers. (Told apart by its fields: ConnectError's
+ * instanceof accepts any ConnectError.)
  */
-export class PayloadTooLargeError extends ConnectError {
-  readonly payloadTooLarge = true;
+export class HttpError extends ConnectError {
+  constructor(
+    readonly httpStatus: number,
+    message: string,
+    code: Code,
+    readonly httpHeaders: Readonly<Record<string, string>> = {},
+  ) {
+    super(message, code);
+  }
+}
+
+/** A method the path does not answer: 405 with Allow, UNIMPLEMENTED in logs and metrics. */
+export function methodNotAllowed(method: string, path: string, allowed: string): HttpError {
+  return new HttpError(405, `${method} is not allowed on ${path}`, Code.Unimplemented, { allow: allowed });
+}
+
+/** A request body over the size limit: RESOURCE_EXHAUSTED in logs and metrics, 413 to the client. */
+export class PayloadTooLargeError extends HttpError {
   constructor(maxBytes: number) {
-    super(`the body exceeds MAX_MESSAGE_BYTES (${maxBytes} bytes)`, Code.ResourceExhausted);
+    super(413, `the body exceeds MAX_MESSAGE_BYTES (${maxBytes} bytes)`, Code.ResourceExhausted);
   }
 }
 
@@ -83,8 +100,9 @@ export function serveHttpRoutes(router: HttpRouter, pipeline: CallPipeline, requ
   const unrouted: HttpRoute = {
     name: "HTTP unrouted",
     role: Role.ANYONE, // the answer says only that nothing is here
-    quiet: false,
-    answer: (_request, url) => ({ status: 404, headers: { "content-type": "text/plain; charset=utf-8" }, body: Buffer.from(`${url.pathname} is not served here\n`) }),
+    answer: (_request, url) => {
+      throw new ConnectError(`${url.pathname} is not served here`, Code.NotFound);
+    },
   };
   const routes = new Map<HttpRoute, RoutePipeline>();
   const pipelineOf = (route: HttpRoute) => {
@@ -121,10 +139,10 @@ async function runHttpCall(pipeline: RoutePipeline, route: HttpRoute, request: H
 }
 
 function errorReply(error: ConnectError): HttpReply {
-  const status = (error as Partial<PayloadTooLargeError>).payloadTooLarge === true ? 413 : (httpStatusOf[error.code] ?? 500);
+  const { httpStatus, httpHeaders } = error as Partial<HttpError>;
   return {
-    status,
-    headers: { "content-type": "application/json", ...(error.code === Code.Unauthenticated ? { "www-authenticate": "Bearer" } : {}) },
+    status: httpStatus ?? httpStatusOf[error.code] ?? 500,
+    headers: { "content-type": "application/json", ...(error.code === Code.Unauthenticated ? { "www-authenticate": "Bearer" } : {}), ...httpHeaders },
     body: Buffer.from(JSON.stringify({ error: error.rawMessage })),
   };
 }

@@ -10,7 +10,7 @@ import type { ServerConfig } from "../env/settings.js";
 import { withCors } from "./cors.js";
 import { addServiceToGrpcServer } from "./grpc-js-adapter.js";
 import { HealthStatuses, ServingStatus } from "./health.js";
-import { serveHttpRoutes, type HttpHandler, type HttpReply, type HttpRoute, type HttpRouter } from "./http-routes.js";
+import { methodNotAllowed, serveHttpRoutes, type HttpHandler, type HttpReply, type HttpRoute, type HttpRouter } from "./http-routes.js";
 import { CallPipeline } from "./pipeline.js";
 import type { ServiceRegistration } from "./registration.js";
 import type { Logger } from "../observability/logger.js";
@@ -254,7 +254,7 @@ const metricsRoute: HttpRoute = {
   role: Role.READER,
   quiet: true,
   async answer(request): Promise<HttpReply> {
-    if (request.method !== "GET") return { status: 405, headers: { allow: "GET", "content-type": "text/plain; charset=utf-8" }, body: Buffer.from("GET /metrics only\n") };
+    if (request.method !== "GET") throw methodNotAllowed(request.method ?? "", "/metrics", "GET");
     const { body, contentType } = await metricsText();
     return { status: 200, headers: { "content-type": contentType }, body: Buffer.from(body) };
   },
