@@ -1,5 +1,5 @@
 // Compiles the services to JavaScript with esbuild: one bundle of the `mlmesh` command
-// (services/cli/mlmesh.ts), split into chunks so each service loads only its own code, npm
+// (services/cli/mlmesh.ts) and of the batch job's worker, split into chunks so each service loads only its own code, npm
 // packages left to node_modules, with source maps. bin/mlmesh.js runs it when it is newer
 // than every source file, and the TypeScript through tsx otherwise, so a stale build is never
 // run. Measured: a service boots in about half the CPU time without tsx's loader (README).
@@ -34,7 +34,8 @@ async function main() {
   const started = performance.now();
   await rm(outdir, { recursive: true, force: true });
   await build({
-    entryPoints: { mlmesh: join(root, "services/cli/mlmesh.ts") },
+    // The command, and the batch job a bree worker thread runs (services/batch/scheduled-job-worker.mjs).
+    entryPoints: { mlmesh: join(root, "services/cli/mlmesh.ts"), "scheduled-job": join(root, "services/batch/scheduled-job.ts") },
     outdir,
     bundle: true,
     splitting: true,
