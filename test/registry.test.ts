@@ -63,6 +63,26 @@ describe.each(["sqlite", "postgresql"] as const)("ModelRegistry on %s", (dialect
     expect((await client.listModels({})).models.length).toBeGreaterThanOrEqual(2);
   });
 
+  it("edits project and model descriptions, and records who created each version", async () => {
+    const { project } = await client.createProject({ name: "descriptions", description: "first" });
+    const { model } = await client.createModel({ projectId: project!.id, name: "m", description: "first" });
+    expect((await client.setProjectDescription({ projectId: project!.id, description: "second" })).project!.description).toBe("second");
+    expect((await client.getProject({ projectId: project!.id })).project!.description).toBe("second");
+    expect((await client.setModelDescription({ modelId: model!.id, description: "" })).model!.description).toBe("");
+    expect((await client.getModel({ modelId: model!.id })).model!.description).toBe("");
+    const missingProject = await failure(client.setProjectDescription({ projectId: "no-such-project", description: "x" }));
+    expect([missingProject.code, missingProject.rawMessage]).toEqual([Code.NotFound, "project no-such-project not found"]);
+    const missingModel = await failure(client.setModelDescription({ modelId: "no-such-model", description: "x" }));
+    expect([missingModel.code, missingModel.rawMessage]).toEqual([Code.NotFound, "model no-such-model not found"]);
+    expect((await failure(client.setModelDescription({ modelId: model!.id, description: "x".repeat(4097) }))).code).toBe(Code.InvalidArgument);
+
+    const anonymous = await client.createModelVersion({ modelId: model!.id, sourceUri: "file://a" });
+    expect(anonymous.modelVersion!.creator).toBe("anonymous");
+    const declared = await client.createModelVersion({ modelId: model!.id, sourceUri: "file://b" }, { headers: { "x-mlmesh-actor": "alice@laptop" } });
+    expect(declared.modelVersion!.creator).toBe("alice@laptop");
+    expect((await client.listModelVersions({ modelId: model!.id })).modelVersions.map((v) => v.creator)).toEqual(["anonymous", "alice@laptop"]);
+  });
+
   it("pages through projects in creation order without overlap or gaps, with a name filter", async () => {
     const names = Array.from({ length: 7 }, (_, i) => `paged-${i}`);
     for (const name of names) await client.createProject({ name });

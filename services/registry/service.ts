@@ -50,6 +50,9 @@ export function createRegistryService(store: RegistryStore, deps: RegistryServic
     async createProject(request) {
       return { project: projectOut(await store.createProject(request.name, request.description)) };
     },
+    async setProjectDescription(request) {
+      return { project: projectOut(await store.setProjectDescription(request.projectId, request.description)) };
+    },
     async getProject(request) {
       return { project: projectOut(await store.getProject(request.projectId)) };
     },
@@ -63,6 +66,9 @@ export function createRegistryService(store: RegistryStore, deps: RegistryServic
 
     async createModel(request) {
       return { model: modelOut(await store.createModel(request.projectId, request.name, request.description)) };
+    },
+    async setModelDescription(request) {
+      return { model: modelOut(await store.setModelDescription(request.modelId, request.description)) };
     },
     async getModel(request) {
       return { model: modelOut(await store.getModel(request.modelId)) };
@@ -355,6 +361,7 @@ function versionOut(
     status: ModelVersionStatus[v.status as keyof typeof ModelVersionStatus] ?? ModelVersionStatus.UNSPECIFIED,
     tags: v.tags as Record<string, string>,
     aliases: v.aliases.map((a) => a.alias),
+    creator: v.createdBy,
     ...times(v),
     signature: signature
       ? {

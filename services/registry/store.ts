@@ -84,6 +84,10 @@ export class RegistryStore {
     });
   }
 
+  setProjectDescription(id: string, description: string): Promise<Project> {
+    return guard(() => this.db.project.update({ where: { id }, data: { description } }), { missing: `project ${id} not found` });
+  }
+
   getProject(id: string): Promise<Project> {
     return guard(() => this.db.project.findUniqueOrThrow({ where: { id } }), { missing: `project ${id} not found` });
   }
@@ -109,6 +113,10 @@ export class RegistryStore {
       exists: `project ${projectId} already has a model "${name}"`,
       dangling: `project ${projectId} not found`,
     });
+  }
+
+  setModelDescription(id: string, description: string): Promise<Model> {
+    return guard(() => this.db.model.update({ where: { id }, data: { description } }), { missing: `model ${id} not found` });
   }
 
   getModel(id: string): Promise<Model> {
@@ -201,7 +209,7 @@ export class RegistryStore {
             const last = await tx.modelVersion.findFirst({ where: { modelId: data.modelId }, orderBy: { version: "desc" }, select: { version: true } });
             const version = (last?.version ?? 0) + 1;
             const created = await tx.modelVersion.create({
-              data: { id: newId(), ...data, files: [...(data.files ?? [])] as never, signature: data.signature ?? undefined, version },
+              data: { id: newId(), ...data, files: [...(data.files ?? [])] as never, signature: data.signature ?? undefined, version, createdBy: actor },
               include: versionInclude,
             });
             await this.appendEvent(tx, { kind: "VERSION_CREATED", modelId: data.modelId, version, actor });

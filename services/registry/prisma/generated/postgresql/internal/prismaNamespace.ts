@@ -1107,6 +1107,7 @@ export const ModelVersionScalarFieldEnum = {
   tags: 'tags',
   signature: 'signature',
   files: 'files',
+  createdBy: 'createdBy',
   createdAt: 'createdAt',
   updatedAt: 'updatedAt'
 } as const

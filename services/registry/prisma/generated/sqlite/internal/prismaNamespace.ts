@@ -1104,6 +1104,7 @@ export const ModelVersionScalarFieldEnum = {
   tags: 'tags',
   signature: 'signature',
   files: 'files',
+  createdBy: 'createdBy',
   createdAt: 'createdAt',
   updatedAt: 'updatedAt'
 } as const

@@ -42,6 +42,7 @@ export type ModelVersionMinAggregateOutputType = {
   description: string | null
   experimentId: string | null
   status: string | null
+  createdBy: string | null
   createdAt: Date | null
   updatedAt: Date | null
 }
@@ -54,6 +55,7 @@ export type ModelVersionMaxAggregateOutputType = {
   description: string | null
   experimentId: string | null
   status: string | null
+  createdBy: string | null
   createdAt: Date | null
   updatedAt: Date | null
 }
@@ -69,6 +71,7 @@ export type ModelVersionCountAggregateOutputType = {
   tags: number
   signature: number
   files: number
+  createdBy: number
   createdAt: number
   updatedAt: number
   _all: number
@@ -91,6 +94,7 @@ export type ModelVersionMinAggregateInputType = {
   description?: true
   experimentId?: true
   status?: true
+  createdBy?: true
   createdAt?: true
   updatedAt?: true
 }
@@ -103,6 +107,7 @@ export type ModelVersionMaxAggregateInputType = {
   description?: true
   experimentId?: true
   status?: true
+  createdBy?: true
   createdAt?: true
   updatedAt?: true
 }
@@ -118,6 +123,7 @@ export type ModelVersionCountAggregateInputType = {
   tags?: true
   signature?: true
   files?: true
+  createdBy?: true
   createdAt?: true
   updatedAt?: true
   _all?: true
@@ -220,6 +226,7 @@ export type ModelVersionGroupByOutputType = {
   tags: runtime.JsonValue
   signature: runtime.JsonValue | null
   files: runtime.JsonValue
+  createdBy: string
   createdAt: Date
   updatedAt: Date
   _count: ModelVersionCountAggregateOutputType | null
@@ -258,6 +265,7 @@ export type ModelVersionWhereInput = {
   tags?: Prisma.JsonFilter<"ModelVersion">
   signature?: Prisma.JsonNullableFilter<"ModelVersion">
   files?: Prisma.JsonFilter<"ModelVersion">
+  createdBy?: Prisma.StringFilter<"ModelVersion"> | string
   createdAt?: Prisma.DateTimeFilter<"ModelVersion"> | Date | string
   updatedAt?: Prisma.DateTimeFilter<"ModelVersion"> | Date | string
   model?: Prisma.XOR<Prisma.ModelScalarRelationFilter, Prisma.ModelWhereInput>
@@ -275,6 +283,7 @@ export type ModelVersionOrderByWithRelationInput = {
   tags?: Prisma.SortOrder
   signature?: Prisma.SortOrderInput | Prisma.SortOrder
   files?: Prisma.SortOrder
+  createdBy?: Prisma.SortOrder
   createdAt?: Prisma.SortOrder
   updatedAt?: Prisma.SortOrder
   model?: Prisma.ModelOrderByWithRelationInput
@@ -296,6 +305,7 @@ export type ModelVersionWhereUniqueInput = Prisma.AtLeast<{
   tags?: Prisma.JsonFilter<"ModelVersion">
   signature?: Prisma.JsonNullableFilter<"ModelVersion">
   files?: Prisma.JsonFilter<"ModelVersion">
+  createdBy?: Prisma.StringFilter<"ModelVersion"> | string
   createdAt?: Prisma.DateTimeFilter<"ModelVersion"> | Date | string
   updatedAt?: Prisma.DateTimeFilter<"ModelVersion"> | Date | string
   model?: Prisma.XOR<Prisma.ModelScalarRelationFilter, Prisma.ModelWhereInput>
@@ -313,6 +323,7 @@ export type ModelVersionOrderByWithAggregationInput = {
   tags?: Prisma.SortOrder
   signature?: Prisma.SortOrderInput | Prisma.SortOrder
   files?: Prisma.SortOrder
+  createdBy?: Prisma.SortOrder
   createdAt?: Prisma.SortOrder
   updatedAt?: Prisma.SortOrder
   _count?: Prisma.ModelVersionCountOrderByAggregateInput
@@ -336,6 +347,7 @@ export type ModelVersionScalarWhereWithAggregatesInput = {
   tags?: Prisma.JsonWithAggregatesFilter<"ModelVersion">
   signature?: Prisma.JsonNullableWithAggregatesFilter<"ModelVersion">
   files?: Prisma.JsonWithAggregatesFilter<"ModelVersion">
+  createdBy?: Prisma.StringWithAggregatesFilter<"ModelVersion"> | string
   createdAt?: Prisma.DateTimeWithAggregatesFilter<"ModelVersion"> | Date | string
   updatedAt?: Prisma.DateTimeWithAggregatesFilter<"ModelVersion"> | Date | string
 }
@@ -350,6 +362,7 @@ export type ModelVersionCreateInput = {
   tags?: Prisma.JsonNullValueInput | runtime.InputJsonValue
   signature?: Prisma.NullableJsonNullValueInput | runtime.InputJsonValue
   files?: Prisma.JsonNullValueInput | runtime.InputJsonValue
+  createdBy?: string
   createdAt?: Date | string
   updatedAt?: Date | string
   model: Prisma.ModelCreateNestedOneWithoutVersionsInput
@@ -367,6 +380,7 @@ export type ModelVersionUncheckedCreateInput = {
   tags?: Prisma.JsonNullValueInput | runtime.InputJsonValue
   signature?: Prisma.NullableJsonNullValueInput | runtime.InputJsonValue
   files?: Prisma.JsonNullValueInput | runtime.InputJsonValue
+  createdBy?: string
   createdAt?: Date | string
   updatedAt?: Date | string
   aliases?: Prisma.ModelAliasUncheckedCreateNestedManyWithoutVersionInput
@@ -382,6 +396,7 @@ export type ModelVersionUpdateInput = {
   tags?: Prisma.JsonNullValueInput | runtime.InputJsonValue
   signature?: Prisma.NullableJsonNullValueInput | runtime.InputJsonValue
   files?: Prisma.JsonNullValueInput | runtime.InputJsonValue
+  createdBy?: Prisma.StringFieldUpdateOperationsInput | string
   createdAt?: Prisma.DateTimeFieldUpdateOperationsInput | Date | string
   updatedAt?: Prisma.DateTimeFieldUpdateOperationsInput | Date | string
   model?: Prisma.ModelUpdateOneRequiredWithoutVersionsNestedInput
@@ -399,6 +414,7 @@ export type ModelVersionUncheckedUpdateInput = {
   tags?: Prisma.JsonNullValueInput | runtime.InputJsonValue
   signature?: Prisma.NullableJsonNullValueInput | runtime.InputJsonValue
   files?: Prisma.JsonNullValueInput | runtime.InputJsonValue
+  createdBy?: Prisma.StringFieldUpdateOperationsInput | string
   createdAt?: Prisma.DateTimeFieldUpdateOperationsInput | Date | string
   updatedAt?: Prisma.DateTimeFieldUpdateOperationsInput | Date | string
   aliases?: Prisma.ModelAliasUncheckedUpdateManyWithoutVersionNestedInput
@@ -415,6 +431,7 @@ export type ModelVersionCreateManyInput = {
   tags?: Prisma.JsonNullValueInput | runtime.InputJsonValue
   signature?: Prisma.NullableJsonNullValueInput | runtime.InputJsonValue
   files?: Prisma.JsonNullValueInput | runtime.InputJsonValue
+  createdBy?: string
   createdAt?: Date | string
   updatedAt?: Date | string
 }
@@ -429,6 +446,7 @@ export type ModelVersionUpdateManyMutationInput = {
   tags?: Prisma.JsonNullValueInput | runtime.InputJsonValue
   signature?: Prisma.NullableJsonNullValueInput | runtime.InputJsonValue
   files?: Prisma.JsonNullValueInput | runtime.InputJsonValue
+  createdBy?: Prisma.StringFieldUpdateOperationsInput | string
   createdAt?: Prisma.DateTimeFieldUpdateOperationsInput | Date | string
   updatedAt?: Prisma.DateTimeFieldUpdateOperationsInput | Date | string
 }
@@ -444,6 +462,7 @@ export type ModelVersionUncheckedUpdateManyInput = {
   tags?: Prisma.JsonNullValueInput | runtime.InputJsonValue
   signature?: Prisma.NullableJsonNullValueInput | runtime.InputJsonValue
   files?: Prisma.JsonNullValueInput | runtime.InputJsonValue
+  createdBy?: Prisma.StringFieldUpdateOperationsInput | string
   createdAt?: Prisma.DateTimeFieldUpdateOperationsInput | Date | string
   updatedAt?: Prisma.DateTimeFieldUpdateOperationsInput | Date | string
 }
@@ -474,6 +493,7 @@ export type ModelVersionCountOrderByAggregateInput = {
   tags?: Prisma.SortOrder
   signature?: Prisma.SortOrder
   files?: Prisma.SortOrder
+  createdBy?: Prisma.SortOrder
   createdAt?: Prisma.SortOrder
   updatedAt?: Prisma.SortOrder
 }
@@ -490,6 +510,7 @@ export type ModelVersionMaxOrderByAggregateInput = {
   description?: Prisma.SortOrder
   experimentId?: Prisma.SortOrder
   status?: Prisma.SortOrder
+  createdBy?: Prisma.SortOrder
   createdAt?: Prisma.SortOrder
   updatedAt?: Prisma.SortOrder
 }
@@ -502,6 +523,7 @@ export type ModelVersionMinOrderByAggregateInput = {
   description?: Prisma.SortOrder
   experimentId?: Prisma.SortOrder
   status?: Prisma.SortOrder
+  createdBy?: Prisma.SortOrder
   createdAt?: Prisma.SortOrder
   updatedAt?: Prisma.SortOrder
 }
@@ -589,6 +611,7 @@ export type ModelVersionCreateWithoutModelInput = {
   tags?: Prisma.JsonNullValueInput | runtime.InputJsonValue
   signature?: Prisma.NullableJsonNullValueInput | runtime.InputJsonValue
   files?: Prisma.JsonNullValueInput | runtime.InputJsonValue
+  createdBy?: string
   createdAt?: Date | string
   updatedAt?: Date | string
   aliases?: Prisma.ModelAliasCreateNestedManyWithoutVersionInput
@@ -604,6 +627,7 @@ export type ModelVersionUncheckedCreateWithoutModelInput = {
   tags?: Prisma.JsonNullValueInput | runtime.InputJsonValue
   signature?: Prisma.NullableJsonNullValueInput | runtime.InputJsonValue
   files?: Prisma.JsonNullValueInput | runtime.InputJsonValue
+  createdBy?: string
   createdAt?: Date | string
   updatedAt?: Date | string
   aliases?: Prisma.ModelAliasUncheckedCreateNestedManyWithoutVersionInput
@@ -648,6 +672,7 @@ export type ModelVersionScalarWhereInput = {
   tags?: Prisma.JsonFilter<"ModelVersion">
   signature?: Prisma.JsonNullableFilter<"ModelVersion">
   files?: Prisma.JsonFilter<"ModelVersion">
+  createdBy?: Prisma.StringFilter<"ModelVersion"> | string
   createdAt?: Prisma.DateTimeFilter<"ModelVersion"> | Date | string
   updatedAt?: Prisma.DateTimeFilter<"ModelVersion"> | Date | string
 }
@@ -662,6 +687,7 @@ export type ModelVersionCreateWithoutAliasesInput = {
   tags?: Prisma.JsonNullValueInput | runtime.InputJsonValue
   signature?: Prisma.NullableJsonNullValueInput | runtime.InputJsonValue
   files?: Prisma.JsonNullValueInput | runtime.InputJsonValue
+  createdBy?: string
   createdAt?: Date | string
   updatedAt?: Date | string
   model: Prisma.ModelCreateNestedOneWithoutVersionsInput
@@ -678,6 +704,7 @@ export type ModelVersionUncheckedCreateWithoutAliasesInput = {
   tags?: Prisma.JsonNullValueInput | runtime.InputJsonValue
   signature?: Prisma.NullableJsonNullValueInput | runtime.InputJsonValue
   files?: Prisma.JsonNullValueInput | runtime.InputJsonValue
+  createdBy?: string
   createdAt?: Date | string
   updatedAt?: Date | string
 }
@@ -708,6 +735,7 @@ export type ModelVersionUpdateWithoutAliasesInput = {
   tags?: Prisma.JsonNullValueInput | runtime.InputJsonValue
   signature?: Prisma.NullableJsonNullValueInput | runtime.InputJsonValue
   files?: Prisma.JsonNullValueInput | runtime.InputJsonValue
+  createdBy?: Prisma.StringFieldUpdateOperationsInput | string
   createdAt?: Prisma.DateTimeFieldUpdateOperationsInput | Date | string
   updatedAt?: Prisma.DateTimeFieldUpdateOperationsInput | Date | string
   model?: Prisma.ModelUpdateOneRequiredWithoutVersionsNestedInput
@@ -724,6 +752,7 @@ export type ModelVersionUncheckedUpdateWithoutAliasesInput = {
   tags?: Prisma.JsonNullValueInput | runtime.InputJsonValue
   signature?: Prisma.NullableJsonNullValueInput | runtime.InputJsonValue
   files?: Prisma.JsonNullValueInput | runtime.InputJsonValue
+  createdBy?: Prisma.StringFieldUpdateOperationsInput | string
   createdAt?: Prisma.DateTimeFieldUpdateOperationsInput | Date | string
   updatedAt?: Prisma.DateTimeFieldUpdateOperationsInput | Date | string
 }
@@ -738,6 +767,7 @@ export type ModelVersionCreateManyModelInput = {
   tags?: Prisma.JsonNullValueInput | runtime.InputJsonValue
   signature?: Prisma.NullableJsonNullValueInput | runtime.InputJsonValue
   files?: Prisma.JsonNullValueInput | runtime.InputJsonValue
+  createdBy?: string
   createdAt?: Date | string
   updatedAt?: Date | string
 }
@@ -752,6 +782,7 @@ export type ModelVersionUpdateWithoutModelInput = {
   tags?: Prisma.JsonNullValueInput | runtime.InputJsonValue
   signature?: Prisma.NullableJsonNullValueInput | runtime.InputJsonValue
   files?: Prisma.JsonNullValueInput | runtime.InputJsonValue
+  createdBy?: Prisma.StringFieldUpdateOperationsInput | string
   createdAt?: Prisma.DateTimeFieldUpdateOperationsInput | Date | string
   updatedAt?: Prisma.DateTimeFieldUpdateOperationsInput | Date | string
   aliases?: Prisma.ModelAliasUpdateManyWithoutVersionNestedInput
@@ -767,6 +798,7 @@ export type ModelVersionUncheckedUpdateWithoutModelInput = {
   tags?: Prisma.JsonNullValueInput | runtime.InputJsonValue
   signature?: Prisma.NullableJsonNullValueInput | runtime.InputJsonValue
   files?: Prisma.JsonNullValueInput | runtime.InputJsonValue
+  createdBy?: Prisma.StringFieldUpdateOperationsInput | string
   createdAt?: Prisma.DateTimeFieldUpdateOperationsInput | Date | string
   updatedAt?: Prisma.DateTimeFieldUpdateOperationsInput | Date | string
   aliases?: Prisma.ModelAliasUncheckedUpdateManyWithoutVersionNestedInput
@@ -782,6 +814,7 @@ export type ModelVersionUncheckedUpdateManyWithoutModelInput = {
   tags?: Prisma.JsonNullValueInput | runtime.InputJsonValue
   signature?: Prisma.NullableJsonNullValueInput | runtime.InputJsonValue
   files?: Prisma.JsonNullValueInput | runtime.InputJsonValue
+  createdBy?: Prisma.StringFieldUpdateOperationsInput | string
   createdAt?: Prisma.DateTimeFieldUpdateOperationsInput | Date | string
   updatedAt?: Prisma.DateTimeFieldUpdateOperationsInput | Date | string
 }
@@ -828,6 +861,7 @@ export type ModelVersionSelect<ExtArgs extends runtime.Types.Extensions.Internal
   tags?: boolean
   signature?: boolean
   files?: boolean
+  createdBy?: boolean
   createdAt?: boolean
   updatedAt?: boolean
   model?: boolean | Prisma.ModelDefaultArgs<ExtArgs>
@@ -846,6 +880,7 @@ export type ModelVersionSelectCreateManyAndReturn<ExtArgs extends runtime.Types.
   tags?: boolean
   signature?: boolean
   files?: boolean
+  createdBy?: boolean
   createdAt?: boolean
   updatedAt?: boolean
   model?: boolean | Prisma.ModelDefaultArgs<ExtArgs>
@@ -862,6 +897,7 @@ export type ModelVersionSelectUpdateManyAndReturn<ExtArgs extends runtime.Types.
   tags?: boolean
   signature?: boolean
   files?: boolean
+  createdBy?: boolean
   createdAt?: boolean
   updatedAt?: boolean
   model?: boolean | Prisma.ModelDefaultArgs<ExtArgs>
@@ -878,11 +914,12 @@ export type ModelVersionSelectScalar = {
   tags?: boolean
   signature?: boolean
   files?: boolean
+  createdBy?: boolean
   createdAt?: boolean
   updatedAt?: boolean
 }
 
-export type ModelVersionOmit<ExtArgs extends runtime.Types.Extensions.InternalArgs = runtime.Types.Extensions.DefaultArgs> = runtime.Types.Extensions.GetOmit<"id" | "modelId" | "version" | "sourceUri" | "description" | "experimentId" | "status" | "tags" | "signature" | "files" | "createdAt" | "updatedAt", ExtArgs["result"]["modelVersion"]>
+export type ModelVersionOmit<ExtArgs extends runtime.Types.Extensions.InternalArgs = runtime.Types.Extensions.DefaultArgs> = runtime.Types.Extensions.GetOmit<"id" | "modelId" | "version" | "sourceUri" | "description" | "experimentId" | "status" | "tags" | "signature" | "files" | "createdBy" | "createdAt" | "updatedAt", ExtArgs["result"]["modelVersion"]>
 export type ModelVersionInclude<ExtArgs extends runtime.Types.Extensions.InternalArgs = runtime.Types.Extensions.DefaultArgs> = {
   model?: boolean | Prisma.ModelDefaultArgs<ExtArgs>
   aliases?: boolean | Prisma.ModelVersion$aliasesArgs<ExtArgs>
@@ -918,6 +955,10 @@ export type $ModelVersionPayload<ExtArgs extends runtime.Types.Extensions.Intern
      * The artifact's files: [{name, sha256, sizeBytes}], content-addressed in the artifact store.
      */
     files: runtime.JsonValue
+    /**
+     * Who created the version (the alias history's actor form); "" before it was recorded.
+     */
+    createdBy: string
     createdAt: Date
     updatedAt: Date
   }, ExtArgs["result"]["modelVersion"]>
@@ -1355,6 +1396,7 @@ export interface ModelVersionFieldRefs {
   readonly tags: Prisma.FieldRef<"ModelVersion", 'Json'>
   readonly signature: Prisma.FieldRef<"ModelVersion", 'Json'>
   readonly files: Prisma.FieldRef<"ModelVersion", 'Json'>
+  readonly createdBy: Prisma.FieldRef<"ModelVersion", 'String'>
   readonly createdAt: Prisma.FieldRef<"ModelVersion", 'DateTime'>
   readonly updatedAt: Prisma.FieldRef<"ModelVersion", 'DateTime'>
 }
