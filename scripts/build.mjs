@@ -5,6 +5,7 @@
 // run. Measured: a service boots in about half the CPU time without tsx's loader (README).
 //   node scripts/build.mjs           build dist/ when a source file is newer than it
 //   node scripts/build.mjs --force   build it anyway
+import { execFileSync } from "node:child_process";
 import { readFile, rm, writeFile } from "node:fs/promises";
 import { extname, join, relative } from "node:path";
 import { build } from "esbuild";
@@ -29,6 +30,16 @@ const sourceImportMetaUrl = {
   },
 };
 
+/** The checkout's commit, with "+changes" when files differ from it; "unknown" outside git. */
+function commitOfCheckout() {
+  try {
+    const git = (...args) => execFileSync("git", args, { cwd: root, encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] }).trim();
+    return `${git("rev-parse", "--short=12", "HEAD")}${git("status", "--porcelain", "--untracked-files=no") === "" ? "" : "+changes"}`;
+  } catch {
+    return "unknown";
+  }
+}
+
 async function main() {
   if (!process.argv.includes("--force") && (await buildIsFresh())) return;
   const started = performance.now();
@@ -46,6 +57,8 @@ async function main() {
     sourcemap: true,
     logLevel: "warning",
     plugins: [sourceImportMetaUrl],
+    // The commit the services report in mlmesh_build_info (runtime/observability/build-info.ts).
+    define: { __MLMESH_COMMIT__: JSON.stringify(commitOfCheckout()) },
   });
   await writeFile(stampFile, `${new Date().toISOString()}\n`);
   process.stderr.write(`build: dist/ from services/ in ${Math.round(performance.now() - started)} ms\n`);

@@ -1,33 +1,30 @@
-// The web console in a real headless Chromium (Debian's, driven by playwright-core): the page
-// calls the Predictor and the Proxy processes from the browser over Connect JSON, Connect binary
-// and gRPC-web, which only works when the services answer CORS for the console's origin.
-import { mkdtemp, readFile, rm } from "node:fs/promises";
+// The web console in a real headless Chromium (Debian's, driven by playwright-core), against
+// real services: every page is walked as a user would (search, open, compare, push, move,
+// watch), checked by axe-core for serious or critical accessibility violations, and
+// photographed into test-results/console/ (git ignores it) for people to look at.
+import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { createRequire } from "node:module";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { chromium, type Browser, type Page } from "playwright-core";
+import { gzipSync } from "node:zlib";
+import { chromium, type Browser, type BrowserContext, type Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createClient } from "@connectrpc/connect";
-import { createGrpcTransport } from "@connectrpc/connect-node";
-import { PredictorService } from "../gen/mlmesh/predictor/v1/predictor_pb.js";
 import { ModelRegistryService } from "../gen/mlmesh/registry/v1/registry_pb.js";
+import { bootstrapRegistry } from "../services/cli/bootstrap.js";
+import { registryClient } from "../services/cli/model-push.js";
+import { checkHealth, ServingStatus } from "../services/runtime/client/health-client.js";
 import { clientFor } from "./support/clients.js";
 import { freshDatabase, type TestDatabase } from "./support/databases.js";
-import { bootstrapRegistry } from "../services/cli/bootstrap.js";
-import { pushModelFolder, registryClient, resolveModel } from "../services/cli/model-push.js";
-import { checkHealth, ServingStatus } from "../services/runtime/client/health-client.js";
-import { repoRoot, startService, type ServiceProcess } from "./support/service-process.js";
+import { repoRoot, run, startService, tools, type ServiceProcess } from "./support/service-process.js";
 
 /** Debian's chromium (scripts/install-system-packages.sh); launching fails if it is missing. */
 const chromiumPath = "/usr/bin/chromium";
 // Headless, and no calls to Google's services: this machine's network would refuse them.
 const chromiumArgs = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"];
-
-const knownRows = [
-  { values: "5.1, 3.5, 1.4, 0.2", label: "setosa" },
-  { values: "6.3, 3.3, 6.0, 2.5", label: "virginica" },
-  { values: "5.9, 3.0, 4.2, 1.5", label: "versicolor" },
-];
+const screenshots = join(repoRoot, "test-results/console");
+const axeSource = readFile(createRequire(import.meta.url).resolve("axe-core/axe.min.js"), "utf8");
+const fixtureVersion = join(repoRoot, "test/fixtures/models/iris_svc/2");
 
 /** A port that was free a moment ago: the console's origin must be known before the services start. */
 async function freePort(): Promise<number> {
@@ -46,8 +43,18 @@ async function waitUntilServing(address: string): Promise<void> {
   }
 }
 
-const cells = (page: Page, table: string, column: number) =>
-  page.locator(`[data-testid=${table}] tbody tr td:nth-child(${column})`).allInnerTexts();
+const cells = (page: Page, table: string, column: number) => page.locator(`[data-testid=${table}] tbody tr > :nth-child(${column})`).allInnerTexts();
+
+/** axe-core's serious and critical violations on the page as it is now (rule id, impact, first targets). */
+async function seriousViolations(page: Page): Promise<string[]> {
+  if (!(await page.evaluate(() => "axe" in window))) await page.addScriptTag({ content: await axeSource });
+  const violations = await page.evaluate(async () => {
+    const axe = (window as unknown as { axe: { run(context: Document, options: object): Promise<{ violations: { id: string; impact: string; nodes: { target: string[] }[] }[] }> } }).axe;
+    const result = await axe.run(document, { resultTypes: ["violations"] });
+    return result.violations.map((v) => ({ id: v.id, impact: v.impact, targets: v.nodes.slice(0, 3).map((n) => n.target.join(" ")) }));
+  });
+  return violations.filter((v) => v.impact === "serious" || v.impact === "critical").map((v) => `${v.id} (${v.impact}): ${v.targets.join(", ")}`);
+}
 
 describe("web console in headless Chromium", () => {
   let predictor: ServiceProcess;
@@ -58,15 +65,19 @@ describe("web console in headless Chromium", () => {
   let consoleServer: ServiceProcess;
   let strangerConsole: ServiceProcess;
   let browser: Browser;
+  let context: BrowserContext;
   let artifactDir: string;
+  let registryEnv: Record<string, string>;
 
   beforeAll(async () => {
+    await mkdir(screenshots, { recursive: true });
     const consolePort = await freePort();
     const cors = { CORS_ORIGINS: `http://127.0.0.1:${consolePort}` };
     for (let i = 0; i < 2; i++) databases.push(await freshDatabase("sqlite"));
     // The mesh as `mlmesh up` runs it: the bundled models registered, the Predictor following the registry.
     artifactDir = await mkdtemp(join(tmpdir(), "mlmesh-console-artifacts-"));
-    registry = await startService("registry", { ...cors, DATABASE_URL: databases[1].url, ARTIFACT_DIR: artifactDir });
+    registryEnv = { ...cors, DATABASE_URL: databases[1].url, ARTIFACT_DIR: artifactDir };
+    registry = await startService("registry", registryEnv);
     await bootstrapRegistry(registryClient(registry.address, "console-test"), join(repoRoot, "models"), "iris", new AbortController().signal);
     predictor = await startService("predictor", { ...cors, REGISTRY_ADDRESS: registry.address });
     await waitUntilServing(predictor.address);
@@ -77,11 +88,14 @@ describe("web console in headless Chromium", () => {
       CONSOLE_PROXY_URL: proxy.baseUrl,
       CONSOLE_BATCH_URL: batch.baseUrl,
       CONSOLE_REGISTRY_URL: registry.baseUrl,
+      CONSOLE_METRICS_URLS: `registry=${registry.baseUrl},predictor=${predictor.baseUrl},batch=${batch.baseUrl},proxy=${proxy.baseUrl}`,
     };
     consoleServer = await startService("console", { ...endpoints, CONSOLE_PORT: String(consolePort) });
     // The same page on an origin the services do not list.
     strangerConsole = await startService("console", endpoints);
     browser = await chromium.launch({ executablePath: chromiumPath, args: chromiumArgs });
+    // axe-core is injected as a script tag, which the console's CSP would refuse.
+    context = await browser.newContext({ viewport: { width: 1400, height: 900 }, bypassCSP: true });
   });
   afterAll(async () => {
     await browser?.close();
@@ -90,179 +104,394 @@ describe("web console in headless Chromium", () => {
     if (artifactDir) await rm(artifactDir, { recursive: true, force: true });
   });
 
-  const openConsole = async () => {
-    const page = await browser.newPage();
-    await page.goto(`${consoleServer.baseUrl}/`);
-    return page;
+  const registryApi = () => clientFor(ModelRegistryService, registry.baseUrl, "grpc");
+
+  /** Opens a page of the console and waits for its heading. */
+  const open = async (path: string, page?: Page) => {
+    const p = page ?? (await context.newPage());
+    await p.goto(`${consoleServer.baseUrl}${path}`);
+    await p.locator("main h1").waitFor();
+    return p;
   };
 
-  it("lists the models and predicts the known rows over Connect JSON, Connect binary and gRPC-web", async () => {
-    const page = await openConsole();
-    const predictContentTypes: string[] = [];
-    page.on("request", (request) => {
-      if (request.method() === "POST" && request.url().endsWith("/mlmesh.predictor.v1.PredictorService/Predict")) predictContentTypes.push(request.headers()["content-type"]);
-    });
-    await page.waitForSelector("body[data-ready=true]");
-    expect(await cells(page, "models", 1)).toEqual(["iris_svc", "iris_svc_setosa", "iris_svc_versicolor", "iris_svc_virginica"]);
-    await page.fill("[data-testid=rows]", knownRows.map((r) => r.values).join("\n"));
-    const protocols = { "connect-json": "application/json", "connect-binary": "application/proto", "grpc-web": "application/grpc-web+proto" };
-    for (const [protocol, contentType] of Object.entries(protocols)) {
-      await page.selectOption("[data-testid=protocol]", protocol);
-      await page.selectOption("[data-testid=model]", "iris_svc@1");
-      await page.click("[data-testid=predict]");
-      await expect.poll(() => cells(page, "predictions", 2), { message: protocol }).toEqual(knownRows.map((r) => r.label));
-      expect(await page.textContent("[data-testid=error]"), protocol).toBe("");
-      expect(predictContentTypes.at(-1), protocol).toBe(contentType);
-    }
+  /** Checks the page with axe-core and photographs it. */
+  const inspect = async (page: Page, name: string) => {
+    expect(await seriousViolations(page), name).toEqual([]);
+    await page.screenshot({ path: join(screenshots, `${name}.png`), fullPage: true });
+  };
+
+  it("Models: searches by name, tag and alias, opens a model, and the back button returns to the search", async () => {
+    const client = registryApi();
+    const { model } = await client.getModelByName({ projectName: "iris", name: "iris_svc_setosa" });
+    await client.setModelTag({ modelId: model!.id, key: "team", value: "vision" });
+
+    const page = await open("/models");
+    await expect.poll(() => cells(page, "models", 1)).toEqual(["iris_svc", "iris_svc_setosa", "iris_svc_versicolor", "iris_svc_virginica"]);
+    expect(await cells(page, "models", 3)).toEqual(Array(4).fill("production → v1"));
+    expect((await cells(page, "models", 4))[0]).toContain("input float32[N, 4] → label int64[N], probabilities float32[N, 3]");
+    await expect.poll(() => cells(page, "models", 5)).toEqual(Array(4).fill("v1 (production)"));
+    await inspect(page, "models");
+
+    const search = async (query: string, expected: string[]) => {
+      await page.fill("[data-testid=model-search]", query);
+      await expect.poll(() => cells(page, "models", 1), { message: query }).toEqual(expected);
+    };
+    await search("virginica", ["iris_svc_virginica"]);
+    await search("tag:team=vision", ["iris_svc_setosa"]);
+    await search("tag:team=other", []);
+    await search("alias:production iris_svc_v", ["iris_svc_versicolor", "iris_svc_virginica"]);
+    await search("@staging", []);
+    expect(page.url()).toBe(`${consoleServer.baseUrl}/models?q=%40staging`);
+    await search("iris_svc_s", ["iris_svc_setosa"]);
+    await page.click("text=iris_svc_setosa");
+    await expect.poll(() => page.locator("main h1").innerText()).toBe("iris / iris_svc_setosa");
+    expect(page.url()).toBe(`${consoleServer.baseUrl}/models/iris/iris_svc_setosa`);
+    await page.goBack();
+    await expect.poll(() => page.locator("main h1").innerText()).toBe("Models");
+    expect(await page.inputValue("[data-testid=model-search]")).toBe("iris_svc_s");
+    await expect.poll(() => cells(page, "models", 1)).toEqual(["iris_svc_setosa"]);
+    // A deep link opens the page itself, and an unknown page says so.
+    await open("/models/iris/iris_svc_setosa", page);
+    expect(await page.locator("main h1").innerText()).toBe("iris / iris_svc_setosa");
+    await open("/no/such/page", page);
+    expect(await page.locator("main h1").innerText()).toBe("Not found");
     await page.close();
   });
 
-  it("predicts labels through the Proxy and shows its backends", async () => {
-    const page = await openConsole();
-    await page.waitForSelector("body[data-ready=true]");
-    await page.fill("[data-testid=rows]", knownRows.map((r) => r.values).join("\n"));
-    await page.click("[data-testid=predict-label]");
-    await expect.poll(() => cells(page, "predictions", 2)).toEqual(knownRows.map((r) => r.label));
-    expect(await cells(page, "predictions", 4)).toContain("answered: setosa, versicolor, virginica");
-    await page.click("[data-testid=check]");
-    await expect.poll(() => cells(page, "backends", 1)).toEqual(["setosa", "versicolor", "virginica"]);
-    expect(await cells(page, "backends", 4)).toEqual(["yes", "yes", "yes"]);
-    expect(await cells(page, "backends", 5)).toEqual(["CLOSED", "CLOSED", "CLOSED"]);
-    await page.close();
-  });
-
-  it("registers batch items and follows each one's WatchItem stream to its final state, over each protocol", async () => {
-    const page = await openConsole();
-    await page.waitForSelector("body[data-ready=true]");
-    await page.fill("[data-testid=rows]", [...knownRows.map((r) => r.values), "5.1, 3.5, 1.4"].join("\n"));
-    for (const protocol of ["connect-json", "connect-binary", "grpc-web"]) {
-      await page.selectOption("[data-testid=protocol]", protocol);
-      await page.click("[data-testid=register]");
-      // Streams start with PENDING and end with the job's outcome (BATCH_INTERVAL=500ms).
-      await expect.poll(() => cells(page, "items", 2), { message: protocol, timeout: 15_000 }).toEqual(["PREDICTED", "PREDICTED", "PREDICTED", "FAILED"]);
-      expect(await cells(page, "items", 3), protocol).toEqual([...knownRows.map((r) => r.label), ""]);
-      expect((await cells(page, "items", 4))[3], protocol).toMatch(/^the item has 3 values; iris_svc v1 takes 4/);
-      expect(await page.textContent("[data-testid=error]"), protocol).toBe("");
-    }
-    await page.click("[data-testid=job-status]");
-    await expect.poll(() => page.textContent("[data-testid=job-counts]")).toBe("0 pending, 9 predicted, 3 failed");
-    await page.locator("[data-testid=job-counts]").evaluate((element) => (element.textContent = ""));
-    await page.click("[data-testid=run-job]"); // RunJobNow: nothing left to do
-    await expect.poll(() => page.textContent("[data-testid=job-counts]")).toBe("0 pending, 9 predicted, 3 failed");
-    await page.close();
-  });
-
-  it("lists the registry's projects and models", async () => {
-    const client = clientFor(ModelRegistryService, registry.baseUrl, "grpc");
-    const { project } = await client.createProject({ name: "iris_console", description: "from the console test" });
-    await client.createModel({ projectId: project!.id, name: "svc", description: "an SVC" });
-    await client.createProject({ name: "empty_project" });
-    const page = await openConsole();
-    await page.waitForSelector("body[data-ready=true]");
-    await page.click("[data-testid=load-registry]");
-    // The bundled models registered at start-up, then this test's.
-    await expect.poll(() => cells(page, "registry", 1)).toEqual(["iris", "iris", "iris", "iris", "iris_console", "empty_project"]);
-    expect(await cells(page, "registry", 2)).toEqual(["iris_svc", "iris_svc_setosa", "iris_svc_versicolor", "iris_svc_virginica", "svc", "(no model yet)"]);
-    await page.close();
-  });
-
-  it("shows the service's status and message for a bad row", async () => {
-    const page = await openConsole();
-    await page.waitForSelector("body[data-ready=true]");
-    await page.fill("[data-testid=rows]", "5.1, 3.5, 1.4");
-    await page.click("[data-testid=predict]");
-    await expect.poll(() => page.textContent("[data-testid=error]")).toContain("INVALID_ARGUMENT: rows[0] has 3 values; iris_svc v1 takes 4");
-    expect(await cells(page, "predictions", 2)).toEqual([]);
-    await page.close();
-  });
-
-  it("shows a model's versions, aliases, their history and what the Predictor serves, and moves an alias once confirmed", async () => {
-    const client = registryClient(registry.address, "console-test");
-    const { id } = await resolveModel(client, { project: "iris", name: "iris_svc" }, false);
-    await pushModelFolder(client, join(repoRoot, "test/fixtures/models/iris_svc/2"), { modelId: id, modelName: "iris_svc" });
-    const page = await openConsole();
-    await page.waitForSelector("body[data-ready=true]");
-    await page.click("[data-testid=load-deployments]");
-    await page.selectOption("[data-testid=deploy-model]", { label: "iris/iris_svc" });
-    await expect.poll(() => cells(page, "versions", 1)).toEqual(["1", "2"]);
-    expect(await cells(page, "versions", 2)).toEqual(["production", "-"]);
-    // The Predictor loads the new version as the newest (PREDICTOR_LATEST_VERSIONS=1); production stays on v1.
-    await expect
-      .poll(async () => {
-        await page.click("[data-testid=deploy-refresh]");
-        return cells(page, "versions", 3);
-      })
-      .toEqual(["production", "loaded"]);
+  it("A model: versions with who pushed them, aliases and their history, what the Predictor serves, and a try-it form from its signature", async () => {
+    const page = await open("/models/iris/iris_svc");
+    await expect.poll(() => cells(page, "versions", 1)).toEqual(["v1"]);
+    expect(await cells(page, "versions", 2)).toEqual(["production"]);
+    expect(await cells(page, "versions", 3)).toEqual(["console-test"]);
+    expect((await cells(page, "versions", 6))[0]).toBe("input float32[N, 4] → 3 labels");
+    await expect.poll(() => cells(page, "versions", 8)).toEqual(["production"]);
+    await expect.poll(() => cells(page, "versions", 9)).toEqual([predictor.address]);
     expect(await cells(page, "alias-history", 5)).toEqual(["console-test"]);
+    for (const placeholder of ["monitoring", "policies", "rollouts"]) expect(await page.locator(`[data-testid=${placeholder}-placeholder]`).count()).toBe(1);
 
-    await page.selectOption("[data-testid=alias-version]", "2");
-    page.once("dialog", (dialog) => void dialog.dismiss());
-    await page.click("[data-testid=move-alias]");
-    await expect.poll(() => page.textContent("[data-testid=deploy-status]")).toBe("not moved");
-    expect(await cells(page, "versions", 2)).toEqual(["production", "-"]);
-
-    let question = "";
-    page.once("dialog", (dialog) => {
-      question = dialog.message();
-      void dialog.accept();
+    // Rows generated from the feature names, prefilled with the model's sample input, over each protocol.
+    const requests: string[] = [];
+    page.on("request", (r) => {
+      if (r.url().endsWith("PredictorService/Predict")) requests.push(r.headers()["content-type"]);
     });
+    expect(await page.locator("[data-testid=try-rows] thead th").allInnerTexts()).toEqual([
+      "row",
+      "sepal_length_cm",
+      "sepal_width_cm",
+      "petal_length_cm",
+      "petal_width_cm",
+      "label",
+      "probabilities (setosa / versicolor / virginica)",
+      "remove",
+    ]);
+    for (const [protocol, contentType] of Object.entries({ "connect-json": "application/json", "connect-binary": "application/proto", "grpc-web": "application/grpc-web+proto" })) {
+      await page.selectOption("[data-testid=protocol]", protocol);
+      await page.click("[data-testid=try-predict]");
+      await expect.poll(() => page.locator("[data-testid=try-label]").allInnerTexts(), { message: protocol }).toEqual(["setosa", "versicolor", "virginica"]);
+      expect(requests.at(-1), protocol).toBe(contentType);
+    }
+    await page.selectOption("[data-testid=protocol]", "connect-json");
+    await page.fill("[data-testid=try-0-3]", "");
+    await page.click("[data-testid=try-predict]");
+    await expect.poll(() => page.textContent("[data-testid=try-error]")).toBe("INVALID_ARGUMENT: invalid PredictRequest: rows[0].values[3]: must be finite [float.finite]");
+    // JSON tensors through the Open Inference Protocol's REST binding.
+    await page.check("[data-testid=try-mode-tensors]");
+    await page.click("[data-testid=try-infer]");
+    await expect.poll(() => page.textContent("[data-testid=try-response]")).toContain('"model_name": "iris_svc"');
+    await inspect(page, "model");
+    await page.close();
+  });
+
+  it("Experiments: lists a model's runs, and compares two side by side with a chart per metric", async () => {
+    const client = registryApi();
+    const { model } = await client.getModelByName({ projectName: "iris", name: "iris_svc" });
+    const runs = [
+      { modelVersionId: "svc-c1", parameters: { C: 1, kernel: "rbf" }, evaluations: { accuracy: 0.93, f1: 0.92 }, trainingDataset: "iris.json#train" },
+      { modelVersionId: "svc-c10", parameters: { C: 10, kernel: "rbf" }, evaluations: { accuracy: 0.97, f1: 0.96 }, trainingDataset: "iris.json#train" },
+      { modelVersionId: "svc-linear", parameters: { C: 1, kernel: "linear" }, evaluations: { accuracy: 0.9 }, trainingDataset: "iris.json#train" },
+    ];
+    for (const r of runs) await client.createExperiment({ modelId: model!.id, ...r });
+    const page = await open("/models/iris/iris_svc");
+    await expect.poll(() => page.locator("[data-testid=experiments-link]").innerText()).toBe("Experiments (3)");
+    await page.click("[data-testid=experiments-link]");
+    await expect.poll(() => cells(page, "experiments", 2)).toEqual(["svc-c1", "svc-c10", "svc-linear"]);
+    expect(await page.isDisabled("[data-testid=compare]")).toBe(true);
+    await page.check("[data-testid=pick-svc-c1]");
+    await page.check("[data-testid=pick-svc-c10]");
+    await inspect(page, "experiments");
+    await page.click("[data-testid=compare]");
+    await expect.poll(() => page.locator("[data-testid=comparison] thead th").allInnerTexts()).toEqual(["what", "svc-c1", "svc-c10"]);
+    expect(page.url()).toMatch(/\/models\/iris\/iris_svc\/experiments\/compare\?ids=[^,]+,[^,]+$/);
+    const row = (what: string) => page.locator("[data-testid=comparison] tbody tr", { hasText: what }).first();
+    expect(await row("parameter C").getAttribute("data-differs")).toBe("true");
+    expect(await row("parameter kernel").getAttribute("data-differs")).toBe("false");
+    expect(await row("evaluation accuracy").locator("td").allInnerTexts()).toEqual(["0.9300", "0.9700"]);
+    expect(await page.getAttribute("[data-testid=metric-accuracy]", "data-values")).toBe("0.93,0.97");
+    expect(await page.getAttribute("[data-testid=metric-f1]", "data-values")).toBe("0.92,0.96");
+    expect(await page.locator("[data-testid=metric-accuracy] canvas").count()).toBe(1);
+    await inspect(page, "experiments-compare");
+    // The comparison is a deep link: a reload shows the same, and a bad one says why.
+    await page.reload();
+    await expect.poll(() => page.locator("[data-testid=comparison] thead th").count()).toBe(3);
+    await open("/models/iris/iris_svc/experiments/compare?ids=only-one", page);
+    await expect.poll(() => page.textContent("[data-testid=compare-error]")).toBe("INVALID_ARGUMENT: a comparison takes 2 to 5 experiments, got 1");
+    await page.close();
+  });
+
+  it("Registry writes: creates a project and a model, edits the description and tags, pushes versions from files, and moves an alias once confirmed", async () => {
+    const page = await open("/models");
+    await page.fill("[data-testid=new-project-name]", "console_project");
+    await page.fill("[data-testid=new-project-description]", "made in the browser");
+    await page.click("text=Create project");
+    await expect.poll(() => page.textContent("[data-testid=new-project-done]")).toBe("created project console_project");
+    // A duplicate name: the registry's code and message.
+    await page.click("text=Create project");
+    await expect.poll(() => page.textContent("[data-testid=new-project-error]")).toBe('ALREADY_EXISTS: project "console_project" already exists');
+    await expect.poll(() => page.locator("[data-testid=new-model-project] option:checked").innerText()).toBe("console_project");
+    await page.fill("[data-testid=new-model-name]", "console_svc");
+    await page.click("text=Create model");
+    await expect.poll(() => page.locator("main h1").innerText()).toBe("console_project / console_svc");
+
+    await page.fill("[data-testid=model-description]", "an SVC pushed from the console");
+    await page.click("text=Save description");
+    await expect.poll(() => page.textContent("[data-testid=about-done]")).toBe("description saved");
+    await page.fill("[data-testid=tag-key]", "owner");
+    await page.fill("[data-testid=tag-value]", "ml-team");
+    await page.click("text=Set tag");
+    await expect.poll(() => page.locator("[data-testid=model-tags] code").allInnerTexts()).toEqual(["owner=ml-team"]);
+    const { model } = await registryApi().getModelByName({ projectName: "console_project", name: "console_svc" });
+    expect([model!.description, model!.tags]).toEqual(["an SVC pushed from the console", { owner: "ml-team" }]);
+
+    // Picked files whose metadata names another model: refused with the registry's code, nothing stored.
+    await open("/models/iris/iris_svc_setosa", page);
+    await page.setInputFiles("[data-testid=push-onnx]", join(fixtureVersion, "model.onnx"));
+    await page.setInputFiles("[data-testid=push-metadata]", join(fixtureVersion, "metadata.json"));
+    await page.click("[data-testid=push-submit]");
+    await expect.poll(() => page.textContent("[data-testid=push-error]")).toMatch(/^INVALID_ARGUMENT: metadata.json: name is "iris_svc", expected "iris_svc_setosa"/);
+    expect(await cells(page, "versions", 1)).toEqual(["v1"]);
+
+    // Both files dropped on the form at once, then pushed with an alias: the iris SVC again, its metadata renamed.
+    await open("/models/console_project/console_svc", page);
+    const metadata = JSON.parse(await readFile(join(fixtureVersion, "metadata.json"), "utf8")) as { name: string };
+    const renamed = Buffer.from(JSON.stringify({ ...metadata, name: "console_svc" }));
+    const consoleSvc = join(artifactDir, "console_svc");
+    await mkdir(consoleSvc, { recursive: true });
+    await writeFile(join(consoleSvc, "metadata.json"), renamed);
+    await writeFile(join(consoleSvc, "model.onnx"), await readFile(join(fixtureVersion, "model.onnx")));
+    const files = await Promise.all(["model.onnx", "metadata.json"].map(async (name) => ({ name, base64: (await readFile(join(consoleSvc, name))).toString("base64") })));
+    const dataTransfer = await page.evaluateHandle((list) => {
+      const transfer = new DataTransfer();
+      for (const f of list) transfer.items.add(new File([Uint8Array.from(atob(f.base64), (c) => c.charCodeAt(0))], f.name));
+      return transfer;
+    }, files);
+    await page.dispatchEvent("[data-testid=push-form]", "drop", { dataTransfer });
+    await page.fill("[data-testid=push-alias]", "staging");
+    await page.click("[data-testid=push-submit]");
+    await expect.poll(() => page.textContent("[data-testid=push-done]"), { timeout: 10_000 }).toBe("pushed version 1 (staging)");
+    await expect.poll(() => cells(page, "versions", 2)).toEqual(["staging"]);
+    expect(await cells(page, "versions", 3)).toEqual(["console"]);
+    const stored = await registryApi().getModelVersion({ modelId: model!.id, version: 1 });
+    expect(stored.modelVersion!.files.map((f) => [f.name, Number(f.sizeBytes)])).toEqual([
+      ["model.onnx", (await readFile(join(fixtureVersion, "model.onnx"))).length],
+      ["metadata.json", renamed.length],
+    ]);
+    await page.setInputFiles("[data-testid=push-onnx]", join(consoleSvc, "model.onnx"));
+    await page.setInputFiles("[data-testid=push-metadata]", join(consoleSvc, "metadata.json"));
+    await page.click("[data-testid=push-submit]");
+    await expect.poll(() => page.textContent("[data-testid=push-done]"), { timeout: 10_000 }).toBe("pushed version 2");
+
+    // Moving an alias asks first: cancel leaves it, confirm moves it and the history shows it.
+    await page.fill("[data-testid=alias-name]", "staging");
+    await expect.poll(() => page.locator("[data-testid=alias-version] option").count()).toBe(2);
+    await page.selectOption("[data-testid=alias-version]", "2");
     await page.click("[data-testid=move-alias]");
-    await expect.poll(() => page.textContent("[data-testid=deploy-status]")).toBe("iris/iris_svc@production -> version 2");
-    expect(question).toBe("Move iris/iris_svc@production from version 1 to version 2? Every Predictor serving it switches within seconds.");
-    expect(await cells(page, "versions", 2)).toEqual(["-", "production"]);
-    expect((await page.locator("[data-testid=alias-history] tbody tr").first().locator("td").allInnerTexts()).slice(1)).toEqual([
-      "production",
+    await expect.poll(() => page.textContent("[data-testid=confirm-question]")).toBe(
+      "Move staging of console_svc from version 1 to version 2? Every Predictor serving it switches within seconds.",
+    );
+    await inspect(page, "move-alias-dialog");
+    await page.keyboard.press("Escape");
+    await expect.poll(() => page.locator("[data-testid=confirm-dialog]").isVisible()).toBe(false);
+    expect(await cells(page, "versions", 2)).toEqual(["staging", "—"]);
+    await page.click("[data-testid=move-alias]");
+    await page.click("[data-testid=confirm-yes]");
+    await expect.poll(() => page.textContent("[data-testid=alias-done]")).toBe("staging → version 2");
+    await expect.poll(() => cells(page, "versions", 2)).toEqual(["—", "staging"]);
+    await expect.poll(() => page.locator("[data-testid=alias-history] tbody tr").first().locator("td").allInnerTexts()).toEqual([
+      expect.any(String),
+      "staging",
       "v1",
       "v2",
       "console",
     ]);
-    const movedAt = Date.now();
-    await expect
-      .poll(async () => {
-        await page.click("[data-testid=deploy-refresh]");
-        return cells(page, "versions", 3);
-      })
-      .toEqual(["-", "production"]);
-    expect(Date.now() - movedAt).toBeLessThan(5000);
-    expect(await page.textContent("[data-testid=error]")).toBe("");
+    await inspect(page, "model-after-writes");
     await page.close();
   });
 
-  it("draws each service's live requests/s, errors and p99 from /metrics read by the console's server, with points once load is sent", async () => {
-    const page = await openConsole();
+  it("the model's and the services' charts move under ghz load, from the /metrics the console's server reads", async () => {
+    const page = await open("/models/iris/iris_svc");
+    const services = await open("/services");
     const browserCalls: string[] = [];
-    page.on("request", (request) => browserCalls.push(request.url()));
-    await page.waitForSelector("body[data-ready=true]");
-    await expect.poll(() => cells(page, "live", 1), { timeout: 10_000 }).toEqual(["registry", "predictor", "batch", "proxy"]);
-    const predict = createClient(PredictorService, createGrpcTransport({ baseUrl: predictor.baseUrl }));
-    const until = Date.now() + 5000;
-    while (Date.now() < until) await Promise.all(Array.from({ length: 10 }, () => predict.predict({ model: "iris_svc", rows: [{ values: [5.1, 3.5, 1.4, 0.2] }] })));
-    const points = async (chart: string) => ((await page.getAttribute(`[data-testid=${chart}] polyline`, "points")) ?? "").split(" ").filter((p) => p !== "");
-    await expect.poll(async () => (await points("live-predictor-rps")).length, { timeout: 15_000 }).toBeGreaterThanOrEqual(3);
-    await expect.poll(async () => Number.parseFloat((await page.locator("[data-testid=live] tbody tr:nth-child(2) td:nth-child(2) span").innerText()) || "0"), { timeout: 10_000 }).toBeGreaterThan(0);
-    expect((await page.locator("[data-testid=live] tbody tr:nth-child(2) td:nth-child(4) span").innerText())).toMatch(/^\d+\.\d\d ms$/);
-    expect(await points("live-predictor-p99")).not.toEqual([]);
-    // The browser asked its own server, never the services' /metrics.
+    for (const p of [page, services]) p.on("request", (r) => browserCalls.push(r.url()));
+    const ghz = run(tools.ghz, [
+      "--insecure",
+      "--call",
+      "mlmesh.predictor.v1.PredictorService/Predict",
+      "-d",
+      JSON.stringify({ model: "iris_svc", rows: [{ values: [5.1, 3.5, 1.4, 0.2] }] }),
+      "--concurrency",
+      "4",
+      "--connections",
+      "1",
+      "--duration",
+      "8s",
+      predictor.address,
+    ]);
+    const last = (p: Page, chart: string) => p.getAttribute(`[data-testid=${chart}]`, "data-last").then(Number);
+    await expect.poll(() => last(page, "model-history-rps"), { timeout: 15_000 }).toBeGreaterThan(10);
+    await expect.poll(() => last(page, "model-history-latency"), { timeout: 10_000 }).toBeGreaterThan(0);
+    expect(Number(await page.getAttribute("[data-testid=model-history-rps]", "data-points"))).toBeGreaterThanOrEqual(2);
+    await expect.poll(() => last(services, "live-predictor-rps"), { timeout: 10_000 }).toBeGreaterThan(10);
+    await expect.poll(() => services.locator("[data-testid=live-predictor-p99-value]").innerText()).toMatch(/^\d+(\.\d\d)? ms$/);
+    await expect.poll(() => last(services, "history-predictor-rps"), { timeout: 10_000 }).toBeGreaterThan(10);
+    expect((await ghz).code).toBe(0);
+    // The charts moved with the load: the Models page shows the traffic too.
+    const models = await open("/models");
+    await expect.poll(async () => Number.parseFloat((await cells(models, "models", 6))[0])).toBeGreaterThan(0);
+    // The browser asked the console's server, never the services' /metrics.
     expect(browserCalls.filter((url) => url.endsWith("/metrics"))).toEqual([]);
-    expect(browserCalls.some((url) => url === `${consoleServer.baseUrl}/live.json`)).toBe(true);
-    const screenshot = join(artifactDir, "console-live.png");
-    await page.locator("[data-testid=live]").screenshot({ path: screenshot });
-    const png = await readFile(screenshot);
-    expect(png.subarray(0, 8).toString("latin1")).toBe("\x89PNG\r\n\x1a\n");
-    expect(png.length).toBeGreaterThan(2000);
+    await inspect(page, "model-under-load");
+    await Promise.all([page.close(), services.close(), models.close()]);
+  });
+
+  it("Batch: runs with their outcome, items filtered by state, registering rows followed by WatchItem, and an item's own watch page", async () => {
+    const page = await open("/batch");
+    await page.fill("[data-testid=register-rows]", "5.1, 3.5, 1.4, 0.2\n6.3, 3.3, 6.0, 2.5\n5.1, 3.5, 1.4");
+    await page.click("[data-testid=register]");
+    await expect.poll(() => cells(page, "followed-items", 2), { timeout: 15_000 }).toEqual(["PREDICTED", "PREDICTED", "FAILED"]);
+    expect(await cells(page, "followed-items", 3)).toEqual(["setosa", "virginica", ""]);
+    expect((await cells(page, "followed-items", 4))[2]).toMatch(/^the item has 3 values; iris_svc v1 takes 4/);
+    await expect.poll(() => page.textContent("[data-testid=job-counts]")).toMatch(/0 pending, 2 predicted, 1 failed$/);
+    await expect.poll(async () => (await cells(page, "runs", 3)).includes("ok")).toBe(true);
+    await page.selectOption("[data-testid=item-state]", "3");
+    expect(page.url()).toBe(`${consoleServer.baseUrl}/batch?state=3`);
+    await expect.poll(() => cells(page, "items", 2)).toEqual(["FAILED"]);
+    await page.selectOption("[data-testid=item-state]", "2");
+    await expect.poll(() => cells(page, "items", 2)).toEqual(["PREDICTED", "PREDICTED"]);
+    await inspect(page, "batch");
+    await page.locator("[data-testid=items] tbody a").first().click();
+    await expect.poll(() => page.textContent("[data-testid=watch-state]")).toBe("PREDICTED (final)");
+    expect(await page.textContent("[data-testid=watch-label]")).toBe("setosa");
+    await inspect(page, "batch-item");
     await page.close();
+  });
+
+  it("Proxy: backends with their circuits, per-backend latency, and labels predicted through the Proxy", async () => {
+    const page = await open("/proxy");
+    await expect.poll(() => cells(page, "backends", 1)).toEqual(["setosa", "versicolor", "virginica"]);
+    expect(await cells(page, "backends", 4)).toEqual(["yes", "yes", "yes"]);
+    expect(await cells(page, "backends", 6)).toEqual(["CLOSED", "CLOSED", "CLOSED"]);
+    await page.click("[data-testid=predict-label]");
+    await expect.poll(() => cells(page, "label-predictions", 2)).toEqual(["setosa", "virginica"]);
+    expect(await page.locator("[data-testid=label-predictions] caption").innerText()).toBe("Answered by setosa, versicolor, virginica");
+    // Per-backend lines from the Proxy's mlmesh_proxy_backend_call_duration_seconds.
+    await expect.poll(() => page.locator("[data-testid=proxy-history-latency] .u-legend .u-series").allInnerTexts(), { timeout: 10_000 }).toEqual(
+      expect.arrayContaining([expect.stringContaining("setosa p99"), expect.stringContaining("virginica p50")]),
+    );
+    await inspect(page, "proxy");
+    await page.close();
+  });
+
+  it("Services: health, addresses, TLS, auth and build; a registry stopped mid-session shows as unreachable on its pages only, and recovers", async () => {
+    const services = await open("/services");
+    await expect.poll(() => cells(services, "services", 1)).toEqual(["registry", "predictor", "batch", "proxy"]);
+    await expect.poll(() => cells(services, "services", 2)).toEqual(["SERVING", "SERVING", "SERVING", "SERVING"]);
+    expect(await cells(services, "services", 4)).toEqual([registry.address, predictor.address, batch.address, proxy.address]);
+    expect(await cells(services, "services", 6)).toEqual(["off", "off", "off", "off"]);
+    expect(await cells(services, "services", 7)).toEqual(["off", "off", "off", "off"]);
+    expect((await cells(services, "services", 8))[0]).toMatch(/^0\.1\.0 \((source|[0-9a-f]{12}(\+changes)?)\), Node v20\./);
+    await inspect(services, "services");
+
+    const model = await open("/models/iris/iris_svc");
+    await expect.poll(() => cells(model, "versions", 1)).toEqual(["v1"]);
+    await registry.stop();
+    await expect.poll(() => services.locator("[data-testid=service-registry]").getAttribute("data-health"), { timeout: 10_000 }).toBe("UNREACHABLE");
+    expect(await cells(services, "services", 2)).toEqual(["unreachable", "SERVING", "SERVING", "SERVING"]);
+    await expect.poll(() => model.locator("[data-unreachable=true]").first().innerText(), { timeout: 10_000 }).toMatch(/^Registry unreachable \(UNREACHABLE\): the registry at/);
+    // What the page showed stays, and the Predictor's parts still work.
+    expect(await cells(model, "versions", 1)).toEqual(["v1"]);
+    await model.click("[data-testid=try-predict]");
+    await expect.poll(() => model.locator("[data-testid=try-label]").allInnerTexts()).toEqual(["setosa", "versicolor", "virginica"]);
+    await model.screenshot({ path: join(screenshots, "model-registry-down.png"), fullPage: true });
+    const batchPage = await open("/batch");
+    await expect.poll(() => batchPage.textContent("[data-testid=job-counts]")).toMatch(/pending/);
+    expect(await batchPage.locator("[data-unreachable]").count()).toBe(0);
+
+    registry = await startService("registry", { ...registryEnv, REGISTRY_PORT: registry.address.split(":")[1] });
+    await expect.poll(() => services.locator("[data-testid=service-registry]").getAttribute("data-health"), { timeout: 15_000 }).toBe("SERVING");
+    await expect.poll(() => model.locator("[data-unreachable]").count(), { timeout: 15_000 }).toBe(0);
+    expect(await cells(model, "versions", 1)).toEqual(["v1"]);
+    await Promise.all([services.close(), model.close(), batchPage.close()]);
+  });
+
+  it("is usable by keyboard and at phone width, and measures the bundle and the first render", async () => {
+    const page = await open("/models");
+    await page.keyboard.press("Tab");
+    expect(await page.evaluate(() => document.activeElement?.textContent)).toBe("Skip to content");
+    await page.keyboard.press("Tab"); // the brand
+    await page.keyboard.press("Tab");
+    await page.keyboard.press("Tab");
+    expect(await page.evaluate(() => document.activeElement?.textContent)).toBe("Batch");
+    await page.keyboard.press("Enter");
+    await expect.poll(() => page.evaluate(() => document.activeElement?.tagName + " " + document.activeElement?.textContent)).toBe("H1 Batch");
+    expect(page.url()).toBe(`${consoleServer.baseUrl}/batch`);
+    await page.close();
+
+    const phone = await browser.newContext({ viewport: { width: 390, height: 844 }, bypassCSP: true, isMobile: true });
+    for (const [path, name] of [
+      ["/models", "phone-models"],
+      ["/models/iris/iris_svc", "phone-model"],
+      ["/services", "phone-services"],
+    ]) {
+      const p = await phone.newPage();
+      await open(path, p);
+      await p.waitForTimeout(500);
+      // Only tables scroll sideways (in their own box); the page itself fits.
+      expect(await p.evaluate(() => [document.documentElement.scrollWidth, window.innerWidth]), name).toEqual([390, 390]);
+      await inspect(p, name);
+    }
+    await phone.close();
+
+    // Bundle size, and the first render of the Models page (navigation to its first table row).
+    const sizes = Object.fromEntries(
+      await Promise.all(
+        ["/app.js", "/app.css"].map(async (path) => {
+          const body = Buffer.from(await (await fetch(`${consoleServer.baseUrl}${path}`)).arrayBuffer());
+          return [path, { bytes: body.length, gzip: gzipSync(body).length }] as const;
+        }),
+      ),
+    );
+    expect(sizes["/app.js"].gzip).toBeLessThan(150_000);
+    const renders: number[] = [];
+    for (let i = 0; i < 5; i++) {
+      const p = await context.newPage();
+      await p.goto(`${consoleServer.baseUrl}/models`);
+      await p.locator("[data-testid=models] tbody tr").first().waitFor();
+      renders.push(await p.evaluate(() => performance.now()));
+      await p.close();
+    }
+    renders.sort((a, b) => a - b);
+    await writeFile(join(screenshots, "measurements.json"), `${JSON.stringify({ sizes, firstRenderMs: { median: renders[2], all: renders } }, null, 2)}\n`);
   });
 
   it("is refused by the browser on an origin the services do not list in CORS_ORIGINS", async () => {
-    const page = await browser.newPage();
+    const page = await context.newPage();
     const failed: string[] = [];
     page.on("requestfailed", (request) => failed.push(request.url())); // before the page's first call
-    await page.goto(`${strangerConsole.baseUrl}/`);
-    await page.waitForSelector("body[data-ready=true]");
-    expect(failed).toContain(`${predictor.baseUrl}/mlmesh.predictor.v1.PredictorService/ListModels`);
-    expect(await page.textContent("[data-testid=error]")).toBe(
-      `network error: the service did not answer this page (is it running, and does its CORS_ORIGINS list ${new URL(strangerConsole.baseUrl).origin}?)`,
+    await page.goto(`${strangerConsole.baseUrl}/models`);
+    await expect.poll(() => page.locator("[data-unreachable]").first().innerText()).toBe(
+      `Registry unreachable (UNREACHABLE): the registry at ${registry.baseUrl} did not answer this page (is it running, and does its CORS_ORIGINS list ${new URL(strangerConsole.baseUrl).origin}?). Retrying every few seconds.`,
     );
+    expect(failed.some((url) => url.startsWith(`${registry.baseUrl}/mlmesh.registry.v1.ModelRegistryService/`))).toBe(true);
     expect(await cells(page, "models", 1)).toEqual([]);
     await page.close();
   });
@@ -287,5 +516,17 @@ describe("web console in headless Chromium", () => {
     expect(call.status).toBe(200);
     expect(call.headers.get("access-control-allow-origin")).toBeNull();
     expect(((await call.json()) as { predictions: { label: string }[] }).predictions[0].label).toBe("setosa");
+  });
+
+  it("serves the app for every page path, its files, and 404 for other files", async () => {
+    for (const path of ["/", "/models/iris/iris_svc", "/batch/items/x"]) {
+      const response = await fetch(`${consoleServer.baseUrl}${path}`);
+      expect([path, response.status, response.headers.get("content-type")]).toEqual([path, 200, "text/html; charset=utf-8"]);
+      expect(response.headers.get("content-security-policy")).toMatch(/^default-src 'self'/);
+    }
+    expect((await fetch(`${consoleServer.baseUrl}/app.css`)).headers.get("content-type")).toBe("text/css; charset=utf-8");
+    const missing = await fetch(`${consoleServer.baseUrl}/missing.js`);
+    expect(missing.status).toBe(404);
+    expect(await missing.json()).toEqual({ error: "/missing.js is not part of the console" });
   });
 });

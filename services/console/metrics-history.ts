@@ -1,10 +1,11 @@
 /**
  * The history behind the console's charts, kept by the console's server from the /metrics it
- * already polls (live-metrics.ts): every poll interval of the last hour (by default) as it was
+ * already polls (metrics-poller.ts), per series (a service, a model version, a Proxy backend:
+ * scrape.ts names them): every poll interval of the last hour (by default) as it was
  * measured, and one point a minute for the day before it, downsampled from those intervals
  * with their counts and latency buckets summed (so a minute's p99 is that minute's, not an
  * average of p99s). Memory is bounded by the two windows: at a 2 s poll, 1,800 intervals and
- * 1,440 minutes per service.
+ * 1,440 minutes per series.
  */
 
 /** What one service answered between two polls: counts, and the latency bucket deltas. */
@@ -56,16 +57,16 @@ export class MetricsHistory {
 
   constructor(readonly windows: HistoryWindows = { fineMs: 3_600_000, coarseMs: 86_400_000 }) {}
 
-  /** Records one service's interval (intervals of a service arrive in time order). */
-  add(service: string, interval: Interval): void {
-    const fine = this.#fine.get(service) ?? [];
+  /** Records one series' interval (intervals of a series arrive in time order). */
+  add(key: string, interval: Interval): void {
+    const fine = this.#fine.get(key) ?? [];
     fine.push(interval);
     const fineFrom = interval.end - this.windows.fineMs;
     let drop = 0;
     while (drop < fine.length && fine[drop].end <= fineFrom) drop++;
-    this.#fine.set(service, drop > 0 ? fine.slice(drop) : fine);
+    this.#fine.set(key, drop > 0 ? fine.slice(drop) : fine);
 
-    const coarse = this.#coarse.get(service) ?? [];
+    const coarse = this.#coarse.get(key) ?? [];
     const minuteStart = Math.floor(interval.end / minuteMs) * minuteMs;
     let minute = coarse.at(-1);
     if (minute === undefined || minute.start !== minuteStart) {
@@ -80,22 +81,22 @@ export class MetricsHistory {
     interval.buckets.forEach(([, count], i) => (minute.buckets[i][1] += count));
     const coarseFrom = interval.end - this.windows.fineMs - this.windows.coarseMs;
     while (coarse.length > 0 && coarse[0].start + minuteMs < coarseFrom) coarse.shift();
-    this.#coarse.set(service, coarse);
+    this.#coarse.set(key, coarse);
   }
 
-  /** The services with any history. */
-  services(): string[] {
+  /** The series with any history. */
+  keys(): string[] {
     return [...this.#fine.keys()];
   }
 
   /**
-   * The points of `service` from `fromMs` to `toMs`: each polled interval where the fine tier
+   * The points of a series from `fromMs` to `toMs`: each polled interval where the fine tier
    * still holds it, one point a minute before that.
    */
-  range(service: string, fromMs: number, toMs: number): { points: HistoryPoint[]; fineFromMs: number } {
-    const fine = (this.#fine.get(service) ?? []).filter((i) => i.end >= fromMs && i.end <= toMs);
+  range(key: string, fromMs: number, toMs: number): { points: HistoryPoint[]; fineFromMs: number } {
+    const fine = (this.#fine.get(key) ?? []).filter((i) => i.end >= fromMs && i.end <= toMs);
     const fineFromMs = fine[0]?.start ?? toMs;
-    const minutes = (this.#coarse.get(service) ?? []).filter((m) => m.end >= fromMs && m.end < fineFromMs && m.end <= toMs);
+    const minutes = (this.#coarse.get(key) ?? []).filter((m) => m.end >= fromMs && m.end < fineFromMs && m.end <= toMs);
     const point = (t: number, seconds: number, requests: number, errors: number, buckets: readonly (readonly [number, number])[]): HistoryPoint => ({
       t,
       rps: seconds > 0 ? requests / seconds : 0,

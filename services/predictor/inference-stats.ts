@@ -54,7 +54,7 @@ export class InferenceStats {
 
   /** One request: its rows, and the time it took in each step (undefined when it failed there). */
   recordRequest(outcome: { ok: boolean; rows: number; totalMs: number; inputMs: number; outputMs?: number }): void {
-    this.#metrics.request(outcome.ok, outcome.rows);
+    this.#metrics.request(outcome.ok, outcome.rows, outcome.totalMs);
     this.lastInference = Date.now();
     add(outcome.ok ? this.success : this.fail, outcome.totalMs);
     add(this.computeInput, outcome.inputMs);

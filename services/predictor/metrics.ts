@@ -5,6 +5,12 @@ const inferenceRequests = hotCounter(
   "Inference requests (Predict, ModelInfer) per model version, by outcome: ok or failed.",
   ["model", "version", "outcome"],
 );
+const inferenceDuration = hotHistogram(
+  "mlmesh_predictor_inference_duration_seconds",
+  "Time of each inference request (Predict, ModelInfer) from its input to its answer, per model version: the console's per-model latency charts.",
+  ["model", "version"],
+  latencyBuckets,
+);
 const rows = hotCounter("mlmesh_predictor_rows_total", "Rows inferred by successful requests, per model version.", ["model", "version"]);
 const batchRows = hotHistogram(
   "mlmesh_predictor_batch_rows",
@@ -24,6 +30,7 @@ export class VersionMetrics {
   readonly #ok;
   readonly #failed;
   readonly #rows;
+  readonly #duration;
   readonly #batchRows;
   readonly #queueWait;
   readonly #compute;
@@ -33,6 +40,7 @@ export class VersionMetrics {
     this.#ok = inferenceRequests.labels(model, v, "ok");
     this.#failed = inferenceRequests.labels(model, v, "failed");
     this.#rows = rows.labels(model, v);
+    this.#duration = inferenceDuration.labels(model, v);
     this.#batchRows = batchRows.labels(model, v);
     this.#queueWait = queueWait.labels(model, v);
     this.#compute = compute.labels(model, v);
@@ -45,8 +53,9 @@ export class VersionMetrics {
     for (const wait of waitsMs) this.#queueWait.observe(wait / 1000);
   }
 
-  request(ok: boolean, rowCount: number): void {
+  request(ok: boolean, rowCount: number, totalMs: number): void {
     if (!metricsEnabled) return;
+    this.#duration.observe(totalMs / 1000);
     if (ok) {
       this.#ok.inc();
       this.#rows.inc(rowCount);

@@ -3,6 +3,7 @@ import type { ServiceName } from "../env/service-ports.js";
 import { loadSharedSettings, type ServerConfig, type SharedSettings } from "../env/settings.js";
 import { ConfigError, type Env } from "../env/variables.js";
 import { createLogger, type Logger } from "../observability/logger.js";
+import { recordBuildInfo } from "../observability/build-info.js";
 import { setMetricsEnabled } from "../observability/metrics.js";
 import { createTracing, type Tracing } from "../observability/tracing.js";
 import { loadAuthenticator } from "../security/credentials.js";
@@ -62,6 +63,7 @@ export async function runService(
   } catch (err) {
     exitOnConfigError(name, err);
   }
+  recordBuildInfo(name, { tls: config.tls !== undefined, auth: gatekeeper.authenticator !== undefined });
   const tracing = await createTracing(name, settings.tracing);
   const exit = (code: number) => logger.flush(() => process.exit(code));
   let started: StartedService | undefined;

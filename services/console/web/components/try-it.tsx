@@ -1,0 +1,190 @@
+import { useState } from "preact/hooks";
+import type { ModelMetadata } from "../../../../gen/mlmesh/predictor/v1/predictor_pb.js";
+import { useClients } from "../lib/clients.js";
+import { fetchJson } from "../lib/errors.js";
+import { authorization, useSettings } from "../lib/settings.js";
+import { useAction } from "../lib/use-load.js";
+import { ErrorBanner } from "./status.js";
+
+type Mode = "rows" | "tensors";
+
+/**
+ * A form generated from a served version's signature: for a classifier, a row of labelled
+ * number fields per input row, answered by the native Predict with labels and probabilities;
+ * for any model, the Open Inference Protocol's JSON tensors (POST /v2/.../infer on the
+ * Predictor), prefilled from the signature and the model's sample input.
+ */
+export function TryIt({ name, served }: { name: string; served: ModelMetadata[] }) {
+  const [chosen, setChosen] = useState<number | undefined>(undefined);
+  const metadata = served.find((m) => m.version === chosen) ?? served.find((m) => m.aliases.includes("production")) ?? served[0];
+  const [mode, setMode] = useState<Mode>("rows");
+  if (metadata === undefined) return <p class="muted" data-testid="try-none">No Predictor serves {name} right now.</p>;
+  const classifier = metadata.featureNames.length > 0 && metadata.labels.length > 0;
+  const shownMode = classifier ? mode : "tensors";
+  return (
+    <div class="try-it" data-testid="try-it">
+      <div class="toolbar">
+        <label>
+          Version{" "}
+          <select data-testid="try-version" value={metadata.version} onChange={(e) => setChosen(Number(e.currentTarget.value))}>
+            {served.map((m) => (
+              <option value={m.version}>
+                v{m.version}
+                {m.aliases.length > 0 ? ` (${m.aliases.join(", ")})` : ""}
+              </option>
+            ))}
+          </select>
+        </label>
+        <fieldset class="inline">
+          <legend class="visually-hidden">Input as</legend>
+          <label>
+            <input type="radio" name="try-mode" data-testid="try-mode-rows" checked={shownMode === "rows"} disabled={!classifier} onChange={() => setMode("rows")} /> rows (Predict)
+          </label>
+          <label>
+            <input type="radio" name="try-mode" data-testid="try-mode-tensors" checked={shownMode === "tensors"} onChange={() => setMode("tensors")} /> JSON tensors (Open Inference Protocol)
+          </label>
+        </fieldset>
+      </div>
+      {shownMode === "rows" ? <RowsForm key={`${metadata.name}@${metadata.version}`} metadata={metadata} /> : <TensorsForm key={`${metadata.name}@${metadata.version}`} metadata={metadata} />}
+    </div>
+  );
+}
+
+function RowsForm({ metadata }: { metadata: ModelMetadata }) {
+  const { predictor } = useClients();
+  const { endpoints } = useSettings();
+  const action = useAction({ name: "Predictor", url: endpoints.predictorUrl });
+  const sample = metadata.sampleInput.map((r) => r.values.map(String));
+  const [rows, setRows] = useState<string[][]>(sample.length > 0 ? sample.slice(0, 3) : [metadata.featureNames.map(() => "")]);
+  const [answer, setAnswer] = useState<{ label: string; probabilities: number[] }[]>([]);
+  const set = (r: number, f: number, v: string) => setRows(rows.map((row, i) => (i === r ? row.map((old, j) => (j === f ? v : old)) : row)));
+  return (
+    <form
+      data-testid="try-rows"
+      onSubmit={(e) => {
+        e.preventDefault();
+        void action.run(async () => {
+          setAnswer([]);
+          // A field that is no number goes out as NaN, for the Predictor to refuse precisely.
+          const request = rows.map((row) => ({ values: row.map((v) => (v.trim() === "" ? Number.NaN : Number(v))) }));
+          const response = await predictor.predict({ model: metadata.name, version: metadata.version, rows: request });
+          setAnswer(response.predictions.map((p) => ({ label: p.label, probabilities: p.probabilities })));
+          return undefined;
+        });
+      }}
+    >
+      <div class="table-wrap" tabIndex={0}>
+        <table>
+          <caption class="visually-hidden">Input rows</caption>
+          <thead>
+            <tr>
+              <th scope="col">row</th>
+              {metadata.featureNames.map((f) => (
+                <th scope="col">{f}</th>
+              ))}
+              <th scope="col">label</th>
+              <th scope="col">probabilities ({metadata.labels.join(" / ")})</th>
+              <th scope="col">
+                <span class="visually-hidden">remove</span>
+              </th>
+            </tr>
+          </thead>
+          <tbody data-testid="try-rows-body">
+            {rows.map((row, r) => (
+              <tr>
+                <td>{r}</td>
+                {row.map((v, f) => (
+                  <td>
+                    <input
+                      class="number"
+                      inputMode="decimal"
+                      size={6}
+                      aria-label={`row ${r} ${metadata.featureNames[f]}`}
+                      data-testid={`try-${r}-${f}`}
+                      value={v}
+                      onInput={(e) => set(r, f, e.currentTarget.value)}
+                    />
+                  </td>
+                ))}
+                <td data-testid="try-label">{answer[r]?.label ?? ""}</td>
+                <td class="small">{answer[r]?.probabilities.map((p) => p.toFixed(4)).join(" / ") ?? ""}</td>
+                <td>
+                  <button type="button" class="link" aria-label={`Remove row ${r}`} disabled={rows.length === 1} onClick={() => setRows(rows.filter((_, i) => i !== r))}>
+                    remove
+                  </button>
+                </td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      </div>
+      <div class="buttons">
+        <button type="button" data-testid="try-add-row" onClick={() => setRows([...rows, metadata.featureNames.map(() => "")])}>
+          Add a row
+        </button>
+        <button type="submit" class="primary" data-testid="try-predict" disabled={action.busy}>
+          Predict
+        </button>
+      </div>
+      <ErrorBanner error={action.error} testId="try-error" />
+    </form>
+  );
+}
+
+/** OIP datatypes of the signature's dtypes (the Open Inference Protocol's names). */
+const oipType: Record<string, string> = { float32: "FP32", float64: "FP64", float16: "FP16", int64: "INT64", int32: "INT32", int8: "INT8", uint8: "UINT8", bool: "BOOL", string: "BYTES" };
+
+function TensorsForm({ metadata }: { metadata: ModelMetadata }) {
+  const { token, endpoints } = useSettings();
+  const action = useAction({ name: "Predictor", url: endpoints.predictorUrl });
+  const sample = metadata.sampleInput.slice(0, 2).map((r) => r.values);
+  const width = Number(metadata.input?.shape.at(-1) ?? 1);
+  const initial = {
+    inputs: [
+      {
+        name: metadata.input?.name ?? "input",
+        datatype: oipType[metadata.input?.dtype ?? "float32"] ?? "FP32",
+        shape: [Math.max(1, sample.length), width],
+        data: sample.length > 0 ? sample.flat() : new Array<number>(width).fill(0),
+      },
+    ],
+  };
+  const [text, setText] = useState(JSON.stringify(initial, null, 2));
+  const [answer, setAnswer] = useState("");
+  const url = `${endpoints.predictorUrl}/v2/models/${encodeURIComponent(metadata.name)}/versions/${metadata.version}/infer`;
+  return (
+    <form
+      data-testid="try-tensors"
+      onSubmit={(e) => {
+        e.preventDefault();
+        void action.run(async () => {
+          setAnswer("");
+          const body = await fetchJson<unknown>(url, {
+            method: "POST",
+            headers: { "content-type": "application/json", ...authorization(token) },
+            body: text,
+            what: "the Predictor",
+          });
+          setAnswer(JSON.stringify(body, null, 2));
+          return undefined;
+        });
+      }}
+    >
+      <label for="try-request">
+        Request body of <code>POST {url}</code>
+      </label>
+      <textarea id="try-request" data-testid="try-request" rows={10} value={text} onInput={(e) => setText(e.currentTarget.value)} />
+      <div class="buttons">
+        <button type="submit" class="primary" data-testid="try-infer" disabled={action.busy}>
+          Infer
+        </button>
+      </div>
+      <ErrorBanner error={action.error} testId="try-error" />
+      {answer ? (
+        <pre data-testid="try-response" tabIndex={0} aria-label="Response">
+          {answer}
+        </pre>
+      ) : null}
+    </form>
+  );
+}
