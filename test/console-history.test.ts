@@ -5,6 +5,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { PredictorService } from "../gen/mlmesh/predictor/v1/predictor_pb.js";
 import { MetricsHistory, quantileMs, type Interval } from "../services/console/metrics-history.js";
+import { parseExposition, parseSeriesKey, seriesKey } from "../services/console/scrape.js";
 import { clientFor } from "./support/clients.js";
 import { startService, type ServiceProcess } from "./support/service-process.js";
 
@@ -55,6 +56,38 @@ describe("the console's metrics history", () => {
   });
 });
 
+describe("what the console reads from a /metrics exposition", () => {
+  it("counts a service's application calls, each model version's inferences and each Proxy backend's calls, with their buckets", () => {
+    const text = [
+      'mlmesh_rpc_requests_total{service="mlmesh.predictor.v1.PredictorService",method="Predict",protocol="grpc",code="OK"} 90',
+      'mlmesh_rpc_requests_total{service="mlmesh.predictor.v1.PredictorService",method="Predict",protocol="grpc",code="Unavailable"} 10',
+      'mlmesh_rpc_requests_total{service="mlmesh.predictor.v1.PredictorService",method="Predict",protocol="grpc",code="InvalidArgument"} 5',
+      'mlmesh_rpc_requests_total{service="grpc.health.v1.Health",method="Check",protocol="grpc",code="OK"} 1000',
+      'mlmesh_rpc_requests_total{service="http",method="GET /metrics",protocol="http",code="OK"} 1000',
+      'mlmesh_rpc_duration_seconds_bucket{service="mlmesh.predictor.v1.PredictorService",method="Predict",protocol="grpc",le="0.001"} 100',
+      'mlmesh_rpc_duration_seconds_bucket{service="mlmesh.predictor.v1.PredictorService",method="Predict",protocol="grpc",le="+Inf"} 105',
+      'mlmesh_predictor_inference_requests_total{model="iris_svc",version="1",outcome="ok"} 40',
+      'mlmesh_predictor_inference_requests_total{model="iris_svc",version="1",outcome="failed"} 2',
+      'mlmesh_predictor_inference_requests_total{model="iris_svc",version="2",outcome="ok"} 7',
+      'mlmesh_predictor_inference_duration_seconds_bucket{model="iris_svc",version="1",le="0.001"} 42',
+      'mlmesh_predictor_inference_duration_seconds_bucket{model="iris_svc",version="1",le="+Inf"} 42',
+      'mlmesh_proxy_backend_calls_total{backend="setosa",outcome="ok"} 8',
+      'mlmesh_proxy_backend_calls_total{backend="setosa",outcome="circuit_open"} 2',
+      'mlmesh_build_info{service="predictor",version="0.1.0",commit="abc",node="v20.20.2",tls="on",auth="off"} 1',
+    ].join("\n");
+    const { series, build } = parseExposition("predictor", text, 1000);
+    expect(series.get("predictor")).toEqual({ at: 1000, requests: 105, errors: 10, buckets: [[0.001, 100], [Number.POSITIVE_INFINITY, 105]] });
+    expect(series.get(seriesKey("predictor", { kind: "model", model: "iris_svc", version: "1" }))).toMatchObject({ requests: 42, errors: 2 });
+    expect(series.get(seriesKey("predictor", { kind: "model", model: "iris_svc", version: "2" }))).toMatchObject({ requests: 7, errors: 0, buckets: [] });
+    const backend = seriesKey("predictor", { kind: "backend", backend: "setosa" });
+    expect(series.get(backend)).toMatchObject({ requests: 10, errors: 2 });
+    expect(parseSeriesKey(backend)).toEqual({ service: "predictor", of: { kind: "backend", backend: "setosa" } });
+    expect(build).toEqual({ version: "0.1.0", commit: "abc", node: "v20.20.2", tls: "on", auth: "off" });
+    // A service that has answered nothing yet still has its own series.
+    expect(parseExposition("batch", "", 5).series.get("batch")).toEqual({ at: 5, requests: 0, errors: 0, buckets: [] });
+  });
+});
+
 describe("GET /history.json on the console", () => {
   let predictor: ServiceProcess;
   let console: ServiceProcess;
@@ -67,21 +100,29 @@ describe("GET /history.json on the console", () => {
     await predictor?.stop();
   });
 
-  it("keeps the Predictor's requests/s, errors and latency from its /metrics, and answers bad queries precisely", async () => {
+  it("keeps the Predictor's and each model version's requests/s, errors and latency from its /metrics, and answers bad queries precisely", async () => {
     const client = clientFor(PredictorService, predictor.baseUrl, "grpc");
-    let body: { source: string; pollSeconds: number; points: { t: number; rps: number; errorRate: number; p99Ms: number | null }[] } | undefined;
+    type Body = { source: string; pollSeconds: number; series: { label: string; points: { t: number; rps: number; errorRate: number; p99Ms: number | null }[] }[] };
+    const busy = (body: Body | undefined) => body?.series[0]?.points.find((p) => p.rps > 0 && p.p99Ms !== null);
+    let service: Body | undefined;
+    let model: Body | undefined;
     const deadline = Date.now() + 20_000;
     while (Date.now() < deadline) {
       await Promise.all(Array.from({ length: 20 }, () => client.predict({ model: "iris_svc", rows: [{ values: [5.1, 3.5, 1.4, 0.2] }] })));
-      body = (await (await fetch(`${console.baseUrl}/history.json?service=predictor&minutes=5`)).json()) as typeof body;
-      if (body!.points.some((p) => p.rps > 0 && p.p99Ms !== null)) break;
+      service = (await (await fetch(`${console.baseUrl}/history.json?service=predictor&minutes=5`)).json()) as Body;
+      model = (await (await fetch(`${console.baseUrl}/history.json?model=iris_svc&minutes=5`)).json()) as Body;
+      if (busy(service) && busy(model)) break;
       await new Promise((resolve) => setTimeout(resolve, 500));
     }
-    expect(body!.source).toBe("console");
-    expect(body!.pollSeconds).toBe(2);
-    const busy = body!.points.find((p) => p.rps > 0)!;
-    expect(busy.errorRate).toBe(0);
-    expect(busy.p99Ms).toBeGreaterThan(0);
+    expect([service!.source, service!.pollSeconds, service!.series.map((s) => s.label)]).toEqual(["console", 2, ["predictor"]]);
+    expect(busy(service)!.errorRate).toBe(0);
+    expect(busy(service)!.p99Ms).toBeGreaterThan(0);
+    // The model's inferences, one line per version (the bundled iris_svc has one).
+    expect(model!.series.map((s) => s.label)).toEqual(["v1"]);
+    expect(busy(model)!.p99Ms).toBeGreaterThan(0);
+    expect(((await (await fetch(`${console.baseUrl}/history.json?model=no_such_model`)).json()) as Body).series).toEqual([]);
+    const badModel = await fetch(`${console.baseUrl}/history.json?model=${encodeURIComponent("../x")}`);
+    expect([badModel.status, ((await badModel.json()) as { error: string }).error]).toEqual([400, 'model "../x" is not a model name']);
 
     const unknown = await fetch(`${console.baseUrl}/history.json?service=nope`);
     expect(unknown.status).toBe(404);

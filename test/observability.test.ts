@@ -139,16 +139,22 @@ describe("metrics", () => {
       const predictor = clientFor(PredictorService, services.predictor.baseUrl, "grpc");
       const history = await until("Prometheus to have a rate of the Predictor's calls", async () => {
         await predictor.predict({ model: "iris_svc", rows: [{ values: [5.1, 3.5, 1.4, 0.2] }] });
-        const body = (await (await fetch(`${console.baseUrl}/history.json?service=predictor&minutes=10`)).json()) as {
-          source: string;
-          stepSeconds: number;
-          points: { t: number; rps: number; p99Ms: number | null }[];
-        };
-        return body.points.some((p) => p.rps > 0 && p.p99Ms !== null) ? body : undefined;
+        const read = async (query: string) =>
+          (await (await fetch(`${console.baseUrl}/history.json?${query}&minutes=10`)).json()) as {
+            source: string;
+            stepSeconds: number;
+            series: { label: string; points: { t: number; rps: number; p99Ms: number | null }[] }[];
+          };
+        const [service, model] = await Promise.all([read("service=predictor"), read("model=iris_svc")]);
+        const busy = (body: typeof service) => body.series[0]?.points.some((p) => p.rps > 0 && p.p99Ms !== null);
+        return busy(service) && busy(model) ? { service, model } : undefined;
       });
-      expect(history.source).toBe("prometheus");
-      expect(history.stepSeconds).toBeGreaterThanOrEqual(5);
-      expect(history.points.every((p, i) => i === 0 || p.t > history.points[i - 1].t)).toBe(true);
+      expect(history.service.source).toBe("prometheus");
+      expect(history.service.stepSeconds).toBeGreaterThanOrEqual(5);
+      const points = history.service.series[0].points;
+      expect(points.every((p, i) => i === 0 || p.t > points[i - 1].t)).toBe(true);
+      // The model's inferences per version, from mlmesh_predictor_inference_* on every Predictor.
+      expect(history.model.series.map((s) => s.label)).toEqual(["v1"]);
     } finally {
       await console.stop();
     }

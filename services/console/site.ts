@@ -45,16 +45,19 @@ export async function bundleWeb(): Promise<WebBundle> {
 
 /**
  * The console's files: the app's page for every page path (the app routes in the browser, so
- * a deep link or a reload lands on the right page), its script and styles, and /config.json
- * (where the browser reaches each service). Open to anyone: the data behind them is not.
+ * a deep link or a reload lands on the right page), with where the browser reaches each
+ * service written into it (a JSON data block: no round trip before the first call), and its
+ * script and styles. Open to anyone: the data behind them is not.
  */
 export async function consoleFiles(config: ConsoleConfig, bundle: WebBundle, api: ReadonlyMap<string, HttpRoute>): Promise<HttpRouter> {
-  const html = await readFile(`${webDir}index.html`);
-  const page: Asset = { type: "text/html; charset=utf-8", body: html };
+  const endpoints = { predictorUrl: config.predictorUrl, proxyUrl: config.proxyUrl, batchUrl: config.batchUrl, registryUrl: config.registryUrl };
+  // "<" escaped: the JSON cannot end its script element.
+  const data = JSON.stringify(endpoints).replaceAll("<", "\\u003c");
+  const html = (await readFile(`${webDir}index.html`, "utf8")).replace("{/* endpoints */}", data);
+  const page: Asset = { type: "text/html; charset=utf-8", body: Buffer.from(html) };
   const assets = new Map<string, Asset>([
     ["/app.js", { type: "text/javascript; charset=utf-8", body: bundle.script }],
     ["/app.css", { type: "text/css; charset=utf-8", body: bundle.styles }],
-    ["/config.json", { type: "application/json", body: Buffer.from(JSON.stringify({ predictorUrl: config.predictorUrl, proxyUrl: config.proxyUrl, batchUrl: config.batchUrl, registryUrl: config.registryUrl })) }],
   ]);
   // The page may call the configured services and nothing else.
   const services = [config.predictorUrl, config.proxyUrl, config.batchUrl, config.registryUrl].join(" ");

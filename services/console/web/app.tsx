@@ -1,14 +1,14 @@
 import type { ComponentChildren } from "preact";
 import { useEffect, useErrorBoundary, useMemo, useState } from "preact/hooks";
 import { LocationProvider, Route, Router, useLocation } from "preact-iso";
-import { savedProtocol, savedToken, saveProtocol, saveToken, SettingsContext, type Endpoints, type Protocol } from "./lib/settings.js";
-import { BatchPage, WatchItemPage } from "./pages/batch.js";
-import { CompareExperimentsPage, ExperimentsPage } from "./pages/experiments.js";
-import { ModelPage } from "./pages/model.js";
-import { ModelsPage } from "./pages/models.js";
-import { NotFoundPage } from "./pages/not-found.js";
-import { ProxyPage } from "./pages/proxy.js";
-import { ServicesPage } from "./pages/services.js";
+import { savedProtocol, savedToken, saveProtocol, saveToken, SettingsContext, type Endpoints, type Protocol } from "./lib/settings";
+import { BatchPage, WatchItemPage } from "./pages/batch";
+import { CompareExperimentsPage, ExperimentsPage } from "./pages/experiments";
+import { ModelPage } from "./pages/model";
+import { ModelsPage } from "./pages/models";
+import { NotFoundPage } from "./pages/not-found";
+import { ProxyPage } from "./pages/proxy";
+import { ServicesPage } from "./pages/services";
 
 const sections = [
   { href: "/models", label: "Models" },

@@ -1,9 +1,9 @@
 import { useState } from "preact/hooks";
-import { fetchJson } from "../lib/errors.js";
-import { authorization, useSettings } from "../lib/settings.js";
-import { useLoad } from "../lib/use-load.js";
-import { Unreachable } from "./status.js";
-import { TimeChart, type Line } from "./time-chart.js";
+import { fetchJson } from "../lib/errors";
+import { authorization, useSettings } from "../lib/settings";
+import { useLoad } from "../lib/use-load";
+import { Unreachable } from "./status";
+import { TimeChart, type Line } from "./time-chart";
 
 interface HistoryPoint {
   readonly t: number;

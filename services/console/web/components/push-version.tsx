@@ -1,9 +1,9 @@
 import { useState } from "preact/hooks";
 import type { Experiment, Model } from "../../../../gen/mlmesh/registry/v1/registry_pb.js";
-import { useSettings } from "../lib/settings.js";
-import { uploadVersion } from "../lib/upload.js";
-import { useAction } from "../lib/use-load.js";
-import { Done, ErrorBanner } from "./status.js";
+import { useSettings } from "../lib/settings";
+import { uploadVersion } from "../lib/upload";
+import { useAction } from "../lib/use-load";
+import { Done, ErrorBanner } from "./status";
 
 /**
  * Pushes a new version from two files, picked or dropped together (ADMIN): model.onnx and

@@ -1,4 +1,4 @@
-import type { ShownError } from "../lib/errors.js";
+import type { ShownError } from "../lib/errors";
 
 /** A failure as its gRPC status and message, announced to screen readers. */
 export function ErrorBanner({ error, testId = "error" }: { error: ShownError | undefined; testId?: string }) {

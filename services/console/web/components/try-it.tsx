@@ -1,10 +1,10 @@
 import { useState } from "preact/hooks";
 import type { ModelMetadata } from "../../../../gen/mlmesh/predictor/v1/predictor_pb.js";
-import { useClients } from "../lib/clients.js";
-import { fetchJson } from "../lib/errors.js";
-import { authorization, useSettings } from "../lib/settings.js";
-import { useAction } from "../lib/use-load.js";
-import { ErrorBanner } from "./status.js";
+import { useClients } from "../lib/clients";
+import { fetchJson } from "../lib/errors";
+import { authorization, useSettings } from "../lib/settings";
+import { useAction } from "../lib/use-load";
+import { ErrorBanner } from "./status";
 
 type Mode = "rows" | "tensors";
 

@@ -5,7 +5,7 @@ import { BatchJobService } from "../../../../gen/mlmesh/batch/v1/batch_pb.js";
 import { PredictorService } from "../../../../gen/mlmesh/predictor/v1/predictor_pb.js";
 import { ProxyService } from "../../../../gen/mlmesh/proxy/v1/proxy_pb.js";
 import { ModelRegistryService } from "../../../../gen/mlmesh/registry/v1/registry_pb.js";
-import { authorization, useSettings, type Protocol } from "./settings.js";
+import { authorization, useSettings, type Protocol } from "./settings";
 
 /**
  * The mesh's services as the browser calls them: the generated descriptors with

@@ -1,5 +1,5 @@
-import { fetchJson } from "./errors.js";
-import { authorization } from "./settings.js";
+import { fetchJson } from "./errors";
+import { authorization } from "./settings";
 
 /** GET /live.json: each service's last minutes, and each model version's latest requests/s. */
 export interface LiveBody {

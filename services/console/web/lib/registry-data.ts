@@ -1,5 +1,5 @@
 import type { Model, ModelVersion, Project } from "../../../../gen/mlmesh/registry/v1/registry_pb.js";
-import type { Clients } from "./clients.js";
+import type { Clients } from "./clients";
 
 /** Every page of a paged List call (the registry answers at most 1000 per page). */
 export async function allPages<T>(fetchPage: (pageToken: string) => Promise<{ items: T[]; nextPageToken: string }>, limit = 10_000): Promise<T[]> {

@@ -4,7 +4,7 @@ import { useContext } from "preact/hooks";
 /** How the page calls the services: Connect with JSON or binary messages, or gRPC-web. */
 export type Protocol = "connect-json" | "connect-binary" | "grpc-web";
 
-/** Where the browser reaches each service (GET /config.json, from the console's CONSOLE_*_URL). */
+/** Where the browser reaches each service (the page's endpoints data block, from the console's CONSOLE_*_URL). */
 export interface Endpoints {
   readonly predictorUrl: string;
   readonly proxyUrl: string;

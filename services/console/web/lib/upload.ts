@@ -7,8 +7,8 @@ import {
   UploadModelVersionResponseSchema,
   type ModelVersion,
 } from "../../../../gen/mlmesh/registry/v1/registry_pb.js";
-import { ShownErrorThrown } from "./errors.js";
-import { authorization } from "./settings.js";
+import { ShownErrorThrown } from "./errors";
+import { authorization } from "./settings";
 
 /** The chunk size of the upload's FileChunk messages (the contract allows 1 MiB). */
 const chunkBytes = 1024 * 1024;

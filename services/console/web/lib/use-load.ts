@@ -1,5 +1,5 @@
 import { useCallback, useEffect, useRef, useState } from "preact/hooks";
-import { shownError, type ShownError } from "./errors.js";
+import { shownError, type ShownError } from "./errors";
 
 /** What a page shows of one source: its last data (kept through failures), the failure, whether it loads. */
 export interface Loaded<T> {

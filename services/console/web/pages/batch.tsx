@@ -2,13 +2,13 @@ import { durationMs } from "@bufbuild/protobuf/wkt";
 import { useLocation, useRoute } from "preact-iso";
 import { useEffect, useState } from "preact/hooks";
 import { ItemState, type Item } from "../../../../gen/mlmesh/batch/v1/batch_pb.js";
-import { PageTitle } from "../components/page-title.js";
-import { Done, ErrorBanner, Unreachable } from "../components/status.js";
-import { useClients } from "../lib/clients.js";
-import { shownError, type ShownError } from "../lib/errors.js";
-import { utc } from "../lib/format.js";
-import { useSettings } from "../lib/settings.js";
-import { useAction, useLoad } from "../lib/use-load.js";
+import { PageTitle } from "../components/page-title";
+import { Done, ErrorBanner, Unreachable } from "../components/status";
+import { useClients } from "../lib/clients";
+import { shownError, type ShownError } from "../lib/errors";
+import { utc } from "../lib/format";
+import { useSettings } from "../lib/settings";
+import { useAction, useLoad } from "../lib/use-load";
 
 const states = [
   { value: ItemState.UNSPECIFIED, label: "all" },

@@ -1,15 +1,15 @@
 import { useLocation, useRoute } from "preact-iso";
 import { useState } from "preact/hooks";
 import type { Experiment } from "../../../../gen/mlmesh/registry/v1/registry_pb.js";
-import { PageTitle } from "../components/page-title.js";
-import { ErrorBanner, Unreachable } from "../components/status.js";
-import { BarChart } from "../components/time-chart.js";
-import { useClients } from "../lib/clients.js";
-import { ShownErrorThrown } from "../lib/errors.js";
-import { utc, value } from "../lib/format.js";
-import { allPages } from "../lib/registry-data.js";
-import { useSettings } from "../lib/settings.js";
-import { useLoad } from "../lib/use-load.js";
+import { PageTitle } from "../components/page-title";
+import { ErrorBanner, Unreachable } from "../components/status";
+import { BarChart } from "../components/time-chart";
+import { useClients } from "../lib/clients";
+import { ShownErrorThrown } from "../lib/errors";
+import { utc, value } from "../lib/format";
+import { allPages } from "../lib/registry-data";
+import { useSettings } from "../lib/settings";
+import { useLoad } from "../lib/use-load";
 
 /** How many experiments a comparison takes. */
 const compareMin = 2;

@@ -1,16 +1,16 @@
 import { useRoute } from "preact-iso";
 import { useState } from "preact/hooks";
 import type { Experiment, Model, ModelVersion } from "../../../../gen/mlmesh/registry/v1/registry_pb.js";
-import { ConfirmDialog } from "../components/confirm-dialog.js";
-import { HistoryCharts } from "../components/history-charts.js";
-import { PageTitle } from "../components/page-title.js";
-import { Done, ErrorBanner, Unreachable } from "../components/status.js";
-import { TryIt } from "../components/try-it.js";
-import { PushVersion } from "../components/push-version.js";
-import { useClients } from "../lib/clients.js";
-import { bytes, tensor, utc, value } from "../lib/format.js";
-import { useSettings } from "../lib/settings.js";
-import { useAction, useLoad } from "../lib/use-load.js";
+import { ConfirmDialog } from "../components/confirm-dialog";
+import { HistoryCharts } from "../components/history-charts";
+import { PageTitle } from "../components/page-title";
+import { Done, ErrorBanner, Unreachable } from "../components/status";
+import { TryIt } from "../components/try-it";
+import { PushVersion } from "../components/push-version";
+import { useClients } from "../lib/clients";
+import { bytes, tensor, utc, value } from "../lib/format";
+import { useSettings } from "../lib/settings";
+import { useAction, useLoad } from "../lib/use-load";
 
 /** Everything the registry knows of one model. */
 interface ModelData {

@@ -1,14 +1,14 @@
 import { useLocation } from "preact-iso";
 import { useState } from "preact/hooks";
 import type { Model, ModelVersion } from "../../../../gen/mlmesh/registry/v1/registry_pb.js";
-import { PageTitle } from "../components/page-title.js";
-import { Done, ErrorBanner, Unreachable } from "../components/status.js";
-import { useClients } from "../lib/clients.js";
-import { rate, tensor } from "../lib/format.js";
-import { fetchLive } from "../lib/live.js";
-import { loadCatalogue } from "../lib/registry-data.js";
-import { useSettings } from "../lib/settings.js";
-import { useAction, useLoad } from "../lib/use-load.js";
+import { PageTitle } from "../components/page-title";
+import { Done, ErrorBanner, Unreachable } from "../components/status";
+import { useClients } from "../lib/clients";
+import { rate, tensor } from "../lib/format";
+import { fetchLive } from "../lib/live";
+import { loadCatalogue } from "../lib/registry-data";
+import { useSettings } from "../lib/settings";
+import { useAction, useLoad } from "../lib/use-load";
 
 /**
  * A search over the registry's models. Words match model and project names; `tag:key` or

@@ -1,5 +1,5 @@
 import { useLocation } from "preact-iso";
-import { PageTitle } from "../components/page-title.js";
+import { PageTitle } from "../components/page-title";
 
 export function NotFoundPage() {
   const { path } = useLocation();

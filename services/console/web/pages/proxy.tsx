@@ -2,13 +2,13 @@ import { useState } from "preact/hooks";
 import { durationMs } from "@bufbuild/protobuf/wkt";
 import { CircuitState } from "../../../../gen/mlmesh/proxy/v1/proxy_pb.js";
 import { Code } from "@connectrpc/connect";
-import { statusName } from "../lib/errors.js";
-import { HistoryCharts } from "../components/history-charts.js";
-import { PageTitle } from "../components/page-title.js";
-import { ErrorBanner, Unreachable } from "../components/status.js";
-import { useClients } from "../lib/clients.js";
-import { useSettings } from "../lib/settings.js";
-import { useAction, useLoad } from "../lib/use-load.js";
+import { statusName } from "../lib/errors";
+import { HistoryCharts } from "../components/history-charts";
+import { PageTitle } from "../components/page-title";
+import { ErrorBanner, Unreachable } from "../components/status";
+import { useClients } from "../lib/clients";
+import { useSettings } from "../lib/settings";
+import { useAction, useLoad } from "../lib/use-load";
 
 /** The Proxy's backends: health, circuit breakers, per-backend latency; and a PredictLabel to try. */
 export function ProxyPage() {

@@ -1,12 +1,12 @@
-import { HistoryCharts } from "../components/history-charts.js";
-import { PageTitle } from "../components/page-title.js";
-import { Unreachable } from "../components/status.js";
-import { TimeChart } from "../components/time-chart.js";
-import { fetchJson } from "../lib/errors.js";
-import { ms, percent, rate, utc } from "../lib/format.js";
-import { fetchLive } from "../lib/live.js";
-import { authorization, useSettings } from "../lib/settings.js";
-import { useLoad } from "../lib/use-load.js";
+import { HistoryCharts } from "../components/history-charts";
+import { PageTitle } from "../components/page-title";
+import { Unreachable } from "../components/status";
+import { TimeChart } from "../components/time-chart";
+import { fetchJson } from "../lib/errors";
+import { ms, percent, rate, utc } from "../lib/format";
+import { fetchLive } from "../lib/live";
+import { authorization, useSettings } from "../lib/settings";
+import { useLoad } from "../lib/use-load";
 
 interface ServicesBody {
   readonly console: { version: string; commit: string; node: string; prometheusUrl: string | null };
