@@ -533,3 +533,69 @@ describe("web console in headless Chromium", () => {
     expect(await missing.json()).toEqual({ error: "/missing.js is not part of the console" });
   });
 });
+
+describe("web console with authentication on", () => {
+  let registry: ServiceProcess;
+  let consoleServer: ServiceProcess;
+  let database: TestDatabase;
+  let scratch: string;
+  let browser: Browser;
+  const tokens: Record<string, string> = {};
+
+  beforeAll(async () => {
+    scratch = await mkdtemp(join(tmpdir(), "mlmesh-console-auth-"));
+    const lines: string[] = [];
+    for (const [role, name] of [["reader", "rita-reader"], ["admin", "ada-admin"]]) {
+      const { code, stdout } = await run(process.execPath, [join(repoRoot, "bin/mlmesh.js"), "token", "new", role, name]);
+      expect(code).toBe(0);
+      tokens[role] = /^token: (\S+)$/m.exec(stdout)![1];
+      lines.push(/^tokens file line: (.+)$/m.exec(stdout)![1]);
+    }
+    await writeFile(join(scratch, "tokens"), `${lines.join("\n")}\n`);
+    await writeFile(join(scratch, "console-token"), `${tokens.reader}\n`);
+    const consolePort = await freePort();
+    database = await freshDatabase("sqlite");
+    const auth = { AUTH_TOKENS_FILE: join(scratch, "tokens") };
+    registry = await startService("registry", { ...auth, CORS_ORIGINS: `http://127.0.0.1:${consolePort}`, DATABASE_URL: database.url, ARTIFACT_DIR: join(scratch, "artifacts") });
+    consoleServer = await startService("console", {
+      ...auth,
+      CONSOLE_PORT: String(consolePort),
+      CONSOLE_REGISTRY_URL: registry.baseUrl,
+      CONSOLE_METRICS_URLS: `registry=${registry.baseUrl}`,
+      MESH_TOKEN_FILE: join(scratch, "console-token"), // the console's server reads /metrics as a reader
+    });
+    browser = await chromium.launch({ executablePath: chromiumPath, args: chromiumArgs });
+  });
+  afterAll(async () => {
+    await browser?.close();
+    await Promise.all([registry, consoleServer].map((s) => s?.stop()));
+    await database?.drop();
+    if (scratch) await rm(scratch, { recursive: true, force: true });
+  });
+
+  it("writes under the token's role: none is UNAUTHENTICATED, a reader's write PERMISSION_DENIED, an admin's done", async () => {
+    const page = await browser.newPage();
+    await page.goto(`${consoleServer.baseUrl}/models`);
+    await expect.poll(() => page.locator("[data-testid=error]").first().innerText()).toMatch(/^UNAUTHENTICATED: /);
+    const useToken = async (token: string) => {
+      await page.fill("[data-testid=token]", token);
+      await page.press("[data-testid=token]", "Tab"); // the change is taken when the field is left
+    };
+    await useToken(tokens.reader);
+    await expect.poll(() => page.textContent("[data-testid=model-count]")).toBe("0 of 0 models");
+    await page.fill("[data-testid=new-project-name]", "guarded");
+    await page.click("text=Create project");
+    await expect.poll(() => page.textContent("[data-testid=new-project-error]")).toMatch(/^PERMISSION_DENIED: .*rita-reader/);
+    await useToken(tokens.admin);
+    await page.click("text=Create project");
+    await expect.poll(() => page.textContent("[data-testid=new-project-done]")).toBe("created project guarded");
+    // The console's own endpoints want a reader too, and the Services page says authentication is on.
+    expect((await fetch(`${consoleServer.baseUrl}/services.json`)).status).toBe(401);
+    await page.click("nav >> text=Services");
+    await expect.poll(() => page.locator("[data-testid=service-registry] td").nth(5).innerText()).toBe("on");
+    // The token stays in this tab only.
+    expect(await page.evaluate<string | null>('sessionStorage.getItem("mlmesh-token")')).toBe(tokens.admin);
+    expect(await page.evaluate<string | null>('localStorage.getItem("mlmesh-token")')).toBeNull();
+    await page.close();
+  });
+});
