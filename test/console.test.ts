@@ -246,6 +246,11 @@ describe("web console in headless Chromium", () => {
     // A duplicate name: the registry's code and message.
     await page.click("text=Create project");
     await expect.poll(() => page.textContent("[data-testid=new-project-error]")).toBe('ALREADY_EXISTS: project "console_project" already exists');
+    await page.fill("[data-testid=project-description-console_project]", "made and described in the browser");
+    await page.locator("[data-testid=project-description-console_project] + button").click();
+    await expect.poll(() => page.textContent("[data-testid=projects-done]")).toBe("description of console_project saved");
+    const { project } = await registryApi().getProjectByName({ name: "console_project" });
+    expect(project!.description).toBe("made and described in the browser");
     await expect.poll(() => page.locator("[data-testid=new-model-project] option:checked").innerText()).toBe("console_project");
     await page.fill("[data-testid=new-model-name]", "console_svc");
     await page.click("text=Create model");

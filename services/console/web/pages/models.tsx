@@ -1,6 +1,6 @@
 import { useLocation } from "preact-iso";
 import { useState } from "preact/hooks";
-import type { Model, ModelVersion } from "../../../../gen/mlmesh/registry/v1/registry_pb.js";
+import type { Model, ModelVersion, Project } from "../../../../gen/mlmesh/registry/v1/registry_pb.js";
 import { PageTitle } from "../components/page-title";
 import { Done, ErrorBanner, Unreachable } from "../components/status";
 import { useClients } from "../lib/clients";
@@ -130,8 +130,69 @@ export function ModelsPage() {
           </tbody>
         </table>
       </div>
+      <h2>Projects</h2>
+      <Projects projects={catalogue.data?.projects ?? []} models={catalogue.data?.models ?? []} onChanged={catalogue.reload} />
       <CreateForms projects={catalogue.data?.projects ?? []} onCreated={catalogue.reload} />
     </section>
+  );
+}
+
+/** The projects, each description edited in place (WRITER). */
+function Projects({ projects, models, onChanged }: { projects: Project[]; models: Model[]; onChanged: () => void }) {
+  const { registry } = useClients();
+  const { endpoints } = useSettings();
+  const action = useAction({ name: "registry", url: endpoints.registryUrl });
+  const [edits, setEdits] = useState<Record<string, string>>({});
+  return (
+    <>
+      <div class="table-wrap" tabIndex={0}>
+        <table data-testid="projects">
+          <caption class="visually-hidden">Projects of the registry</caption>
+          <thead>
+            <tr>
+              <th scope="col">project</th>
+              <th scope="col">models</th>
+              <th scope="col">description</th>
+            </tr>
+          </thead>
+          <tbody>
+            {projects.map((p) => (
+              <tr>
+                <th scope="row">{p.name}</th>
+                <td>{models.filter((m) => m.projectId === p.id).length}</td>
+                <td>
+                  <form
+                    class="inline"
+                    onSubmit={(e) => {
+                      e.preventDefault();
+                      void action.run(async () => {
+                        await registry.setProjectDescription({ projectId: p.id, description: edits[p.id] ?? p.description });
+                        setEdits(({ [p.id]: _, ...rest }) => rest);
+                        onChanged();
+                        return `description of ${p.name} saved`;
+                      });
+                    }}
+                  >
+                    <input
+                      aria-label={`Description of ${p.name}`}
+                      data-testid={`project-description-${p.name}`}
+                      size={40}
+                      value={edits[p.id] ?? p.description}
+                      onInput={(e) => setEdits({ ...edits, [p.id]: e.currentTarget.value })}
+                    />
+                    <button type="submit" disabled={action.busy || edits[p.id] === undefined}>
+                      Save
+                    </button>
+                  </form>
+                </td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      </div>
+      <ErrorBanner error={action.error} testId="projects-error" />
+      <Done text={action.done} testId="projects-done" />
+    </>
   );
 }
 
