@@ -15,7 +15,8 @@ import { create, toBinary } from "@bufbuild/protobuf";
 import { PredictorService, PredictRequestSchema, PredictResponseSchema } from "../gen/mlmesh/predictor/v1/predictor_pb.js";
 import { GrpcClient } from "../services/runtime/client/grpc-client.js";
 import { LeanH2Client } from "./prototypes/lean-h2-client.js";
-import { openOnnxClassifier, parseModelMetadata } from "../services/model/onnx-model.js";
+import { parseModelMetadata } from "../services/model/metadata.js";
+import { openOnnxModel } from "../services/model/onnx-model.js";
 import { readProcessEnvironment } from "../services/runtime/env/variables.js";
 
 const environment = readProcessEnvironment();
@@ -39,7 +40,7 @@ const responses = new Map([1, 100, 1000].map((n) => [requestBytes(n), responseOf
 
 const classifier =
   environment.REFERENCE_ORT === "1"
-    ? await openOnnxClassifier(await readFile(new URL("model.onnx", folder)), parseModelMetadata(await readFile(new URL("metadata.json", folder), "utf8")), { intraOpThreads: 1 })
+    ? (await openOnnxModel(await readFile(new URL("model.onnx", folder)), parseModelMetadata(await readFile(new URL("metadata.json", folder), "utf8")), { intraOpThreads: 1 })).classifier!
     : undefined;
 const oneRow = Float32Array.from(iris);
 const forwardAddress = environment.REFERENCE_FORWARD;

@@ -1,4 +1,4 @@
-"""Trains the iris classifiers the Predictor serves and writes them to the model repository.
+"""Trains the models the Predictor serves and writes them to the model repository.
 
     scripts/train-models.sh            # one command: venv with pinned packages, then this file
 
@@ -12,6 +12,8 @@ Models (the seeds' iris pattern, with a fixed random seed so a rerun gives the s
   iris_svc             Pipeline(StandardScaler, SVC(probability=True)), 3 classes.
   iris_svc_<species>   the same pipeline as a one-vs-rest binary classifier; its output
                        probabilities are [P(<species>), P(rest)], as in the seeds.
+Then the tensor and image models of models/train_tensor_models.py (a regressor, a model with a
+string input, an 8x8 digits image classifier), and the held-out digits for the tests.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import train_tensor_models
 import onnxruntime as ort
 import skl2onnx
 import sklearn
@@ -158,6 +161,9 @@ def main() -> None:
     parser.add_argument("--dataset-out", type=Path,
                         default=Path(__file__).resolve().parent.parent / "test" / "fixtures" / "iris.json",
                         help="where to write the iris set the tests classify through the mesh")
+    parser.add_argument("--tensor-fixtures-out", type=Path,
+                        default=Path(__file__).resolve().parent.parent / "test" / "fixtures" / "tensor-models.json",
+                        help="where to write the tensor models' fixed inputs and answers, and the held-out digits")
     args = parser.parse_args()
 
     iris = load_iris()
@@ -193,6 +199,8 @@ def main() -> None:
                     f"Is it {species}? One-vs-rest: probabilities are [P({species}), P(rest)]",
                     [species, f"not_{species}"], binary,
                     {"train": (x_train, to_binary(y_train)), "test": (x_test, to_binary(y_test))})
+
+    train_tensor_models.train_all(args.out, args.variants_out, args.tensor_fixtures_out)
 
 
 if __name__ == "__main__":

@@ -77,7 +77,7 @@ describe("web console in headless Chromium", () => {
     artifactDir = await mkdtemp(join(tmpdir(), "mlmesh-console-artifacts-"));
     registryEnv = { ...cors, DATABASE_URL: databases[1].url, ARTIFACT_DIR: artifactDir };
     registry = await startService("registry", registryEnv);
-    await bootstrapRegistry(registryClient(registry.address, "console-test"), join(repoRoot, "models"), "iris", new AbortController().signal);
+    await bootstrapRegistry(registryClient(registry.address, "console-test"), join(repoRoot, "models"), undefined, new AbortController().signal);
     predictor = await startService("predictor", { ...cors, REGISTRY_ADDRESS: registry.address });
     await waitUntilServing(predictor.address);
     proxy = await startService("proxy", { ...cors, PREDICTOR_ADDRESS: predictor.address });
@@ -125,10 +125,14 @@ describe("web console in headless Chromium", () => {
     await client.setModelTag({ modelId: model!.id, key: "team", value: "vision" });
 
     const page = await open("/models");
-    await expect.poll(() => cells(page, "models", 1)).toEqual(["iris_svc", "iris_svc_setosa", "iris_svc_versicolor", "iris_svc_virginica"]);
-    expect(await cells(page, "models", 3)).toEqual(Array(4).fill("production → v1"));
-    expect((await cells(page, "models", 4))[0]).toContain("input float32[N, 4] → label int64[N], probabilities float32[N, 3]");
-    await expect.poll(() => cells(page, "models", 5)).toEqual(Array(4).fill("v1 (production)"));
+    const bundled = ["diabetes_high_risk", "diabetes_regressor", "digits_image", "iris_svc", "iris_svc_setosa", "iris_svc_versicolor", "iris_svc_virginica"];
+    await expect.poll(() => cells(page, "models", 1)).toEqual(bundled);
+    expect(await cells(page, "models", 2)).toEqual(["diabetes", "diabetes", "digits", "iris", "iris", "iris", "iris"]);
+    expect(await cells(page, "models", 3)).toEqual(Array(7).fill("production → v1"));
+    const signatures = await cells(page, "models", 4);
+    expect(signatures[bundled.indexOf("iris_svc")]).toContain("input float32[N, 4] → label int64[N], probabilities float32[N, 3]");
+    expect(signatures[bundled.indexOf("diabetes_high_risk")]).toContain("sex string[N, 1], measurements float32[N, 9] → label int64[N], probabilities float32[N, 2]");
+    await expect.poll(() => cells(page, "models", 5)).toEqual(Array(7).fill("v1 (production)"));
     await inspect(page, "models");
 
     const search = async (query: string, expected: string[]) => {
@@ -139,6 +143,7 @@ describe("web console in headless Chromium", () => {
     await search("tag:team=vision", ["iris_svc_setosa"]);
     await search("tag:team=other", []);
     await search("alias:production iris_svc_v", ["iris_svc_versicolor", "iris_svc_virginica"]);
+    await search("diabetes", ["diabetes_high_risk", "diabetes_regressor"]);
     await search("@staging", []);
     expect(page.url()).toBe(`${consoleServer.baseUrl}/models?q=%40staging`);
     await search("iris_svc_s", ["iris_svc_setosa"]);
@@ -198,6 +203,18 @@ describe("web console in headless Chromium", () => {
     await page.click("[data-testid=try-infer]");
     await expect.poll(() => page.textContent("[data-testid=try-response]")).toContain('"model_name": "iris_svc"');
     await inspect(page, "model");
+    // A tensor model: its signature from the graph, and JSON tensors generated from it.
+    await open("/models/diabetes/diabetes_high_risk", page);
+    await expect.poll(() => cells(page, "versions", 6)).toEqual(["sex string[N, 1], measurements float32[N, 9] → label int64[N], probabilities float32[N, 2]"]);
+    expect(await page.isDisabled("[data-testid=try-mode-rows]")).toBe(true);
+    const request = JSON.parse(await page.inputValue("[data-testid=try-request]")) as { inputs: { name: string; datatype: string; shape: number[] }[] };
+    expect(request.inputs.map((i) => [i.name, i.datatype, i.shape])).toEqual([
+      ["sex", "BYTES", [1, 1]],
+      ["measurements", "FP32", [1, 9]],
+    ]);
+    await page.click("[data-testid=try-infer]");
+    await expect.poll(() => page.textContent("[data-testid=try-response]")).toContain('"model_name": "diabetes_high_risk"');
+    await inspect(page, "model-tensor");
     await page.close();
   });
 
@@ -359,7 +376,7 @@ describe("web console in headless Chromium", () => {
     await expect.poll(() => last(services, "history-predictor-rps"), { timeout: 10_000 }).toBeGreaterThan(10);
     expect((await ghz).code).toBe(0);
     // The charts moved with the load: the Models page shows the traffic too.
-    const models = await open("/models");
+    const models = await open("/models?q=iris_svc");
     await expect.poll(async () => Number.parseFloat((await cells(models, "models", 6))[0])).toBeGreaterThan(0);
     // The browser asked the console's server, never the services' /metrics.
     expect(browserCalls.filter((url) => url.endsWith("/metrics"))).toEqual([]);

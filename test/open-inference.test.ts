@@ -108,7 +108,7 @@ describe("the Open Inference Protocol with tritonclient", () => {
       expect(c.errors.unknown_version).toEqual({ status: bad("NOT_FOUND"), message: 'model "iris_svc" has no version 9; loaded versions: 1' });
       expect(c.errors.unknown_output.message).toBe('model "iris_svc" has no output "logits"; its outputs: probabilities, label, label_index');
       expect(Number(c.stats.inference_count)).toBeGreaterThanOrEqual(1001);
-      expect(c.index).toEqual(["iris_svc", "iris_svc_setosa", "iris_svc_versicolor", "iris_svc_virginica"].map((m) => [m, "1", "READY"]));
+      expect(c.index).toEqual(["diabetes_high_risk", "diabetes_regressor", "digits_image", "iris_svc", "iris_svc_setosa", "iris_svc_versicolor", "iris_svc_virginica"].map((m) => [m, "1", "READY"]));
     }
   }, 150_000);
 });
@@ -245,7 +245,7 @@ describe("the REST binding (/v2) with curl", () => {
     expect(stats.model_stats[0].name).toBe("iris_svc");
     expect(stats.model_stats[0].inference_count).toBeGreaterThan(0);
     const index = parse((await curl("-X", "POST", "-d", '{"ready":true}', `${base}/v2/repository/index`)).stdout).body as { name: string }[];
-    expect(index.map((m) => m.name)).toEqual(["iris_svc", "iris_svc_setosa", "iris_svc_versicolor", "iris_svc_virginica"]);
+    expect(index.map((m) => m.name)).toEqual(["diabetes_high_risk", "diabetes_regressor", "digits_image", "iris_svc", "iris_svc_setosa", "iris_svc_versicolor", "iris_svc_virginica"]);
   });
 
   it("answers bad requests with the protocol's status codes and {\"error\": ...}", async () => {
@@ -255,7 +255,7 @@ describe("the REST binding (/v2) with curl", () => {
       ["not JSON", infer("{"), 400, /^the body is not JSON/],
       ["no inputs", infer("{}"), 400, /needs "inputs"/],
       ["too few values", infer(JSON.stringify({ inputs: [{ name: "input", shape: [2, 4], datatype: "FP32", data: setosa }] })), 400, /needs 8 FP32 elements; the request has 4/],
-      ["strings", infer(JSON.stringify({ inputs: [{ name: "input", shape: [1, 4], datatype: "FP32", data: ["a", "b", "c", "d"] }] })), 400, /must hold numbers/],
+      ["strings", infer(JSON.stringify({ inputs: [{ name: "input", shape: [1, 4], datatype: "FP32", data: ["a", "b", "c", "d"] }] })), 400, /^input "input" element 0 is "a"; FP32 elements are numbers$/],
       ["unknown model", infer(JSON.stringify({ inputs: [] }), "nope"), 404, /model "nope" not found/],
       ["unknown endpoint", curl(`${base}/v2/models/iris_svc/explain`), 404, /no Open Inference Protocol endpoint at \/v2\/models\/iris_svc\/explain/],
       ["wrong method", curl(`${base}/v2/models/iris_svc/infer`), 501, /answers POST, not GET/],

@@ -45,11 +45,14 @@ describe("Predictor over the bundled models", () => {
     await predictor?.stop();
   });
 
-  it("is SERVING once all four models are loaded", async () => {
+  it("is SERVING once all the bundled models are loaded", async () => {
     const health = clientFor(Health, predictor.baseUrl, "grpc");
     expect((await health.check({ service: PredictorService.typeName })).status).toBe(ServingStatus.SERVING);
     const { models, failures } = await client.listModels({});
     expect(models.map((m) => `${m.name}@${m.version}`)).toEqual([
+      "diabetes_high_risk@1",
+      "diabetes_regressor@1",
+      "digits_image@1",
       "iris_svc@1",
       "iris_svc_setosa@1",
       "iris_svc_versicolor@1",
@@ -129,14 +132,14 @@ describe("Predictor over the bundled models", () => {
       seen.push(page.models[0].name);
       pageToken = page.nextPageToken;
     } while (pageToken !== "");
-    expect(seen).toEqual(["iris_svc", "iris_svc_setosa", "iris_svc_versicolor", "iris_svc_virginica"]);
+    expect(seen).toEqual(["diabetes_high_risk", "diabetes_regressor", "digits_image", "iris_svc", "iris_svc_setosa", "iris_svc_versicolor", "iris_svc_virginica"]);
     expect((await codeOf(client.listModels({ pageToken: "garbage" }))).code).toBe(Code.InvalidArgument);
   });
 
   it("answers bad input with a precise status and a message naming the problem", async () => {
     const row = (values: number[]) => ({ values });
     const cases: [string, () => Promise<unknown>, Code, RegExp][] = [
-      ["unknown model", () => client.predict({ model: "iris_cnn", rows: [row([1, 2, 3, 4])] }), Code.NotFound, /model "iris_cnn" not found; loaded models: iris_svc/],
+      ["unknown model", () => client.predict({ model: "iris_cnn", rows: [row([1, 2, 3, 4])] }), Code.NotFound, /model "iris_cnn" not found; loaded models: diabetes_high_risk, diabetes_regressor, digits_image, iris_svc/],
       ["unknown version", () => client.predict({ model: "iris_svc", version: 9, rows: [row([1, 2, 3, 4])] }), Code.NotFound, /has no version 9; loaded versions: 1/],
       ["wrong feature count", () => client.predict({ model: "iris_svc", rows: [row([1, 2, 3, 4]), row([1, 2, 3])] }), Code.InvalidArgument, /rows\[1\] has 3 values; iris_svc v1 takes 4/],
       ["NaN", () => client.predict({ model: "iris_svc", rows: [row([1, 2, 3, 4]), row([1, NaN, 3, 4])] }), Code.InvalidArgument, /rows\[1\]\.values\[1\]: must be finite/],

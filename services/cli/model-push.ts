@@ -5,7 +5,8 @@ import type { MessageInitShape } from "@bufbuild/protobuf";
 import { ModelRegistryService, type ModelVersion, type UploadModelVersionRequestSchema } from "../../gen/mlmesh/registry/v1/registry_pb.js";
 import { meshTransport } from "../runtime/client/mesh-transport.js";
 import type { MeshCredentials } from "../runtime/client/mesh-credentials.js";
-import { ModelArtifactError, parseModelMetadata, sha256Hex } from "../model/onnx-model.js";
+import { ModelArtifactError, parseModelMetadata } from "../model/metadata.js";
+import { sha256Hex } from "../model/onnx-model.js";
 
 export type RegistryClient = Client<typeof ModelRegistryService>;
 
@@ -61,10 +62,11 @@ export async function resolveModel(client: RegistryClient, ref: ModelRef, create
 }
 
 /**
- * Uploads a model version folder (model.onnx + metadata.json) as the model's next version,
- * optionally pointing an alias at it. The folder is checked here first (both files present,
- * metadata.json well-formed and naming this model, model.onnx's SHA-256 as it says) so that
- * mistakes are named before any byte is sent; the registry checks everything again.
+ * Uploads a model version folder (model.onnx, and metadata.json when the model has one) as the
+ * model's next version, optionally pointing an alias at it. The folder is checked here first
+ * (model.onnx present; metadata.json, when there, well-formed, naming this model and giving
+ * model.onnx's SHA-256 if it gives one) so that mistakes are named before any byte is sent;
+ * the registry checks everything again.
  */
 export async function pushModelFolder(
   client: RegistryClient,
@@ -72,14 +74,14 @@ export async function pushModelFolder(
   target: { modelId: string; modelName: string; alias?: string; description?: string },
 ): Promise<ModelVersion> {
   const files = await readArtifact(folder);
-  const metadata = files.get("metadata.json")!;
+  const metadata = files.get("metadata.json");
   let description = target.description ?? "";
   try {
-    const parsed = parseModelMetadata(metadata.toString("utf8"), { name: target.modelName });
-    if (parsed.sha256 !== sha256Hex(files.get("model.onnx")!)) {
+    const parsed = metadata === undefined ? undefined : parseModelMetadata(metadata.toString("utf8"), { name: target.modelName });
+    if (parsed?.sha256 !== undefined && parsed.sha256 !== sha256Hex(files.get("model.onnx")!)) {
       throw new ModelArtifactError(`${folder}/model.onnx does not have the SHA-256 its metadata.json gives (${parsed.sha256})`);
     }
-    description ||= parsed.description;
+    description ||= parsed?.description ?? "";
   } catch (err) {
     if (err instanceof ModelArtifactError) throw new ModelFolderError(`${folder}: ${err.message}`);
     throw err;
@@ -95,6 +97,8 @@ async function readArtifact(folder: string): Promise<Map<"model.onnx" | "metadat
       files.set(name, await readFile(join(folder, name)));
     } catch (err) {
       const e = err as NodeJS.ErrnoException;
+      // metadata.json is optional: a plain tensor model's signature is in its graph.
+      if (e.code === "ENOENT" && name === "metadata.json") continue;
       throw new ModelFolderError(e.code === "ENOENT" ? `${folder} has no ${name}` : `cannot read ${join(folder, name)}: ${e.message}`);
     }
   }

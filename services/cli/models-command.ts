@@ -25,8 +25,9 @@ export const modelsUsage = `usage: mlmesh models <command> (the registry at REGI
                       move an alias back to the version it pointed at before its last move
   history <project/model> [alias]
                       who moved the model's aliases, when, from which version to which
-  bootstrap [project] register the bundled models/ under a project (default iris) unless they
-                      have versions already, waiting up to 60 s for the registry (mlmesh up does this)`;
+  bootstrap [project] register the bundled models/ under a project (by default the one each
+                      name starts with: iris_svc in iris) unless they have versions already,
+                      waiting up to 60 s for the registry (mlmesh up does this)`;
 
 /** `mlmesh models ...`; resolves to the exit code (0 done, 1 failed, 2 bad usage). */
 export async function modelsCommand(args: readonly string[], env: Env): Promise<number> {
@@ -152,7 +153,7 @@ async function bootstrap(client: RegistryClient, address: string, args: readonly
     if (Date.now() > deadline) throw new ConnectError(`the registry at ${address} did not answer within 60 s`, Code.Unavailable);
     await new Promise((resolve) => setTimeout(resolve, 500));
   }
-  const done = await bootstrapRegistry(client, bundledModels, args[0] ?? "iris", new AbortController().signal);
+  const done = await bootstrapRegistry(client, bundledModels, args[0], new AbortController().signal);
   process.stdout.write(done.length === 0 ? "the bundled models are registered already\n" : `${done.join("\n")}\n`);
   return 0;
 }

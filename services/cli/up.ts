@@ -129,7 +129,7 @@ export async function up(env: Env): Promise<number> {
 /** Registers the bundled models in the mesh's registry on its first start (bootstrap.ts). */
 async function bootstrap(registryAddress: string, signal: AbortSignal, credentials: MeshCredentials): Promise<void> {
   const client = registryClient(registryAddress, "mlmesh up", credentials);
-  for (const line of await bootstrapRegistry(client, bundledModels, "iris", signal)) process.stdout.write(`mlmesh: ${line}\n`);
+  for (const line of await bootstrapRegistry(client, bundledModels, undefined, signal)) process.stdout.write(`mlmesh: ${line}\n`);
 }
 
 /**

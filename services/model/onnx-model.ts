@@ -1,118 +1,62 @@
 import { createHash } from "node:crypto";
 import * as ort from "onnxruntime-node";
+import { isClassifierMetadata, ModelArtifactError, type ClassifierMetadata, type ModelMetadataFile, type TensorSpecFile } from "./metadata.js";
+import { allocate, isDtype, numberToHalf, type Dtype, type HostTensor, type Signature, type TensorSpec } from "./tensors.js";
 
 /*
- * The model format mlmesh serves, shared by the registry (which checks an upload), the
- * Predictor (which serves it) and the CLI (which pushes a folder): an ONNX classifier
- * (model.onnx) and its metadata.json, as models/train.py writes them.
+ * A model version as mlmesh serves it, shared by the registry (which checks an upload), the
+ * Predictor (which serves it) and the CLI (which pushes a folder): any ONNX graph, its
+ * signature read from the graph, with optional metadata (metadata.ts). A model whose metadata
+ * describes a classifier also answers rows of features with probabilities (the native
+ * Predict API and the Proxy); every model answers tensors (the Open Inference Protocol).
  */
-
-/** The two files of a model artifact. */
-export const artifactFileNames = ["model.onnx", "metadata.json"] as const;
-export type ArtifactFileName = (typeof artifactFileNames)[number];
-
-/** metadata.json, next to each model.onnx. */
-export interface ModelMetadataFile {
-  readonly name: string;
-  readonly version: number;
-  readonly description: string;
-  readonly input: TensorSpecFile;
-  readonly outputs: readonly TensorSpecFile[];
-  /** The output holding the float32 [N, classes] probabilities. */
-  readonly probability_output: string;
-  readonly feature_names: readonly string[];
-  readonly labels: readonly string[];
-  readonly sample_input: readonly (readonly number[])[];
-  readonly metrics: Readonly<Record<string, number>>;
-  /** SHA-256 of model.onnx, hex. */
-  readonly sha256: string;
-}
-
-/** One tensor as metadata.json declares it; -1 marks a dynamic dimension. */
-export interface TensorSpecFile {
-  readonly name: string;
-  readonly dtype: string;
-  readonly shape: readonly number[];
-}
-
-/** A model whose metadata or graph is wrong; the message says what is wrong. */
-export class ModelArtifactError extends Error {
-  override readonly name = "ModelArtifactError";
-}
-
-/** Largest metadata.json read (it holds names, labels, sample rows and metrics). */
-export const maxMetadataBytes = 1024 * 1024;
-
-/**
- * Parses metadata.json and checks its fields; throws ModelArtifactError listing every
- * problem. `expect` adds the name (and version) the file must carry where they are known.
- */
-export function parseModelMetadata(text: string, expect: { name?: string; version?: number } = {}): ModelMetadataFile {
-  let metadata: ModelMetadataFile;
-  try {
-    metadata = JSON.parse(text) as ModelMetadataFile;
-  } catch (err) {
-    throw new ModelArtifactError(`metadata.json is not JSON: ${(err as Error).message}`);
-  }
-  if (typeof metadata !== "object" || metadata === null || Array.isArray(metadata)) throw new ModelArtifactError("metadata.json is not a JSON object");
-  const problems: string[] = [];
-  if (expect.name !== undefined && metadata.name !== expect.name) problems.push(`name is "${metadata.name}", expected "${expect.name}"`);
-  if (expect.version !== undefined && metadata.version !== expect.version) problems.push(`version is ${metadata.version}, expected ${expect.version}`);
-  if (!Array.isArray(metadata.labels) || metadata.labels.length < 2 || metadata.labels.some((l) => typeof l !== "string")) {
-    problems.push("labels must list at least 2 classes");
-  }
-  if (!Array.isArray(metadata.feature_names) || metadata.feature_names.length < 1) problems.push("feature_names is empty");
-  if (!isTensorSpec(metadata.input)) problems.push("input must be {name, dtype, shape}");
-  if (!Array.isArray(metadata.outputs) || !metadata.outputs.every(isTensorSpec)) problems.push("outputs must be a list of {name, dtype, shape}");
-  if (typeof metadata.probability_output !== "string") problems.push("probability_output is missing");
-  else if (Array.isArray(metadata.outputs) && !metadata.outputs.some((o) => o?.name === metadata.probability_output)) {
-    problems.push(`probability_output "${metadata.probability_output}" is not one of the outputs`);
-  }
-  if (!/^[0-9a-f]{64}$/.test(String(metadata.sha256))) problems.push("sha256 is not a hex SHA-256");
-  const featureCount = metadata.feature_names?.length;
-  if (!Array.isArray(metadata.sample_input) || metadata.sample_input.some((row) => !Array.isArray(row) || row.length !== featureCount)) {
-    problems.push(`sample_input rows must have ${featureCount} values`);
-  }
-  if (problems.length > 0) throw new ModelArtifactError(`metadata.json: ${problems.join("; ")}`);
-  return metadata;
-}
-
-function isTensorSpec(spec: unknown): spec is TensorSpecFile {
-  const s = spec as TensorSpecFile;
-  return typeof s === "object" && s !== null && typeof s.name === "string" && typeof s.dtype === "string" && Array.isArray(s.shape);
-}
 
 /** The hex SHA-256 of some bytes. */
 export function sha256Hex(bytes: Uint8Array): string {
   return createHash("sha256").update(bytes).digest("hex");
 }
 
-/** An ONNX classifier checked against its metadata, ready to run. */
-export interface OnnxClassifier {
-  readonly metadata: ModelMetadataFile;
+/** The classifier side of a model: rows of float32 features in, [rows, labels] probabilities out. */
+export interface Classifier {
+  readonly metadata: ModelMetadataFile & ClassifierMetadata;
   readonly featureCount: number;
   readonly classCount: number;
   /** One onnxruntime run: `rowCount` rows packed row-major in; probabilities [rowCount, classes] out. */
   run(features: Float32Array, rowCount: number): Promise<Float32Array>;
-  /** Frees the session's native memory; the classifier must not run afterwards. */
+}
+
+/** A loaded ONNX model, checked against its metadata, ready to run. */
+export interface OnnxModel {
+  /** SHA-256 of model.onnx: what identifies the version's artifact. */
+  readonly sha256: string;
+  /** The graph's inputs and outputs. */
+  readonly signature: Signature;
+  readonly metadata: ModelMetadataFile | undefined;
+  /** Set when the metadata describes a classifier. */
+  readonly classifier: Classifier | undefined;
+  /** One onnxruntime run: every input by name in, the `fetches` outputs by name out. */
+  run(feeds: Readonly<Record<string, HostTensor>>, fetches: readonly string[]): Promise<Record<string, HostTensor>>;
+  /** Frees the session's native memory; the model must not run afterwards. */
   release(): Promise<void>;
 }
 
+/** onnxruntime's session options for one model. */
+export interface SessionOptions {
+  /** Threads of one run (intra-op); inter-op stays 1: runs of one model queue, not interleave. */
+  readonly intraOpThreads: number;
+}
+
 /**
- * Opens model.onnx (its bytes, or a file path) with onnxruntime and checks it against its
- * metadata: the ONNX file's SHA-256, the input and every declared output present with the
- * declared element type and fixed dimensions, a float32 [N, features] input and an
- * [N, labels] probability output; then runs the sample input once (the graph must answer with
- * the declared shape, and the first request does not pay onnxruntime's first-run cost).
- * Throws ModelArtifactError naming the first mismatch.
+ * Opens model.onnx (its bytes) with onnxruntime, reads its signature from the graph and checks
+ * the metadata, when given, against it: the ONNX file's SHA-256; for a classifier, its input
+ * and declared outputs present with the declared element types and fixed dimensions, a float32
+ * [N, features] input and an [N, labels] probability output. Then runs the sample input once,
+ * when there is one (the graph must answer, and the first request does not pay onnxruntime's
+ * first-run cost). Throws ModelArtifactError naming the first problem.
  */
-export async function openOnnxClassifier(
-  onnx: Uint8Array,
-  metadata: ModelMetadataFile,
-  options: { intraOpThreads: number },
-): Promise<OnnxClassifier> {
+export async function openOnnxModel(onnx: Uint8Array, metadata: ModelMetadataFile | undefined, options: SessionOptions): Promise<OnnxModel> {
   const sha256 = sha256Hex(onnx);
-  if (sha256 !== metadata.sha256) throw new ModelArtifactError(`model.onnx has sha256 ${sha256}, metadata.json says ${metadata.sha256}`);
+  if (metadata?.sha256 !== undefined && sha256 !== metadata.sha256) throw new ModelArtifactError(`model.onnx has sha256 ${sha256}, metadata.json says ${metadata.sha256}`);
   let session: ort.InferenceSession;
   try {
     session = await ort.InferenceSession.create(onnx, {
@@ -125,22 +69,69 @@ export async function openOnnxClassifier(
     throw new ModelArtifactError(`model.onnx does not load in onnxruntime: ${(err as Error).message}`);
   }
   try {
-    return await checkedClassifier(session, metadata);
+    const signature = signatureOf(session);
+    const run = async (feeds: Readonly<Record<string, HostTensor>>, fetches: readonly string[]) => {
+      const inputs: Record<string, ort.Tensor> = {};
+      for (const [name, tensor] of Object.entries(feeds)) inputs[name] = new ort.Tensor(tensor.dtype, tensor.data as ort.Tensor.DataType, tensor.dims);
+      const results = await session.run(inputs, fetches);
+      const outputs: Record<string, HostTensor> = {};
+      for (const name of fetches) {
+        const t = results[name];
+        outputs[name] = { dtype: t.type as Dtype, dims: [...t.dims], data: t.data as HostTensor["data"] };
+      }
+      return outputs;
+    };
+    const classifier = isClassifierMetadata(metadata) ? await checkedClassifier(session, metadata) : undefined;
+    if (classifier === undefined && metadata?.sample_inputs !== undefined) {
+      await run(sampleFeeds(signature, metadata.sample_inputs), signature.outputs.map((o) => o.name));
+    }
+    return { sha256, signature, metadata, classifier, run, release: () => session.release() };
   } catch (err) {
     await session.release();
-    throw err;
+    if (err instanceof ModelArtifactError) throw err;
+    throw new ModelArtifactError(`model.onnx failed its sample run: ${(err as Error).message}`);
   }
 }
 
-async function checkedClassifier(session: ort.InferenceSession, metadata: ModelMetadataFile): Promise<OnnxClassifier> {
+/** The graph's inputs and outputs; a graph with a non-tensor value (a sequence, a map) is refused. */
+function signatureOf(session: ort.InferenceSession): Signature {
+  const spec = (role: string, m: ort.InferenceSession.ValueMetadata): TensorSpec => {
+    if (!m.isTensor) throw new ModelArtifactError(`${role} "${m.name}" is not a tensor (a sequence or a map): mlmesh serves tensors`);
+    if (!isDtype(m.type)) throw new ModelArtifactError(`${role} "${m.name}" has element type ${m.type}, which mlmesh does not serve`);
+    return { name: m.name, dtype: m.type, shape: m.shape.map((d) => (typeof d === "number" && d >= 0 ? d : -1)) };
+  };
+  return { inputs: session.inputMetadata.map((m) => spec("input", m)), outputs: session.outputMetadata.map((m) => spec("output", m)) };
+}
+
+/** A tensor model's sample input (metadata.json's sample_inputs), as the graph's inputs want it. */
+function sampleFeeds(signature: Signature, samples: NonNullable<ModelMetadataFile["sample_inputs"]>): Record<string, HostTensor> {
+  const feeds: Record<string, HostTensor> = {};
+  for (const input of signature.inputs) {
+    const sample = samples[input.name];
+    if (sample === undefined) throw new ModelArtifactError(`sample_inputs has no "${input.name}": the sample must give every input (${signature.inputs.map((i) => i.name).join(", ")})`);
+    const data = allocate(input.dtype, sample.data.length);
+    sample.data.forEach((v, i) => {
+      if (Array.isArray(data)) data[i] = String(v);
+      else if (data instanceof BigInt64Array || data instanceof BigUint64Array) data[i] = BigInt(Number(v));
+      else data[i] = input.dtype === "float16" ? numberToHalf(Number(v)) : Number(v);
+    });
+    feeds[input.name] = { dtype: input.dtype, dims: [...sample.shape], data };
+  }
+  return feeds;
+}
+
+async function checkedClassifier(session: ort.InferenceSession, metadata: ModelMetadataFile & ClassifierMetadata): Promise<Classifier> {
   const featureCount = metadata.feature_names.length;
   const classCount = metadata.labels.length;
+  if (session.inputNames.length !== 1) {
+    throw new ModelArtifactError(`a classifier takes one input of features; the ONNX graph has ${session.inputNames.length} (${session.inputNames.join(", ")})`);
+  }
   const graphInput = session.inputMetadata.find((m) => m.name === metadata.input.name);
   if (graphInput === undefined) {
     throw new ModelArtifactError(`the ONNX graph has no input "${metadata.input.name}" (it has ${session.inputNames.join(", ")})`);
   }
   checkTensor("input", metadata.input, graphInput);
-  if (metadata.input.dtype !== "float32") throw new ModelArtifactError(`input "${metadata.input.name}" is ${metadata.input.dtype}; mlmesh serves float32 features`);
+  if (metadata.input.dtype !== "float32") throw new ModelArtifactError(`input "${metadata.input.name}" is ${metadata.input.dtype}; a classifier takes float32 features`);
   if (metadata.input.shape.length !== 2 || metadata.input.shape[1] !== featureCount) {
     throw new ModelArtifactError(`input "${metadata.input.name}" has shape [${metadata.input.shape.join(", ")}], metadata lists ${featureCount} features: expected [-1, ${featureCount}]`);
   }
@@ -163,13 +154,13 @@ async function checkedClassifier(session: ort.InferenceSession, metadata: ModelM
     const input = new ort.Tensor("float32", features, [rowCount, featureCount]);
     const output = (await session.run({ [metadata.input.name]: input }, fetches))[probabilities.name];
     if (output.type !== "float32" || output.dims.length !== 2 || output.dims[0] !== rowCount || output.dims[1] !== classCount) {
-      throw new ModelArtifactError(`${metadata.name} returned ${output.type} [${output.dims.join(", ")}], expected float32 [${rowCount}, ${classCount}]`);
+      throw new ModelArtifactError(`${metadata.name ?? "the model"} returned ${output.type} [${output.dims.join(", ")}], expected float32 [${rowCount}, ${classCount}]`);
     }
     return output.data as Float32Array;
   };
   const warmUpRows = metadata.sample_input.length > 0 ? metadata.sample_input : [new Array<number>(featureCount).fill(0)];
   await run(Float32Array.from(warmUpRows.flat()), warmUpRows.length);
-  return { metadata, featureCount, classCount, run, release: () => session.release() };
+  return { metadata, featureCount, classCount, run };
 }
 
 /** Element type and every fixed dimension must agree (a symbolic graph dimension matches -1). */

@@ -1,6 +1,8 @@
-import { readdir, readFile } from "node:fs/promises";
+import { readdir, readFile, stat } from "node:fs/promises";
+import type { Dirent } from "node:fs";
 import { join } from "node:path";
-import { parseModelMetadata } from "../model/onnx-model.js";
+import { parseModelMetadata } from "../model/metadata.js";
+import { sha256Hex } from "../model/onnx-model.js";
 import type { SourceFailure, WantedModel, WantedVersion } from "./model-loader.js";
 
 const namePattern = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
@@ -8,7 +10,7 @@ const aliasPattern = /^[a-z][a-z0-9_-]*$/;
 
 /**
  * What a model repository folder (MODEL_DIR, no registry) serves: every
- * <name>/<version>/{model.onnx,metadata.json}, and the aliases of <name>/aliases.json
+ * <name>/<version>/model.onnx with its metadata.json when there is one, and the aliases of <name>/aliases.json
  * ({"production": 1}). A version whose files are missing or malformed, or an alias file
  * that is wrong, is a failure with the reason; the rest is served. Throws only when the
  * folder itself cannot be read.
@@ -17,7 +19,8 @@ export async function readModelFolder(dir: string): Promise<{ models: WantedMode
   const models: WantedModel[] = [];
   const failures: SourceFailure[] = [];
   const entries = await readdir(dir, { withFileTypes: true });
-  for (const name of entries.filter((e) => e.isDirectory() && namePattern.test(e.name)).map((e) => e.name).sort()) {
+  const folders = await Promise.all(entries.filter((e) => namePattern.test(e.name)).map(async (e) => ((await isFolder(dir, e)) ? e.name : undefined)));
+  for (const name of folders.filter((n): n is string => n !== undefined).sort()) {
     const folder = join(dir, name);
     const numbers = (await readdir(folder, { withFileTypes: true }))
       .filter((e) => e.isDirectory() && /^[1-9]\d*$/.test(e.name))
@@ -31,13 +34,14 @@ export async function readModelFolder(dir: string): Promise<{ models: WantedMode
     for (const version of numbers) {
       const versionFolder = join(folder, String(version));
       try {
-        const metadataText = await readFile(join(versionFolder, "metadata.json"), "utf8");
-        const metadata = parseModelMetadata(metadataText, { name, version });
-        versions.push({
-          version,
-          sha256: metadata.sha256,
-          fetch: async () => ({ onnx: await readFile(join(versionFolder, "model.onnx")), metadata }),
+        const metadataText = await readFile(join(versionFolder, "metadata.json"), "utf8").catch((err: NodeJS.ErrnoException) => {
+          if (err.code === "ENOENT") return undefined; // a plain tensor model: its signature is in its graph
+          throw err;
         });
+        const metadata = metadataText === undefined ? undefined : parseModelMetadata(metadataText, { name, version });
+        // The digest identifies the artifact; the bytes are read again only when it must load.
+        const onnxPath = join(versionFolder, "model.onnx");
+        versions.push({ version, sha256: sha256Hex(await readFile(onnxPath)), fetch: async () => ({ onnx: await readFile(onnxPath), metadata }) });
       } catch (err) {
         failures.push({ name, version, reason: (err as Error).message });
       }
@@ -49,6 +53,13 @@ export async function readModelFolder(dir: string): Promise<{ models: WantedMode
     models.push({ name, modelId: "", versions, aliases });
   }
   return { models, failures };
+}
+
+/** A folder, or a symbolic link to one (a repository may link models kept elsewhere). */
+async function isFolder(dir: string, entry: Dirent): Promise<boolean> {
+  if (entry.isDirectory()) return true;
+  if (!entry.isSymbolicLink()) return false;
+  return (await stat(join(dir, entry.name)).catch(() => undefined))?.isDirectory() ?? false;
 }
 
 /** <model>/aliases.json, when there is one: alias -> an existing version folder. */

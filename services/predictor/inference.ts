@@ -1,3 +1,4 @@
+import type { HostTensor } from "../model/tensors.js";
 import type { LoadedVersion, ServingTable } from "./serving-table.js";
 
 /*
@@ -9,14 +10,23 @@ import type { LoadedVersion, ServingTable } from "./serving-table.js";
  * (an InferenceKind); statistics, metrics and observers are the same for all.
  */
 
-/** The rows to run, packed row-major: [rowCount, the version's feature count]. */
+/** A classifier's rows to run, packed row-major: [rowCount, the version's feature count]. */
 export interface ModelInput {
   readonly features: Float32Array;
   readonly rowCount: number;
 }
 
+/** Tensors to run through any graph: every input by name, and the outputs to fetch. */
+export interface TensorInput {
+  readonly feeds: Readonly<Record<string, HostTensor>>;
+  readonly fetches: readonly string[];
+}
+
+/** What a model computes from what was prepared: probabilities from rows, outputs from tensors. */
+export type Computed<P> = P extends TensorInput ? Record<string, HostTensor> : Float32Array;
+
 /** How one protocol reads its input and writes its answer (Prepared: what prepare hands to answer). */
-export interface InferenceKind<Input, Answer, Prepared extends ModelInput = ModelInput> {
+export interface InferenceKind<Input, Answer, Prepared extends ModelInput | TensorInput = ModelInput> {
   /** The protocol's name in observers' events ("predict", "oip"). */
   readonly name: string;
   /**
@@ -24,8 +34,8 @@ export interface InferenceKind<Input, Answer, Prepared extends ModelInput = Mode
    * throws INVALID_ARGUMENT naming what is wrong. Runs before any inference.
    */
   prepare(loaded: LoadedVersion, input: Input): Prepared;
-  /** The answer, from the model's probabilities ([rowCount, labels], packed). */
-  answer(loaded: LoadedVersion, input: Input, prepared: Prepared, probabilities: Float32Array): Answer;
+  /** The answer, from the model's probabilities ([rowCount, labels], packed) or output tensors. */
+  answer(loaded: LoadedVersion, input: Input, prepared: Prepared, computed: Computed<Prepared>): Answer;
 }
 
 /**
@@ -37,9 +47,9 @@ export interface InferenceEvent {
   readonly kind: string;
   readonly model: string;
   readonly version: number;
-  /** The rows the model ran on (unset when the request failed before they were read). */
+  /** A classifier's rows the model ran on (unset for tensors, or when the request failed before they were read). */
   readonly input?: ModelInput;
-  /** [rowCount, labels] probabilities (unset when the request failed). */
+  /** A classifier's [rowCount, labels] probabilities (unset for tensors, or when the request failed). */
   readonly probabilities?: Float32Array;
   /** Milliseconds from resolving the version to the answer. */
   readonly ms: number;
@@ -69,29 +79,37 @@ export class Inference {
    * FAILED_PRECONDITION or INVALID_ARGUMENT when they name none), which stays loaded until the
    * answer is ready.
    */
-  run<Input, Answer, Prepared extends ModelInput>(model: string, version: number, kind: InferenceKind<Input, Answer, Prepared>, input: Input): Promise<Answer> {
+  run<Input, Answer, Prepared extends ModelInput | TensorInput>(model: string, version: number, kind: InferenceKind<Input, Answer, Prepared>, input: Input): Promise<Answer> {
     return this.table.use(model, version, (loaded) => this.#runOn(loaded, kind, input));
   }
 
-  async #runOn<Input, Answer, Prepared extends ModelInput>(loaded: LoadedVersion, kind: InferenceKind<Input, Answer, Prepared>, input: Input): Promise<Answer> {
+  async #runOn<Input, Answer, Prepared extends ModelInput | TensorInput>(loaded: LoadedVersion, kind: InferenceKind<Input, Answer, Prepared>, input: Input): Promise<Answer> {
     const started = performance.now();
     let prepared: Prepared | undefined;
     let preparedAt: number | undefined;
     try {
       prepared = kind.prepare(loaded, input);
       preparedAt = performance.now();
+      const rows = rowsOf(prepared);
+      let computed: Computed<Prepared>;
+      if ("feeds" in prepared) computed = (await loaded.runTensors(prepared.feeds, prepared.fetches)) as Computed<Prepared>;
       // No rows left (every row skipped as invalid): nothing to run.
-      const probabilities = prepared.rowCount === 0 ? new Float32Array(0) : await loaded.classify(prepared.features, prepared.rowCount);
+      else computed = (prepared.rowCount === 0 ? new Float32Array(0) : await loaded.classify(prepared.features, prepared.rowCount)) as Computed<Prepared>;
       const inferredAt = performance.now();
-      const answer = kind.answer(loaded, input, prepared, probabilities);
+      const answer = kind.answer(loaded, input, prepared, computed);
       const done = performance.now();
-      loaded.stats.recordRequest({ ok: true, rows: prepared.rowCount, totalMs: done - started, inputMs: preparedAt - started, outputMs: done - inferredAt });
-      if (this.#observers.length > 0) this.#notify({ kind: kind.name, model: loaded.name, version: loaded.version, input: prepared, probabilities, ms: done - started });
+      loaded.stats.recordRequest({ ok: true, rows, totalMs: done - started, inputMs: preparedAt - started, outputMs: done - inferredAt });
+      if (this.#observers.length > 0) {
+        const rowsRun = "feeds" in prepared ? undefined : { input: prepared as ModelInput, probabilities: computed as Float32Array };
+        this.#notify({ kind: kind.name, model: loaded.name, version: loaded.version, ...rowsRun, ms: done - started });
+      }
       return answer;
     } catch (err) {
       const ms = performance.now() - started;
-      loaded.stats.recordRequest({ ok: false, rows: prepared?.rowCount ?? 0, totalMs: ms, inputMs: (preparedAt ?? started + ms) - started });
-      if (this.#observers.length > 0) this.#notify({ kind: kind.name, model: loaded.name, version: loaded.version, input: prepared, ms, error: err });
+      loaded.stats.recordRequest({ ok: false, rows: prepared === undefined ? 0 : rowsOf(prepared), totalMs: ms, inputMs: (preparedAt ?? started + ms) - started });
+      if (this.#observers.length > 0) {
+        this.#notify({ kind: kind.name, model: loaded.name, version: loaded.version, input: prepared && !("feeds" in prepared) ? (prepared as ModelInput) : undefined, ms, error: err });
+      }
       throw err;
     }
   }
@@ -105,4 +123,10 @@ export class Inference {
       }
     }
   }
+}
+
+/** The rows (batch entries) a request ran: a classifier's rows, or the first input's first dimension. */
+function rowsOf(prepared: ModelInput | TensorInput): number {
+  if (!("feeds" in prepared)) return prepared.rowCount;
+  return Object.values(prepared.feeds)[0]?.dims[0] ?? 1;
 }

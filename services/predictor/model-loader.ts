@@ -1,4 +1,5 @@
-import { openOnnxClassifier, type ModelMetadataFile } from "../model/onnx-model.js";
+import type { ModelMetadataFile } from "../model/metadata.js";
+import { openOnnxModel } from "../model/onnx-model.js";
 import type { Logger } from "../runtime/observability/logger.js";
 import { modelLoads, modelUnloads } from "./metrics.js";
 import { LoadedVersion, type LoadFailure, type ServedModel, type ServingTable, type Snapshot } from "./serving-table.js";
@@ -8,8 +9,8 @@ export interface WantedVersion {
   readonly version: number;
   /** SHA-256 of model.onnx: a loaded version with the same name, number and digest is kept. */
   readonly sha256: string;
-  /** Reads or downloads the artifact; the metadata is parsed (and named) by the source. */
-  fetch(): Promise<{ onnx: Uint8Array; metadata: ModelMetadataFile }>;
+  /** Reads or downloads the artifact; the metadata (none for a plain tensor model) is parsed by the source. */
+  fetch(): Promise<{ onnx: Uint8Array; metadata: ModelMetadataFile | undefined }>;
 }
 
 /** What a source (a folder, the registry) wants served of one model. */
@@ -27,7 +28,7 @@ export type SourceFailure = LoadFailure;
 
 /**
  * Turns what a source wants into what the ServingTable serves. Versions already loaded are
- * kept; new ones are fetched, loaded and warmed (openOnnxClassifier) before anything changes;
+ * kept; new ones are fetched, loaded and warmed (openOnnxModel) before anything changes;
  * then the new snapshot is installed in one step and versions no longer wanted are released
  * after their last call. An alias whose version failed to load keeps answering with the
  * version it resolved to before, if any, and is reported; it never points at a half-loaded
@@ -64,8 +65,8 @@ export class ModelLoader {
           }
           try {
             const { onnx, metadata } = await wantedVersion.fetch();
-            const classifier = await openOnnxClassifier(onnx, metadata, { intraOpThreads: this.options.intraOpThreads });
-            versions.set(wantedVersion.version, new LoadedVersion(model.name, wantedVersion.version, model.modelId, classifier));
+            const loaded = await openOnnxModel(onnx, metadata, { intraOpThreads: this.options.intraOpThreads });
+            versions.set(wantedVersion.version, new LoadedVersion(model.name, wantedVersion.version, model.modelId, loaded));
             modelLoads.labels(model.name, "loaded").inc();
             this.options.logger.info({ model: model.name, version: wantedVersion.version }, "model version loaded");
           } catch (err) {

@@ -4,7 +4,7 @@ import { GRPCInferenceService } from "../../gen/inference/open_inference_pb.js";
 import { PayloadTooLargeError, type HttpReply, type HttpRequest, type HttpRoute, type HttpRouter } from "../runtime/serve/http-routes.js";
 import { methodPolicy } from "../runtime/security/policy.js";
 import { matchingVersions, isReady, modelMetadata, serverInfo } from "./oip-service.js";
-import { infer, rawBytesOf, type InferInput, type InputData, type InferOutput } from "./open-inference.js";
+import { infer, jsonValuesOf, rawBytesOf, type InferInput, type InputData, type InferOutput } from "./open-inference.js";
 import type { Inference } from "./inference.js";
 import type { LoadedVersion } from "./serving-table.js";
 import type { Duration } from "./inference-stats.js";
@@ -181,7 +181,7 @@ async function inferRest(inference: Inference, name: string, version: string, re
     } else if (input.data === undefined) {
       data = { kind: "none" };
     } else {
-      data = { kind: "fp32", values: flattenNumbers(input.data, i) };
+      data = { kind: "json", values: flattenData(input.data, i) };
     }
     return { name: String(input.name ?? ""), datatype: String(input.datatype ?? ""), shape: shape as number[], data };
   });
@@ -199,7 +199,7 @@ async function inferRest(inference: Inference, name: string, version: string, re
     model_version: String(loaded.version),
     ...(parsed.id !== undefined ? { id: String(parsed.id) } : {}),
     outputs: outputs.map((o) => {
-      if (!binaryOutput(o)) return { name: o.name, datatype: o.datatype, shape: o.shape, data: jsonData(o) };
+      if (!binaryOutput(o)) return { name: o.name, datatype: o.datatype, shape: o.shape, data: jsonValuesOf(o) };
       const bytes = rawBytesOf(o);
       chunks.push(bytes);
       return { name: o.name, datatype: o.datatype, shape: o.shape, parameters: { binary_data_size: bytes.length } };
@@ -208,19 +208,13 @@ async function inferRest(inference: Inference, name: string, version: string, re
   return { status: 200, json, binary: chunks };
 }
 
-function jsonData(o: InferOutput): unknown[] {
-  if (o.fp32) return Array.from(o.fp32);
-  if (o.int64) return Array.from(o.int64, Number);
-  return [...(o.labels ?? [])];
-}
-
-/** A tensor's "data": numbers, flat or nested row by row. */
-function flattenNumbers(data: unknown, input: number): number[] {
-  const values: number[] = [];
+/** A tensor's "data": numbers, booleans or strings, flat or nested row by row (at most 8 deep). */
+function flattenData(data: unknown, input: number): unknown[] {
+  const values: unknown[] = [];
   const walk = (value: unknown, depth: number) => {
-    if (typeof value === "number") values.push(value);
+    if (typeof value === "number" || typeof value === "boolean" || typeof value === "string") values.push(value);
     else if (Array.isArray(value) && depth < 8) for (const item of value) walk(item, depth + 1);
-    else throw new ConnectError(`inputs[${input}].data must hold numbers (FP32)`, Code.InvalidArgument);
+    else throw new ConnectError(`inputs[${input}].data must hold numbers, booleans or strings (lists nested at most 8 deep)`, Code.InvalidArgument);
   };
   walk(data, 0);
   return values;

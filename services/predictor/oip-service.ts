@@ -11,6 +11,7 @@ import type {
 import type { PartialServiceImpl } from "../runtime/serve/registration.js";
 import type { Duration } from "./inference-stats.js";
 import { infer, modelRef, platform, rawBytesOf, tensorsOf, type InferOutput, type InputData, type TensorSpec } from "./open-inference.js";
+import type { TensorData } from "../model/tensors.js";
 import type { Inference } from "./inference.js";
 import type { LoadedVersion, ServingTable } from "./serving-table.js";
 
@@ -64,9 +65,10 @@ export function createInferenceService(inference: Inference, ready: () => boolea
         })),
         outputs: request.outputs.map((o) => o.name),
       });
-      // Raw outputs go to a client that sent raw inputs or asked for binary data (for all
-      // outputs: the protocol does not mix the two forms in one response).
-      const binary = raw || request.outputs.some((o) => boolParameter(o.parameters.binary_data));
+      // Raw outputs go to a client that sent raw inputs or asked for binary data, and whenever
+      // an output is FP16, which has no typed field (for all outputs: the protocol does not mix
+      // the two forms in one response).
+      const binary = raw || request.outputs.some((o) => boolParameter(o.parameters.binary_data)) || outputs.some((o) => o.datatype === "FP16");
       return inferResponse(loaded, request.id, outputs, binary);
     },
 
@@ -109,8 +111,9 @@ export function modelMetadata(table: ServingTable, name: string, version: string
     platform,
     ...tensorsOf(loaded),
     properties: {
-      labels: loaded.metadata.labels.join(","),
-      feature_names: loaded.metadata.feature_names.join(","),
+      kind: loaded.classifier ? "classifier" : "tensor",
+      labels: (loaded.metadata?.labels ?? []).join(","),
+      feature_names: (loaded.classifier?.metadata.feature_names ?? []).join(","),
       served_version: String(loaded.version),
     },
   };
@@ -166,10 +169,30 @@ function inferResponse(loaded: LoadedVersion, id: string, outputs: InferOutput[]
   };
 }
 
+/** An output's elements in the typed field of its datatype (FP16 outputs are always raw). */
 function typedContents(o: InferOutput): MessageInitShape<typeof InferTensorContentsSchema> {
-  if (o.fp32) return { fp32Contents: Array.from(o.fp32) };
-  if (o.int64) return { int64Contents: Array.from(o.int64) };
-  return { bytesContents: (o.labels ?? []).map((l) => Buffer.from(l, "utf8")) };
+  const data: TensorData = o.data;
+  if (Array.isArray(data)) return { bytesContents: data.map((s) => Buffer.from(s, "utf8")) };
+  switch (o.datatype) {
+    case "BOOL":
+      return { boolContents: Array.from(data as Uint8Array, (v) => v !== 0) };
+    case "INT8":
+    case "INT16":
+    case "INT32":
+      return { intContents: Array.from(data as Int32Array) };
+    case "INT64":
+      return { int64Contents: Array.from(data as BigInt64Array) };
+    case "UINT8":
+    case "UINT16":
+    case "UINT32":
+      return { uintContents: Array.from(data as Uint32Array) };
+    case "UINT64":
+      return { uint64Contents: Array.from(data as BigUint64Array) };
+    case "FP64":
+      return { fp64Contents: Array.from(data as Float64Array) };
+    default:
+      return { fp32Contents: Array.from(data as Float32Array) };
+  }
 }
 
 /** The typed contents field an input uses, if any. */
@@ -191,8 +214,18 @@ function typedField(contents: InferTensorContents | undefined): string | undefin
 function typedData(contents: InferTensorContents | undefined): InputData {
   const field = typedField(contents);
   if (field === undefined) return { kind: "none" };
-  if (field === "fp32_contents") return { kind: "fp32", values: contents!.fp32Contents };
-  return { kind: "other", field };
+  const c = contents!;
+  const values: Record<string, ArrayLike<unknown>> = {
+    fp32_contents: c.fp32Contents,
+    fp64_contents: c.fp64Contents,
+    int_contents: c.intContents,
+    int64_contents: c.int64Contents,
+    uint_contents: c.uintContents,
+    uint64_contents: c.uint64Contents,
+    bool_contents: c.boolContents,
+    bytes_contents: c.bytesContents,
+  };
+  return { kind: "typed", field, values: values[field] };
 }
 
 function boolParameter(parameter: InferParameter | undefined): boolean {

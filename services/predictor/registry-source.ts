@@ -12,7 +12,8 @@ import type { Logger } from "../runtime/observability/logger.js";
 import type { TraceSpan, Tracing } from "../runtime/observability/tracing.js";
 import { meshTransport } from "../runtime/client/mesh-transport.js";
 import type { MeshCredentials } from "../runtime/client/mesh-credentials.js";
-import { parseModelMetadata, sha256Hex } from "../model/onnx-model.js";
+import { parseModelMetadata, type ModelMetadataFile } from "../model/metadata.js";
+import { sha256Hex } from "../model/onnx-model.js";
 import { selects, type ModelSelection } from "./config.js";
 import type { ModelLoader, SourceFailure, WantedModel, WantedVersion } from "./model-loader.js";
 import type { Snapshot } from "./serving-table.js";
@@ -213,7 +214,7 @@ export class RegistrySource {
   }
 
   /** A version's files, checked against the digests the registry recorded. */
-  async #download(model: Model, version: number): Promise<{ onnx: Uint8Array; metadata: ReturnType<typeof parseModelMetadata> }> {
+  async #download(model: Model, version: number): Promise<{ onnx: Uint8Array; metadata: ModelMetadataFile | undefined }> {
     const chunks = new Map<string, Uint8Array[]>();
     let header: ModelVersion | undefined;
     for await (const message of this.#client.downloadModelVersion({ modelId: model.id, version }, { ...this.#call(), timeoutMs: 120_000 })) {
@@ -230,7 +231,8 @@ export class RegistrySource {
     };
     const onnx = bytes("model.onnx");
     // The registry numbers versions; the metadata's own version number is not checked here.
-    const metadata = parseModelMetadata(bytes("metadata.json").toString("utf8"), { name: model.name });
+    const hasMetadata = header?.files.some((f) => f.name === "metadata.json") ?? false;
+    const metadata = hasMetadata ? parseModelMetadata(bytes("metadata.json").toString("utf8"), { name: model.name }) : undefined;
     return { onnx, metadata };
   }
 

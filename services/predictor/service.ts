@@ -1,5 +1,5 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import { InvalidRows, type ModelMetadataSchema, type PredictorService } from "../../gen/mlmesh/predictor/v1/predictor_pb.js";
+import { InvalidRows, ModelKind, type ModelMetadataSchema, type PredictorService } from "../../gen/mlmesh/predictor/v1/predictor_pb.js";
 import type { PartialServiceImpl } from "../runtime/serve/registration.js";
 import { pageOf } from "../runtime/serve/pagination.js";
 import { PackedPredictResponse, packedRowsOf, packRows, type PackedRows } from "../model/wire/predict-wire.js";
@@ -39,7 +39,7 @@ export function createPredictorService(inference: Inference): PartialServiceImpl
 
     async predictSample(request) {
       const loaded = table.resolve(request.model, request.version);
-      const rows = loaded.metadata.sample_input.map((values) => ({ values: [...values] }));
+      const rows = loaded.requireClassifier().metadata.sample_input.map((values) => ({ values: [...values] }));
       // The version resolved above answers (not whatever the name means by the time it runs).
       const response = await inference.run(loaded.name, loaded.version, predictKind, { rows: packRows(rows), skipInvalid: false });
       return { rows, response };
@@ -63,14 +63,14 @@ interface PreparedRows extends ModelInput {
 const predictKind: InferenceKind<RowsInput, PackedPredictResponse, PreparedRows> = {
   name: "predict",
   prepare(loaded, { rows, skipInvalid }) {
-    const { featureCount } = loaded;
+    const { featureCount, metadata } = loaded.requireClassifier();
     const { offsets, rowCount } = rows;
     let rejected: FieldViolation[] | undefined;
     for (let i = 0; i < rowCount; i++) {
       const count = offsets[i + 1] - offsets[i];
       if (count === featureCount) continue;
       rejected ??= [];
-      rejected.push({ field: `rows[${i}]`, reason: "ROW_WIDTH", description: `has ${count} values; ${loaded.name} v${loaded.version} takes ${featureCount} (${loaded.metadata.feature_names.join(", ")})` });
+      rejected.push({ field: `rows[${i}]`, reason: "ROW_WIDTH", description: `has ${count} values; ${loaded.name} v${loaded.version} takes ${featureCount} (${metadata.feature_names.join(", ")})` });
     }
     if (rejected === undefined) return { features: rows.features, rowCount, rejected: [] };
     if (!skipInvalid) {
@@ -82,7 +82,7 @@ const predictKind: InferenceKind<RowsInput, PackedPredictResponse, PreparedRows>
   },
   answer(loaded, _input, prepared, probabilities) {
     const rejectedRows = prepared.rejected.length > 0 ? { fieldViolations: [...prepared.rejected] } : undefined;
-    return new PackedPredictResponse(loaded.name, loaded.version, [...loaded.metadata.labels], probabilities, prepared.rowCount, rejectedRows);
+    return new PackedPredictResponse(loaded.name, loaded.version, [...loaded.requireClassifier().metadata.labels], probabilities, prepared.rowCount, rejectedRows);
   },
 };
 
@@ -111,17 +111,21 @@ function aliasesOf(table: ServingTable, model: LoadedVersion): string[] {
 
 function metadataOf(model: LoadedVersion, aliases: string[]): MessageInitShape<typeof ModelMetadataSchema> {
   const m = model.metadata;
+  const classifier = model.classifier?.metadata;
+  const spec = (t: { name: string; dtype: string; shape: readonly number[] }) => ({ name: t.name, dtype: t.dtype, shape: t.shape.map(BigInt) });
   return {
     name: model.name,
     version: model.version,
-    description: m.description,
-    input: { ...m.input, shape: m.input.shape.map(BigInt) },
-    outputs: m.outputs.map((o) => ({ ...o, shape: o.shape.map(BigInt) })),
-    featureNames: [...m.feature_names],
-    labels: [...m.labels],
-    sampleInput: m.sample_input.map((values) => ({ values: [...values] })),
-    metrics: { ...m.metrics },
-    sha256: m.sha256,
+    description: m?.description ?? "",
+    kind: classifier ? ModelKind.CLASSIFIER : ModelKind.TENSOR,
+    input: classifier ? spec(classifier.input) : undefined,
+    inputs: model.signature.inputs.map(spec),
+    outputs: model.signature.outputs.map(spec),
+    featureNames: [...(classifier?.feature_names ?? [])],
+    labels: [...(m?.labels ?? [])],
+    sampleInput: (classifier?.sample_input ?? []).map((values) => ({ values: [...values] })),
+    metrics: { ...m?.metrics },
+    sha256: model.sha256,
     aliases,
   };
 }

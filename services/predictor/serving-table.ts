@@ -1,5 +1,7 @@
 import { Code, ConnectError } from "@connectrpc/connect";
-import type { ModelMetadataFile, OnnxClassifier } from "../model/onnx-model.js";
+import type { ModelMetadataFile } from "../model/metadata.js";
+import type { Classifier, OnnxModel } from "../model/onnx-model.js";
+import { shapeText, type HostTensor, type Signature } from "../model/tensors.js";
 import { InferenceBatcher } from "./inference-batcher.js";
 import { InferenceStats } from "./inference-stats.js";
 
@@ -14,15 +16,14 @@ export interface LoadFailure {
 }
 
 /**
- * One loaded model version: its classifier behind the cross-request batcher, and a count of
- * the calls using it, so that a version taken out of service is released only after its last
- * call finished.
+ * One loaded model version: its ONNX model (a classifier's rows behind the cross-request
+ * batcher), and a count of the calls using it, so that a version taken out of service is
+ * released only after its last call finished.
  */
 export class LoadedVersion {
-  readonly featureCount: number;
   /** Cumulative statistics of this version (ModelStatistics, and its Prometheus metrics). */
   readonly stats: InferenceStats;
-  readonly #batcher: InferenceBatcher;
+  readonly #batcher: InferenceBatcher | undefined;
   #inFlight = 0;
   #retired: (() => void) | undefined;
 
@@ -33,26 +34,54 @@ export class LoadedVersion {
     readonly version: number,
     /** The registry's id of the model; empty when served from a folder. */
     readonly modelId: string,
-    private readonly classifier: OnnxClassifier,
+    private readonly model: OnnxModel,
   ) {
-    this.featureCount = classifier.featureCount;
     this.stats = new InferenceStats(name, version);
-    this.#batcher = new InferenceBatcher(
-      (features, rows) => classifier.run(features, rows),
-      classifier.featureCount,
-      classifier.classCount,
-      maxBatchRows,
-      (rows, computeMs, waitsMs) => this.stats.recordRun(rows, computeMs, waitsMs),
-    );
+    const classifier = model.classifier;
+    this.#batcher =
+      classifier &&
+      new InferenceBatcher(
+        (features, rows) => classifier.run(features, rows),
+        classifier.featureCount,
+        classifier.classCount,
+        maxBatchRows,
+        (rows, computeMs, waitsMs) => this.stats.recordRun(rows, computeMs, waitsMs),
+      );
   }
 
-  get metadata(): ModelMetadataFile {
-    return this.classifier.metadata;
+  /** metadata.json, when the version has one. */
+  get metadata(): ModelMetadataFile | undefined {
+    return this.model.metadata;
+  }
+
+  /** SHA-256 of model.onnx. */
+  get sha256(): string {
+    return this.model.sha256;
+  }
+
+  /** The graph's inputs and outputs. */
+  get signature(): Signature {
+    return this.model.signature;
+  }
+
+  /** The classifier side, when the metadata describes one. */
+  get classifier(): Classifier | undefined {
+    return this.model.classifier;
+  }
+
+  /** The classifier side, or FAILED_PRECONDITION for a tensor model, which answers ModelInfer only. */
+  requireClassifier(): Classifier {
+    if (this.model.classifier !== undefined) return this.model.classifier;
+    const inputs = this.signature.inputs.map((i) => `${i.name} ${i.dtype}${shapeText(i.shape)}`).join(", ");
+    throw new ConnectError(
+      `model "${this.name}" v${this.version} is a tensor model (inputs: ${inputs}), not a classifier of feature rows: call ModelInfer (the Open Inference Protocol) instead`,
+      Code.FailedPrecondition,
+    );
   }
 
   /** The same artifact (a version's files never change, but a source may hand a new one). */
   sameAs(other: { name: string; version: number; sha256: string }): boolean {
-    return this.name === other.name && this.version === other.version && this.metadata.sha256 === other.sha256;
+    return this.name === other.name && this.version === other.version && this.model.sha256 === other.sha256;
   }
 
   /**
@@ -60,7 +89,17 @@ export class LoadedVersion {
    * the same way ([rowCount, labels]). Concurrent calls share one onnxruntime run.
    */
   classify(features: Float32Array, rowCount: number): Promise<Float32Array> {
-    return this.#batcher.classify(features, rowCount);
+    this.requireClassifier();
+    return this.#batcher!.classify(features, rowCount);
+  }
+
+  /** Runs the graph on tensors (each input by name), answering the `fetches` outputs. */
+  async runTensors(feeds: Readonly<Record<string, HostTensor>>, fetches: readonly string[]): Promise<Record<string, HostTensor>> {
+    const started = performance.now();
+    const outputs = await this.model.run(feeds, fetches);
+    const rows = Object.values(feeds)[0]?.dims[0] ?? 1;
+    this.stats.recordRun(rows, performance.now() - started, [0]);
+    return outputs;
   }
 
   enter(): void {
@@ -78,7 +117,7 @@ export class LoadedVersion {
       this.#retired = resolve;
       if (this.#inFlight === 0) resolve();
     });
-    return released.then(() => this.classifier.release());
+    return released.then(() => this.model.release());
   }
 }
 

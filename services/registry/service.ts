@@ -4,6 +4,7 @@ import { Code, ConnectError, type HandlerContext } from "@connectrpc/connect";
 import {
   ModelEventKind,
   ModelVersionStatus,
+  SignatureKind,
   type ExperimentSchema,
   type ModelEventSchema,
   type ModelRegistryService,
@@ -17,7 +18,7 @@ import { decodePageToken, defaultPageSize, encodePageToken } from "../runtime/se
 import type { ArtifactStore } from "./artifact-store.js";
 import type { EventFeed } from "./event-feed.js";
 import type { Experiment, JsonObject, Model, ModelEvent, ModelVersionWithAliases, Page, PageRequest, Project, RegistryStore, StoredFile } from "./store.js";
-import { receiveUpload } from "./upload.js";
+import { receiveUpload, type StoredSignature } from "./upload.js";
 
 /** Bytes per chunk of DownloadModelVersion. */
 const downloadChunkBytes = 256 * 1024;
@@ -343,14 +344,9 @@ function versionOut(
   v: ModelVersionWithAliases,
   serving?: Map<string, { predictor: string; reportedAt: Date }[]>,
 ): MessageInitShape<typeof ModelVersionSchema> {
-  const signature = v.signature as {
-    input: { name: string; dtype: string; shape: number[] };
-    outputs: { name: string; dtype: string; shape: number[] }[];
-    probabilityOutput: string;
-    featureNames: string[];
-    labels: string[];
-  } | null;
-  const tensor = (t: { name: string; dtype: string; shape: number[] }) => ({ name: t.name, dtype: t.dtype, shape: t.shape.map(BigInt) });
+  // Signatures stored before tensor models carry no kind and no inputs: they are classifiers.
+  const signature = v.signature as (Omit<StoredSignature, "kind" | "inputs"> & Partial<Pick<StoredSignature, "kind" | "inputs">>) | null;
+  const tensor = (t: { name: string; dtype: string; shape: readonly number[] }) => ({ name: t.name, dtype: t.dtype, shape: t.shape.map(BigInt) });
   return {
     id: v.id,
     modelId: v.modelId,
@@ -365,11 +361,13 @@ function versionOut(
     ...times(v),
     signature: signature
       ? {
-          input: tensor(signature.input),
+          kind: signature.kind === "tensor" ? SignatureKind.TENSOR : SignatureKind.CLASSIFIER,
+          input: signature.input && tensor(signature.input),
+          inputs: (signature.inputs ?? (signature.input ? [signature.input] : [])).map(tensor),
           outputs: signature.outputs.map(tensor),
           probabilityOutput: signature.probabilityOutput,
-          featureNames: signature.featureNames,
-          labels: signature.labels,
+          featureNames: [...signature.featureNames],
+          labels: [...signature.labels],
         }
       : undefined,
     files: (v.files as unknown as StoredFile[]).map((f) => ({ name: f.name, sha256: f.sha256, sizeBytes: BigInt(f.sizeBytes) })),

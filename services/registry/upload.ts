@@ -1,29 +1,18 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { UploadHeader, UploadModelVersionRequest } from "../../gen/mlmesh/registry/v1/registry_pb.js";
-import {
-  artifactFileNames,
-  maxMetadataBytes,
-  ModelArtifactError,
-  openOnnxClassifier,
-  parseModelMetadata,
-  type ArtifactFileName,
-  type ModelMetadataFile,
-} from "../model/onnx-model.js";
+import { artifactFileNames, maxMetadataBytes, ModelArtifactError, parseModelMetadata, type ArtifactFileName, type ModelMetadataFile } from "../model/metadata.js";
+import { openOnnxModel } from "../model/onnx-model.js";
+import type { TensorSpec } from "../model/tensors.js";
 import type { ArtifactStore, BlobWriter } from "./artifact-store.js";
 import type { StoredFile } from "./store.js";
 
 /** An upload whose bytes all arrived, matched their digests, and hold a consistent model. */
 export interface CheckedUpload {
   readonly header: UploadHeader;
-  readonly metadata: ModelMetadataFile;
-  /** The signature recorded on the version, from metadata.json. */
-  readonly signature: {
-    input: ModelMetadataFile["input"];
-    outputs: ModelMetadataFile["outputs"];
-    probabilityOutput: string;
-    featureNames: string[];
-    labels: string[];
-  };
+  /** metadata.json, when the upload has one. */
+  readonly metadata: ModelMetadataFile | undefined;
+  /** The signature recorded on the version: the graph's tensors, a classifier's fields, labels. */
+  readonly signature: StoredSignature;
   readonly files: readonly StoredFile[];
   /** Stores the files under their digests (before the version is written). */
   commit(): Promise<void>;
@@ -31,11 +20,24 @@ export interface CheckedUpload {
   abort(): Promise<void>;
 }
 
+/** The signature stored with a version (the registry's ModelSignature, as JSON). */
+export interface StoredSignature {
+  readonly kind: "classifier" | "tensor";
+  readonly inputs: readonly TensorSpec[];
+  readonly outputs: readonly TensorSpec[];
+  /** A classifier's input (its one input); unset for a tensor model. */
+  readonly input?: TensorSpec;
+  readonly probabilityOutput: string;
+  readonly featureNames: readonly string[];
+  readonly labels: readonly string[];
+}
+
 /**
- * Reads an UploadModelVersion stream: the header, then chunks of its two files in any order.
+ * Reads an UploadModelVersion stream: the header, then chunks of its files in any order
+ * (model.onnx, and metadata.json when the model has one).
  * Sizes are held to the header and the total to `maxBytes` as the bytes arrive (no more than
  * the limit is ever written); at the end each file's SHA-256 must match the header, and the
- * model must load in onnxruntime and agree with its metadata (openOnnxClassifier). Any
+ * model must load in onnxruntime, agree with its metadata and run its sample input (openOnnxModel). Any
  * failure drops every staged byte and throws INVALID_ARGUMENT (RESOURCE_EXHAUSTED for sizes)
  * naming the problem. `modelName` resolves the header's model (NOT_FOUND) before any byte is
  * stored.
@@ -57,7 +59,7 @@ export async function receiveUpload(
         header = content.value;
         checkHeader(header, deps.maxBytes);
         modelName = await deps.modelName(header.modelId);
-        for (const name of artifactFileNames) writers.set(name, await deps.artifacts.begin());
+        for (const file of header.files) writers.set(file.name as ArtifactFileName, await deps.artifacts.begin());
         continue;
       }
       if (header === undefined) throw invalid("the first message of an upload must be its header");
@@ -84,17 +86,11 @@ export async function receiveUpload(
       }
       files.push({ name: declared.name, sha256: declared.sha256, sizeBytes: writer.size });
     }
-    const metadata = await checkModel(writers, modelName);
+    const { metadata, signature } = await checkModel(writers, modelName);
     return {
       header,
       metadata,
-      signature: {
-        input: metadata.input,
-        outputs: metadata.outputs,
-        probabilityOutput: metadata.probability_output,
-        featureNames: [...metadata.feature_names],
-        labels: [...metadata.labels],
-      },
+      signature,
       files,
       async commit() {
         for (const writer of writers.values()) await writer.commit();
@@ -108,25 +104,36 @@ export async function receiveUpload(
 }
 
 function checkHeader(header: UploadHeader, maxBytes: number): void {
-  const names = header.files.map((f) => f.name).sort();
-  if (names.join() !== [...artifactFileNames].sort().join()) {
-    throw invalid(`the header must list model.onnx and metadata.json once each, not ${names.join(", ")}`);
+  const names = header.files.map((f) => f.name);
+  if (!names.includes("model.onnx") || new Set(names).size !== names.length || !names.every((n) => (artifactFileNames as readonly string[]).includes(n))) {
+    throw invalid(`the header must list model.onnx, and metadata.json when the model has one, once each; not ${names.join(", ")}`);
   }
   const total = header.files.reduce((sum, f) => sum + Number(f.sizeBytes), 0);
   if (total > maxBytes) {
     throw new ConnectError(`the upload is ${total} bytes; ARTIFACT_MAX_BYTES allows ${maxBytes}`, Code.ResourceExhausted);
   }
-  const metadataBytes = Number(header.files.find((f) => f.name === "metadata.json")!.sizeBytes);
+  const metadataBytes = Number(header.files.find((f) => f.name === "metadata.json")?.sizeBytes ?? 0);
   if (metadataBytes > maxMetadataBytes) throw invalid(`metadata.json is ${metadataBytes} bytes; at most ${maxMetadataBytes} are read`);
 }
 
-/** The metadata, parsed and checked against the ONNX graph (which must load and answer). */
-async function checkModel(writers: Map<ArtifactFileName, BlobWriter>, modelName: string): Promise<ModelMetadataFile> {
+/** The metadata, when given, parsed and checked against the ONNX graph (which must load and run its sample). */
+async function checkModel(writers: Map<ArtifactFileName, BlobWriter>, modelName: string): Promise<{ metadata: ModelMetadataFile | undefined; signature: StoredSignature }> {
   try {
-    const metadata = parseModelMetadata((await writers.get("metadata.json")!.contents()).toString("utf8"), { name: modelName });
-    const classifier = await openOnnxClassifier(await writers.get("model.onnx")!.contents(), metadata, { intraOpThreads: 1 });
-    await classifier.release();
-    return metadata;
+    const metadataWriter = writers.get("metadata.json");
+    const metadata = metadataWriter === undefined ? undefined : parseModelMetadata((await metadataWriter.contents()).toString("utf8"), { name: modelName });
+    const model = await openOnnxModel(await writers.get("model.onnx")!.contents(), metadata, { intraOpThreads: 1 });
+    await model.release();
+    const classifier = model.classifier?.metadata;
+    const signature: StoredSignature = {
+      kind: classifier ? "classifier" : "tensor",
+      inputs: model.signature.inputs,
+      outputs: model.signature.outputs,
+      input: classifier ? model.signature.inputs[0] : undefined,
+      probabilityOutput: classifier?.probability_output ?? "",
+      featureNames: [...(classifier?.feature_names ?? [])],
+      labels: [...(metadata?.labels ?? [])],
+    };
+    return { metadata, signature };
   } catch (err) {
     if (err instanceof ModelArtifactError) throw invalid(err.message);
     throw err;

@@ -132,22 +132,36 @@ function RowsForm({ metadata }: { metadata: ModelMetadata }) {
 }
 
 /** OIP datatypes of the signature's dtypes (the Open Inference Protocol's names). */
-const oipType: Record<string, string> = { float32: "FP32", float64: "FP64", float16: "FP16", int64: "INT64", int32: "INT32", int8: "INT8", uint8: "UINT8", bool: "BOOL", string: "BYTES" };
+const oipType: Record<string, string> = {
+  float16: "FP16",
+  float32: "FP32",
+  float64: "FP64",
+  int8: "INT8",
+  int16: "INT16",
+  int32: "INT32",
+  int64: "INT64",
+  uint8: "UINT8",
+  uint16: "UINT16",
+  uint32: "UINT32",
+  uint64: "UINT64",
+  bool: "BOOL",
+  string: "BYTES",
+};
 
 function TensorsForm({ metadata }: { metadata: ModelMetadata }) {
   const { token, endpoints } = useSettings();
   const action = useAction({ name: "Predictor", url: endpoints.predictorUrl });
+  // A classifier's sample rows; any other model gets one entry per dynamic dimension, zeros ("" for strings).
   const sample = metadata.sampleInput.slice(0, 2).map((r) => r.values);
-  const width = Number(metadata.input?.shape.at(-1) ?? 1);
+  const inputs = metadata.inputs.length > 0 ? metadata.inputs : metadata.input ? [metadata.input] : [];
   const initial = {
-    inputs: [
-      {
-        name: metadata.input?.name ?? "input",
-        datatype: oipType[metadata.input?.dtype ?? "float32"] ?? "FP32",
-        shape: [Math.max(1, sample.length), width],
-        data: sample.length > 0 ? sample.flat() : new Array<number>(width).fill(0),
-      },
-    ],
+    inputs: inputs.map((input, i) => {
+      const shape = input.shape.map((d) => (Number(d) < 0 ? 1 : Number(d)));
+      if (i === 0 && sample.length > 0 && shape.length === 2) shape[0] = sample.length;
+      const count = shape.reduce((a, b) => a * b, 1);
+      const data = i === 0 && sample.length > 0 ? sample.flat() : new Array<number | string | boolean>(count).fill(input.dtype === "string" ? "" : input.dtype === "bool" ? false : 0);
+      return { name: input.name, datatype: oipType[input.dtype] ?? input.dtype.toUpperCase(), shape, data };
+    }),
   };
   const [text, setText] = useState(JSON.stringify(initial, null, 2));
   const [answer, setAnswer] = useState("");

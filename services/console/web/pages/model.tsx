@@ -1,6 +1,6 @@
 import { useRoute } from "preact-iso";
 import { useState } from "preact/hooks";
-import type { Experiment, Model, ModelVersion } from "../../../../gen/mlmesh/registry/v1/registry_pb.js";
+import { SignatureKind, type Experiment, type Model, type ModelVersion } from "../../../../gen/mlmesh/registry/v1/registry_pb.js";
 import { ConfirmDialog } from "../components/confirm-dialog";
 import { HistoryCharts } from "../components/history-charts";
 import { PageTitle } from "../components/page-title";
@@ -208,7 +208,13 @@ function Versions({ data, served }: { data: ModelData; served: { version: number
                     "(no artifact)"
                   )}
                 </td>
-                <td class="small">{v.signature ? `${tensor(v.signature.input)} → ${v.signature.labels.length} labels` : "—"}</td>
+                <td class="small">
+                  {v.signature
+                    ? `${(v.signature.inputs.length > 0 ? v.signature.inputs : v.signature.input ? [v.signature.input] : []).map(tensor).join(", ")} → ${
+                        v.signature.kind === SignatureKind.TENSOR ? v.signature.outputs.map(tensor).join(", ") : `${v.signature.labels.length} labels`
+                      }`
+                    : "—"}
+                </td>
                 <td class="small">
                   {Object.entries(metrics)
                     .map(([k, m]) => `${k} ${value(m)}`)

@@ -106,7 +106,7 @@ export function ModelsPage() {
                   <td class="small">
                     {signature ? (
                       <>
-                        {tensor(signature.input)} → {signature.outputs.map(tensor).join(", ")}
+                        {(signature.inputs.length > 0 ? signature.inputs : signature.input ? [signature.input] : []).map(tensor).join(", ")} → {signature.outputs.map(tensor).join(", ")}
                         {signature.labels.length > 0 ? <div class="muted">labels: {signature.labels.join(", ")}</div> : null}
                       </>
                     ) : (
