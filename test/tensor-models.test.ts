@@ -7,6 +7,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Code, createClient, type Client } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
+import sharp from "sharp";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { GRPCInferenceService } from "../gen/inference/open_inference_pb.js";
 import { ModelKind, PredictorService } from "../gen/mlmesh/predictor/v1/predictor_pb.js";
@@ -30,6 +31,17 @@ let dtypesPredictor: ServiceProcess;
 let oip: Client<typeof GRPCInferenceService>;
 let scratch: string;
 
+/** The held-out digits as 8x8 grey PNG files (levels 0..16 scaled to 0..255), made with sharp. */
+async function digitPngs(): Promise<{ png: Buffer; label: string }[]> {
+  const { levels, images } = fixtures.digits_image;
+  return Promise.all(
+    images.map(async ({ pixels, label }) => ({
+      png: await sharp(Buffer.from(pixels.map((v) => Math.round((v * 255) / levels))), { raw: { width: 8, height: 8, channels: 1 } }).png().toBuffer(),
+      label,
+    })),
+  );
+}
+
 beforeAll(async () => {
   predictor = await startService("predictor");
   // A repository with the all-dtypes test model only.
@@ -45,7 +57,9 @@ afterAll(async () => {
 
 describe("tensor models through the Open Inference Protocol", () => {
   it("tritonclient (gRPC, HTTP JSON, HTTP binary) gets scikit-learn's answers, the digits' held-out accuracy, and every element type back", async () => {
-    const result = await run(python, [join(repoRoot, "test/python/tensor_model_checks.py"), predictor.address, dtypesPredictor.address, join(repoRoot, "test/fixtures/tensor-models.json")], {
+    const pngs = join(scratch, "digit-pngs.json");
+    await writeFile(pngs, JSON.stringify((await digitPngs()).map((d) => ({ png: d.png.toString("base64"), label: d.label }))));
+    const result = await run(python, [join(repoRoot, "test/python/tensor_model_checks.py"), predictor.address, dtypesPredictor.address, join(repoRoot, "test/fixtures/tensor-models.json"), pngs], {
       timeoutMs: 120_000,
     });
     expect(result.code, result.stderr).toBe(0);
@@ -58,6 +72,8 @@ describe("tensor models through the Open Inference Protocol", () => {
       c.high_risk.probabilities.flat().forEach((p: number, i: number) => expect(p, `${protocol} probability ${i}`).toBeCloseTo(fixtures.diabetes_high_risk.probabilities.flat()[i], 4));
       // The training script's held-out accuracy, reproduced through the Predictor.
       expect(c.digits_accuracy, protocol).toBeCloseTo(digitsAccuracy, 6);
+      // From PNG files: decoded and preprocessed by the Predictor (0..255 grey levels round the dataset's 0..16).
+      expect(c.digits_png_accuracy, protocol).toBeGreaterThanOrEqual(digitsAccuracy - 0.01);
       expect(c.high_risk_inputs, protocol).toEqual([
         ["sex", "BYTES"],
         ["measurements", "FP32"],
@@ -175,6 +191,68 @@ describe("tensor models through the Open Inference Protocol", () => {
     for (const p of [predictor, dtypesPredictor]) expect(await checkHealth(p.address, "", 1000)).toBe(ServingStatus.SERVING);
   });
 });
+
+describe("image models: preprocessing beside the model", () => {
+  it("answers ClassifyImages with the top labels of PNG, JPEG and WebP files, batched, as accurate as the tensors", async () => {
+    const predictorClient = clientFor(PredictorService, predictor.baseUrl, "grpc");
+    const digits = await digitPngs();
+    let correct = 0;
+    for (let start = 0; start < digits.length; start += 64) {
+      const batch = digits.slice(start, start + 64);
+      const { results, model, version } = await predictorClient.classifyImages({ model: "digits_image", images: batch.map((d) => d.png), topK: 3 });
+      expect([model, version]).toEqual(["digits_image", 1]);
+      results.forEach((r, i) => {
+        expect(r.top).toHaveLength(3);
+        expect(r.top[0].score).toBeGreaterThanOrEqual(r.top[1].score);
+        if (r.top[0].label === batch[i].label) correct++;
+      });
+    }
+    expect(correct / digits.length).toBeGreaterThanOrEqual(fixtures.digits_image.accuracy - 0.01);
+    // The same digit in each format, larger and in colour: decoded, made grey and resized by the steps.
+    const big = await sharp(digits[1].png).resize(64, 64, { kernel: "nearest" }).toColourspace("srgb").toBuffer();
+    const formats = await Promise.all([sharp(big).png().toBuffer(), sharp(big).jpeg({ quality: 95 }).toBuffer(), sharp(big).webp({ lossless: true }).toBuffer()]);
+    const { results } = await predictorClient.classifyImages({ model: "digits_image", images: formats, topK: 1 });
+    expect(results.map((r) => r.top[0].label)).toEqual(Array(3).fill(results[0].top[0].label));
+    const metadata = (await predictorClient.getModelMetadata({ model: "digits_image" })).metadata!;
+    expect(metadata.kind).toBe(ModelKind.IMAGE);
+  });
+
+  it("refuses a truncated, an unsupported and an oversized image precisely, before decoding a bomb, and stays SERVING", async () => {
+    const predictorClient = clientFor(PredictorService, predictor.baseUrl, "grpc");
+    const jpeg = await sharp({ create: { width: 64, height: 64, channels: 3, background: "#808080" } }).jpeg().toBuffer();
+    const gif = await sharp({ create: { width: 8, height: 8, channels: 3, background: "#000" } }).gif().toBuffer();
+    // 100 megapixels of one colour: a small file that would need 300 MB decoded.
+    const bomb = await sharp({ create: { width: 10_000, height: 10_000, channels: 3, background: "#000" } }).png({ compressionLevel: 9 }).toBuffer();
+    expect(bomb.length).toBeLessThan(1024 * 1024);
+    const cases: [string, Uint8Array, Code, RegExp][] = [
+      ["a truncated JPEG", jpeg.subarray(0, jpeg.length / 2), Code.InvalidArgument, /^image 0 could not be (read as an image|decoded)\b.*: \S/],
+      ["a GIF", gif, Code.InvalidArgument, /^image 0 is gif; an image model takes PNG, JPEG or WebP$/],
+      ["no image at all", Buffer.from("hello"), Code.InvalidArgument, /^image 0 could not be read as an image \(PNG, JPEG or WebP expected\): /],
+      ["a 100-megapixel PNG", bomb, Code.ResourceExhausted, /^image 0 is 10000x10000 pixels; at most 40000000 are decoded$/],
+    ];
+    const rssBefore = await rssOf(predictor);
+    for (const [what, image, code, message] of cases) {
+      const error = await failure(predictorClient.classifyImages({ model: "digits_image", images: [image] }));
+      expect([error.code, error.rawMessage], what).toEqual([code, expect.stringMatching(message)]);
+    }
+    // The bomb was refused from its header: the process did not grow by its decoded size.
+    expect((await rssOf(predictor)) - rssBefore).toBeLessThan(100 * 1024 * 1024);
+    const notImage = await failure(predictorClient.classifyImages({ model: "iris_svc", images: [jpeg] }));
+    expect([notImage.code, notImage.rawMessage]).toEqual([Code.FailedPrecondition, 'model "iris_svc" v1 is not an image model (its metadata.json declares no preprocessing)']);
+    // An image model asked with a tensor of the wrong layout (NHWC for NCHW).
+    const layout = await failure(
+      oip.modelInfer({ modelName: "digits_image", inputs: [{ name: "image", datatype: "FP32", shape: [1n, 8n, 8n, 1n], contents: { fp32Contents: Array(64).fill(0) } }] }),
+    );
+    expect([layout.code, layout.rawMessage]).toEqual([Code.InvalidArgument, 'input "image" has shape [1, 8, 8, 1]; model "digits_image" v1 takes [N, 1, 8, 8]: dimension 1 must be 1']);
+    expect(await checkHealth(predictor.address, "", 1000)).toBe(ServingStatus.SERVING);
+  });
+});
+
+/** The resident memory of a service process, from its /metrics. */
+async function rssOf(service: ServiceProcess): Promise<number> {
+  const text = await (await fetch(`${service.baseUrl}/metrics`)).text();
+  return Number(/^process_resident_memory_bytes (\S+)$/m.exec(text)![1]);
+}
 
 describe("tensor models in the registry", () => {
   let database: TestDatabase;

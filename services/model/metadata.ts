@@ -37,6 +37,21 @@ export interface SampleTensor {
   readonly data: readonly (number | boolean | string)[];
 }
 
+/** An image model's steps from an encoded image to its input tensor (preprocessing.ts runs them). */
+export interface PreprocessingFile {
+  /** The graph input the images fill. */
+  readonly input: string;
+  readonly color: "rgb" | "grayscale";
+  /** To exactly width x height ("fill" stretches, "cover" crops the overflow), or the shorter side to a length. */
+  readonly resize: { readonly width: number; readonly height: number; readonly fit?: "fill" | "cover" } | { readonly shorter_side: number };
+  readonly center_crop?: { readonly width: number; readonly height: number };
+  /** Each 0..255 channel value is multiplied by this, then (v - mean[c]) / std[c]. */
+  readonly scale: number;
+  readonly mean: readonly number[];
+  readonly std: readonly number[];
+  readonly layout: "NCHW" | "NHWC";
+}
+
 /** metadata.json as parsed: every field optional but the classifier's, which come together. */
 export interface ModelMetadataFile extends Partial<ClassifierMetadata> {
   readonly name?: string;
@@ -47,6 +62,8 @@ export interface ModelMetadataFile extends Partial<ClassifierMetadata> {
   readonly sha256?: string;
   /** A tensor model's sample input, by input name: run once when the model loads. */
   readonly sample_inputs?: Readonly<Record<string, SampleTensor>>;
+  /** An image model's preprocessing: encoded images become its input tensor. */
+  readonly preprocessing?: PreprocessingFile;
 }
 
 /** A model whose metadata or graph is wrong; the message says what is wrong. */

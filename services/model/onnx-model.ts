@@ -1,6 +1,7 @@
 import { createHash } from "node:crypto";
 import * as ort from "onnxruntime-node";
 import { isClassifierMetadata, ModelArtifactError, type ClassifierMetadata, type ModelMetadataFile, type TensorSpecFile } from "./metadata.js";
+import { checkedPreprocessor, type Preprocessor } from "./preprocessing.js";
 import { allocate, isDtype, numberToHalf, type Dtype, type HostTensor, type Signature, type TensorSpec } from "./tensors.js";
 
 /*
@@ -34,10 +35,20 @@ export interface OnnxModel {
   readonly metadata: ModelMetadataFile | undefined;
   /** Set when the metadata describes a classifier. */
   readonly classifier: Classifier | undefined;
+  /** Set for an image model (its metadata declares preprocessing and labels). */
+  readonly image: ImageModel | undefined;
   /** One onnxruntime run: every input by name in, the `fetches` outputs by name out. */
   run(feeds: Readonly<Record<string, HostTensor>>, fetches: readonly string[]): Promise<Record<string, HostTensor>>;
   /** Frees the session's native memory; the model must not run afterwards. */
   release(): Promise<void>;
+}
+
+/** An image model: encoded images become its input (preprocessing), and an output scores its labels. */
+export interface ImageModel {
+  readonly preprocessor: Preprocessor;
+  readonly labels: readonly string[];
+  /** The float32 output with one score per label, [N, labels]. */
+  readonly scoresOutput: string;
 }
 
 /** onnxruntime's session options for one model. */
@@ -82,15 +93,27 @@ export async function openOnnxModel(onnx: Uint8Array, metadata: ModelMetadataFil
       return outputs;
     };
     const classifier = isClassifierMetadata(metadata) ? await checkedClassifier(session, metadata) : undefined;
+    const image = metadata?.preprocessing === undefined ? undefined : imageModelOf(metadata, signature);
     if (classifier === undefined && metadata?.sample_inputs !== undefined) {
       await run(sampleFeeds(signature, metadata.sample_inputs), signature.outputs.map((o) => o.name));
     }
-    return { sha256, signature, metadata, classifier, run, release: () => session.release() };
+    return { sha256, signature, metadata, classifier, image, run, release: () => session.release() };
   } catch (err) {
     await session.release();
     if (err instanceof ModelArtifactError) throw err;
     throw new ModelArtifactError(`model.onnx failed its sample run: ${(err as Error).message}`);
   }
+}
+
+/** An image model's preprocessing checked against its graph, and the output scoring its labels. */
+function imageModelOf(metadata: ModelMetadataFile, signature: Signature): ImageModel {
+  const preprocessor = checkedPreprocessor(metadata.preprocessing!, signature);
+  const labels = metadata.labels;
+  if (labels === undefined) throw new ModelArtifactError("an image model's metadata needs labels (its top-k answers name them)");
+  const scores = signature.outputs.filter((o) => o.dtype === "float32" && o.shape.length === 2 && o.shape[1] === labels.length);
+  if (scores.length === 0) throw new ModelArtifactError(`an image model needs a float32 [N, ${labels.length}] output scoring its ${labels.length} labels; the graph has ${signature.outputs.map((o) => o.name).join(", ")}`);
+  // Several candidates: the one named "probabilities", else the graph's first.
+  return { preprocessor, labels, scoresOutput: (scores.find((o) => o.name === "probabilities") ?? scores[0]).name };
 }
 
 /** The graph's inputs and outputs; a graph with a non-tensor value (a sequence, a map) is refused. */

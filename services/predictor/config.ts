@@ -1,4 +1,5 @@
 import { fileURLToPath } from "node:url";
+import type { ImageLimits } from "../model/preprocessing.js";
 import { ConfigError, envDurationMs, envInt, envString, type Env } from "../runtime/env/variables.js";
 
 /** Which registry models a Predictor serves: every model of some projects, or named ones. */
@@ -25,6 +26,8 @@ export interface PredictorConfig {
   readonly name: string;
   /** Threads onnxruntime may use inside one inference call. */
   readonly intraOpThreads: number;
+  /** PREDICTOR_IMAGE_MAX_BYTES and PREDICTOR_IMAGE_MAX_PIXELS: what one image may be before it is decoded. */
+  readonly imageLimits: ImageLimits;
 }
 
 const bundledModels = fileURLToPath(new URL("../../models", import.meta.url));
@@ -43,6 +46,10 @@ export function loadPredictorConfig(env: Env): PredictorConfig {
     resyncMs: envDurationMs(env, "PREDICTOR_RESYNC_INTERVAL", 30_000, 1000, 86_400_000),
     name: envString(env, "PREDICTOR_NAME", ""),
     intraOpThreads: envInt(env, "ORT_INTRA_OP_THREADS", 1, 1, 64),
+    imageLimits: {
+      maxBytes: envInt(env, "PREDICTOR_IMAGE_MAX_BYTES", 16 * 1024 * 1024, 1024, 1024 * 1024 * 1024),
+      maxPixels: envInt(env, "PREDICTOR_IMAGE_MAX_PIXELS", 40_000_000, 1, 1_000_000_000),
+    },
   });
 }
 

@@ -31,9 +31,10 @@ export interface InferenceKind<Input, Answer, Prepared extends ModelInput | Tens
   readonly name: string;
   /**
    * Checks the input against the version that will answer and packs what the model runs on;
-   * throws INVALID_ARGUMENT naming what is wrong. Runs before any inference.
+   * throws INVALID_ARGUMENT naming what is wrong. Runs before any inference; asynchronous only
+   * where the input needs work off the event loop first (decoding images).
    */
-  prepare(loaded: LoadedVersion, input: Input): Prepared;
+  prepare(loaded: LoadedVersion, input: Input): Prepared | Promise<Prepared>;
   /** The answer, from the model's probabilities ([rowCount, labels], packed) or output tensors. */
   answer(loaded: LoadedVersion, input: Input, prepared: Prepared, computed: Computed<Prepared>): Answer;
 }
@@ -88,7 +89,8 @@ export class Inference {
     let prepared: Prepared | undefined;
     let preparedAt: number | undefined;
     try {
-      prepared = kind.prepare(loaded, input);
+      const preparing = kind.prepare(loaded, input);
+      prepared = preparing instanceof Promise ? await preparing : preparing;
       preparedAt = performance.now();
       const rows = rowsOf(prepared);
       let computed: Computed<Prepared>;

@@ -34,7 +34,7 @@ export function main(env: Env): Promise<void> {
     const table = new ServingTable();
     const inference = new Inference(table);
     watchServingTable(table);
-    const loader = new ModelLoader(table, { intraOpThreads: predictorConfig.intraOpThreads, logger });
+    const loader = new ModelLoader(table, { intraOpThreads: predictorConfig.intraOpThreads, imageLimits: predictorConfig.imageLimits, logger });
     const stop = new AbortController();
     // Ready (ServerReady, /v2/health/ready): every wanted version loaded, as health says.
     let ready = false;

@@ -1,5 +1,6 @@
 import type { ModelMetadataFile } from "../model/metadata.js";
 import { openOnnxModel } from "../model/onnx-model.js";
+import type { ImageLimits } from "../model/preprocessing.js";
 import type { Logger } from "../runtime/observability/logger.js";
 import { modelLoads, modelUnloads } from "./metrics.js";
 import { LoadedVersion, type LoadFailure, type ServedModel, type ServingTable, type Snapshot } from "./serving-table.js";
@@ -39,7 +40,7 @@ export class ModelLoader {
 
   constructor(
     private readonly table: ServingTable,
-    private readonly options: { intraOpThreads: number; logger: Logger },
+    private readonly options: { intraOpThreads: number; imageLimits: ImageLimits; logger: Logger },
   ) {}
 
   /** Applies the wanted state; resolves once it is served (old versions may still be draining). */
@@ -66,7 +67,7 @@ export class ModelLoader {
           try {
             const { onnx, metadata } = await wantedVersion.fetch();
             const loaded = await openOnnxModel(onnx, metadata, { intraOpThreads: this.options.intraOpThreads });
-            versions.set(wantedVersion.version, new LoadedVersion(model.name, wantedVersion.version, model.modelId, loaded));
+            versions.set(wantedVersion.version, new LoadedVersion(model.name, wantedVersion.version, model.modelId, loaded, this.options.imageLimits));
             modelLoads.labels(model.name, "loaded").inc();
             this.options.logger.info({ model: model.name, version: wantedVersion.version }, "model version loaded");
           } catch (err) {

@@ -48,6 +48,9 @@ function textOf(label: string, index: number, bytes: Uint8Array): string {
   }
 }
 
+/** Encoded images one request may carry to an image model. */
+export const maxImagesPerRequest = 64;
+
 /** The protocol's name for the model's framework. */
 export const platform = "onnxruntime_onnx";
 
@@ -151,8 +154,11 @@ export const inferKind: InferenceKind<InferRequest, { loaded: LoadedVersion; out
   name: "oip",
   prepare(loaded, request) {
     const outputs = requestedOutputs(loaded, request.outputs);
-    if (loaded.classifier === undefined) return { feeds: readTensors(loaded, request.inputs), fetches: outputs };
-    return { ...readInput(loaded, request.inputs), outputs };
+    if (loaded.classifier !== undefined) return { ...readInput(loaded, request.inputs), outputs };
+    const images = encodedImagesOf(loaded, request.inputs);
+    if (images === undefined) return { feeds: readTensors(loaded, request.inputs), fetches: outputs };
+    const input = loaded.requireImageModel().preprocessor.input.name;
+    return loaded.preprocessImages(images).then((tensor) => ({ feeds: { [input]: tensor }, fetches: outputs }));
   },
   answer(loaded, _request, prepared, computed) {
     if ("feeds" in prepared) {
@@ -248,6 +254,42 @@ function readInput(loaded: LoadedVersion, inputs: readonly InferInput[]): { feat
 }
 
 /**
+ * An image model's input sent as encoded images: a BYTES input of its image input's name, of
+ * shape [N] or [N, 1], each element a whole PNG, JPEG or WebP file (REST JSON: base64 text).
+ * Undefined when the request sends the float tensor itself (or the model takes no images).
+ */
+function encodedImagesOf(loaded: LoadedVersion, inputs: readonly InferInput[]): Uint8Array[] | undefined {
+  const image = loaded.image;
+  if (image === undefined || inputs.length !== 1 || inputs[0].datatype !== "BYTES" || inputs[0].name !== image.preprocessor.input.name) return undefined;
+  const input = inputs[0];
+  const label = `input "${input.name}"`;
+  const shape = input.shape.map(Number);
+  if (!(shape.length === 1 || (shape.length === 2 && shape[1] === 1)) || !(shape[0] >= 1 && shape[0] <= maxImagesPerRequest)) {
+    throw new ConnectError(`${label} of encoded images has shape [${shape.join(", ")}]; it takes [N] or [N, 1] images, 1 to ${maxImagesPerRequest}`, Code.InvalidArgument);
+  }
+  const count = shape[0];
+  const { data } = input;
+  let images: Uint8Array[];
+  switch (data.kind) {
+    case "raw":
+      images = splitBytesElements(label, count, data.bytes);
+      break;
+    case "typed":
+      if (data.field !== "bytes_contents") throw new ConnectError(`${label} is BYTES: its contents go in bytes_contents, not ${data.field}`, Code.InvalidArgument);
+      images = Array.from(data.values as ArrayLike<Uint8Array>);
+      break;
+    case "json":
+      if (!data.values.every((v) => typeof v === "string")) throw new ConnectError(`${label}: in JSON, each image is its file's bytes as base64 text`, Code.InvalidArgument);
+      images = (data.values as string[]).map((text) => Buffer.from(text, "base64"));
+      break;
+    case "none":
+      throw new ConnectError(`${label} has no contents: send the images' bytes`, Code.InvalidArgument);
+  }
+  if (images.length !== count) throw new ConnectError(`${label} has shape [${shape.join(", ")}] but ${images.length} images`, Code.InvalidArgument);
+  return images;
+}
+
+/**
  * Every input of a tensor model, checked in full against its graph before any contents are
  * read: each named once, its datatype, its rank and fixed dimensions, an element count within
  * bounds (computed without overflow), and contents of exactly that count.
@@ -325,18 +367,24 @@ function fromRaw(label: string, dtype: Dtype, elements: number, bytes: Uint8Arra
 }
 
 function parseBytesElements(label: string, elements: number, bytes: Uint8Array): string[] {
+  const values = splitBytesElements(label, elements, bytes, maxStringBytes);
+  return values.map((value, i) => textOf(label, i, value));
+}
+
+/** Raw BYTES split into their elements: 4-byte little-endian lengths, each followed by its bytes. */
+function splitBytesElements(label: string, elements: number, bytes: Uint8Array, maxElementBytes = Number.POSITIVE_INFINITY): Uint8Array[] {
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const values: string[] = [];
+  const values: Uint8Array[] = [];
   let offset = 0;
   while (offset < bytes.length) {
     if (values.length === elements) throw new ConnectError(`${label}: raw BYTES hold more than the shape's ${elements} elements`, Code.InvalidArgument);
     if (offset + 4 > bytes.length) throw new ConnectError(`${label}: raw BYTES element ${values.length} has a broken length prefix (${bytes.length - offset} bytes left, 4 needed)`, Code.InvalidArgument);
     const length = view.getUint32(offset, true);
-    if (length > maxStringBytes) throw new ConnectError(`${label}: BYTES element ${values.length} has ${length} bytes; at most ${maxStringBytes}`, Code.ResourceExhausted);
+    if (length > maxElementBytes) throw new ConnectError(`${label}: BYTES element ${values.length} has ${length} bytes; at most ${maxElementBytes}`, Code.ResourceExhausted);
     if (offset + 4 + length > bytes.length) {
       throw new ConnectError(`${label}: raw BYTES element ${values.length} says ${length} bytes, ${bytes.length - offset - 4} are left`, Code.InvalidArgument);
     }
-    values.push(textOf(label, values.length, bytes.subarray(offset + 4, offset + 4 + length)));
+    values.push(bytes.subarray(offset + 4, offset + 4 + length));
     offset += 4 + length;
   }
   if (values.length !== elements) throw new ConnectError(`${label} needs ${elements} BYTES elements; the raw contents hold ${values.length}`, Code.InvalidArgument);

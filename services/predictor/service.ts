@@ -1,10 +1,11 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import { InvalidRows, ModelKind, type ModelMetadataSchema, type PredictorService } from "../../gen/mlmesh/predictor/v1/predictor_pb.js";
+import { InvalidRows, ModelKind, type ClassifyImagesResponseSchema, type ModelMetadataSchema, type PredictorService } from "../../gen/mlmesh/predictor/v1/predictor_pb.js";
+import type { HostTensor } from "../model/tensors.js";
 import type { PartialServiceImpl } from "../runtime/serve/registration.js";
 import { pageOf } from "../runtime/serve/pagination.js";
 import { PackedPredictResponse, packedRowsOf, packRows, type PackedRows } from "../model/wire/predict-wire.js";
 import { invalidArgument, type FieldViolation } from "../runtime/serve/errors.js";
-import type { Inference, InferenceKind, ModelInput } from "./inference.js";
+import type { Inference, InferenceKind, ModelInput, TensorInput } from "./inference.js";
 import type { LoadedVersion, ServingTable } from "./serving-table.js";
 
 /**
@@ -18,6 +19,10 @@ export function createPredictorService(inference: Inference): PartialServiceImpl
     predict(request) {
       const input: RowsInput = { rows: packedRowsOf(request), skipInvalid: request.invalidRows === InvalidRows.SKIP };
       return inference.run(request.model, request.version, predictKind, input);
+    },
+
+    classifyImages(request) {
+      return inference.run(request.model, request.version, classifyImagesKind, { images: request.images, topK: request.topK || 5 });
     },
 
     getModelMetadata(request) {
@@ -86,6 +91,32 @@ const predictKind: InferenceKind<RowsInput, PackedPredictResponse, PreparedRows>
   },
 };
 
+/** ClassifyImages' input: encoded images, and how many labels each answer names. */
+interface ImagesInput {
+  readonly images: readonly Uint8Array[];
+  readonly topK: number;
+}
+
+/** ClassifyImages: encoded images through the model's preprocessing, the top-k labels of each. */
+const classifyImagesKind: InferenceKind<ImagesInput, MessageInitShape<typeof ClassifyImagesResponseSchema>, TensorInput> = {
+  name: "images",
+  async prepare(loaded, { images }) {
+    const image = loaded.requireImageModel();
+    return { feeds: { [image.preprocessor.input.name]: await loaded.preprocessImages(images) }, fetches: [image.scoresOutput] };
+  },
+  answer(loaded, { images, topK }, _prepared, computed) {
+    const { labels, scoresOutput } = loaded.requireImageModel();
+    const scores = (computed as Record<string, HostTensor>)[scoresOutput].data as Float32Array;
+    const k = Math.min(topK, labels.length);
+    const results = images.map((_, i) => {
+      const row = scores.subarray(i * labels.length, (i + 1) * labels.length);
+      const order = [...row.keys()].sort((a, b) => row[b] - row[a]).slice(0, k);
+      return { top: order.map((c) => ({ label: labels[c], score: row[c] })) };
+    });
+    return { model: loaded.name, version: loaded.version, results };
+  },
+};
+
 /** The rows of the right width, packed in request order. */
 function packAccepted(rows: PackedRows, featureCount: number, accepted: number): ModelInput {
   const features = new Float32Array(accepted * featureCount);
@@ -117,7 +148,7 @@ function metadataOf(model: LoadedVersion, aliases: string[]): MessageInitShape<t
     name: model.name,
     version: model.version,
     description: m?.description ?? "",
-    kind: classifier ? ModelKind.CLASSIFIER : ModelKind.TENSOR,
+    kind: classifier ? ModelKind.CLASSIFIER : model.image ? ModelKind.IMAGE : ModelKind.TENSOR,
     input: classifier ? spec(classifier.input) : undefined,
     inputs: model.signature.inputs.map(spec),
     outputs: model.signature.outputs.map(spec),

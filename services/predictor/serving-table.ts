@@ -1,6 +1,7 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { ModelMetadataFile } from "../model/metadata.js";
-import type { Classifier, OnnxModel } from "../model/onnx-model.js";
+import type { Classifier, ImageModel, OnnxModel } from "../model/onnx-model.js";
+import { ImageError, type ImageLimits } from "../model/preprocessing.js";
 import { shapeText, type HostTensor, type Signature } from "../model/tensors.js";
 import { InferenceBatcher } from "./inference-batcher.js";
 import { InferenceStats } from "./inference-stats.js";
@@ -35,6 +36,8 @@ export class LoadedVersion {
     /** The registry's id of the model; empty when served from a folder. */
     readonly modelId: string,
     private readonly model: OnnxModel,
+    /** What one image may be before it is decoded (image models). */
+    private readonly imageLimits: ImageLimits,
   ) {
     this.stats = new InferenceStats(name, version);
     const classifier = model.classifier;
@@ -77,6 +80,32 @@ export class LoadedVersion {
       `model "${this.name}" v${this.version} is a tensor model (inputs: ${inputs}), not a classifier of feature rows: call ModelInfer (the Open Inference Protocol) instead`,
       Code.FailedPrecondition,
     );
+  }
+
+  /** The image side, when the metadata declares preprocessing. */
+  get image(): ImageModel | undefined {
+    return this.model.image;
+  }
+
+  /** The image side, or FAILED_PRECONDITION for a model that takes no images. */
+  requireImageModel(): ImageModel {
+    if (this.model.image !== undefined) return this.model.image;
+    throw new ConnectError(`model "${this.name}" v${this.version} is not an image model (its metadata.json declares no preprocessing)`, Code.FailedPrecondition);
+  }
+
+  /**
+   * Encoded images as the image model's input tensor, through its preprocessing (sharp, off
+   * the event loop): INVALID_ARGUMENT for an image it cannot take, RESOURCE_EXHAUSTED for one
+   * above the limits.
+   */
+  async preprocessImages(images: readonly Uint8Array[]): Promise<HostTensor> {
+    const { preprocessor } = this.requireImageModel();
+    try {
+      return { dtype: "float32", dims: preprocessor.shapeOf(images.length), data: await preprocessor.run(images, this.imageLimits) };
+    } catch (err) {
+      if (err instanceof ImageError) throw new ConnectError(err.message, err.tooLarge ? Code.ResourceExhausted : Code.InvalidArgument);
+      throw err;
+    }
   }
 
   /** The same artifact (a version's files never change, but a source may hand a new one). */

@@ -361,7 +361,7 @@ function versionOut(
     ...times(v),
     signature: signature
       ? {
-          kind: signature.kind === "tensor" ? SignatureKind.TENSOR : SignatureKind.CLASSIFIER,
+          kind: { tensor: SignatureKind.TENSOR, image: SignatureKind.IMAGE, classifier: SignatureKind.CLASSIFIER }[signature.kind ?? "classifier"],
           input: signature.input && tensor(signature.input),
           inputs: (signature.inputs ?? (signature.input ? [signature.input] : [])).map(tensor),
           outputs: signature.outputs.map(tensor),

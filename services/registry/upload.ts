@@ -22,7 +22,7 @@ export interface CheckedUpload {
 
 /** The signature stored with a version (the registry's ModelSignature, as JSON). */
 export interface StoredSignature {
-  readonly kind: "classifier" | "tensor";
+  readonly kind: "classifier" | "tensor" | "image";
   readonly inputs: readonly TensorSpec[];
   readonly outputs: readonly TensorSpec[];
   /** A classifier's input (its one input); unset for a tensor model. */
@@ -125,7 +125,7 @@ async function checkModel(writers: Map<ArtifactFileName, BlobWriter>, modelName:
     await model.release();
     const classifier = model.classifier?.metadata;
     const signature: StoredSignature = {
-      kind: classifier ? "classifier" : "tensor",
+      kind: classifier ? "classifier" : model.image ? "image" : "tensor",
       inputs: model.signature.inputs,
       outputs: model.signature.outputs,
       input: classifier ? model.signature.inputs[0] : undefined,

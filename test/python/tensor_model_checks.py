@@ -1,10 +1,12 @@
 """tritonclient (gRPC and HTTP) against Predictors serving tensor models: the regressor, the model
-with a string input, the digits image model (tensors) and, on a second Predictor, all_dtypes
-(one input of every element type, echoed). Prints one JSON object; test/tensor-models.test.ts
-checks it against test/fixtures/tensor-models.json.
+with a string input, the digits image model (tensors, and PNG files as a BYTES input) and, on a
+second Predictor, all_dtypes (one input of every element type, echoed). Prints one JSON object;
+test/tensor-models.test.ts checks it against test/fixtures/tensor-models.json.
 
-    .tools/venv-clients/bin/python test/python/tensor_model_checks.py MODELS_ADDRESS ALL_DTYPES_ADDRESS test/fixtures/tensor-models.json
+    .tools/venv-clients/bin/python test/python/tensor_model_checks.py MODELS_ADDRESS ALL_DTYPES_ADDRESS \
+        test/fixtures/tensor-models.json DIGIT_PNGS_JSON
 """
+import base64
 import json
 import sys
 
@@ -13,8 +15,10 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-models_url, dtypes_url, fixtures_path = sys.argv[1], sys.argv[2], sys.argv[3]
+models_url, dtypes_url, fixtures_path, pngs_path = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
 fixtures = json.load(open(fixtures_path))
+# The held-out digits as PNG files (made by the test with sharp): [{"png": base64, "label": "3"}, ...]
+pngs = json.load(open(pngs_path))
 
 DTYPES = {
     "float16": ("FP16", np.float16), "float32": ("FP32", np.float32), "float64": ("FP64", np.float64),
@@ -71,6 +75,18 @@ def run(module, binary):
     result = client.infer("digits_image", [tensor("image", images, "FP32")], outputs=outputs("label"))
     predicted = result.as_numpy("label")
     out["digits_accuracy"] = float(np.mean([str(p) == d["label"] for p, d in zip(predicted, digits["images"])]))
+
+    # The same digits as PNG files: the Predictor decodes and preprocesses them (64 per request).
+    correct = 0
+    for start in range(0, len(pngs), 64):
+        batch = pngs[start:start + 64]
+        files = np.array([base64.b64decode(p["png"]) for p in batch], dtype=np.object_)
+        # tritonclient puts BYTES in JSON only as UTF-8 text: files go as binary data over HTTP.
+        images = module.InferInput("image", [len(batch)], "BYTES")
+        images.set_data_from_numpy(files, **({"binary_data": True} if module is httpclient else {}))
+        labels = client.infer("digits_image", [images], outputs=outputs("label")).as_numpy("label")
+        correct += sum(str(l) == p["label"] for l, p in zip(labels, batch))
+    out["digits_png_accuracy"] = correct / len(pngs)
 
     metadata = client.get_model_metadata("diabetes_high_risk", **({"as_json": True} if module is grpcclient else {}))
     out["high_risk_inputs"] = [[i["name"], i["datatype"]] for i in metadata["inputs"]]

@@ -15,7 +15,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file mlmesh/predictor/v1/predictor.proto.
  */
 export const file_mlmesh_predictor_v1_predictor: GenFile = /*@__PURE__*/
-  fileDesc("CiNtbG1lc2gvcHJlZGljdG9yL3YxL3ByZWRpY3Rvci5wcm90bxITbWxtZXNoLnByZWRpY3Rvci52MSIoCgNSb3cSIQoGdmFsdWVzGAEgAygCQhG6SA6SAQsIARCACCIECgJAASJcCgpQcmVkaWN0aW9uEhUKDXByb2JhYmlsaXRpZXMYASADKAISDQoFbGFiZWwYAiABKAkSEwoLbGFiZWxfaW5kZXgYAyABKA0SEwoLcHJvYmFiaWxpdHkYBCABKAIi5QEKDlByZWRpY3RSZXF1ZXN0EksKBW1vZGVsGAEgASgJQjy6SDlyNxABGIABMjBeW0EtWmEtejAtOV1bQS1aYS16MC05Ll8tXSooQFthLXpdW2EtejAtOV8tXSopPyQSDwoHdmVyc2lvbhgCIAEoDRIzCgRyb3dzGAMgAygLMhgubWxtZXNoLnByZWRpY3Rvci52MS5Sb3dCC7pICJIBBQgBEJBOEkAKDGludmFsaWRfcm93cxgEIAEoDjIgLm1sbWVzaC5wcmVkaWN0b3IudjEuSW52YWxpZFJvd3NCCLpIBYIBAhABIqYBCg9QcmVkaWN0UmVzcG9uc2USDQoFbW9kZWwYASABKAkSDwoHdmVyc2lvbhgCIAEoDRIOCgZsYWJlbHMYAyADKAkSNAoLcHJlZGljdGlvbnMYBCADKAsyHy5tbG1lc2gucHJlZGljdG9yLnYxLlByZWRpY3Rpb24SLQoNcmVqZWN0ZWRfcm93cxgFIAEoCzIWLmdvb2dsZS5ycGMuQmFkUmVxdWVzdCJ3ChdHZXRNb2RlbE1ldGFkYXRhUmVxdWVzdBJLCgVtb2RlbBgBIAEoCUI8ukg5cjcQARiAATIwXltBLVphLXowLTldW0EtWmEtejAtOS5fLV0qKEBbYS16XVthLXowLTlfLV0qKT8kEg8KB3ZlcnNpb24YAiABKA0iUAoYR2V0TW9kZWxNZXRhZGF0YVJlc3BvbnNlEjQKCG1ldGFkYXRhGAEgASgLMiIubWxtZXNoLnByZWRpY3Rvci52MS5Nb2RlbE1ldGFkYXRhIjgKClRlbnNvclNwZWMSDAoEbmFtZRgBIAEoCRINCgVkdHlwZRgCIAEoCRINCgVzaGFwZRgDIAMoAyLuAwoNTW9kZWxNZXRhZGF0YRIMCgRuYW1lGAEgASgJEg8KB3ZlcnNpb24YAiABKA0SEwoLZGVzY3JpcHRpb24YAyABKAkSLgoFaW5wdXQYBCABKAsyHy5tbG1lc2gucHJlZGljdG9yLnYxLlRlbnNvclNwZWMSMAoHb3V0cHV0cxgFIAMoCzIfLm1sbWVzaC5wcmVkaWN0b3IudjEuVGVuc29yU3BlYxIVCg1mZWF0dXJlX25hbWVzGAYgAygJEg4KBmxhYmVscxgHIAMoCRIuCgxzYW1wbGVfaW5wdXQYCCADKAsyGC5tbG1lc2gucHJlZGljdG9yLnYxLlJvdxJACgdtZXRyaWNzGAkgAygLMi8ubWxtZXNoLnByZWRpY3Rvci52MS5Nb2RlbE1ldGFkYXRhLk1ldHJpY3NFbnRyeRIOCgZzaGEyNTYYCiABKAkSDwoHYWxpYXNlcxgLIAMoCRIvCgZpbnB1dHMYDCADKAsyHy5tbG1lc2gucHJlZGljdG9yLnYxLlRlbnNvclNwZWMSLAoEa2luZBgNIAEoDjIeLm1sbWVzaC5wcmVkaWN0b3IudjEuTW9kZWxLaW5kGi4KDE1ldHJpY3NFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAE6AjgBIlAKEUxpc3RNb2RlbHNSZXF1ZXN0Eh0KCXBhZ2Vfc2l6ZRgBIAEoBUIKukgHGgUY6AcoABIcCgpwYWdlX3Rva2VuGAIgASgJQgi6SAVyAxiABCKaAQoSTGlzdE1vZGVsc1Jlc3BvbnNlEjIKBm1vZGVscxgBIAMoCzIiLm1sbWVzaC5wcmVkaWN0b3IudjEuTW9kZWxNZXRhZGF0YRI3CghmYWlsdXJlcxgCIAMoCzIlLm1sbWVzaC5wcmVkaWN0b3IudjEuTW9kZWxMb2FkRmFpbHVyZRIXCg9uZXh0X3BhZ2VfdG9rZW4YAyABKAkiQQoQTW9kZWxMb2FkRmFpbHVyZRIMCgRuYW1lGAEgASgJEg8KB3ZlcnNpb24YAiABKA0SDgoGcmVhc29uGAMgASgJInQKFFByZWRpY3RTYW1wbGVSZXF1ZXN0EksKBW1vZGVsGAEgASgJQjy6SDlyNxABGIABMjBeW0EtWmEtejAtOV1bQS1aYS16MC05Ll8tXSooQFthLXpdW2EtejAtOV8tXSopPyQSDwoHdmVyc2lvbhgCIAEoDSJ3ChVQcmVkaWN0U2FtcGxlUmVzcG9uc2USJgoEcm93cxgBIAMoCzIYLm1sbWVzaC5wcmVkaWN0b3IudjEuUm93EjYKCHJlc3BvbnNlGAIgASgLMiQubWxtZXNoLnByZWRpY3Rvci52MS5QcmVkaWN0UmVzcG9uc2UqWwoLSW52YWxpZFJvd3MSHAoYSU5WQUxJRF9ST1dTX1VOU1BFQ0lGSUVEEAASFwoTSU5WQUxJRF9ST1dTX1JFSkVDVBABEhUKEUlOVkFMSURfUk9XU19TS0lQEAIqWQoJTW9kZWxLaW5kEhoKFk1PREVMX0tJTkRfVU5TUEVDSUZJRUQQABIZChVNT0RFTF9LSU5EX0NMQVNTSUZJRVIQARIVChFNT0RFTF9LSU5EX1RFTlNPUhACMu4EChBQcmVkaWN0b3JTZXJ2aWNlEosBCgdQcmVkaWN0EiMubWxtZXNoLnByZWRpY3Rvci52MS5QcmVkaWN0UmVxdWVzdBokLm1sbWVzaC5wcmVkaWN0b3IudjEuUHJlZGljdFJlc3BvbnNlIjXK8xgCCAKC0+STAik6ASoiJC92MS9wcmVkaWN0b3IvbW9kZWxzL3ttb2RlbH06cHJlZGljdBKkAQoQR2V0TW9kZWxNZXRhZGF0YRIsLm1sbWVzaC5wcmVkaWN0b3IudjEuR2V0TW9kZWxNZXRhZGF0YVJlcXVlc3QaLS5tbG1lc2gucHJlZGljdG9yLnYxLkdldE1vZGVsTWV0YWRhdGFSZXNwb25zZSIzyvMYAggCgtPkkwInEiUvdjEvcHJlZGljdG9yL21vZGVscy97bW9kZWx9L21ldGFkYXRhEoEBCgpMaXN0TW9kZWxzEiYubWxtZXNoLnByZWRpY3Rvci52MS5MaXN0TW9kZWxzUmVxdWVzdBonLm1sbWVzaC5wcmVkaWN0b3IudjEuTGlzdE1vZGVsc1Jlc3BvbnNlIiLK8xgCCAKC0+STAhYSFC92MS9wcmVkaWN0b3IvbW9kZWxzEqABCg1QcmVkaWN0U2FtcGxlEikubWxtZXNoLnByZWRpY3Rvci52MS5QcmVkaWN0U2FtcGxlUmVxdWVzdBoqLm1sbWVzaC5wcmVkaWN0b3IudjEuUHJlZGljdFNhbXBsZVJlc3BvbnNlIjjK8xgCCAKC0+STAiwSKi92MS9wcmVkaWN0b3IvbW9kZWxzL3ttb2RlbH06cHJlZGljdFNhbXBsZWIGcHJvdG8z", [file_buf_validate_validate, file_google_api_annotations, file_google_rpc_error_details, file_mlmesh_policy_v1_policy]);
+  fileDesc("CiNtbG1lc2gvcHJlZGljdG9yL3YxL3ByZWRpY3Rvci5wcm90bxITbWxtZXNoLnByZWRpY3Rvci52MSIoCgNSb3cSIQoGdmFsdWVzGAEgAygCQhG6SA6SAQsIARCACCIECgJAASJcCgpQcmVkaWN0aW9uEhUKDXByb2JhYmlsaXRpZXMYASADKAISDQoFbGFiZWwYAiABKAkSEwoLbGFiZWxfaW5kZXgYAyABKA0SEwoLcHJvYmFiaWxpdHkYBCABKAIi5QEKDlByZWRpY3RSZXF1ZXN0EksKBW1vZGVsGAEgASgJQjy6SDlyNxABGIABMjBeW0EtWmEtejAtOV1bQS1aYS16MC05Ll8tXSooQFthLXpdW2EtejAtOV8tXSopPyQSDwoHdmVyc2lvbhgCIAEoDRIzCgRyb3dzGAMgAygLMhgubWxtZXNoLnByZWRpY3Rvci52MS5Sb3dCC7pICJIBBQgBEJBOEkAKDGludmFsaWRfcm93cxgEIAEoDjIgLm1sbWVzaC5wcmVkaWN0b3IudjEuSW52YWxpZFJvd3NCCLpIBYIBAhABIqYBCg9QcmVkaWN0UmVzcG9uc2USDQoFbW9kZWwYASABKAkSDwoHdmVyc2lvbhgCIAEoDRIOCgZsYWJlbHMYAyADKAkSNAoLcHJlZGljdGlvbnMYBCADKAsyHy5tbG1lc2gucHJlZGljdG9yLnYxLlByZWRpY3Rpb24SLQoNcmVqZWN0ZWRfcm93cxgFIAEoCzIWLmdvb2dsZS5ycGMuQmFkUmVxdWVzdCJ3ChdHZXRNb2RlbE1ldGFkYXRhUmVxdWVzdBJLCgVtb2RlbBgBIAEoCUI8ukg5cjcQARiAATIwXltBLVphLXowLTldW0EtWmEtejAtOS5fLV0qKEBbYS16XVthLXowLTlfLV0qKT8kEg8KB3ZlcnNpb24YAiABKA0iUAoYR2V0TW9kZWxNZXRhZGF0YVJlc3BvbnNlEjQKCG1ldGFkYXRhGAEgASgLMiIubWxtZXNoLnByZWRpY3Rvci52MS5Nb2RlbE1ldGFkYXRhIjgKClRlbnNvclNwZWMSDAoEbmFtZRgBIAEoCRINCgVkdHlwZRgCIAEoCRINCgVzaGFwZRgDIAMoAyKpAQoVQ2xhc3NpZnlJbWFnZXNSZXF1ZXN0EksKBW1vZGVsGAEgASgJQjy6SDlyNxABGIABMjBeW0EtWmEtejAtOV1bQS1aYS16MC05Ll8tXSooQFthLXpdW2EtejAtOV8tXSopPyQSDwoHdmVyc2lvbhgCIAEoDRIaCgZpbWFnZXMYAyADKAxCCrpIB5IBBAgBEEASFgoFdG9wX2sYBCABKA1CB7pIBCoCGGQiKgoKTGFiZWxTY29yZRINCgVsYWJlbBgBIAEoCRINCgVzY29yZRgCIAEoAiJDChNJbWFnZUNsYXNzaWZpY2F0aW9uEiwKA3RvcBgBIAMoCzIfLm1sbWVzaC5wcmVkaWN0b3IudjEuTGFiZWxTY29yZSJzChZDbGFzc2lmeUltYWdlc1Jlc3BvbnNlEg0KBW1vZGVsGAEgASgJEg8KB3ZlcnNpb24YAiABKA0SOQoHcmVzdWx0cxgDIAMoCzIoLm1sbWVzaC5wcmVkaWN0b3IudjEuSW1hZ2VDbGFzc2lmaWNhdGlvbiLuAwoNTW9kZWxNZXRhZGF0YRIMCgRuYW1lGAEgASgJEg8KB3ZlcnNpb24YAiABKA0SEwoLZGVzY3JpcHRpb24YAyABKAkSLgoFaW5wdXQYBCABKAsyHy5tbG1lc2gucHJlZGljdG9yLnYxLlRlbnNvclNwZWMSMAoHb3V0cHV0cxgFIAMoCzIfLm1sbWVzaC5wcmVkaWN0b3IudjEuVGVuc29yU3BlYxIVCg1mZWF0dXJlX25hbWVzGAYgAygJEg4KBmxhYmVscxgHIAMoCRIuCgxzYW1wbGVfaW5wdXQYCCADKAsyGC5tbG1lc2gucHJlZGljdG9yLnYxLlJvdxJACgdtZXRyaWNzGAkgAygLMi8ubWxtZXNoLnByZWRpY3Rvci52MS5Nb2RlbE1ldGFkYXRhLk1ldHJpY3NFbnRyeRIOCgZzaGEyNTYYCiABKAkSDwoHYWxpYXNlcxgLIAMoCRIvCgZpbnB1dHMYDCADKAsyHy5tbG1lc2gucHJlZGljdG9yLnYxLlRlbnNvclNwZWMSLAoEa2luZBgNIAEoDjIeLm1sbWVzaC5wcmVkaWN0b3IudjEuTW9kZWxLaW5kGi4KDE1ldHJpY3NFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAE6AjgBIlAKEUxpc3RNb2RlbHNSZXF1ZXN0Eh0KCXBhZ2Vfc2l6ZRgBIAEoBUIKukgHGgUY6AcoABIcCgpwYWdlX3Rva2VuGAIgASgJQgi6SAVyAxiABCKaAQoSTGlzdE1vZGVsc1Jlc3BvbnNlEjIKBm1vZGVscxgBIAMoCzIiLm1sbWVzaC5wcmVkaWN0b3IudjEuTW9kZWxNZXRhZGF0YRI3CghmYWlsdXJlcxgCIAMoCzIlLm1sbWVzaC5wcmVkaWN0b3IudjEuTW9kZWxMb2FkRmFpbHVyZRIXCg9uZXh0X3BhZ2VfdG9rZW4YAyABKAkiQQoQTW9kZWxMb2FkRmFpbHVyZRIMCgRuYW1lGAEgASgJEg8KB3ZlcnNpb24YAiABKA0SDgoGcmVhc29uGAMgASgJInQKFFByZWRpY3RTYW1wbGVSZXF1ZXN0EksKBW1vZGVsGAEgASgJQjy6SDlyNxABGIABMjBeW0EtWmEtejAtOV1bQS1aYS16MC05Ll8tXSooQFthLXpdW2EtejAtOV8tXSopPyQSDwoHdmVyc2lvbhgCIAEoDSJ3ChVQcmVkaWN0U2FtcGxlUmVzcG9uc2USJgoEcm93cxgBIAMoCzIYLm1sbWVzaC5wcmVkaWN0b3IudjEuUm93EjYKCHJlc3BvbnNlGAIgASgLMiQubWxtZXNoLnByZWRpY3Rvci52MS5QcmVkaWN0UmVzcG9uc2UqWwoLSW52YWxpZFJvd3MSHAoYSU5WQUxJRF9ST1dTX1VOU1BFQ0lGSUVEEAASFwoTSU5WQUxJRF9ST1dTX1JFSkVDVBABEhUKEUlOVkFMSURfUk9XU19TS0lQEAIqbwoJTW9kZWxLaW5kEhoKFk1PREVMX0tJTkRfVU5TUEVDSUZJRUQQABIZChVNT0RFTF9LSU5EX0NMQVNTSUZJRVIQARIVChFNT0RFTF9LSU5EX1RFTlNPUhACEhQKEE1PREVMX0tJTkRfSU1BR0UQAzKaBgoQUHJlZGljdG9yU2VydmljZRKLAQoHUHJlZGljdBIjLm1sbWVzaC5wcmVkaWN0b3IudjEuUHJlZGljdFJlcXVlc3QaJC5tbG1lc2gucHJlZGljdG9yLnYxLlByZWRpY3RSZXNwb25zZSI1yvMYAggCgtPkkwIpOgEqIiQvdjEvcHJlZGljdG9yL21vZGVscy97bW9kZWx9OnByZWRpY3QSqQEKDkNsYXNzaWZ5SW1hZ2VzEioubWxtZXNoLnByZWRpY3Rvci52MS5DbGFzc2lmeUltYWdlc1JlcXVlc3QaKy5tbG1lc2gucHJlZGljdG9yLnYxLkNsYXNzaWZ5SW1hZ2VzUmVzcG9uc2UiPsrzGAQIAhABgtPkkwIwOgEqIisvdjEvcHJlZGljdG9yL21vZGVscy97bW9kZWx9OmNsYXNzaWZ5SW1hZ2VzEqQBChBHZXRNb2RlbE1ldGFkYXRhEiwubWxtZXNoLnByZWRpY3Rvci52MS5HZXRNb2RlbE1ldGFkYXRhUmVxdWVzdBotLm1sbWVzaC5wcmVkaWN0b3IudjEuR2V0TW9kZWxNZXRhZGF0YVJlc3BvbnNlIjPK8xgCCAKC0+STAicSJS92MS9wcmVkaWN0b3IvbW9kZWxzL3ttb2RlbH0vbWV0YWRhdGESgQEKCkxpc3RNb2RlbHMSJi5tbG1lc2gucHJlZGljdG9yLnYxLkxpc3RNb2RlbHNSZXF1ZXN0GicubWxtZXNoLnByZWRpY3Rvci52MS5MaXN0TW9kZWxzUmVzcG9uc2UiIsrzGAIIAoLT5JMCFhIUL3YxL3ByZWRpY3Rvci9tb2RlbHMSoAEKDVByZWRpY3RTYW1wbGUSKS5tbG1lc2gucHJlZGljdG9yLnYxLlByZWRpY3RTYW1wbGVSZXF1ZXN0GioubWxtZXNoLnByZWRpY3Rvci52MS5QcmVkaWN0U2FtcGxlUmVzcG9uc2UiOMrzGAIIAoLT5JMCLBIqL3YxL3ByZWRpY3Rvci9tb2RlbHMve21vZGVsfTpwcmVkaWN0U2FtcGxlYgZwcm90bzM", [file_buf_validate_validate, file_google_api_annotations, file_google_rpc_error_details, file_mlmesh_policy_v1_policy]);
 
 /**
  * Row is one input example: the feature values in the order the model's metadata lists them.
@@ -262,6 +262,132 @@ export const TensorSpecSchema: GenMessage<TensorSpec> = /*@__PURE__*/
   messageDesc(file_mlmesh_predictor_v1_predictor, 6);
 
 /**
+ * ClassifyImagesRequest carries the encoded images to classify.
+ *
+ * @generated from message mlmesh.predictor.v1.ClassifyImagesRequest
+ */
+export type ClassifyImagesRequest = Message<"mlmesh.predictor.v1.ClassifyImagesRequest"> & {
+  /**
+   * Model name, or name@alias, as in PredictRequest.
+   *
+   * @generated from field: string model = 1;
+   */
+  model: string;
+
+  /**
+   * Model version; 0 means the highest loaded version (or the alias's).
+   *
+   * @generated from field: uint32 version = 2;
+   */
+  version: number;
+
+  /**
+   * The images, each a whole PNG, JPEG or WebP file; 1..64 per request.
+   *
+   * @generated from field: repeated bytes images = 3;
+   */
+  images: Uint8Array[];
+
+  /**
+   * How many labels to answer per image, best first; 0 means 5, at most 100.
+   *
+   * @generated from field: uint32 top_k = 4;
+   */
+  topK: number;
+};
+
+/**
+ * Describes the message mlmesh.predictor.v1.ClassifyImagesRequest.
+ * Use `create(ClassifyImagesRequestSchema)` to create a new message.
+ */
+export const ClassifyImagesRequestSchema: GenMessage<ClassifyImagesRequest> = /*@__PURE__*/
+  messageDesc(file_mlmesh_predictor_v1_predictor, 7);
+
+/**
+ * LabelScore is one label and its score (the model's probability, or its output value).
+ *
+ * @generated from message mlmesh.predictor.v1.LabelScore
+ */
+export type LabelScore = Message<"mlmesh.predictor.v1.LabelScore"> & {
+  /**
+   * The label.
+   *
+   * @generated from field: string label = 1;
+   */
+  label: string;
+
+  /**
+   * Its score.
+   *
+   * @generated from field: float score = 2;
+   */
+  score: number;
+};
+
+/**
+ * Describes the message mlmesh.predictor.v1.LabelScore.
+ * Use `create(LabelScoreSchema)` to create a new message.
+ */
+export const LabelScoreSchema: GenMessage<LabelScore> = /*@__PURE__*/
+  messageDesc(file_mlmesh_predictor_v1_predictor, 8);
+
+/**
+ * ImageClassification is one image's top labels, best first.
+ *
+ * @generated from message mlmesh.predictor.v1.ImageClassification
+ */
+export type ImageClassification = Message<"mlmesh.predictor.v1.ImageClassification"> & {
+  /**
+   * The top_k labels with the highest scores, best first.
+   *
+   * @generated from field: repeated mlmesh.predictor.v1.LabelScore top = 1;
+   */
+  top: LabelScore[];
+};
+
+/**
+ * Describes the message mlmesh.predictor.v1.ImageClassification.
+ * Use `create(ImageClassificationSchema)` to create a new message.
+ */
+export const ImageClassificationSchema: GenMessage<ImageClassification> = /*@__PURE__*/
+  messageDesc(file_mlmesh_predictor_v1_predictor, 9);
+
+/**
+ * ClassifyImagesResponse answers each image, in request order.
+ *
+ * @generated from message mlmesh.predictor.v1.ClassifyImagesResponse
+ */
+export type ClassifyImagesResponse = Message<"mlmesh.predictor.v1.ClassifyImagesResponse"> & {
+  /**
+   * The model that answered.
+   *
+   * @generated from field: string model = 1;
+   */
+  model: string;
+
+  /**
+   * The version that answered.
+   *
+   * @generated from field: uint32 version = 2;
+   */
+  version: number;
+
+  /**
+   * One result per image, in request order.
+   *
+   * @generated from field: repeated mlmesh.predictor.v1.ImageClassification results = 3;
+   */
+  results: ImageClassification[];
+};
+
+/**
+ * Describes the message mlmesh.predictor.v1.ClassifyImagesResponse.
+ * Use `create(ClassifyImagesResponseSchema)` to create a new message.
+ */
+export const ClassifyImagesResponseSchema: GenMessage<ClassifyImagesResponse> = /*@__PURE__*/
+  messageDesc(file_mlmesh_predictor_v1_predictor, 10);
+
+/**
  * ModelMetadata describes one loaded model version.
  *
  * @generated from message mlmesh.predictor.v1.ModelMetadata
@@ -364,7 +490,7 @@ export type ModelMetadata = Message<"mlmesh.predictor.v1.ModelMetadata"> & {
  * Use `create(ModelMetadataSchema)` to create a new message.
  */
 export const ModelMetadataSchema: GenMessage<ModelMetadata> = /*@__PURE__*/
-  messageDesc(file_mlmesh_predictor_v1_predictor, 7);
+  messageDesc(file_mlmesh_predictor_v1_predictor, 11);
 
 /**
  * ListModelsRequest pages through the loaded model versions.
@@ -392,7 +518,7 @@ export type ListModelsRequest = Message<"mlmesh.predictor.v1.ListModelsRequest">
  * Use `create(ListModelsRequestSchema)` to create a new message.
  */
 export const ListModelsRequestSchema: GenMessage<ListModelsRequest> = /*@__PURE__*/
-  messageDesc(file_mlmesh_predictor_v1_predictor, 8);
+  messageDesc(file_mlmesh_predictor_v1_predictor, 12);
 
 /**
  * ListModelsResponse lists the model repository's contents.
@@ -427,7 +553,7 @@ export type ListModelsResponse = Message<"mlmesh.predictor.v1.ListModelsResponse
  * Use `create(ListModelsResponseSchema)` to create a new message.
  */
 export const ListModelsResponseSchema: GenMessage<ListModelsResponse> = /*@__PURE__*/
-  messageDesc(file_mlmesh_predictor_v1_predictor, 9);
+  messageDesc(file_mlmesh_predictor_v1_predictor, 13);
 
 /**
  * ModelLoadFailure reports a model version that could not be loaded.
@@ -462,7 +588,7 @@ export type ModelLoadFailure = Message<"mlmesh.predictor.v1.ModelLoadFailure"> &
  * Use `create(ModelLoadFailureSchema)` to create a new message.
  */
 export const ModelLoadFailureSchema: GenMessage<ModelLoadFailure> = /*@__PURE__*/
-  messageDesc(file_mlmesh_predictor_v1_predictor, 10);
+  messageDesc(file_mlmesh_predictor_v1_predictor, 14);
 
 /**
  * PredictSampleRequest names the model version whose sample input to classify.
@@ -490,7 +616,7 @@ export type PredictSampleRequest = Message<"mlmesh.predictor.v1.PredictSampleReq
  * Use `create(PredictSampleRequestSchema)` to create a new message.
  */
 export const PredictSampleRequestSchema: GenMessage<PredictSampleRequest> = /*@__PURE__*/
-  messageDesc(file_mlmesh_predictor_v1_predictor, 11);
+  messageDesc(file_mlmesh_predictor_v1_predictor, 15);
 
 /**
  * PredictSampleResponse holds the sample input and the model's predictions for it.
@@ -518,7 +644,7 @@ export type PredictSampleResponse = Message<"mlmesh.predictor.v1.PredictSampleRe
  * Use `create(PredictSampleResponseSchema)` to create a new message.
  */
 export const PredictSampleResponseSchema: GenMessage<PredictSampleResponse> = /*@__PURE__*/
-  messageDesc(file_mlmesh_predictor_v1_predictor, 12);
+  messageDesc(file_mlmesh_predictor_v1_predictor, 16);
 
 /**
  * InvalidRows says what Predict does with rows the model version cannot take: rows with the
@@ -585,6 +711,14 @@ export enum ModelKind {
    * @generated from enum value: MODEL_KIND_TENSOR = 2;
    */
   TENSOR = 2,
+
+  /**
+   * An image model (its metadata declares preprocessing and labels): ClassifyImages, and
+   * ModelInfer with encoded images (a BYTES input) or its float tensor.
+   *
+   * @generated from enum value: MODEL_KIND_IMAGE = 3;
+   */
+  IMAGE = 3,
 }
 
 /**
@@ -594,9 +728,10 @@ export const ModelKindSchema: GenEnum<ModelKind> = /*@__PURE__*/
   enumDesc(file_mlmesh_predictor_v1_predictor, 1);
 
 /**
- * PredictorService runs ONNX classifiers — from the model registry (REGISTRY_ADDRESS), or from
- * a model repository folder (MODEL_DIR): batched rows of float features in, per-row class
- * probabilities and labels out.
+ * PredictorService runs ONNX models — from the model registry (REGISTRY_ADDRESS), or from a
+ * model repository folder (MODEL_DIR): classifiers answer batched rows of float features with
+ * per-row class probabilities and labels, image models answer encoded images with their top
+ * labels. Any model answers tensors through the Open Inference Protocol (ModelInfer).
  *
  * @generated from service mlmesh.predictor.v1.PredictorService
  */
@@ -617,6 +752,23 @@ export const PredictorService: GenService<{
     methodKind: "unary";
     input: typeof PredictRequestSchema;
     output: typeof PredictResponseSchema;
+  },
+  /**
+   * ClassifyImages answers each encoded image (PNG, JPEG or WebP) with an image model's top
+   * labels and their scores. The Predictor runs the steps the model's metadata declares
+   * (decode, colour or grey, resize, centre crop, scale, mean and std, layout) off the event
+   * loop, and runs the images with other requests for the model in shared batches.
+   * Errors: INVALID_ARGUMENT for an image that is truncated, corrupt or of another format;
+   * RESOURCE_EXHAUSTED for an image above the byte limit or, read from its header before any
+   * decoding, the pixel limit (PREDICTOR_IMAGE_MAX_BYTES, PREDICTOR_IMAGE_MAX_PIXELS);
+   * FAILED_PRECONDITION for a model that is not an image model; NOT_FOUND as for Predict.
+   *
+   * @generated from rpc mlmesh.predictor.v1.PredictorService.ClassifyImages
+   */
+  classifyImages: {
+    methodKind: "unary";
+    input: typeof ClassifyImagesRequestSchema;
+    output: typeof ClassifyImagesResponseSchema;
   },
   /**
    * GetModelMetadata describes one model version: tensors, labels, sample input, metrics.
