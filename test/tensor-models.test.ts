@@ -215,6 +215,11 @@ describe("image models: preprocessing beside the model", () => {
     expect(results.map((r) => r.top[0].label)).toEqual(Array(3).fill(results[0].top[0].label));
     const metadata = (await predictorClient.getModelMetadata({ model: "digits_image" })).metadata!;
     expect(metadata.kind).toBe(ModelKind.IMAGE);
+    // Concurrent one-image calls share runs (the statistics count runs per batch size); 16 is
+    // the per-client limit of expensive calls in flight.
+    await Promise.all(digits.slice(0, 16).map((d) => predictorClient.classifyImages({ model: "digits_image", images: [d.png] })));
+    const [stats] = (await oip.modelStatistics({ name: "digits_image", version: "1" })).modelStats;
+    expect(Math.max(...stats.batchStats.map((b) => Number(b.batchSize)))).toBeGreaterThan(1);
   });
 
   it("refuses a truncated, an unsupported and an oversized image precisely, before decoding a bomb, and stays SERVING", async () => {

@@ -64,6 +64,18 @@ export interface ModelMetadataFile extends Partial<ClassifierMetadata> {
   readonly sample_inputs?: Readonly<Record<string, SampleTensor>>;
   /** An image model's preprocessing: encoded images become its input tensor. */
   readonly preprocessing?: PreprocessingFile;
+  /** How the Predictor runs the model: batching across requests, onnxruntime's threads. */
+  readonly serving?: ServingFile;
+}
+
+/** metadata.json's "serving": per-model run settings. */
+export interface ServingFile {
+  /** Most entries (along the batch dimension) one run takes from concurrent requests. */
+  readonly max_batch?: number;
+  /** How long an idle model waits for more requests before running (0: never waits). */
+  readonly batch_delay_ms?: number;
+  /** onnxruntime's threads for one run of this model (ORT_INTRA_OP_THREADS otherwise). */
+  readonly intra_op_threads?: number;
 }
 
 /** A model whose metadata or graph is wrong; the message says what is wrong. */
@@ -111,6 +123,13 @@ export function parseModelMetadata(text: string, expect: { name?: string; versio
         problems.push(`sample_inputs.${name} has ${sample.data.length} elements for shape [${sample.shape.join(", ")}]`);
       }
     }
+  }
+  if (metadata.serving !== undefined) {
+    const { max_batch, batch_delay_ms, intra_op_threads } = metadata.serving ?? {};
+    const whole = (v: unknown, min: number, max: number) => v === undefined || (Number.isInteger(v) && (v as number) >= min && (v as number) <= max);
+    if (!whole(max_batch, 1, 100_000)) problems.push("serving.max_batch must be a whole number from 1 to 100000");
+    if (!whole(batch_delay_ms, 0, 1000)) problems.push("serving.batch_delay_ms must be a whole number from 0 to 1000");
+    if (!whole(intra_op_threads, 1, 64)) problems.push("serving.intra_op_threads must be a whole number from 1 to 64");
   }
   const given = classifierFields.filter((f) => metadata[f] !== undefined);
   if (given.length > 0) problems.push(...classifierProblems(metadata, given));

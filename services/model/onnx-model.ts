@@ -72,7 +72,7 @@ export async function openOnnxModel(onnx: Uint8Array, metadata: ModelMetadataFil
   try {
     session = await ort.InferenceSession.create(onnx, {
       executionProviders: ["cpu"],
-      intraOpNumThreads: options.intraOpThreads,
+      intraOpNumThreads: metadata?.serving?.intra_op_threads ?? options.intraOpThreads,
       interOpNumThreads: 1,
       graphOptimizationLevel: "all",
     });

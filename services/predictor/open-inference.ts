@@ -14,6 +14,7 @@ import {
 } from "../model/tensors.js";
 import type { Inference, InferenceKind, ModelInput, TensorInput } from "./inference.js";
 import type { LoadedVersion } from "./serving-table.js";
+import { batchable } from "./tensor-batcher.js";
 
 /*
  * The Open Inference Protocol's model, shared by its gRPC service (oip-service.ts) and its
@@ -307,6 +308,13 @@ function readTensors(loaded: LoadedVersion, inputs: readonly InferInput[]): Reco
   }
   const missing = names.filter((n) => !(n in feeds));
   if (missing.length > 0) throw new ConnectError(`${where} takes inputs ${names.join(", ")}; the request lacks ${missing.join(", ")}`, Code.InvalidArgument);
+  // Inputs batched along their first dimension must agree on it (requests are joined along it).
+  if (batchable(loaded.signature)) {
+    const firsts = new Set(Object.values(feeds).map((t) => t.dims[0]));
+    if (firsts.size > 1) {
+      throw new ConnectError(`the inputs of ${where} disagree on their first (batch) dimension: ${Object.entries(feeds).map(([n, t]) => `${n} has ${t.dims[0]}`).join(", ")}`, Code.InvalidArgument);
+    }
+  }
   return feeds;
 }
 

@@ -5,9 +5,13 @@ import { ImageError, type ImageLimits } from "../model/preprocessing.js";
 import { shapeText, type HostTensor, type Signature } from "../model/tensors.js";
 import { InferenceBatcher } from "./inference-batcher.js";
 import { InferenceStats } from "./inference-stats.js";
+import { batchable, TensorBatcher } from "./tensor-batcher.js";
 
 /** Rows per onnxruntime run when concurrent requests are coalesced (one request may be 10,000). */
 const maxBatchRows = 10_000;
+
+/** Images per run of an image model unless its metadata says (serving.max_batch). */
+const maxBatchImages = 32;
 
 /** A model version that could not be loaded, and why. */
 export interface LoadFailure {
@@ -25,6 +29,8 @@ export class LoadedVersion {
   /** Cumulative statistics of this version (ModelStatistics, and its Prometheus metrics). */
   readonly stats: InferenceStats;
   readonly #batcher: InferenceBatcher | undefined;
+  /** Cross-request batching of tensors, for a graph batched along its first dimension. */
+  readonly #tensorBatcher: TensorBatcher | undefined;
   #inFlight = 0;
   #retired: (() => void) | undefined;
 
@@ -50,6 +56,15 @@ export class LoadedVersion {
         maxBatchRows,
         (rows, computeMs, waitsMs) => this.stats.recordRun(rows, computeMs, waitsMs),
       );
+    const serving = model.metadata?.serving;
+    this.#tensorBatcher =
+      classifier === undefined && batchable(model.signature)
+        ? new TensorBatcher((feeds, fetches) => model.run(feeds, fetches), {
+            maxRows: serving?.max_batch ?? (model.image ? maxBatchImages : maxBatchRows),
+            delayMs: serving?.batch_delay_ms ?? 0,
+            observe: (rows, computeMs, waitsMs) => this.stats.recordRun(rows, computeMs, waitsMs),
+          })
+        : undefined;
   }
 
   /** metadata.json, when the version has one. */
@@ -122,13 +137,22 @@ export class LoadedVersion {
     return this.#batcher!.classify(features, rowCount);
   }
 
-  /** Runs the graph on tensors (each input by name), answering the `fetches` outputs. */
+  /**
+   * Runs the graph on tensors (each input by name), answering the `fetches` outputs; concurrent
+   * calls share runs when the graph batches along its first dimension.
+   */
   async runTensors(feeds: Readonly<Record<string, HostTensor>>, fetches: readonly string[]): Promise<Record<string, HostTensor>> {
-    const started = performance.now();
-    const outputs = await this.model.run(feeds, fetches);
-    const rows = Object.values(feeds)[0]?.dims[0] ?? 1;
-    this.stats.recordRun(rows, performance.now() - started, [0]);
-    return outputs;
+    try {
+      if (this.#tensorBatcher !== undefined) return await this.#tensorBatcher.submit(feeds, fetches);
+      const started = performance.now();
+      const outputs = await this.model.run(feeds, fetches);
+      this.stats.recordRun(Object.values(feeds)[0]?.dims[0] ?? 1, performance.now() - started, [0]);
+      return outputs;
+    } catch (err) {
+      // The inputs passed every check of the signature; onnxruntime's own checks go further
+      // (a symbolic dimension two inputs share, a value an operator refuses).
+      throw new ConnectError(`model "${this.name}" v${this.version} could not run on this input: ${(err as Error).message}`, Code.InvalidArgument);
+    }
   }
 
   enter(): void {
