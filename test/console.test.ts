@@ -9,6 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { gzipSync } from "node:zlib";
 import { chromium, type Browser, type BrowserContext, type Page } from "playwright-core";
+import sharp from "sharp";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ModelRegistryService } from "../gen/mlmesh/registry/v1/registry_pb.js";
 import { bootstrapRegistry } from "../services/cli/bootstrap.js";
@@ -215,6 +216,18 @@ describe("web console in headless Chromium", () => {
     await page.click("[data-testid=try-infer]");
     await expect.poll(() => page.textContent("[data-testid=try-response]")).toContain('"model_name": "diabetes_high_risk"');
     await inspect(page, "model-tensor");
+    // An image model: an image file through ClassifyImages, its top labels shown.
+    await open("/models/digits/digits_image", page);
+    await expect.poll(() => page.isChecked("[data-testid=try-mode-image]")).toBe(true);
+    const { images, levels } = (JSON.parse(await readFile(join(repoRoot, "test/fixtures/tensor-models.json"), "utf8")) as { digits_image: { levels: number; images: { pixels: number[]; label: string }[] } }).digits_image;
+    const digit = images.find((d) => d.label === "0")!;
+    const png = join(artifactDir, "zero.png");
+    await sharp(Buffer.from(digit.pixels.map((v) => Math.round((v * 255) / levels))), { raw: { width: 8, height: 8, channels: 1 } }).resize(64, 64, { kernel: "nearest" }).png().toFile(png);
+    await page.setInputFiles("[data-testid=try-image-file]", png);
+    await page.click("[data-testid=try-classify]");
+    await expect.poll(() => page.locator("[data-testid=try-top] li strong").allInnerTexts()).toHaveLength(5);
+    expect((await page.locator("[data-testid=try-top] li strong").allInnerTexts())[0]).toBe("0");
+    await inspect(page, "model-image");
     await page.close();
   });
 

@@ -61,7 +61,7 @@ export async function consoleFiles(config: ConsoleConfig, bundle: WebBundle, api
   ]);
   // The page may call the configured services and nothing else.
   const services = [config.predictorUrl, config.proxyUrl, config.batchUrl, config.registryUrl].join(" ");
-  const csp = `default-src 'self'; connect-src 'self' ${services}; style-src 'self' 'unsafe-inline'; img-src 'self' data:`;
+  const csp = `default-src 'self'; connect-src 'self' ${services}; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:`;
 
   const files: HttpRoute = {
     name: "GET console files",

@@ -6,8 +6,9 @@ import { useAction } from "../lib/use-load";
 import { Done, ErrorBanner } from "./status";
 
 /**
- * Pushes a new version from two files, picked or dropped together (ADMIN): model.onnx and
- * metadata.json, as `mlmesh models push` does from a folder (lib/upload.ts says how).
+ * Pushes a new version from its files, picked or dropped together (ADMIN): model.onnx, and
+ * metadata.json when the model has one, as `mlmesh models push` does from a folder
+ * (lib/upload.ts says how).
  */
 export function PushVersion({ model, experiments, onPushed }: { model: Model; experiments: Experiment[]; onPushed: () => void }) {
   const { endpoints, token } = useSettings();
@@ -42,7 +43,7 @@ export function PushVersion({ model, experiments, onPushed }: { model: Model; ex
       }}
       onSubmit={(e) => {
         e.preventDefault();
-        if (onnx === undefined || metadata === undefined) return;
+        if (onnx === undefined) return;
         const form = e.currentTarget;
         void action.run(async () => {
           const version = await uploadVersion(endpoints.registryUrl, token, { modelId: model.id, description, experimentId, alias: alias.trim() }, { model: onnx, metadata }, setProgress);
@@ -58,7 +59,10 @@ export function PushVersion({ model, experiments, onPushed }: { model: Model; ex
         });
       }}
     >
-      <p class="muted">Pick the two files, or drop them both on this form. The registry checks the metadata against the ONNX graph before it stores anything.</p>
+      <p class="muted">
+        Pick model.onnx, and metadata.json when the model has one (a classifier or an image model), or drop them on this form. The registry reads the signature from the graph,
+        checks the metadata against it and runs its sample before it stores anything.
+      </p>
       <label>
         model.onnx <input type="file" accept=".onnx" data-testid="push-onnx" onChange={(e) => take(e.currentTarget.files)} />
         <span class="muted small">{onnx ? `${onnx.name}, ${onnx.size} bytes` : ""}</span>
@@ -83,7 +87,7 @@ export function PushVersion({ model, experiments, onPushed }: { model: Model; ex
         Then point alias <input data-testid="push-alias" size={12} placeholder="(none)" value={alias} onInput={(e) => setAlias(e.currentTarget.value)} /> at it
       </label>
       <div class="buttons">
-        <button type="submit" class="primary" data-testid="push-submit" disabled={action.busy || onnx === undefined || metadata === undefined}>
+        <button type="submit" class="primary" data-testid="push-submit" disabled={action.busy || onnx === undefined}>
           Push version
         </button>
         <span class="muted" role="status">

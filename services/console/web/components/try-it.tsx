@@ -1,12 +1,12 @@
 import { useState } from "preact/hooks";
-import type { ModelMetadata } from "../../../../gen/mlmesh/predictor/v1/predictor_pb.js";
+import { ModelKind, type ModelMetadata } from "../../../../gen/mlmesh/predictor/v1/predictor_pb.js";
 import { useClients } from "../lib/clients";
 import { fetchJson } from "../lib/errors";
 import { authorization, useSettings } from "../lib/settings";
 import { useAction } from "../lib/use-load";
 import { ErrorBanner } from "./status";
 
-type Mode = "rows" | "tensors";
+type Mode = "rows" | "tensors" | "image";
 
 /**
  * A form generated from a served version's signature: for a classifier, a row of labelled
@@ -19,8 +19,9 @@ export function TryIt({ name, served }: { name: string; served: ModelMetadata[] 
   const metadata = served.find((m) => m.version === chosen) ?? served.find((m) => m.aliases.includes("production")) ?? served[0];
   const [mode, setMode] = useState<Mode>("rows");
   if (metadata === undefined) return <p class="muted" data-testid="try-none">No Predictor serves {name} right now.</p>;
-  const classifier = metadata.featureNames.length > 0 && metadata.labels.length > 0;
-  const shownMode = classifier ? mode : "tensors";
+  const classifier = metadata.kind === ModelKind.CLASSIFIER;
+  const image = metadata.kind === ModelKind.IMAGE;
+  const shownMode = mode === "rows" && !classifier ? (image ? "image" : "tensors") : mode === "image" && !image ? "tensors" : mode;
   return (
     <div class="try-it" data-testid="try-it">
       <div class="toolbar">
@@ -41,11 +42,20 @@ export function TryIt({ name, served }: { name: string; served: ModelMetadata[] 
             <input type="radio" name="try-mode" data-testid="try-mode-rows" checked={shownMode === "rows"} disabled={!classifier} onChange={() => setMode("rows")} /> rows (Predict)
           </label>
           <label>
+            <input type="radio" name="try-mode" data-testid="try-mode-image" checked={shownMode === "image"} disabled={!image} onChange={() => setMode("image")} /> an image file (ClassifyImages)
+          </label>
+          <label>
             <input type="radio" name="try-mode" data-testid="try-mode-tensors" checked={shownMode === "tensors"} onChange={() => setMode("tensors")} /> JSON tensors (Open Inference Protocol)
           </label>
         </fieldset>
       </div>
-      {shownMode === "rows" ? <RowsForm key={`${metadata.name}@${metadata.version}`} metadata={metadata} /> : <TensorsForm key={`${metadata.name}@${metadata.version}`} metadata={metadata} />}
+      {shownMode === "rows" ? (
+        <RowsForm key={`${metadata.name}@${metadata.version}`} metadata={metadata} />
+      ) : shownMode === "image" ? (
+        <ImageForm key={`${metadata.name}@${metadata.version}`} metadata={metadata} />
+      ) : (
+        <TensorsForm key={`${metadata.name}@${metadata.version}`} metadata={metadata} />
+      )}
     </div>
   );
 }
@@ -127,6 +137,64 @@ function RowsForm({ metadata }: { metadata: ModelMetadata }) {
         </button>
       </div>
       <ErrorBanner error={action.error} testId="try-error" />
+    </form>
+  );
+}
+
+/** An image file (picked or dropped) through ClassifyImages: the model's preprocessing runs on the Predictor. */
+function ImageForm({ metadata }: { metadata: ModelMetadata }) {
+  const { predictor } = useClients();
+  const { endpoints } = useSettings();
+  const action = useAction({ name: "Predictor", url: endpoints.predictorUrl });
+  const [file, setFile] = useState<File | undefined>(undefined);
+  const [preview, setPreview] = useState<string | undefined>(undefined);
+  const [top, setTop] = useState<{ label: string; score: number }[]>([]);
+  const pick = (files: FileList | null) => {
+    const chosen = files?.[0];
+    if (chosen === undefined) return;
+    setFile(chosen);
+    setTop([]);
+    setPreview(URL.createObjectURL(chosen));
+  };
+  return (
+    <form
+      data-testid="try-image"
+      class="push"
+      onDragOver={(e) => e.preventDefault()}
+      onDrop={(e) => {
+        e.preventDefault();
+        pick(e.dataTransfer?.files ?? null);
+      }}
+      onSubmit={(e) => {
+        e.preventDefault();
+        if (file === undefined) return;
+        void action.run(async () => {
+          const image = new Uint8Array(await file.arrayBuffer());
+          const { results } = await predictor.classifyImages({ model: metadata.name, version: metadata.version, images: [image], topK: 5 });
+          setTop(results[0].top.map((t) => ({ label: t.label, score: t.score })));
+          return undefined;
+        });
+      }}
+    >
+      <label>
+        Image (PNG, JPEG or WebP) <input type="file" accept="image/png,image/jpeg,image/webp" data-testid="try-image-file" onChange={(e) => pick(e.currentTarget.files)} />
+      </label>
+      {preview ? <img src={preview} alt={`the chosen image, ${file?.name ?? ""}`} class="preview" /> : null}
+      <div class="buttons">
+        <button type="submit" class="primary" data-testid="try-classify" disabled={action.busy || file === undefined}>
+          Classify
+        </button>
+      </div>
+      <ErrorBanner error={action.error} testId="try-error" />
+      {top.length > 0 ? (
+        <ol data-testid="try-top" aria-label="Top labels">
+          {top.map((t) => (
+            <li>
+              <strong>{t.label}</strong> {t.score.toFixed(4)}
+            </li>
+          ))}
+        </ol>
+      ) : null}
     </form>
   );
 }

@@ -15,7 +15,8 @@ const chunkBytes = 1024 * 1024;
 
 export interface VersionFiles {
   readonly model: File;
-  readonly metadata: File;
+  /** Absent for a plain tensor model. */
+  readonly metadata: File | undefined;
 }
 
 /**
@@ -37,7 +38,7 @@ export async function uploadVersion(
 ): Promise<ModelVersion> {
   const named = [
     { name: "model.onnx", file: files.model },
-    { name: "metadata.json", file: files.metadata },
+    ...(files.metadata === undefined ? [] : [{ name: "metadata.json", file: files.metadata }]),
   ];
   const contents: Uint8Array[] = [];
   for (const { name, file } of named) {
