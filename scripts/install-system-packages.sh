@@ -5,6 +5,7 @@
 #   prometheus      Prometheus 2.42 with promtool: scrapes the services and checks the rules
 #   postgresql      the second database every storage test runs on
 #   openssl, curl   the security tests make a development CA and call the services over HTTPS
+#   redis-server    the shared prediction cache the Predictor replicas use in the tests
 # Packages' own services are not started by apt (policy-rc.d): the tests start what they need.
 set -euo pipefail
 missing=()
@@ -14,6 +15,7 @@ command -v docker-compose >/dev/null || missing+=(docker-compose)
 command -v pg_lsclusters >/dev/null || missing+=(postgresql)
 command -v openssl >/dev/null || missing+=(openssl)
 command -v curl >/dev/null || missing+=(curl)
+command -v redis-server >/dev/null || missing+=(redis-server)
 [ ${#missing[@]} -eq 0 ] && exit 0
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"

@@ -1,5 +1,6 @@
 import { fileURLToPath } from "node:url";
 import type { ImageLimits } from "../model/preprocessing.js";
+import type { CacheSettings } from "./prediction-cache.js";
 import { ConfigError, envDurationMs, envInt, envString, type Env } from "../runtime/env/variables.js";
 
 /** Which registry models a Predictor serves: every model of some projects, or named ones. */
@@ -28,6 +29,8 @@ export interface PredictorConfig {
   readonly intraOpThreads: number;
   /** PREDICTOR_IMAGE_MAX_BYTES and PREDICTOR_IMAGE_MAX_PIXELS: what one image may be before it is decoded. */
   readonly imageLimits: ImageLimits;
+  /** PREDICTOR_CACHE_*: the prediction cache (off unless PREDICTOR_CACHE_MODELS names models). */
+  readonly cache: CacheSettings;
 }
 
 const bundledModels = fileURLToPath(new URL("../../models", import.meta.url));
@@ -50,7 +53,23 @@ export function loadPredictorConfig(env: Env): PredictorConfig {
       maxBytes: envInt(env, "PREDICTOR_IMAGE_MAX_BYTES", 16 * 1024 * 1024, 1024, 1024 * 1024 * 1024),
       maxPixels: envInt(env, "PREDICTOR_IMAGE_MAX_PIXELS", 40_000_000, 1, 1_000_000_000),
     },
+    cache: loadCacheSettings(env),
   });
+}
+
+function loadCacheSettings(env: Env): CacheSettings {
+  const raw = envString(env, "PREDICTOR_CACHE_MODELS", "").trim();
+  const names = raw.split(",").map((n) => n.trim()).filter((n) => n !== "");
+  for (const n of names) if (n !== "*" && !new RegExp(`^${name}$`).test(n)) throw new ConfigError("PREDICTOR_CACHE_MODELS", `"${n}" is not a model name (or "*")`);
+  const redisUrl = envString(env, "PREDICTOR_CACHE_REDIS_URL", "");
+  if (redisUrl !== "" && !/^rediss?:\/\/\S+$/.test(redisUrl)) throw new ConfigError("PREDICTOR_CACHE_REDIS_URL", `must be redis://host:port, got "${redisUrl}"`);
+  return {
+    models: names.includes("*") ? "*" : new Set(names),
+    maxBytes: envInt(env, "PREDICTOR_CACHE_MAX_BYTES", 64 * 1024 * 1024, 0, 64 * 1024 * 1024 * 1024),
+    ttlMs: envDurationMs(env, "PREDICTOR_CACHE_TTL", 600_000, 1000, 30 * 86_400_000),
+    redisUrl: redisUrl === "" ? undefined : redisUrl,
+    redisTimeoutMs: envDurationMs(env, "PREDICTOR_CACHE_REDIS_TIMEOUT", 25, 1, 10_000),
+  };
 }
 
 /** "*", or comma-separated "project/*" and "project/model" entries. */

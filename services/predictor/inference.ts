@@ -1,4 +1,5 @@
 import type { HostTensor } from "../model/tensors.js";
+import type { CacheCodec, PredictionCache } from "./prediction-cache.js";
 import type { LoadedVersion, ServingTable } from "./serving-table.js";
 
 /*
@@ -37,6 +38,8 @@ export interface InferenceKind<Input, Answer, Prepared extends ModelInput | Tens
   prepare(loaded: LoadedVersion, input: Input): Prepared | Promise<Prepared>;
   /** The answer, from the model's probabilities ([rowCount, labels], packed) or output tensors. */
   answer(loaded: LoadedVersion, input: Input, prepared: Prepared, computed: Computed<Prepared>): Answer;
+  /** How answers of this kind are cached, for the models the prediction cache is on for; none: never. */
+  readonly cache?: CacheCodec<Input, Answer>;
 }
 
 /**
@@ -64,7 +67,11 @@ export type InferenceObserver = (event: InferenceEvent) => void;
 export class Inference {
   readonly #observers: InferenceObserver[] = [];
 
-  constructor(readonly table: ServingTable) {}
+  constructor(
+    readonly table: ServingTable,
+    /** The prediction cache (PREDICTOR_CACHE_MODELS); undefined: off. */
+    private readonly cache?: PredictionCache,
+  ) {}
 
   /** Adds an observer of every inference; returns the function that removes it. */
   observe(observer: InferenceObserver): () => void {
@@ -81,7 +88,13 @@ export class Inference {
    * answer is ready.
    */
   run<Input, Answer, Prepared extends ModelInput | TensorInput>(model: string, version: number, kind: InferenceKind<Input, Answer, Prepared>, input: Input): Promise<Answer> {
-    return this.table.use(model, version, (loaded) => this.#runOn(loaded, kind, input));
+    return this.table.use(model, version, (loaded) => {
+      const { cache } = this;
+      if (cache !== undefined && kind.cache !== undefined && cache.enabledFor(loaded.name)) {
+        return cache.through(loaded, kind.name, kind.cache, input, () => this.#runOn(loaded, kind, input));
+      }
+      return this.#runOn(loaded, kind, input);
+    });
   }
 
   async #runOn<Input, Answer, Prepared extends ModelInput | TensorInput>(loaded: LoadedVersion, kind: InferenceKind<Input, Answer, Prepared>, input: Input): Promise<Answer> {

@@ -17,6 +17,7 @@ import { ServingTable, type Snapshot } from "./serving-table.js";
 import { createInferenceService } from "./oip-service.js";
 import { createInferenceRestRoutes } from "./oip-rest.js";
 import { Inference } from "./inference.js";
+import { PredictionCache } from "./prediction-cache.js";
 import { createPredictorService } from "./service.js";
 
 /**
@@ -32,7 +33,9 @@ export function main(env: Env): Promise<void> {
   return runService("predictor", env, async ({ config, logger, tracing, gatekeeper, meshCredentials }) => {
     const predictorConfig = loadPredictorConfig(env);
     const table = new ServingTable();
-    const inference = new Inference(table);
+    const { cache: cacheSettings } = predictorConfig;
+    const cache = cacheSettings.models === "*" || cacheSettings.models.size > 0 ? new PredictionCache(cacheSettings, logger) : undefined;
+    const inference = new Inference(table, cache);
     watchServingTable(table);
     const loader = new ModelLoader(table, { intraOpThreads: predictorConfig.intraOpThreads, imageLimits: predictorConfig.imageLimits, logger });
     const stop = new AbortController();
@@ -57,7 +60,13 @@ export function main(env: Env): Promise<void> {
       const snapshot = await loadFolder(predictorConfig.modelDir, loader, logger);
       const server = await startServer(serving);
       setHealth(server, snapshot);
-      return { server, close: () => table.close() };
+      return {
+        server,
+        async close() {
+          cache?.close();
+          await table.close();
+        },
+      };
     }
     const server = await startServer(serving);
     server.health.setAll(ServingStatus.NOT_SERVING); // until the registry's models are loaded
@@ -68,6 +77,7 @@ export function main(env: Env): Promise<void> {
       server,
       async close() {
         stop.abort();
+        cache?.close();
         await table.close();
       },
     };

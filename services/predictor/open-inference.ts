@@ -161,6 +161,16 @@ export const inferKind: InferenceKind<InferRequest, { loaded: LoadedVersion; out
     const input = loaded.requireImageModel().preprocessor.input.name;
     return loaded.preprocessImages(images).then((tensor) => ({ feeds: { [input]: tensor }, fetches: outputs }));
   },
+  cache: {
+    key: (request) => [
+      request.outputs.join(","),
+      ...[...request.inputs]
+        .sort((a, b) => a.name.localeCompare(b.name))
+        .flatMap((input) => [input.name, input.datatype, input.shape.join(","), input.data.kind, ...dataParts(input.data)]),
+    ],
+    encode: (answer) => encodeOutputs(answer.outputs),
+    decode: (bytes, loaded) => ({ loaded, outputs: decodeOutputs(bytes) }),
+  },
   answer(loaded, _request, prepared, computed) {
     if ("feeds" in prepared) {
       const tensors = computed as Record<string, HostTensor>;
@@ -500,4 +510,44 @@ export function jsonValuesOf(out: InferOutput): unknown[] {
   if (out.datatype === "FP16") return Array.from(out.data as Uint16Array, halfToNumber);
   if (out.data instanceof BigInt64Array || out.data instanceof BigUint64Array) return Array.from(out.data, Number);
   return Array.from(out.data as Float32Array);
+}
+
+/** An input's contents as key parts: raw bytes as they are, typed and JSON values as canonical text. */
+function dataParts(data: InputData): (Uint8Array | string)[] {
+  const text = (values: ArrayLike<unknown>) =>
+    JSON.stringify(Array.from(values, (v) => (typeof v === "bigint" ? `${v}n` : v instanceof Uint8Array ? Buffer.from(v).toString("base64") : v)));
+  switch (data.kind) {
+    case "raw":
+      return [data.bytes];
+    case "typed":
+      return [data.field, text(data.values)];
+    case "json":
+      return [text(data.values)];
+    case "none":
+      return [];
+  }
+}
+
+/** Outputs as bytes for the shared cache: a 4-byte length, a JSON header (name, datatype, shape, size), then each output's raw bytes. */
+function encodeOutputs(outputs: readonly InferOutput[]): Uint8Array {
+  const payloads = outputs.map(rawBytesOf);
+  const header = Buffer.from(JSON.stringify(outputs.map((o, i) => ({ name: o.name, datatype: o.datatype, shape: o.shape, size: payloads[i].length }))));
+  const length = Buffer.alloc(4);
+  length.writeUInt32LE(header.length);
+  return Buffer.concat([length, header, ...payloads]);
+}
+
+function decodeOutputs(bytes: Uint8Array): InferOutput[] {
+  const buffer = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const headerLength = buffer.readUInt32LE(0);
+  const header = JSON.parse(buffer.subarray(4, 4 + headerLength).toString("utf8")) as { name: string; datatype: string; shape: number[]; size: number }[];
+  let offset = 4 + headerLength;
+  return header.map(({ name, datatype, shape, size }) => {
+    const raw = buffer.subarray(offset, offset + size);
+    offset += size;
+    const elements = shape.reduce((a, b) => a * b, 1);
+    const dtype = dtypeOfOipDatatype.get(datatype)!;
+    const data = dtype === "string" ? splitBytesElements(`output "${name}"`, elements, raw).map((b) => Buffer.from(b).toString("utf8")) : fromRaw(`output "${name}"`, dtype, elements, raw);
+    return { name, datatype, shape, data };
+  });
 }

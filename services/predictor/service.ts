@@ -1,5 +1,5 @@
-import type { MessageInitShape } from "@bufbuild/protobuf";
-import { InvalidRows, ModelKind, type ClassifyImagesResponseSchema, type ModelMetadataSchema, type PredictorService } from "../../gen/mlmesh/predictor/v1/predictor_pb.js";
+import { create, fromBinary, toBinary, type MessageInitShape } from "@bufbuild/protobuf";
+import { ClassifyImagesResponseSchema, InvalidRows, ModelKind, type ModelMetadataSchema, type PredictorService } from "../../gen/mlmesh/predictor/v1/predictor_pb.js";
 import type { HostTensor } from "../model/tensors.js";
 import type { PartialServiceImpl } from "../runtime/serve/registration.js";
 import { pageOf } from "../runtime/serve/pagination.js";
@@ -114,6 +114,12 @@ const classifyImagesKind: InferenceKind<ImagesInput, MessageInitShape<typeof Cla
       return { top: order.map((c) => ({ label: labels[c], score: row[c] })) };
     });
     return { model: loaded.name, version: loaded.version, results };
+  },
+  // The key: the images' bytes and top_k (a hit decodes nothing and runs nothing).
+  cache: {
+    key: ({ images, topK }) => [String(topK), ...images],
+    encode: (answer) => toBinary(ClassifyImagesResponseSchema, create(ClassifyImagesResponseSchema, answer)),
+    decode: (bytes) => fromBinary(ClassifyImagesResponseSchema, bytes),
   },
 };
 
