@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Everything the tests need, installed side by side (each step is idempotent and fast when
 # already done): npm packages, Debian packages (one apt-get call), grpcurl and ghz from the Go
-# module proxy, tritonclient in a venv; then Prometheus is linked. Each step's output goes to
+# module proxy, tritonclient in a venv, the ResNet-50 test model (random weights, built with the
+# training venv); then Prometheus is linked. Each step's output goes to
 # stderr prefixed with its name; any failure fails the whole, after all steps have ended.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +17,7 @@ step npm scripts/ensure-deps.sh
 step apt scripts/install-system-packages.sh
 step go scripts/install-tools.sh
 step python scripts/install-python-clients.sh
+step resnet50 scripts/make-resnet50.sh
 failed=()
 for i in "${!pids[@]}"; do
   wait "${pids[$i]}" || failed+=("${names[$i]}")

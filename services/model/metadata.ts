@@ -76,6 +76,8 @@ export interface ServingFile {
   readonly batch_delay_ms?: number;
   /** onnxruntime's threads for one run of this model (ORT_INTRA_OP_THREADS otherwise). */
   readonly intra_op_threads?: number;
+  /** Run the model in a worker thread of its own (by default: when model.onnx is at least PREDICTOR_WORKER_MODEL_BYTES). */
+  readonly worker?: boolean;
 }
 
 /** A model whose metadata or graph is wrong; the message says what is wrong. */
@@ -130,6 +132,7 @@ export function parseModelMetadata(text: string, expect: { name?: string; versio
     if (!whole(max_batch, 1, 100_000)) problems.push("serving.max_batch must be a whole number from 1 to 100000");
     if (!whole(batch_delay_ms, 0, 1000)) problems.push("serving.batch_delay_ms must be a whole number from 0 to 1000");
     if (!whole(intra_op_threads, 1, 64)) problems.push("serving.intra_op_threads must be a whole number from 1 to 64");
+    if (metadata.serving?.worker !== undefined && typeof metadata.serving.worker !== "boolean") problems.push("serving.worker must be true or false");
   }
   const given = classifierFields.filter((f) => metadata[f] !== undefined);
   if (given.length > 0) problems.push(...classifierProblems(metadata, given));

@@ -3,6 +3,7 @@ import * as ort from "onnxruntime-node";
 import { isClassifierMetadata, ModelArtifactError, type ClassifierMetadata, type ModelMetadataFile, type TensorSpecFile } from "./metadata.js";
 import { checkedPreprocessor, type Preprocessor } from "./preprocessing.js";
 import { allocate, isDtype, numberToHalf, type Dtype, type HostTensor, type Signature, type TensorSpec } from "./tensors.js";
+import { WorkerSession } from "./worker-session.js";
 
 /*
  * A model version as mlmesh serves it, shared by the registry (which checks an upload), the
@@ -55,6 +56,11 @@ export interface ImageModel {
 export interface SessionOptions {
   /** Threads of one run (intra-op); inter-op stays 1: runs of one model queue, not interleave. */
   readonly intraOpThreads: number;
+  /**
+   * A model.onnx at least this large runs in a worker thread of its own (worker-session.ts),
+   * unless its metadata says (serving.worker); classifiers run on the calling thread.
+   */
+  readonly workerThresholdBytes?: number;
 }
 
 /**
@@ -68,31 +74,48 @@ export interface SessionOptions {
 export async function openOnnxModel(onnx: Uint8Array, metadata: ModelMetadataFile | undefined, options: SessionOptions): Promise<OnnxModel> {
   const sha256 = sha256Hex(onnx);
   if (metadata?.sha256 !== undefined && sha256 !== metadata.sha256) throw new ModelArtifactError(`model.onnx has sha256 ${sha256}, metadata.json says ${metadata.sha256}`);
+  const intraOpThreads = metadata?.serving?.intra_op_threads ?? options.intraOpThreads;
+  const inWorker = !isClassifierMetadata(metadata) && (metadata?.serving?.worker ?? onnx.length >= (options.workerThresholdBytes ?? Number.POSITIVE_INFINITY));
+  if (inWorker) return checkedModel(sha256, metadata, await WorkerSession.open(onnx, intraOpThreads));
   let session: ort.InferenceSession;
   try {
     session = await ort.InferenceSession.create(onnx, {
       executionProviders: ["cpu"],
-      intraOpNumThreads: metadata?.serving?.intra_op_threads ?? options.intraOpThreads,
+      intraOpNumThreads: intraOpThreads,
       interOpNumThreads: 1,
       graphOptimizationLevel: "all",
     });
   } catch (err) {
     throw new ModelArtifactError(`model.onnx does not load in onnxruntime: ${(err as Error).message}`);
   }
+  const run = async (feeds: Readonly<Record<string, HostTensor>>, fetches: readonly string[]) => {
+    const inputs: Record<string, ort.Tensor> = {};
+    for (const [name, tensor] of Object.entries(feeds)) inputs[name] = new ort.Tensor(tensor.dtype, tensor.data as ort.Tensor.DataType, tensor.dims);
+    const results = await session.run(inputs, fetches);
+    const outputs: Record<string, HostTensor> = {};
+    for (const name of fetches) {
+      const t = results[name];
+      outputs[name] = { dtype: t.type as Dtype, dims: [...t.dims], data: t.data as HostTensor["data"] };
+    }
+    return outputs;
+  };
+  const classifier = isClassifierMetadata(metadata) ? () => checkedClassifier(session, metadata) : undefined;
+  return checkedModel(sha256, metadata, { metadata: { inputs: session.inputMetadata, outputs: session.outputMetadata }, run, release: () => session.release() }, classifier);
+}
+
+/** A session, on this thread or a worker's: what checkedModel needs of it. */
+interface SessionLike {
+  readonly metadata: { readonly inputs: readonly ort.InferenceSession.ValueMetadata[]; readonly outputs: readonly ort.InferenceSession.ValueMetadata[] };
+  run(feeds: Readonly<Record<string, HostTensor>>, fetches: readonly string[]): Promise<Record<string, HostTensor>>;
+  release(): Promise<void>;
+}
+
+/** The signature, the classifier and image sides, and the sample run; the session is released on any failure. */
+async function checkedModel(sha256: string, metadata: ModelMetadataFile | undefined, session: SessionLike, classifierOf?: () => Promise<Classifier>): Promise<OnnxModel> {
   try {
-    const signature = signatureOf(session);
-    const run = async (feeds: Readonly<Record<string, HostTensor>>, fetches: readonly string[]) => {
-      const inputs: Record<string, ort.Tensor> = {};
-      for (const [name, tensor] of Object.entries(feeds)) inputs[name] = new ort.Tensor(tensor.dtype, tensor.data as ort.Tensor.DataType, tensor.dims);
-      const results = await session.run(inputs, fetches);
-      const outputs: Record<string, HostTensor> = {};
-      for (const name of fetches) {
-        const t = results[name];
-        outputs[name] = { dtype: t.type as Dtype, dims: [...t.dims], data: t.data as HostTensor["data"] };
-      }
-      return outputs;
-    };
-    const classifier = isClassifierMetadata(metadata) ? await checkedClassifier(session, metadata) : undefined;
+    const signature = signatureOf(session.metadata);
+    const run = (feeds: Readonly<Record<string, HostTensor>>, fetches: readonly string[]) => session.run(feeds, fetches);
+    const classifier = classifierOf === undefined ? undefined : await classifierOf();
     const image = metadata?.preprocessing === undefined ? undefined : imageModelOf(metadata, signature);
     if (classifier === undefined && metadata?.sample_inputs !== undefined) {
       await run(sampleFeeds(signature, metadata.sample_inputs), signature.outputs.map((o) => o.name));
@@ -117,13 +140,13 @@ function imageModelOf(metadata: ModelMetadataFile, signature: Signature): ImageM
 }
 
 /** The graph's inputs and outputs; a graph with a non-tensor value (a sequence, a map) is refused. */
-function signatureOf(session: ort.InferenceSession): Signature {
+function signatureOf(session: SessionLike["metadata"]): Signature {
   const spec = (role: string, m: ort.InferenceSession.ValueMetadata): TensorSpec => {
     if (!m.isTensor) throw new ModelArtifactError(`${role} "${m.name}" is not a tensor (a sequence or a map): mlmesh serves tensors`);
     if (!isDtype(m.type)) throw new ModelArtifactError(`${role} "${m.name}" has element type ${m.type}, which mlmesh does not serve`);
     return { name: m.name, dtype: m.type, shape: m.shape.map((d) => (typeof d === "number" && d >= 0 ? d : -1)) };
   };
-  return { inputs: session.inputMetadata.map((m) => spec("input", m)), outputs: session.outputMetadata.map((m) => spec("output", m)) };
+  return { inputs: session.inputs.map((m) => spec("input", m)), outputs: session.outputs.map((m) => spec("output", m)) };
 }
 
 /** A tensor model's sample input (metadata.json's sample_inputs), as the graph's inputs want it. */

@@ -27,6 +27,8 @@ export interface PredictorConfig {
   readonly name: string;
   /** Threads onnxruntime may use inside one inference call. */
   readonly intraOpThreads: number;
+  /** PREDICTOR_WORKER_MODEL_BYTES: a model.onnx this large or larger runs in a worker thread of its own. */
+  readonly workerThresholdBytes: number;
   /** PREDICTOR_IMAGE_MAX_BYTES and PREDICTOR_IMAGE_MAX_PIXELS: what one image may be before it is decoded. */
   readonly imageLimits: ImageLimits;
   /** PREDICTOR_CACHE_*: the prediction cache (off unless PREDICTOR_CACHE_MODELS names models). */
@@ -49,6 +51,7 @@ export function loadPredictorConfig(env: Env): PredictorConfig {
     resyncMs: envDurationMs(env, "PREDICTOR_RESYNC_INTERVAL", 30_000, 1000, 86_400_000),
     name: envString(env, "PREDICTOR_NAME", ""),
     intraOpThreads: envInt(env, "ORT_INTRA_OP_THREADS", 1, 1, 64),
+    workerThresholdBytes: envInt(env, "PREDICTOR_WORKER_MODEL_BYTES", 16 * 1024 * 1024, 0, Number.MAX_SAFE_INTEGER),
     imageLimits: {
       maxBytes: envInt(env, "PREDICTOR_IMAGE_MAX_BYTES", 16 * 1024 * 1024, 1024, 1024 * 1024 * 1024),
       maxPixels: envInt(env, "PREDICTOR_IMAGE_MAX_PIXELS", 40_000_000, 1, 1_000_000_000),

@@ -37,7 +37,8 @@ export function main(env: Env): Promise<void> {
     const cache = cacheSettings.models === "*" || cacheSettings.models.size > 0 ? new PredictionCache(cacheSettings, logger) : undefined;
     const inference = new Inference(table, cache);
     watchServingTable(table);
-    const loader = new ModelLoader(table, { intraOpThreads: predictorConfig.intraOpThreads, imageLimits: predictorConfig.imageLimits, logger });
+    const { intraOpThreads, workerThresholdBytes, imageLimits } = predictorConfig;
+    const loader = new ModelLoader(table, { session: { intraOpThreads, workerThresholdBytes }, imageLimits, logger });
     const stop = new AbortController();
     // Ready (ServerReady, /v2/health/ready): every wanted version loaded, as health says.
     let ready = false;

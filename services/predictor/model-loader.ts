@@ -1,5 +1,5 @@
 import type { ModelMetadataFile } from "../model/metadata.js";
-import { openOnnxModel } from "../model/onnx-model.js";
+import { openOnnxModel, type SessionOptions } from "../model/onnx-model.js";
 import type { ImageLimits } from "../model/preprocessing.js";
 import type { Logger } from "../runtime/observability/logger.js";
 import { modelLoads, modelUnloads } from "./metrics.js";
@@ -40,7 +40,7 @@ export class ModelLoader {
 
   constructor(
     private readonly table: ServingTable,
-    private readonly options: { intraOpThreads: number; imageLimits: ImageLimits; logger: Logger },
+    private readonly options: { session: SessionOptions; imageLimits: ImageLimits; logger: Logger },
   ) {}
 
   /** Applies the wanted state; resolves once it is served (old versions may still be draining). */
@@ -66,7 +66,7 @@ export class ModelLoader {
           }
           try {
             const { onnx, metadata } = await wantedVersion.fetch();
-            const loaded = await openOnnxModel(onnx, metadata, { intraOpThreads: this.options.intraOpThreads });
+            const loaded = await openOnnxModel(onnx, metadata, this.options.session);
             versions.set(wantedVersion.version, new LoadedVersion(model.name, wantedVersion.version, model.modelId, loaded, this.options.imageLimits));
             modelLoads.labels(model.name, "loaded").inc();
             this.options.logger.info({ model: model.name, version: wantedVersion.version }, "model version loaded");
