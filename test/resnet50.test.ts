@@ -63,7 +63,9 @@ describe("ResNet-50 beside the small models", () => {
     const { results } = await heavy;
     expect(results).toHaveLength(16);
     expect(results[0].top.map((t) => t.label.startsWith("class_"))).toEqual([true, true, true, true, true]);
-    // Neither waited for the heavy model: onnxruntime and the image decoder run off the event loop.
-    expect(done).toEqual(["health", "iris", "resnet50"]);
+    // Neither waited for the heavy model (they race each other): onnxruntime and the image
+    // decoder run off the event loop.
+    expect(done.at(-1)).toBe("resnet50");
+    expect([...done].sort()).toEqual(["health", "iris", "resnet50"]);
   }, 120_000);
 });
