@@ -37,6 +37,11 @@ export interface LoadOptions {
   readonly streams: number;
   readonly seconds: number;
   readonly warmupSeconds: number;
+  /**
+   * Send exactly this many requests instead of loading for `seconds` (no warm-up: send one
+   * before): for requests that take seconds each, a timed window would count too few to be exact.
+   */
+  readonly requests?: number;
   /** Cores h2load runs on (taskset -c). */
   readonly cpus?: string;
   /** gRPC (default) or another content type. */
@@ -56,10 +61,7 @@ export async function h2load(options: LoadOptions): Promise<LoadResult> {
   const args = [
     "-c1",
     `-m${options.streams}`,
-    "-D",
-    String(options.seconds),
-    "--warm-up-time",
-    String(options.warmupSeconds),
+    ...(options.requests === undefined ? ["-D", String(options.seconds), "--warm-up-time", String(options.warmupSeconds)] : ["-n", String(options.requests)]),
     "-d",
     bodyFile,
     `--log-file=${logFile}`,
