@@ -1,5 +1,6 @@
 import { useState } from "preact/hooks";
 import { ModelKind, type ModelMetadata } from "../../../../gen/mlmesh/predictor/v1/predictor_pb.js";
+import { isDtype, oipDatatypeOf } from "../../../model/tensors.js";
 import { useClients } from "../lib/clients";
 import { fetchJson } from "../lib/errors";
 import { authorization, useSettings } from "../lib/settings";
@@ -199,23 +200,6 @@ function ImageForm({ metadata }: { metadata: ModelMetadata }) {
   );
 }
 
-/** OIP datatypes of the signature's dtypes (the Open Inference Protocol's names). */
-const oipType: Record<string, string> = {
-  float16: "FP16",
-  float32: "FP32",
-  float64: "FP64",
-  int8: "INT8",
-  int16: "INT16",
-  int32: "INT32",
-  int64: "INT64",
-  uint8: "UINT8",
-  uint16: "UINT16",
-  uint32: "UINT32",
-  uint64: "UINT64",
-  bool: "BOOL",
-  string: "BYTES",
-};
-
 function TensorsForm({ metadata }: { metadata: ModelMetadata }) {
   const { token, endpoints } = useSettings();
   const action = useAction({ name: "Predictor", url: endpoints.predictorUrl });
@@ -228,7 +212,7 @@ function TensorsForm({ metadata }: { metadata: ModelMetadata }) {
       if (i === 0 && sample.length > 0 && shape.length === 2) shape[0] = sample.length;
       const count = shape.reduce((a, b) => a * b, 1);
       const data = i === 0 && sample.length > 0 ? sample.flat() : new Array<number | string | boolean>(count).fill(input.dtype === "string" ? "" : input.dtype === "bool" ? false : 0);
-      return { name: input.name, datatype: oipType[input.dtype] ?? input.dtype.toUpperCase(), shape, data };
+      return { name: input.name, datatype: isDtype(input.dtype) ? oipDatatypeOf[input.dtype] : input.dtype.toUpperCase(), shape, data };
     }),
   };
   const [text, setText] = useState(JSON.stringify(initial, null, 2));
