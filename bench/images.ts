@@ -7,8 +7,8 @@
 // server and ceiling pinned to core 0, h2load on core 1. Writes its section of docs/benchmarks.md.
 //
 //   npm run bench:images       (installs h2load and MLServer first; about 5 minutes)
-import { execFile, spawn, type ChildProcess } from "node:child_process";
-import { copyFileSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { execFile } from "node:child_process";
+import { mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
@@ -18,6 +18,7 @@ import { ModelInferRequestSchema } from "../gen/inference/open_inference_pb.js";
 import { ClassifyImagesRequestSchema } from "../gen/mlmesh/predictor/v1/predictor_pb.js";
 import { readProcessEnvironment } from "../services/runtime/env/variables.js";
 import { checkGrpc, grpcFrame, h2load, medianRun, type MedianResult } from "./h2load.js";
+import { startMlserver } from "./mlserver.js";
 import { machineSummary, repoRoot, startBenchService, table, writeDocSection } from "./support.js";
 
 const exec = promisify(execFile);
@@ -118,32 +119,15 @@ try {
 }
 
 // 4. MLServer, the same model file and tensors.
-async function startMlserver(httpPort: number, grpcPort: number): Promise<{ stop(): Promise<void> }> {
-  const dir = mkdtempSync(join(tmpdir(), "mlmesh-mlserver-"));
-  copyFileSync(join(repoRoot, "bench/mlserver/onnx_tensor_runtime.py"), join(dir, "onnx_tensor_runtime.py"));
-  writeFileSync(join(dir, "settings.json"), JSON.stringify({ parallel_workers: 0, metrics_endpoint: null, http_port: httpPort, grpc_port: grpcPort, grpc_max_message_length: Number(maxMessage), debug: false }));
-  writeFileSync(join(dir, "model-settings.json"), JSON.stringify({ name: "resnet50", implementation: "onnx_tensor_runtime.OnnxTensorModel", parameters: { uri: join(resnet, "1/model.onnx") } }));
-  const child: ChildProcess = spawn("taskset", ["-c", "0", join(repoRoot, ".tools/venv-mlserver/bin/mlserver"), "start", dir], {
-    cwd: dir,
-    env: { ...environment, PYTHONPATH: dir },
-    stdio: ["ignore", "ignore", "pipe"],
-  });
-  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
-  const deadline = Date.now() + 90_000;
-  for (;;) {
-    if (await fetch(`http://127.0.0.1:${httpPort}/v2/models/resnet50/ready`).then((r) => r.ok, () => false)) break;
-    if (child.exitCode !== null || Date.now() > deadline) throw new Error("MLServer did not become ready");
-    await new Promise((resolve) => setTimeout(resolve, 250));
-  }
-  return {
-    async stop() {
-      child.kill("SIGTERM");
-      await exited;
-      rmSync(dir, { recursive: true, force: true });
-    },
-  };
-}
-const mlserver = await startMlserver(50299, 50300);
+const mlserver = await startMlserver({
+  model: "resnet50",
+  runtime: "onnx_tensor_runtime.py",
+  runtimeClass: "OnnxTensorModel",
+  modelUri: join(resnet, "1/model.onnx"),
+  httpPort: 50299,
+  grpcPort: 50300,
+  grpcMaxMessageBytes: Number(maxMessage),
+});
 try {
   const infer = "http://127.0.0.1:50300/inference.GRPCInferenceService/ModelInfer";
   for (const batch of batches) {

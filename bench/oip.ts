@@ -6,15 +6,14 @@
 // Writes its section of docs/benchmarks.md.
 //
 //   npm run bench:oip        (installs h2load and MLServer first; about 6 minutes)
-import { execFile, spawn, type ChildProcess } from "node:child_process";
-import { cpSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { execFile } from "node:child_process";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { create, toBinary } from "@bufbuild/protobuf";
 import { ModelInferRequestSchema } from "../gen/inference/open_inference_pb.js";
 import { PredictRequestSchema } from "../gen/mlmesh/predictor/v1/predictor_pb.js";
 import { checkGrpc, grpcFrame, h2load, medianRun } from "./h2load.js";
+import { startMlserver } from "./mlserver.js";
 import { machineSummary, repoRoot, startBenchService, table, writeDocSection } from "./support.js";
 import { readProcessEnvironment } from "../services/runtime/env/variables.js";
 
@@ -47,41 +46,6 @@ function predictBody(rows: number): Buffer {
   return grpcFrame(toBinary(PredictRequestSchema, create(PredictRequestSchema, { model: "iris_svc", rows: rowsOf(rows).map((values) => ({ values })) })));
 }
 
-/** MLServer on core 0, with adaptive batching off or on (up to 64 requests or 2 ms). */
-async function startMlserver(batching: boolean, httpPort: number, grpcPort: number): Promise<{ stop(): Promise<void> }> {
-  const dir = mkdtempSync(join(tmpdir(), "mlmesh-mlserver-"));
-  cpSync(join(repoRoot, "bench/mlserver/onnx_runtime.py"), join(dir, "onnx_runtime.py"));
-  writeFileSync(join(dir, "settings.json"), JSON.stringify({ parallel_workers: 0, metrics_endpoint: null, http_port: httpPort, grpc_port: grpcPort, debug: false }));
-  writeFileSync(
-    join(dir, "model-settings.json"),
-    JSON.stringify({
-      name: "iris_svc",
-      implementation: "onnx_runtime.OnnxClassifier",
-      parameters: { uri: join(repoRoot, "models/iris_svc/1/model.onnx") },
-      ...(batching ? { max_batch_size: 64, max_batch_time: 0.002 } : {}),
-    }),
-  );
-  const child: ChildProcess = spawn("taskset", ["-c", "0", join(repoRoot, ".tools/venv-mlserver/bin/mlserver"), "start", dir], {
-    cwd: dir,
-    env: { ...environment, PYTHONPATH: dir },
-    stdio: ["ignore", "ignore", "pipe"],
-  });
-  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
-  const deadline = Date.now() + 60_000;
-  for (;;) {
-    const ready = await fetch(`http://127.0.0.1:${httpPort}/v2/models/iris_svc/ready`).then((r) => r.ok, () => false);
-    if (ready) break;
-    if (child.exitCode !== null || Date.now() > deadline) throw new Error("MLServer did not become ready");
-    await new Promise((resolve) => setTimeout(resolve, 250));
-  }
-  return {
-    async stop() {
-      child.kill("SIGTERM");
-      await exited;
-      rmSync(dir, { recursive: true, force: true });
-    },
-  };
-}
 
 interface Row {
   readonly server: string;
@@ -111,7 +75,16 @@ try {
   await predictor.stop();
 }
 for (const batching of [false, true]) {
-  const mlserver = await startMlserver(batching, 50198, 50199);
+  // MLServer with adaptive batching off or on (up to 64 requests or 2 ms).
+  const mlserver = await startMlserver({
+    model: "iris_svc",
+    runtime: "onnx_runtime.py",
+    runtimeClass: "OnnxClassifier",
+    modelUri: join(repoRoot, "models/iris_svc/1/model.onnx"),
+    httpPort: 50198,
+    grpcPort: 50199,
+    batching: batching ? { maxBatchSize: 64, maxBatchTime: 0.002 } : undefined,
+  });
   try {
     await measure(`MLServer 1.7.1 ModelInfer (raw), batching ${batching ? "on" : "off"}`, "http://127.0.0.1:50199/inference.GRPCInferenceService/ModelInfer", modelInferBody);
   } finally {
