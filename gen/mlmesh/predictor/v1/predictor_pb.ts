@@ -15,7 +15,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file mlmesh/predictor/v1/predictor.proto.
  */
 export const file_mlmesh_predictor_v1_predictor: GenFile = /*@__PURE__*/
-  fileDesc("CiNtbG1lc2gvcHJlZGljdG9yL3YxL3ByZWRpY3Rvci5wcm90bxITbWxtZXNoLnByZWRpY3Rvci52MSIoCgNSb3cSIQoGdmFsdWVzGAEgAygCQhG6SA6SAQsIARCACCIECgJAASJcCgpQcmVkaWN0aW9uEhUKDXByb2JhYmlsaXRpZXMYASADKAISDQoFbGFiZWwYAiABKAkSEwoLbGFiZWxfaW5kZXgYAyABKA0SEwoLcHJvYmFiaWxpdHkYBCABKAIi5QEKDlByZWRpY3RSZXF1ZXN0EksKBW1vZGVsGAEgASgJQjy6SDlyNxABGIABMjBeW0EtWmEtejAtOV1bQS1aYS16MC05Ll8tXSooQFthLXpdW2EtejAtOV8tXSopPyQSDwoHdmVyc2lvbhgCIAEoDRIzCgRyb3dzGAMgAygLMhgubWxtZXNoLnByZWRpY3Rvci52MS5Sb3dCC7pICJIBBQgBEJBOEkAKDGludmFsaWRfcm93cxgEIAEoDjIgLm1sbWVzaC5wcmVkaWN0b3IudjEuSW52YWxpZFJvd3NCCLpIBYIBAhABIqYBCg9QcmVkaWN0UmVzcG9uc2USDQoFbW9kZWwYASABKAkSDwoHdmVyc2lvbhgCIAEoDRIOCgZsYWJlbHMYAyADKAkSNAoLcHJlZGljdGlvbnMYBCADKAsyHy5tbG1lc2gucHJlZGljdG9yLnYxLlByZWRpY3Rpb24SLQoNcmVqZWN0ZWRfcm93cxgFIAEoCzIWLmdvb2dsZS5ycGMuQmFkUmVxdWVzdCJ3ChdHZXRNb2RlbE1ldGFkYXRhUmVxdWVzdBJLCgVtb2RlbBgBIAEoCUI8ukg5cjcQARiAATIwXltBLVphLXowLTldW0EtWmEtejAtOS5fLV0qKEBbYS16XVthLXowLTlfLV0qKT8kEg8KB3ZlcnNpb24YAiABKA0iUAoYR2V0TW9kZWxNZXRhZGF0YVJlc3BvbnNlEjQKCG1ldGFkYXRhGAEgASgLMiIubWxtZXNoLnByZWRpY3Rvci52MS5Nb2RlbE1ldGFkYXRhIjgKClRlbnNvclNwZWMSDAoEbmFtZRgBIAEoCRINCgVkdHlwZRgCIAEoCRINCgVzaGFwZRgDIAMoAyKpAQoVQ2xhc3NpZnlJbWFnZXNSZXF1ZXN0EksKBW1vZGVsGAEgASgJQjy6SDlyNxABGIABMjBeW0EtWmEtejAtOV1bQS1aYS16MC05Ll8tXSooQFthLXpdW2EtejAtOV8tXSopPyQSDwoHdmVyc2lvbhgCIAEoDRIaCgZpbWFnZXMYAyADKAxCCrpIB5IBBAgBEEASFgoFdG9wX2sYBCABKA1CB7pIBCoCGGQiKgoKTGFiZWxTY29yZRINCgVsYWJlbBgBIAEoCRINCgVzY29yZRgCIAEoAiJDChNJbWFnZUNsYXNzaWZpY2F0aW9uEiwKA3RvcBgBIAMoCzIfLm1sbWVzaC5wcmVkaWN0b3IudjEuTGFiZWxTY29yZSJzChZDbGFzc2lmeUltYWdlc1Jlc3BvbnNlEg0KBW1vZGVsGAEgASgJEg8KB3ZlcnNpb24YAiABKA0SOQoHcmVzdWx0cxgDIAMoCzIoLm1sbWVzaC5wcmVkaWN0b3IudjEuSW1hZ2VDbGFzc2lmaWNhdGlvbiLuAwoNTW9kZWxNZXRhZGF0YRIMCgRuYW1lGAEgASgJEg8KB3ZlcnNpb24YAiABKA0SEwoLZGVzY3JpcHRpb24YAyABKAkSLgoFaW5wdXQYBCABKAsyHy5tbG1lc2gucHJlZGljdG9yLnYxLlRlbnNvclNwZWMSMAoHb3V0cHV0cxgFIAMoCzIfLm1sbWVzaC5wcmVkaWN0b3IudjEuVGVuc29yU3BlYxIVCg1mZWF0dXJlX25hbWVzGAYgAygJEg4KBmxhYmVscxgHIAMoCRIuCgxzYW1wbGVfaW5wdXQYCCADKAsyGC5tbG1lc2gucHJlZGljdG9yLnYxLlJvdxJACgdtZXRyaWNzGAkgAygLMi8ubWxtZXNoLnByZWRpY3Rvci52MS5Nb2RlbE1ldGFkYXRhLk1ldHJpY3NFbnRyeRIOCgZzaGEyNTYYCiABKAkSDwoHYWxpYXNlcxgLIAMoCRIvCgZpbnB1dHMYDCADKAsyHy5tbG1lc2gucHJlZGljdG9yLnYxLlRlbnNvclNwZWMSLAoEa2luZBgNIAEoDjIeLm1sbWVzaC5wcmVkaWN0b3IudjEuTW9kZWxLaW5kGi4KDE1ldHJpY3NFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAE6AjgBIlAKEUxpc3RNb2RlbHNSZXF1ZXN0Eh0KCXBhZ2Vfc2l6ZRgBIAEoBUIKukgHGgUY6AcoABIcCgpwYWdlX3Rva2VuGAIgASgJQgi6SAVyAxiABCKaAQoSTGlzdE1vZGVsc1Jlc3BvbnNlEjIKBm1vZGVscxgBIAMoCzIiLm1sbWVzaC5wcmVkaWN0b3IudjEuTW9kZWxNZXRhZGF0YRI3CghmYWlsdXJlcxgCIAMoCzIlLm1sbWVzaC5wcmVkaWN0b3IudjEuTW9kZWxMb2FkRmFpbHVyZRIXCg9uZXh0X3BhZ2VfdG9rZW4YAyABKAkiQQoQTW9kZWxMb2FkRmFpbHVyZRIMCgRuYW1lGAEgASgJEg8KB3ZlcnNpb24YAiABKA0SDgoGcmVhc29uGAMgASgJInQKFFByZWRpY3RTYW1wbGVSZXF1ZXN0EksKBW1vZGVsGAEgASgJQjy6SDlyNxABGIABMjBeW0EtWmEtejAtOV1bQS1aYS16MC05Ll8tXSooQFthLXpdW2EtejAtOV8tXSopPyQSDwoHdmVyc2lvbhgCIAEoDSJ3ChVQcmVkaWN0U2FtcGxlUmVzcG9uc2USJgoEcm93cxgBIAMoCzIYLm1sbWVzaC5wcmVkaWN0b3IudjEuUm93EjYKCHJlc3BvbnNlGAIgASgLMiQubWxtZXNoLnByZWRpY3Rvci52MS5QcmVkaWN0UmVzcG9uc2UqWwoLSW52YWxpZFJvd3MSHAoYSU5WQUxJRF9ST1dTX1VOU1BFQ0lGSUVEEAASFwoTSU5WQUxJRF9ST1dTX1JFSkVDVBABEhUKEUlOVkFMSURfUk9XU19TS0lQEAIqbwoJTW9kZWxLaW5kEhoKFk1PREVMX0tJTkRfVU5TUEVDSUZJRUQQABIZChVNT0RFTF9LSU5EX0NMQVNTSUZJRVIQARIVChFNT0RFTF9LSU5EX1RFTlNPUhACEhQKEE1PREVMX0tJTkRfSU1BR0UQAzKaBgoQUHJlZGljdG9yU2VydmljZRKLAQoHUHJlZGljdBIjLm1sbWVzaC5wcmVkaWN0b3IudjEuUHJlZGljdFJlcXVlc3QaJC5tbG1lc2gucHJlZGljdG9yLnYxLlByZWRpY3RSZXNwb25zZSI1yvMYAggCgtPkkwIpOgEqIiQvdjEvcHJlZGljdG9yL21vZGVscy97bW9kZWx9OnByZWRpY3QSqQEKDkNsYXNzaWZ5SW1hZ2VzEioubWxtZXNoLnByZWRpY3Rvci52MS5DbGFzc2lmeUltYWdlc1JlcXVlc3QaKy5tbG1lc2gucHJlZGljdG9yLnYxLkNsYXNzaWZ5SW1hZ2VzUmVzcG9uc2UiPsrzGAQIAhABgtPkkwIwOgEqIisvdjEvcHJlZGljdG9yL21vZGVscy97bW9kZWx9OmNsYXNzaWZ5SW1hZ2VzEqQBChBHZXRNb2RlbE1ldGFkYXRhEiwubWxtZXNoLnByZWRpY3Rvci52MS5HZXRNb2RlbE1ldGFkYXRhUmVxdWVzdBotLm1sbWVzaC5wcmVkaWN0b3IudjEuR2V0TW9kZWxNZXRhZGF0YVJlc3BvbnNlIjPK8xgCCAKC0+STAicSJS92MS9wcmVkaWN0b3IvbW9kZWxzL3ttb2RlbH0vbWV0YWRhdGESgQEKCkxpc3RNb2RlbHMSJi5tbG1lc2gucHJlZGljdG9yLnYxLkxpc3RNb2RlbHNSZXF1ZXN0GicubWxtZXNoLnByZWRpY3Rvci52MS5MaXN0TW9kZWxzUmVzcG9uc2UiIsrzGAIIAoLT5JMCFhIUL3YxL3ByZWRpY3Rvci9tb2RlbHMSoAEKDVByZWRpY3RTYW1wbGUSKS5tbG1lc2gucHJlZGljdG9yLnYxLlByZWRpY3RTYW1wbGVSZXF1ZXN0GioubWxtZXNoLnByZWRpY3Rvci52MS5QcmVkaWN0U2FtcGxlUmVzcG9uc2UiOMrzGAIIAoLT5JMCLBIqL3YxL3ByZWRpY3Rvci9tb2RlbHMve21vZGVsfTpwcmVkaWN0U2FtcGxlYgZwcm90bzM", [file_buf_validate_validate, file_google_api_annotations, file_google_rpc_error_details, file_mlmesh_policy_v1_policy]);
+  fileDesc("CiNtbG1lc2gvcHJlZGljdG9yL3YxL3ByZWRpY3Rvci5wcm90bxITbWxtZXNoLnByZWRpY3Rvci52MSIoCgNSb3cSIQoGdmFsdWVzGAEgAygCQhG6SA6SAQsIARCACCIECgJAASKQAQoKUHJlZGljdGlvbhIVCg1wcm9iYWJpbGl0aWVzGAEgAygCEg0KBWxhYmVsGAIgASgJEhMKC2xhYmVsX2luZGV4GAMgASgNEhMKC3Byb2JhYmlsaXR5GAQgASgCEjIKB291dGxpZXIYBSABKAsyIS5tbG1lc2gucHJlZGljdG9yLnYxLk91dGxpZXJTY29yZSIxCgxPdXRsaWVyU2NvcmUSDQoFc2NvcmUYASABKAISEgoKaXNfb3V0bGllchgCIAEoCCLlAQoOUHJlZGljdFJlcXVlc3QSSwoFbW9kZWwYASABKAlCPLpIOXI3EAEYgAEyMF5bQS1aYS16MC05XVtBLVphLXowLTkuXy1dKihAW2Etel1bYS16MC05Xy1dKik/JBIPCgd2ZXJzaW9uGAIgASgNEjMKBHJvd3MYAyADKAsyGC5tbG1lc2gucHJlZGljdG9yLnYxLlJvd0ILukgIkgEFCAEQkE4SQAoMaW52YWxpZF9yb3dzGAQgASgOMiAubWxtZXNoLnByZWRpY3Rvci52MS5JbnZhbGlkUm93c0IIukgFggECEAEipgEKD1ByZWRpY3RSZXNwb25zZRINCgVtb2RlbBgBIAEoCRIPCgd2ZXJzaW9uGAIgASgNEg4KBmxhYmVscxgDIAMoCRI0CgtwcmVkaWN0aW9ucxgEIAMoCzIfLm1sbWVzaC5wcmVkaWN0b3IudjEuUHJlZGljdGlvbhItCg1yZWplY3RlZF9yb3dzGAUgASgLMhYuZ29vZ2xlLnJwYy5CYWRSZXF1ZXN0IncKF0dldE1vZGVsTWV0YWRhdGFSZXF1ZXN0EksKBW1vZGVsGAEgASgJQjy6SDlyNxABGIABMjBeW0EtWmEtejAtOV1bQS1aYS16MC05Ll8tXSooQFthLXpdW2EtejAtOV8tXSopPyQSDwoHdmVyc2lvbhgCIAEoDSJQChhHZXRNb2RlbE1ldGFkYXRhUmVzcG9uc2USNAoIbWV0YWRhdGEYASABKAsyIi5tbG1lc2gucHJlZGljdG9yLnYxLk1vZGVsTWV0YWRhdGEiOAoKVGVuc29yU3BlYxIMCgRuYW1lGAEgASgJEg0KBWR0eXBlGAIgASgJEg0KBXNoYXBlGAMgAygDIqkBChVDbGFzc2lmeUltYWdlc1JlcXVlc3QSSwoFbW9kZWwYASABKAlCPLpIOXI3EAEYgAEyMF5bQS1aYS16MC05XVtBLVphLXowLTkuXy1dKihAW2Etel1bYS16MC05Xy1dKik/JBIPCgd2ZXJzaW9uGAIgASgNEhoKBmltYWdlcxgDIAMoDEIKukgHkgEECAEQQBIWCgV0b3BfaxgEIAEoDUIHukgEKgIYZCIqCgpMYWJlbFNjb3JlEg0KBWxhYmVsGAEgASgJEg0KBXNjb3JlGAIgASgCIkMKE0ltYWdlQ2xhc3NpZmljYXRpb24SLAoDdG9wGAEgAygLMh8ubWxtZXNoLnByZWRpY3Rvci52MS5MYWJlbFNjb3JlInMKFkNsYXNzaWZ5SW1hZ2VzUmVzcG9uc2USDQoFbW9kZWwYASABKAkSDwoHdmVyc2lvbhgCIAEoDRI5CgdyZXN1bHRzGAMgAygLMigubWxtZXNoLnByZWRpY3Rvci52MS5JbWFnZUNsYXNzaWZpY2F0aW9uIocECg1Nb2RlbE1ldGFkYXRhEgwKBG5hbWUYASABKAkSDwoHdmVyc2lvbhgCIAEoDRITCgtkZXNjcmlwdGlvbhgDIAEoCRIuCgVpbnB1dBgEIAEoCzIfLm1sbWVzaC5wcmVkaWN0b3IudjEuVGVuc29yU3BlYxIwCgdvdXRwdXRzGAUgAygLMh8ubWxtZXNoLnByZWRpY3Rvci52MS5UZW5zb3JTcGVjEhUKDWZlYXR1cmVfbmFtZXMYBiADKAkSDgoGbGFiZWxzGAcgAygJEi4KDHNhbXBsZV9pbnB1dBgIIAMoCzIYLm1sbWVzaC5wcmVkaWN0b3IudjEuUm93EkAKB21ldHJpY3MYCSADKAsyLy5tbG1lc2gucHJlZGljdG9yLnYxLk1vZGVsTWV0YWRhdGEuTWV0cmljc0VudHJ5Eg4KBnNoYTI1NhgKIAEoCRIPCgdhbGlhc2VzGAsgAygJEi8KBmlucHV0cxgMIAMoCzIfLm1sbWVzaC5wcmVkaWN0b3IudjEuVGVuc29yU3BlYxIsCgRraW5kGA0gASgOMh4ubWxtZXNoLnByZWRpY3Rvci52MS5Nb2RlbEtpbmQSFwoPb3V0bGllcl9zY29yaW5nGA4gASgIGi4KDE1ldHJpY3NFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAE6AjgBIlAKEUxpc3RNb2RlbHNSZXF1ZXN0Eh0KCXBhZ2Vfc2l6ZRgBIAEoBUIKukgHGgUY6AcoABIcCgpwYWdlX3Rva2VuGAIgASgJQgi6SAVyAxiABCKaAQoSTGlzdE1vZGVsc1Jlc3BvbnNlEjIKBm1vZGVscxgBIAMoCzIiLm1sbWVzaC5wcmVkaWN0b3IudjEuTW9kZWxNZXRhZGF0YRI3CghmYWlsdXJlcxgCIAMoCzIlLm1sbWVzaC5wcmVkaWN0b3IudjEuTW9kZWxMb2FkRmFpbHVyZRIXCg9uZXh0X3BhZ2VfdG9rZW4YAyABKAkiQQoQTW9kZWxMb2FkRmFpbHVyZRIMCgRuYW1lGAEgASgJEg8KB3ZlcnNpb24YAiABKA0SDgoGcmVhc29uGAMgASgJInQKFFByZWRpY3RTYW1wbGVSZXF1ZXN0EksKBW1vZGVsGAEgASgJQjy6SDlyNxABGIABMjBeW0EtWmEtejAtOV1bQS1aYS16MC05Ll8tXSooQFthLXpdW2EtejAtOV8tXSopPyQSDwoHdmVyc2lvbhgCIAEoDSJ3ChVQcmVkaWN0U2FtcGxlUmVzcG9uc2USJgoEcm93cxgBIAMoCzIYLm1sbWVzaC5wcmVkaWN0b3IudjEuUm93EjYKCHJlc3BvbnNlGAIgASgLMiQubWxtZXNoLnByZWRpY3Rvci52MS5QcmVkaWN0UmVzcG9uc2UqWwoLSW52YWxpZFJvd3MSHAoYSU5WQUxJRF9ST1dTX1VOU1BFQ0lGSUVEEAASFwoTSU5WQUxJRF9ST1dTX1JFSkVDVBABEhUKEUlOVkFMSURfUk9XU19TS0lQEAIqbwoJTW9kZWxLaW5kEhoKFk1PREVMX0tJTkRfVU5TUEVDSUZJRUQQABIZChVNT0RFTF9LSU5EX0NMQVNTSUZJRVIQARIVChFNT0RFTF9LSU5EX1RFTlNPUhACEhQKEE1PREVMX0tJTkRfSU1BR0UQAzKaBgoQUHJlZGljdG9yU2VydmljZRKLAQoHUHJlZGljdBIjLm1sbWVzaC5wcmVkaWN0b3IudjEuUHJlZGljdFJlcXVlc3QaJC5tbG1lc2gucHJlZGljdG9yLnYxLlByZWRpY3RSZXNwb25zZSI1yvMYAggCgtPkkwIpOgEqIiQvdjEvcHJlZGljdG9yL21vZGVscy97bW9kZWx9OnByZWRpY3QSqQEKDkNsYXNzaWZ5SW1hZ2VzEioubWxtZXNoLnByZWRpY3Rvci52MS5DbGFzc2lmeUltYWdlc1JlcXVlc3QaKy5tbG1lc2gucHJlZGljdG9yLnYxLkNsYXNzaWZ5SW1hZ2VzUmVzcG9uc2UiPsrzGAQIAhABgtPkkwIwOgEqIisvdjEvcHJlZGljdG9yL21vZGVscy97bW9kZWx9OmNsYXNzaWZ5SW1hZ2VzEqQBChBHZXRNb2RlbE1ldGFkYXRhEiwubWxtZXNoLnByZWRpY3Rvci52MS5HZXRNb2RlbE1ldGFkYXRhUmVxdWVzdBotLm1sbWVzaC5wcmVkaWN0b3IudjEuR2V0TW9kZWxNZXRhZGF0YVJlc3BvbnNlIjPK8xgCCAKC0+STAicSJS92MS9wcmVkaWN0b3IvbW9kZWxzL3ttb2RlbH0vbWV0YWRhdGESgQEKCkxpc3RNb2RlbHMSJi5tbG1lc2gucHJlZGljdG9yLnYxLkxpc3RNb2RlbHNSZXF1ZXN0GicubWxtZXNoLnByZWRpY3Rvci52MS5MaXN0TW9kZWxzUmVzcG9uc2UiIsrzGAIIAoLT5JMCFhIUL3YxL3ByZWRpY3Rvci9tb2RlbHMSoAEKDVByZWRpY3RTYW1wbGUSKS5tbG1lc2gucHJlZGljdG9yLnYxLlByZWRpY3RTYW1wbGVSZXF1ZXN0GioubWxtZXNoLnByZWRpY3Rvci52MS5QcmVkaWN0U2FtcGxlUmVzcG9uc2UiOMrzGAIIAoLT5JMCLBIqL3YxL3ByZWRpY3Rvci9tb2RlbHMve21vZGVsfTpwcmVkaWN0U2FtcGxlYgZwcm90bzM", [file_buf_validate_validate, file_google_api_annotations, file_google_rpc_error_details, file_mlmesh_policy_v1_policy]);
 
 /**
  * Row is one input example: the feature values in the order the model's metadata lists them.
@@ -71,6 +71,14 @@ export type Prediction = Message<"mlmesh.predictor.v1.Prediction"> & {
    * @generated from field: float probability = 4;
    */
   probability: number;
+
+  /**
+   * The version's outlier model's verdict on the row; unset when the version has no outlier
+   * model or scoring is off for it (PREDICTOR_OUTLIER_MODELS).
+   *
+   * @generated from field: mlmesh.predictor.v1.OutlierScore outlier = 5;
+   */
+  outlier?: OutlierScore | undefined;
 };
 
 /**
@@ -79,6 +87,35 @@ export type Prediction = Message<"mlmesh.predictor.v1.Prediction"> & {
  */
 export const PredictionSchema: GenMessage<Prediction> = /*@__PURE__*/
   messageDesc(file_mlmesh_predictor_v1_predictor, 1);
+
+/**
+ * OutlierScore is an outlier model's verdict on one row.
+ *
+ * @generated from message mlmesh.predictor.v1.OutlierScore
+ */
+export type OutlierScore = Message<"mlmesh.predictor.v1.OutlierScore"> & {
+  /**
+   * How far outside the training data the row lies: the negated decision function of the
+   * outlier model (a One-Class SVM for iris); above 0 for an outlier.
+   *
+   * @generated from field: float score = 1;
+   */
+  score: number;
+
+  /**
+   * Whether the row is an outlier (score above 0).
+   *
+   * @generated from field: bool is_outlier = 2;
+   */
+  isOutlier: boolean;
+};
+
+/**
+ * Describes the message mlmesh.predictor.v1.OutlierScore.
+ * Use `create(OutlierScoreSchema)` to create a new message.
+ */
+export const OutlierScoreSchema: GenMessage<OutlierScore> = /*@__PURE__*/
+  messageDesc(file_mlmesh_predictor_v1_predictor, 2);
 
 /**
  * PredictRequest asks one model version to classify a batch of rows.
@@ -123,7 +160,7 @@ export type PredictRequest = Message<"mlmesh.predictor.v1.PredictRequest"> & {
  * Use `create(PredictRequestSchema)` to create a new message.
  */
 export const PredictRequestSchema: GenMessage<PredictRequest> = /*@__PURE__*/
-  messageDesc(file_mlmesh_predictor_v1_predictor, 2);
+  messageDesc(file_mlmesh_predictor_v1_predictor, 3);
 
 /**
  * PredictResponse holds one prediction per request row, in request order (per accepted row
@@ -175,7 +212,7 @@ export type PredictResponse = Message<"mlmesh.predictor.v1.PredictResponse"> & {
  * Use `create(PredictResponseSchema)` to create a new message.
  */
 export const PredictResponseSchema: GenMessage<PredictResponse> = /*@__PURE__*/
-  messageDesc(file_mlmesh_predictor_v1_predictor, 3);
+  messageDesc(file_mlmesh_predictor_v1_predictor, 4);
 
 /**
  * GetModelMetadataRequest names a model version.
@@ -203,7 +240,7 @@ export type GetModelMetadataRequest = Message<"mlmesh.predictor.v1.GetModelMetad
  * Use `create(GetModelMetadataRequestSchema)` to create a new message.
  */
 export const GetModelMetadataRequestSchema: GenMessage<GetModelMetadataRequest> = /*@__PURE__*/
-  messageDesc(file_mlmesh_predictor_v1_predictor, 4);
+  messageDesc(file_mlmesh_predictor_v1_predictor, 5);
 
 /**
  * GetModelMetadataResponse carries the model version's metadata.
@@ -224,7 +261,7 @@ export type GetModelMetadataResponse = Message<"mlmesh.predictor.v1.GetModelMeta
  * Use `create(GetModelMetadataResponseSchema)` to create a new message.
  */
 export const GetModelMetadataResponseSchema: GenMessage<GetModelMetadataResponse> = /*@__PURE__*/
-  messageDesc(file_mlmesh_predictor_v1_predictor, 5);
+  messageDesc(file_mlmesh_predictor_v1_predictor, 6);
 
 /**
  * TensorSpec describes one input or output tensor of an ONNX model.
@@ -259,7 +296,7 @@ export type TensorSpec = Message<"mlmesh.predictor.v1.TensorSpec"> & {
  * Use `create(TensorSpecSchema)` to create a new message.
  */
 export const TensorSpecSchema: GenMessage<TensorSpec> = /*@__PURE__*/
-  messageDesc(file_mlmesh_predictor_v1_predictor, 6);
+  messageDesc(file_mlmesh_predictor_v1_predictor, 7);
 
 /**
  * ClassifyImagesRequest carries the encoded images to classify.
@@ -301,7 +338,7 @@ export type ClassifyImagesRequest = Message<"mlmesh.predictor.v1.ClassifyImagesR
  * Use `create(ClassifyImagesRequestSchema)` to create a new message.
  */
 export const ClassifyImagesRequestSchema: GenMessage<ClassifyImagesRequest> = /*@__PURE__*/
-  messageDesc(file_mlmesh_predictor_v1_predictor, 7);
+  messageDesc(file_mlmesh_predictor_v1_predictor, 8);
 
 /**
  * LabelScore is one label and its score (the model's probability, or its output value).
@@ -329,7 +366,7 @@ export type LabelScore = Message<"mlmesh.predictor.v1.LabelScore"> & {
  * Use `create(LabelScoreSchema)` to create a new message.
  */
 export const LabelScoreSchema: GenMessage<LabelScore> = /*@__PURE__*/
-  messageDesc(file_mlmesh_predictor_v1_predictor, 8);
+  messageDesc(file_mlmesh_predictor_v1_predictor, 9);
 
 /**
  * ImageClassification is one image's top labels, best first.
@@ -350,7 +387,7 @@ export type ImageClassification = Message<"mlmesh.predictor.v1.ImageClassificati
  * Use `create(ImageClassificationSchema)` to create a new message.
  */
 export const ImageClassificationSchema: GenMessage<ImageClassification> = /*@__PURE__*/
-  messageDesc(file_mlmesh_predictor_v1_predictor, 9);
+  messageDesc(file_mlmesh_predictor_v1_predictor, 10);
 
 /**
  * ClassifyImagesResponse answers each image, in request order.
@@ -385,7 +422,7 @@ export type ClassifyImagesResponse = Message<"mlmesh.predictor.v1.ClassifyImages
  * Use `create(ClassifyImagesResponseSchema)` to create a new message.
  */
 export const ClassifyImagesResponseSchema: GenMessage<ClassifyImagesResponse> = /*@__PURE__*/
-  messageDesc(file_mlmesh_predictor_v1_predictor, 10);
+  messageDesc(file_mlmesh_predictor_v1_predictor, 11);
 
 /**
  * ModelMetadata describes one loaded model version.
@@ -483,6 +520,15 @@ export type ModelMetadata = Message<"mlmesh.predictor.v1.ModelMetadata"> & {
    * @generated from field: mlmesh.predictor.v1.ModelKind kind = 13;
    */
   kind: ModelKind;
+
+  /**
+   * Whether the version's rows are scored by an outlier model (it was pushed with
+   * outlier.onnx and scoring is on for it): each prediction then carries an OutlierScore, and
+   * ModelInfer answers the outputs "outlier_score" (FP32) and "is_outlier" (BOOL) too.
+   *
+   * @generated from field: bool outlier_scoring = 14;
+   */
+  outlierScoring: boolean;
 };
 
 /**
@@ -490,7 +536,7 @@ export type ModelMetadata = Message<"mlmesh.predictor.v1.ModelMetadata"> & {
  * Use `create(ModelMetadataSchema)` to create a new message.
  */
 export const ModelMetadataSchema: GenMessage<ModelMetadata> = /*@__PURE__*/
-  messageDesc(file_mlmesh_predictor_v1_predictor, 11);
+  messageDesc(file_mlmesh_predictor_v1_predictor, 12);
 
 /**
  * ListModelsRequest pages through the loaded model versions.
@@ -518,7 +564,7 @@ export type ListModelsRequest = Message<"mlmesh.predictor.v1.ListModelsRequest">
  * Use `create(ListModelsRequestSchema)` to create a new message.
  */
 export const ListModelsRequestSchema: GenMessage<ListModelsRequest> = /*@__PURE__*/
-  messageDesc(file_mlmesh_predictor_v1_predictor, 12);
+  messageDesc(file_mlmesh_predictor_v1_predictor, 13);
 
 /**
  * ListModelsResponse lists the model repository's contents.
@@ -553,7 +599,7 @@ export type ListModelsResponse = Message<"mlmesh.predictor.v1.ListModelsResponse
  * Use `create(ListModelsResponseSchema)` to create a new message.
  */
 export const ListModelsResponseSchema: GenMessage<ListModelsResponse> = /*@__PURE__*/
-  messageDesc(file_mlmesh_predictor_v1_predictor, 13);
+  messageDesc(file_mlmesh_predictor_v1_predictor, 14);
 
 /**
  * ModelLoadFailure reports a model version that could not be loaded.
@@ -588,7 +634,7 @@ export type ModelLoadFailure = Message<"mlmesh.predictor.v1.ModelLoadFailure"> &
  * Use `create(ModelLoadFailureSchema)` to create a new message.
  */
 export const ModelLoadFailureSchema: GenMessage<ModelLoadFailure> = /*@__PURE__*/
-  messageDesc(file_mlmesh_predictor_v1_predictor, 14);
+  messageDesc(file_mlmesh_predictor_v1_predictor, 15);
 
 /**
  * PredictSampleRequest names the model version whose sample input to classify.
@@ -616,7 +662,7 @@ export type PredictSampleRequest = Message<"mlmesh.predictor.v1.PredictSampleReq
  * Use `create(PredictSampleRequestSchema)` to create a new message.
  */
 export const PredictSampleRequestSchema: GenMessage<PredictSampleRequest> = /*@__PURE__*/
-  messageDesc(file_mlmesh_predictor_v1_predictor, 15);
+  messageDesc(file_mlmesh_predictor_v1_predictor, 16);
 
 /**
  * PredictSampleResponse holds the sample input and the model's predictions for it.
@@ -644,7 +690,7 @@ export type PredictSampleResponse = Message<"mlmesh.predictor.v1.PredictSampleRe
  * Use `create(PredictSampleResponseSchema)` to create a new message.
  */
 export const PredictSampleResponseSchema: GenMessage<PredictSampleResponse> = /*@__PURE__*/
-  messageDesc(file_mlmesh_predictor_v1_predictor, 16);
+  messageDesc(file_mlmesh_predictor_v1_predictor, 17);
 
 /**
  * InvalidRows says what Predict does with rows the model version cannot take: rows with the
