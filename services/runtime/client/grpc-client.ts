@@ -1,7 +1,7 @@
 import * as http2 from "node:http2";
 import * as net from "node:net";
 import * as tls from "node:tls";
-import { create, fromBinary, toBinary, type DescMethodUnary, type MessageInitShape, type MessageShape } from "@bufbuild/protobuf";
+import { create, fromBinary, toBinary, type DescMethodClientStreaming, type DescMethodUnary, type MessageInitShape, type MessageShape } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { MeshCredentials } from "./mesh-credentials.js";
 
@@ -12,7 +12,14 @@ export interface CallOptions {
   readonly signal?: AbortSignal;
   /** The caller's span (W3C trace context, observability/tracing.ts). */
   readonly traceparent?: string;
+  /** The call's own request id (x-request-id); unset: the server makes one. */
+  readonly requestId?: string;
+  /** The request id of the call this one is made on behalf of (the prediction log links them). */
+  readonly parentRequestId?: string;
 }
+
+/** The header naming the request a call is made on behalf of (CallOptions.parentRequestId). */
+export const parentRequestIdHeader = "x-mlmesh-parent-request-id";
 
 /**
  * A minimal native-gRPC client for unary calls between mesh services, over one long-lived
@@ -59,15 +66,29 @@ export class GrpcClient {
 
   /** Calls a unary method with an encoded request; resolves to the encoded response (as unary). */
   unaryBytes(method: DescMethodUnary, payload: Uint8Array, options: CallOptions): Promise<Buffer> {
+    return this.clientStreamBytes(method, [payload], options);
+  }
+
+  /**
+   * Calls a client-streaming method (or a unary one, with one payload) with encoded request
+   * messages, all sent at once; resolves to the encoded response. Errors as unary().
+   */
+  clientStreamBytes(method: DescMethodUnary | DescMethodClientStreaming, payloads: readonly Uint8Array[], options: CallOptions): Promise<Buffer> {
     return new Promise((resolve, reject) => {
       const timeoutMs = Math.ceil(options.deadlineMs - Date.now());
       if (timeoutMs <= 0) return reject(new ConnectError("the deadline passed before the call", Code.DeadlineExceeded));
       if (options.signal?.aborted) return reject(new ConnectError("cancelled before the call", Code.Canceled));
 
-      const frame = Buffer.allocUnsafe(5 + payload.length);
-      frame[0] = 0; // not compressed
-      frame.writeUInt32BE(payload.length, 1);
-      frame.set(payload, 5);
+      let size = 0;
+      for (const payload of payloads) size += 5 + payload.length;
+      const frame = Buffer.allocUnsafe(size);
+      let at = 0;
+      for (const payload of payloads) {
+        frame[at] = 0; // not compressed
+        frame.writeUInt32BE(payload.length, at + 1);
+        frame.set(payload, at + 5);
+        at += 5 + payload.length;
+      }
 
       let stream: http2.ClientHttp2Stream;
       try {
@@ -78,6 +99,8 @@ export class GrpcClient {
           te: "trailers",
           "grpc-timeout": `${timeoutMs}m`,
           ...(options.traceparent !== undefined ? { traceparent: options.traceparent } : {}),
+          ...(options.requestId !== undefined ? { "x-request-id": options.requestId } : {}),
+          ...(options.parentRequestId !== undefined ? { [parentRequestIdHeader]: options.parentRequestId } : {}),
           ...(this.credentials.authorization !== undefined ? { authorization: this.credentials.authorization } : {}),
         });
       } catch (err) {

@@ -8,6 +8,7 @@ export const servicePorts = {
   predictor: { variable: "PREDICTOR_PORT", port: 50052 },
   batch: { variable: "BATCH_PORT", port: 50053 },
   proxy: { variable: "PROXY_PORT", port: 50054 },
+  monitor: { variable: "MONITOR_PORT", port: 50055 },
   console: { variable: "CONSOLE_PORT", port: 50050 },
   "batch-worker": { variable: "BATCH_WORKER_PORT", port: 0 },
   echo: { variable: "ECHO_PORT", port: 50059 },

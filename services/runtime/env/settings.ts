@@ -190,6 +190,48 @@ export function loadTracingSettings(env: Env): TracingSettings {
   });
 }
 
+/**
+ * The prediction log (runtime/prediction-log/): where records go (MONITOR_ADDRESS; empty: no
+ * log) and how many are kept on the way.
+ */
+export interface PredictionLogSettings {
+  /** MONITOR_ADDRESS: the monitor's host:port; undefined: predictions are not recorded. */
+  readonly monitorAddress: string | undefined;
+  /** PREDICTION_LOG_SAMPLE: the share of predictions recorded, per model ("*" or unnamed: the default). */
+  readonly defaultSampleRate: number;
+  readonly sampleRates: ReadonlyMap<string, number>;
+  /** PREDICTION_LOG_QUEUE_BYTES: records queued or in flight at most; more are dropped (counted). */
+  readonly queueBytes: number;
+  /** PREDICTION_LOG_MAX_PAYLOAD_BYTES: larger inputs and outputs are recorded as their shapes only. */
+  readonly maxPayloadBytes: number;
+  /** PREDICTION_LOG_FLUSH_INTERVAL: how often the queue is sent. */
+  readonly flushIntervalMs: number;
+}
+
+export function loadPredictionLogSettings(env: Env): PredictionLogSettings {
+  const monitorAddress = envString(env, "MONITOR_ADDRESS", "");
+  if (monitorAddress !== "" && !/^[^\s:]+:\d+$/.test(monitorAddress)) throw new ConfigError("MONITOR_ADDRESS", `must be host:port, got "${monitorAddress}"`);
+  const rates = new Map<string, number>();
+  let defaultSampleRate = 1;
+  for (const entry of envString(env, "PREDICTION_LOG_SAMPLE", "1").split(",").map((e) => e.trim()).filter((e) => e !== "")) {
+    const match = /^(?:([A-Za-z0-9*][A-Za-z0-9._-]*)=)?([0-9.]+)$/.exec(entry);
+    const rate = match ? Number(match[2]) : NaN;
+    if (!match || !(rate >= 0 && rate <= 1)) {
+      throw new ConfigError("PREDICTION_LOG_SAMPLE", `"${entry}" is not a rate from 0 to 1, or model=rate (for example "1" or "iris_svc=1,*=0.1")`);
+    }
+    if (match[1] === undefined || match[1] === "*") defaultSampleRate = rate;
+    else rates.set(match[1], rate);
+  }
+  return Object.freeze({
+    monitorAddress: monitorAddress === "" ? undefined : monitorAddress,
+    defaultSampleRate,
+    sampleRates: rates,
+    queueBytes: envInt(env, "PREDICTION_LOG_QUEUE_BYTES", 64 * 1024 * 1024, 64 * 1024, 16 * 1024 * 1024 * 1024),
+    maxPayloadBytes: envInt(env, "PREDICTION_LOG_MAX_PAYLOAD_BYTES", 64 * 1024, 0, 64 * 1024 * 1024),
+    flushIntervalMs: envDurationMs(env, "PREDICTION_LOG_FLUSH_INTERVAL", 200, 10, 60_000),
+  });
+}
+
 /** Everything a service process shares with the others, parsed once at boot. */
 export interface SharedSettings {
   readonly server: ServerConfig;

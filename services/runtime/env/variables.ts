@@ -39,6 +39,17 @@ export function envInt(env: Env, name: string, fallback: number, min: number, ma
   return value;
 }
 
+/** A decimal number within [min, max], or the default when unset or empty. */
+export function envNumber(env: Env, name: string, fallback: number, min: number, max: number): number {
+  const raw = env[name];
+  if (raw === undefined || raw === "") return fallback;
+  const value = Number(raw.trim());
+  if (!/^-?\d+(\.\d+)?$/.test(raw.trim()) || value < min || value > max) {
+    throw new ConfigError(name, `must be a number between ${min} and ${max}, got "${raw}"`);
+  }
+  return value;
+}
+
 /** A TCP port (1..65535), or 0 for "any free port" when allowZero. */
 export function envPort(env: Env, name: string, fallback: number): number {
   return envInt(env, name, fallback, 0, 65535);

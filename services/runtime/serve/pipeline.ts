@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import { create, type DescMessage, type DescMethod, type DescService, type MessageShape } from "@bufbuild/protobuf";
 import { pathToString } from "@bufbuild/protobuf/reflect";
 import { createValidator, type Validator } from "@bufbuild/protovalidate";
-import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
+import { Code, ConnectError, createContextKey, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import type { Role } from "../../../gen/mlmesh/policy/v1/policy_pb.js";
 import { codeName, invalidArgument, toConnectError } from "./errors.js";
 import type { Logger } from "../observability/logger.js";
@@ -18,7 +18,8 @@ import { decodeFailureOf, isValidated, type ServiceRegistration } from "./regist
  * (grpc-js), gRPC-web and Connect (connect-node), and the plain HTTP routes (the Open Inference
  * Protocol's /v2 REST binding, GET /metrics, the console's files: http-routes.ts). The steps, in
  * the order they run:
- *   1. request id: the caller's x-request-id, or a new one, echoed in the response header;
+ *   1. request id: the caller's x-request-id (up to 128 characters), or a new one, echoed in the
+ *      response header and kept in ctx.values (requestIdKey) for the prediction log;
  *   2. trace: a span of the caller's trace (W3C traceparent) or a new one, in ctx.values for the
  *      calls the handler makes (observability/tracing.ts);
  *   3. metrics: in flight now; at the end requests by protocol and code, and latency;
@@ -35,6 +36,12 @@ import { decodeFailureOf, isValidated, type ServiceRegistration } from "./regist
  *      id, trace and span ids, the caller's name when authenticated (never its token).
  * Everything a route needs is resolved once (RoutePipeline); a call allocates one InFlightCall.
  */
+
+/** A caller's x-request-id longer than this is replaced by a new id (the prediction log's limit). */
+const maxRequestIdLength = 128;
+
+/** The call's request id (step 1), in ctx.values for handlers: the prediction log's key. */
+export const requestIdKey = createContextKey<string | undefined>(undefined, { description: "the call's request id" });
 
 /** What the steps read and write of a call; connect's HandlerContext has it, and so does an HTTP route's. */
 export type CallContext = Pick<HandlerContext, "requestHeader" | "responseHeader" | "values" | "signal" | "protocolName">;
@@ -192,8 +199,10 @@ export class InFlightCall {
     private readonly route: RoutePipeline,
     private readonly ctx: CallContext,
   ) {
-    this.requestId = ctx.requestHeader.get("x-request-id") || randomUUID();
+    const given = ctx.requestHeader.get("x-request-id");
+    this.requestId = given && given.length <= maxRequestIdLength ? given : randomUUID();
     ctx.responseHeader.set("x-request-id", this.requestId);
+    ctx.values.set(requestIdKey, this.requestId);
     this.span = route.options.tracing.start(route.spec.name, ctx.requestHeader.get("traceparent"));
     ctx.values.set(traceSpanKey, this.span);
     route.metrics.started();

@@ -1,11 +1,12 @@
 import { loadMeshCredentials, type MeshCredentials } from "../client/mesh-credentials.js";
 import type { ServiceName } from "../env/service-ports.js";
-import { loadSharedSettings, type ServerConfig, type SharedSettings } from "../env/settings.js";
+import { loadPredictionLogSettings, loadSharedSettings, type ServerConfig, type SharedSettings } from "../env/settings.js";
 import { ConfigError, type Env } from "../env/variables.js";
 import { createLogger, type Logger } from "../observability/logger.js";
 import { recordBuildInfo } from "../observability/build-info.js";
 import { setMetricsEnabled } from "../observability/metrics.js";
 import { createTracing, type Tracing } from "../observability/tracing.js";
+import { PredictionLog } from "../prediction-log/prediction-log.js";
 import { loadAuthenticator } from "../security/credentials.js";
 import { Gatekeeper } from "../security/gatekeeper.js";
 import { ClientLimits } from "../security/limits.js";
@@ -25,6 +26,8 @@ export interface ServiceStartContext {
   readonly gatekeeper: Gatekeeper;
   /** For the calls this service makes to other mesh services: TLS and its own token. */
   readonly meshCredentials: MeshCredentials;
+  /** Where a service that predicts records its predictions (MONITOR_ADDRESS); undefined: not recorded. */
+  readonly predictionLog: PredictionLog | undefined;
 }
 
 /** A started service: its server, and the resources to release after the server stopped. */
@@ -48,9 +51,11 @@ export async function runService(
 ): Promise<void> {
   let settings: SharedSettings;
   let meshCredentials: MeshCredentials;
+  let predictionLogSettings: ReturnType<typeof loadPredictionLogSettings>;
   try {
     settings = loadSharedSettings(env, name);
     meshCredentials = loadMeshCredentials(settings.meshClient);
+    predictionLogSettings = loadPredictionLogSettings(env);
   } catch (err) {
     exitOnConfigError(name, err);
   }
@@ -65,6 +70,8 @@ export async function runService(
   }
   recordBuildInfo(name, { tls: config.tls !== undefined, auth: gatekeeper.authenticator !== undefined });
   const tracing = await createTracing(name, settings.tracing);
+  const { monitorAddress } = predictionLogSettings;
+  const predictionLog = monitorAddress === undefined || name === "monitor" ? undefined : new PredictionLog({ ...predictionLogSettings, monitorAddress }, logger, meshCredentials);
   const exit = (code: number) => logger.flush(() => process.exit(code));
   let started: StartedService | undefined;
   let stopping = false;
@@ -72,6 +79,8 @@ export async function runService(
   const drain = async () => {
     await started!.server.shutdown();
     await started!.close?.();
+    // The records of the last calls, within what is left of the grace period.
+    await predictionLog?.close(Math.max(500, config.shutdownGraceMs / 2));
     gatekeeper.authenticator?.close();
     await tracing.shutdown().catch(() => undefined); // the last spans, if exporting
     logger.info("stopped");
@@ -105,7 +114,7 @@ export async function runService(
   }
 
   try {
-    started = await start({ env, config, settings, logger, tracing, gatekeeper, meshCredentials });
+    started = await start({ env, config, settings, logger, tracing, gatekeeper, meshCredentials, predictionLog });
   } catch (err) {
     if (err instanceof ConfigError) exitOnConfigError(name, err);
     logger.fatal({ err }, "start-up failed");

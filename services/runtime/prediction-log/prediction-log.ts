@@ -1,0 +1,174 @@
+import { Code, ConnectError } from "@connectrpc/connect";
+import { MonitorService } from "../../../gen/mlmesh/monitor/v1/monitor_pb.js";
+import { GrpcClient } from "../client/grpc-client.js";
+import type { MeshCredentials } from "../client/mesh-credentials.js";
+import type { PredictionLogSettings } from "../env/settings.js";
+import type { Logger } from "../observability/logger.js";
+import { counter, gauge } from "../observability/metrics.js";
+import { encodeIngestRequest, encodeRecord, type RecordFacts, type RecordTensor } from "./record-writer.js";
+
+/*
+ * The prediction log's sending side, one per process (the Predictor, the Proxy, the batch
+ * service): a record of each sampled prediction is encoded at once and queued, and a timer sends
+ * the queue to the monitor's IngestRecords in streams of up to 4 MiB, one stream at a time.
+ *
+ * It never blocks or fails a prediction. The queue is bounded in bytes (records sent but not
+ * yet acknowledged count too); a record that does not fit is dropped and counted, so a slow or
+ * absent monitor costs records, never memory or latency. A stream that fails is resent whole
+ * after a backoff: the monitor keeps one record per request id, so a resend of records it had
+ * stored before the failure stores nothing twice. Records the monitor refuses (a bad record:
+ * INVALID_ARGUMENT, or no permission) are dropped and counted, not retried forever.
+ */
+
+const sent = counter({ name: "mlmesh_prediction_log_sent_total", help: "Prediction records the monitor acknowledged." });
+const dropped = counter({
+  name: "mlmesh_prediction_log_dropped_total",
+  help: "Prediction records dropped, by reason: queue_full (the monitor is slow or down), rejected (the monitor refused them), shutdown (unsent when the process stopped).",
+  labelNames: ["reason"],
+});
+const sampledOut = counter({ name: "mlmesh_prediction_log_sampled_out_total", help: "Predictions not recorded because of PREDICTION_LOG_SAMPLE." });
+const sendFailures = counter({ name: "mlmesh_prediction_log_send_failures_total", help: "IngestRecords streams that failed (their records are resent)." });
+const queuedBytes = gauge({ name: "mlmesh_prediction_log_queue_bytes", help: "Bytes of prediction records queued or in flight to the monitor." });
+
+/** Records per IngestRecordsRequest message (the contract's limit) and bytes per message and per stream. */
+const maxRecordsPerMessage = 10_000;
+const maxMessageBytes = 1024 * 1024;
+const maxStreamBytes = 4 * 1024 * 1024;
+const sendTimeoutMs = 15_000;
+const maxBackoffMs = 5000;
+
+/** Codes after which resending the same records cannot succeed. */
+const refusals = new Set([Code.InvalidArgument, Code.PermissionDenied, Code.Unauthenticated, Code.Unimplemented]);
+
+export class PredictionLog {
+  readonly #client: GrpcClient;
+  #queue: Uint8Array[] = [];
+  #bytes = 0;
+  #sending = false;
+  #backoffMs = 0;
+  #retryAt = 0;
+  #timer: NodeJS.Timeout;
+  #lastWarnAt = 0;
+
+  constructor(
+    private readonly settings: PredictionLogSettings & { readonly monitorAddress: string },
+    private readonly logger: Logger,
+    credentials: MeshCredentials,
+  ) {
+    this.#client = new GrpcClient(settings.monitorAddress, credentials);
+    this.#timer = setInterval(() => void this.#send(), settings.flushIntervalMs).unref();
+  }
+
+  /** Whether this prediction of `model` is to be recorded (PREDICTION_LOG_SAMPLE); counts those left out. */
+  sampled(model: string): boolean {
+    const rate = this.settings.sampleRates.get(model) ?? this.settings.defaultSampleRate;
+    if (rate >= 1 || Math.random() < rate) return true;
+    sampledOut.inc();
+    return false;
+  }
+
+  /** Queues a record of one prediction; drops it (counted) when the queue is full. Never throws. */
+  append(facts: RecordFacts): void {
+    let record: Uint8Array;
+    try {
+      record = encodeRecord(facts, this.settings.maxPayloadBytes);
+    } catch (err) {
+      this.#warn("a prediction record could not be encoded", err);
+      dropped.inc({ reason: "rejected" });
+      return;
+    }
+    if (this.#bytes + record.length > this.settings.queueBytes) {
+      dropped.inc({ reason: "queue_full" });
+      return;
+    }
+    this.#queue.push(record);
+    this.#bytes += record.length;
+    queuedBytes.set(this.#bytes);
+  }
+
+  /** Sends what is queued, within `timeoutMs`; what is left is dropped and counted (reason "shutdown"). */
+  async close(timeoutMs: number): Promise<void> {
+    clearInterval(this.#timer);
+    const until = Date.now() + timeoutMs;
+    this.#retryAt = 0;
+    while ((this.#queue.length > 0 || this.#sending) && Date.now() < until) {
+      if (!this.#sending) await this.#send(until);
+      else await new Promise((r) => setTimeout(r, 10));
+      if (this.#backoffMs > 0) break; // the monitor is not answering: do not hold the shutdown
+    }
+    if (this.#queue.length > 0) dropped.inc({ reason: "shutdown" }, this.#queue.length);
+    this.#queue = [];
+    this.#client.close();
+  }
+
+  /** One stream of the queue's head, when none is in flight and no backoff is running. */
+  async #send(deadlineMs = Date.now() + sendTimeoutMs): Promise<void> {
+    if (this.#sending || this.#queue.length === 0 || Date.now() < this.#retryAt) return;
+    this.#sending = true;
+    const { messages, records, bytes } = this.#takeBatch();
+    try {
+      await this.#client.clientStreamBytes(MonitorService.method.ingestRecords, messages, { deadlineMs });
+      this.#release(bytes);
+      sent.inc(records.length);
+      this.#backoffMs = 0;
+    } catch (err) {
+      const code = err instanceof ConnectError ? err.code : Code.Unknown;
+      if (refusals.has(code)) {
+        this.#release(bytes);
+        dropped.inc({ reason: "rejected" }, records.length);
+        this.#warn(`the monitor refused ${records.length} prediction records`, err);
+      } else {
+        // Back to the head of the queue, in order, for the next attempt.
+        this.#queue = records.concat(this.#queue);
+        sendFailures.inc();
+        this.#backoffMs = Math.min(maxBackoffMs, Math.max(100, this.#backoffMs * 2));
+        this.#retryAt = Date.now() + this.#backoffMs;
+        this.#warn(`cannot send prediction records to the monitor at ${this.settings.monitorAddress} (retrying in ${this.#backoffMs} ms)`, err);
+      }
+    } finally {
+      this.#sending = false;
+    }
+  }
+
+  /** Takes up to 4 MiB of the queue's head, cut into messages of at most 1 MiB and 10,000 records. */
+  #takeBatch(): { messages: Uint8Array[]; records: Uint8Array[]; bytes: number } {
+    const messages: Uint8Array[] = [];
+    let taken = 0;
+    let bytes = 0;
+    let messageStart = 0;
+    let messageBytes = 0;
+    const queue = this.#queue;
+    while (taken < queue.length && (bytes + queue[taken].length <= maxStreamBytes || taken === 0)) {
+      const size = queue[taken].length;
+      if (taken > messageStart && (messageBytes + size > maxMessageBytes || taken - messageStart === maxRecordsPerMessage)) {
+        messages.push(encodeIngestRequest(queue.slice(messageStart, taken)));
+        messageStart = taken;
+        messageBytes = 0;
+      }
+      messageBytes += size;
+      bytes += size;
+      taken++;
+    }
+    messages.push(encodeIngestRequest(queue.slice(messageStart, taken)));
+    const records = queue.slice(0, taken);
+    this.#queue = queue.slice(taken);
+    return { messages, records, bytes };
+  }
+
+  /** Records acknowledged or given up on no longer count against the queue's bound. */
+  #release(bytes: number): void {
+    this.#bytes -= bytes;
+    queuedBytes.set(this.#bytes);
+  }
+
+  /** Logs at most one warning per 10 s: a monitor that is down must not flood the log. */
+  #warn(message: string, err: unknown): void {
+    const now = Date.now();
+    if (now - this.#lastWarnAt < 10_000) return;
+    this.#lastWarnAt = now;
+    this.logger.warn({ err: err instanceof Error ? err.message : String(err) }, message);
+  }
+}
+
+export type { RecordFacts, RecordTensor };
+export { RecordSource } from "./record-writer.js";
