@@ -3,7 +3,8 @@
     scripts/train-models.sh            # one command: venv with pinned packages, then this file
 
 For each model it writes models/<name>/<version>/model.onnx and metadata.json (tensors,
-labels, sample input, metrics, sha256), and models/<name>/aliases.json ("production" points at
+labels, sample input, metrics, sha256) — for iris_svc also outlier.onnx (a One-Class SVM) and
+training_data.csv (its training split, profiled at push for drift reports) — and models/<name>/aliases.json ("production" points at
 the version written). A second version of iris_svc (another C, other probabilities) goes to
 test/fixtures/models/ for the deployment tests. Before writing a model it checks that onnxruntime
 reproduces scikit-learn's probabilities on the whole iris set; a mismatch aborts.
@@ -33,7 +34,7 @@ from sklearn.datasets import load_iris
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
-from sklearn.svm import SVC
+from sklearn.svm import SVC, OneClassSVM
 
 RANDOM_SEED = 42
 TEST_SIZE = 0.3
@@ -44,6 +45,11 @@ SPECIES = ["setosa", "versicolor", "virginica"]
 FEATURE_NAMES = ["sepal_length_cm", "sepal_width_cm", "petal_length_cm", "petal_width_cm"]
 # One row of each species from the iris set: the sample input PredictSample classifies.
 SAMPLE_INPUT = [[5.1, 3.5, 1.4, 0.2], [5.9, 3.0, 4.2, 1.5], [6.3, 3.3, 6.0, 2.5]]
+# The outlier model beside iris_svc (the seed's iris_sklearn_outlier): a One-Class SVM on the
+# standardised training features. nu and gamma chosen so that 0.7 % of the iris rows fall
+# outside (its decision function < 0) while rows beyond the measured ranges do.
+OUTLIER_NU = 0.02
+OUTLIER_GAMMA = 0.05
 
 
 def make_pipeline(c: float = 1.0) -> Pipeline:
@@ -106,8 +112,35 @@ def accuracy(pipeline: Pipeline, x: np.ndarray, y: np.ndarray) -> float:
     return float(np.mean(predicted == y))
 
 
+def export_outlier_model(x_train: np.ndarray) -> bytes:
+    """outlier.onnx: float32 [N, 4] in; "scores" (the decision function, < 0 outside) out."""
+    detector = Pipeline([("scaler", StandardScaler()), ("ocsvm", OneClassSVM(nu=OUTLIER_NU, gamma=OUTLIER_GAMMA))]).fit(x_train)
+    onnx_model = to_onnx(detector, x_train[:1].astype(np.float32), target_opset=TARGET_OPSET)
+    opsets = sorted((o.domain, o.version) for o in onnx_model.opset_import)
+    del onnx_model.opset_import[:]
+    for domain, version in opsets:
+        onnx_model.opset_import.add(domain=domain, version=version)
+    onnx_bytes = onnx_model.SerializeToString()
+    session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+    x_all = load_iris().data
+    scores = session.run(["scores"], {session.get_inputs()[0].name: x_all.astype(np.float32)})[0].ravel()
+    worst = float(np.max(np.abs(scores - detector.decision_function(x_all))))
+    if worst > PROBABILITY_TOLERANCE:
+        raise SystemExit(f"outlier model: onnxruntime differs from scikit-learn by {worst:.2e}")
+    print(f"  outlier model: {np.mean(scores < 0):.3f} of the iris rows outside; onnxruntime matches (max |d| = {worst:.2e})")
+    return onnx_bytes
+
+
+def write_training_data(folder: Path, x: np.ndarray, y: np.ndarray, labels: list[str]) -> None:
+    """training_data.csv: the training split, from which `mlmesh models push` computes the reference profile."""
+    lines = [",".join(FEATURE_NAMES + ["label"])]
+    lines += [",".join([repr(float(v)) for v in row] + [labels[int(t)]]) for row, t in zip(x, y)]
+    (folder / "training_data.csv").write_text("\n".join(lines) + "\n")
+
+
 def write_model(root: Path, name: str, version: int, description: str, labels: list[str],
-                pipeline: Pipeline, splits: dict[str, tuple[np.ndarray, np.ndarray]], production: bool = True) -> None:
+                pipeline: Pipeline, splits: dict[str, tuple[np.ndarray, np.ndarray]], production: bool = True,
+                companions: bool = False) -> None:
     x_all = np.concatenate([splits["train"][0], splits["test"][0]])
     onnx_bytes = export(pipeline, x_all)
     print(f"{name} v{version}")
@@ -144,6 +177,9 @@ def write_model(root: Path, name: str, version: int, description: str, labels: l
         },
     }
     (folder / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
+    if companions:
+        (folder / "outlier.onnx").write_bytes(export_outlier_model(splits["train"][0]))
+        write_training_data(folder, *splits["train"], labels)
     # The repository's aliases: "production" names the version a registry-less Predictor serves
     # for name@production, and the version `mlmesh up` registers first.
     if production:
@@ -182,7 +218,7 @@ def main() -> None:
     multiclass = make_pipeline().fit(x_train, y_train)
     write_model(args.out, "iris_svc", args.version,
                 "Iris species from sepal and petal measurements (3 classes)", SPECIES, multiclass,
-                {"train": (x_train, y_train), "test": (x_test, y_test)})
+                {"train": (x_train, y_train), "test": (x_test, y_test)}, companions=True)
 
     # A second version of iris_svc, for the deployment tests: a softer margin (C=0.25) gives
     # other probabilities for the same rows, so a response shows which version answered.

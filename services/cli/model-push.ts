@@ -5,7 +5,8 @@ import type { MessageInitShape } from "@bufbuild/protobuf";
 import { ModelRegistryService, type ModelVersion, type UploadModelVersionRequestSchema } from "../../gen/mlmesh/registry/v1/registry_pb.js";
 import { meshTransport } from "../runtime/client/mesh-transport.js";
 import type { MeshCredentials } from "../runtime/client/mesh-credentials.js";
-import { ModelArtifactError, parseModelMetadata } from "../model/metadata.js";
+import { artifactFileNames, isClassifierMetadata, ModelArtifactError, parseModelMetadata, type ArtifactFileName } from "../model/metadata.js";
+import { computeReferenceProfile, parseTrainingCsv } from "../model/reference-profile.js";
 import { sha256Hex } from "../model/onnx-model.js";
 
 export type RegistryClient = Client<typeof ModelRegistryService>;
@@ -63,10 +64,12 @@ export async function resolveModel(client: RegistryClient, ref: ModelRef, create
 
 /**
  * Uploads a model version folder (model.onnx, and metadata.json when the model has one) as the
- * model's next version, optionally pointing an alias at it. The folder is checked here first
- * (model.onnx present; metadata.json, when there, well-formed, naming this model and giving
- * model.onnx's SHA-256 if it gives one) so that mistakes are named before any byte is sent;
- * the registry checks everything again.
+ * model's next version, optionally pointing an alias at it, with its companions: outlier.onnx
+ * when the folder has one, and the reference profile computed now from training_data.csv (or
+ * a reference_profile.json already computed). The folder is checked here first (model.onnx
+ * present; metadata.json, when there, well-formed, naming this model and giving model.onnx's
+ * SHA-256 if it gives one; training_data.csv naming the model's features) so that mistakes
+ * are named before any byte is sent; the registry checks everything again.
  */
 export async function pushModelFolder(
   client: RegistryClient,
@@ -82,6 +85,13 @@ export async function pushModelFolder(
       throw new ModelArtifactError(`${folder}/model.onnx does not have the SHA-256 its metadata.json gives (${parsed.sha256})`);
     }
     description ||= parsed?.description ?? "";
+    const trainingData = await readOptional(join(folder, trainingDataFile));
+    if (trainingData !== undefined) {
+      if (!isClassifierMetadata(parsed)) throw new ModelArtifactError(`${trainingDataFile} profiles a classifier's features: metadata.json declares none`);
+      const { rows, labels } = parseTrainingCsv(trainingData.toString("utf8"), parsed.feature_names);
+      const profile = computeReferenceProfile(parsed.feature_names, rows, labels, labels === undefined ? undefined : parsed.labels.filter((l) => labels.includes(l)));
+      files.set("reference_profile.json", Buffer.from(JSON.stringify(profile)));
+    }
   } catch (err) {
     if (err instanceof ModelArtifactError) throw new ModelFolderError(`${folder}: ${err.message}`);
     throw err;
@@ -90,23 +100,32 @@ export async function pushModelFolder(
   return response.modelVersion!;
 }
 
-async function readArtifact(folder: string): Promise<Map<"model.onnx" | "metadata.json", Buffer>> {
-  const files = new Map<"model.onnx" | "metadata.json", Buffer>();
-  for (const name of ["model.onnx", "metadata.json"] as const) {
-    try {
-      files.set(name, await readFile(join(folder, name)));
-    } catch (err) {
-      const e = err as NodeJS.ErrnoException;
-      // metadata.json is optional: a plain tensor model's signature is in its graph.
-      if (e.code === "ENOENT" && name === "metadata.json") continue;
-      throw new ModelFolderError(e.code === "ENOENT" ? `${folder} has no ${name}` : `cannot read ${join(folder, name)}: ${e.message}`);
-    }
+/** The training inputs a folder may hold, from which the reference profile is computed at push. */
+const trainingDataFile = "training_data.csv";
+
+async function readOptional(path: string): Promise<Buffer | undefined> {
+  try {
+    return await readFile(path);
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    if (e.code === "ENOENT") return undefined;
+    throw new ModelFolderError(`cannot read ${path}: ${e.message}`);
+  }
+}
+
+/** model.onnx (required), and whichever of metadata.json, outlier.onnx and reference_profile.json the folder has. */
+async function readArtifact(folder: string): Promise<Map<ArtifactFileName, Buffer>> {
+  const files = new Map<ArtifactFileName, Buffer>();
+  for (const name of artifactFileNames) {
+    const bytes = await readOptional(join(folder, name));
+    if (bytes !== undefined) files.set(name, bytes);
+    else if (name === "model.onnx") throw new ModelFolderError(`${folder} has no ${name}`);
   }
   return files;
 }
 
 async function* uploadMessages(
-  files: Map<"model.onnx" | "metadata.json", Buffer>,
+  files: Map<ArtifactFileName, Buffer>,
   target: { modelId: string; alias?: string; description: string },
 ): AsyncIterable<MessageInitShape<typeof UploadModelVersionRequestSchema>> {
   yield {

@@ -6,8 +6,12 @@
  * description, labels, metrics, the ONNX file's SHA-256, and a sample input to run at load.
  */
 
-/** The two files of a model artifact; model.onnx is required, metadata.json optional. */
-export const artifactFileNames = ["model.onnx", "metadata.json"] as const;
+/**
+ * The files of a model artifact: model.onnx is required, metadata.json optional; the companions
+ * outlier.onnx (outlier-model.ts) and reference_profile.json (reference-profile.ts) go with a
+ * classifier's version when it has them.
+ */
+export const artifactFileNames = ["model.onnx", "metadata.json", "outlier.onnx", "reference_profile.json"] as const;
 export type ArtifactFileName = (typeof artifactFileNames)[number];
 
 /** Largest metadata.json read (it holds names, labels, sample rows and metrics). */

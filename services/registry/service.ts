@@ -195,10 +195,13 @@ export function createRegistryService(store: RegistryStore, deps: RegistryServic
 
     async *downloadModelVersion(request) {
       const version = await store.getModelVersion(request.modelId, request.version);
-      const files = version.files as unknown as StoredFile[];
-      if (files.length === 0) {
+      const stored = version.files as unknown as StoredFile[];
+      if (stored.length === 0) {
         throw new ConnectError(`model ${request.modelId} version ${request.version} was registered without an artifact (no upload)`, Code.FailedPrecondition);
       }
+      const missing = request.files.filter((name) => !stored.some((f) => f.name === name));
+      if (missing.length > 0) throw new ConnectError(`model ${request.modelId} version ${request.version} has no ${missing.join(", ")}`, Code.NotFound);
+      const files = request.files.length === 0 ? stored : stored.filter((f) => request.files.includes(f.name));
       yield { content: { case: "modelVersion", value: versionOut(version) } };
       for (const file of files) {
         for await (const data of deps.artifacts.read(file.sha256, downloadChunkBytes)) {

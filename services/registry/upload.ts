@@ -2,6 +2,8 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import type { UploadHeader, UploadModelVersionRequest } from "../../gen/mlmesh/registry/v1/registry_pb.js";
 import { artifactFileNames, maxMetadataBytes, ModelArtifactError, parseModelMetadata, type ArtifactFileName, type ModelMetadataFile } from "../model/metadata.js";
 import { openOnnxModel } from "../model/onnx-model.js";
+import { openOutlierModel } from "../model/outlier-model.js";
+import { parseReferenceProfile } from "../model/reference-profile.js";
 import type { TensorSpec } from "../model/tensors.js";
 import type { ArtifactStore, BlobWriter } from "./artifact-store.js";
 import type { StoredFile } from "./store.js";
@@ -103,10 +105,13 @@ export async function receiveUpload(
   }
 }
 
+/** Largest reference_profile.json read (about 1,000 values per feature). */
+const maxProfileBytes = 16 * 1024 * 1024;
+
 function checkHeader(header: UploadHeader, maxBytes: number): void {
   const names = header.files.map((f) => f.name);
   if (!names.includes("model.onnx") || new Set(names).size !== names.length || !names.every((n) => (artifactFileNames as readonly string[]).includes(n))) {
-    throw invalid(`the header must list model.onnx, and metadata.json when the model has one, once each; not ${names.join(", ")}`);
+    throw invalid(`the header must list model.onnx, and metadata.json when the model has one, and the companions outlier.onnx and reference_profile.json when given, once each; not ${names.join(", ")}`);
   }
   const total = header.files.reduce((sum, f) => sum + Number(f.sizeBytes), 0);
   if (total > maxBytes) {
@@ -114,6 +119,8 @@ function checkHeader(header: UploadHeader, maxBytes: number): void {
   }
   const metadataBytes = Number(header.files.find((f) => f.name === "metadata.json")?.sizeBytes ?? 0);
   if (metadataBytes > maxMetadataBytes) throw invalid(`metadata.json is ${metadataBytes} bytes; at most ${maxMetadataBytes} are read`);
+  const profileBytes = Number(header.files.find((f) => f.name === "reference_profile.json")?.sizeBytes ?? 0);
+  if (profileBytes > maxProfileBytes) throw invalid(`reference_profile.json is ${profileBytes} bytes; at most ${maxProfileBytes} are read`);
 }
 
 /** The metadata, when given, parsed and checked against the ONNX graph (which must load and run its sample). */
@@ -124,6 +131,7 @@ async function checkModel(writers: Map<ArtifactFileName, BlobWriter>, modelName:
     const model = await openOnnxModel(await writers.get("model.onnx")!.contents(), metadata, { intraOpThreads: 1 });
     await model.release();
     const classifier = model.classifier?.metadata;
+    await checkCompanions(writers, classifier);
     const signature: StoredSignature = {
       kind: classifier ? "classifier" : model.image ? "image" : "tensor",
       inputs: model.signature.inputs,
@@ -137,6 +145,28 @@ async function checkModel(writers: Map<ArtifactFileName, BlobWriter>, modelName:
   } catch (err) {
     if (err instanceof ModelArtifactError) throw invalid(err.message);
     throw err;
+  }
+}
+
+/**
+ * The companions, when uploaded: they describe a classifier's rows, so only a classifier may
+ * have them; outlier.onnx must take its rows and answer one score per row, and
+ * reference_profile.json must profile its features, in order, and only its labels.
+ */
+async function checkCompanions(writers: Map<ArtifactFileName, BlobWriter>, classifier: { feature_names: readonly string[]; labels: readonly string[] } | undefined): Promise<void> {
+  const outlier = writers.get("outlier.onnx");
+  const profile = writers.get("reference_profile.json");
+  if (outlier === undefined && profile === undefined) return;
+  if (classifier === undefined) throw new ModelArtifactError("outlier.onnx and reference_profile.json describe a classifier's rows: this model is not a classifier (its metadata.json declares no features)");
+  if (outlier !== undefined) await (await openOutlierModel(await outlier.contents(), classifier.feature_names.length)).release();
+  if (profile !== undefined) {
+    const parsed = parseReferenceProfile((await profile.contents()).toString("utf8"));
+    const names = parsed.features.map((f) => f.name);
+    if (names.join("\u0000") !== classifier.feature_names.join("\u0000")) {
+      throw new ModelArtifactError(`reference_profile.json profiles ${names.join(", ")}; the model's features are ${classifier.feature_names.join(", ")}`);
+    }
+    const unknown = parsed.labels.filter((l) => !classifier.labels.includes(l.label)).map((l) => l.label);
+    if (unknown.length > 0) throw new ModelArtifactError(`reference_profile.json has labels the model does not: ${unknown.join(", ")}`);
   }
 }
 

@@ -238,6 +238,8 @@ export class PackedPredictResponse {
     readonly rowCount: number,
     /** Rows left out (INVALID_ROWS_SKIP); such a response is encoded by protobuf-es. */
     readonly rejectedRows?: MessageInitShape<typeof BadRequestSchema>,
+    /** Per row, the outlier model's score (above 0: an outlier); unset when the version has none. */
+    readonly outlierScores?: Float32Array,
   ) {}
 
   get predictions(): PredictionInit[] {
@@ -247,7 +249,14 @@ export class PackedPredictResponse {
     for (let i = 0; i < this.rowCount; i++) {
       const row = this.probabilities.subarray(i * classCount, (i + 1) * classCount);
       const best = argmax(row);
-      predictions[i] = { probabilities: Array.from(row), label: this.labels[best], labelIndex: best, probability: row[best] };
+      const score = this.outlierScores?.[i];
+      predictions[i] = {
+        probabilities: Array.from(row),
+        label: this.labels[best],
+        labelIndex: best,
+        probability: row[best],
+        outlier: score === undefined ? undefined : { score, isOutlier: score > 0 },
+      };
     }
     return (this.#predictions = predictions);
   }
@@ -284,7 +293,7 @@ function writeVarint(out: Buffer, pos: number, value: number): number {
  * string kept, probabilities packed.
  */
 export function encodePredictResponse(response: PackedPredictResponse): Buffer {
-  const { model, version, labels, probabilities, rowCount } = response;
+  const { model, version, labels, probabilities, rowCount, outlierScores } = response;
   const classCount = labels.length;
   const labelBytes = labels.map((label) => Buffer.from(label, "utf8"));
   const modelBytes = Buffer.byteLength(model, "utf8");
@@ -302,7 +311,8 @@ export function encodePredictResponse(response: PackedPredictResponse): Buffer {
       probabilitiesSize +
       (label !== undefined && label.length > 0 ? 1 + varintSize(label.length) + label.length : 0) +
       (b !== 0 ? 1 + varintSize(b) : 0) +
-      (classCount > 0 && !Object.is(row[b], 0) ? 5 : 0);
+      (classCount > 0 && !Object.is(row[b], 0) ? 5 : 0) +
+      (outlierScores === undefined ? 0 : 2 + outlierSize(outlierScores[i]));
     rowSizes[i] = rowSize;
     size += 1 + varintSize(rowSize) + rowSize;
   }
@@ -337,8 +347,27 @@ export function encodePredictResponse(response: PackedPredictResponse): Buffer {
       out[pos++] = 0x25;
       pos = out.writeFloatLE(probabilities[first + b], pos);
     }
+    if (outlierScores !== undefined) {
+      // Field 5, OutlierScore: score (1, float) unless zero, is_outlier (2, bool) when true.
+      const score = outlierScores[i];
+      out[pos++] = 0x2a;
+      out[pos++] = outlierSize(score);
+      if (!Object.is(score, 0)) {
+        out[pos++] = 0x0d;
+        pos = out.writeFloatLE(score, pos);
+      }
+      if (score > 0) {
+        out[pos++] = 0x10;
+        out[pos++] = 1;
+      }
+    }
   }
   return out;
+}
+
+/** Bytes of an OutlierScore message's fields for `score`. */
+function outlierSize(score: number): number {
+  return (Object.is(score, 0) ? 0 : 5) + (score > 0 ? 2 : 0);
 }
 
 /**
