@@ -33,7 +33,7 @@ describe("one inference path", () => {
   beforeAll(async () => {
     const folder = await readModelFolder(join(repoRoot, "models"));
     const imageLimits = { maxBytes: 1024 * 1024, maxPixels: 1_000_000 };
-    await new ModelLoader(table, { session: { intraOpThreads: 1 }, imageLimits, logger: createLogger("inference-test", "silent") }).apply(folder.models, folder.failures);
+    await new ModelLoader(table, { session: { intraOpThreads: 1 }, imageLimits, logger: createLogger("inference-test", "silent"), scoreOutliers: () => true }).apply(folder.models, folder.failures);
     stopObserving = inference.observe((event) => events.push(event));
   });
   afterAll(async () => {

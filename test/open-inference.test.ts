@@ -89,6 +89,9 @@ describe("the Open Inference Protocol with tritonclient", () => {
         ["probabilities", "FP32"],
         ["label", "BYTES"],
         ["label_index", "INT64"],
+        // iris_svc has an outlier model (outlier.onnx): its verdict per row.
+        ["outlier_score", "FP32"],
+        ["is_outlier", "BOOL"],
       ]);
       for (const kind of protocol === "http" ? ["typed", "binary"] : ["binary"]) {
         expect(c[`one_${kind}`], `${protocol} ${kind}`).toEqual({ labels: ["setosa"], sum: expect.closeTo(1, 5) });
@@ -106,7 +109,7 @@ describe("the Open Inference Protocol with tritonclient", () => {
       expect(c.errors.wrong_input_name.message).toBe('model "iris_svc" v1 has one input, "input"; the request names "features"');
       expect(c.errors.unknown_model.status).toBe(bad("NOT_FOUND"));
       expect(c.errors.unknown_version).toEqual({ status: bad("NOT_FOUND"), message: 'model "iris_svc" has no version 9; loaded versions: 1' });
-      expect(c.errors.unknown_output.message).toBe('model "iris_svc" has no output "logits"; its outputs: probabilities, label, label_index');
+      expect(c.errors.unknown_output.message).toBe('model "iris_svc" has no output "logits"; its outputs: probabilities, label, label_index, outlier_score, is_outlier');
       expect(Number(c.stats.inference_count)).toBeGreaterThanOrEqual(1001);
       expect(c.index).toEqual(["diabetes_high_risk", "diabetes_regressor", "digits_image", "iris_svc", "iris_svc_setosa", "iris_svc_versicolor", "iris_svc_virginica"].map((m) => [m, "1", "READY"]));
     }
@@ -123,6 +126,8 @@ describe("ModelInfer over gRPC", () => {
       ["probabilities", "FP32", [1, 3]],
       ["label", "BYTES", [1]],
       ["label_index", "INT64", [1]],
+      ["outlier_score", "FP32", [1]],
+      ["is_outlier", "BOOL", [1]],
     ]);
     const probabilities = new Float32Array(Uint8Array.from(rawReply.rawOutputContents[0]).buffer);
     expect(probabilities[0]).toBeGreaterThan(0.9);

@@ -33,6 +33,8 @@ export interface PredictorConfig {
   readonly imageLimits: ImageLimits;
   /** PREDICTOR_CACHE_*: the prediction cache (off unless PREDICTOR_CACHE_MODELS names models). */
   readonly cache: CacheSettings;
+  /** PREDICTOR_OUTLIER_MODELS: the models whose rows their outlier model scores ("*": every model that has one). */
+  readonly outlierModels: "*" | ReadonlySet<string>;
 }
 
 const bundledModels = fileURLToPath(new URL("../../models", import.meta.url));
@@ -57,17 +59,25 @@ export function loadPredictorConfig(env: Env): PredictorConfig {
       maxPixels: envInt(env, "PREDICTOR_IMAGE_MAX_PIXELS", 40_000_000, 1, 1_000_000_000),
     },
     cache: loadCacheSettings(env),
+    outlierModels: modelNames(env, "PREDICTOR_OUTLIER_MODELS", "*"),
   });
 }
 
-function loadCacheSettings(env: Env): CacheSettings {
-  const raw = envString(env, "PREDICTOR_CACHE_MODELS", "").trim();
+/** A comma-separated list of model names, "*" for every model, or "none" for no model. */
+function modelNames(env: Env, variable: string, fallback: string): "*" | ReadonlySet<string> {
+  const raw = envString(env, variable, fallback).trim();
+  if (raw === "none") return new Set();
   const names = raw.split(",").map((n) => n.trim()).filter((n) => n !== "");
-  for (const n of names) if (n !== "*" && !new RegExp(`^${name}$`).test(n)) throw new ConfigError("PREDICTOR_CACHE_MODELS", `"${n}" is not a model name (or "*")`);
+  for (const n of names) if (n !== "*" && !new RegExp(`^${name}$`).test(n)) throw new ConfigError(variable, `"${n}" is not a model name (or "*", or "none")`);
+  return names.includes("*") ? "*" : new Set(names);
+}
+
+function loadCacheSettings(env: Env): CacheSettings {
+  const models = modelNames(env, "PREDICTOR_CACHE_MODELS", "none");
   const redisUrl = envString(env, "PREDICTOR_CACHE_REDIS_URL", "");
   if (redisUrl !== "" && !/^rediss?:\/\/\S+$/.test(redisUrl)) throw new ConfigError("PREDICTOR_CACHE_REDIS_URL", `must be redis://host:port, got "${redisUrl}"`);
   return {
-    models: names.includes("*") ? "*" : new Set(names),
+    models,
     maxBytes: envInt(env, "PREDICTOR_CACHE_MAX_BYTES", 64 * 1024 * 1024, 0, 64 * 1024 * 1024 * 1024),
     ttlMs: envDurationMs(env, "PREDICTOR_CACHE_TTL", 600_000, 1000, 30 * 86_400_000),
     redisUrl: redisUrl === "" ? undefined : redisUrl,

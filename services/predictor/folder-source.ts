@@ -10,7 +10,7 @@ const aliasPattern = /^[a-z][a-z0-9_-]*$/;
 
 /**
  * What a model repository folder (MODEL_DIR, no registry) serves: every
- * <name>/<version>/model.onnx with its metadata.json when there is one, and the aliases of <name>/aliases.json
+ * <name>/<version>/model.onnx with its metadata.json and outlier.onnx when there are, and the aliases of <name>/aliases.json
  * ({"production": 1}). A version whose files are missing or malformed, or an alias file
  * that is wrong, is a failure with the reason; the rest is served. Throws only when the
  * folder itself cannot be read.
@@ -41,7 +41,13 @@ export async function readModelFolder(dir: string): Promise<{ models: WantedMode
         const metadata = metadataText === undefined ? undefined : parseModelMetadata(metadataText, { name, version });
         // The digest identifies the artifact; the bytes are read again only when it must load.
         const onnxPath = join(versionFolder, "model.onnx");
-        versions.push({ version, sha256: sha256Hex(await readFile(onnxPath)), fetch: async () => ({ onnx: await readFile(onnxPath), metadata }) });
+        const outlierPath = join(versionFolder, "outlier.onnx");
+        const fetch = async (withOutlier: boolean) => ({
+          onnx: await readFile(onnxPath),
+          metadata,
+          outlier: withOutlier ? await readFile(outlierPath).catch((err: NodeJS.ErrnoException) => (err.code === "ENOENT" ? undefined : Promise.reject(err))) : undefined,
+        });
+        versions.push({ version, sha256: sha256Hex(await readFile(onnxPath)), fetch });
       } catch (err) {
         failures.push({ name, version, reason: (err as Error).message });
       }

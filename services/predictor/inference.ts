@@ -1,4 +1,5 @@
 import type { HostTensor } from "../model/tensors.js";
+import type { CallContext } from "../runtime/serve/pipeline.js";
 import type { CacheCodec, PredictionCache } from "./prediction-cache.js";
 import type { LoadedVersion, ServingTable } from "./serving-table.js";
 
@@ -36,8 +37,13 @@ export interface InferenceKind<Input, Answer, Prepared extends ModelInput | Tens
    * where the input needs work off the event loop first (decoding images).
    */
   prepare(loaded: LoadedVersion, input: Input): Prepared | Promise<Prepared>;
-  /** The answer, from the model's probabilities ([rowCount, labels], packed) or output tensors. */
-  answer(loaded: LoadedVersion, input: Input, prepared: Prepared, computed: Computed<Prepared>): Answer;
+  /**
+   * The answer, from the model's probabilities ([rowCount, labels], packed) or output tensors,
+   * and for a classifier's rows the outlier scores (one per row) when the version is scored.
+   */
+  answer(loaded: LoadedVersion, input: Input, prepared: Prepared, computed: Computed<Prepared>, outlierScores: Float32Array | undefined): Answer;
+  /** The encoded images of the input, for the prediction log (image calls). */
+  imagesOf?(input: Input): readonly Uint8Array[];
   /** How answers of this kind are cached, for the models the prediction cache is on for; none: never. */
   readonly cache?: CacheCodec<Input, Answer>;
 }
@@ -49,12 +55,27 @@ export interface InferenceKind<Input, Answer, Prepared extends ModelInput | Tens
  */
 export interface InferenceEvent {
   readonly kind: string;
+  /** The version that answered (its name, number, labels). */
+  readonly loaded: LoadedVersion;
   readonly model: string;
   readonly version: number;
+  /** The model as the request named it ("iris_svc@production"): its alias, when it named one. */
+  readonly requested: string;
+  /** The call (its request id, trace, caller); unset for calls made inside the Predictor. */
+  readonly call?: CallContext;
   /** A classifier's rows the model ran on (unset for tensors, or when the request failed before they were read). */
   readonly input?: ModelInput;
   /** A classifier's [rowCount, labels] probabilities (unset for tensors, or when the request failed). */
   readonly probabilities?: Float32Array;
+  /** Per row, the outlier model's scores, when the version is scored. */
+  readonly outlierScores?: Float32Array;
+  /** A tensor call's inputs and outputs by name (unset for a classifier's rows). */
+  readonly feeds?: Readonly<Record<string, HostTensor>>;
+  readonly outputs?: Readonly<Record<string, HostTensor>>;
+  /** The encoded images of an image call. */
+  readonly images?: readonly Uint8Array[];
+  /** Rows (batch entries) the call ran. */
+  readonly rows: number;
   /** Milliseconds from resolving the version to the answer. */
   readonly ms: number;
   /** Why the request failed; unset when it was answered. */
@@ -87,17 +108,30 @@ export class Inference {
    * FAILED_PRECONDITION or INVALID_ARGUMENT when they name none), which stays loaded until the
    * answer is ready.
    */
-  run<Input, Answer, Prepared extends ModelInput | TensorInput>(model: string, version: number, kind: InferenceKind<Input, Answer, Prepared>, input: Input): Promise<Answer> {
+  run<Input, Answer, Prepared extends ModelInput | TensorInput>(
+    model: string,
+    version: number,
+    kind: InferenceKind<Input, Answer, Prepared>,
+    input: Input,
+    /** The call asking (for observers: the prediction log). */
+    call?: CallContext,
+  ): Promise<Answer> {
     return this.table.use(model, version, (loaded) => {
       const { cache } = this;
       if (cache !== undefined && kind.cache !== undefined && cache.enabledFor(loaded.name)) {
-        return cache.through(loaded, kind.name, kind.cache, input, () => this.#runOn(loaded, kind, input));
+        return cache.through(loaded, kind.name, kind.cache, input, () => this.#runOn(loaded, kind, input, model, call));
       }
-      return this.#runOn(loaded, kind, input);
+      return this.#runOn(loaded, kind, input, model, call);
     });
   }
 
-  async #runOn<Input, Answer, Prepared extends ModelInput | TensorInput>(loaded: LoadedVersion, kind: InferenceKind<Input, Answer, Prepared>, input: Input): Promise<Answer> {
+  async #runOn<Input, Answer, Prepared extends ModelInput | TensorInput>(
+    loaded: LoadedVersion,
+    kind: InferenceKind<Input, Answer, Prepared>,
+    input: Input,
+    requested: string,
+    call: CallContext | undefined,
+  ): Promise<Answer> {
     const started = performance.now();
     let prepared: Prepared | undefined;
     let preparedAt: number | undefined;
@@ -107,23 +141,35 @@ export class Inference {
       preparedAt = performance.now();
       const rows = rowsOf(prepared);
       let computed: Computed<Prepared>;
+      let outlierScores: Float32Array | undefined;
       if ("feeds" in prepared) computed = (await loaded.runTensors(prepared.feeds, prepared.fetches)) as Computed<Prepared>;
       // No rows left (every row skipped as invalid): nothing to run.
-      else computed = (prepared.rowCount === 0 ? new Float32Array(0) : await loaded.classify(prepared.features, prepared.rowCount)) as Computed<Prepared>;
+      else if (prepared.rowCount === 0) computed = new Float32Array(0) as Computed<Prepared>;
+      else {
+        // The outlier model runs beside the classifier (each batched across requests).
+        const scoring = loaded.scoreOutliers(prepared.features, prepared.rowCount);
+        computed = (await loaded.classify(prepared.features, prepared.rowCount)) as Computed<Prepared>;
+        if (scoring !== undefined) outlierScores = await scoring;
+      }
       const inferredAt = performance.now();
-      const answer = kind.answer(loaded, input, prepared, computed);
+      const answer = kind.answer(loaded, input, prepared, computed, outlierScores);
       const done = performance.now();
       loaded.stats.recordRequest({ ok: true, rows, totalMs: done - started, inputMs: preparedAt - started, outputMs: done - inferredAt });
       if (this.#observers.length > 0) {
-        const rowsRun = "feeds" in prepared ? undefined : { input: prepared as ModelInput, probabilities: computed as Float32Array };
-        this.#notify({ kind: kind.name, model: loaded.name, version: loaded.version, ...rowsRun, ms: done - started });
+        const ran =
+          "feeds" in prepared
+            ? { feeds: prepared.feeds, outputs: computed as Record<string, HostTensor> }
+            : { input: prepared as ModelInput, probabilities: computed as Float32Array, outlierScores };
+        this.#notify({ kind: kind.name, loaded, model: loaded.name, version: loaded.version, requested, call, ...ran, images: kind.imagesOf?.(input), rows, ms: done - started });
       }
       return answer;
     } catch (err) {
       const ms = performance.now() - started;
-      loaded.stats.recordRequest({ ok: false, rows: prepared === undefined ? 0 : rowsOf(prepared), totalMs: ms, inputMs: (preparedAt ?? started + ms) - started });
+      const rows = prepared === undefined ? 0 : rowsOf(prepared);
+      loaded.stats.recordRequest({ ok: false, rows, totalMs: ms, inputMs: (preparedAt ?? started + ms) - started });
       if (this.#observers.length > 0) {
-        this.#notify({ kind: kind.name, model: loaded.name, version: loaded.version, input: prepared && !("feeds" in prepared) ? (prepared as ModelInput) : undefined, ms, error: err });
+        const ran = prepared === undefined ? {} : "feeds" in prepared ? { feeds: prepared.feeds } : { input: prepared as ModelInput };
+        this.#notify({ kind: kind.name, loaded, model: loaded.name, version: loaded.version, requested, call, ...ran, images: kind.imagesOf?.(input), rows, ms, error: err });
       }
       throw err;
     }

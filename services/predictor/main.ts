@@ -18,6 +18,7 @@ import { createInferenceService } from "./oip-service.js";
 import { createInferenceRestRoutes } from "./oip-rest.js";
 import { Inference } from "./inference.js";
 import { PredictionCache } from "./prediction-cache.js";
+import { recordPredictions } from "./prediction-recorder.js";
 import { createPredictorService } from "./service.js";
 
 /**
@@ -30,15 +31,17 @@ import { createPredictorService } from "./service.js";
  * logged by name, listed by ListModels, and answer FAILED_PRECONDITION while the rest serves.
  */
 export function main(env: Env): Promise<void> {
-  return runService("predictor", env, async ({ config, logger, tracing, gatekeeper, meshCredentials }) => {
+  return runService("predictor", env, async ({ config, logger, tracing, gatekeeper, meshCredentials, predictionLog }) => {
     const predictorConfig = loadPredictorConfig(env);
     const table = new ServingTable();
     const { cache: cacheSettings } = predictorConfig;
     const cache = cacheSettings.models === "*" || cacheSettings.models.size > 0 ? new PredictionCache(cacheSettings, logger) : undefined;
     const inference = new Inference(table, cache);
+    if (predictionLog !== undefined) recordPredictions(inference, predictionLog);
     watchServingTable(table);
-    const { intraOpThreads, workerThresholdBytes, imageLimits } = predictorConfig;
-    const loader = new ModelLoader(table, { session: { intraOpThreads, workerThresholdBytes }, imageLimits, logger });
+    const { intraOpThreads, workerThresholdBytes, imageLimits, outlierModels } = predictorConfig;
+    const scoreOutliers = (model: string) => outlierModels === "*" || outlierModels.has(model);
+    const loader = new ModelLoader(table, { session: { intraOpThreads, workerThresholdBytes }, imageLimits, logger, scoreOutliers });
     const stop = new AbortController();
     // Ready (ServerReady, /v2/health/ready): every wanted version loaded, as health says.
     let ready = false;

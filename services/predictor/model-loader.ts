@@ -1,5 +1,6 @@
 import type { ModelMetadataFile } from "../model/metadata.js";
 import { openOnnxModel, type SessionOptions } from "../model/onnx-model.js";
+import { openOutlierModel, type OutlierModel } from "../model/outlier-model.js";
 import type { ImageLimits } from "../model/preprocessing.js";
 import type { Logger } from "../runtime/observability/logger.js";
 import { modelLoads, modelUnloads } from "./metrics.js";
@@ -10,8 +11,11 @@ export interface WantedVersion {
   readonly version: number;
   /** SHA-256 of model.onnx: a loaded version with the same name, number and digest is kept. */
   readonly sha256: string;
-  /** Reads or downloads the artifact; the metadata (none for a plain tensor model) is parsed by the source. */
-  fetch(): Promise<{ onnx: Uint8Array; metadata: ModelMetadataFile | undefined }>;
+  /**
+   * Reads or downloads the artifact; the metadata (none for a plain tensor model) is parsed by
+   * the source; outlier.onnx when the version has one (and `withOutlier`).
+   */
+  fetch(withOutlier: boolean): Promise<{ onnx: Uint8Array; metadata: ModelMetadataFile | undefined; outlier?: Uint8Array }>;
 }
 
 /** What a source (a folder, the registry) wants served of one model. */
@@ -40,7 +44,13 @@ export class ModelLoader {
 
   constructor(
     private readonly table: ServingTable,
-    private readonly options: { session: SessionOptions; imageLimits: ImageLimits; logger: Logger },
+    private readonly options: {
+      session: SessionOptions;
+      imageLimits: ImageLimits;
+      logger: Logger;
+      /** PREDICTOR_OUTLIER_MODELS: whether a model's rows are scored by its outlier model. */
+      scoreOutliers: (model: string) => boolean;
+    },
   ) {}
 
   /** Applies the wanted state; resolves once it is served (old versions may still be draining). */
@@ -65,9 +75,16 @@ export class ModelLoader {
             return;
           }
           try {
-            const { onnx, metadata } = await wantedVersion.fetch();
+            const { onnx, metadata, outlier } = await wantedVersion.fetch(this.options.scoreOutliers(model.name));
             const loaded = await openOnnxModel(onnx, metadata, this.options.session);
-            versions.set(wantedVersion.version, new LoadedVersion(model.name, wantedVersion.version, model.modelId, loaded, this.options.imageLimits));
+            let outlierModel: OutlierModel | undefined;
+            try {
+              if (outlier !== undefined && loaded.classifier !== undefined) outlierModel = await openOutlierModel(outlier, loaded.classifier.featureCount);
+            } catch (err) {
+              await loaded.release();
+              throw err;
+            }
+            versions.set(wantedVersion.version, new LoadedVersion(model.name, wantedVersion.version, model.modelId, loaded, this.options.imageLimits, outlierModel));
             modelLoads.labels(model.name, "loaded").inc();
             this.options.logger.info({ model: model.name, version: wantedVersion.version }, "model version loaded");
           } catch (err) {

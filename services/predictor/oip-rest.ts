@@ -2,6 +2,7 @@ import type { DescMethod } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { GRPCInferenceService } from "../../gen/inference/open_inference_pb.js";
 import { PayloadTooLargeError, type HttpReply, type HttpRequest, type HttpRoute, type HttpRouter } from "../runtime/serve/http-routes.js";
+import type { CallContext } from "../runtime/serve/pipeline.js";
 import { methodPolicy } from "../runtime/security/policy.js";
 import { matchingVersions, isReady, modelMetadata, serverInfo } from "./oip-service.js";
 import { infer, jsonValuesOf, rawBytesOf, type InferInput, type InputData, type InferOutput } from "./open-inference.js";
@@ -34,14 +35,14 @@ export interface InferenceRestOptions {
  */
 export function createInferenceRestRoutes(inference: Inference, options: InferenceRestOptions): HttpRouter {
   const { table } = inference;
-  const route = (method: DescMethod, answer: (request: HttpRequest, path: string) => Reply | Promise<Reply>, quiet = false): HttpRoute => {
+  const route = (method: DescMethod, answer: (request: HttpRequest, path: string, ctx: CallContext) => Reply | Promise<Reply>, quiet = false): HttpRoute => {
     const policy = methodPolicy(method);
     return {
       name: `/${GRPCInferenceService.typeName}/${method.name}`,
       role: policy.role,
       limited: policy.limited,
       quiet,
-      answer: async (request, url) => replyOf(await answer(request, url.pathname.replace(/\/+$/, ""))),
+      answer: async (request, url, ctx) => replyOf(await answer(request, url.pathname.replace(/\/+$/, ""), ctx)),
     };
   };
   const m = GRPCInferenceService.method;
@@ -92,10 +93,10 @@ export function createInferenceRestRoutes(inference: Inference, options: Inferen
       const ready = isReady(table, name, version);
       return { status: ready ? 200 : 400, json: { name, ready } };
     }),
-    modelInfer: route(m.modelInfer, async (request, path) => {
+    modelInfer: route(m.modelInfer, async (request, path, ctx) => {
       only(request, "POST", path);
       const { name, version } = modelOf(path);
-      return inferRest(inference, name, version, request, await readBody(request, options.maxBodyBytes));
+      return inferRest(inference, name, version, request, await readBody(request, options.maxBodyBytes), ctx);
     }),
   };
   // A path under /v2 that is none of the protocol's: 404 with the protocol's JSON error.
@@ -143,7 +144,7 @@ function only(request: HttpRequest, allowed: string, path: string): void {
 }
 
 /** The JSON (and binary) body of an infer request, in and out. */
-async function inferRest(inference: Inference, name: string, version: string, request: HttpRequest, body: Buffer): Promise<Reply> {
+async function inferRest(inference: Inference, name: string, version: string, request: HttpRequest, body: Buffer, ctx: CallContext): Promise<Reply> {
   const headerLength = request.headers["inference-header-content-length"];
   let jsonBytes = body;
   let binary: Buffer = Buffer.alloc(0);
@@ -188,7 +189,7 @@ async function inferRest(inference: Inference, name: string, version: string, re
   if (offset !== binary.length) throw new ConnectError(`${binary.length - offset} binary bytes follow the inputs that use them`, Code.InvalidArgument);
   const requested = Array.isArray(parsed.outputs) ? (parsed.outputs as { name?: unknown; parameters?: Record<string, unknown> }[]) : [];
   const binaryByDefault = parsed.parameters?.binary_data_output === true;
-  const { loaded, outputs } = await infer(inference, name, version, { inputs, outputs: requested.map((o) => String(o.name ?? "")) });
+  const { loaded, outputs } = await infer(inference, name, version, { inputs, outputs: requested.map((o) => String(o.name ?? "")) }, ctx);
   const binaryOutput = (o: InferOutput) => {
     const asked = requested.find((r) => r.name === o.name)?.parameters?.binary_data;
     return typeof asked === "boolean" ? asked : binaryByDefault;

@@ -48,7 +48,7 @@ export function createInferenceService(inference: Inference, ready: () => boolea
       return { ...metadata, inputs: metadata.inputs.map(tensor), outputs: metadata.outputs.map(tensor) };
     },
 
-    async modelInfer(request) {
+    async modelInfer(request, ctx) {
       const raw = request.rawInputContents.length > 0;
       if (raw && request.inputs.some((i) => typedField(i.contents) !== undefined)) {
         throw new ConnectError("an input has typed contents while raw_input_contents is set: use one or the other", Code.InvalidArgument);
@@ -64,7 +64,7 @@ export function createInferenceService(inference: Inference, ready: () => boolea
           data: raw ? { kind: "raw", bytes: request.rawInputContents[k] } : typedData(input.contents),
         })),
         outputs: request.outputs.map((o) => o.name),
-      });
+      }, ctx);
       // Raw outputs go to a client that sent raw inputs or asked for binary data, and whenever
       // an output is FP16, which has no typed field (for all outputs: the protocol does not mix
       // the two forms in one response).

@@ -13,6 +13,7 @@ import {
   type TensorSpec as ModelTensorSpec,
 } from "../model/tensors.js";
 import type { Inference, InferenceKind, ModelInput, TensorInput } from "./inference.js";
+import type { CallContext } from "../runtime/serve/pipeline.js";
 import type { LoadedVersion } from "./serving-table.js";
 import { batchable } from "./tensor-batcher.js";
 
@@ -58,6 +59,9 @@ export const platform = "onnxruntime_onnx";
 /** The outputs every classifier gives, besides its probability output. */
 export const labelOutput = "label";
 export const labelIndexOutput = "label_index";
+/** The outputs a scored classifier adds (its outlier model's verdict per row). */
+export const outlierScoreOutput = "outlier_score";
+export const isOutlierOutput = "is_outlier";
 
 /** A tensor as the protocol describes it. */
 export interface TensorSpec {
@@ -125,6 +129,12 @@ export function tensorsOf(loaded: LoadedVersion): { inputs: TensorSpec[]; output
         { name: classifier.metadata.probability_output, datatype: "FP32", shape: [-1, classifier.classCount] },
         { name: labelOutput, datatype: "BYTES", shape: [-1] },
         { name: labelIndexOutput, datatype: "INT64", shape: [-1] },
+        ...(loaded.outlierScoring
+          ? [
+              { name: outlierScoreOutput, datatype: "FP32", shape: [-1] },
+              { name: isOutlierOutput, datatype: "BOOL", shape: [-1] },
+            ]
+          : []),
       ],
     };
   }
@@ -171,19 +181,19 @@ export const inferKind: InferenceKind<InferRequest, { loaded: LoadedVersion; out
     encode: (answer) => encodeOutputs(answer.outputs),
     decode: (bytes, loaded) => ({ loaded, outputs: decodeOutputs(bytes) }),
   },
-  answer(loaded, _request, prepared, computed) {
+  answer(loaded, _request, prepared, computed, outlierScores) {
     if ("feeds" in prepared) {
       const tensors = computed as Record<string, HostTensor>;
       return { loaded, outputs: prepared.fetches.map((name) => ({ name, datatype: oipDatatypeOf[tensors[name].dtype], shape: [...tensors[name].dims], data: tensors[name].data })) };
     }
-    return { loaded, outputs: prepared.outputs.map((name) => classifierOutput(loaded, name, computed as Float32Array, prepared.rowCount)) };
+    return { loaded, outputs: prepared.outputs.map((name) => classifierOutput(loaded, name, computed as Float32Array, prepared.rowCount, outlierScores)) };
   },
 };
 
 /** Runs ModelInfer on the version its model name and version string name (modelRef). */
-export function infer(inference: Inference, model: string, version: string, request: InferRequest): Promise<{ loaded: LoadedVersion; outputs: InferOutput[] }> {
+export function infer(inference: Inference, model: string, version: string, request: InferRequest, call?: CallContext): Promise<{ loaded: LoadedVersion; outputs: InferOutput[] }> {
   const ref = modelRef(model, version);
-  return inference.run(ref.model, ref.version, inferKind, request);
+  return inference.run(ref.model, ref.version, inferKind, request, call);
 }
 
 function requestedOutputs(loaded: LoadedVersion, names: readonly string[]): string[] {
@@ -466,9 +476,16 @@ function fromValues(label: string, dtype: Dtype, elements: number, values: Array
   return data;
 }
 
-function classifierOutput(loaded: LoadedVersion, name: string, probabilities: Float32Array, rows: number): InferOutput {
+function classifierOutput(loaded: LoadedVersion, name: string, probabilities: Float32Array, rows: number, outlierScores: Float32Array | undefined): InferOutput {
   const labels = loaded.requireClassifier().metadata.labels;
   const classes = labels.length;
+  if (name === outlierScoreOutput || name === isOutlierOutput) {
+    // Named only for a scored version (requestedOutputs checks against tensorsOf).
+    const scores = outlierScores ?? new Float32Array(rows);
+    return name === outlierScoreOutput
+      ? { name, datatype: "FP32", shape: [rows], data: scores }
+      : { name, datatype: "BOOL", shape: [rows], data: Uint8Array.from(scores, (v) => (v > 0 ? 1 : 0)) };
+  }
   if (name === labelOutput || name === labelIndexOutput) {
     const best = new BigInt64Array(rows);
     for (let r = 0; r < rows; r++) {

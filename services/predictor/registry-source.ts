@@ -208,16 +208,16 @@ export class RegistrySource {
       .map((v) => ({
         version: v.version,
         sha256: v.files.find((f) => f.name === "model.onnx")!.sha256,
-        fetch: () => this.#download(model, v.version),
+        fetch: (withOutlier: boolean) => this.#download(model, v.version, v.files.map((f) => f.name).filter((n) => n === "model.onnx" || n === "metadata.json" || (withOutlier && n === "outlier.onnx"))),
       }));
     return { wanted: { name: model.name, modelId: model.id, versions, aliases }, failures };
   }
 
   /** A version's files, checked against the digests the registry recorded. */
-  async #download(model: Model, version: number): Promise<{ onnx: Uint8Array; metadata: ModelMetadataFile | undefined }> {
+  async #download(model: Model, version: number, files: string[]): Promise<{ onnx: Uint8Array; metadata: ModelMetadataFile | undefined; outlier?: Uint8Array }> {
     const chunks = new Map<string, Uint8Array[]>();
     let header: ModelVersion | undefined;
-    for await (const message of this.#client.downloadModelVersion({ modelId: model.id, version }, { ...this.#call(), timeoutMs: 120_000 })) {
+    for await (const message of this.#client.downloadModelVersion({ modelId: model.id, version, files }, { ...this.#call(), timeoutMs: 120_000 })) {
       if (message.content.case === "modelVersion") header = message.content.value;
       else if (message.content.case === "chunk") chunks.set(message.content.value.file, [...(chunks.get(message.content.value.file) ?? []), message.content.value.data]);
     }
@@ -233,7 +233,7 @@ export class RegistrySource {
     // The registry numbers versions; the metadata's own version number is not checked here.
     const hasMetadata = header?.files.some((f) => f.name === "metadata.json") ?? false;
     const metadata = hasMetadata ? parseModelMetadata(bytes("metadata.json").toString("utf8"), { name: model.name }) : undefined;
-    return { onnx, metadata };
+    return { onnx, metadata, outlier: files.includes("outlier.onnx") ? bytes("outlier.onnx") : undefined };
   }
 
   async #apply(): Promise<void> {

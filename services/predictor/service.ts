@@ -16,13 +16,13 @@ import type { LoadedVersion, ServingTable } from "./serving-table.js";
 export function createPredictorService(inference: Inference): PartialServiceImpl<typeof PredictorService> {
   const { table } = inference;
   return {
-    predict(request) {
+    predict(request, ctx) {
       const input: RowsInput = { rows: packedRowsOf(request), skipInvalid: request.invalidRows === InvalidRows.SKIP };
-      return inference.run(request.model, request.version, predictKind, input);
+      return inference.run(request.model, request.version, predictKind, input, ctx);
     },
 
-    classifyImages(request) {
-      return inference.run(request.model, request.version, classifyImagesKind, { images: request.images, topK: request.topK || 5 });
+    classifyImages(request, ctx) {
+      return inference.run(request.model, request.version, classifyImagesKind, { images: request.images, topK: request.topK || 5 }, ctx);
     },
 
     getModelMetadata(request) {
@@ -42,11 +42,11 @@ export function createPredictorService(inference: Inference): PartialServiceImpl
       };
     },
 
-    async predictSample(request) {
+    async predictSample(request, ctx) {
       const loaded = table.resolve(request.model, request.version);
       const rows = loaded.requireClassifier().metadata.sample_input.map((values) => ({ values: [...values] }));
       // The version resolved above answers (not whatever the name means by the time it runs).
-      const response = await inference.run(loaded.name, loaded.version, predictKind, { rows: packRows(rows), skipInvalid: false });
+      const response = await inference.run(loaded.name, loaded.version, predictKind, { rows: packRows(rows), skipInvalid: false }, ctx);
       return { rows, response };
     },
   };
@@ -85,9 +85,9 @@ const predictKind: InferenceKind<RowsInput, PackedPredictResponse, PreparedRows>
     }
     return { ...packAccepted(rows, featureCount, rowCount - rejected.length), rejected };
   },
-  answer(loaded, _input, prepared, probabilities) {
+  answer(loaded, _input, prepared, probabilities, outlierScores) {
     const rejectedRows = prepared.rejected.length > 0 ? { fieldViolations: [...prepared.rejected] } : undefined;
-    return new PackedPredictResponse(loaded.name, loaded.version, [...loaded.requireClassifier().metadata.labels], probabilities, prepared.rowCount, rejectedRows);
+    return new PackedPredictResponse(loaded.name, loaded.version, [...loaded.requireClassifier().metadata.labels], probabilities, prepared.rowCount, rejectedRows, outlierScores);
   },
 };
 
@@ -104,6 +104,7 @@ const classifyImagesKind: InferenceKind<ImagesInput, MessageInitShape<typeof Cla
     const image = loaded.requireImageModel();
     return { feeds: { [image.preprocessor.input.name]: await loaded.preprocessImages(images) }, fetches: [image.scoresOutput] };
   },
+  imagesOf: ({ images }) => images,
   answer(loaded, { images, topK }, _prepared, computed) {
     const { labels, scoresOutput } = loaded.requireImageModel();
     const scores = (computed as Record<string, HostTensor>)[scoresOutput].data as Float32Array;
@@ -164,5 +165,6 @@ function metadataOf(model: LoadedVersion, aliases: string[]): MessageInitShape<t
     metrics: { ...m?.metrics },
     sha256: model.sha256,
     aliases,
+    outlierScoring: model.outlierScoring,
   };
 }

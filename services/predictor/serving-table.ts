@@ -1,6 +1,7 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { ModelMetadataFile } from "../model/metadata.js";
 import type { Classifier, ImageModel, OnnxModel } from "../model/onnx-model.js";
+import type { OutlierModel } from "../model/outlier-model.js";
 import { ImageError, type ImageLimits } from "../model/preprocessing.js";
 import { shapeText, type HostTensor, type Signature } from "../model/tensors.js";
 import { InferenceBatcher } from "./inference-batcher.js";
@@ -31,6 +32,8 @@ export class LoadedVersion {
   readonly #batcher: InferenceBatcher | undefined;
   /** Cross-request batching of tensors, for a graph batched along its first dimension. */
   readonly #tensorBatcher: TensorBatcher | undefined;
+  /** Cross-request batching of the outlier model's runs, when the version is scored. */
+  readonly #outlierBatcher: InferenceBatcher | undefined;
   #inFlight = 0;
   #retired: (() => void) | undefined;
 
@@ -44,6 +47,8 @@ export class LoadedVersion {
     private readonly model: OnnxModel,
     /** What one image may be before it is decoded (image models). */
     private readonly imageLimits: ImageLimits,
+    /** The version's outlier model (outlier.onnx), when it has one and scoring is on for it. */
+    private readonly outlier?: OutlierModel,
   ) {
     this.stats = new InferenceStats(name, version);
     const classifier = model.classifier;
@@ -56,6 +61,8 @@ export class LoadedVersion {
         maxBatchRows,
         (rows, computeMs, waitsMs) => this.stats.recordRun(rows, computeMs, waitsMs),
       );
+    this.#outlierBatcher =
+      classifier && outlier && new InferenceBatcher((features, rows) => outlier.score(features, rows), classifier.featureCount, 1, maxBatchRows);
     const serving = model.metadata?.serving;
     this.#tensorBatcher =
       classifier === undefined && batchable(model.signature)
@@ -137,6 +144,19 @@ export class LoadedVersion {
     return this.#batcher!.classify(features, rowCount);
   }
 
+  /** Whether each row is scored by an outlier model (PREDICTOR_OUTLIER_MODELS, and outlier.onnx). */
+  get outlierScoring(): boolean {
+    return this.#outlierBatcher !== undefined;
+  }
+
+  /**
+   * Per row, the outlier model's score (above 0: an outlier), for rows packed as classify()
+   * takes them; undefined when the version is not scored. Concurrent calls share one run.
+   */
+  scoreOutliers(features: Float32Array, rowCount: number): Promise<Float32Array> | undefined {
+    return this.#outlierBatcher?.classify(features, rowCount);
+  }
+
   /**
    * Runs the graph on tensors (each input by name), answering the `fetches` outputs; concurrent
    * calls share runs when the graph batches along its first dimension.
@@ -170,7 +190,10 @@ export class LoadedVersion {
       this.#retired = resolve;
       if (this.#inFlight === 0) resolve();
     });
-    return released.then(() => this.model.release());
+    return released.then(async () => {
+      await this.model.release();
+      await this.outlier?.release();
+    });
   }
 }
 

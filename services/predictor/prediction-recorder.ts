@@ -1,0 +1,64 @@
+import { createHash, randomUUID } from "node:crypto";
+import { ConnectError } from "@connectrpc/connect";
+import { oipDatatypeOf, type HostTensor } from "../model/tensors.js";
+import { parentRequestIdHeader } from "../runtime/client/grpc-client.js";
+import { traceSpanKey } from "../runtime/observability/tracing.js";
+import { RecordSource, type PredictionLog, type RecordFacts, type RecordTensor } from "../runtime/prediction-log/prediction-log.js";
+import { principalKey } from "../runtime/security/credentials.js";
+import { requestIdKey } from "../runtime/serve/pipeline.js";
+import type { Inference, InferenceEvent } from "./inference.js";
+import { rawBytesOf } from "./open-inference.js";
+
+/*
+ * The Predictor's side of the prediction log: every inference (native Predict and
+ * PredictSample, ClassifyImages, ModelInfer over gRPC and REST) that PREDICTION_LOG_SAMPLE
+ * keeps becomes a record, queued by the runtime's PredictionLog off the call's path (the
+ * observer runs after the answer is computed and returns at once).
+ */
+
+/** How each inference kind names its API in records. */
+const apiOf: Readonly<Record<string, string>> = { predict: "predict", oip: "oip", images: "classify_images" };
+
+/** Records every sampled inference of `inference` in `log`. */
+export function recordPredictions(inference: Inference, log: PredictionLog): void {
+  inference.observe((event) => {
+    if (log.sampled(event.model)) log.append(recordOf(event));
+  });
+}
+
+function recordOf(event: InferenceEvent): RecordFacts {
+  const { call, loaded } = event;
+  const at = event.requested.indexOf("@");
+  const error = event.error === undefined ? undefined : ConnectError.from(event.error);
+  const classifier = loaded.classifier;
+  return {
+    requestId: call?.values.get(requestIdKey) ?? randomUUID(),
+    parentRequestId: call?.requestHeader.get(parentRequestIdHeader) || undefined,
+    traceId: call?.values.get(traceSpanKey)?.traceId,
+    caller: call?.values.get(principalKey)?.name,
+    source: RecordSource.predictor,
+    api: apiOf[event.kind] ?? event.kind,
+    model: event.model,
+    version: event.version,
+    alias: at === -1 ? undefined : event.requested.slice(at + 1),
+    timeMs: Date.now(),
+    latencyMs: event.ms,
+    status: error === undefined ? 0 : error.code,
+    error: error?.rawMessage,
+    rowCount: event.rows,
+    rows: event.input && classifier && { width: classifier.featureCount, values: event.input.features },
+    classification: event.probabilities && classifier && { labels: classifier.metadata.labels, probabilities: event.probabilities },
+    outlierScores: event.outlierScores,
+    // An image call's tensor is the decoded image: the record keeps the images' digests instead.
+    inputTensors: event.images === undefined && event.feeds !== undefined ? tensorsOf(event.feeds) : undefined,
+    outputTensors: event.outputs && tensorsOf(event.outputs),
+    images: event.images?.map((bytes) => ({ sha256: createHash("sha256").update(bytes).digest("hex"), sizeBytes: bytes.length })),
+  };
+}
+
+function tensorsOf(tensors: Readonly<Record<string, HostTensor>>): RecordTensor[] {
+  return Object.entries(tensors).map(([name, t]) => {
+    const datatype = oipDatatypeOf[t.dtype];
+    return { name, datatype, shape: t.dims, contents: rawBytesOf({ name, datatype, shape: [...t.dims], data: t.data }) };
+  });
+}
