@@ -11,7 +11,7 @@ shift || true
 mkdir -p "$dir"
 cd "$dir"
 [ -f ca.pem ] && [ -f server.pem ] && [ -f client.pem ] && exit 0
-names=(localhost registry predictor batch proxy console envoy "$@")
+names=(localhost registry predictor batch proxy monitor console envoy "$@")
 san="IP:127.0.0.1,IP:::1"
 for name in "${names[@]}"; do san+=",DNS:$name"; done
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 825 \

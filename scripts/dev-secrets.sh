@@ -3,9 +3,9 @@
 #   scripts/dev-secrets.sh            writes deploy/dev-secrets/ (kept out of git; rerun: no-op)
 # - a development CA with server and client certificates (scripts/dev-ca.sh);
 # - bearer tokens, one file each: admin.token, writer.token, reader.token for you, and one per
-#   service for its calls to the others (least privilege: the Predictor is a writer, for
-#   ReportServing; the Proxy, the batch job, the console and Prometheus read; the one-shot
-#   bootstrap is an admin);
+#   service for its calls to the others (least privilege: the Predictor, the Proxy and the
+#   batch job are writers, for ReportServing and the monitor's IngestRecords; the monitor, the
+#   console and Prometheus read; the one-shot bootstrap is an admin);
 # - tokens: the services' AUTH_TOKENS_FILE, holding only the tokens' SHA-256 hashes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,8 +25,10 @@ line() { # name role
   line writer writer
   line reader reader
   line mesh-predictor writer
-  line mesh-proxy reader
-  line mesh-batch reader
+  # The Proxy and the batch service write prediction records to the monitor (IngestRecords).
+  line mesh-proxy writer
+  line mesh-batch writer
+  line mesh-monitor reader
   line mesh-console reader
   line prometheus reader
   line bootstrap admin

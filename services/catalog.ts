@@ -57,6 +57,12 @@ export const catalog: readonly ServiceEntry[] = [
     inMesh: true,
     load: async () => (await import("./proxy/main.js")).main,
   }),
+  entry("monitor", {
+    grpcService: "mlmesh.monitor.v1.MonitorService",
+    summary: "the prediction log: records, drift against training data, alerts",
+    inMesh: true,
+    load: async () => (await import("./monitor/main.js")).main,
+  }),
   entry("console", {
     grpcService: "",
     summary: "the web console",

@@ -1,0 +1,299 @@
+import { toBinary } from "@bufbuild/protobuf";
+import { PredictionRecordSchema, type IngestRecordsRequest } from "../../gen/mlmesh/monitor/v1/monitor_pb.js";
+import { markValidated, type MethodWire } from "../runtime/serve/registration.js";
+
+/*
+ * What the monitor reads of each ingested PredictionRecord, straight from its bytes: the
+ * columns it stores beside them and what its windows need (rows, probabilities, outlier
+ * scores). The bytes themselves are stored as they came. At 50,000 records/s a protobuf-es
+ * message per record would cost more than the database; the native gRPC path hands the
+ * request's bytes here (ingestWire), other protocols' decoded messages are re-encoded first.
+ *
+ * A record is read here only when it satisfies its rules in monitor.proto; otherwise the
+ * request is left to protobuf-es and protovalidate, whose error names the field.
+ */
+
+/** One record as the monitor keeps and counts it. */
+export interface IngestedRecord {
+  readonly requestId: string;
+  readonly timeMs: number;
+  readonly source: number;
+  readonly model: string;
+  readonly version: number;
+  readonly status: number;
+  readonly latencyMs: number;
+  readonly rowCount: number;
+  readonly parentRequestId: string | undefined;
+  /** A classifier's rows: width and rowCount x width values. */
+  readonly width: number;
+  readonly values: Float32Array | undefined;
+  readonly labels: readonly string[];
+  readonly probabilities: Float32Array | undefined;
+  readonly outlierScores: Float32Array | undefined;
+  /** Rows with an outlier score above 0. */
+  readonly outlierRows: number;
+  /** The record as sent. */
+  readonly bytes: Uint8Array;
+}
+
+/** An IngestRecordsRequest read by ingestWire: its records, already checked. */
+export class DecodedIngestRequest {
+  readonly $typeName = "mlmesh.monitor.v1.IngestRecordsRequest" as const;
+  constructor(readonly ingested: readonly IngestedRecord[]) {}
+}
+
+const maxRecords = 10_000;
+/** google.rpc.Code's highest value (UNAUTHENTICATED). */
+const maxCode = 16;
+const maxSource = 3;
+
+class Reader {
+  at: number;
+  constructor(
+    readonly buf: Buffer,
+    start: number,
+    readonly end: number,
+  ) {
+    this.at = start;
+  }
+
+  varint(): number {
+    let result = 0;
+    let scale = 1;
+    for (let i = 0; i < 10; i++) {
+      if (this.at >= this.end) throw bad;
+      const byte = this.buf[this.at++];
+      result += (byte & 0x7f) * scale;
+      if (byte < 0x80) return result;
+      scale *= 128;
+    }
+    throw bad;
+  }
+
+  /** The end of a length-delimited field whose length comes next. */
+  delimited(): number {
+    const length = this.varint();
+    const end = this.at + length;
+    if (end > this.end) throw bad;
+    return end;
+  }
+
+  skip(wireType: number): void {
+    if (wireType === 0) this.varint();
+    else if (wireType === 1) this.at += 8;
+    else if (wireType === 2) this.at = this.delimited();
+    else if (wireType === 5) this.at += 4;
+    else throw bad;
+    if (this.at > this.end) throw bad;
+  }
+
+  /** A string of at most `maxChars` characters (protovalidate counts code points). */
+  string(maxChars: number): string {
+    const end = this.delimited();
+    const value = this.buf.toString("utf8", this.at, end);
+    if (end - this.at > maxChars && [...value].length > maxChars) throw bad;
+    this.at = end;
+    return value;
+  }
+
+  /** A repeated float field: packed (wire type 2) or one value (wire type 5), appended to `into`. */
+  floats(wireType: number, into: number[]): void {
+    if (wireType === 5) {
+      into.push(this.buf.readFloatLE(this.at));
+      this.at += 4;
+      return;
+    }
+    if (wireType !== 2) throw bad;
+    const end = this.delimited();
+    if ((end - this.at) % 4 !== 0) throw bad;
+    for (; this.at < end; this.at += 4) into.push(this.buf.readFloatLE(this.at));
+  }
+}
+
+/** Thrown inside the reader: the bytes break a rule (or are no message); protobuf-es decides. */
+const bad = new Error("not a canonical, valid record");
+
+/** Reads the milliseconds of a Timestamp or Duration. */
+function readTime(r: Reader): number {
+  const end = r.delimited();
+  let seconds = 0;
+  let nanos = 0;
+  while (r.at < end) {
+    const tag = r.varint();
+    if (tag === 8) seconds = r.varint();
+    else if (tag === 16) nanos = r.varint();
+    else r.skip(tag & 7);
+  }
+  if (nanos > 999_999_999) throw bad;
+  return seconds * 1000 + nanos / 1e6;
+}
+
+/** Reads one stored record (its bytes were checked when it was ingested). */
+export function readRecord(bytes: Uint8Array): IngestedRecord {
+  const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  return readRecordAt(buf, 0, buf.length);
+}
+
+/** Reads one PredictionRecord occupying buf[start, end). */
+function readRecordAt(buf: Buffer, start: number, end: number): IngestedRecord {
+  const r = new Reader(buf, start, end);
+  let requestId = "";
+  let timeMs: number | undefined;
+  let source = 0;
+  let model = "";
+  let version = 0;
+  let status = 0;
+  let latencyMs = 0;
+  let rowCount = 0;
+  let parentRequestId: string | undefined;
+  let width = 0;
+  const values: number[] = [];
+  const labels: string[] = [];
+  const probabilities: number[] = [];
+  const scores: number[] = [];
+  while (r.at < end) {
+    const tag = r.varint();
+    const field = tag >>> 3;
+    const wireType = tag & 7;
+    switch (field) {
+      case 1:
+        requestId = r.string(128);
+        break;
+      case 2:
+        timeMs = readTime(r);
+        break;
+      case 3:
+        r.string(32);
+        break;
+      case 4:
+        r.string(128);
+        break;
+      case 5:
+        source = r.varint();
+        break;
+      case 6:
+      case 9:
+      case 10:
+        r.string(64);
+        break;
+      case 7:
+        model = r.string(128);
+        break;
+      case 8:
+        version = r.varint();
+        break;
+      case 11: {
+        const inputsEnd = r.delimited();
+        while (r.at < inputsEnd) {
+          const t = r.varint();
+          if (t >>> 3 !== 1) {
+            r.skip(t & 7);
+            continue;
+          }
+          const rowsEnd = r.delimited();
+          while (r.at < rowsEnd) {
+            const rt = r.varint();
+            if (rt === 8) width = r.varint();
+            else if (rt >>> 3 === 2) r.floats(rt & 7, values);
+            else r.skip(rt & 7);
+          }
+        }
+        break;
+      }
+      case 12: {
+        const outputsEnd = r.delimited();
+        while (r.at < outputsEnd) {
+          const t = r.varint();
+          if (t >>> 3 !== 1) {
+            r.skip(t & 7);
+            continue;
+          }
+          const classEnd = r.delimited();
+          while (r.at < classEnd) {
+            const ct = r.varint();
+            if (ct === 10) labels.push(r.string(Number.MAX_SAFE_INTEGER));
+            else if (ct >>> 3 === 2) r.floats(ct & 7, probabilities);
+            else r.skip(ct & 7);
+          }
+        }
+        break;
+      }
+      case 13:
+        latencyMs = readTime(r);
+        break;
+      case 14:
+        status = r.varint();
+        break;
+      case 15:
+        r.string(1024);
+        break;
+      case 16:
+        r.floats(wireType, scores);
+        break;
+      case 17:
+        rowCount = r.varint();
+        break;
+      case 18:
+        parentRequestId = r.string(128) || undefined;
+        break;
+      default:
+        r.skip(wireType);
+    }
+  }
+  if (requestId === "" || model === "" || timeMs === undefined || source < 1 || source > maxSource || status > maxCode) throw bad;
+  let outlierRows = 0;
+  for (const s of scores) if (s > 0) outlierRows++;
+  return {
+    requestId,
+    timeMs,
+    source,
+    model,
+    version,
+    status,
+    latencyMs,
+    rowCount,
+    parentRequestId,
+    width,
+    values: values.length > 0 ? Float32Array.from(values) : undefined,
+    labels,
+    probabilities: probabilities.length > 0 ? Float32Array.from(probabilities) : undefined,
+    outlierScores: scores.length > 0 ? Float32Array.from(scores) : undefined,
+    outlierRows,
+    bytes: buf.subarray(start, end),
+  };
+}
+
+/** Reads an IngestRecordsRequest's bytes; undefined when any record breaks a rule. */
+export function decodeIngestRequest(bytes: Buffer): DecodedIngestRequest | undefined {
+  try {
+    const r = new Reader(bytes, 0, bytes.length);
+    const ingested: IngestedRecord[] = [];
+    while (r.at < bytes.length) {
+      const tag = r.varint();
+      if (tag !== 10) return undefined; // only field 1, records
+      const end = r.delimited();
+      ingested.push(readRecordAt(bytes, r.at, end));
+      r.at = end;
+    }
+    if (ingested.length === 0 || ingested.length > maxRecords) return undefined;
+    const decoded = new DecodedIngestRequest(ingested);
+    markValidated(decoded);
+    return decoded;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The records of a request however it was decoded (a message from protobuf-es is valid already). */
+export function ingestedRecords(request: IngestRecordsRequest | DecodedIngestRequest): readonly IngestedRecord[] {
+  if (request instanceof DecodedIngestRequest) return request.ingested;
+  return request.records.map((record) => {
+    return readRecord(toBinary(PredictionRecordSchema, record));
+  });
+}
+
+/** IngestRecords' codec on the native gRPC path. */
+export const ingestWire: MethodWire = {
+  decodeRequest: decodeIngestRequest,
+  encodeResponse: () => undefined,
+};

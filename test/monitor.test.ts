@@ -1,0 +1,300 @@
+// The prediction log and the monitor (issue 21) with real processes, on SQLite and PostgreSQL:
+// a registry holding iris_svc with its companions (outlier model, reference profile), a
+// Predictor recording every prediction, and a monitor with short windows. Iris traffic raises
+// no alert; shifted traffic raises drift; far rows are flagged and raise the outlier rate; the
+// monitor killed under load loses nothing; resends are idempotent; hostile input is refused.
+import { randomUUID } from "node:crypto";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { create, toBinary } from "@bufbuild/protobuf";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { Code, createClient, type Client } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { GRPCInferenceService } from "../gen/inference/open_inference_pb.js";
+import { AlertKind, AlertState, MonitorService, PredictionRecordSchema, RecordSource, type Alert } from "../gen/mlmesh/monitor/v1/monitor_pb.js";
+import { PredictorService } from "../gen/mlmesh/predictor/v1/predictor_pb.js";
+import { pushModelFolder, registryClient, resolveModel } from "../services/cli/model-push.js";
+import { checkHealth, ServingStatus } from "../services/runtime/client/health-client.js";
+import { failure } from "./support/clients.js";
+import { freshDatabase, queryDatabase, type TestDatabase } from "./support/databases.js";
+import { repoRoot, startService, type ServiceProcess } from "./support/service-process.js";
+
+const irisFolder = join(repoRoot, "models/iris_svc/1");
+const windowMs = 1500;
+const iris = JSON.parse(await readFile(join(repoRoot, "test/fixtures/iris.json"), "utf8")) as { rows: { values: number[] }[] };
+const irisRows = iris.rows.map((r) => r.values);
+
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port } = server.address() as { port: number };
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+/** A client stream's messages. */
+async function* stream<T>(...messages: T[]): AsyncIterable<T> {
+  yield* messages;
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Rows drawn at random from the iris set, each passed through `change`. */
+function irisSample(count: number, change: (row: number[]) => number[] = (r) => r): { values: number[] }[] {
+  return Array.from({ length: count }, () => ({ values: change([...irisRows[Math.floor(Math.random() * irisRows.length)]]) }));
+}
+
+describe.each(["sqlite", "postgresql"] as const)("the prediction log and the monitor on %s", (dialect) => {
+  let registryDb: TestDatabase;
+  let monitorDb: TestDatabase;
+  let artifactDir: string;
+  let registry: ServiceProcess;
+  let monitor: ServiceProcess;
+  let predictor: ServiceProcess;
+  let monitorPort: number;
+  let predict: Client<typeof PredictorService>;
+  let monitorClient: Client<typeof MonitorService>;
+  const alerts: Alert[] = [];
+  const watching = new AbortController();
+
+  const monitorEnv = () => ({
+    MONITOR_PORT: String(monitorPort),
+    MONITOR_DATABASE_URL: monitorDb.url,
+    REGISTRY_ADDRESS: registry.address,
+    MONITOR_WINDOW: `${windowMs}ms`,
+    MONITOR_WINDOW_GRACE: "300ms",
+    MONITOR_REFERENCE_REFRESH: "500ms",
+    MONITOR_MIN_ROWS: "200",
+  });
+
+  /** Starts watching alerts (again, after a monitor restart). */
+  const watchAlerts = () => {
+    void (async () => {
+      try {
+        for await (const message of monitorClient.watchAlerts({}, { signal: watching.signal })) alerts.push(message.alert!);
+      } catch {
+        // the monitor went away (a restart) or the suite ended
+      }
+    })();
+  };
+
+  /** Sends `requests` Predict calls of `rows` each, in sequence; returns their request ids. */
+  async function send(requests: number, rows: () => { values: number[] }[], pauseMs = 0): Promise<string[]> {
+    const ids: string[] = [];
+    for (let i = 0; i < requests; i++) {
+      const id = randomUUID();
+      await predict.predict({ model: "iris_svc@production", rows: rows() }, { headers: { "x-request-id": id } });
+      ids.push(id);
+      if (pauseMs > 0) await sleep(pauseMs);
+    }
+    return ids;
+  }
+
+  /** Waits until `check` holds, or fails with `what` after `timeoutMs`. */
+  async function eventually(what: string, check: () => Promise<boolean> | boolean, timeoutMs = 20_000): Promise<void> {
+    const until = Date.now() + timeoutMs;
+    while (!(await check())) {
+      if (Date.now() > until) throw new Error(`${what}: not within ${timeoutMs} ms`);
+      await sleep(100);
+    }
+  }
+
+  const storedCount = async () => Number((await queryDatabase<{ n: number | string }>(monitorDb.url, `SELECT count(*) AS n FROM prediction_records`))[0].n);
+
+  beforeAll(async () => {
+    registryDb = await freshDatabase(dialect);
+    monitorDb = await freshDatabase(dialect);
+    artifactDir = await mkdtemp(join(tmpdir(), "mlmesh-artifacts-"));
+    registry = await startService("registry", { DATABASE_URL: registryDb.url, ARTIFACT_DIR: artifactDir });
+    const client = registryClient(registry.address, "monitor-test");
+    const modelId = (await resolveModel(client, { project: "iris", name: "iris_svc" }, true)).id;
+    const pushed = await pushModelFolder(client, irisFolder, { modelId, modelName: "iris_svc", alias: "production" });
+    expect(pushed.files.map((f) => f.name).sort()).toEqual(["metadata.json", "model.onnx", "outlier.onnx", "reference_profile.json"]);
+    monitorPort = await freePort();
+    monitor = await startService("monitor", monitorEnv());
+    predictor = await startService("predictor", {
+      REGISTRY_ADDRESS: registry.address,
+      PREDICTOR_MODELS: "iris/*",
+      MONITOR_ADDRESS: `127.0.0.1:${monitorPort}`,
+      PREDICTION_LOG_FLUSH_INTERVAL: "50ms",
+    });
+    const deadline = Date.now() + 20_000;
+    while ((await checkHealth(predictor.address, "mlmesh.predictor.v1.PredictorService", 1000)) !== ServingStatus.SERVING) {
+      if (Date.now() > deadline) throw new Error("the Predictor did not load iris_svc within 20 s");
+      await sleep(100);
+    }
+    predict = createClient(PredictorService, createGrpcTransport({ baseUrl: predictor.baseUrl }));
+    monitorClient = createClient(MonitorService, createGrpcTransport({ baseUrl: monitor.baseUrl }));
+    watchAlerts();
+  }, 60_000);
+
+  afterAll(async () => {
+    watching.abort();
+    await predictor?.stop();
+    await monitor?.stop();
+    await registry?.stop();
+    await registryDb?.drop();
+    await monitorDb?.drop();
+    await rm(artifactDir, { recursive: true, force: true });
+  });
+
+  it("answers outlier scores beside each prediction, natively and over the Open Inference Protocol", async () => {
+    const response = await predict.predict({ model: "iris_svc", rows: [{ values: [5.1, 3.5, 1.4, 0.2] }, { values: [20, 20, 20, 20] }] });
+    expect(response.predictions[0].outlier?.isOutlier).toBe(false);
+    expect(response.predictions[0].outlier!.score).toBeLessThan(0);
+    expect(response.predictions[1].outlier?.isOutlier).toBe(true);
+    expect(response.predictions[1].outlier!.score).toBeGreaterThan(0);
+    const oip = createClient(GRPCInferenceService, createGrpcTransport({ baseUrl: predictor.baseUrl }));
+    const infer = await oip.modelInfer({
+      modelName: "iris_svc",
+      inputs: [{ name: "input", datatype: "FP32", shape: [2n, 4n], contents: { fp32Contents: [5.1, 3.5, 1.4, 0.2, 20, 20, 20, 20] } }],
+      outputs: [{ name: "label" }, { name: "outlier_score" }, { name: "is_outlier" }],
+    });
+    expect(infer.outputs.map((o) => o.name)).toEqual(["label", "outlier_score", "is_outlier"]);
+    expect(infer.outputs[2].contents?.boolContents).toEqual([false, true]);
+    const metadata = await predict.getModelMetadata({ model: "iris_svc" });
+    expect(metadata.metadata?.outlierScoring).toBe(true);
+  });
+
+  it("records each prediction, found by its request id with what went in and came out", async () => {
+    const [id] = await send(1, () => [{ values: [5.9, 3.0, 4.2, 1.5] }]);
+    await eventually("the record is stored", async () => (await failure(monitorClient.getPrediction({ requestId: id })).catch(() => undefined)) === undefined);
+    const { record } = await monitorClient.getPrediction({ requestId: id });
+    expect(record).toMatchObject({ requestId: id, source: RecordSource.PREDICTOR, api: "predict", model: "iris_svc", version: 1, alias: "production", rowCount: 1 });
+    expect(record!.inputs!.rows!.width).toBe(4);
+    expect(record!.inputs!.rows!.values.map((v) => Math.round(v * 10) / 10)).toEqual([5.9, 3.0, 4.2, 1.5]);
+    expect(record!.outputs!.classification!.labels).toEqual(["setosa", "versicolor", "virginica"]);
+    expect(record!.outputs!.classification!.probabilities).toHaveLength(3);
+    expect(record!.outlierScores).toHaveLength(1);
+    expect(record!.traceId).toMatch(/^[0-9a-f]{32}$/);
+    expect(record!.latency).toBeDefined();
+  });
+
+  it("raises no alert over 10 windows of traffic drawn from the iris data", async () => {
+    const started = Date.now();
+    while (Date.now() - started < 10 * windowMs + 500) await send(1, () => irisSample(25), 40);
+    await sleep(windowMs + 500); // the last window closes
+    const report = await monitorClient.getDriftReport({ model: "iris_svc", version: 1, startTime: timestampFromMs(started) });
+    expect(report.hasReference).toBe(true);
+    const full = report.windows.filter((w) => Number(w.rows) >= 50);
+    expect(full.length).toBeGreaterThanOrEqual(9);
+    for (const w of full) {
+      expect(w.features.map((f) => f.feature)).toEqual(["sepal_length_cm", "sepal_width_cm", "petal_length_cm", "petal_width_cm"]);
+      for (const f of w.features) expect(f.psi, `${f.feature} PSI`).toBeLessThan(report.thresholds!.psi);
+      expect(w.labels!.maxShift).toBeLessThan(report.thresholds!.labelShift);
+    }
+    expect(alerts).toEqual([]);
+    expect((await monitorClient.listAlerts({ state: AlertState.FIRING })).alerts).toEqual([]);
+  }, 60_000);
+
+  it("raises a drift alert within 2 windows of petal lengths shifted by +2 cm, and the outlier rate alert on far rows", async () => {
+    const started = Date.now();
+    const shifted = () => irisSample(25, (r) => [r[0], r[1], r[2] + 2, r[3]]);
+    await eventually(
+      "a feature drift alert on petal_length_cm",
+      async () => {
+        await send(1, shifted, 20);
+        return alerts.some((a) => a.kind === AlertKind.FEATURE_DRIFT && a.feature === "petal_length_cm" && a.state === AlertState.FIRING);
+      },
+      3 * windowMs + 2000,
+    );
+    const drift = alerts.find((a) => a.kind === AlertKind.FEATURE_DRIFT && a.feature === "petal_length_cm")!;
+    // Raised by the first or the second window of shifted traffic.
+    expect(Number(drift.windowStart!.seconds) * 1000).toBeLessThan(Math.floor(started / windowMs) * windowMs + 2 * windowMs);
+    expect(drift.summary).toContain("petal_length_cm");
+
+    // Far rows: 40 % outliers, well above the 10 % threshold.
+    const far = () => [...irisSample(15), ...Array.from({ length: 10 }, () => ({ values: [20 + Math.random(), 0.5, 20, 10] }))];
+    await eventually(
+      "an outlier rate alert",
+      async () => {
+        await send(1, far, 20);
+        return alerts.some((a) => a.kind === AlertKind.OUTLIER_RATE && a.state === AlertState.FIRING);
+      },
+      3 * windowMs + 2000,
+    );
+    const outliers = await monitorClient.listPredictions({ model: "iris_svc", outliersOnly: true, pageSize: 5 });
+    expect(outliers.records.length).toBe(5);
+    for (const r of outliers.records) expect(r.outlierScores.some((s) => s > 0)).toBe(true);
+    expect(outliers.nextPageToken).not.toBe("");
+    const next = await monitorClient.listPredictions({ model: "iris_svc", outliersOnly: true, pageSize: 5, pageToken: outliers.nextPageToken });
+    expect(next.records.map((r) => r.requestId)).not.toContain(outliers.records[0].requestId);
+
+    // Back to iris traffic: the alerts resolve.
+    await eventually(
+      "the alerts resolve",
+      async () => {
+        await send(1, () => irisSample(25), 20);
+        return (await monitorClient.listAlerts({ state: AlertState.FIRING })).alerts.length === 0;
+      },
+      4 * windowMs + 2000,
+    );
+    expect(alerts.some((a) => a.state === AlertState.RESOLVED && a.id === drift.id)).toBe(true);
+  }, 60_000);
+
+  it("loses no record when the monitor is killed and restarted under load", async () => {
+    await sleep(500);
+    const before = await storedCount();
+    let running = true;
+    const ids: string[] = [];
+    const load = (async () => {
+      while (running) ids.push(...(await send(1, () => irisSample(5))));
+    })();
+    await sleep(800);
+    await monitor.stop("SIGKILL");
+    await sleep(1000);
+    monitor = await startService("monitor", monitorEnv());
+    monitorClient = createClient(MonitorService, createGrpcTransport({ baseUrl: monitor.baseUrl }));
+    watchAlerts();
+    await sleep(800);
+    running = false;
+    await load;
+    await eventually("every call's record is stored", async () => (await storedCount()) === before + ids.length, 20_000);
+    const metrics = await (await fetch(`${predictor.baseUrl}/metrics`)).text();
+    expect(metrics).toMatch(/mlmesh_prediction_log_send_failures_total [1-9]/);
+    expect(metrics).not.toMatch(/mlmesh_prediction_log_dropped_total\{reason="queue_full"\} [1-9]/);
+    const { record } = await monitorClient.getPrediction({ requestId: ids[ids.length - 1] });
+    expect(record?.requestId).toBe(ids[ids.length - 1]);
+  }, 60_000);
+
+  it("stores a resent record once", async () => {
+    const record = create(PredictionRecordSchema, {
+      requestId: randomUUID(),
+      time: timestampFromMs(Date.now()),
+      source: RecordSource.BATCH,
+      api: "batch",
+      model: "iris_svc",
+      version: 1,
+      rowCount: 1,
+    });
+    const first = await monitorClient.ingestRecords(stream({ records: [record] }));
+    const again = await monitorClient.ingestRecords(stream({ records: [record, record] }));
+    expect([first.accepted, first.duplicates, again.accepted, again.duplicates]).toEqual([1n, 0n, 0n, 2n]);
+    expect(await queryDatabase(monitorDb.url, `SELECT request_id FROM prediction_records WHERE request_id = '${record.requestId}'`)).toHaveLength(1);
+  });
+
+  it("refuses hostile records and queries with precise errors", async () => {
+    const base = { requestId: "x", time: timestampFromMs(Date.now()), source: RecordSource.PREDICTOR, model: "iris_svc" };
+    const invalid = async (records: object[]) => failure(monitorClient.ingestRecords(stream({ records: records.map((r) => create(PredictionRecordSchema, r)) })));
+    expect((await invalid([{ ...base, requestId: "" }])).code).toBe(Code.InvalidArgument);
+    expect((await invalid([{ ...base, requestId: "r".repeat(129) }])).rawMessage).toContain("request_id");
+    expect((await invalid([{ ...base, time: undefined }])).rawMessage).toContain("time");
+    expect((await invalid([{ ...base, source: RecordSource.UNSPECIFIED }])).code).toBe(Code.InvalidArgument);
+    // A record above the message limit (4 MiB): refused before it is read.
+    const huge = create(PredictionRecordSchema, { ...base, inputs: { rows: { width: 1, values: new Array(1_200_000).fill(1) } } });
+    expect(toBinary(PredictionRecordSchema, huge).length).toBeGreaterThan(4 * 1024 * 1024);
+    expect((await failure(monitorClient.ingestRecords(stream({ records: [huge] })))).code).toBe(Code.ResourceExhausted);
+    // Queries.
+    const backwards = await failure(monitorClient.listPredictions({ model: "iris_svc", startTime: timestampFromMs(Date.now()), endTime: timestampFromMs(Date.now() - 60_000) }));
+    expect(backwards.code).toBe(Code.InvalidArgument);
+    expect(backwards.rawMessage).toContain("before it starts");
+    expect((await failure(monitorClient.listPredictions({ model: "no_such_model" }))).code).toBe(Code.NotFound);
+    expect((await failure(monitorClient.getDriftReport({ model: "no_such_model" }))).code).toBe(Code.NotFound);
+    expect((await failure(monitorClient.getPrediction({ requestId: "no-such-request" }))).code).toBe(Code.NotFound);
+    expect((await failure(monitorClient.listPredictions({ model: "iris_svc", pageToken: "garbage" }))).code).toBe(Code.InvalidArgument);
+    expect((await failure(monitorClient.listPredictions({ model: "iris_svc", pageSize: 5000 }))).code).toBe(Code.InvalidArgument);
+  });
+});
