@@ -298,3 +298,72 @@ describe.each(["sqlite", "postgresql"] as const)("the prediction log and the mon
     expect((await failure(monitorClient.listPredictions({ model: "iris_svc", pageSize: 5000 }))).code).toBe(Code.InvalidArgument);
   });
 });
+
+describe("records of the Proxy and the batch job", () => {
+  let monitorDb: TestDatabase;
+  let batchDb: TestDatabase;
+  let monitor: ServiceProcess;
+  let predictor: ServiceProcess;
+  let proxy: ServiceProcess;
+  let batch: ServiceProcess;
+  let monitorClient: Client<typeof MonitorService>;
+
+  beforeAll(async () => {
+    monitorDb = await freshDatabase("sqlite");
+    batchDb = await freshDatabase("sqlite");
+    monitor = await startService("monitor", { MONITOR_DATABASE_URL: monitorDb.url });
+    const logTo = { MONITOR_ADDRESS: monitor.address, PREDICTION_LOG_FLUSH_INTERVAL: "50ms" };
+    predictor = await startService("predictor", logTo);
+    proxy = await startService("proxy", { ...logTo, PREDICTOR_ADDRESS: predictor.address });
+    batch = await startService("batch", { ...logTo, DATABASE_URL: batchDb.url, PREDICTOR_ADDRESS: predictor.address, BATCH_RUN_JOB_IN_SERVICE: "false" });
+    monitorClient = createClient(MonitorService, createGrpcTransport({ baseUrl: monitor.baseUrl }));
+  }, 60_000);
+
+  afterAll(async () => {
+    await Promise.all([batch?.stop(), proxy?.stop()]);
+    await predictor?.stop();
+    await monitor?.stop();
+    await monitorDb?.drop();
+    await batchDb?.drop();
+  });
+
+  /** GetPrediction once the record and `linked` linked records are stored. */
+  async function recordOf(requestId: string, linked: number) {
+    const until = Date.now() + 10_000;
+    for (;;) {
+      const found = await monitorClient.getPrediction({ requestId }).catch(() => undefined);
+      if (found !== undefined && found.linked.length >= linked) return found;
+      if (Date.now() > until) throw new Error(`no record of ${requestId} with ${linked} linked records within 10 s`);
+      await sleep(100);
+    }
+  }
+
+  it("records the Proxy's aggregated answer, linked to the three backend calls", async () => {
+    const { ProxyService } = await import("../gen/mlmesh/proxy/v1/proxy_pb.js");
+    const client = createClient(ProxyService, createGrpcTransport({ baseUrl: proxy.baseUrl }));
+    const requestId = randomUUID();
+    const answer = await client.predictLabel({ rows: [{ values: [6.3, 3.3, 6.0, 2.5] }] }, { headers: { "x-request-id": requestId } });
+    expect(answer.predictions[0].label).toBe("virginica");
+    const { record, linked } = await recordOf(requestId, 3);
+    expect(record).toMatchObject({ requestId, source: RecordSource.PROXY, api: "predict_label", model: "proxy", rowCount: 1 });
+    expect(record!.outputs!.classification!.labels).toEqual(["setosa", "versicolor", "virginica"]);
+    const p = record!.outputs!.classification!.probabilities;
+    expect(p.indexOf(Math.max(...p))).toBe(2);
+    expect(linked.map((l) => l.model).sort()).toEqual(["iris_svc_setosa", "iris_svc_versicolor", "iris_svc_virginica"]);
+    for (const l of linked) expect(l).toMatchObject({ source: RecordSource.PREDICTOR, parentRequestId: requestId });
+  });
+
+  it("records each batch item under its id, linked to the Predict call that predicted it", async () => {
+    const { BatchJobService } = await import("../gen/mlmesh/batch/v1/batch_pb.js");
+    const client = createClient(BatchJobService, createGrpcTransport({ baseUrl: batch.baseUrl }));
+    const { items } = await client.registerItems({ items: [{ values: [5.1, 3.5, 1.4, 0.2] }, { values: [1, 2, 3] }] });
+    await client.runJobNow({});
+    const ok = await recordOf(items[0].id, 1);
+    expect(ok.record).toMatchObject({ requestId: items[0].id, source: RecordSource.BATCH, api: "batch", model: "iris_svc", status: 0 });
+    expect(ok.record!.outputs!.classification!.labels).toEqual(["setosa", "versicolor", "virginica"]);
+    expect(ok.linked[0]).toMatchObject({ source: RecordSource.PREDICTOR, requestId: ok.record!.parentRequestId, rowCount: 1 });
+    const failed = await recordOf(items[1].id, 0);
+    expect(failed.record).toMatchObject({ status: Code.InvalidArgument, source: RecordSource.BATCH });
+    expect(failed.record!.error).toContain("values");
+  });
+});

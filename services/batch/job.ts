@@ -1,7 +1,9 @@
+import { randomUUID } from "node:crypto";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { InvalidRows, PredictorService } from "../../gen/mlmesh/predictor/v1/predictor_pb.js";
 import type { GrpcClient } from "../runtime/client/grpc-client.js";
 import type { TraceSpan } from "../runtime/observability/tracing.js";
+import { RecordSource, type PredictionLog } from "../runtime/prediction-log/prediction-log.js";
 import type { BatchConfig } from "./config.js";
 import type { ClaimedItem, ItemResult, ItemStore, JobRun } from "./item-store.js";
 
@@ -16,6 +18,8 @@ export interface BatchJobDeps {
   readonly requestTimeoutMs?: number;
   /** The span the run belongs to (RunJobNow's, or a scheduled run's root): each Predict is a child. */
   readonly trace?: TraceSpan;
+  /** Where each stored item's prediction is recorded (MONITOR_ADDRESS); undefined: not recorded. */
+  readonly predictionLog?: PredictionLog;
 }
 
 /** A finished run, and why its record could not be stored when it could not. */
@@ -58,6 +62,7 @@ export async function runBatchJob(deps: BatchJobDeps): Promise<JobRunOutcome> {
       }
       totals.predicted += stored.predicted;
       totals.failed += stored.failed;
+      if (deps.predictionLog !== undefined) for (const o of outcomes) recordItems(deps.predictionLog, o, config.model.split("@")[0]);
       if (unavailable.length > 0) {
         totals.released += await store.release(worker, unavailable.map((i) => i.id));
         totals.error = outcomes.find((o) => o.error)?.error ?? "the Predictor did not answer";
@@ -89,6 +94,10 @@ async function releaseIfPossible(deps: BatchJobDeps, items: readonly ClaimedItem
 interface ChunkOutcome {
   results: ItemResult[];
   failures: { id: string; reason: string }[];
+  /** The Predict call's request id (each item's record links to it), the items by id, and the call's latency. */
+  callId: string;
+  items: ReadonlyMap<string, ClaimedItem>;
+  latencyMs: number;
   /** Items not predicted because the Predictor failed (not the item): released for retry. */
   unpredicted: ClaimedItem[];
   error?: string;
@@ -101,15 +110,18 @@ interface ChunkOutcome {
  * predicted, and nothing is sent twice.
  */
 async function predictChunk(deps: BatchJobDeps, items: ClaimedItem[]): Promise<ChunkOutcome> {
-  const outcome: ChunkOutcome = { results: [], failures: [], unpredicted: [] };
+  const callId = `batch-${randomUUID()}`;
+  const outcome: ChunkOutcome = { results: [], failures: [], unpredicted: [], callId, items: new Map(items.map((i) => [i.id, i])), latencyMs: 0 };
   const span = deps.trace?.child("Predict");
+  const started = performance.now();
   let response;
   try {
     response = await deps.predictor.unary(
       PredictorService.method.predict,
       { model: deps.config.model, version: deps.config.modelVersion, rows: items.map((i) => ({ values: i.values })), invalidRows: InvalidRows.SKIP },
-      { deadlineMs: Date.now() + (deps.requestTimeoutMs ?? 30_000), traceparent: span?.traceparent },
+      { deadlineMs: Date.now() + (deps.requestTimeoutMs ?? 30_000), traceparent: span?.traceparent, requestId: callId },
     );
+    outcome.latencyMs = performance.now() - started;
     span?.end();
   } catch (err) {
     const error = ConnectError.from(err);
@@ -134,6 +146,33 @@ async function predictChunk(deps: BatchJobDeps, items: ClaimedItem[]): Promise<C
     outcome.results.push({ id: items[row].id, probabilities: p.probabilities, labels: response.labels, label: p.label, model: response.model, modelVersion: response.version });
   }
   return outcome;
+}
+
+/**
+ * Records each item of a stored chunk: its id as the request id, linked to the Predict call
+ * that predicted it (whose own record the Predictor wrote); failed items with their reason.
+ */
+function recordItems(log: PredictionLog, outcome: ChunkOutcome, configuredModel: string): void {
+  const common = { parentRequestId: outcome.callId, source: RecordSource.batch, api: "batch", timeMs: Date.now(), latencyMs: outcome.latencyMs, rowCount: 1 };
+  for (const r of outcome.results) {
+    if (!log.sampled(r.model)) continue;
+    const values = outcome.items.get(r.id)?.values ?? [];
+    log.append({
+      ...common,
+      requestId: r.id,
+      model: r.model,
+      version: r.modelVersion,
+      status: 0,
+      rows: { width: values.length, values: Float32Array.from(values) },
+      classification: { labels: r.labels, probabilities: Float32Array.from(r.probabilities) },
+    });
+  }
+  const model = outcome.results[0]?.model ?? configuredModel;
+  for (const f of outcome.failures) {
+    if (!log.sampled(model)) continue;
+    const values = outcome.items.get(f.id)?.values ?? [];
+    log.append({ ...common, requestId: f.id, model, version: outcome.results[0]?.modelVersion ?? 0, status: Code.InvalidArgument, error: f.reason, rows: { width: values.length, values: Float32Array.from(values) } });
+  }
 }
 
 /** Row index -> the reason, from the field violations of rejected rows ("rows[i]"). */

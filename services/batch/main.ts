@@ -19,7 +19,7 @@ import { createBatchService } from "./service.js";
  * BATCH_RUN_JOB_IN_SERVICE=false) runs the job every BATCH_INTERVAL with bree.
  */
 export function main(env: Env): Promise<void> {
-  return runService("batch", env, async ({ config, logger, tracing, gatekeeper, meshCredentials }) => {
+  return runService("batch", env, async ({ config, logger, tracing, gatekeeper, meshCredentials, predictionLog }) => {
     const batchConfig = loadBatchConfig(env);
     const { db, dialect, applied } = await openBatchDatabase(batchConfig.databaseUrl, { ...batchConfig, migrate: true });
     logger.info({ dialect, migrationsApplied: applied, predictor: batchConfig.predictorAddress }, "database ready");
@@ -40,7 +40,7 @@ export function main(env: Env): Promise<void> {
           createBatchService({
             store,
             intervalMs: batchConfig.intervalMs,
-            runJob: (trace) => runBatchJob({ store, predictor, config: batchConfig, worker, trace }),
+            runJob: (trace) => runBatchJob({ store, predictor, config: batchConfig, worker, trace, predictionLog }),
             stopping: () => draining.signal,
           }),
         ),

@@ -74,9 +74,12 @@ export class BackendClient {
     );
   }
 
-  /** Predict on this backend; `trace` is the caller's span (the call is a child of it). */
-  predict(rows: PackedRows, deadlineMs: number, signal: AbortSignal, trace?: TraceSpan): Promise<Outcome<PredictResponse>> {
-    return this.guarded("Predict", (s, traceparent) => this.predictions.call(rows, { deadlineMs, signal: s, traceparent }), signal, trace);
+  /**
+   * Predict on this backend; `trace` is the caller's span (the call is a child of it), and
+   * `requestId` the caller's request (the backend's prediction record links to it).
+   */
+  predict(rows: PackedRows, deadlineMs: number, signal: AbortSignal, trace?: TraceSpan, requestId?: string): Promise<Outcome<PredictResponse>> {
+    return this.guarded("Predict", (s, traceparent) => this.predictions.call(rows, { deadlineMs, signal: s, traceparent, parentRequestId: requestId }), signal, trace);
   }
 
   metadata(deadlineMs: number, signal: AbortSignal, trace?: TraceSpan): Promise<Outcome<ModelMetadata | undefined>> {

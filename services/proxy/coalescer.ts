@@ -2,7 +2,15 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import type { PackedRows } from "../model/wire/predict-wire.js";
 
 /** Sends one backend call for the rows of several requests, in order; resolves to a per-row answer source. */
-export type SendRows<R> = (parts: readonly PackedRows[], options: { deadlineMs: number; signal: AbortSignal; traceparent?: string }) => Promise<R>;
+/** A call's options: its deadline, cancellation, trace, and the request it is made for (the prediction log's link). */
+export interface SendOptions {
+  readonly deadlineMs: number;
+  readonly signal: AbortSignal;
+  readonly traceparent?: string;
+  readonly parentRequestId?: string;
+}
+
+export type SendRows<R> = (parts: readonly PackedRows[], options: SendOptions) => Promise<R>;
 
 /** Cuts a shared answer into one request's share: its rows are [firstRow, firstRow + rowCount). */
 export type SliceAnswer<R> = (answer: R, firstRow: number, rowCount: number) => R;
@@ -32,7 +40,7 @@ export class Coalescer<R> {
     private readonly maxRows: number,
   ) {}
 
-  call(rows: PackedRows, options: { deadlineMs: number; signal: AbortSignal; traceparent?: string }): Promise<R> {
+  call(rows: PackedRows, options: SendOptions): Promise<R> {
     // The common case at low load: straight through, with the caller's own deadline and signal.
     if (this.inFlight < this.maxInFlight && this.queue.length === 0) {
       this.inFlight++;
@@ -74,7 +82,8 @@ export class Coalescer<R> {
     this.inFlight++;
     this.send(
       batch.map((m) => m.rows),
-      { deadlineMs, signal: controller.signal, traceparent: first.traceparent },
+      // A shared call carries the first request's trace and id (one parent per call).
+      { deadlineMs, signal: controller.signal, traceparent: first.traceparent, parentRequestId: first.parentRequestId },
     )
       .then(
         (answer) => {
@@ -112,6 +121,7 @@ class Member<R> {
   readonly deadlineMs: number;
   readonly signal: AbortSignal;
   readonly traceparent: string | undefined;
+  readonly parentRequestId: string | undefined;
   /** Told when this request gives up early (the shared call may be abandoned). */
   onSettled: (() => void) | undefined;
   private readonly timer: NodeJS.Timeout;
@@ -119,7 +129,7 @@ class Member<R> {
 
   constructor(
     readonly rows: PackedRows,
-    options: { deadlineMs: number; signal: AbortSignal; traceparent?: string },
+    options: SendOptions,
     private readonly settleResolve: (answer: R) => void,
     private readonly settleReject: (error: ConnectError) => void,
     private readonly leaveQueue: (member: Member<R>) => void,
@@ -128,6 +138,7 @@ class Member<R> {
     this.deadlineMs = options.deadlineMs;
     this.signal = options.signal;
     this.traceparent = options.traceparent;
+    this.parentRequestId = options.parentRequestId;
     this.onAbort = () => this.reject(new ConnectError("the call was cancelled", Code.Canceled));
     this.timer = setTimeout(() => this.reject(new ConnectError("the deadline was exceeded", Code.DeadlineExceeded)), Math.max(0, this.deadlineMs - Date.now()));
     if (this.signal.aborted) this.onAbort();

@@ -15,12 +15,12 @@ import { createProxyService } from "./service.js";
  * up, and CheckBackends reports each one's health and circuit.
  */
 export function main(env: Env): Promise<void> {
-  return runService("proxy", env, async ({ config, logger, tracing, gatekeeper, meshCredentials }) => {
+  return runService("proxy", env, async ({ config, logger, tracing, gatekeeper, meshCredentials, predictionLog }) => {
     const proxyConfig = loadProxyConfig(env);
     const backends = proxyConfig.backends.map((b) => new BackendClient(b, proxyConfig, meshCredentials));
     watchCircuits(new Map(backends.map((b) => [b.backend.name, b.breaker])));
     logger.info({ backends: proxyConfig.backends, backendTimeoutMs: proxyConfig.backendTimeoutMs }, "backends");
-    const server = await startServer({ config, logger, tracing, gatekeeper, services: [serve(ProxyService, createProxyService(backends, proxyConfig), { predictLabel: predictLabelWire })] });
+    const server = await startServer({ config, logger, tracing, gatekeeper, services: [serve(ProxyService, createProxyService(backends, proxyConfig, predictionLog), { predictLabel: predictLabelWire })] });
     server.health.setAll(ServingStatus.SERVING);
     return { server, close: async () => backends.forEach((b) => b.close()) };
   });

@@ -1,3 +1,4 @@
+import { randomUUID } from "node:crypto";
 import { Code, ConnectError, type HandlerContext } from "@connectrpc/connect";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { PredictResponse } from "../../gen/mlmesh/predictor/v1/predictor_pb.js";
@@ -10,6 +11,9 @@ import type {
 import { HealthCheckResponse_ServingStatus as ServingStatus } from "../../gen/grpc/health/v1/health_pb.js";
 import type { PartialServiceImpl } from "../runtime/serve/registration.js";
 import { traceSpanKey } from "../runtime/observability/tracing.js";
+import { RecordSource, type PredictionLog } from "../runtime/prediction-log/prediction-log.js";
+import { principalKey } from "../runtime/security/credentials.js";
+import { requestIdKey } from "../runtime/serve/pipeline.js";
 import { packedRowsOf, packRows, type PackedRows } from "../model/wire/predict-wire.js";
 import type { Outcome, ProxyBackend } from "./backends.js";
 import type { ProxyConfig } from "./config.js";
@@ -26,13 +30,16 @@ type PredictLabelResponseInit = MessageInitShape<typeof PredictLabelResponseSche
 export function createProxyService(
   backends: readonly ProxyBackend[],
   config: Pick<ProxyConfig, "backendTimeoutMs" | "healthTimeoutMs">,
+  /** Where PredictLabel's aggregated answers are recorded (MONITOR_ADDRESS); undefined: not recorded. */
+  predictionLog?: PredictionLog,
 ): PartialServiceImpl<typeof ProxyService> {
   const deadlineOf = (ctx: HandlerContext) => Date.now() + backendBudgetMs(ctx.timeoutMs(), config.backendTimeoutMs);
 
   const fanOut = async (rows: PackedRows, ctx: HandlerContext): Promise<BackendPredictionInit[]> => {
     const deadlineMs = deadlineOf(ctx);
     const trace = ctx.values.get(traceSpanKey);
-    const outcomes = await Promise.all(backends.map((b) => b.predict(rows, deadlineMs, ctx.signal, trace)));
+    const requestId = ctx.values.get(requestIdKey);
+    const outcomes = await Promise.all(backends.map((b) => b.predict(rows, deadlineMs, ctx.signal, trace, requestId)));
     return outcomes.map((outcome, i) => ({
       backend: backends[i].backend.name,
       status: statusOf(outcome),
@@ -41,9 +48,17 @@ export function createProxyService(
   };
 
   const predictLabel = async (rows: PackedRows, ctx: HandlerContext): Promise<PredictLabelResponseInit> => {
+    const started = performance.now();
     const answers = await fanOut(rows, ctx);
-    const response = aggregate(answers, rows.rowCount);
+    let response: PredictLabelResponseInit;
+    try {
+      response = aggregate(answers, rows.rowCount);
+    } catch (err) {
+      if (predictionLog?.sampled(recordModel)) predictionLog.append(proxyRecord(rows, answers, ctx, performance.now() - started, ConnectError.from(err)));
+      throw err;
+    }
     if (response.failedBackends!.length > 0) partialAnswers.inc();
+    if (predictionLog?.sampled(recordModel)) predictionLog.append(proxyRecord(rows, answers, ctx, performance.now() - started));
     return response;
   };
 
@@ -95,6 +110,41 @@ export function createProxyService(
       const rows = sample.value!.sampleInput;
       return { rows, response: await predictLabel(packRows(rows), ctx) };
     },
+  };
+}
+
+/** The model name the Proxy's records go under (its ensemble of one-vs-rest backends). */
+const recordModel = "proxy";
+
+/**
+ * PredictLabel's record: the rows, and per row each backend's P(target) under its target label
+ * (0 for a backend that failed), so that the label answered is the row's most probable.
+ */
+function proxyRecord(rows: PackedRows, answers: readonly BackendPredictionInit[], ctx: HandlerContext, latencyMs: number, error?: ConnectError) {
+  const labels = answers.map((a) => (a.response as PredictResponse | undefined)?.labels[0] ?? String(a.backend));
+  const probabilities = new Float32Array(rows.rowCount * labels.length);
+  answers.forEach((answer, b) => {
+    const response = answer.response as PredictResponse | undefined;
+    if (response === undefined) return;
+    for (let r = 0; r < rows.rowCount; r++) probabilities[r * labels.length + b] = response.predictions[r].probabilities[0];
+  });
+  const width = rows.rowCount > 0 ? rows.offsets[1] - rows.offsets[0] : 0;
+  const uniform = rows.features.length === width * rows.rowCount;
+  return {
+    requestId: ctx.values.get(requestIdKey) ?? randomUUID(),
+    traceId: ctx.values.get(traceSpanKey)?.traceId,
+    caller: ctx.values.get(principalKey)?.name,
+    source: RecordSource.proxy,
+    api: "predict_label",
+    model: recordModel,
+    version: 0,
+    timeMs: Date.now(),
+    latencyMs,
+    status: error?.code ?? 0,
+    error: error?.rawMessage,
+    rowCount: rows.rowCount,
+    rows: uniform ? { width, values: rows.features } : undefined,
+    classification: error === undefined ? { labels, probabilities } : undefined,
   };
 }
 
