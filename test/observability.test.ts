@@ -36,7 +36,7 @@ async function until<T>(what: string, probe: () => Promise<T | undefined>, timeo
 describe("metrics", () => {
   let database: TestDatabase;
   let scratch: string;
-  const services: Record<"registry" | "predictor" | "batch" | "proxy" | "console", ServiceProcess> = {} as never;
+  const services: Record<"registry" | "predictor" | "batch" | "proxy" | "monitor" | "console", ServiceProcess> = {} as never;
   let prometheus: ChildProcess | undefined;
   let prometheusUrl: string;
 
@@ -45,7 +45,8 @@ describe("metrics", () => {
     scratch = await mkdtemp(join(tmpdir(), "mlmesh-observability-"));
     services.registry = await startService("registry", { DATABASE_URL: database.url, ARTIFACT_DIR: join(scratch, "artifacts") });
     await bootstrapRegistry(registryClient(services.registry.address, "test"), join(repoRoot, "models"), "iris", new AbortController().signal);
-    services.predictor = await startService("predictor", { REGISTRY_ADDRESS: services.registry.address });
+    services.monitor = await startService("monitor", { MONITOR_DATABASE_URL: `file:${join(scratch, "monitor.db")}`, REGISTRY_ADDRESS: services.registry.address });
+    services.predictor = await startService("predictor", { REGISTRY_ADDRESS: services.registry.address, MONITOR_ADDRESS: services.monitor.address });
     await until("the Predictor to load the registry's models", async () =>
       (await checkHealth(services.predictor.address, "mlmesh.predictor.v1.PredictorService", 1000)) === ServingStatus.SERVING ? true : undefined,
     );
@@ -107,7 +108,7 @@ describe("metrics", () => {
     await until("Prometheus to start", async () => ((await fetch(`${prometheusUrl}/-/ready`)).ok ? true : undefined));
     await until("every target up", async () => {
       const up = await query("up");
-      return up.length === 5 && up.every((r) => r.value[1] === "1") ? up : undefined;
+      return up.length === 6 && up.every((r) => r.value[1] === "1") ? up : undefined;
     });
     const predictCount = 'sum(mlmesh_rpc_requests_total{service="mlmesh.predictor.v1.PredictorService",method="Predict"})';
     const labelCount = 'sum(mlmesh_rpc_requests_total{service="mlmesh.proxy.v1.ProxyService",method="PredictLabel"}) or vector(0)';
@@ -179,7 +180,7 @@ describe("metrics", () => {
     };
     const alerts = await readFile(join(repoRoot, "monitoring/alerts.yml"), "utf8");
     const alertExprs = [...alerts.matchAll(/expr: \|?\n?\s*([^\n]+(?:\n {12,}[^\n]+)*)/g)].map((m) => m[1].trim());
-    expect(alertExprs).toHaveLength(4);
+    expect(alertExprs).toHaveLength(7);
     const exprs = [...dashboard.panels.flatMap((p) => p.targets.map((t) => t.expr)), ...alertExprs];
     expect(dashboard.panels.length).toBeGreaterThanOrEqual(7);
     for (const expr of exprs) {
