@@ -11,6 +11,7 @@ import { gzipSync } from "node:zlib";
 import { chromium, type Browser, type BrowserContext, type Page } from "playwright-core";
 import sharp from "sharp";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { PredictorService } from "../gen/mlmesh/predictor/v1/predictor_pb.js";
 import { ModelRegistryService } from "../gen/mlmesh/registry/v1/registry_pb.js";
 import { bootstrapRegistry } from "../services/cli/bootstrap.js";
 import { registryClient } from "../services/cli/model-push.js";
@@ -60,6 +61,7 @@ describe("web console in headless Chromium", () => {
   let predictor: ServiceProcess;
   let proxy: ServiceProcess;
   let batch: ServiceProcess;
+  let monitor: ServiceProcess;
   let registry: ServiceProcess;
   const databases: TestDatabase[] = [];
   let consoleServer: ServiceProcess;
@@ -73,13 +75,23 @@ describe("web console in headless Chromium", () => {
     await mkdir(screenshots, { recursive: true });
     const consolePort = await freePort();
     const cors = { CORS_ORIGINS: `http://127.0.0.1:${consolePort}` };
-    for (let i = 0; i < 2; i++) databases.push(await freshDatabase("sqlite"));
+    for (let i = 0; i < 3; i++) databases.push(await freshDatabase("sqlite"));
     // The mesh as `mlmesh up` runs it: the bundled models registered, the Predictor following the registry.
     artifactDir = await mkdtemp(join(tmpdir(), "mlmesh-console-artifacts-"));
     registryEnv = { ...cors, DATABASE_URL: databases[1].url, ARTIFACT_DIR: artifactDir };
     registry = await startService("registry", registryEnv);
     await bootstrapRegistry(registryClient(registry.address, "console-test"), join(repoRoot, "models"), undefined, new AbortController().signal);
-    predictor = await startService("predictor", { ...cors, REGISTRY_ADDRESS: registry.address });
+    // The monitor with short windows, so that a walk of its page sees several.
+    monitor = await startService("monitor", {
+      ...cors,
+      MONITOR_DATABASE_URL: databases[2].url,
+      REGISTRY_ADDRESS: registry.address,
+      MONITOR_WINDOW: "1s",
+      MONITOR_WINDOW_GRACE: "200ms",
+      MONITOR_REFERENCE_REFRESH: "500ms",
+      MONITOR_MIN_ROWS: "100",
+    });
+    predictor = await startService("predictor", { ...cors, REGISTRY_ADDRESS: registry.address, MONITOR_ADDRESS: monitor.address, PREDICTION_LOG_FLUSH_INTERVAL: "50ms" });
     await waitUntilServing(predictor.address);
     proxy = await startService("proxy", { ...cors, PREDICTOR_ADDRESS: predictor.address });
     batch = await startService("batch", { ...cors, DATABASE_URL: databases[0].url, PREDICTOR_ADDRESS: predictor.address, BATCH_INTERVAL: "500ms" });
@@ -88,7 +100,8 @@ describe("web console in headless Chromium", () => {
       CONSOLE_PROXY_URL: proxy.baseUrl,
       CONSOLE_BATCH_URL: batch.baseUrl,
       CONSOLE_REGISTRY_URL: registry.baseUrl,
-      CONSOLE_METRICS_URLS: `registry=${registry.baseUrl},predictor=${predictor.baseUrl},batch=${batch.baseUrl},proxy=${proxy.baseUrl}`,
+      CONSOLE_MONITOR_URL: monitor.baseUrl,
+      CONSOLE_METRICS_URLS: `registry=${registry.baseUrl},predictor=${predictor.baseUrl},batch=${batch.baseUrl},proxy=${proxy.baseUrl},monitor=${monitor.baseUrl}`,
     };
     consoleServer = await startService("console", { ...endpoints, CONSOLE_PORT: String(consolePort) });
     // The same page on an origin the services do not list.
@@ -99,7 +112,7 @@ describe("web console in headless Chromium", () => {
   });
   afterAll(async () => {
     await browser?.close();
-    await Promise.all([predictor, proxy, batch, registry, consoleServer, strangerConsole].map((s) => s?.stop()));
+    await Promise.all([predictor, proxy, batch, monitor, registry, consoleServer, strangerConsole].map((s) => s?.stop()));
     await Promise.all(databases.map((d) => d.drop()));
     if (artifactDir) await rm(artifactDir, { recursive: true, force: true });
   });
@@ -172,7 +185,8 @@ describe("web console in headless Chromium", () => {
     await expect.poll(() => cells(page, "versions", 8)).toEqual(["production"]);
     await expect.poll(() => cells(page, "versions", 9)).toEqual([predictor.address]);
     expect(await cells(page, "alias-history", 5)).toEqual(["console-test"]);
-    for (const placeholder of ["monitoring", "policies", "rollouts"]) expect(await page.locator(`[data-testid=${placeholder}-placeholder]`).count()).toBe(1);
+    for (const placeholder of ["policies", "rollouts"]) expect(await page.locator(`[data-testid=${placeholder}-placeholder]`).count()).toBe(1);
+    expect(await page.getAttribute("[data-testid=monitoring-link]", "href")).toBe("/models/iris/iris_svc/monitoring");
 
     // Rows generated from the feature names, prefilled with the model's sample input, over each protocol.
     const requests: string[] = [];
@@ -437,11 +451,11 @@ describe("web console in headless Chromium", () => {
 
   it("Services: health, addresses, TLS, auth and build; a registry stopped mid-session shows as unreachable on its pages only, and recovers", async () => {
     const services = await open("/services");
-    await expect.poll(() => cells(services, "services", 1)).toEqual(["registry", "predictor", "batch", "proxy"]);
-    await expect.poll(() => cells(services, "services", 2)).toEqual(["SERVING", "SERVING", "SERVING", "SERVING"]);
-    expect(await cells(services, "services", 4)).toEqual([registry.address, predictor.address, batch.address, proxy.address]);
-    expect(await cells(services, "services", 6)).toEqual(["off", "off", "off", "off"]);
-    expect(await cells(services, "services", 7)).toEqual(["off", "off", "off", "off"]);
+    await expect.poll(() => cells(services, "services", 1)).toEqual(["registry", "predictor", "batch", "proxy", "monitor"]);
+    await expect.poll(() => cells(services, "services", 2)).toEqual(["SERVING", "SERVING", "SERVING", "SERVING", "SERVING"]);
+    expect(await cells(services, "services", 4)).toEqual([registry.address, predictor.address, batch.address, proxy.address, monitor.address]);
+    expect(await cells(services, "services", 6)).toEqual(["off", "off", "off", "off", "off"]);
+    expect(await cells(services, "services", 7)).toEqual(["off", "off", "off", "off", "off"]);
     expect((await cells(services, "services", 8))[0]).toMatch(/^0\.1\.0 \((source|[0-9a-f]{12}(\+changes)?)\), Node v20\./);
     await inspect(services, "services");
 
@@ -449,7 +463,7 @@ describe("web console in headless Chromium", () => {
     await expect.poll(() => cells(model, "versions", 1)).toEqual(["v1"]);
     await registry.stop();
     await expect.poll(() => services.locator("[data-testid=service-registry]").getAttribute("data-health"), { timeout: 10_000 }).toBe("UNREACHABLE");
-    expect(await cells(services, "services", 2)).toEqual(["unreachable", "SERVING", "SERVING", "SERVING"]);
+    expect(await cells(services, "services", 2)).toEqual(["unreachable", "SERVING", "SERVING", "SERVING", "SERVING"]);
     await expect.poll(() => model.locator("[data-unreachable=true]").first().innerText(), { timeout: 10_000 }).toMatch(/^Registry unreachable \(UNREACHABLE\): the registry at/);
     // What the page showed stays, and the Predictor's parts still work.
     expect(await cells(model, "versions", 1)).toEqual(["v1"]);
@@ -465,6 +479,46 @@ describe("web console in headless Chromium", () => {
     await expect.poll(() => model.locator("[data-unreachable]").count(), { timeout: 15_000 }).toBe(0);
     expect(await cells(model, "versions", 1)).toEqual(["v1"]);
     await Promise.all([services.close(), model.close(), batchPage.close()]);
+  });
+
+  it("Monitoring: requests, outlier rate and drift per window as charts, alerts, records; a request id opens its record", async () => {
+    const predict = clientFor(PredictorService, predictor.baseUrl, "grpc");
+    const iris = (JSON.parse(await readFile(join(repoRoot, "test/fixtures/iris.json"), "utf8")) as { rows: { values: number[] }[] }).rows.map((r) => r.values);
+    const pick = () => iris[Math.floor(Math.random() * iris.length)];
+    // Three windows of iris rows, then far rows and longer petals: an outlier alert and drift.
+    const sendFor = async (ms: number, row: () => number[]) => {
+      for (const until = Date.now() + ms; Date.now() < until; ) await predict.predict({ model: "iris_svc", rows: Array.from({ length: 40 }, () => ({ values: row() })) });
+    };
+    await sendFor(3000, pick);
+    await sendFor(2500, () => (Math.random() < 0.5 ? [20, 0.5, 20, 10] : ((r) => [r[0], r[1], r[2] + 2, r[3]])(pick())));
+    const requestId = "console-monitoring-1";
+    await predict.predict({ model: "iris_svc@production", rows: [{ values: [20, 0.5, 20, 10] }, { values: [5.1, 3.5, 1.4, 0.2] }] }, { headers: { "x-request-id": requestId } });
+
+    const model = await open("/models/iris/iris_svc");
+    await expect.poll(() => model.textContent("[data-testid=firing-count]"), { timeout: 10_000 }).toMatch(/alert\(s\) firing/);
+    await model.click("[data-testid=monitoring-link]");
+    await model.locator("[data-testid=drift-charts]").waitFor();
+    const page = model;
+    await expect.poll(async () => Number(await page.getAttribute("[data-testid=monitor-requests]", "data-points")), { timeout: 10_000 }).toBeGreaterThanOrEqual(4);
+    await expect.poll(async () => Number(await page.getAttribute("[data-testid=monitor-outliers]", "data-last"))).toBeGreaterThan(10);
+    expect(Number(await page.getAttribute("[data-testid=monitor-psi]", "data-points"))).toBeGreaterThanOrEqual(3);
+    await expect.poll(() => page.locator("[data-testid=alerts] tr[data-state=firing]").count()).toBeGreaterThanOrEqual(1);
+    expect((await cells(page, "alerts", 2)).join(" ")).toMatch(/outlier rate/);
+
+    // A record by its request id: the rows, their probabilities and outlier scores, from the link in the table.
+    await page.check("[data-testid=outliers-only]");
+    await expect.poll(() => page.locator("[data-testid=record-link]").first().innerText()).toBe(requestId);
+    await page.locator("[data-testid=record-link]").first().click();
+    await page.locator("[data-testid=record-rows]").waitFor();
+    expect(page.url()).toContain(`/models/iris/iris_svc/monitoring?request=${requestId}`);
+    expect(await cells(page, "record-rows", 2)).toEqual(["20, 0.5, 20, 10", "5.1, 3.5, 1.4, 0.2"]);
+    expect(await page.locator("[data-testid=record-rows] td[data-outlier=yes]").count()).toBe(1);
+    await expect.poll(() => page.textContent("[data-testid=record-detail]")).toContain("iris_svc v1 (@production)");
+    await inspect(page, "monitoring");
+    // A deep link opens the same record.
+    const deep = await open(`/models/iris/iris_svc/monitoring?request=${requestId}`);
+    await deep.locator("[data-testid=record-rows]").waitFor();
+    await Promise.all([page.close(), deep.close()]);
   });
 
   it("is usable by keyboard and at phone width, and measures the bundle and the first render", async () => {

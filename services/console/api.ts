@@ -87,7 +87,7 @@ export function consoleApi(config: ConsoleConfig, poller: MetricsPoller, history
     path: "/services.json",
     role: Role.READER,
     async answer() {
-      const browserUrls: Record<string, string> = { registry: config.registryUrl, predictor: config.predictorUrl, batch: config.batchUrl, proxy: config.proxyUrl };
+      const browserUrls: Record<string, string> = { registry: config.registryUrl, predictor: config.predictorUrl, batch: config.batchUrl, proxy: config.proxyUrl, monitor: config.monitorUrl };
       const states = await Promise.all(
         poller.states().map(async (state) => {
           const address = new URL(state.metricsUrl).host;

@@ -7,6 +7,7 @@ export interface ConsoleConfig {
   readonly proxyUrl: string;
   readonly batchUrl: string;
   readonly registryUrl: string;
+  readonly monitorUrl: string;
   /** Where the console's server reads each service's GET /metrics for the live panel. */
   readonly metricsTargets: ReadonlyMap<string, string>;
   /** How long the history keeps each poll (CONSOLE_HISTORY_FINE) and minutes beyond (CONSOLE_HISTORY_COARSE). */
@@ -16,20 +17,21 @@ export interface ConsoleConfig {
 }
 
 /**
- * CONSOLE_PREDICTOR_URL, CONSOLE_PROXY_URL, CONSOLE_BATCH_URL and CONSOLE_REGISTRY_URL, by
+ * CONSOLE_PREDICTOR_URL, CONSOLE_PROXY_URL, CONSOLE_BATCH_URL, CONSOLE_REGISTRY_URL and CONSOLE_MONITOR_URL, by
  * default this machine's service ports on 127.0.0.1. They are the browser's view: behind Envoy
  * they would be its address.
  */
 export function loadConsoleConfig(env: Env): ConsoleConfig {
-  const local = (service: "predictor" | "proxy" | "batch" | "registry") =>
+  const local = (service: "predictor" | "proxy" | "batch" | "registry" | "monitor") =>
     `http://127.0.0.1:${envInt(env, servicePorts[service].variable, servicePorts[service].port, 1, 65535)}`;
   const urls = {
     predictorUrl: baseUrl(env, "CONSOLE_PREDICTOR_URL", local("predictor")),
     proxyUrl: baseUrl(env, "CONSOLE_PROXY_URL", local("proxy")),
     batchUrl: baseUrl(env, "CONSOLE_BATCH_URL", local("batch")),
     registryUrl: baseUrl(env, "CONSOLE_REGISTRY_URL", local("registry")),
+    monitorUrl: baseUrl(env, "CONSOLE_MONITOR_URL", local("monitor")),
   };
-  const byDefault = `registry=${urls.registryUrl},predictor=${urls.predictorUrl},batch=${urls.batchUrl},proxy=${urls.proxyUrl}`;
+  const byDefault = `registry=${urls.registryUrl},predictor=${urls.predictorUrl},batch=${urls.batchUrl},proxy=${urls.proxyUrl},monitor=${urls.monitorUrl}`;
   const prometheus = envString(env, "PROMETHEUS_URL", "");
   return Object.freeze({
     ...urls,

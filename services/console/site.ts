@@ -50,7 +50,7 @@ export async function bundleWeb(): Promise<WebBundle> {
  * script and styles. Open to anyone: the data behind them is not.
  */
 export async function consoleFiles(config: ConsoleConfig, bundle: WebBundle, api: ReadonlyMap<string, HttpRoute>): Promise<HttpRouter> {
-  const endpoints = { predictorUrl: config.predictorUrl, proxyUrl: config.proxyUrl, batchUrl: config.batchUrl, registryUrl: config.registryUrl };
+  const endpoints = { predictorUrl: config.predictorUrl, proxyUrl: config.proxyUrl, batchUrl: config.batchUrl, registryUrl: config.registryUrl, monitorUrl: config.monitorUrl };
   // "<" escaped: the JSON cannot end its script element.
   const data = JSON.stringify(endpoints).replaceAll("<", "\\u003c");
   const html = (await readFile(`${webDir}index.html`, "utf8")).replace("{/* endpoints */}", data);
@@ -60,7 +60,7 @@ export async function consoleFiles(config: ConsoleConfig, bundle: WebBundle, api
     ["/app.css", { type: "text/css; charset=utf-8", body: bundle.styles }],
   ]);
   // The page may call the configured services and nothing else.
-  const services = [config.predictorUrl, config.proxyUrl, config.batchUrl, config.registryUrl].join(" ");
+  const services = [config.predictorUrl, config.proxyUrl, config.batchUrl, config.registryUrl, config.monitorUrl].join(" ");
   const csp = `default-src 'self'; connect-src 'self' ${services}; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:`;
 
   const files: HttpRoute = {

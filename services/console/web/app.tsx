@@ -5,6 +5,7 @@ import { savedProtocol, savedToken, saveProtocol, saveToken, SettingsContext, ty
 import { BatchPage, WatchItemPage } from "./pages/batch";
 import { CompareExperimentsPage, ExperimentsPage } from "./pages/experiments";
 import { ModelPage } from "./pages/model";
+import { MonitoringPage } from "./pages/monitoring";
 import { ModelsPage } from "./pages/models";
 import { NotFoundPage } from "./pages/not-found";
 import { ProxyPage } from "./pages/proxy";
@@ -74,6 +75,7 @@ export function App({ endpoints }: { endpoints: Endpoints }) {
             <Route path="/models" component={ModelsPage} />
             <Route path="/models/:project/:model" component={ModelPage} />
             <Route path="/models/:project/:model/experiments" component={ExperimentsPage} />
+            <Route path="/models/:project/:model/monitoring" component={MonitoringPage} />
             <Route path="/models/:project/:model/experiments/compare" component={CompareExperimentsPage} />
             <Route path="/batch" component={BatchPage} />
             <Route path="/batch/items/:id" component={WatchItemPage} />

@@ -2,6 +2,7 @@ import { createClient, type Interceptor, type Transport } from "@connectrpc/conn
 import { createConnectTransport, createGrpcWebTransport } from "@connectrpc/connect-web";
 import { useMemo } from "preact/hooks";
 import { BatchJobService } from "../../../../gen/mlmesh/batch/v1/batch_pb.js";
+import { MonitorService } from "../../../../gen/mlmesh/monitor/v1/monitor_pb.js";
 import { PredictorService } from "../../../../gen/mlmesh/predictor/v1/predictor_pb.js";
 import { ProxyService } from "../../../../gen/mlmesh/proxy/v1/proxy_pb.js";
 import { ModelRegistryService } from "../../../../gen/mlmesh/registry/v1/registry_pb.js";
@@ -30,6 +31,7 @@ export function useClients() {
       proxy: createClient(ProxyService, transport(endpoints.proxyUrl, protocol, token)),
       batch: createClient(BatchJobService, transport(endpoints.batchUrl, protocol, token)),
       registry: createClient(ModelRegistryService, transport(endpoints.registryUrl, protocol, token)),
+      monitor: createClient(MonitorService, transport(endpoints.monitorUrl, protocol, token)),
     }),
     [endpoints, protocol, token],
   );

@@ -10,6 +10,7 @@ export interface Endpoints {
   readonly proxyUrl: string;
   readonly batchUrl: string;
   readonly registryUrl: string;
+  readonly monitorUrl: string;
 }
 
 /** What every page's calls depend on; changing one reloads what the pages show. */

@@ -7,6 +7,7 @@ import { PageTitle } from "../components/page-title";
 import { Done, ErrorBanner, Unreachable } from "../components/status";
 import { TryIt } from "../components/try-it";
 import { PushVersion } from "../components/push-version";
+import { AlertState } from "../../../../gen/mlmesh/monitor/v1/monitor_pb.js";
 import { useClients } from "../lib/clients";
 import { bytes, tensor, utc, value } from "../lib/format";
 import { useSettings } from "../lib/settings";
@@ -49,7 +50,7 @@ export function ModelPage() {
     <section aria-busy={data.loading && data.data === undefined}>
       <PageTitle title={`${project} / ${name}`}>
         <nav aria-label="On this page" class="subnav">
-          <a href="#traffic">Traffic</a> <a href="#versions">Versions</a> <a href="#aliases">Aliases</a> <a href="#try">Try it</a> <a href="#push">Push a version</a>{" "}
+          <a href="#traffic">Traffic</a> <a href="#versions">Versions</a> <a href="#aliases">Aliases</a> <a href="#try">Try it</a> <a href="#push">Push a version</a> <a href={`${base}/monitoring`}>Monitoring</a>{" "}
           <a href={`${base}/experiments`} data-testid="experiments-link">
             Experiments ({data.data?.experiments.length ?? "…"})
           </a>
@@ -76,9 +77,7 @@ export function ModelPage() {
       {data.data ? <PushVersion model={data.data.model} experiments={data.data.experiments} onPushed={data.reload} /> : null}
 
       <h2 id="monitoring">Monitoring</h2>
-      <p class="muted" data-testid="monitoring-placeholder">
-        The prediction log, outliers and drift of this model arrive with the monitor service (issue 21).
-      </p>
+      <MonitoringSummary name={name} href={`${base}/monitoring`} />
       <h2 id="policies">Traffic policies</h2>
       <p class="muted" data-testid="policies-placeholder">
         Weighted arms, conditions and shadows on this model's aliases arrive with traffic policies (issue 22).
@@ -88,6 +87,27 @@ export function ModelPage() {
         Canary rollouts that promote or roll back by themselves arrive with traffic policies (issue 22).
       </p>
     </section>
+  );
+}
+
+/** The monitor's word on the model: alerts firing now, and the way to its monitoring page. */
+function MonitoringSummary({ name, href }: { name: string; href: string }) {
+  const { monitor } = useClients();
+  const { endpoints } = useSettings();
+  const firing = useLoad(async (signal) => (await monitor.listAlerts({ model: name, state: AlertState.FIRING, pageSize: 100 }, { signal })).alerts, [monitor, name], {
+    service: { name: "monitor", url: endpoints.monitorUrl },
+    refreshMs: 5000,
+  });
+  return (
+    <>
+      <p>
+        <a href={href} data-testid="monitoring-link">
+          Requests, outliers, drift and prediction records
+        </a>
+        {firing.data ? <span data-testid="firing-count"> · {firing.data.length === 0 ? "no alert firing" : <strong class="bad">{firing.data.length} alert(s) firing</strong>}</span> : null}
+      </p>
+      <Unreachable error={firing.error} what="Monitor" />
+    </>
   );
 }
 
