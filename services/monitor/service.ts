@@ -10,7 +10,7 @@ import type { MonitorConfig } from "./config.js";
 import type { WindowReport } from "./drift.js";
 import { recordsIngested } from "./metrics.js";
 import type { AlertRow, RecordStore } from "./record-store.js";
-import { ingestedRecords } from "./record-wire.js";
+import { ingestedRecords, type IngestedRecord } from "./record-wire.js";
 import type { ReferenceBook } from "./references.js";
 import type { WindowBook } from "./windows.js";
 
@@ -25,6 +25,9 @@ export interface MonitorDeps {
   readonly stopping: AbortSignal;
 }
 
+/** Messages of one IngestRecords stream being stored at once. */
+const maxStoringPerStream = 8;
+
 /** Records linked to one request id that GetPrediction returns at most. */
 const maxLinked = 100;
 const hourMs = 3_600_000;
@@ -38,15 +41,31 @@ export function createMonitorService(deps: MonitorDeps): PartialServiceImpl<type
     async ingestRecords(requests) {
       let accepted = 0;
       let duplicates = 0;
-      for await (const request of requests) {
-        const records = ingestedRecords(request);
+      const store1 = async (records: readonly IngestedRecord[]) => {
         const inserted = await store.insert(records);
         accepted += inserted.size;
         duplicates += records.length - inserted.size;
         windows.add(inserted.size === records.length ? records : records.filter((r) => inserted.has(r.requestId)), Date.now());
         recordsIngested.inc({ outcome: "stored" }, inserted.size);
         if (records.length > inserted.size) recordsIngested.inc({ outcome: "duplicate" }, records.length - inserted.size);
+      };
+      // Messages are read while earlier ones are being stored (they share group commits), up
+      // to a few at a time per stream; the answer waits for all of them.
+      const storing = new Set<Promise<void>>();
+      let failure: unknown;
+      try {
+        for await (const request of requests) {
+          if (failure !== undefined) throw failure;
+          const done: Promise<void> = store1(ingestedRecords(request))
+            .catch((err: unknown) => void (failure ??= err))
+            .finally(() => storing.delete(done));
+          storing.add(done);
+          if (storing.size >= maxStoringPerStream) await Promise.race(storing);
+        }
+      } finally {
+        await Promise.all(storing);
       }
+      if (failure !== undefined) throw failure;
       return { accepted: BigInt(accepted), duplicates: BigInt(duplicates) };
     },
 

@@ -1,6 +1,6 @@
 -- Monitor tables (sqlite). Kept in step with ../../../schema.prisma by hand; test/monitor.test.ts
--- exercises them against a migrated database. SQLite has no partitions: retention deletes
--- whole days by time_ms (record-store.ts).
+-- exercises them against a migrated database. SQLite has no partitions: retention deletes old
+-- records model by model through the (model, time_ms) index (record-store.ts).
 CREATE TABLE "prediction_records" (
     "request_id" TEXT NOT NULL,
     "time_ms" INTEGER NOT NULL,
@@ -15,7 +15,6 @@ CREATE TABLE "prediction_records" (
 );
 CREATE INDEX "prediction_records_model_time_ms_idx" ON "prediction_records"("model", "time_ms");
 CREATE INDEX "prediction_records_parent_request_id_idx" ON "prediction_records"("parent_request_id") WHERE "parent_request_id" IS NOT NULL;
-CREATE INDEX "prediction_records_time_ms_idx" ON "prediction_records"("time_ms");
 
 CREATE TABLE "drift_windows" (
     "model" TEXT NOT NULL,

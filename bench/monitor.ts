@@ -1,0 +1,281 @@
+// The prediction log and the monitor (issue 21), measured side by side in one run:
+//  1. what recording every prediction costs the Predictor: 1 row at 50 streams and 100 rows at
+//     50 streams, logging off against on (each Predictor pinned to core 0, h2load and the
+//     monitor on core 1), in interleaved rounds; then every call's record counted in the
+//     monitor's database (0 lost) and the drop counter read;
+//  2. the monitor's ingestion on one core (pinned to core 0; this process sends pre-encoded
+//     records from core 1), and GetPrediction by request id over 1,000 random ids;
+//  3. the monitor down for BENCH_DOWN_SECONDS (default 300) under full load: the Predictor's
+//     requests/s against logging off, its RSS every 5 s, then the monitor started again and
+//     the records missing compared with the drop counter.
+// Writes its section of docs/benchmarks.md.
+//
+//   npm run bench:monitor        (installs h2load first; about 9 minutes)
+import { randomUUID } from "node:crypto";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { create, toBinary } from "@bufbuild/protobuf";
+import Database from "better-sqlite3";
+import { MonitorService } from "../gen/mlmesh/monitor/v1/monitor_pb.js";
+import { PredictRequestSchema } from "../gen/mlmesh/predictor/v1/predictor_pb.js";
+import { GrpcClient } from "../services/runtime/client/grpc-client.js";
+import { readProcessEnvironment } from "../services/runtime/env/variables.js";
+import { encodeIngestRequest, encodeRecord, RecordSource } from "../services/runtime/prediction-log/record-writer.js";
+import { checkGrpc, grpcFrame, h2load, medianOf, pin, type LoadResult } from "./h2load.js";
+import { machineSummary, startBenchService, table, writeDocSection, type BenchService } from "./support.js";
+
+const environment = readProcessEnvironment();
+const seconds = Number(environment.BENCH_SECONDS ?? 5);
+const runs = Number(environment.BENCH_RUNS ?? 3);
+const downSeconds = Number(environment.BENCH_DOWN_SECONDS ?? 300);
+const ingestRecords = Number(environment.BENCH_INGEST_RECORDS ?? 1_000_000);
+/** BENCH_ONLY=cost,ingest,down picks parts (a part does not write the doc); BENCH_PROFILE=1 profiles the ingesting monitor (--cpu-prof into the working folder). */
+const only = new Set((environment.BENCH_ONLY ?? "cost,ingest,down").split(","));
+const iris = [5.1, 3.5, 1.4, 0.2];
+const predictPath = "/mlmesh.predictor.v1.PredictorService/Predict";
+const predictBody = (rows: number) => grpcFrame(toBinary(PredictRequestSchema, create(PredictRequestSchema, { model: "iris_svc", rows: Array.from({ length: rows }, () => ({ values: iris })) })));
+const scratch = mkdtempSync(join(tmpdir(), "mlmesh-bench-monitor-"));
+const started: BenchService[] = [];
+let port = 50400;
+
+async function start(service: string, cpus: string, env: Record<string, string> = {}, at = port++, nodeArgs: string[] = []): Promise<BenchService> {
+  const s = await startBenchService(service, at, { cpus, env, nodeArgs });
+  started.push(s);
+  return s;
+}
+
+async function metric(address: string, pattern: RegExp): Promise<number> {
+  const text = await (await fetch(`http://${address}/metrics`)).text();
+  return [...text.matchAll(new RegExp(pattern.source, "gm"))].reduce((sum, m) => sum + Number(m[1]), 0);
+}
+
+const predictOk = (address: string) => metric(address, /^mlmesh_rpc_requests_total\{service="mlmesh\.predictor\.v1\.PredictorService",method="Predict",[^}]*code="OK"\} (\d+)/);
+const dropped = (address: string) => metric(address, /^mlmesh_prediction_log_dropped_total\{[^}]*\} (\d+)/);
+const queueBytes = (address: string) => metric(address, /^mlmesh_prediction_log_queue_bytes (\d+)/);
+
+function storedRecords(dbFile: string, model: string): number {
+  const db = new Database(dbFile, { readonly: true });
+  try {
+    return (db.prepare(`SELECT count(*) AS n FROM prediction_records WHERE model = ?`).get(model) as { n: number }).n;
+  } finally {
+    db.close();
+  }
+}
+
+function rssMiB(pid: number): number {
+  const status = readFileSync(`/proc/${pid}/status`, "utf8");
+  return Number(/VmRSS:\s+(\d+) kB/.exec(status)![1]) / 1024;
+}
+
+async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs: number): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > until) throw new Error(`${what}: not within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+const doc: string[] = [];
+
+/** Part 1: logging off against on, interleaved; then every record counted. */
+async function loggingCost(): Promise<{ offRps1: number }> {
+  const monitorDb = join(scratch, "monitor-cost.db");
+  const monitor = await start("monitor", "1", { MONITOR_DATABASE_URL: `file:${monitorDb}` });
+  const off = await start("predictor", "0");
+  const on = await start("predictor", "0", { MONITOR_ADDRESS: monitor.address });
+  const plain = await start("predictor", "0", { PREDICTOR_OUTLIER_MODELS: "none" });
+  const scenarios = [
+    { name: "logging off", server: off },
+    { name: "logging on (every prediction)", server: on },
+    { name: "logging off, outlier scoring off", server: plain },
+  ];
+  const loads = [
+    { rows: 1, streams: 50 },
+    { rows: 100, streams: 50 },
+  ];
+  const results = new Map<string, LoadResult[]>();
+  for (const s of scenarios) for (const l of loads) await checkGrpc(`http://${s.server.address}${predictPath}`, predictBody(l.rows));
+  for (let round = 0; round < runs; round++) {
+    for (const l of loads) {
+      for (const s of scenarios) {
+        const key = `${s.name}|${l.rows}`;
+        const r = await h2load({ url: `http://${s.server.address}${predictPath}`, body: predictBody(l.rows), streams: l.streams, seconds, warmupSeconds: 2, cpus: "1" });
+        results.set(key, [...(results.get(key) ?? []), r]);
+        console.log(`${s.name}\t${l.rows} rows\t${Math.round(r.rps)} req/s\tp50 ${r.p50Ms.toFixed(3)} ms`);
+      }
+    }
+  }
+  const rows: string[][] = [];
+  let offRps1 = 0;
+  for (const l of loads) {
+    const base = medianOf(results.get(`logging off|${l.rows}`)!);
+    if (l.rows === 1) offRps1 = base.rps;
+    for (const s of scenarios) {
+      const m = medianOf(results.get(`${s.name}|${l.rows}`)!);
+      rows.push([s.name, String(l.rows), String(l.streams), `${Math.round(m.rps)} (${Math.round(m.min)}-${Math.round(m.max)})`, `${Math.round(m.rps * l.rows)}`, (m.rps / base.rps).toFixed(3), m.p50Ms.toFixed(3), m.p99Ms.toFixed(3)]);
+    }
+  }
+  // Every call of the logging Predictor has its record (after the queue drained).
+  await waitFor("the prediction log to drain", async () => (await queueBytes(on.address)) === 0, 30_000);
+  await new Promise((r) => setTimeout(r, 1000));
+  const calls = await predictOk(on.address);
+  const stored = storedRecords(monitorDb, "iris_svc");
+  const drops = await dropped(on.address);
+  console.log(`calls ${calls}, records stored ${stored}, dropped ${drops}`);
+  doc.push(
+    "### What recording every prediction costs the Predictor",
+    "",
+    `Each Predictor pinned to core 0; h2load (one connection) and the monitor on core 1. Median of ${runs} interleaved rounds of ${seconds} s (min-max in brackets); ratio against logging off in the same run. Outlier scoring is on in the first two (iris_svc ships outlier.onnx).`,
+    "",
+    table(["Predictor", "rows/request", "streams", "req/s", "rows/s", "÷ logging off", "p50 ms", "p99 ms"], rows),
+    "",
+    `Records lost while the monitor was up: the logging Predictor answered ${calls} Predict calls OK (warm-ups included); the monitor stored ${stored} records of iris_svc; the drop counter says ${drops}. Lost: ${calls - stored}.`,
+  );
+  for (const s of [monitor, off, on, plain]) await s.stop();
+  return { offRps1 };
+}
+
+/** Part 2: ingestion on one core, and GetPrediction by request id. */
+async function ingestion(): Promise<void> {
+  const monitorDb = join(scratch, "monitor-ingest.db");
+  const monitor = await start("monitor", "0", { MONITOR_DATABASE_URL: `file:${monitorDb}` }, port++, environment.BENCH_PROFILE ? ["--cpu-prof"] : []);
+  await pin(process.pid, "1");
+  const client = new GrpcClient(monitor.address);
+  const perMessage = 1000;
+  const perStream = 10;
+  const ids: string[] = [];
+  const streams: Uint8Array[][] = [];
+  const now = Date.now();
+  for (let sent = 0; sent < ingestRecords; sent += perMessage * perStream) {
+    const messages: Uint8Array[] = [];
+    for (let m = 0; m < perStream; m++) {
+      const records: Uint8Array[] = [];
+      for (let i = 0; i < perMessage; i++) {
+        const requestId = randomUUID();
+        if (Math.random() < 0.001) ids.push(requestId);
+        records.push(
+          encodeRecord(
+            {
+              requestId,
+              traceId: "4bf92f3577b34da6a3ce929d0e0e4736",
+              source: RecordSource.predictor,
+              api: "predict",
+              model: "iris_svc",
+              version: 1,
+              timeMs: now - 120_000 + (sent + m * perMessage + i) / 100,
+              latencyMs: 0.2,
+              status: 0,
+              rowCount: 1,
+              rows: { width: 4, values: Float32Array.from(iris) },
+              classification: { labels: ["setosa", "versicolor", "virginica"], probabilities: Float32Array.from([0.97, 0.02, 0.01]) },
+              outlierScores: Float32Array.from([-0.1]),
+            },
+            65536,
+          ),
+        );
+      }
+      messages.push(encodeIngestRequest(records));
+    }
+    streams.push(messages);
+  }
+  const recordBytes = streams[0][0].length / perMessage;
+  const begin = performance.now();
+  let next = 0;
+  // Four senders, each on its own connection, as four Predictors would be.
+  const lane = async () => {
+    const sender = new GrpcClient(monitor.address);
+    while (next < streams.length) {
+      const messages = streams[next++];
+      await sender.clientStreamBytes(MonitorService.method.ingestRecords, messages, { deadlineMs: Date.now() + 120_000 });
+    }
+    sender.close();
+  };
+  await Promise.all([lane(), lane(), lane(), lane()]);
+  const elapsed = (performance.now() - begin) / 1000;
+  const stored = storedRecords(monitorDb, "iris_svc");
+  const perSecond = stored / elapsed;
+  console.log(`ingested ${stored} records in ${elapsed.toFixed(1)} s: ${Math.round(perSecond)} records/s`);
+  const latencies: number[] = [];
+  const { GetPredictionRequestSchema } = await import("../gen/mlmesh/monitor/v1/monitor_pb.js");
+  for (let k = 0; k < 1000; k++) {
+    const id = ids[k % ids.length];
+    const t = performance.now();
+    await client.unaryBytes(MonitorService.method.getPrediction, toBinary(GetPredictionRequestSchema, create(GetPredictionRequestSchema, { requestId: id })), { deadlineMs: Date.now() + 5000 });
+    latencies.push(performance.now() - t);
+  }
+  latencies.sort((a, b) => a - b);
+  const p = (q: number) => latencies[Math.floor(q * (latencies.length - 1))].toFixed(2);
+  console.log(`GetPrediction p50 ${p(0.5)} ms p99 ${p(0.99)} ms`);
+  doc.push(
+    "",
+    "### The monitor's ingestion on one core, and a record by request id",
+    "",
+    `The monitor pinned to core 0 on SQLite (synchronous FULL); this benchmark on core 1 sends ${stored} pre-encoded records of ${Math.round(recordBytes)} bytes (4 features, 3 probabilities, an outlier score) in messages of ${perMessage}, ${perStream} messages per IngestRecords stream, four streams at a time.`,
+    "",
+    table(
+      ["records", "seconds", "records/s", "GetPrediction p50 ms", "GetPrediction p99 ms"],
+      [[String(stored), elapsed.toFixed(1), String(Math.round(perSecond)), p(0.5), p(0.99)]],
+    ),
+    "",
+    `GetPrediction: 1,000 calls in sequence over ${ids.length} request ids drawn at random from the table (round trip on loopback included).`,
+  );
+  client.close();
+  await monitor.stop();
+}
+
+/** Part 3: the monitor down under load. */
+async function monitorDown(offRps1: number): Promise<void> {
+  const monitorDb = join(scratch, "monitor-down.db");
+  const monitorPort = port++;
+  const predictor = await start("predictor", "0", { MONITOR_ADDRESS: `127.0.0.1:${monitorPort}` });
+  const url = `http://${predictor.address}${predictPath}`;
+  await checkGrpc(url, predictBody(1));
+  const rss: number[] = [rssMiB(predictor.pid)];
+  const sampler = setInterval(() => rss.push(rssMiB(predictor.pid)), 5000);
+  const load = await h2load({ url, body: predictBody(1), streams: 50, seconds: downSeconds, warmupSeconds: 2, cpus: "1" });
+  clearInterval(sampler);
+  const monitor = await start("monitor", "1", { MONITOR_DATABASE_URL: `file:${monitorDb}` }, monitorPort);
+  await waitFor("the prediction log to drain", async () => (await queueBytes(predictor.address)) === 0, 120_000);
+  await new Promise((r) => setTimeout(r, 1000));
+  const calls = await predictOk(predictor.address);
+  const stored = storedRecords(monitorDb, "iris_svc");
+  const drops = await dropped(predictor.address);
+  console.log(`down ${downSeconds} s: ${Math.round(load.rps)} req/s; calls ${calls}, stored ${stored}, dropped ${drops}; RSS ${rss.map((r) => r.toFixed(0)).join(" ")}`);
+  const firstMinute = rss.slice(0, 13);
+  doc.push(
+    "",
+    `### The monitor down for ${downSeconds / 60} minutes under load`,
+    "",
+    `A Predictor recording every prediction to a monitor that is not there, under h2load at 1 row and 50 streams for ${downSeconds} s (Predictor on core 0, h2load on core 1); then the monitor is started and the queue drains into it. PREDICTION_LOG_QUEUE_BYTES is the default 64 MiB.`,
+    "",
+    table(
+      ["req/s (monitor down)", "÷ logging off (part 1)", "p99 ms", "RSS MiB: start, max of 1st minute, max, end", "calls OK", "records stored", "drop counter", "calls - stored"],
+      [
+        [
+          String(Math.round(load.rps)),
+          (load.rps / offRps1).toFixed(3),
+          load.p99Ms.toFixed(3),
+          `${rss[0].toFixed(0)}, ${Math.max(...firstMinute).toFixed(0)}, ${Math.max(...rss).toFixed(0)}, ${rss[rss.length - 1].toFixed(0)}`,
+          String(calls),
+          String(stored),
+          String(drops),
+          String(calls - stored),
+        ],
+      ],
+    ),
+  );
+  await monitor.stop();
+  await predictor.stop();
+}
+
+try {
+  const { offRps1 } = only.has("cost") ? await loggingCost() : { offRps1: Number.NaN };
+  if (only.has("ingest")) await ingestion();
+  await pin(process.pid, "0,1");
+  if (only.has("down")) await monitorDown(offRps1);
+  if (only.size === 3) await writeDocSection("monitor", [`## Prediction log and monitor (issue 21): cost, ingestion, a monitor down`, "", await machineSummary(), "", ...doc, "", "`npm run bench:monitor` writes this section."].join("\n"));
+} finally {
+  for (const s of started) await s.stop().catch(() => undefined);
+  rmSync(scratch, { recursive: true, force: true });
+}
