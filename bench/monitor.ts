@@ -52,6 +52,12 @@ async function metric(address: string, pattern: RegExp): Promise<number> {
 
 const predictOk = (address: string) => metric(address, /^mlmesh_rpc_requests_total\{service="mlmesh\.predictor\.v1\.PredictorService",method="Predict",[^}]*code="OK"\} (\d+)/);
 const dropped = (address: string) => metric(address, /^mlmesh_prediction_log_dropped_total\{[^}]*\} (\d+)/);
+/** The drop counter by reason, as "queue_full 12, rejected 0" (none: "none"). */
+async function dropReasons(address: string): Promise<string> {
+  const text = await (await fetch(`http://${address}/metrics`)).text();
+  const reasons = [...text.matchAll(/^mlmesh_prediction_log_dropped_total\{reason="([a-z_]+)"\} (\d+)/gm)].map((m) => `${m[1]} ${m[2]}`);
+  return reasons.length === 0 ? "none" : reasons.join(", ");
+}
 const queueBytes = (address: string) => metric(address, /^mlmesh_prediction_log_queue_bytes (\d+)/);
 
 function storedRecords(dbFile: string, model: string): number {
@@ -79,7 +85,7 @@ async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs: n
 const doc: string[] = [];
 
 /** Part 1: logging off against on, interleaved; then every record counted. */
-async function loggingCost(): Promise<{ offRps1: number }> {
+async function loggingCost(): Promise<void> {
   const monitorDb = join(scratch, "monitor-cost.db");
   const monitor = await start("monitor", "1", { MONITOR_DATABASE_URL: `file:${monitorDb}` });
   const off = await start("predictor", "0");
@@ -107,10 +113,8 @@ async function loggingCost(): Promise<{ offRps1: number }> {
     }
   }
   const rows: string[][] = [];
-  let offRps1 = 0;
   for (const l of loads) {
     const base = medianOf(results.get(`logging off|${l.rows}`)!);
-    if (l.rows === 1) offRps1 = base.rps;
     for (const s of scenarios) {
       const m = medianOf(results.get(`${s.name}|${l.rows}`)!);
       rows.push([s.name, String(l.rows), String(l.streams), `${Math.round(m.rps)} (${Math.round(m.min)}-${Math.round(m.max)})`, `${Math.round(m.rps * l.rows)}`, (m.rps / base.rps).toFixed(3), m.p50Ms.toFixed(3), m.p99Ms.toFixed(3)]);
@@ -122,7 +126,8 @@ async function loggingCost(): Promise<{ offRps1: number }> {
   const calls = await predictOk(on.address);
   const stored = storedRecords(monitorDb, "iris_svc");
   const drops = await dropped(on.address);
-  console.log(`calls ${calls}, records stored ${stored}, dropped ${drops}`);
+  const reasons = await dropReasons(on.address);
+  console.log(`calls ${calls}, records stored ${stored}, dropped ${drops} (${reasons})`);
   doc.push(
     "### What recording every prediction costs the Predictor",
     "",
@@ -130,10 +135,9 @@ async function loggingCost(): Promise<{ offRps1: number }> {
     "",
     table(["Predictor", "rows/request", "streams", "req/s", "rows/s", "÷ logging off", "p50 ms", "p99 ms"], rows),
     "",
-    `Records lost while the monitor was up: the logging Predictor answered ${calls} Predict calls OK (warm-ups included); the monitor stored ${stored} records of iris_svc; the drop counter says ${drops}. Lost: ${calls - stored}.`,
+    `Records lost while the monitor was up: the logging Predictor answered ${calls} Predict calls OK (warm-ups included); the monitor stored ${stored} records of iris_svc; the drop counter says ${drops} (by reason: ${reasons}). Lost: ${calls - stored}.`,
   );
   for (const s of [monitor, off, on, plain]) await s.stop();
-  return { offRps1 };
 }
 
 /** Part 2: ingestion on one core, and GetPrediction by request id. */
@@ -163,7 +167,7 @@ async function ingestion(): Promise<void> {
               api: "predict",
               model: "iris_svc",
               version: 1,
-              timeMs: now - 120_000 + (sent + m * perMessage + i) / 100,
+              timeMs: now + (sent + m * perMessage + i) / 100,
               latencyMs: 0.2,
               status: 0,
               rowCount: 1,
@@ -225,12 +229,18 @@ async function ingestion(): Promise<void> {
 }
 
 /** Part 3: the monitor down under load. */
-async function monitorDown(offRps1: number): Promise<void> {
+async function monitorDown(): Promise<void> {
   const monitorDb = join(scratch, "monitor-down.db");
   const monitorPort = port++;
   const predictor = await start("predictor", "0", { MONITOR_ADDRESS: `127.0.0.1:${monitorPort}` });
   const url = `http://${predictor.address}${predictPath}`;
   await checkGrpc(url, predictBody(1));
+  // The reference: the same load on a Predictor logging nothing, just before.
+  const off = await start("predictor", "0");
+  const offUrl = `http://${off.address}${predictPath}`;
+  await checkGrpc(offUrl, predictBody(1));
+  const reference = await h2load({ url: offUrl, body: predictBody(1), streams: 50, seconds: 30, warmupSeconds: 2, cpus: "1" });
+  await off.stop();
   const rss: number[] = [rssMiB(predictor.pid)];
   const sampler = setInterval(() => rss.push(rssMiB(predictor.pid)), 5000);
   const load = await h2load({ url, body: predictBody(1), streams: 50, seconds: downSeconds, warmupSeconds: 2, cpus: "1" });
@@ -241,6 +251,7 @@ async function monitorDown(offRps1: number): Promise<void> {
   const calls = await predictOk(predictor.address);
   const stored = storedRecords(monitorDb, "iris_svc");
   const drops = await dropped(predictor.address);
+  const downReasons = await dropReasons(predictor.address);
   console.log(`down ${downSeconds} s: ${Math.round(load.rps)} req/s; calls ${calls}, stored ${stored}, dropped ${drops}; RSS ${rss.map((r) => r.toFixed(0)).join(" ")}`);
   const firstMinute = rss.slice(0, 13);
   doc.push(
@@ -250,11 +261,11 @@ async function monitorDown(offRps1: number): Promise<void> {
     `A Predictor recording every prediction to a monitor that is not there, under h2load at 1 row and 50 streams for ${downSeconds} s (Predictor on core 0, h2load on core 1); then the monitor is started and the queue drains into it. PREDICTION_LOG_QUEUE_BYTES is the default 64 MiB.`,
     "",
     table(
-      ["req/s (monitor down)", "÷ logging off (part 1)", "p99 ms", "RSS MiB: start, max of 1st minute, max, end", "calls OK", "records stored", "drop counter", "calls - stored"],
+      ["req/s (monitor down)", "÷ logging off", "p99 ms", "RSS MiB: start, max of 1st minute, max, end", "calls OK", "records stored", "drop counter", "calls - stored"],
       [
         [
           String(Math.round(load.rps)),
-          (load.rps / offRps1).toFixed(3),
+          `${(load.rps / reference.rps).toFixed(3)} (${Math.round(reference.rps)} req/s, 30 s just before)`,
           load.p99Ms.toFixed(3),
           `${rss[0].toFixed(0)}, ${Math.max(...firstMinute).toFixed(0)}, ${Math.max(...rss).toFixed(0)}, ${rss[rss.length - 1].toFixed(0)}`,
           String(calls),
@@ -264,16 +275,18 @@ async function monitorDown(offRps1: number): Promise<void> {
         ],
       ],
     ),
+    "",
+    `Drops by reason: ${downReasons}. RSS every 5 s: ${rss.map((r) => r.toFixed(0)).join(" ")} MiB.`,
   );
   await monitor.stop();
   await predictor.stop();
 }
 
 try {
-  const { offRps1 } = only.has("cost") ? await loggingCost() : { offRps1: Number.NaN };
+  if (only.has("cost")) await loggingCost();
   if (only.has("ingest")) await ingestion();
   await pin(process.pid, "0,1");
-  if (only.has("down")) await monitorDown(offRps1);
+  if (only.has("down")) await monitorDown();
   if (only.size === 3) await writeDocSection("monitor", [`## Prediction log and monitor (issue 21): cost, ingestion, a monitor down`, "", await machineSummary(), "", ...doc, "", "`npm run bench:monitor` writes this section."].join("\n"));
 } finally {
   for (const s of started) await s.stop().catch(() => undefined);

@@ -10,7 +10,7 @@ import { repoRoot, run, tools } from "./support/service-process.js";
 
 // Ports away from the defaults, so a mesh a developer is running does not collide, and below
 // Linux's ephemeral range (32768-60999), where any client socket of a parallel test may hold one.
-const ports = { REGISTRY_PORT: "31051", PREDICTOR_PORT: "31052", BATCH_PORT: "31053", PROXY_PORT: "31054", CONSOLE_PORT: "31050" };
+const ports = { REGISTRY_PORT: "31051", PREDICTOR_PORT: "31052", BATCH_PORT: "31053", PROXY_PORT: "31054", MONITOR_PORT: "31055", CONSOLE_PORT: "31050" };
 
 // The whole mesh's start-up, a proxied call and a scheduled batch run: 8-9 s alone in a full
 // suite run, more while another test file starts servers beside it on 2 cores (it once took
@@ -28,6 +28,7 @@ describe("mlmesh up", () => {
         HOST: "127.0.0.1",
         DATABASE_URL: `file:${join(dataDir, "registry.db")}`,
         BATCH_DATABASE_URL: `file:${join(dataDir, "batch.db")}`,
+        MONITOR_DATABASE_URL: `file:${join(dataDir, "monitor.db")}`,
         ARTIFACT_DIR: join(dataDir, "artifacts"),
         BATCH_INTERVAL: "1s",
       },
@@ -51,6 +52,7 @@ describe("mlmesh up", () => {
         ["predictor", ports.PREDICTOR_PORT],
         ["batch", ports.BATCH_PORT],
         ["proxy", ports.PROXY_PORT],
+        ["monitor", ports.MONITOR_PORT],
         ["console", ports.CONSOLE_PORT],
       ]) {
         expect(output.some((l) => l.startsWith(name) && l.includes(`127.0.0.1:${port}`)), name).toBe(true);
@@ -78,6 +80,8 @@ describe("mlmesh up", () => {
       // The proxy reaches the mesh's Predictor with no configuration.
       const label = await run(tools.grpcurl, [
         "-plaintext",
+        "-H",
+        "x-request-id: mesh-test-label",
         "-d",
         '{"rows":[{"values":[5.1,3.5,1.4,0.2]}]}',
         `127.0.0.1:${ports.PROXY_PORT}`,
@@ -85,6 +89,16 @@ describe("mlmesh up", () => {
       ]);
       expect(label.code, label.stderr).toBe(0);
       expect((JSON.parse(label.stdout) as { predictions: { label: string }[] }).predictions[0].label).toBe("setosa");
+      // ... and the mesh's monitor keeps its record, linked to the three backend calls.
+      await expect
+        .poll(
+          async () => {
+            const got = await run(tools.grpcurl, ["-plaintext", "-d", '{"request_id":"mesh-test-label"}', `127.0.0.1:${ports.MONITOR_PORT}`, "mlmesh.monitor.v1.MonitorService/GetPrediction"]);
+            return got.code === 0 ? (JSON.parse(got.stdout) as { linked?: unknown[] }).linked?.length : undefined;
+          },
+          { timeout: 10_000, interval: 300 },
+        )
+        .toBe(3);
 
       // The batch job predicts a registered item on its schedule (BATCH_INTERVAL=1s here).
       const registered = await run(tools.grpcurl, [
@@ -115,20 +129,20 @@ describe("mlmesh up", () => {
     }
     expect(await exited).toBe(0);
     await rm(dataDir, { recursive: true, force: true });
-    for (const name of ["registry", "predictor", "batch", "proxy"]) {
+    for (const name of ["registry", "predictor", "batch", "proxy", "monitor"]) {
       expect(output.some((l) => l.startsWith(name) && l.includes('"msg":"stopped"')), `${name} stopped`).toBe(true);
     }
   });
 
   it("stops the others and exits 1 at once when a service cannot start (its port is taken)", async () => {
     const dataDir = await mkdtemp(join(tmpdir(), "mlmesh-up-"));
-    const meshPorts = { REGISTRY_PORT: "31061", PREDICTOR_PORT: "31062", BATCH_PORT: "31063", PROXY_PORT: "31064", CONSOLE_PORT: "31060" };
+    const meshPorts = { REGISTRY_PORT: "31061", PREDICTOR_PORT: "31062", BATCH_PORT: "31063", PROXY_PORT: "31064", MONITOR_PORT: "31065", CONSOLE_PORT: "31060" };
     const squatter = createServer();
     await new Promise<void>((resolve) => squatter.listen(Number(meshPorts.PREDICTOR_PORT), "127.0.0.1", resolve));
     const started = Date.now();
     try {
       const result = await run(process.execPath, ["bin/mlmesh.js", "up"], {
-        env: { ...meshPorts, HOST: "127.0.0.1", DATABASE_URL: `file:${join(dataDir, "registry.db")}`, BATCH_DATABASE_URL: `file:${join(dataDir, "batch.db")}`, ARTIFACT_DIR: join(dataDir, "artifacts") },
+        env: { ...meshPorts, HOST: "127.0.0.1", DATABASE_URL: `file:${join(dataDir, "registry.db")}`, BATCH_DATABASE_URL: `file:${join(dataDir, "batch.db")}`, MONITOR_DATABASE_URL: `file:${join(dataDir, "monitor.db")}`, ARTIFACT_DIR: join(dataDir, "artifacts") },
         timeoutMs: 30_000,
       });
       expect(result.code, result.stdout + result.stderr).toBe(1);
@@ -155,7 +169,7 @@ describe("mlmesh up", () => {
     const viaNpm = stop.startsWith("Ctrl-C");
     const dataDir = await mkdtemp(join(tmpdir(), "mlmesh-up-"));
     const base = 29000 + Math.round(delaySeconds * 10) * 10 + (viaNpm ? 0 : 500); // below the ephemeral range, as above
-    const meshPorts = { REGISTRY_PORT: base + 1, PREDICTOR_PORT: base + 2, BATCH_PORT: base + 3, PROXY_PORT: base + 4, CONSOLE_PORT: base + 5 };
+    const meshPorts = { REGISTRY_PORT: base + 1, PREDICTOR_PORT: base + 2, BATCH_PORT: base + 3, PROXY_PORT: base + 4, CONSOLE_PORT: base + 5, MONITOR_PORT: base + 6 };
     const npm = spawn(viaNpm ? "npm" : process.execPath, viaNpm ? ["start"] : ["bin/mlmesh.js", "up"], {
       cwd: repoRoot,
       env: {
@@ -164,6 +178,7 @@ describe("mlmesh up", () => {
         HOST: "127.0.0.1",
         DATABASE_URL: `file:${join(dataDir, "registry.db")}`,
         BATCH_DATABASE_URL: `file:${join(dataDir, "batch.db")}`,
+        MONITOR_DATABASE_URL: `file:${join(dataDir, "monitor.db")}`,
         ARTIFACT_DIR: join(dataDir, "artifacts"),
       },
       stdio: ["ignore", "pipe", "pipe"],

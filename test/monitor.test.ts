@@ -260,6 +260,37 @@ describe.each(["sqlite", "postgresql"] as const)("the prediction log and the mon
     expect(record?.requestId).toBe(ids[ids.length - 1]);
   }, 60_000);
 
+  it("keeps records within the retention: older ones are deleted at start (PostgreSQL: whole day partitions dropped)", async () => {
+    const day = 86_400_000;
+    const old = Date.now() - 9 * day;
+    const oldDay = new Date(Math.floor(old / day) * day).toISOString().slice(0, 10).replaceAll("-", "");
+    if (dialect === "postgresql") {
+      const from = Math.floor(old / day) * day;
+      await queryDatabase(monitorDb.url, `CREATE TABLE "prediction_records_${oldDay}" PARTITION OF "prediction_records" FOR VALUES FROM (${from}) TO (${from + day})`);
+    }
+    const record = (requestId: string, timeMs: number) => create(PredictionRecordSchema, { requestId, time: timestampFromMs(timeMs), source: RecordSource.PREDICTOR, api: "predict", model: "retention_probe", version: 1 });
+    await monitorClient.ingestRecords(stream({ records: [record("old-record", old), record("new-record", Date.now())] }));
+    await monitor.stop();
+    monitor = await startService("monitor", monitorEnv());
+    monitorClient = createClient(MonitorService, createGrpcTransport({ baseUrl: monitor.baseUrl }));
+    watchAlerts();
+    expect((await failure(monitorClient.getPrediction({ requestId: "old-record" }))).code).toBe(Code.NotFound);
+    expect((await monitorClient.getPrediction({ requestId: "new-record" })).record?.model).toBe("retention_probe");
+    if (dialect === "postgresql") {
+      const partitions = (
+        await queryDatabase<{ name: string }>(
+          monitorDb.url,
+          `SELECT c.relname AS name FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = 'prediction_records' ORDER BY 1`,
+        )
+      ).map((r) => r.name);
+      expect(partitions).not.toContain(`prediction_records_${oldDay}`);
+      const today = new Date().toISOString().slice(0, 10).replaceAll("-", "");
+      expect(partitions).toContain(`prediction_records_${today}`);
+      expect(partitions).toContain("prediction_records_default");
+      expect(monitor.logs.some((l) => Array.isArray(l.dropped) && (l.dropped as string[]).includes(`prediction_records_${oldDay}`))).toBe(true);
+    }
+  });
+
   it("stores a resent record once", async () => {
     const record = create(PredictionRecordSchema, {
       requestId: randomUUID(),

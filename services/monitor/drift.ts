@@ -44,9 +44,10 @@ export class WindowStats {
   width = 0;
   /** Per feature: the exact sum of every row's value (for the mean). */
   sums: Float64Array = new Float64Array(0);
-  /** A uniform sample of rows, each `width` values. */
-  readonly sample: Float32Array[] = [];
-  /** Rows seen by the sample (reservoir sampling's counter). */
+  /** A uniform sample of rows, packed: row i is sample[i * width, (i + 1) * width). */
+  sample: Float32Array = new Float32Array(0);
+  /** Rows in the sample, and rows the sample has seen (reservoir sampling's counter). */
+  sampleCount = 0;
   sampled = 0;
   /** Predicted label counts, by label. */
   readonly labelCounts = new Map<string, number>();
@@ -80,12 +81,14 @@ export class WindowStats {
       if (this.width === 0) {
         this.width = width;
         this.sums = new Float64Array(width);
+        this.sample = new Float32Array(this.sampleRows * width);
       }
       if (width === this.width) {
+        const sums = this.sums;
         for (let r = 0; r < rowCount; r++) {
-          const row = values.subarray(r * width, (r + 1) * width);
-          for (let f = 0; f < width; f++) this.sums[f] += row[f];
-          this.#sampleRow(row);
+          const at = r * width;
+          for (let f = 0; f < width; f++) sums[f] += values[at + f];
+          this.#sampleRow(values, at);
         }
       }
     }
@@ -99,24 +102,29 @@ export class WindowStats {
     }
   }
 
-  #sampleRow(row: Float32Array): void {
+  /** Reservoir sampling (algorithm R): every row seen has the same chance to be in the sample. */
+  #sampleRow(values: Float32Array, at: number): void {
     this.sampled++;
-    if (this.sample.length < this.sampleRows) {
-      this.sample.push(row.slice());
-      return;
+    let slot = this.sampleCount;
+    if (slot < this.sampleRows) this.sampleCount++;
+    else {
+      slot = Math.floor(Math.random() * this.sampled);
+      if (slot >= this.sampleRows) return;
     }
-    const j = Math.floor(Math.random() * this.sampled);
-    if (j < this.sampleRows) this.sample[j] = row.slice();
+    const width = this.width;
+    for (let f = 0; f < width; f++) this.sample[slot * width + f] = values[at + f];
   }
 
   /** The window's report against `profile` (undefined: counts only). */
   report(profile: ReferenceProfile | undefined, partial: boolean): WindowReport {
     const features: WindowReport["features"][number][] = [];
-    const valueRows = this.sample.length;
+    const valueRows = this.sampleCount;
     if (profile !== undefined && this.width === profile.features.length && valueRows > 0) {
       const counted = this.rows > 0 ? this.rows : valueRows;
       profile.features.forEach((reference, f) => {
-        const values = this.sample.map((row) => row[f]).sort((a, b) => a - b);
+        const values = new Float64Array(valueRows);
+        for (let i = 0; i < valueRows; i++) values[i] = this.sample[i * this.width + f];
+        values.sort();
         const mean = this.sums[f] / counted;
         // Rows arrive as float32: the reference's edges and values are compared at that precision,
         // or a row of 2.9 (2.9000000953674316 in float32) would land past an edge of 2.9.
@@ -163,16 +171,16 @@ function psiTerm(actual: number, expected: number, actualFloor = shareFloor, exp
 }
 
 /** PSI of window values over the reference's bins (`referenceRows`: how many rows the shares came from). */
-export function psiOf(edges: readonly number[], expected: readonly number[], values: readonly number[], referenceRows: number): number {
+export function psiOf(edges: readonly number[], expected: readonly number[], values: ArrayLike<number>, referenceRows: number): number {
   const counts = new Array<number>(edges.length + 1).fill(0);
-  for (const v of values) counts[binOf(edges, v)]++;
+  for (let i = 0; i < values.length; i++) counts[binOf(edges, values[i])]++;
   let psi = 0;
   for (let b = 0; b < counts.length; b++) psi += psiTerm(counts[b] / values.length, expected[b], 0.5 / values.length, 0.5 / Math.max(1, referenceRows));
   return psi;
 }
 
 /** The two-sample Kolmogorov-Smirnov statistic of two sorted samples (ties handled: both step past equal values). */
-export function ksOf(reference: readonly number[], values: readonly number[]): number {
+export function ksOf(reference: readonly number[], values: ArrayLike<number>): number {
   let i = 0;
   let j = 0;
   let gap = 0;

@@ -1,3 +1,4 @@
+import { endianness } from "node:os";
 import { toBinary } from "@bufbuild/protobuf";
 import { PredictionRecordSchema, type IngestRecordsRequest } from "../../gen/mlmesh/monitor/v1/monitor_pb.js";
 import { markValidated, type MethodWire } from "../runtime/serve/registration.js";
@@ -96,8 +97,11 @@ class Reader {
     return value;
   }
 
-  /** A repeated float field: packed (wire type 2) or one value (wire type 5), appended to `into`. */
-  floats(wireType: number, into: number[]): void {
+  /**
+   * A repeated float field, appended to `into`: packed (wire type 2, the canonical form:
+   * copied in one piece) or one value (wire type 5).
+   */
+  floats(wireType: number, into: FloatList): void {
     if (wireType === 5) {
       into.push(this.buf.readFloatLE(this.at));
       this.at += 4;
@@ -106,9 +110,49 @@ class Reader {
     if (wireType !== 2) throw bad;
     const end = this.delimited();
     if ((end - this.at) % 4 !== 0) throw bad;
-    for (; this.at < end; this.at += 4) into.push(this.buf.readFloatLE(this.at));
+    into.append(this.buf, this.at, end);
+    this.at = end;
   }
 }
+
+/** Floats read from a record, usually one packed field: kept as a copy of its bytes. */
+class FloatList {
+  #parts: Float32Array[] = [];
+  #length = 0;
+
+  get length(): number {
+    return this.#length;
+  }
+
+  append(buf: Buffer, start: number, end: number): void {
+    // A copy (the record's bytes need not be 4-byte aligned), as little-endian floats.
+    const part = new Float32Array((end - start) / 4);
+    if (littleEndian) new Uint8Array(part.buffer).set(buf.subarray(start, end));
+    else for (let i = 0; i < part.length; i++) part[i] = buf.readFloatLE(start + i * 4);
+    this.#parts.push(part);
+    this.#length += part.length;
+  }
+
+  push(value: number): void {
+    this.#parts.push(Float32Array.of(value));
+    this.#length++;
+  }
+
+  /** The values, or undefined when there are none. */
+  values(): Float32Array | undefined {
+    if (this.#length === 0) return undefined;
+    if (this.#parts.length === 1) return this.#parts[0];
+    const all = new Float32Array(this.#length);
+    let at = 0;
+    for (const part of this.#parts) {
+      all.set(part, at);
+      at += part.length;
+    }
+    return all;
+  }
+}
+
+const littleEndian = endianness() === "LE";
 
 /** Thrown inside the reader: the bytes break a rule (or are no message); protobuf-es decides. */
 const bad = new Error("not a canonical, valid record");
@@ -147,10 +191,10 @@ function readRecordAt(buf: Buffer, start: number, end: number): IngestedRecord {
   let rowCount = 0;
   let parentRequestId: string | undefined;
   let width = 0;
-  const values: number[] = [];
+  const values = new FloatList();
   const labels: string[] = [];
-  const probabilities: number[] = [];
-  const scores: number[] = [];
+  const probabilities = new FloatList();
+  const scores = new FloatList();
   while (r.at < end) {
     const tag = r.varint();
     const field = tag >>> 3;
@@ -241,8 +285,9 @@ function readRecordAt(buf: Buffer, start: number, end: number): IngestedRecord {
     }
   }
   if (requestId === "" || model === "" || timeMs === undefined || source < 1 || source > maxSource || status > maxCode) throw bad;
+  const outlierScores = scores.values();
   let outlierRows = 0;
-  for (const s of scores) if (s > 0) outlierRows++;
+  if (outlierScores !== undefined) for (const s of outlierScores) if (s > 0) outlierRows++;
   return {
     requestId,
     timeMs,
@@ -254,10 +299,10 @@ function readRecordAt(buf: Buffer, start: number, end: number): IngestedRecord {
     rowCount,
     parentRequestId,
     width,
-    values: values.length > 0 ? Float32Array.from(values) : undefined,
+    values: values.values(),
     labels,
-    probabilities: probabilities.length > 0 ? Float32Array.from(probabilities) : undefined,
-    outlierScores: scores.length > 0 ? Float32Array.from(scores) : undefined,
+    probabilities: probabilities.values(),
+    outlierScores,
     outlierRows,
     bytes: buf.subarray(start, end),
   };

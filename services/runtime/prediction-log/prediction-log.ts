@@ -5,14 +5,19 @@ import type { MeshCredentials } from "../client/mesh-credentials.js";
 import type { PredictionLogSettings } from "../env/settings.js";
 import type { Logger } from "../observability/logger.js";
 import { counter, gauge } from "../observability/metrics.js";
-import { encodeIngestRequest, encodeRecord, type RecordFacts, type RecordTensor } from "./record-writer.js";
+import { encodeRecordView, framedRecordBytes, writeFramedRecord, type RecordFacts, type RecordTensor } from "./record-writer.js";
 
 /*
  * The prediction log's sending side, one per process (the Predictor, the Proxy, the batch
- * service): a record of each sampled prediction is encoded at once and queued, and a timer sends
- * the queue to the monitor's IngestRecords in streams of up to 4 MiB, one stream at a time.
+ * service): a record of each sampled prediction is encoded at once and appended to the queue,
+ * and a timer sends the queue to the monitor's IngestRecords in streams of up to 4 MiB, one
+ * stream at a time.
  *
- * It never blocks or fails a prediction. The queue is bounded in bytes (records sent but not
+ * The queue is a list of chunks, each the body of one IngestRecordsRequest (records framed as
+ * its field 1, at most 1 MiB and 10,000 records): a record costs its bytes and nothing per
+ * record besides, and a chunk is sent as it is.
+ *
+ * It never blocks or fails a prediction. The queue is bounded in bytes (chunks sent but not
  * yet acknowledged count too); a record that does not fit is dropped and counted, so a slow or
  * absent monitor costs records, never memory or latency. A stream that fails is resent whole
  * after a backoff: the monitor keeps one record per request id, so a resend of records it had
@@ -34,21 +39,52 @@ const queuedBytes = gauge({ name: "mlmesh_prediction_log_queue_bytes", help: "By
 const maxRecordsPerMessage = 10_000;
 const maxMessageBytes = 1024 * 1024;
 const maxStreamBytes = 4 * 1024 * 1024;
+/** A chunk's first buffer; it doubles as records arrive, up to maxMessageBytes. */
+const firstChunkBytes = 16 * 1024;
 const sendTimeoutMs = 15_000;
 const maxBackoffMs = 5000;
 
 /** Codes after which resending the same records cannot succeed. */
 const refusals = new Set([Code.InvalidArgument, Code.PermissionDenied, Code.Unauthenticated, Code.Unimplemented]);
 
+/** One IngestRecordsRequest being filled: framed records, back to back. */
+class Chunk {
+  buffer = Buffer.allocUnsafe(firstChunkBytes);
+  length = 0;
+  records = 0;
+
+  /** Whether a framed record of `bytes` still fits this message. */
+  fits(bytes: number): boolean {
+    return this.records < maxRecordsPerMessage && this.length + bytes <= maxMessageBytes;
+  }
+
+  append(record: Uint8Array, framed: number): void {
+    if (this.length + framed > this.buffer.length) {
+      const grown = Buffer.allocUnsafe(Math.min(maxMessageBytes, Math.max(this.buffer.length * 2, this.length + framed)));
+      this.buffer.copy(grown, 0, 0, this.length);
+      this.buffer = grown;
+    }
+    this.length = writeFramedRecord(this.buffer, this.length, record);
+    this.records++;
+  }
+
+  get body(): Uint8Array {
+    return this.buffer.subarray(0, this.length);
+  }
+}
+
 export class PredictionLog {
   readonly #client: GrpcClient;
-  #queue: Uint8Array[] = [];
+  /** Chunks to send, oldest first; the last one is being filled. */
+  #queue: Chunk[] = [];
   #bytes = 0;
   #sending = false;
   #backoffMs = 0;
   #retryAt = 0;
   #timer: NodeJS.Timeout;
   #lastWarnAt = 0;
+  /** The last record's size: the guess of the next one's when the queue is nearly full. */
+  #lastFramedBytes = 0;
 
   constructor(
     private readonly settings: PredictionLogSettings & { readonly monitorAddress: string },
@@ -69,20 +105,32 @@ export class PredictionLog {
 
   /** Queues a record of one prediction; drops it (counted) when the queue is full. Never throws. */
   append(facts: RecordFacts): void {
+    // A full queue (the monitor down) drops without encoding: the CPU stays with predictions.
+    if (this.#bytes + this.#lastFramedBytes > this.settings.queueBytes) {
+      dropped.inc({ reason: "queue_full" });
+      return;
+    }
     let record: Uint8Array;
     try {
-      record = encodeRecord(facts, this.settings.maxPayloadBytes);
+      record = encodeRecordView(facts, this.settings.maxPayloadBytes);
     } catch (err) {
       this.#warn("a prediction record could not be encoded", err);
       dropped.inc({ reason: "rejected" });
       return;
     }
-    if (this.#bytes + record.length > this.settings.queueBytes) {
+    const framed = framedRecordBytes(record.length);
+    this.#lastFramedBytes = framed;
+    if (this.#bytes + framed > this.settings.queueBytes || framed > maxMessageBytes) {
       dropped.inc({ reason: "queue_full" });
       return;
     }
-    this.#queue.push(record);
-    this.#bytes += record.length;
+    let chunk = this.#queue[this.#queue.length - 1];
+    if (chunk === undefined || !chunk.fits(framed)) {
+      chunk = new Chunk();
+      this.#queue.push(chunk);
+    }
+    chunk.append(record, framed);
+    this.#bytes += framed;
     queuedBytes.set(this.#bytes);
   }
 
@@ -96,7 +144,8 @@ export class PredictionLog {
       else await new Promise((r) => setTimeout(r, 10));
       if (this.#backoffMs > 0) break; // the monitor is not answering: do not hold the shutdown
     }
-    if (this.#queue.length > 0) dropped.inc({ reason: "shutdown" }, this.#queue.length);
+    const left = this.#queue.reduce((sum, c) => sum + c.records, 0);
+    if (left > 0) dropped.inc({ reason: "shutdown" }, left);
     this.#queue = [];
     this.#client.close();
   }
@@ -105,21 +154,26 @@ export class PredictionLog {
   async #send(deadlineMs = Date.now() + sendTimeoutMs): Promise<void> {
     if (this.#sending || this.#queue.length === 0 || Date.now() < this.#retryAt) return;
     this.#sending = true;
-    const { messages, records, bytes } = this.#takeBatch();
+    // Up to 4 MiB of whole chunks; the last one taken stops being filled.
+    let taken = 0;
+    let bytes = 0;
+    while (taken < this.#queue.length && (taken === 0 || bytes + this.#queue[taken].length <= maxStreamBytes)) bytes += this.#queue[taken++].length;
+    const chunks = this.#queue.splice(0, taken);
+    const records = chunks.reduce((sum, c) => sum + c.records, 0);
     try {
-      await this.#client.clientStreamBytes(MonitorService.method.ingestRecords, messages, { deadlineMs });
+      await this.#client.clientStreamBytes(MonitorService.method.ingestRecords, chunks.map((c) => c.body), { deadlineMs });
       this.#release(bytes);
-      sent.inc(records.length);
+      sent.inc(records);
       this.#backoffMs = 0;
     } catch (err) {
       const code = err instanceof ConnectError ? err.code : Code.Unknown;
       if (refusals.has(code)) {
         this.#release(bytes);
-        dropped.inc({ reason: "rejected" }, records.length);
-        this.#warn(`the monitor refused ${records.length} prediction records`, err);
+        dropped.inc({ reason: "rejected" }, records);
+        this.#warn(`the monitor refused ${records} prediction records`, err);
       } else {
         // Back to the head of the queue, in order, for the next attempt.
-        this.#queue = records.concat(this.#queue);
+        this.#queue.unshift(...chunks);
         sendFailures.inc();
         this.#backoffMs = Math.min(maxBackoffMs, Math.max(100, this.#backoffMs * 2));
         this.#retryAt = Date.now() + this.#backoffMs;
@@ -128,31 +182,6 @@ export class PredictionLog {
     } finally {
       this.#sending = false;
     }
-  }
-
-  /** Takes up to 4 MiB of the queue's head, cut into messages of at most 1 MiB and 10,000 records. */
-  #takeBatch(): { messages: Uint8Array[]; records: Uint8Array[]; bytes: number } {
-    const messages: Uint8Array[] = [];
-    let taken = 0;
-    let bytes = 0;
-    let messageStart = 0;
-    let messageBytes = 0;
-    const queue = this.#queue;
-    while (taken < queue.length && (bytes + queue[taken].length <= maxStreamBytes || taken === 0)) {
-      const size = queue[taken].length;
-      if (taken > messageStart && (messageBytes + size > maxMessageBytes || taken - messageStart === maxRecordsPerMessage)) {
-        messages.push(encodeIngestRequest(queue.slice(messageStart, taken)));
-        messageStart = taken;
-        messageBytes = 0;
-      }
-      messageBytes += size;
-      bytes += size;
-      taken++;
-    }
-    messages.push(encodeIngestRequest(queue.slice(messageStart, taken)));
-    const records = queue.slice(0, taken);
-    this.#queue = queue.slice(taken);
-    return { messages, records, bytes };
   }
 
   /** Records acknowledged or given up on no longer count against the queue's bound. */

@@ -174,8 +174,9 @@ class ProtoWriter {
     }, true);
   }
 
-  take(): Uint8Array {
-    return Uint8Array.prototype.slice.call(this.buffer, 0, this.at);
+  /** The bytes written: a view of the writer's buffer, valid until the next record. */
+  view(): Uint8Array {
+    return this.buffer.subarray(0, this.at);
   }
 }
 
@@ -192,11 +193,12 @@ function varintSize(value: number): number {
 const writer = new ProtoWriter();
 
 /**
- * The record's bytes. When inputs and outputs together exceed `maxPayloadBytes` they are kept
+ * The record's bytes, as a view valid until the next record is encoded (copy it to keep it).
+ * When inputs and outputs together exceed `maxPayloadBytes` they are kept
  * as their shapes only (rows' width, tensors' name, type and shape) and the record is marked
  * truncated.
  */
-export function encodeRecord(facts: RecordFacts, maxPayloadBytes: number): Uint8Array {
+export function encodeRecordView(facts: RecordFacts, maxPayloadBytes: number): Uint8Array {
   const truncated = payloadBytes(facts) > maxPayloadBytes;
   const w = writer;
   w.reset();
@@ -243,7 +245,30 @@ export function encodeRecord(facts: RecordFacts, maxPayloadBytes: number): Uint8
   w.uint(17, facts.rowCount);
   w.string(18, facts.parentRequestId);
   w.bool(19, truncated);
-  return w.take();
+  return w.view();
+}
+
+/** The record's bytes, a copy of its own. */
+export function encodeRecord(facts: RecordFacts, maxPayloadBytes: number): Uint8Array {
+  return encodeRecordView(facts, maxPayloadBytes).slice();
+}
+
+/** Bytes of field 1 (records) of an IngestRecordsRequest holding a record of `length` bytes. */
+export function framedRecordBytes(length: number): number {
+  return 1 + varintSize(length) + length;
+}
+
+/** Writes a record as field 1 of an IngestRecordsRequest at `at`; returns the next position. */
+export function writeFramedRecord(out: Uint8Array, at: number, record: Uint8Array): number {
+  out[at++] = (1 << 3) | lengthDelimited;
+  let value = record.length;
+  while (value > 0x7f) {
+    out[at++] = (value & 0x7f) | 0x80;
+    value = Math.floor(value / 128);
+  }
+  out[at++] = value;
+  out.set(record, at);
+  return at + record.length;
 }
 
 function writeTensor(w: ProtoWriter, field: number, tensor: RecordTensor, truncated: boolean): void {
@@ -268,19 +293,9 @@ function payloadBytes(facts: RecordFacts): number {
  */
 export function encodeIngestRequest(records: readonly Uint8Array[]): Uint8Array {
   let size = 0;
-  for (const r of records) size += 1 + varintSize(r.length) + r.length;
+  for (const r of records) size += framedRecordBytes(r.length);
   const out = Buffer.allocUnsafe(size);
   let at = 0;
-  for (const r of records) {
-    out[at++] = (1 << 3) | lengthDelimited;
-    let value = r.length;
-    while (value > 0x7f) {
-      out[at++] = (value & 0x7f) | 0x80;
-      value = Math.floor(value / 128);
-    }
-    out[at++] = value;
-    out.set(r, at);
-    at += r.length;
-  }
+  for (const r of records) at = writeFramedRecord(out, at, r);
   return out;
 }
