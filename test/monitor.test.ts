@@ -307,6 +307,16 @@ describe.each(["sqlite", "postgresql"] as const)("the prediction log and the mon
     expect(await queryDatabase(monitorDb.url, `SELECT request_id FROM prediction_records WHERE request_id = '${record.requestId}'`)).toHaveLength(1);
   });
 
+  it("takes a model's thresholds from its registry tags", async () => {
+    const client = registryClient(registry.address, "monitor-test");
+    const { model } = await client.getModelByName({ projectName: "iris", name: "iris_svc" });
+    await client.setModelTag({ modelId: model!.id, key: "monitor.psi", value: "0.4" });
+    await client.setModelTag({ modelId: model!.id, key: "monitor.outlier_rate", value: "0.05" });
+    await eventually("the monitor reads the tags", async () => (await monitorClient.getDriftReport({ model: "iris_svc", version: 1 })).thresholds?.psi === 0.4, 5000);
+    const { thresholds } = await monitorClient.getDriftReport({ model: "iris_svc", version: 1 });
+    expect(thresholds).toMatchObject({ psi: 0.4, outlierRate: 0.05, ks: 0.25, minRows: 200n });
+  });
+
   it("refuses hostile records and queries with precise errors", async () => {
     const base = { requestId: "x", time: timestampFromMs(Date.now()), source: RecordSource.PREDICTOR, model: "iris_svc" };
     const invalid = async (records: object[]) => failure(monitorClient.ingestRecords(stream({ records: records.map((r) => create(PredictionRecordSchema, r)) })));

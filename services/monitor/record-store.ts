@@ -236,27 +236,34 @@ export class RecordStore {
     return Number(rows[0]?.v ?? 0);
   }
 
-  /** Predictor records from `sinceMs` on, oldest first, in pages (the windows still open at start). */
+  /**
+   * Predictor records from `sinceMs` on, model by model and oldest first, in pages (the windows
+   * still open at start), through the (model, time_ms) index; at most `max` in all.
+   */
   async *predictorRecordsSince(sinceMs: number, max: number): AsyncGenerator<Uint8Array[]> {
-    let after = sinceMs - 1;
-    let afterId = "";
+    const models = await this.#guard(() => this.db.$queryRawUnsafe<{ model: string }[]>(`SELECT DISTINCT "model" FROM "prediction_records"`));
     let read = 0;
-    while (read < max) {
-      const rows = await this.#guard(() =>
-        this.db.$queryRawUnsafe<{ record: Uint8Array; t: bigint | number; id: string }[]>(
-          `SELECT "record", "time_ms" AS t, "request_id" AS id FROM "prediction_records"
-           WHERE "source" = 1 AND ("time_ms" > ${this.#p(1)} OR ("time_ms" = ${this.#p(2)} AND "request_id" > ${this.#p(3)}))
-           ORDER BY "time_ms", "request_id" LIMIT 10000`,
-          after,
-          after,
-          afterId,
-        ),
-      );
-      if (rows.length === 0) return;
-      read += rows.length;
-      after = Number(rows[rows.length - 1].t);
-      afterId = rows[rows.length - 1].id;
-      yield rows.map((r) => r.record);
+    for (const { model } of models) {
+      let after = sinceMs - 1;
+      let afterId = "";
+      while (read < max) {
+        const rows = await this.#guard(() =>
+          this.db.$queryRawUnsafe<{ record: Uint8Array; t: bigint | number; id: string; source: number | bigint }[]>(
+            `SELECT "record", "time_ms" AS t, "request_id" AS id, "source" FROM "prediction_records"
+             WHERE "model" = ${this.#p(1)} AND ("time_ms" > ${this.#p(2)} OR ("time_ms" = ${this.#p(3)} AND "request_id" > ${this.#p(4)}))
+             ORDER BY "time_ms", "request_id" LIMIT 10000`,
+            model,
+            after,
+            after,
+            afterId,
+          ),
+        );
+        if (rows.length === 0) break;
+        read += rows.length;
+        after = Number(rows[rows.length - 1].t);
+        afterId = rows[rows.length - 1].id;
+        yield rows.filter((r) => Number(r.source) === 1).map((r) => r.record);
+      }
     }
   }
 

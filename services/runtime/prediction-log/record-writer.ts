@@ -250,7 +250,8 @@ export function encodeRecordView(facts: RecordFacts, maxPayloadBytes: number): U
 
 /** The record's bytes, a copy of its own. */
 export function encodeRecord(facts: RecordFacts, maxPayloadBytes: number): Uint8Array {
-  return encodeRecordView(facts, maxPayloadBytes).slice();
+  // Uint8Array's slice copies (a Buffer's would be a view of the writer's buffer).
+  return Uint8Array.prototype.slice.call(encodeRecordView(facts, maxPayloadBytes));
 }
 
 /** Bytes of field 1 (records) of an IngestRecordsRequest holding a record of `length` bytes. */
