@@ -218,7 +218,7 @@ async function ingestion(): Promise<void> {
   const recordBytes = streams[0][0].length / perMessage;
   const begin = performance.now();
   let next = 0;
-  // Four senders, each on its own connection, as four Predictors would be.
+  // Eight senders, each on its own connection, as eight Predictors would be.
   const lane = async () => {
     const sender = new GrpcClient(monitor.address);
     while (next < streams.length) {
@@ -227,7 +227,7 @@ async function ingestion(): Promise<void> {
     }
     sender.close();
   };
-  await Promise.all([lane(), lane(), lane(), lane()]);
+  await Promise.all(Array.from({ length: 8 }, lane));
   const elapsed = (performance.now() - begin) / 1000;
   const stored = storedRecords(monitorDb, "iris_svc");
   const perSecond = stored / elapsed;

@@ -61,7 +61,7 @@ export interface RecordCursor {
 
 export class RecordStore {
   /** SQLite: records are inserted through a prepared statement on a connection of their own. */
-  readonly #bulk: { writer: SqliteBulkWriter; insert: import("better-sqlite3").Statement } | undefined;
+  readonly #bulk: { writer: SqliteBulkWriter; insert: import("better-sqlite3").Statement; exists: import("better-sqlite3").Statement } | undefined;
   /** SQLite: inserts waiting for the next transaction (group commit). */
   #pending: { records: readonly IngestedRecord[]; resolve: (ids: Set<string>) => void; reject: (err: unknown) => void }[] = [];
   #pendingRecords = 0;
@@ -75,10 +75,11 @@ export class RecordStore {
     if (sqlite !== undefined) {
       const writer = new SqliteBulkWriter(sqlite.path, sqlite.busyTimeoutMs, { cacheMiB: 128, checkpointPages: 10_000 });
       const insert = writer.prepare(
-        `INSERT OR IGNORE INTO "prediction_records" ("request_id", "time_ms", "model", "version", "source", "status", "outlier_rows", "parent_request_id", "record")
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+        `INSERT INTO "prediction_records" ("id_hash", "request_id", "time_ms", "model", "version", "source", "status", "outlier_rows", "parent_request_id", "record")
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
       );
-      this.#bulk = { writer, insert };
+      const exists = writer.prepare(`SELECT 1 FROM "prediction_records" WHERE "id_hash" = ? AND "request_id" = ?`).pluck();
+      this.#bulk = { writer, insert, exists };
     }
   }
 
@@ -155,8 +156,10 @@ export class RecordStore {
           batch.map(({ records }) => {
             const ids = new Set<string>();
             for (const r of records) {
-              const { changes } = bulk.insert.run(r.requestId, Math.floor(r.timeMs), r.model, r.version, r.source, r.status, r.outlierRows, r.parentRequestId ?? null, r.bytes);
-              if (changes > 0) ids.add(r.requestId);
+              const hash = idHash(r.requestId);
+              if (bulk.exists.get(hash, r.requestId) !== undefined) continue; // stored before: a resend
+              bulk.insert.run(hash, r.requestId, Math.floor(r.timeMs), r.model, r.version, r.source, r.status, r.outlierRows, r.parentRequestId ?? null, r.bytes);
+              ids.add(r.requestId);
             }
             return ids;
           }),
@@ -170,12 +173,10 @@ export class RecordStore {
 
   /** The record of a request id (the newest, should a caller have reused one), and its parent's id. */
   async get(requestId: string): Promise<{ record: Uint8Array; parentRequestId: string | undefined } | undefined> {
-    const rows = await this.#guard(() =>
-      this.db.$queryRawUnsafe<{ record: Uint8Array; parent: string | null }[]>(
-        `SELECT "record", "parent_request_id" AS parent FROM "prediction_records" WHERE "request_id" = ${this.#p(1)} ORDER BY "time_ms" DESC LIMIT 1`,
-        requestId,
-      ),
-    );
+    const sql = `SELECT "record", "parent_request_id" AS parent FROM "prediction_records"
+       WHERE ${this.dialect === "sqlite" ? `"id_hash" = ? AND ` : ""}"request_id" = ${this.#p(1)} ORDER BY "time_ms" DESC LIMIT 1`;
+    const args = this.dialect === "sqlite" ? [idHash(requestId), requestId] : [requestId];
+    const rows = await this.#guard(() => this.db.$queryRawUnsafe<{ record: Uint8Array; parent: string | null }[]>(sql, ...args));
     return rows.length === 0 ? undefined : { record: rows[0].record, parentRequestId: rows[0].parent ?? undefined };
   }
 
@@ -437,6 +438,22 @@ export class RecordStore {
       throw databaseUnavailableError("monitor", err) ?? err;
     }
   }
+}
+
+/**
+ * SQLite's index key of a request id: 53 bits (a safe integer) from two 32-bit hashes of its
+ * UTF-16 code units (FNV-1a, and djb2's xor variant). Collisions are possible and harmless: the
+ * id itself is compared beside it.
+ */
+export function idHash(requestId: string): number {
+  let fnv = 0x811c9dc5;
+  let djb = 5381;
+  for (let i = 0; i < requestId.length; i++) {
+    const c = requestId.charCodeAt(i);
+    fnv = Math.imul(fnv ^ c, 0x01000193);
+    djb = (Math.imul(djb, 33) ^ c) >>> 0;
+  }
+  return (fnv >>> 0) * 0x200000 + (djb & 0x1fffff);
 }
 
 /** "20261202" for a day number (days since the epoch, UTC). */
