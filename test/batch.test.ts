@@ -1,14 +1,13 @@
 // The BatchJob service and its workers as real processes, with a real Predictor, on SQLite and
 // PostgreSQL (TEST_POSTGRES_URL, started by `npm test`).
 import { readFile } from "node:fs/promises";
-import * as net from "node:net";
 import { join } from "node:path";
 import { Code, ConnectError, type Client } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { BatchJobService, ItemState, type Item } from "../gen/mlmesh/batch/v1/batch_pb.js";
 import { clientFor } from "./support/clients.js";
 import { freshDatabase, type TestDatabase } from "./support/databases.js";
-import { repoRoot, run, startService, tools, type ServiceProcess } from "./support/service-process.js";
+import { freePort, repoRoot, run, type ServiceProcess, startService, tools } from "./support/service-process.js";
 
 const iris = JSON.parse(await readFile(join(repoRoot, "test/fixtures/iris.json"), "utf8")) as {
   rows: { values: number[]; label: string }[];
@@ -30,13 +29,6 @@ async function waitUntilNonePending(client: Client<typeof BatchJobService>, time
   await expect.poll(async () => Number((await client.getJobStatus({})).pendingItems), { timeout: timeoutMs, interval: 250 }).toBe(0);
 }
 
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const port = (server.address() as net.AddressInfo).port;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
 
 let predictor: ServiceProcess;
 beforeAll(async () => {

@@ -4,7 +4,6 @@
 // photographed into test-results/console/ (git ignores it) for people to look at.
 import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { createRequire } from "node:module";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { gzipSync } from "node:zlib";
@@ -18,7 +17,7 @@ import { registryClient } from "../services/cli/model-push.js";
 import { checkHealth, ServingStatus } from "../services/runtime/client/health-client.js";
 import { clientFor } from "./support/clients.js";
 import { freshDatabase, type TestDatabase } from "./support/databases.js";
-import { repoRoot, run, startService, tools, type ServiceProcess } from "./support/service-process.js";
+import { freePort, repoRoot, run, type ServiceProcess, startService, tools } from "./support/service-process.js";
 
 /** Debian's chromium (scripts/install-system-packages.sh); launching fails if it is missing. */
 const chromiumPath = "/usr/bin/chromium";
@@ -28,14 +27,6 @@ const screenshots = join(repoRoot, "test-results/console");
 const axeSource = readFile(createRequire(import.meta.url).resolve("axe-core/axe.min.js"), "utf8");
 const fixtureVersion = join(repoRoot, "test/fixtures/models/iris_svc/2");
 
-/** A port that was free a moment ago: the console's origin must be known before the services start. */
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const { port } = server.address() as { port: number };
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
 
 async function waitUntilServing(address: string): Promise<void> {
   const deadline = Date.now() + 20_000;

@@ -5,7 +5,6 @@
 // monitor killed under load loses nothing; resends are idempotent; hostile input is refused.
 import { randomUUID } from "node:crypto";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { create, toBinary } from "@bufbuild/protobuf";
@@ -20,20 +19,13 @@ import { pushModelFolder, registryClient, resolveModel } from "../services/cli/m
 import { checkHealth, ServingStatus } from "../services/runtime/client/health-client.js";
 import { failure } from "./support/clients.js";
 import { freshDatabase, queryDatabase, type TestDatabase } from "./support/databases.js";
-import { repoRoot, startService, type ServiceProcess } from "./support/service-process.js";
+import { freePort, repoRoot, type ServiceProcess, startService } from "./support/service-process.js";
 
 const irisFolder = join(repoRoot, "models/iris_svc/1");
 const windowMs = 1500;
 const iris = JSON.parse(await readFile(join(repoRoot, "test/fixtures/iris.json"), "utf8")) as { rows: { values: number[] }[] };
 const irisRows = iris.rows.map((r) => r.values);
 
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const { port } = server.address() as { port: number };
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
 
 /** A client stream's messages. */
 async function* stream<T>(...messages: T[]): AsyncIterable<T> {

@@ -2,7 +2,6 @@
 // Predictor processes sharing a real Redis (Debian's redis-server), which may stop or stall
 // without failing or holding up a prediction.
 import { spawn, type ChildProcess } from "node:child_process";
-import { createServer } from "node:net";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import sharp from "sharp";
@@ -12,7 +11,7 @@ import { createLogger } from "../services/runtime/observability/logger.js";
 import { PredictionCache, type CacheCodec } from "../services/predictor/prediction-cache.js";
 import type { LoadedVersion } from "../services/predictor/serving-table.js";
 import { clientFor } from "./support/clients.js";
-import { repoRoot, run, startService, type ServiceProcess } from "./support/service-process.js";
+import { freePort, repoRoot, run, type ServiceProcess, startService } from "./support/service-process.js";
 
 const codec: CacheCodec<string, { value: string }> = {
   key: (input) => [input],
@@ -65,14 +64,6 @@ describe("the prediction cache's rules", () => {
   });
 });
 
-/** A port that was free a moment ago. */
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const { port } = server.address() as { port: number };
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
 
 async function startRedis(port: number): Promise<ChildProcess> {
   // Debian's redis-server (scripts/install-system-packages.sh); no persistence, loopback only;

@@ -1,4 +1,5 @@
 import { execFile, spawn, type ChildProcess } from "node:child_process";
+import { createServer } from "node:net";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
@@ -78,6 +79,15 @@ async function startProcess(service: string, args: string[], env: Record<string,
       return exited;
     },
   };
+}
+
+/** A loopback port that was free a moment ago (for a service that must keep its port across a restart, or be known before it starts). */
+export async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port } = server.address() as { port: number };
+  await new Promise((resolve) => server.close(resolve));
+  return port;
 }
 
 /** Runs a program to completion; never throws for a non-zero exit. */
