@@ -31,6 +31,14 @@ const maxResponseBytes = 64 * 1024 * 1024;
 
 /** How long a new connection may stay silent before it is closed. */
 const firstBytesTimeoutMs = 10_000;
+/**
+ * HTTP/2 receive windows: per stream, and per connection. Node's default (64 KiB for both) lets
+ * a client stream (IngestRecords, UploadModelVersion) send 64 KiB, then wait for this event loop
+ * to read it and answer WINDOW_UPDATE: whenever the loop is busy the sender stalls, and the loop
+ * then idles waiting for bytes. A message limit or more per stream keeps the pipe full.
+ */
+const streamWindowBytes = 4 * 1024 * 1024;
+const connectionWindowBytes = 16 * 1024 * 1024;
 
 export interface StartServerOptions {
   readonly config: ServerConfig;
@@ -307,6 +315,7 @@ function routeHttp2Streams(grpcServer: grpc.Server, connectHandler: (req: http2.
   const servers = (grpcServer as unknown as { http2Servers?: Map<http2.Http2Server, unknown> }).http2Servers;
   const [h2] = servers ? [...servers.keys()] : [];
   if (h2 === undefined || servers?.size !== 1) throw new Error("unsupported @grpc/grpc-js version: no injector HTTP/2 server");
+  h2.on("session", widenWindows);
   const grpcListeners = h2.listeners("stream") as StreamListener[];
   h2.removeAllListeners("stream");
   h2.on("request", connectHandler); // Node adds its compatibility 'stream' listener for this
@@ -319,6 +328,12 @@ function routeHttp2Streams(grpcServer: grpc.Server, connectHandler: (req: http2.
   });
 }
 
+/** Applies streamWindowBytes and connectionWindowBytes to a new HTTP/2 session. */
+function widenWindows(session: http2.ServerHttp2Session): void {
+  session.settings({ initialWindowSize: streamWindowBytes });
+  session.setLocalWindowSize(connectionWindowBytes);
+}
+
 type StreamListener = (this: http2.Http2Server, ...args: unknown[]) => void;
 
 /** HTTP/2 served entirely by connect-node (GRPC_STACK=connect-node), with graceful draining. */
@@ -329,6 +344,7 @@ class ConnectHttp2Sessions {
   constructor(handler: (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void) {
     this.server = http2.createServer({}, handler);
     this.server.on("session", (session) => {
+      widenWindows(session);
       this.sessions.add(session);
       session.once("close", () => this.sessions.delete(session));
     });
