@@ -150,6 +150,7 @@ async function loggingCost(): Promise<void> {
       ]);
     }
   }
+  for (const r of rows) console.log(r.join("\t"));
   // Every call of the logging Predictor has its record (after the queue drained).
   await waitFor("the prediction log to drain", async () => (await queueBytes(on.address)) === 0, 30_000);
   await new Promise((r) => setTimeout(r, 1000));
