@@ -25,12 +25,20 @@ export interface BenchService {
 export async function startBenchService(
   service: string,
   port: number,
-  options: { cpus?: string; env?: Record<string, string>; checkout?: string; nodeArgs?: readonly string[] } = {},
+  options: {
+    cpus?: string;
+    env?: Record<string, string>;
+    checkout?: string;
+    nodeArgs?: readonly string[];
+    /** Runs the service at this nice level (19: only what the other processes on its cores leave). */
+    nice?: number;
+  } = {},
 ): Promise<BenchService> {
   const entry = catalogEntry(service);
   if (entry === undefined) throw new Error(`no service "${service}" in services/catalog.ts`);
   const command = [process.execPath, ...(options.nodeArgs ?? []), `${options.checkout ?? repoRoot}/bin/mlmesh.js`, "serve", service];
-  const [file, ...args] = options.cpus ? ["taskset", "-c", options.cpus, ...command] : command;
+  const niced = options.nice === undefined ? command : ["nice", "-n", String(options.nice), ...command];
+  const [file, ...args] = options.cpus ? ["taskset", "-c", options.cpus, ...niced] : niced;
   const child: ChildProcess = spawn(file, args, {
     env: { ...environment, LOG_LEVEL: "warn", HOST: "127.0.0.1", [entry.portVariable]: String(port), ...options.env },
     stdio: ["ignore", "inherit", "inherit"],
