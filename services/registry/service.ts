@@ -2,6 +2,7 @@ import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError, type HandlerContext } from "@connectrpc/connect";
 import {
+  AliasChangeKind,
   ModelEventKind,
   ModelVersionStatus,
   SignatureKind,
@@ -18,6 +19,7 @@ import { decodePageToken, defaultPageSize, encodePageToken } from "../runtime/se
 import type { ArtifactStore } from "./artifact-store.js";
 import type { EventFeed } from "./event-feed.js";
 import type { Experiment, JsonObject, Model, ModelEvent, ModelVersionWithAliases, Page, PageRequest, Project, RegistryStore, StoredFile } from "./store.js";
+import { checkTrafficPolicy, policyFromJson, policyToJson } from "./traffic-policies.js";
 import { receiveUpload, type StoredSignature } from "./upload.js";
 
 /** Bytes per chunk of DownloadModelVersion. */
@@ -234,6 +236,10 @@ export function createRegistryService(store: RegistryStore, deps: RegistryServic
           actor: e.actor,
           changeTime: timestampFromDate(e.createdAt),
           sequence: BigInt(e.sequence),
+          kind: aliasChangeKinds[e.kind] ?? AliasChangeKind.UNSPECIFIED,
+          policy: policyFromJson(e.policy),
+          previousPolicy: policyFromJson(e.previousPolicy),
+          reason: e.reason,
         })),
         nextPageToken: nextToken(page),
       };
@@ -241,6 +247,23 @@ export function createRegistryService(store: RegistryStore, deps: RegistryServic
 
     async rollbackModelVersionAlias(request, ctx) {
       return { modelVersion: versionOut(await changing(store.rollbackAlias(request.modelId, request.alias, actorOf(ctx)))) };
+    },
+
+    async setTrafficPolicy(request, ctx) {
+      const policy = request.policy!;
+      const versions = checkTrafficPolicy(policy);
+      await changing(store.setPolicy(request.modelId, request.alias, policyToJson(policy), versions, actorOf(ctx)));
+      const stored = await store.getPolicy(request.modelId, request.alias);
+      return { trafficPolicy: { alias: request.alias, policy: policyFromJson(stored.policy) } };
+    },
+    async getTrafficPolicy(request) {
+      const stored = await store.getPolicy(request.modelId, request.alias);
+      if (stored.policy === null) throw new ConnectError(`alias "${request.alias}" of model ${request.modelId} has no traffic policy (every call goes to version ${stored.version})`, Code.NotFound);
+      return { trafficPolicy: { alias: request.alias, policy: policyFromJson(stored.policy) } };
+    },
+    async deleteTrafficPolicy(request, ctx) {
+      await changing(store.deletePolicy(request.modelId, request.alias, actorOf(ctx)));
+      return {};
     },
 
     async *watchModelEvents(request, ctx) {
@@ -301,8 +324,17 @@ function eventOut(e: ModelEvent): MessageInitShape<typeof ModelEventSchema> {
     previousVersion: e.previousVersion,
     actor: e.actor,
     time: timestampFromDate(e.createdAt),
+    reason: e.reason,
   };
 }
+
+/** The alias history's kind of each event kind it shows. */
+const aliasChangeKinds: Readonly<Record<string, AliasChangeKind>> = {
+  ALIAS_SET: AliasChangeKind.MOVED,
+  ALIAS_DELETED: AliasChangeKind.DELETED,
+  POLICY_SET: AliasChangeKind.POLICY_SET,
+  POLICY_DELETED: AliasChangeKind.POLICY_DELETED,
+};
 
 function pageRequest(request: { pageSize: number; pageToken: string }): PageRequest {
   return {
@@ -325,7 +357,15 @@ function projectOut(p: Project): MessageInitShape<typeof ProjectSchema> {
 }
 
 function modelOut(m: Model): MessageInitShape<typeof ModelSchema> {
-  return { id: m.id, projectId: m.projectId, name: m.name, description: m.description, tags: m.tags as Record<string, string>, ...times(m) };
+  return {
+    id: m.id,
+    projectId: m.projectId,
+    name: m.name,
+    description: m.description,
+    tags: m.tags as Record<string, string>,
+    ...times(m),
+    trafficPolicies: m.aliases.map((a) => ({ alias: a.alias, policy: policyFromJson(a.policy) })),
+  };
 }
 
 function experimentOut(e: Experiment): MessageInitShape<typeof ExperimentSchema> {

@@ -4,9 +4,15 @@ import { databaseUnavailableError } from "../runtime/storage/errors.js";
 import { newId } from "../runtime/storage/ids.js";
 import { ReadCache } from "./read-cache.js";
 import type { Dialect, RegistryDatabase } from "./database.js";
-import type { Experiment, Model, ModelAlias, ModelEvent, ModelVersion, Project } from "./prisma/generated/postgresql/client.js";
+import type { Experiment, Model as PrismaModel, ModelAlias, ModelEvent, ModelVersion, Project } from "./prisma/generated/postgresql/client.js";
 
-export type { Experiment, Model, ModelEvent, Project };
+export type { Experiment, ModelEvent, Project };
+
+/** A model with the traffic policies of its aliases (protobuf JSON, traffic-policies.ts). */
+export type Model = PrismaModel & { aliases: { alias: string; policy: string | null }[] };
+
+/** What every model read includes: the aliases that have a policy. */
+const modelInclude = { aliases: { where: { policy: { not: null } }, select: { alias: true, policy: true }, orderBy: { alias: "asc" } } } as const;
 export type { JsonObject };
 
 /** A model version with the aliases that point at it. */
@@ -28,7 +34,10 @@ export interface PageRequest {
 const versionInclude = { aliases: { select: { alias: true }, orderBy: { alias: "asc" } } } as const;
 
 /** What a change to versions or aliases records in the event log (model_events). */
-export type EventKind = "VERSION_CREATED" | "ALIAS_SET" | "ALIAS_DELETED";
+export type EventKind = "VERSION_CREATED" | "ALIAS_SET" | "ALIAS_DELETED" | "POLICY_SET" | "POLICY_DELETED";
+
+/** The event kinds of the alias history. */
+const aliasEventKinds: EventKind[] = ["ALIAS_SET", "ALIAS_DELETED", "POLICY_SET", "POLICY_DELETED"];
 
 /** An uploaded artifact's file, as stored on its version. */
 export interface StoredFile {
@@ -101,7 +110,7 @@ export class RegistryStore {
   }
 
   async getModelByName(projectName: string, name: string): Promise<Model> {
-    const model = await guard(() => this.db.model.findFirst({ where: { name, project: { name: projectName } } }), {});
+    const model = await guard(() => this.db.model.findFirst({ where: { name, project: { name: projectName } }, include: modelInclude }), {});
     if (model) return model;
     await this.getProjectByName(projectName); // NOT_FOUND for the project itself first
     throw new ConnectError(`project "${projectName}" has no model "${name}"`, Code.NotFound);
@@ -109,18 +118,18 @@ export class RegistryStore {
 
   /** NOT_FOUND (and nothing written) for an unknown project. */
   createModel(projectId: string, name: string, description: string): Promise<Model> {
-    return guard(() => this.db.model.create({ data: { id: newId(), projectId, name, description } }), {
+    return guard(() => this.db.model.create({ data: { id: newId(), projectId, name, description }, include: modelInclude }), {
       exists: `project ${projectId} already has a model "${name}"`,
       dangling: `project ${projectId} not found`,
     });
   }
 
   setModelDescription(id: string, description: string): Promise<Model> {
-    return guard(() => this.db.model.update({ where: { id }, data: { description } }), { missing: `model ${id} not found` });
+    return guard(() => this.db.model.update({ where: { id }, data: { description }, include: modelInclude }), { missing: `model ${id} not found` });
   }
 
   getModel(id: string): Promise<Model> {
-    return guard(() => this.db.model.findUniqueOrThrow({ where: { id } }), { missing: `model ${id} not found` });
+    return guard(() => this.db.model.findUniqueOrThrow({ where: { id }, include: modelInclude }), { missing: `model ${id} not found` });
   }
 
   async listModels(page: PageRequest, filter: { nameFilter: string; projectId?: string; projectName?: string }): Promise<Page<Model>> {
@@ -128,7 +137,7 @@ export class RegistryStore {
     if (projectId !== undefined) await this.getProject(projectId);
     if (filter.projectName !== undefined) projectId = (await this.getProjectByName(filter.projectName)).id;
     return this.page(page, (args) =>
-      this.db.model.findMany({ ...args, where: { ...args.where, ...nameContains(filter.nameFilter), ...(projectId ? { projectId } : {}) } }),
+      this.db.model.findMany({ ...args, where: { ...args.where, ...nameContains(filter.nameFilter), ...(projectId ? { projectId } : {}) }, include: modelInclude }),
     );
   }
 
@@ -291,6 +300,52 @@ export class RegistryStore {
     return this.getModelVersion(modelId, version);
   }
 
+  /**
+   * Sets an alias's traffic policy (JSON; `versions`: those it names, each checked to exist with
+   * an artifact), recorded in the history with the policy before it. NOT_FOUND for an unknown
+   * alias; INVALID_ARGUMENT for a version that cannot serve.
+   */
+  async setPolicy(modelId: string, alias: string, policy: string, versions: ReadonlySet<number>, actor: string, reason = ""): Promise<void> {
+    await this.inEventTransaction(async (tx) => {
+      const current = await this.aliasRow(tx, modelId, alias);
+      const rows = await tx.modelVersion.findMany({ where: { modelId, version: { in: [...versions] } }, select: { version: true, files: true } });
+      for (const version of [...versions].sort((a, b) => a - b)) {
+        const row = rows.find((r) => r.version === version);
+        if (row === undefined) throw new ConnectError(`traffic policy: model ${modelId} has no version ${version}`, Code.InvalidArgument);
+        if (!(row.files as unknown as StoredFile[]).some((f) => f.name === "model.onnx")) {
+          throw new ConnectError(`traffic policy: version ${version} of model ${modelId} has no artifact (nothing was uploaded): it cannot serve`, Code.InvalidArgument);
+        }
+      }
+      await tx.modelAlias.update({ where: { modelId_alias: { modelId, alias } }, data: { policy } });
+      await this.appendEvent(tx, { kind: "POLICY_SET", modelId, alias, version: current.version.version, previousVersion: current.version.version, actor, policy, previousPolicy: current.policy, reason });
+    }, { dangling: `model ${modelId} not found` });
+  }
+
+  /** An alias's policy (JSON) and the version it points at; NOT_FOUND for an unknown alias. */
+  async getPolicy(modelId: string, alias: string): Promise<{ policy: string | null; version: number }> {
+    const row = await guard(() => this.aliasRow(this.db, modelId, alias), {});
+    return { policy: row.policy, version: row.version.version };
+  }
+
+  /** Removes an alias's policy; NOT_FOUND when it has none. */
+  async deletePolicy(modelId: string, alias: string, actor: string, reason = ""): Promise<void> {
+    await this.inEventTransaction(async (tx) => {
+      const current = await this.aliasRow(tx, modelId, alias);
+      if (current.policy === null) throw new ConnectError(`alias "${alias}" of model ${modelId} has no traffic policy`, Code.NotFound);
+      await tx.modelAlias.update({ where: { modelId_alias: { modelId, alias } }, data: { policy: null } });
+      await this.appendEvent(tx, { kind: "POLICY_DELETED", modelId, alias, version: current.version.version, previousVersion: current.version.version, actor, previousPolicy: current.policy, reason });
+    }, {});
+  }
+
+  private async aliasRow(tx: Pick<Tx, "modelAlias" | "model">, modelId: string, alias: string) {
+    const row = await tx.modelAlias.findUnique({ where: { modelId_alias: { modelId, alias } }, include: { version: { select: { version: true } } } });
+    if (row !== null) return row;
+    await tx.model.findUniqueOrThrow({ where: { id: modelId } }).catch(() => {
+      throw new ConnectError(`model ${modelId} not found`, Code.NotFound);
+    });
+    throw new ConnectError(`model ${modelId} has no alias "${alias}"`, Code.NotFound);
+  }
+
   /** Alias changes of a model, newest first; the page token is the last sequence returned. */
   async aliasHistory(modelId: string, alias: string, page: PageRequest): Promise<Page<ModelEvent>> {
     await this.getModel(modelId);
@@ -300,7 +355,7 @@ export class RegistryStore {
         this.db.modelEvent.findMany({
           where: {
             modelId,
-            kind: { in: ["ALIAS_SET", "ALIAS_DELETED"] },
+            kind: { in: aliasEventKinds },
             ...(alias !== "" ? { alias } : {}),
             ...(before !== undefined && Number.isFinite(before) ? { sequence: { lt: before } } : {}),
           },
@@ -343,7 +398,7 @@ export class RegistryStore {
             where: { ...where, ...(after !== undefined ? { id: { gt: after } } : {}) },
             orderBy: { id: "asc" },
             take: 500,
-            include: { ...versionInclude, model: true },
+            include: { ...versionInclude, model: { include: modelInclude } },
           }),
         {},
       );
@@ -424,7 +479,7 @@ export class RegistryStore {
           await this.lockOnPostgres(tx, `SELECT 1 FROM "models" WHERE "id" = $1 FOR UPDATE`, modelId);
           const model = await guard(() => tx.model.findUniqueOrThrow({ where: { id: modelId } }), { missing: `model ${modelId} not found` });
           const tags = withTag(model.tags as Record<string, string>, key, value, `model ${modelId}`);
-          return tx.model.update({ where: { id: modelId }, data: { tags } });
+          return tx.model.update({ where: { id: modelId }, data: { tags }, include: modelInclude });
         }),
       {},
     );
@@ -484,7 +539,17 @@ export class RegistryStore {
 
   private async appendEvent(
     tx: Tx,
-    event: { kind: EventKind; modelId: string; version: number; alias?: string; previousVersion?: number; actor: string },
+    event: {
+      kind: EventKind;
+      modelId: string;
+      version: number;
+      alias?: string;
+      previousVersion?: number;
+      actor: string;
+      policy?: string | null;
+      previousPolicy?: string | null;
+      reason?: string;
+    },
   ): Promise<void> {
     const model = await tx.model.findUniqueOrThrow({ where: { id: event.modelId }, include: { project: { select: { id: true, name: true } } } });
     await tx.modelEvent.create({
@@ -498,6 +563,9 @@ export class RegistryStore {
         alias: event.alias ?? "",
         previousVersion: event.previousVersion ?? 0,
         actor: event.actor,
+        policy: event.policy ?? null,
+        previousPolicy: event.previousPolicy ?? null,
+        reason: event.reason ?? "",
       },
     });
   }

@@ -1119,6 +1119,7 @@ export const ModelAliasScalarFieldEnum = {
   modelId: 'modelId',
   alias: 'alias',
   versionId: 'versionId',
+  policy: 'policy',
   updatedAt: 'updatedAt'
 } as const
 
@@ -1136,6 +1137,9 @@ export const ModelEventScalarFieldEnum = {
   alias: 'alias',
   previousVersion: 'previousVersion',
   actor: 'actor',
+  policy: 'policy',
+  previousPolicy: 'previousPolicy',
+  reason: 'reason',
   createdAt: 'createdAt'
 } as const
 

@@ -141,6 +141,7 @@ export const ModelAliasScalarFieldEnum = {
   modelId: 'modelId',
   alias: 'alias',
   versionId: 'versionId',
+  policy: 'policy',
   updatedAt: 'updatedAt'
 } as const
 
@@ -158,6 +159,9 @@ export const ModelEventScalarFieldEnum = {
   alias: 'alias',
   previousVersion: 'previousVersion',
   actor: 'actor',
+  policy: 'policy',
+  previousPolicy: 'previousPolicy',
+  reason: 'reason',
   createdAt: 'createdAt'
 } as const
 

@@ -28,6 +28,7 @@ export type ModelAliasMinAggregateOutputType = {
   modelId: string | null
   alias: string | null
   versionId: string | null
+  policy: string | null
   updatedAt: Date | null
 }
 
@@ -35,6 +36,7 @@ export type ModelAliasMaxAggregateOutputType = {
   modelId: string | null
   alias: string | null
   versionId: string | null
+  policy: string | null
   updatedAt: Date | null
 }
 
@@ -42,6 +44,7 @@ export type ModelAliasCountAggregateOutputType = {
   modelId: number
   alias: number
   versionId: number
+  policy: number
   updatedAt: number
   _all: number
 }
@@ -51,6 +54,7 @@ export type ModelAliasMinAggregateInputType = {
   modelId?: true
   alias?: true
   versionId?: true
+  policy?: true
   updatedAt?: true
 }
 
@@ -58,6 +62,7 @@ export type ModelAliasMaxAggregateInputType = {
   modelId?: true
   alias?: true
   versionId?: true
+  policy?: true
   updatedAt?: true
 }
 
@@ -65,6 +70,7 @@ export type ModelAliasCountAggregateInputType = {
   modelId?: true
   alias?: true
   versionId?: true
+  policy?: true
   updatedAt?: true
   _all?: true
 }
@@ -145,6 +151,7 @@ export type ModelAliasGroupByOutputType = {
   modelId: string
   alias: string
   versionId: string
+  policy: string | null
   updatedAt: Date
   _count: ModelAliasCountAggregateOutputType | null
   _min: ModelAliasMinAggregateOutputType | null
@@ -173,6 +180,7 @@ export type ModelAliasWhereInput = {
   modelId?: Prisma.StringFilter<"ModelAlias"> | string
   alias?: Prisma.StringFilter<"ModelAlias"> | string
   versionId?: Prisma.StringFilter<"ModelAlias"> | string
+  policy?: Prisma.StringNullableFilter<"ModelAlias"> | string | null
   updatedAt?: Prisma.DateTimeFilter<"ModelAlias"> | Date | string
   model?: Prisma.XOR<Prisma.ModelScalarRelationFilter, Prisma.ModelWhereInput>
   version?: Prisma.XOR<Prisma.ModelVersionScalarRelationFilter, Prisma.ModelVersionWhereInput>
@@ -182,6 +190,7 @@ export type ModelAliasOrderByWithRelationInput = {
   modelId?: Prisma.SortOrder
   alias?: Prisma.SortOrder
   versionId?: Prisma.SortOrder
+  policy?: Prisma.SortOrderInput | Prisma.SortOrder
   updatedAt?: Prisma.SortOrder
   model?: Prisma.ModelOrderByWithRelationInput
   version?: Prisma.ModelVersionOrderByWithRelationInput
@@ -195,6 +204,7 @@ export type ModelAliasWhereUniqueInput = Prisma.AtLeast<{
   modelId?: Prisma.StringFilter<"ModelAlias"> | string
   alias?: Prisma.StringFilter<"ModelAlias"> | string
   versionId?: Prisma.StringFilter<"ModelAlias"> | string
+  policy?: Prisma.StringNullableFilter<"ModelAlias"> | string | null
   updatedAt?: Prisma.DateTimeFilter<"ModelAlias"> | Date | string
   model?: Prisma.XOR<Prisma.ModelScalarRelationFilter, Prisma.ModelWhereInput>
   version?: Prisma.XOR<Prisma.ModelVersionScalarRelationFilter, Prisma.ModelVersionWhereInput>
@@ -204,6 +214,7 @@ export type ModelAliasOrderByWithAggregationInput = {
   modelId?: Prisma.SortOrder
   alias?: Prisma.SortOrder
   versionId?: Prisma.SortOrder
+  policy?: Prisma.SortOrderInput | Prisma.SortOrder
   updatedAt?: Prisma.SortOrder
   _count?: Prisma.ModelAliasCountOrderByAggregateInput
   _max?: Prisma.ModelAliasMaxOrderByAggregateInput
@@ -217,11 +228,13 @@ export type ModelAliasScalarWhereWithAggregatesInput = {
   modelId?: Prisma.StringWithAggregatesFilter<"ModelAlias"> | string
   alias?: Prisma.StringWithAggregatesFilter<"ModelAlias"> | string
   versionId?: Prisma.StringWithAggregatesFilter<"ModelAlias"> | string
+  policy?: Prisma.StringNullableWithAggregatesFilter<"ModelAlias"> | string | null
   updatedAt?: Prisma.DateTimeWithAggregatesFilter<"ModelAlias"> | Date | string
 }
 
 export type ModelAliasCreateInput = {
   alias: string
+  policy?: string | null
   updatedAt?: Date | string
   model: Prisma.ModelCreateNestedOneWithoutAliasesInput
   version: Prisma.ModelVersionCreateNestedOneWithoutAliasesInput
@@ -231,11 +244,13 @@ export type ModelAliasUncheckedCreateInput = {
   modelId: string
   alias: string
   versionId: string
+  policy?: string | null
   updatedAt?: Date | string
 }
 
 export type ModelAliasUpdateInput = {
   alias?: Prisma.StringFieldUpdateOperationsInput | string
+  policy?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
   updatedAt?: Prisma.DateTimeFieldUpdateOperationsInput | Date | string
   model?: Prisma.ModelUpdateOneRequiredWithoutAliasesNestedInput
   version?: Prisma.ModelVersionUpdateOneRequiredWithoutAliasesNestedInput
@@ -245,6 +260,7 @@ export type ModelAliasUncheckedUpdateInput = {
   modelId?: Prisma.StringFieldUpdateOperationsInput | string
   alias?: Prisma.StringFieldUpdateOperationsInput | string
   versionId?: Prisma.StringFieldUpdateOperationsInput | string
+  policy?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
   updatedAt?: Prisma.DateTimeFieldUpdateOperationsInput | Date | string
 }
 
@@ -252,11 +268,13 @@ export type ModelAliasCreateManyInput = {
   modelId: string
   alias: string
   versionId: string
+  policy?: string | null
   updatedAt?: Date | string
 }
 
 export type ModelAliasUpdateManyMutationInput = {
   alias?: Prisma.StringFieldUpdateOperationsInput | string
+  policy?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
   updatedAt?: Prisma.DateTimeFieldUpdateOperationsInput | Date | string
 }
 
@@ -264,6 +282,7 @@ export type ModelAliasUncheckedUpdateManyInput = {
   modelId?: Prisma.StringFieldUpdateOperationsInput | string
   alias?: Prisma.StringFieldUpdateOperationsInput | string
   versionId?: Prisma.StringFieldUpdateOperationsInput | string
+  policy?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
   updatedAt?: Prisma.DateTimeFieldUpdateOperationsInput | Date | string
 }
 
@@ -286,6 +305,7 @@ export type ModelAliasCountOrderByAggregateInput = {
   modelId?: Prisma.SortOrder
   alias?: Prisma.SortOrder
   versionId?: Prisma.SortOrder
+  policy?: Prisma.SortOrder
   updatedAt?: Prisma.SortOrder
 }
 
@@ -293,6 +313,7 @@ export type ModelAliasMaxOrderByAggregateInput = {
   modelId?: Prisma.SortOrder
   alias?: Prisma.SortOrder
   versionId?: Prisma.SortOrder
+  policy?: Prisma.SortOrder
   updatedAt?: Prisma.SortOrder
 }
 
@@ -300,6 +321,7 @@ export type ModelAliasMinOrderByAggregateInput = {
   modelId?: Prisma.SortOrder
   alias?: Prisma.SortOrder
   versionId?: Prisma.SortOrder
+  policy?: Prisma.SortOrder
   updatedAt?: Prisma.SortOrder
 }
 
@@ -387,8 +409,13 @@ export type ModelAliasUncheckedUpdateManyWithoutVersionNestedInput = {
   deleteMany?: Prisma.ModelAliasScalarWhereInput | Prisma.ModelAliasScalarWhereInput[]
 }
 
+export type NullableStringFieldUpdateOperationsInput = {
+  set?: string | null
+}
+
 export type ModelAliasCreateWithoutModelInput = {
   alias: string
+  policy?: string | null
   updatedAt?: Date | string
   version: Prisma.ModelVersionCreateNestedOneWithoutAliasesInput
 }
@@ -396,6 +423,7 @@ export type ModelAliasCreateWithoutModelInput = {
 export type ModelAliasUncheckedCreateWithoutModelInput = {
   alias: string
   versionId: string
+  policy?: string | null
   updatedAt?: Date | string
 }
 
@@ -432,11 +460,13 @@ export type ModelAliasScalarWhereInput = {
   modelId?: Prisma.StringFilter<"ModelAlias"> | string
   alias?: Prisma.StringFilter<"ModelAlias"> | string
   versionId?: Prisma.StringFilter<"ModelAlias"> | string
+  policy?: Prisma.StringNullableFilter<"ModelAlias"> | string | null
   updatedAt?: Prisma.DateTimeFilter<"ModelAlias"> | Date | string
 }
 
 export type ModelAliasCreateWithoutVersionInput = {
   alias: string
+  policy?: string | null
   updatedAt?: Date | string
   model: Prisma.ModelCreateNestedOneWithoutAliasesInput
 }
@@ -444,6 +474,7 @@ export type ModelAliasCreateWithoutVersionInput = {
 export type ModelAliasUncheckedCreateWithoutVersionInput = {
   modelId: string
   alias: string
+  policy?: string | null
   updatedAt?: Date | string
 }
 
@@ -476,11 +507,13 @@ export type ModelAliasUpdateManyWithWhereWithoutVersionInput = {
 export type ModelAliasCreateManyModelInput = {
   alias: string
   versionId: string
+  policy?: string | null
   updatedAt?: Date | string
 }
 
 export type ModelAliasUpdateWithoutModelInput = {
   alias?: Prisma.StringFieldUpdateOperationsInput | string
+  policy?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
   updatedAt?: Prisma.DateTimeFieldUpdateOperationsInput | Date | string
   version?: Prisma.ModelVersionUpdateOneRequiredWithoutAliasesNestedInput
 }
@@ -488,23 +521,27 @@ export type ModelAliasUpdateWithoutModelInput = {
 export type ModelAliasUncheckedUpdateWithoutModelInput = {
   alias?: Prisma.StringFieldUpdateOperationsInput | string
   versionId?: Prisma.StringFieldUpdateOperationsInput | string
+  policy?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
   updatedAt?: Prisma.DateTimeFieldUpdateOperationsInput | Date | string
 }
 
 export type ModelAliasUncheckedUpdateManyWithoutModelInput = {
   alias?: Prisma.StringFieldUpdateOperationsInput | string
   versionId?: Prisma.StringFieldUpdateOperationsInput | string
+  policy?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
   updatedAt?: Prisma.DateTimeFieldUpdateOperationsInput | Date | string
 }
 
 export type ModelAliasCreateManyVersionInput = {
   modelId: string
   alias: string
+  policy?: string | null
   updatedAt?: Date | string
 }
 
 export type ModelAliasUpdateWithoutVersionInput = {
   alias?: Prisma.StringFieldUpdateOperationsInput | string
+  policy?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
   updatedAt?: Prisma.DateTimeFieldUpdateOperationsInput | Date | string
   model?: Prisma.ModelUpdateOneRequiredWithoutAliasesNestedInput
 }
@@ -512,12 +549,14 @@ export type ModelAliasUpdateWithoutVersionInput = {
 export type ModelAliasUncheckedUpdateWithoutVersionInput = {
   modelId?: Prisma.StringFieldUpdateOperationsInput | string
   alias?: Prisma.StringFieldUpdateOperationsInput | string
+  policy?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
   updatedAt?: Prisma.DateTimeFieldUpdateOperationsInput | Date | string
 }
 
 export type ModelAliasUncheckedUpdateManyWithoutVersionInput = {
   modelId?: Prisma.StringFieldUpdateOperationsInput | string
   alias?: Prisma.StringFieldUpdateOperationsInput | string
+  policy?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
   updatedAt?: Prisma.DateTimeFieldUpdateOperationsInput | Date | string
 }
 
@@ -527,6 +566,7 @@ export type ModelAliasSelect<ExtArgs extends runtime.Types.Extensions.InternalAr
   modelId?: boolean
   alias?: boolean
   versionId?: boolean
+  policy?: boolean
   updatedAt?: boolean
   model?: boolean | Prisma.ModelDefaultArgs<ExtArgs>
   version?: boolean | Prisma.ModelVersionDefaultArgs<ExtArgs>
@@ -536,6 +576,7 @@ export type ModelAliasSelectCreateManyAndReturn<ExtArgs extends runtime.Types.Ex
   modelId?: boolean
   alias?: boolean
   versionId?: boolean
+  policy?: boolean
   updatedAt?: boolean
   model?: boolean | Prisma.ModelDefaultArgs<ExtArgs>
   version?: boolean | Prisma.ModelVersionDefaultArgs<ExtArgs>
@@ -545,6 +586,7 @@ export type ModelAliasSelectUpdateManyAndReturn<ExtArgs extends runtime.Types.Ex
   modelId?: boolean
   alias?: boolean
   versionId?: boolean
+  policy?: boolean
   updatedAt?: boolean
   model?: boolean | Prisma.ModelDefaultArgs<ExtArgs>
   version?: boolean | Prisma.ModelVersionDefaultArgs<ExtArgs>
@@ -554,10 +596,11 @@ export type ModelAliasSelectScalar = {
   modelId?: boolean
   alias?: boolean
   versionId?: boolean
+  policy?: boolean
   updatedAt?: boolean
 }
 
-export type ModelAliasOmit<ExtArgs extends runtime.Types.Extensions.InternalArgs = runtime.Types.Extensions.DefaultArgs> = runtime.Types.Extensions.GetOmit<"modelId" | "alias" | "versionId" | "updatedAt", ExtArgs["result"]["modelAlias"]>
+export type ModelAliasOmit<ExtArgs extends runtime.Types.Extensions.InternalArgs = runtime.Types.Extensions.DefaultArgs> = runtime.Types.Extensions.GetOmit<"modelId" | "alias" | "versionId" | "policy" | "updatedAt", ExtArgs["result"]["modelAlias"]>
 export type ModelAliasInclude<ExtArgs extends runtime.Types.Extensions.InternalArgs = runtime.Types.Extensions.DefaultArgs> = {
   model?: boolean | Prisma.ModelDefaultArgs<ExtArgs>
   version?: boolean | Prisma.ModelVersionDefaultArgs<ExtArgs>
@@ -581,6 +624,10 @@ export type $ModelAliasPayload<ExtArgs extends runtime.Types.Extensions.Internal
     modelId: string
     alias: string
     versionId: string
+    /**
+     * The alias's traffic policy (traffic.proto) as protobuf JSON; null: none.
+     */
+    policy: string | null
     updatedAt: Date
   }, ExtArgs["result"]["modelAlias"]>
   composites: {}
@@ -1010,6 +1057,7 @@ export interface ModelAliasFieldRefs {
   readonly modelId: Prisma.FieldRef<"ModelAlias", 'String'>
   readonly alias: Prisma.FieldRef<"ModelAlias", 'String'>
   readonly versionId: Prisma.FieldRef<"ModelAlias", 'String'>
+  readonly policy: Prisma.FieldRef<"ModelAlias", 'String'>
   readonly updatedAt: Prisma.FieldRef<"ModelAlias", 'DateTime'>
 }
     

@@ -1116,6 +1116,7 @@ export const ModelAliasScalarFieldEnum = {
   modelId: 'modelId',
   alias: 'alias',
   versionId: 'versionId',
+  policy: 'policy',
   updatedAt: 'updatedAt'
 } as const
 
@@ -1133,6 +1134,9 @@ export const ModelEventScalarFieldEnum = {
   alias: 'alias',
   previousVersion: 'previousVersion',
   actor: 'actor',
+  policy: 'policy',
+  previousPolicy: 'previousPolicy',
+  reason: 'reason',
   createdAt: 'createdAt'
 } as const
 

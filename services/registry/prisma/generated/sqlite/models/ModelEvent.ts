@@ -50,6 +50,9 @@ export type ModelEventMinAggregateOutputType = {
   alias: string | null
   previousVersion: number | null
   actor: string | null
+  policy: string | null
+  previousPolicy: string | null
+  reason: string | null
   createdAt: Date | null
 }
 
@@ -64,6 +67,9 @@ export type ModelEventMaxAggregateOutputType = {
   alias: string | null
   previousVersion: number | null
   actor: string | null
+  policy: string | null
+  previousPolicy: string | null
+  reason: string | null
   createdAt: Date | null
 }
 
@@ -78,6 +84,9 @@ export type ModelEventCountAggregateOutputType = {
   alias: number
   previousVersion: number
   actor: number
+  policy: number
+  previousPolicy: number
+  reason: number
   createdAt: number
   _all: number
 }
@@ -106,6 +115,9 @@ export type ModelEventMinAggregateInputType = {
   alias?: true
   previousVersion?: true
   actor?: true
+  policy?: true
+  previousPolicy?: true
+  reason?: true
   createdAt?: true
 }
 
@@ -120,6 +132,9 @@ export type ModelEventMaxAggregateInputType = {
   alias?: true
   previousVersion?: true
   actor?: true
+  policy?: true
+  previousPolicy?: true
+  reason?: true
   createdAt?: true
 }
 
@@ -134,6 +149,9 @@ export type ModelEventCountAggregateInputType = {
   alias?: true
   previousVersion?: true
   actor?: true
+  policy?: true
+  previousPolicy?: true
+  reason?: true
   createdAt?: true
   _all?: true
 }
@@ -235,6 +253,9 @@ export type ModelEventGroupByOutputType = {
   alias: string
   previousVersion: number
   actor: string
+  policy: string | null
+  previousPolicy: string | null
+  reason: string
   createdAt: Date
   _count: ModelEventCountAggregateOutputType | null
   _avg: ModelEventAvgAggregateOutputType | null
@@ -272,6 +293,9 @@ export type ModelEventWhereInput = {
   alias?: Prisma.StringFilter<"ModelEvent"> | string
   previousVersion?: Prisma.IntFilter<"ModelEvent"> | number
   actor?: Prisma.StringFilter<"ModelEvent"> | string
+  policy?: Prisma.StringNullableFilter<"ModelEvent"> | string | null
+  previousPolicy?: Prisma.StringNullableFilter<"ModelEvent"> | string | null
+  reason?: Prisma.StringFilter<"ModelEvent"> | string
   createdAt?: Prisma.DateTimeFilter<"ModelEvent"> | Date | string
 }
 
@@ -286,6 +310,9 @@ export type ModelEventOrderByWithRelationInput = {
   alias?: Prisma.SortOrder
   previousVersion?: Prisma.SortOrder
   actor?: Prisma.SortOrder
+  policy?: Prisma.SortOrderInput | Prisma.SortOrder
+  previousPolicy?: Prisma.SortOrderInput | Prisma.SortOrder
+  reason?: Prisma.SortOrder
   createdAt?: Prisma.SortOrder
 }
 
@@ -303,6 +330,9 @@ export type ModelEventWhereUniqueInput = Prisma.AtLeast<{
   alias?: Prisma.StringFilter<"ModelEvent"> | string
   previousVersion?: Prisma.IntFilter<"ModelEvent"> | number
   actor?: Prisma.StringFilter<"ModelEvent"> | string
+  policy?: Prisma.StringNullableFilter<"ModelEvent"> | string | null
+  previousPolicy?: Prisma.StringNullableFilter<"ModelEvent"> | string | null
+  reason?: Prisma.StringFilter<"ModelEvent"> | string
   createdAt?: Prisma.DateTimeFilter<"ModelEvent"> | Date | string
 }, "sequence">
 
@@ -317,6 +347,9 @@ export type ModelEventOrderByWithAggregationInput = {
   alias?: Prisma.SortOrder
   previousVersion?: Prisma.SortOrder
   actor?: Prisma.SortOrder
+  policy?: Prisma.SortOrderInput | Prisma.SortOrder
+  previousPolicy?: Prisma.SortOrderInput | Prisma.SortOrder
+  reason?: Prisma.SortOrder
   createdAt?: Prisma.SortOrder
   _count?: Prisma.ModelEventCountOrderByAggregateInput
   _avg?: Prisma.ModelEventAvgOrderByAggregateInput
@@ -339,6 +372,9 @@ export type ModelEventScalarWhereWithAggregatesInput = {
   alias?: Prisma.StringWithAggregatesFilter<"ModelEvent"> | string
   previousVersion?: Prisma.IntWithAggregatesFilter<"ModelEvent"> | number
   actor?: Prisma.StringWithAggregatesFilter<"ModelEvent"> | string
+  policy?: Prisma.StringNullableWithAggregatesFilter<"ModelEvent"> | string | null
+  previousPolicy?: Prisma.StringNullableWithAggregatesFilter<"ModelEvent"> | string | null
+  reason?: Prisma.StringWithAggregatesFilter<"ModelEvent"> | string
   createdAt?: Prisma.DateTimeWithAggregatesFilter<"ModelEvent"> | Date | string
 }
 
@@ -352,6 +388,9 @@ export type ModelEventCreateInput = {
   alias?: string
   previousVersion?: number
   actor?: string
+  policy?: string | null
+  previousPolicy?: string | null
+  reason?: string
   createdAt?: Date | string
 }
 
@@ -366,6 +405,9 @@ export type ModelEventUncheckedCreateInput = {
   alias?: string
   previousVersion?: number
   actor?: string
+  policy?: string | null
+  previousPolicy?: string | null
+  reason?: string
   createdAt?: Date | string
 }
 
@@ -379,6 +421,9 @@ export type ModelEventUpdateInput = {
   alias?: Prisma.StringFieldUpdateOperationsInput | string
   previousVersion?: Prisma.IntFieldUpdateOperationsInput | number
   actor?: Prisma.StringFieldUpdateOperationsInput | string
+  policy?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
+  previousPolicy?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
+  reason?: Prisma.StringFieldUpdateOperationsInput | string
   createdAt?: Prisma.DateTimeFieldUpdateOperationsInput | Date | string
 }
 
@@ -393,6 +438,9 @@ export type ModelEventUncheckedUpdateInput = {
   alias?: Prisma.StringFieldUpdateOperationsInput | string
   previousVersion?: Prisma.IntFieldUpdateOperationsInput | number
   actor?: Prisma.StringFieldUpdateOperationsInput | string
+  policy?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
+  previousPolicy?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
+  reason?: Prisma.StringFieldUpdateOperationsInput | string
   createdAt?: Prisma.DateTimeFieldUpdateOperationsInput | Date | string
 }
 
@@ -407,6 +455,9 @@ export type ModelEventCreateManyInput = {
   alias?: string
   previousVersion?: number
   actor?: string
+  policy?: string | null
+  previousPolicy?: string | null
+  reason?: string
   createdAt?: Date | string
 }
 
@@ -420,6 +471,9 @@ export type ModelEventUpdateManyMutationInput = {
   alias?: Prisma.StringFieldUpdateOperationsInput | string
   previousVersion?: Prisma.IntFieldUpdateOperationsInput | number
   actor?: Prisma.StringFieldUpdateOperationsInput | string
+  policy?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
+  previousPolicy?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
+  reason?: Prisma.StringFieldUpdateOperationsInput | string
   createdAt?: Prisma.DateTimeFieldUpdateOperationsInput | Date | string
 }
 
@@ -434,6 +488,9 @@ export type ModelEventUncheckedUpdateManyInput = {
   alias?: Prisma.StringFieldUpdateOperationsInput | string
   previousVersion?: Prisma.IntFieldUpdateOperationsInput | number
   actor?: Prisma.StringFieldUpdateOperationsInput | string
+  policy?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
+  previousPolicy?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
+  reason?: Prisma.StringFieldUpdateOperationsInput | string
   createdAt?: Prisma.DateTimeFieldUpdateOperationsInput | Date | string
 }
 
@@ -448,6 +505,9 @@ export type ModelEventCountOrderByAggregateInput = {
   alias?: Prisma.SortOrder
   previousVersion?: Prisma.SortOrder
   actor?: Prisma.SortOrder
+  policy?: Prisma.SortOrder
+  previousPolicy?: Prisma.SortOrder
+  reason?: Prisma.SortOrder
   createdAt?: Prisma.SortOrder
 }
 
@@ -468,6 +528,9 @@ export type ModelEventMaxOrderByAggregateInput = {
   alias?: Prisma.SortOrder
   previousVersion?: Prisma.SortOrder
   actor?: Prisma.SortOrder
+  policy?: Prisma.SortOrder
+  previousPolicy?: Prisma.SortOrder
+  reason?: Prisma.SortOrder
   createdAt?: Prisma.SortOrder
 }
 
@@ -482,6 +545,9 @@ export type ModelEventMinOrderByAggregateInput = {
   alias?: Prisma.SortOrder
   previousVersion?: Prisma.SortOrder
   actor?: Prisma.SortOrder
+  policy?: Prisma.SortOrder
+  previousPolicy?: Prisma.SortOrder
+  reason?: Prisma.SortOrder
   createdAt?: Prisma.SortOrder
 }
 
@@ -504,6 +570,9 @@ export type ModelEventSelect<ExtArgs extends runtime.Types.Extensions.InternalAr
   alias?: boolean
   previousVersion?: boolean
   actor?: boolean
+  policy?: boolean
+  previousPolicy?: boolean
+  reason?: boolean
   createdAt?: boolean
 }, ExtArgs["result"]["modelEvent"]>
 
@@ -518,6 +587,9 @@ export type ModelEventSelectCreateManyAndReturn<ExtArgs extends runtime.Types.Ex
   alias?: boolean
   previousVersion?: boolean
   actor?: boolean
+  policy?: boolean
+  previousPolicy?: boolean
+  reason?: boolean
   createdAt?: boolean
 }, ExtArgs["result"]["modelEvent"]>
 
@@ -532,6 +604,9 @@ export type ModelEventSelectUpdateManyAndReturn<ExtArgs extends runtime.Types.Ex
   alias?: boolean
   previousVersion?: boolean
   actor?: boolean
+  policy?: boolean
+  previousPolicy?: boolean
+  reason?: boolean
   createdAt?: boolean
 }, ExtArgs["result"]["modelEvent"]>
 
@@ -546,10 +621,13 @@ export type ModelEventSelectScalar = {
   alias?: boolean
   previousVersion?: boolean
   actor?: boolean
+  policy?: boolean
+  previousPolicy?: boolean
+  reason?: boolean
   createdAt?: boolean
 }
 
-export type ModelEventOmit<ExtArgs extends runtime.Types.Extensions.InternalArgs = runtime.Types.Extensions.DefaultArgs> = runtime.Types.Extensions.GetOmit<"sequence" | "kind" | "projectId" | "projectName" | "modelId" | "modelName" | "version" | "alias" | "previousVersion" | "actor" | "createdAt", ExtArgs["result"]["modelEvent"]>
+export type ModelEventOmit<ExtArgs extends runtime.Types.Extensions.InternalArgs = runtime.Types.Extensions.DefaultArgs> = runtime.Types.Extensions.GetOmit<"sequence" | "kind" | "projectId" | "projectName" | "modelId" | "modelName" | "version" | "alias" | "previousVersion" | "actor" | "policy" | "previousPolicy" | "reason" | "createdAt", ExtArgs["result"]["modelEvent"]>
 
 export type $ModelEventPayload<ExtArgs extends runtime.Types.Extensions.InternalArgs = runtime.Types.Extensions.DefaultArgs> = {
   name: "ModelEvent"
@@ -557,7 +635,7 @@ export type $ModelEventPayload<ExtArgs extends runtime.Types.Extensions.Internal
   scalars: runtime.Types.Extensions.GetPayloadResult<{
     sequence: number
     /**
-     * VERSION_CREATED, ALIAS_SET or ALIAS_DELETED.
+     * VERSION_CREATED, ALIAS_SET, ALIAS_DELETED, POLICY_SET or POLICY_DELETED.
      */
     kind: string
     projectId: string
@@ -574,6 +652,15 @@ export type $ModelEventPayload<ExtArgs extends runtime.Types.Extensions.Internal
      */
     previousVersion: number
     actor: string
+    /**
+     * Policy events: the policy after and before, as protobuf JSON (null: none).
+     */
+    policy: string | null
+    previousPolicy: string | null
+    /**
+     * Why, when the registry made the change itself (a rollout); "" for a caller's change.
+     */
+    reason: string
     createdAt: Date
   }, ExtArgs["result"]["modelEvent"]>
   composites: {}
@@ -1008,6 +1095,9 @@ export interface ModelEventFieldRefs {
   readonly alias: Prisma.FieldRef<"ModelEvent", 'String'>
   readonly previousVersion: Prisma.FieldRef<"ModelEvent", 'Int'>
   readonly actor: Prisma.FieldRef<"ModelEvent", 'String'>
+  readonly policy: Prisma.FieldRef<"ModelEvent", 'String'>
+  readonly previousPolicy: Prisma.FieldRef<"ModelEvent", 'String'>
+  readonly reason: Prisma.FieldRef<"ModelEvent", 'String'>
   readonly createdAt: Prisma.FieldRef<"ModelEvent", 'DateTime'>
 }
     
