@@ -2,7 +2,10 @@ import { hostname, userInfo } from "node:os";
 import { fileURLToPath } from "node:url";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
-import type { ModelVersion } from "../../gen/mlmesh/registry/v1/registry_pb.js";
+import { readFile } from "node:fs/promises";
+import { create, fromJsonString, toJsonString } from "@bufbuild/protobuf";
+import { AliasChangeKind, type ModelVersion } from "../../gen/mlmesh/registry/v1/registry_pb.js";
+import { RequestKeySchema, TrafficPolicySchema, type TrafficPolicy } from "../../gen/mlmesh/registry/v1/traffic_pb.js";
 import { loadMeshClientSettings } from "../runtime/env/settings.js";
 import { ConfigError, type Env } from "../runtime/env/variables.js";
 import { servicePorts } from "../runtime/env/service-ports.js";
@@ -23,8 +26,13 @@ export const modelsUsage = `usage: mlmesh models <command> (the registry at REGI
                       point an alias at a version (the Predictors follow within seconds)
   rollback <project/model> <alias>
                       move an alias back to the version it pointed at before its last move
+  policy <project/model> <alias> [--arms 1=90,2=10] [--sticky header:<name>|parameter:<name>]
+                      [--shadow <version>=<percent>] | --file <policy.json> | --show | --clear
+                      split the alias's calls among versions (weights summing to 100), keep a
+                      caller on one arm, copy a sample to a shadow version; --file takes a
+                      TrafficPolicy in protobuf JSON (routes by header, parameter, time window)
   history <project/model> [alias]
-                      who moved the model's aliases, when, from which version to which
+                      who changed the model's aliases and policies, when, from what to what
   bootstrap [project] register the bundled models/ under a project (by default the one each
                       name starts with: iris_svc in iris) unless they have versions already,
                       waiting up to 60 s for the registry (mlmesh up does this)`;
@@ -49,6 +57,8 @@ export async function modelsCommand(args: readonly string[], env: Env): Promise<
         return await rollback(client, rest);
       case "history":
         return await history(client, rest);
+      case "policy":
+        return await policy(client, rest);
       case "bootstrap":
         return await bootstrap(client, address, rest, credentials);
       default:
@@ -135,15 +145,82 @@ async function history(client: RegistryClient, args: readonly string[]): Promise
   const ref = parseModelRef(args[0]);
   const { id } = await resolveModel(client, ref, false);
   const { changes } = await client.listAliasHistory({ modelId: id, alias: args[1] ?? "", pageSize: 100 });
-  const rows = changes.map((c) => [
-    c.changeTime ? timestampDate(c.changeTime).toISOString().slice(0, 19).replace("T", " ") : "",
-    c.alias,
-    c.previousVersion === 0 ? "-" : String(c.previousVersion),
-    c.version === 0 ? "(deleted)" : String(c.version),
-    c.actor,
-  ]);
-  process.stdout.write(`${table(["when (UTC)", "alias", "from", "to", "by"], rows)}\n`);
+  const rows = changes.map((c) => {
+    const policyChange = c.kind === AliasChangeKind.POLICY_SET || c.kind === AliasChangeKind.POLICY_DELETED;
+    return [
+      c.changeTime ? timestampDate(c.changeTime).toISOString().slice(0, 19).replace("T", " ") : "",
+      c.alias,
+      policyChange ? policySummary(c.previousPolicy) : c.previousVersion === 0 ? "-" : String(c.previousVersion),
+      policyChange ? policySummary(c.policy) : c.version === 0 ? "(deleted)" : String(c.version),
+      c.actor,
+      c.reason,
+    ];
+  });
+  process.stdout.write(`${table(["when (UTC)", "alias", "from", "to", "by", "why"], rows)}\n`);
   return 0;
+}
+
+async function policy(client: RegistryClient, args: readonly string[]): Promise<number> {
+  const flags: string[] = args.filter((a) => a === "--show" || a === "--clear");
+  const { positional, options } = parseArgs(args.filter((a) => !flags.includes(a)), ["arms", "sticky", "shadow", "file"]);
+  if (positional.length !== 2) throw new UsageError("policy takes <project/model> <alias> and what to do");
+  const ref = parseModelRef(positional[0]);
+  const alias = positional[1];
+  const { id } = await resolveModel(client, ref, false);
+  const where = `${ref.project}/${ref.name}@${alias}`;
+  if (flags.includes("--show")) {
+    const { trafficPolicy } = await client.getTrafficPolicy({ modelId: id, alias });
+    process.stdout.write(`${where}: ${policySummary(trafficPolicy?.policy)}\n${toJsonString(TrafficPolicySchema, trafficPolicy!.policy!, { prettySpaces: 2 })}\n`);
+    return 0;
+  }
+  if (flags.includes("--clear")) {
+    await client.deleteTrafficPolicy({ modelId: id, alias });
+    process.stdout.write(`${where}: no policy; every call goes to the alias's version\n`);
+    return 0;
+  }
+  let policy: TrafficPolicy;
+  if (options.file !== undefined) {
+    if (Object.keys(options).length > 1) throw new UsageError("--file takes the whole policy: no --arms, --sticky or --shadow beside it");
+    policy = fromJsonString(TrafficPolicySchema, await readFile(options.file, "utf8"));
+  } else {
+    if (options.arms === undefined && options.shadow === undefined) throw new UsageError("policy needs --arms, --shadow, --file, --show or --clear");
+    policy = create(TrafficPolicySchema, {
+      arms: (options.arms ?? "").split(",").filter(Boolean).map((arm) => {
+        const [version, weight] = versionAndNumber(arm, "--arms");
+        return { version, weight };
+      }),
+      shadows: (options.shadow ?? "").split(",").filter(Boolean).map((shadow) => {
+        const [version, samplePercent] = versionAndNumber(shadow, "--shadow");
+        return { version, samplePercent };
+      }),
+    });
+    if (options.sticky !== undefined) {
+      const match = /^(header|parameter):(.+)$/.exec(options.sticky);
+      if (match === null) throw new UsageError(`--sticky is header:<name> or parameter:<name>, got "${options.sticky}"`);
+      policy.stickyKey = create(RequestKeySchema, { source: { case: match[1] as "header" | "parameter", value: match[2] } });
+    }
+  }
+  const { trafficPolicy } = await client.setTrafficPolicy({ modelId: id, alias, policy });
+  process.stdout.write(`${where}: ${policySummary(trafficPolicy?.policy)}\n`);
+  return 0;
+}
+
+/** "3=40" as [3, 40]. */
+function versionAndNumber(text: string, option: string): [number, number] {
+  const match = /^([1-9]\d*)=(\d+(?:\.\d+)?)$/.exec(text.trim());
+  if (match === null) throw new UsageError(`${option} takes <version>=<percent>, got "${text}"`);
+  return [Number(match[1]), Number(match[2])];
+}
+
+/** A policy in one line: "v1 90%, v2 10%; sticky header:x-user; route beta -> v2; shadow v3 10%". */
+function policySummary(policy: TrafficPolicy | undefined): string {
+  if (policy === undefined) return "(none)";
+  const parts: string[] = [];
+  if (policy.arms.length > 0) parts.push(policy.arms.map((a) => `v${a.version} ${a.weight}%`).join(", "));
+  if (policy.stickyKey !== undefined) parts.push(`sticky ${policy.stickyKey.source.case}:${policy.stickyKey.source.value}`);
+  for (const route of policy.routes) parts.push(`route ${route.name} -> v${route.version}`);
+  for (const shadow of policy.shadows) parts.push(`shadow v${shadow.version} ${shadow.samplePercent}%`);
+  return parts.join("; ");
 }
 
 async function bootstrap(client: RegistryClient, address: string, args: readonly string[], credentials: MeshCredentials): Promise<number> {

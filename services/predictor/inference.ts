@@ -1,7 +1,12 @@
 import type { HostTensor } from "../model/tensors.js";
 import type { CallContext } from "../runtime/serve/pipeline.js";
 import type { CacheCodec, PredictionCache } from "./prediction-cache.js";
-import type { LoadedVersion, ServingTable } from "./serving-table.js";
+import type { LoadedVersion, Routed, ServingTable } from "./serving-table.js";
+import { trafficCalls } from "./metrics.js";
+import type { RequestFacts } from "./traffic-router.js";
+
+/** The response header naming the arm of an alias's traffic policy that answered. */
+export const armHeader = "x-mlmesh-arm";
 
 /*
  * The one path of every inference request, whatever carried it (native Predict and
@@ -44,6 +49,8 @@ export interface InferenceKind<Input, Answer, Prepared extends ModelInput | Tens
   answer(loaded: LoadedVersion, input: Input, prepared: Prepared, computed: Computed<Prepared>, outlierScores: Float32Array | undefined): Answer;
   /** The encoded images of the input, for the prediction log (image calls). */
   imagesOf?(input: Input): readonly Uint8Array[];
+  /** A request parameter by name, as text (traffic policies' keys); kinds without parameters leave it out. */
+  parameter?(input: Input, name: string): string | undefined;
   /** How answers of this kind are cached, for the models the prediction cache is on for; none: never. */
   readonly cache?: CacheCodec<Input, Answer>;
 }
@@ -74,6 +81,10 @@ export interface InferenceEvent {
   readonly outputs?: Readonly<Record<string, HostTensor>>;
   /** The encoded images of an image call. */
   readonly images?: readonly Uint8Array[];
+  /** The arm of the alias's traffic policy that answered (unset: no policy applied). */
+  readonly arm?: string;
+  /** The alias's shadows loaded here, for the shadow runner to draw from. */
+  readonly shadows?: Routed["shadows"];
   /** Rows (batch entries) the call ran. */
   readonly rows: number;
   /** Milliseconds from resolving the version to the answer. */
@@ -116,13 +127,26 @@ export class Inference {
     /** The call asking (for observers: the prediction log). */
     call?: CallContext,
   ): Promise<Answer> {
-    return this.table.use(model, version, (loaded) => {
-      const { cache } = this;
-      if (cache !== undefined && kind.cache !== undefined && cache.enabledFor(loaded.name)) {
-        return cache.through(loaded, kind.name, kind.cache, input, () => this.#runOn(loaded, kind, input, model, call));
-      }
-      return this.#runOn(loaded, kind, input, model, call);
-    });
+    // Only a call naming an alias can meet a traffic policy: the others skip building facts.
+    const facts: RequestFacts | undefined = model.includes("@")
+      ? { header: (name) => call?.requestHeader.get(name) ?? undefined, parameter: (name) => kind.parameter?.(input, name) }
+      : undefined;
+    return this.table.use(
+      model,
+      version,
+      (loaded, routed) => {
+        if (routed.arm !== undefined) {
+          call?.responseHeader.set(armHeader, routed.arm);
+          trafficCalls.labels(loaded.name, model.slice(model.indexOf("@") + 1), routed.arm).inc();
+        }
+        const { cache } = this;
+        if (cache !== undefined && kind.cache !== undefined && cache.enabledFor(loaded.name)) {
+          return cache.through(loaded, kind.name, kind.cache, input, () => this.#runOn(loaded, kind, input, model, call, routed));
+        }
+        return this.#runOn(loaded, kind, input, model, call, routed);
+      },
+      facts,
+    );
   }
 
   async #runOn<Input, Answer, Prepared extends ModelInput | TensorInput>(
@@ -131,6 +155,7 @@ export class Inference {
     input: Input,
     requested: string,
     call: CallContext | undefined,
+    routed: Routed,
   ): Promise<Answer> {
     const started = performance.now();
     let prepared: Prepared | undefined;
@@ -160,7 +185,7 @@ export class Inference {
           "feeds" in prepared
             ? { feeds: prepared.feeds, outputs: computed as Record<string, HostTensor> }
             : { input: prepared as ModelInput, probabilities: computed as Float32Array, outlierScores };
-        this.#notify({ kind: kind.name, loaded, model: loaded.name, version: loaded.version, requested, call, ...ran, images: kind.imagesOf?.(input), rows, ms: done - started });
+        this.#notify({ kind: kind.name, loaded, model: loaded.name, version: loaded.version, requested, call, ...ran, images: kind.imagesOf?.(input), arm: routed.arm, shadows: routed.shadows, rows, ms: done - started });
       }
       return answer;
     } catch (err) {
@@ -169,7 +194,7 @@ export class Inference {
       loaded.stats.recordRequest({ ok: false, rows, totalMs: ms, inputMs: (preparedAt ?? started + ms) - started });
       if (this.#observers.length > 0) {
         const ran = prepared === undefined ? {} : "feeds" in prepared ? { feeds: prepared.feeds } : { input: prepared as ModelInput };
-        this.#notify({ kind: kind.name, loaded, model: loaded.name, version: loaded.version, requested, call, ...ran, images: kind.imagesOf?.(input), rows, ms, error: err });
+        this.#notify({ kind: kind.name, loaded, model: loaded.name, version: loaded.version, requested, call, ...ran, images: kind.imagesOf?.(input), arm: routed.arm, rows, ms, error: err });
       }
       throw err;
     }

@@ -21,6 +21,13 @@ const batchRows = hotHistogram(
 const queueWait = hotHistogram("mlmesh_predictor_queue_wait_seconds", "Time a request waited for an onnxruntime run, per model version.", ["model", "version"], latencyBuckets);
 const compute = hotHistogram("mlmesh_predictor_compute_seconds", "Duration of each onnxruntime run, per model version.", ["model", "version"], latencyBuckets);
 
+/** Calls routed by an alias's traffic policy, per arm ("v2", "route:beta"): the observed split. */
+export const trafficCalls = counter({
+  name: "mlmesh_predictor_traffic_calls_total",
+  help: "Calls naming an alias with a traffic policy, by the arm that answered them (v<version>, or route:<name>).",
+  labelNames: ["model", "alias", "arm"],
+});
+
 /** Model loads by outcome (loaded, failed) and unloads: what changed and when. */
 export const modelLoads = counter({ name: "mlmesh_predictor_model_loads_total", help: "Model versions loaded, by outcome: loaded or failed.", labelNames: ["model", "outcome"] });
 export const modelUnloads = counter({ name: "mlmesh_predictor_model_unloads_total", help: "Model versions unloaded after their last call.", labelNames: ["model"] });

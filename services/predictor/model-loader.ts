@@ -4,6 +4,8 @@ import { openOutlierModel, type OutlierModel } from "../model/outlier-model.js";
 import type { ImageLimits } from "../model/preprocessing.js";
 import type { Logger } from "../runtime/observability/logger.js";
 import { modelLoads, modelUnloads } from "./metrics.js";
+import type { TrafficPolicy } from "../../gen/mlmesh/registry/v1/traffic_pb.js";
+import { TrafficRouter } from "./traffic-router.js";
 import { LoadedVersion, type LoadFailure, type ServedModel, type ServingTable, type Snapshot } from "./serving-table.js";
 
 /** A version a source wants served, and how to get its files. */
@@ -26,6 +28,8 @@ export interface WantedModel {
   readonly versions: readonly WantedVersion[];
   /** Alias -> version number, as the source says. */
   readonly aliases: ReadonlyMap<string, number>;
+  /** Alias -> its traffic policy, for aliases that have one (the versions it names are among `versions`). */
+  readonly policies?: ReadonlyMap<string, TrafficPolicy>;
 }
 
 /** A model (or a version) the source itself could not describe: reported like a load failure. */
@@ -112,7 +116,18 @@ export class ModelLoader {
           unresolvedAliases.set(alias, `points at version ${version}, which failed to load: ${reason}`);
         }
       }
-      models.set(model.name, { name: model.name, modelId: model.modelId, versions, aliases, unresolvedAliases });
+      const routers = new Map<string, TrafficRouter>();
+      for (const [alias, policy] of model.policies ?? []) {
+        const version = aliases.get(alias);
+        if (version === undefined) continue;
+        const router = new TrafficRouter(policy, version);
+        const missing = [...router.versions].filter((v) => !versions.has(v));
+        if (missing.length > 0) {
+          this.options.logger.warn({ model: model.name, alias, versions: missing }, "versions of a traffic policy are not loaded: their calls go to the alias's version, their shadows are skipped");
+        }
+        routers.set(alias, router);
+      }
+      models.set(model.name, { name: model.name, modelId: model.modelId, versions, aliases, unresolvedAliases, routers });
     }
     failures.sort((a, b) => a.name.localeCompare(b.name) || a.version - b.version);
     const next: Snapshot = { models, failures };

@@ -189,7 +189,12 @@ async function inferRest(inference: Inference, name: string, version: string, re
   if (offset !== binary.length) throw new ConnectError(`${binary.length - offset} binary bytes follow the inputs that use them`, Code.InvalidArgument);
   const requested = Array.isArray(parsed.outputs) ? (parsed.outputs as { name?: unknown; parameters?: Record<string, unknown> }[]) : [];
   const binaryByDefault = parsed.parameters?.binary_data_output === true;
-  const { loaded, outputs } = await infer(inference, name, version, { inputs, outputs: requested.map((o) => String(o.name ?? "")) }, ctx);
+  const parameters = parsed.parameters !== null && typeof parsed.parameters === "object" ? parsed.parameters : {};
+  const parameter = (key: string) => {
+    const value = Object.hasOwn(parameters, key) ? parameters[key] : undefined;
+    return typeof value === "string" || typeof value === "number" || typeof value === "boolean" ? String(value) : undefined;
+  };
+  const { loaded, outputs } = await infer(inference, name, version, { inputs, outputs: requested.map((o) => String(o.name ?? "")), parameters: parameter }, ctx);
   const binaryOutput = (o: InferOutput) => {
     const asked = requested.find((r) => r.name === o.name)?.parameters?.binary_data;
     return typeof asked === "boolean" ? asked : binaryByDefault;

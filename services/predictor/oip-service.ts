@@ -64,6 +64,7 @@ export function createInferenceService(inference: Inference, ready: () => boolea
           data: raw ? { kind: "raw", bytes: request.rawInputContents[k] } : typedData(input.contents),
         })),
         outputs: request.outputs.map((o) => o.name),
+        parameters: (name) => parameterText(request.parameters[name]),
       }, ctx);
       // Raw outputs go to a client that sent raw inputs or asked for binary data, and whenever
       // an output is FP16, which has no typed field (for all outputs: the protocol does not mix
@@ -226,6 +227,12 @@ function typedData(contents: InferTensorContents | undefined): InputData {
     bytes_contents: c.bytesContents,
   };
   return { kind: "typed", field, values: values[field] };
+}
+
+/** A request parameter as text: a string as it is, a number or a boolean as JSON writes it. */
+function parameterText(parameter: InferParameter | undefined): string | undefined {
+  const choice = parameter?.parameterChoice;
+  return choice === undefined || choice.case === undefined ? undefined : String(choice.value);
 }
 
 function boolParameter(parameter: InferParameter | undefined): boolean {

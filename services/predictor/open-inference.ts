@@ -147,6 +147,8 @@ export interface InferRequest {
   readonly inputs: readonly InferInput[];
   /** The outputs asked for; all when empty. */
   readonly outputs: readonly string[];
+  /** The request's parameters as text (what traffic policies' keys read); unset: none. */
+  readonly parameters?: (name: string) => string | undefined;
 }
 
 /** A classifier's rows with the requested outputs' names, checked before the model runs. */
@@ -163,6 +165,7 @@ interface PreparedRows extends ModelInput {
  */
 export const inferKind: InferenceKind<InferRequest, { loaded: LoadedVersion; outputs: InferOutput[] }, PreparedRows | TensorInput> = {
   name: "oip",
+  parameter: (request, name) => request.parameters?.(name),
   prepare(loaded, request) {
     const outputs = requestedOutputs(loaded, request.outputs);
     if (loaded.classifier !== undefined) return { ...readInput(loaded, request.inputs), outputs };

@@ -203,6 +203,11 @@ export class RegistrySource {
         else failures.push({ name: model.name, version: version.version, reason: `alias "${alias}" points at a version registered without an artifact (no upload)` });
       }
     }
+    // The versions traffic policies send calls or copies to are served too.
+    const policies = new Map(model.trafficPolicies.flatMap((p) => (p.policy === undefined ? [] : [[p.alias, p.policy] as const])));
+    for (const policy of policies.values()) {
+      for (const v of [...policy.arms.map((a) => a.version), ...policy.routes.map((r) => r.version), ...policy.shadows.map((s) => s.version)]) chosen.add(v);
+    }
     const versions: WantedVersion[] = withArtifact
       .filter((v) => chosen.has(v.version))
       .map((v) => ({
@@ -210,7 +215,7 @@ export class RegistrySource {
         sha256: v.files.find((f) => f.name === "model.onnx")!.sha256,
         fetch: (withOutlier: boolean) => this.#download(model, v.version, v.files.map((f) => f.name).filter((n) => n === "model.onnx" || n === "metadata.json" || (withOutlier && n === "outlier.onnx"))),
       }));
-    return { wanted: { name: model.name, modelId: model.id, versions, aliases }, failures };
+    return { wanted: { name: model.name, modelId: model.id, versions, aliases, policies }, failures };
   }
 
   /** A version's files, checked against the digests the registry recorded. */

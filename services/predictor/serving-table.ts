@@ -7,6 +7,7 @@ import { shapeText, type HostTensor, type Signature } from "../model/tensors.js"
 import { InferenceBatcher } from "./inference-batcher.js";
 import { InferenceStats } from "./inference-stats.js";
 import { batchable, TensorBatcher } from "./tensor-batcher.js";
+import { noRequestFacts, type RequestFacts, type TrafficRouter } from "./traffic-router.js";
 
 /** Rows per onnxruntime run when concurrent requests are coalesced (one request may be 10,000). */
 const maxBatchRows = 10_000;
@@ -206,6 +207,17 @@ export interface ServedModel {
   readonly aliases: ReadonlyMap<string, number>;
   /** Aliases this Predictor cannot resolve, and why (the version they point at failed to load). */
   readonly unresolvedAliases: ReadonlyMap<string, string>;
+  /** Aliases with a traffic policy: how each call naming them is routed. */
+  readonly routers: ReadonlyMap<string, TrafficRouter>;
+}
+
+/** The version a call is answered by, and, when an alias's traffic policy chose it, how. */
+export interface Routed {
+  readonly loaded: LoadedVersion;
+  /** The arm that served ("v3", "route:beta"); undefined when no policy applied. */
+  readonly arm?: string;
+  /** The alias's shadows that are loaded here (each call draws its own). */
+  readonly shadows?: readonly { readonly loaded: LoadedVersion; readonly samplePercent: number }[];
 }
 
 /** Everything served at one moment; replaced as a whole, never changed in place. */
@@ -234,18 +246,28 @@ export class ServingTable {
    * highest), which stays loaded until `work` settles. NOT_FOUND, FAILED_PRECONDITION or
    * INVALID_ARGUMENT (an alias and a version both) say what is wrong.
    */
-  async use<T>(model: string, version: number, work: (loaded: LoadedVersion) => Promise<T>): Promise<T> {
-    const loaded = this.resolve(model, version);
+  async use<T>(model: string, version: number, work: (loaded: LoadedVersion, routed: Routed) => Promise<T>, facts: RequestFacts = noRequestFacts): Promise<T> {
+    const routed = this.route(model, version, facts);
+    const { loaded } = routed;
     loaded.enter();
     try {
-      return await work(loaded);
+      return await work(loaded, routed);
     } finally {
       loaded.leave();
     }
   }
 
-  /** The version a request names, as use() resolves it (for calls that run no inference). */
+  /** The version a request names, as use() resolves it (for calls that run no inference: an alias's own version). */
   resolve(model: string, version: number): LoadedVersion {
+    return this.route(model, version, undefined).loaded;
+  }
+
+  /**
+   * The version a call names, through its alias's traffic policy when it has one and `facts`
+   * are given. A policy's version that is not loaded here (it failed to load) is replaced by
+   * the alias's own version.
+   */
+  route(model: string, version: number, facts: RequestFacts | undefined): Routed {
     const at = model.indexOf("@");
     const name = at === -1 ? model : model.slice(0, at);
     const alias = at === -1 ? undefined : model.slice(at + 1);
@@ -260,10 +282,21 @@ export class ServingTable {
       const known = [...models.keys()].sort().join(", ");
       throw new ConnectError(`model "${name}" not found; loaded models: ${known || "none"}`, Code.NotFound);
     }
-    if (alias !== undefined) return resolveAlias(served, alias);
-    if (version === 0) return served.versions.get(Math.max(...served.versions.keys()))!;
+    if (alias !== undefined) {
+      const own = resolveAlias(served, alias);
+      const router = served.routers.get(alias);
+      if (router === undefined || facts === undefined) return { loaded: own };
+      const choice = router.choose(facts);
+      const shadows = router.shadows.flatMap((s) => {
+        const shadow = served.versions.get(s.version);
+        return shadow === undefined ? [] : [{ loaded: shadow, samplePercent: s.samplePercent }];
+      });
+      const chosen = served.versions.get(choice.version);
+      return chosen === undefined ? { loaded: own, arm: `v${own.version}`, shadows } : { loaded: chosen, arm: choice.arm, shadows };
+    }
+    if (version === 0) return { loaded: served.versions.get(Math.max(...served.versions.keys()))! };
     const loaded = served.versions.get(version);
-    if (loaded !== undefined) return loaded;
+    if (loaded !== undefined) return { loaded };
     const failure = failures.find((f) => f.name === name && f.version === version);
     if (failure !== undefined) {
       throw new ConnectError(`model "${name}" version ${version} failed to load: ${failure.reason}`, Code.FailedPrecondition);
