@@ -35,6 +35,8 @@ export interface PredictorConfig {
   readonly cache: CacheSettings;
   /** PREDICTOR_OUTLIER_MODELS: the models whose rows their outlier model scores ("*": every model that has one). */
   readonly outlierModels: "*" | ReadonlySet<string>;
+  /** PREDICTOR_SHADOW_CONCURRENCY and PREDICTOR_SHADOW_TIMEOUT: traffic policies' shadow runs at a time, and how long one is waited for. */
+  readonly shadows: { readonly concurrency: number; readonly timeoutMs: number };
 }
 
 const bundledModels = fileURLToPath(new URL("../../models", import.meta.url));
@@ -60,6 +62,10 @@ export function loadPredictorConfig(env: Env): PredictorConfig {
     },
     cache: loadCacheSettings(env),
     outlierModels: modelNames(env, "PREDICTOR_OUTLIER_MODELS", "*"),
+    shadows: {
+      concurrency: envInt(env, "PREDICTOR_SHADOW_CONCURRENCY", 4, 1, 1024),
+      timeoutMs: envDurationMs(env, "PREDICTOR_SHADOW_TIMEOUT", 2000, 1, 600_000),
+    },
   });
 }
 

@@ -18,7 +18,8 @@ import { createInferenceService } from "./oip-service.js";
 import { createInferenceRestRoutes } from "./oip-rest.js";
 import { Inference } from "./inference.js";
 import { PredictionCache } from "./prediction-cache.js";
-import { recordPredictions } from "./prediction-recorder.js";
+import { recordPredictions, recordShadow } from "./prediction-recorder.js";
+import { ShadowRunner } from "./shadow-runner.js";
 import { createPredictorService } from "./service.js";
 
 /**
@@ -38,6 +39,12 @@ export function main(env: Env): Promise<void> {
     const cache = cacheSettings.models === "*" || cacheSettings.models.size > 0 ? new PredictionCache(cacheSettings, logger) : undefined;
     const inference = new Inference(table, cache);
     if (predictionLog !== undefined) recordPredictions(inference, predictionLog);
+    const shadows = new ShadowRunner({
+      ...predictorConfig.shadows,
+      logger,
+      onCompared: predictionLog && ((comparison, event) => recordShadow(predictionLog, comparison, event)),
+    });
+    inference.observe((event) => shadows.observe(event));
     watchServingTable(table);
     const { intraOpThreads, workerThresholdBytes, imageLimits, outlierModels } = predictorConfig;
     const scoreOutliers = (model: string) => outlierModels === "*" || outlierModels.has(model);

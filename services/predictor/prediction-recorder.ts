@@ -7,6 +7,7 @@ import { RecordSource, type PredictionLog, type RecordFacts, type RecordTensor }
 import { principalKey } from "../runtime/security/credentials.js";
 import { requestIdKey } from "../runtime/serve/pipeline.js";
 import type { Inference, InferenceEvent } from "./inference.js";
+import type { ShadowComparison } from "./shadow-runner.js";
 import { rawBytesOf } from "./open-inference.js";
 
 /*
@@ -26,6 +27,38 @@ export function recordPredictions(inference: Inference, log: PredictionLog): voi
   });
 }
 
+/**
+ * A shadow's record (when the prediction log keeps the model's calls): its answer, linked to the
+ * call it copied, with the comparison.
+ */
+export function recordShadow(log: PredictionLog, comparison: ShadowComparison, event: InferenceEvent): void {
+  if (!log.sampled(event.model)) return;
+  const primary = recordOf(event);
+  log.append({
+    ...primary,
+    // Unique per shadow version, within the record's 128 characters.
+    requestId: `${primary.requestId.slice(0, 100)}:shadow:v${comparison.shadowVersion}`,
+    parentRequestId: primary.requestId,
+    api: "shadow",
+    version: comparison.shadowVersion,
+    arm: "shadow",
+    latencyMs: comparison.shadowMs,
+    status: comparison.failure?.code ?? 0,
+    error: comparison.failure?.message,
+    classification: comparison.probabilities && comparison.labels && { labels: comparison.labels, probabilities: comparison.probabilities },
+    outputTensors: comparison.outputs && tensorsOf(comparison.outputs),
+    // The outlier scores are the primary's: the shadow is not scored.
+    outlierScores: undefined,
+    shadow: {
+      primaryVersion: comparison.primaryVersion,
+      rows: comparison.rows,
+      agreeingRows: comparison.agreeingRows,
+      meanAbsDifference: comparison.meanAbsDifference,
+      latencyDifferenceMs: comparison.latencyDifferenceMs,
+    },
+  });
+}
+
 function recordOf(event: InferenceEvent): RecordFacts {
   const { call, loaded } = event;
   const at = event.requested.indexOf("@");
@@ -41,6 +74,7 @@ function recordOf(event: InferenceEvent): RecordFacts {
     model: event.model,
     version: event.version,
     alias: at === -1 ? undefined : event.requested.slice(at + 1),
+    arm: event.arm,
     timeMs: Date.now(),
     latencyMs: event.ms,
     status: error === undefined ? 0 : error.code,

@@ -48,6 +48,16 @@ export interface RecordFacts {
   readonly images?: readonly { readonly sha256: string; readonly sizeBytes: number }[];
   /** Per row: the outlier model's score (above 0: an outlier). */
   readonly outlierScores?: Float32Array;
+  /** A shadow's record: how its answer compared with the primary's (monitor.proto ShadowComparison). */
+  readonly shadow?: {
+    readonly primaryVersion: number;
+    readonly rows: number;
+    readonly agreeingRows: number;
+    /** NaN: not comparable (left out). */
+    readonly meanAbsDifference: number;
+    /** Shadow minus primary; may be negative. */
+    readonly latencyDifferenceMs: number;
+  };
 }
 
 const littleEndian = endianness() === "LE";
@@ -164,6 +174,38 @@ class ProtoWriter {
     this.buffer[at] = value;
   }
 
+  /** A double field (wire type 1), written even when 0 (for optional fields). */
+  double(field: number, value: number): void {
+    this.tag(field, 1);
+    this.ensure(8);
+    this.buffer.writeDoubleLE(value, this.at);
+    this.at += 8;
+  }
+
+  /** An int64 or int32 field that may be negative (two's complement, 10 bytes when negative). */
+  int(field: number, value: number): void {
+    if (value === 0) return;
+    if (value > 0) return this.uint(field, value);
+    this.tag(field, 0);
+    this.ensure(10);
+    let v = BigInt.asUintN(64, BigInt(value));
+    while (v > 0x7fn) {
+      this.buffer[this.at++] = Number(v & 0x7fn) | 0x80;
+      v >>= 7n;
+    }
+    this.buffer[this.at++] = Number(v);
+  }
+
+  /** A google.protobuf.Duration from milliseconds, which may be negative (seconds and nanos share its sign). */
+  signedDuration(field: number, ms: number): void {
+    const seconds = Math.trunc(ms / 1000);
+    const nanos = Math.trunc((ms - seconds * 1000) * 1e6);
+    this.message(field, () => {
+      this.int(1, seconds);
+      this.int(2, nanos);
+    }, true);
+  }
+
   /** A google.protobuf.Timestamp or Duration from milliseconds. */
   time(field: number, ms: number): void {
     const seconds = Math.floor(ms / 1000);
@@ -245,6 +287,16 @@ export function encodeRecordView(facts: RecordFacts, maxPayloadBytes: number): U
   w.uint(17, facts.rowCount);
   w.string(18, facts.parentRequestId);
   w.bool(19, truncated);
+  const shadow = facts.shadow;
+  if (shadow !== undefined) {
+    w.message(20, () => {
+      w.uint(1, shadow.primaryVersion);
+      w.uint(2, shadow.rows);
+      w.uint(3, shadow.agreeingRows);
+      if (!Number.isNaN(shadow.meanAbsDifference)) w.double(4, shadow.meanAbsDifference);
+      w.signedDuration(5, shadow.latencyDifferenceMs);
+    }, true);
+  }
   return w.view();
 }
 

@@ -17,7 +17,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file mlmesh/monitor/v1/monitor.proto.
  */
 export const file_mlmesh_monitor_v1_monitor: GenFile = /*@__PURE__*/
-  fileDesc("Ch9tbG1lc2gvbW9uaXRvci92MS9tb25pdG9yLnByb3RvEhFtbG1lc2gubW9uaXRvci52MSL+BAoQUHJlZGljdGlvblJlY29yZBIeCgpyZXF1ZXN0X2lkGAEgASgJQgq6SAdyBRABGIABEjAKBHRpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQga6SAPIAQESGQoIdHJhY2VfaWQYAyABKAlCB7pIBHICGCASGAoGY2FsbGVyGAQgASgJQgi6SAVyAxiAARI7CgZzb3VyY2UYBSABKA4yHy5tbG1lc2gubW9uaXRvci52MS5SZWNvcmRTb3VyY2VCCrpIB4IBBBABIAASFAoDYXBpGAYgASgJQge6SARyAhhAEhkKBW1vZGVsGAcgASgJQgq6SAdyBRABGIABEg8KB3ZlcnNpb24YCCABKA0SFgoFYWxpYXMYCSABKAlCB7pIBHICGEASFAoDYXJtGAogASgJQge6SARyAhhAEi8KBmlucHV0cxgLIAEoCzIfLm1sbWVzaC5tb25pdG9yLnYxLlJlY29yZElucHV0cxIxCgdvdXRwdXRzGAwgASgLMiAubWxtZXNoLm1vbml0b3IudjEuUmVjb3JkT3V0cHV0cxIqCgdsYXRlbmN5GA0gASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEioKBnN0YXR1cxgOIAEoDjIQLmdvb2dsZS5ycGMuQ29kZUIIukgFggECEAESFwoFZXJyb3IYDyABKAlCCLpIBXIDGIAIEhYKDm91dGxpZXJfc2NvcmVzGBAgAygCEhEKCXJvd19jb3VudBgRIAEoDRIjChFwYXJlbnRfcmVxdWVzdF9pZBgSIAEoCUIIukgFcgMYgAESEQoJdHJ1bmNhdGVkGBMgASgIIo4BCgxSZWNvcmRJbnB1dHMSJQoEcm93cxgBIAEoCzIXLm1sbWVzaC5tb25pdG9yLnYxLlJvd3MSKgoHdGVuc29ycxgCIAMoCzIZLm1sbWVzaC5tb25pdG9yLnYxLlRlbnNvchIrCgZpbWFnZXMYAyADKAsyGy5tbG1lc2gubW9uaXRvci52MS5JbWFnZVJlZiJ2Cg1SZWNvcmRPdXRwdXRzEjkKDmNsYXNzaWZpY2F0aW9uGAEgASgLMiEubWxtZXNoLm1vbml0b3IudjEuQ2xhc3NpZmljYXRpb24SKgoHdGVuc29ycxgCIAMoCzIZLm1sbWVzaC5tb25pdG9yLnYxLlRlbnNvciIlCgRSb3dzEg0KBXdpZHRoGAEgASgNEg4KBnZhbHVlcxgCIAMoAiI3Cg5DbGFzc2lmaWNhdGlvbhIOCgZsYWJlbHMYASADKAkSFQoNcHJvYmFiaWxpdGllcxgCIAMoAiJJCgZUZW5zb3ISDAoEbmFtZRgBIAEoCRIQCghkYXRhdHlwZRgCIAEoCRINCgVzaGFwZRgDIAMoAxIQCghjb250ZW50cxgEIAEoDCIuCghJbWFnZVJlZhIOCgZzaGEyNTYYASABKAkSEgoKc2l6ZV9ieXRlcxgCIAEoBCJZChRJbmdlc3RSZWNvcmRzUmVxdWVzdBJBCgdyZWNvcmRzGAEgAygLMiMubWxtZXNoLm1vbml0b3IudjEuUHJlZGljdGlvblJlY29yZEILukgIkgEFCAEQkE4iPQoVSW5nZXN0UmVjb3Jkc1Jlc3BvbnNlEhAKCGFjY2VwdGVkGAEgASgEEhIKCmR1cGxpY2F0ZXMYAiABKAQisQIKFkxpc3RQcmVkaWN0aW9uc1JlcXVlc3QSGQoFbW9kZWwYASABKAlCCrpIB3IFEAEYgAESDwoHdmVyc2lvbhgCIAEoDRIuCgpzdGFydF90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghlbmRfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFQoNb3V0bGllcnNfb25seRgFIAEoCBI5CgZzb3VyY2UYBiABKA4yHy5tbG1lc2gubW9uaXRvci52MS5SZWNvcmRTb3VyY2VCCLpIBYIBAhABEh0KCXBhZ2Vfc2l6ZRgHIAEoBUIKukgHGgUY6AcoABIcCgpwYWdlX3Rva2VuGAggASgJQgi6SAVyAxiABCJoChdMaXN0UHJlZGljdGlvbnNSZXNwb25zZRI0CgdyZWNvcmRzGAEgAygLMiMubWxtZXNoLm1vbml0b3IudjEuUHJlZGljdGlvblJlY29yZBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiNgoUR2V0UHJlZGljdGlvblJlcXVlc3QSHgoKcmVxdWVzdF9pZBgBIAEoCUIKukgHcgUQARiAASKBAQoVR2V0UHJlZGljdGlvblJlc3BvbnNlEjMKBnJlY29yZBgBIAEoCzIjLm1sbWVzaC5tb25pdG9yLnYxLlByZWRpY3Rpb25SZWNvcmQSMwoGbGlua2VkGAIgAygLMiMubWxtZXNoLm1vbml0b3IudjEuUHJlZGljdGlvblJlY29yZCK+AQoVR2V0RHJpZnRSZXBvcnRSZXF1ZXN0EhkKBW1vZGVsGAEgASgJQgq6SAdyBRABGIABEg8KB3ZlcnNpb24YAiABKA0SLgoKc3RhcnRfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhsKE2luY2x1ZGVfb3Blbl93aW5kb3cYBSABKAgi3gEKFkdldERyaWZ0UmVwb3J0UmVzcG9uc2USDQoFbW9kZWwYASABKAkSDwoHdmVyc2lvbhgCIAEoDRIpCgZ3aW5kb3cYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SFQoNaGFzX3JlZmVyZW5jZRgEIAEoCBIxCgp0aHJlc2hvbGRzGAUgASgLMh0ubWxtZXNoLm1vbml0b3IudjEuVGhyZXNob2xkcxIvCgd3aW5kb3dzGAYgAygLMh4ubWxtZXNoLm1vbml0b3IudjEuRHJpZnRXaW5kb3cidgoKVGhyZXNob2xkcxILCgNwc2kYASABKAESCgoCa3MYAiABKAESEgoKbWVhbl9zaGlmdBgDIAEoARITCgtsYWJlbF9zaGlmdBgEIAEoARIUCgxvdXRsaWVyX3JhdGUYBSABKAESEAoIbWluX3Jvd3MYBiABKAQiuQIKC0RyaWZ0V2luZG93Ei4KCnN0YXJ0X3RpbWUYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg8KB3BhcnRpYWwYAiABKAgSEAoIcmVxdWVzdHMYAyABKAQSDAoEcm93cxgEIAEoBBIOCgZlcnJvcnMYBSABKAQSEwoLc2NvcmVkX3Jvd3MYBiABKAQSFAoMb3V0bGllcl9yb3dzGAcgASgEEhQKDG91dGxpZXJfcmF0ZRgIIAEoARIxCghmZWF0dXJlcxgJIAMoCzIfLm1sbWVzaC5tb25pdG9yLnYxLkZlYXR1cmVEcmlmdBItCgZsYWJlbHMYCiABKAsyHS5tbG1lc2gubW9uaXRvci52MS5MYWJlbERyaWZ0EhYKDmxhdGVuY3lfcDUwX21zGAsgASgBInIKDEZlYXR1cmVEcmlmdBIPCgdmZWF0dXJlGAEgASgJEgsKA3BzaRgCIAEoARIKCgJrcxgDIAEoARIMCgRtZWFuGAQgASgBEhYKDnJlZmVyZW5jZV9tZWFuGAUgASgBEhIKCm1lYW5fc2hpZnQYBiABKAEiWwoKTGFiZWxEcmlmdBItCgZzaGFyZXMYASADKAsyHS5tbG1lc2gubW9uaXRvci52MS5MYWJlbFNoYXJlEhEKCW1heF9zaGlmdBgCIAEoARILCgNwc2kYAyABKAEiQwoKTGFiZWxTaGFyZRINCgVsYWJlbBgBIAEoCRINCgVzaGFyZRgCIAEoARIXCg9yZWZlcmVuY2Vfc2hhcmUYAyABKAEi9wIKBUFsZXJ0EgoKAmlkGAEgASgJEioKBGtpbmQYAiABKA4yHC5tbG1lc2gubW9uaXRvci52MS5BbGVydEtpbmQSLAoFc3RhdGUYAyABKA4yHS5tbG1lc2gubW9uaXRvci52MS5BbGVydFN0YXRlEg0KBW1vZGVsGAQgASgJEg8KB3ZlcnNpb24YBSABKA0SDwoHZmVhdHVyZRgGIAEoCRIRCglzdGF0aXN0aWMYByABKAkSDQoFdmFsdWUYCCABKAESEQoJdGhyZXNob2xkGAkgASgBEjAKDHdpbmRvd19zdGFydBgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLQoJZmlyZV90aW1lGAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIwCgxyZXNvbHZlX3RpbWUYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg8KB3N1bW1hcnkYDSABKAkioQEKEUxpc3RBbGVydHNSZXF1ZXN0EhcKBW1vZGVsGAEgASgJQgi6SAVyAxiAARI2CgVzdGF0ZRgCIAEoDjIdLm1sbWVzaC5tb25pdG9yLnYxLkFsZXJ0U3RhdGVCCLpIBYIBAhABEh0KCXBhZ2Vfc2l6ZRgDIAEoBUIKukgHGgUY6AcoABIcCgpwYWdlX3Rva2VuGAQgASgJQgi6SAVyAxiABCJXChJMaXN0QWxlcnRzUmVzcG9uc2USKAoGYWxlcnRzGAEgAygLMhgubWxtZXNoLm1vbml0b3IudjEuQWxlcnQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIi0KEldhdGNoQWxlcnRzUmVxdWVzdBIXCgVtb2RlbBgBIAEoCUIIukgFcgMYgAEiPgoTV2F0Y2hBbGVydHNSZXNwb25zZRInCgVhbGVydBgBIAEoCzIYLm1sbWVzaC5tb25pdG9yLnYxLkFsZXJ0KnwKDFJlY29yZFNvdXJjZRIdChlSRUNPUkRfU09VUkNFX1VOU1BFQ0lGSUVEEAASGwoXUkVDT1JEX1NPVVJDRV9QUkVESUNUT1IQARIXChNSRUNPUkRfU09VUkNFX1BST1hZEAISFwoTUkVDT1JEX1NPVVJDRV9CQVRDSBADKn4KCUFsZXJ0S2luZBIaChZBTEVSVF9LSU5EX1VOU1BFQ0lGSUVEEAASHAoYQUxFUlRfS0lORF9GRUFUVVJFX0RSSUZUEAESGgoWQUxFUlRfS0lORF9MQUJFTF9EUklGVBACEhsKF0FMRVJUX0tJTkRfT1VUTElFUl9SQVRFEAMqWwoKQWxlcnRTdGF0ZRIbChdBTEVSVF9TVEFURV9VTlNQRUNJRklFRBAAEhYKEkFMRVJUX1NUQVRFX0ZJUklORxABEhgKFEFMRVJUX1NUQVRFX1JFU09MVkVEEAIy1gYKDk1vbml0b3JTZXJ2aWNlEmwKDUluZ2VzdFJlY29yZHMSJy5tbG1lc2gubW9uaXRvci52MS5Jbmdlc3RSZWNvcmRzUmVxdWVzdBooLm1sbWVzaC5tb25pdG9yLnYxLkluZ2VzdFJlY29yZHNSZXNwb25zZSIGyvMYAggDKAESngEKD0xpc3RQcmVkaWN0aW9ucxIpLm1sbWVzaC5tb25pdG9yLnYxLkxpc3RQcmVkaWN0aW9uc1JlcXVlc3QaKi5tbG1lc2gubW9uaXRvci52MS5MaXN0UHJlZGljdGlvbnNSZXNwb25zZSI0yvMYAggCgtPkkwIoEiYvdjEvbW9uaXRvci9tb2RlbHMve21vZGVsfS9wcmVkaWN0aW9ucxKWAQoNR2V0UHJlZGljdGlvbhInLm1sbWVzaC5tb25pdG9yLnYxLkdldFByZWRpY3Rpb25SZXF1ZXN0GigubWxtZXNoLm1vbml0b3IudjEuR2V0UHJlZGljdGlvblJlc3BvbnNlIjLK8xgCCAKC0+STAiYSJC92MS9tb25pdG9yL3ByZWRpY3Rpb25zL3tyZXF1ZXN0X2lkfRKVAQoOR2V0RHJpZnRSZXBvcnQSKC5tbG1lc2gubW9uaXRvci52MS5HZXREcmlmdFJlcG9ydFJlcXVlc3QaKS5tbG1lc2gubW9uaXRvci52MS5HZXREcmlmdFJlcG9ydFJlc3BvbnNlIi7K8xgCCAKC0+STAiISIC92MS9tb25pdG9yL21vZGVscy97bW9kZWx9L2RyaWZ0EnsKCkxpc3RBbGVydHMSJC5tbG1lc2gubW9uaXRvci52MS5MaXN0QWxlcnRzUmVxdWVzdBolLm1sbWVzaC5tb25pdG9yLnYxLkxpc3RBbGVydHNSZXNwb25zZSIgyvMYAggCgtPkkwIUEhIvdjEvbW9uaXRvci9hbGVydHMShgEKC1dhdGNoQWxlcnRzEiUubWxtZXNoLm1vbml0b3IudjEuV2F0Y2hBbGVydHNSZXF1ZXN0GiYubWxtZXNoLm1vbml0b3IudjEuV2F0Y2hBbGVydHNSZXNwb25zZSImyvMYAggCgtPkkwIaEhgvdjEvbW9uaXRvci9hbGVydHM6d2F0Y2gwAWIGcHJvdG8z", [file_buf_validate_validate, file_google_api_annotations, file_google_protobuf_duration, file_google_protobuf_timestamp, file_google_rpc_code, file_mlmesh_policy_v1_policy]);
+  fileDesc("Ch9tbG1lc2gvbW9uaXRvci92MS9tb25pdG9yLnByb3RvEhFtbG1lc2gubW9uaXRvci52MSKzBQoQUHJlZGljdGlvblJlY29yZBIeCgpyZXF1ZXN0X2lkGAEgASgJQgq6SAdyBRABGIABEjAKBHRpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQga6SAPIAQESGQoIdHJhY2VfaWQYAyABKAlCB7pIBHICGCASGAoGY2FsbGVyGAQgASgJQgi6SAVyAxiAARI7CgZzb3VyY2UYBSABKA4yHy5tbG1lc2gubW9uaXRvci52MS5SZWNvcmRTb3VyY2VCCrpIB4IBBBABIAASFAoDYXBpGAYgASgJQge6SARyAhhAEhkKBW1vZGVsGAcgASgJQgq6SAdyBRABGIABEg8KB3ZlcnNpb24YCCABKA0SFgoFYWxpYXMYCSABKAlCB7pIBHICGEASFAoDYXJtGAogASgJQge6SARyAhhAEi8KBmlucHV0cxgLIAEoCzIfLm1sbWVzaC5tb25pdG9yLnYxLlJlY29yZElucHV0cxIxCgdvdXRwdXRzGAwgASgLMiAubWxtZXNoLm1vbml0b3IudjEuUmVjb3JkT3V0cHV0cxIqCgdsYXRlbmN5GA0gASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEioKBnN0YXR1cxgOIAEoDjIQLmdvb2dsZS5ycGMuQ29kZUIIukgFggECEAESFwoFZXJyb3IYDyABKAlCCLpIBXIDGIAIEhYKDm91dGxpZXJfc2NvcmVzGBAgAygCEhEKCXJvd19jb3VudBgRIAEoDRIjChFwYXJlbnRfcmVxdWVzdF9pZBgSIAEoCUIIukgFcgMYgAESEQoJdHJ1bmNhdGVkGBMgASgIEjMKBnNoYWRvdxgUIAEoCzIjLm1sbWVzaC5tb25pdG9yLnYxLlNoYWRvd0NvbXBhcmlzb24iwQEKEFNoYWRvd0NvbXBhcmlzb24SFwoPcHJpbWFyeV92ZXJzaW9uGAEgASgNEgwKBHJvd3MYAiABKA0SFQoNYWdyZWVpbmdfcm93cxgDIAEoDRIgChNtZWFuX2Fic19kaWZmZXJlbmNlGAQgASgBSACIAQESNQoSbGF0ZW5jeV9kaWZmZXJlbmNlGAUgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uQhYKFF9tZWFuX2Fic19kaWZmZXJlbmNlIo4BCgxSZWNvcmRJbnB1dHMSJQoEcm93cxgBIAEoCzIXLm1sbWVzaC5tb25pdG9yLnYxLlJvd3MSKgoHdGVuc29ycxgCIAMoCzIZLm1sbWVzaC5tb25pdG9yLnYxLlRlbnNvchIrCgZpbWFnZXMYAyADKAsyGy5tbG1lc2gubW9uaXRvci52MS5JbWFnZVJlZiJ2Cg1SZWNvcmRPdXRwdXRzEjkKDmNsYXNzaWZpY2F0aW9uGAEgASgLMiEubWxtZXNoLm1vbml0b3IudjEuQ2xhc3NpZmljYXRpb24SKgoHdGVuc29ycxgCIAMoCzIZLm1sbWVzaC5tb25pdG9yLnYxLlRlbnNvciIlCgRSb3dzEg0KBXdpZHRoGAEgASgNEg4KBnZhbHVlcxgCIAMoAiI3Cg5DbGFzc2lmaWNhdGlvbhIOCgZsYWJlbHMYASADKAkSFQoNcHJvYmFiaWxpdGllcxgCIAMoAiJJCgZUZW5zb3ISDAoEbmFtZRgBIAEoCRIQCghkYXRhdHlwZRgCIAEoCRINCgVzaGFwZRgDIAMoAxIQCghjb250ZW50cxgEIAEoDCIuCghJbWFnZVJlZhIOCgZzaGEyNTYYASABKAkSEgoKc2l6ZV9ieXRlcxgCIAEoBCJZChRJbmdlc3RSZWNvcmRzUmVxdWVzdBJBCgdyZWNvcmRzGAEgAygLMiMubWxtZXNoLm1vbml0b3IudjEuUHJlZGljdGlvblJlY29yZEILukgIkgEFCAEQkE4iPQoVSW5nZXN0UmVjb3Jkc1Jlc3BvbnNlEhAKCGFjY2VwdGVkGAEgASgEEhIKCmR1cGxpY2F0ZXMYAiABKAQisQIKFkxpc3RQcmVkaWN0aW9uc1JlcXVlc3QSGQoFbW9kZWwYASABKAlCCrpIB3IFEAEYgAESDwoHdmVyc2lvbhgCIAEoDRIuCgpzdGFydF90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghlbmRfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFQoNb3V0bGllcnNfb25seRgFIAEoCBI5CgZzb3VyY2UYBiABKA4yHy5tbG1lc2gubW9uaXRvci52MS5SZWNvcmRTb3VyY2VCCLpIBYIBAhABEh0KCXBhZ2Vfc2l6ZRgHIAEoBUIKukgHGgUY6AcoABIcCgpwYWdlX3Rva2VuGAggASgJQgi6SAVyAxiABCJoChdMaXN0UHJlZGljdGlvbnNSZXNwb25zZRI0CgdyZWNvcmRzGAEgAygLMiMubWxtZXNoLm1vbml0b3IudjEuUHJlZGljdGlvblJlY29yZBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiNgoUR2V0UHJlZGljdGlvblJlcXVlc3QSHgoKcmVxdWVzdF9pZBgBIAEoCUIKukgHcgUQARiAASKBAQoVR2V0UHJlZGljdGlvblJlc3BvbnNlEjMKBnJlY29yZBgBIAEoCzIjLm1sbWVzaC5tb25pdG9yLnYxLlByZWRpY3Rpb25SZWNvcmQSMwoGbGlua2VkGAIgAygLMiMubWxtZXNoLm1vbml0b3IudjEuUHJlZGljdGlvblJlY29yZCK+AQoVR2V0RHJpZnRSZXBvcnRSZXF1ZXN0EhkKBW1vZGVsGAEgASgJQgq6SAdyBRABGIABEg8KB3ZlcnNpb24YAiABKA0SLgoKc3RhcnRfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhsKE2luY2x1ZGVfb3Blbl93aW5kb3cYBSABKAgi3gEKFkdldERyaWZ0UmVwb3J0UmVzcG9uc2USDQoFbW9kZWwYASABKAkSDwoHdmVyc2lvbhgCIAEoDRIpCgZ3aW5kb3cYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SFQoNaGFzX3JlZmVyZW5jZRgEIAEoCBIxCgp0aHJlc2hvbGRzGAUgASgLMh0ubWxtZXNoLm1vbml0b3IudjEuVGhyZXNob2xkcxIvCgd3aW5kb3dzGAYgAygLMh4ubWxtZXNoLm1vbml0b3IudjEuRHJpZnRXaW5kb3cidgoKVGhyZXNob2xkcxILCgNwc2kYASABKAESCgoCa3MYAiABKAESEgoKbWVhbl9zaGlmdBgDIAEoARITCgtsYWJlbF9zaGlmdBgEIAEoARIUCgxvdXRsaWVyX3JhdGUYBSABKAESEAoIbWluX3Jvd3MYBiABKAQiuQIKC0RyaWZ0V2luZG93Ei4KCnN0YXJ0X3RpbWUYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg8KB3BhcnRpYWwYAiABKAgSEAoIcmVxdWVzdHMYAyABKAQSDAoEcm93cxgEIAEoBBIOCgZlcnJvcnMYBSABKAQSEwoLc2NvcmVkX3Jvd3MYBiABKAQSFAoMb3V0bGllcl9yb3dzGAcgASgEEhQKDG91dGxpZXJfcmF0ZRgIIAEoARIxCghmZWF0dXJlcxgJIAMoCzIfLm1sbWVzaC5tb25pdG9yLnYxLkZlYXR1cmVEcmlmdBItCgZsYWJlbHMYCiABKAsyHS5tbG1lc2gubW9uaXRvci52MS5MYWJlbERyaWZ0EhYKDmxhdGVuY3lfcDUwX21zGAsgASgBInIKDEZlYXR1cmVEcmlmdBIPCgdmZWF0dXJlGAEgASgJEgsKA3BzaRgCIAEoARIKCgJrcxgDIAEoARIMCgRtZWFuGAQgASgBEhYKDnJlZmVyZW5jZV9tZWFuGAUgASgBEhIKCm1lYW5fc2hpZnQYBiABKAEiWwoKTGFiZWxEcmlmdBItCgZzaGFyZXMYASADKAsyHS5tbG1lc2gubW9uaXRvci52MS5MYWJlbFNoYXJlEhEKCW1heF9zaGlmdBgCIAEoARILCgNwc2kYAyABKAEiQwoKTGFiZWxTaGFyZRINCgVsYWJlbBgBIAEoCRINCgVzaGFyZRgCIAEoARIXCg9yZWZlcmVuY2Vfc2hhcmUYAyABKAEi9wIKBUFsZXJ0EgoKAmlkGAEgASgJEioKBGtpbmQYAiABKA4yHC5tbG1lc2gubW9uaXRvci52MS5BbGVydEtpbmQSLAoFc3RhdGUYAyABKA4yHS5tbG1lc2gubW9uaXRvci52MS5BbGVydFN0YXRlEg0KBW1vZGVsGAQgASgJEg8KB3ZlcnNpb24YBSABKA0SDwoHZmVhdHVyZRgGIAEoCRIRCglzdGF0aXN0aWMYByABKAkSDQoFdmFsdWUYCCABKAESEQoJdGhyZXNob2xkGAkgASgBEjAKDHdpbmRvd19zdGFydBgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLQoJZmlyZV90aW1lGAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIwCgxyZXNvbHZlX3RpbWUYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg8KB3N1bW1hcnkYDSABKAkioQEKEUxpc3RBbGVydHNSZXF1ZXN0EhcKBW1vZGVsGAEgASgJQgi6SAVyAxiAARI2CgVzdGF0ZRgCIAEoDjIdLm1sbWVzaC5tb25pdG9yLnYxLkFsZXJ0U3RhdGVCCLpIBYIBAhABEh0KCXBhZ2Vfc2l6ZRgDIAEoBUIKukgHGgUY6AcoABIcCgpwYWdlX3Rva2VuGAQgASgJQgi6SAVyAxiABCJXChJMaXN0QWxlcnRzUmVzcG9uc2USKAoGYWxlcnRzGAEgAygLMhgubWxtZXNoLm1vbml0b3IudjEuQWxlcnQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIi0KEldhdGNoQWxlcnRzUmVxdWVzdBIXCgVtb2RlbBgBIAEoCUIIukgFcgMYgAEiPgoTV2F0Y2hBbGVydHNSZXNwb25zZRInCgVhbGVydBgBIAEoCzIYLm1sbWVzaC5tb25pdG9yLnYxLkFsZXJ0KnwKDFJlY29yZFNvdXJjZRIdChlSRUNPUkRfU09VUkNFX1VOU1BFQ0lGSUVEEAASGwoXUkVDT1JEX1NPVVJDRV9QUkVESUNUT1IQARIXChNSRUNPUkRfU09VUkNFX1BST1hZEAISFwoTUkVDT1JEX1NPVVJDRV9CQVRDSBADKn4KCUFsZXJ0S2luZBIaChZBTEVSVF9LSU5EX1VOU1BFQ0lGSUVEEAASHAoYQUxFUlRfS0lORF9GRUFUVVJFX0RSSUZUEAESGgoWQUxFUlRfS0lORF9MQUJFTF9EUklGVBACEhsKF0FMRVJUX0tJTkRfT1VUTElFUl9SQVRFEAMqWwoKQWxlcnRTdGF0ZRIbChdBTEVSVF9TVEFURV9VTlNQRUNJRklFRBAAEhYKEkFMRVJUX1NUQVRFX0ZJUklORxABEhgKFEFMRVJUX1NUQVRFX1JFU09MVkVEEAIy1gYKDk1vbml0b3JTZXJ2aWNlEmwKDUluZ2VzdFJlY29yZHMSJy5tbG1lc2gubW9uaXRvci52MS5Jbmdlc3RSZWNvcmRzUmVxdWVzdBooLm1sbWVzaC5tb25pdG9yLnYxLkluZ2VzdFJlY29yZHNSZXNwb25zZSIGyvMYAggDKAESngEKD0xpc3RQcmVkaWN0aW9ucxIpLm1sbWVzaC5tb25pdG9yLnYxLkxpc3RQcmVkaWN0aW9uc1JlcXVlc3QaKi5tbG1lc2gubW9uaXRvci52MS5MaXN0UHJlZGljdGlvbnNSZXNwb25zZSI0yvMYAggCgtPkkwIoEiYvdjEvbW9uaXRvci9tb2RlbHMve21vZGVsfS9wcmVkaWN0aW9ucxKWAQoNR2V0UHJlZGljdGlvbhInLm1sbWVzaC5tb25pdG9yLnYxLkdldFByZWRpY3Rpb25SZXF1ZXN0GigubWxtZXNoLm1vbml0b3IudjEuR2V0UHJlZGljdGlvblJlc3BvbnNlIjLK8xgCCAKC0+STAiYSJC92MS9tb25pdG9yL3ByZWRpY3Rpb25zL3tyZXF1ZXN0X2lkfRKVAQoOR2V0RHJpZnRSZXBvcnQSKC5tbG1lc2gubW9uaXRvci52MS5HZXREcmlmdFJlcG9ydFJlcXVlc3QaKS5tbG1lc2gubW9uaXRvci52MS5HZXREcmlmdFJlcG9ydFJlc3BvbnNlIi7K8xgCCAKC0+STAiISIC92MS9tb25pdG9yL21vZGVscy97bW9kZWx9L2RyaWZ0EnsKCkxpc3RBbGVydHMSJC5tbG1lc2gubW9uaXRvci52MS5MaXN0QWxlcnRzUmVxdWVzdBolLm1sbWVzaC5tb25pdG9yLnYxLkxpc3RBbGVydHNSZXNwb25zZSIgyvMYAggCgtPkkwIUEhIvdjEvbW9uaXRvci9hbGVydHMShgEKC1dhdGNoQWxlcnRzEiUubWxtZXNoLm1vbml0b3IudjEuV2F0Y2hBbGVydHNSZXF1ZXN0GiYubWxtZXNoLm1vbml0b3IudjEuV2F0Y2hBbGVydHNSZXNwb25zZSImyvMYAggCgtPkkwIaEhgvdjEvbW9uaXRvci9hbGVydHM6d2F0Y2gwAWIGcHJvdG8z", [file_buf_validate_validate, file_google_api_annotations, file_google_protobuf_duration, file_google_protobuf_timestamp, file_google_rpc_code, file_mlmesh_policy_v1_policy]);
 
 /**
  * PredictionRecord is what is kept of one prediction.
@@ -162,6 +162,14 @@ export type PredictionRecord = Message<"mlmesh.monitor.v1.PredictionRecord"> & {
    * @generated from field: bool truncated = 19;
    */
   truncated: boolean;
+
+  /**
+   * For a shadow's record (api "shadow", arm "shadow", parent_request_id: the call it copied):
+   * how its answer compared with the one the call was sent.
+   *
+   * @generated from field: mlmesh.monitor.v1.ShadowComparison shadow = 20;
+   */
+  shadow?: ShadowComparison | undefined;
 };
 
 /**
@@ -170,6 +178,56 @@ export type PredictionRecord = Message<"mlmesh.monitor.v1.PredictionRecord"> & {
  */
 export const PredictionRecordSchema: GenMessage<PredictionRecord> = /*@__PURE__*/
   messageDesc(file_mlmesh_monitor_v1_monitor, 0);
+
+/**
+ * ShadowComparison compares a shadow version's answer with the primary's, for one call.
+ *
+ * @generated from message mlmesh.monitor.v1.ShadowComparison
+ */
+export type ShadowComparison = Message<"mlmesh.monitor.v1.ShadowComparison"> & {
+  /**
+   * The version whose answer was sent.
+   *
+   * @generated from field: uint32 primary_version = 1;
+   */
+  primaryVersion: number;
+
+  /**
+   * Rows compared (classifiers; 0 for tensor models).
+   *
+   * @generated from field: uint32 rows = 2;
+   */
+  rows: number;
+
+  /**
+   * Rows on which the two labels agreed.
+   *
+   * @generated from field: uint32 agreeing_rows = 3;
+   */
+  agreeingRows: number;
+
+  /**
+   * Mean absolute difference of the probabilities (classifiers) or numeric outputs; unset
+   * (NaN is not sent) when they could not be compared.
+   *
+   * @generated from field: optional double mean_abs_difference = 4;
+   */
+  meanAbsDifference?: number | undefined;
+
+  /**
+   * The shadow's inference time minus the primary's (negative: the shadow was faster).
+   *
+   * @generated from field: google.protobuf.Duration latency_difference = 5;
+   */
+  latencyDifference?: Duration | undefined;
+};
+
+/**
+ * Describes the message mlmesh.monitor.v1.ShadowComparison.
+ * Use `create(ShadowComparisonSchema)` to create a new message.
+ */
+export const ShadowComparisonSchema: GenMessage<ShadowComparison> = /*@__PURE__*/
+  messageDesc(file_mlmesh_monitor_v1_monitor, 1);
 
 /**
  * RecordInputs is what a model was given: rows of features, tensors, or images.
@@ -204,7 +262,7 @@ export type RecordInputs = Message<"mlmesh.monitor.v1.RecordInputs"> & {
  * Use `create(RecordInputsSchema)` to create a new message.
  */
 export const RecordInputsSchema: GenMessage<RecordInputs> = /*@__PURE__*/
-  messageDesc(file_mlmesh_monitor_v1_monitor, 1);
+  messageDesc(file_mlmesh_monitor_v1_monitor, 2);
 
 /**
  * RecordOutputs is what a model answered.
@@ -232,7 +290,7 @@ export type RecordOutputs = Message<"mlmesh.monitor.v1.RecordOutputs"> & {
  * Use `create(RecordOutputsSchema)` to create a new message.
  */
 export const RecordOutputsSchema: GenMessage<RecordOutputs> = /*@__PURE__*/
-  messageDesc(file_mlmesh_monitor_v1_monitor, 2);
+  messageDesc(file_mlmesh_monitor_v1_monitor, 3);
 
 /**
  * Rows is a batch of feature rows of one width, packed row-major.
@@ -260,7 +318,7 @@ export type Rows = Message<"mlmesh.monitor.v1.Rows"> & {
  * Use `create(RowsSchema)` to create a new message.
  */
 export const RowsSchema: GenMessage<Rows> = /*@__PURE__*/
-  messageDesc(file_mlmesh_monitor_v1_monitor, 3);
+  messageDesc(file_mlmesh_monitor_v1_monitor, 4);
 
 /**
  * Classification is a classifier's answer for every row.
@@ -288,7 +346,7 @@ export type Classification = Message<"mlmesh.monitor.v1.Classification"> & {
  * Use `create(ClassificationSchema)` to create a new message.
  */
 export const ClassificationSchema: GenMessage<Classification> = /*@__PURE__*/
-  messageDesc(file_mlmesh_monitor_v1_monitor, 4);
+  messageDesc(file_mlmesh_monitor_v1_monitor, 5);
 
 /**
  * Tensor is one named tensor, in the Open Inference Protocol's terms.
@@ -333,7 +391,7 @@ export type Tensor = Message<"mlmesh.monitor.v1.Tensor"> & {
  * Use `create(TensorSchema)` to create a new message.
  */
 export const TensorSchema: GenMessage<Tensor> = /*@__PURE__*/
-  messageDesc(file_mlmesh_monitor_v1_monitor, 5);
+  messageDesc(file_mlmesh_monitor_v1_monitor, 6);
 
 /**
  * ImageRef identifies an encoded image without keeping its pixels.
@@ -361,7 +419,7 @@ export type ImageRef = Message<"mlmesh.monitor.v1.ImageRef"> & {
  * Use `create(ImageRefSchema)` to create a new message.
  */
 export const ImageRefSchema: GenMessage<ImageRef> = /*@__PURE__*/
-  messageDesc(file_mlmesh_monitor_v1_monitor, 6);
+  messageDesc(file_mlmesh_monitor_v1_monitor, 7);
 
 /**
  * IngestRecordsRequest is one message of an ingestion stream.
@@ -382,7 +440,7 @@ export type IngestRecordsRequest = Message<"mlmesh.monitor.v1.IngestRecordsReque
  * Use `create(IngestRecordsRequestSchema)` to create a new message.
  */
 export const IngestRecordsRequestSchema: GenMessage<IngestRecordsRequest> = /*@__PURE__*/
-  messageDesc(file_mlmesh_monitor_v1_monitor, 7);
+  messageDesc(file_mlmesh_monitor_v1_monitor, 8);
 
 /**
  * IngestRecordsResponse counts what the stream stored.
@@ -410,7 +468,7 @@ export type IngestRecordsResponse = Message<"mlmesh.monitor.v1.IngestRecordsResp
  * Use `create(IngestRecordsResponseSchema)` to create a new message.
  */
 export const IngestRecordsResponseSchema: GenMessage<IngestRecordsResponse> = /*@__PURE__*/
-  messageDesc(file_mlmesh_monitor_v1_monitor, 8);
+  messageDesc(file_mlmesh_monitor_v1_monitor, 9);
 
 /**
  * ListPredictionsRequest filters and pages the records of one model.
@@ -480,7 +538,7 @@ export type ListPredictionsRequest = Message<"mlmesh.monitor.v1.ListPredictionsR
  * Use `create(ListPredictionsRequestSchema)` to create a new message.
  */
 export const ListPredictionsRequestSchema: GenMessage<ListPredictionsRequest> = /*@__PURE__*/
-  messageDesc(file_mlmesh_monitor_v1_monitor, 9);
+  messageDesc(file_mlmesh_monitor_v1_monitor, 10);
 
 /**
  * ListPredictionsResponse is one page of records, newest first.
@@ -508,7 +566,7 @@ export type ListPredictionsResponse = Message<"mlmesh.monitor.v1.ListPredictions
  * Use `create(ListPredictionsResponseSchema)` to create a new message.
  */
 export const ListPredictionsResponseSchema: GenMessage<ListPredictionsResponse> = /*@__PURE__*/
-  messageDesc(file_mlmesh_monitor_v1_monitor, 10);
+  messageDesc(file_mlmesh_monitor_v1_monitor, 11);
 
 /**
  * GetPredictionRequest names a request id.
@@ -529,7 +587,7 @@ export type GetPredictionRequest = Message<"mlmesh.monitor.v1.GetPredictionReque
  * Use `create(GetPredictionRequestSchema)` to create a new message.
  */
 export const GetPredictionRequestSchema: GenMessage<GetPredictionRequest> = /*@__PURE__*/
-  messageDesc(file_mlmesh_monitor_v1_monitor, 11);
+  messageDesc(file_mlmesh_monitor_v1_monitor, 12);
 
 /**
  * GetPredictionResponse is a record and the records linked to it.
@@ -557,7 +615,7 @@ export type GetPredictionResponse = Message<"mlmesh.monitor.v1.GetPredictionResp
  * Use `create(GetPredictionResponseSchema)` to create a new message.
  */
 export const GetPredictionResponseSchema: GenMessage<GetPredictionResponse> = /*@__PURE__*/
-  messageDesc(file_mlmesh_monitor_v1_monitor, 12);
+  messageDesc(file_mlmesh_monitor_v1_monitor, 13);
 
 /**
  * GetDriftReportRequest names a model version and a time range.
@@ -606,7 +664,7 @@ export type GetDriftReportRequest = Message<"mlmesh.monitor.v1.GetDriftReportReq
  * Use `create(GetDriftReportRequestSchema)` to create a new message.
  */
 export const GetDriftReportRequestSchema: GenMessage<GetDriftReportRequest> = /*@__PURE__*/
-  messageDesc(file_mlmesh_monitor_v1_monitor, 13);
+  messageDesc(file_mlmesh_monitor_v1_monitor, 14);
 
 /**
  * GetDriftReportResponse is a model version's windows, oldest first.
@@ -662,7 +720,7 @@ export type GetDriftReportResponse = Message<"mlmesh.monitor.v1.GetDriftReportRe
  * Use `create(GetDriftReportResponseSchema)` to create a new message.
  */
 export const GetDriftReportResponseSchema: GenMessage<GetDriftReportResponse> = /*@__PURE__*/
-  messageDesc(file_mlmesh_monitor_v1_monitor, 14);
+  messageDesc(file_mlmesh_monitor_v1_monitor, 15);
 
 /**
  * Thresholds are the values above which a window raises an alert: the monitor's defaults,
@@ -720,7 +778,7 @@ export type Thresholds = Message<"mlmesh.monitor.v1.Thresholds"> & {
  * Use `create(ThresholdsSchema)` to create a new message.
  */
 export const ThresholdsSchema: GenMessage<Thresholds> = /*@__PURE__*/
-  messageDesc(file_mlmesh_monitor_v1_monitor, 15);
+  messageDesc(file_mlmesh_monitor_v1_monitor, 16);
 
 /**
  * DriftWindow is one window's statistics for a model version.
@@ -811,7 +869,7 @@ export type DriftWindow = Message<"mlmesh.monitor.v1.DriftWindow"> & {
  * Use `create(DriftWindowSchema)` to create a new message.
  */
 export const DriftWindowSchema: GenMessage<DriftWindow> = /*@__PURE__*/
-  messageDesc(file_mlmesh_monitor_v1_monitor, 16);
+  messageDesc(file_mlmesh_monitor_v1_monitor, 17);
 
 /**
  * FeatureDrift compares one feature's values in a window with the reference.
@@ -867,7 +925,7 @@ export type FeatureDrift = Message<"mlmesh.monitor.v1.FeatureDrift"> & {
  * Use `create(FeatureDriftSchema)` to create a new message.
  */
 export const FeatureDriftSchema: GenMessage<FeatureDrift> = /*@__PURE__*/
-  messageDesc(file_mlmesh_monitor_v1_monitor, 17);
+  messageDesc(file_mlmesh_monitor_v1_monitor, 18);
 
 /**
  * LabelDrift compares the shares of predicted labels with the training labels' shares.
@@ -902,7 +960,7 @@ export type LabelDrift = Message<"mlmesh.monitor.v1.LabelDrift"> & {
  * Use `create(LabelDriftSchema)` to create a new message.
  */
 export const LabelDriftSchema: GenMessage<LabelDrift> = /*@__PURE__*/
-  messageDesc(file_mlmesh_monitor_v1_monitor, 18);
+  messageDesc(file_mlmesh_monitor_v1_monitor, 19);
 
 /**
  * LabelShare is one label's share of a window's predictions.
@@ -937,7 +995,7 @@ export type LabelShare = Message<"mlmesh.monitor.v1.LabelShare"> & {
  * Use `create(LabelShareSchema)` to create a new message.
  */
 export const LabelShareSchema: GenMessage<LabelShare> = /*@__PURE__*/
-  messageDesc(file_mlmesh_monitor_v1_monitor, 19);
+  messageDesc(file_mlmesh_monitor_v1_monitor, 20);
 
 /**
  * Alert is one condition raised on a model version.
@@ -1043,7 +1101,7 @@ export type Alert = Message<"mlmesh.monitor.v1.Alert"> & {
  * Use `create(AlertSchema)` to create a new message.
  */
 export const AlertSchema: GenMessage<Alert> = /*@__PURE__*/
-  messageDesc(file_mlmesh_monitor_v1_monitor, 20);
+  messageDesc(file_mlmesh_monitor_v1_monitor, 21);
 
 /**
  * ListAlertsRequest filters and pages alerts.
@@ -1085,7 +1143,7 @@ export type ListAlertsRequest = Message<"mlmesh.monitor.v1.ListAlertsRequest"> &
  * Use `create(ListAlertsRequestSchema)` to create a new message.
  */
 export const ListAlertsRequestSchema: GenMessage<ListAlertsRequest> = /*@__PURE__*/
-  messageDesc(file_mlmesh_monitor_v1_monitor, 21);
+  messageDesc(file_mlmesh_monitor_v1_monitor, 22);
 
 /**
  * ListAlertsResponse is one page of alerts, newest first.
@@ -1113,7 +1171,7 @@ export type ListAlertsResponse = Message<"mlmesh.monitor.v1.ListAlertsResponse">
  * Use `create(ListAlertsResponseSchema)` to create a new message.
  */
 export const ListAlertsResponseSchema: GenMessage<ListAlertsResponse> = /*@__PURE__*/
-  messageDesc(file_mlmesh_monitor_v1_monitor, 22);
+  messageDesc(file_mlmesh_monitor_v1_monitor, 23);
 
 /**
  * WatchAlertsRequest filters the alerts to stream.
@@ -1134,7 +1192,7 @@ export type WatchAlertsRequest = Message<"mlmesh.monitor.v1.WatchAlertsRequest">
  * Use `create(WatchAlertsRequestSchema)` to create a new message.
  */
 export const WatchAlertsRequestSchema: GenMessage<WatchAlertsRequest> = /*@__PURE__*/
-  messageDesc(file_mlmesh_monitor_v1_monitor, 23);
+  messageDesc(file_mlmesh_monitor_v1_monitor, 24);
 
 /**
  * WatchAlertsResponse is one alert that is firing or changed.
@@ -1155,7 +1213,7 @@ export type WatchAlertsResponse = Message<"mlmesh.monitor.v1.WatchAlertsResponse
  * Use `create(WatchAlertsResponseSchema)` to create a new message.
  */
 export const WatchAlertsResponseSchema: GenMessage<WatchAlertsResponse> = /*@__PURE__*/
-  messageDesc(file_mlmesh_monitor_v1_monitor, 24);
+  messageDesc(file_mlmesh_monitor_v1_monitor, 25);
 
 /**
  * RecordSource says which service wrote a record.

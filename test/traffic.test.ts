@@ -1,0 +1,393 @@
+// Traffic policies on aliases (issue 22) with real processes: the registry validates and records
+// them (both databases); a Predictor following the registry routes calls by weight, sticky key,
+// header, parameter and time window, names the arm that answered, and copies calls to shadows
+// whose answers are compared (metrics and the monitor), never delaying or failing the call.
+import { execFile } from "node:child_process";
+import { copyFile, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
+import { Code, createClient } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { MonitorService } from "../gen/mlmesh/monitor/v1/monitor_pb.js";
+import { PredictorService } from "../gen/mlmesh/predictor/v1/predictor_pb.js";
+import { AliasChangeKind, ModelEventKind } from "../gen/mlmesh/registry/v1/registry_pb.js";
+import { TrafficPolicySchema } from "../gen/mlmesh/registry/v1/traffic_pb.js";
+import { pushModelFolder, registryClient, resolveModel, type RegistryClient } from "../services/cli/model-push.js";
+import { checkHealth, ServingStatus } from "../services/runtime/client/health-client.js";
+import { failure } from "./support/clients.js";
+import { freshDatabase, type TestDatabase } from "./support/databases.js";
+import { repoRoot, startService, tools, type ServiceProcess } from "./support/service-process.js";
+
+const v1Folder = join(repoRoot, "models/iris_svc/1");
+const v2Folder = join(repoRoot, "test/fixtures/models/iris_svc/2");
+const tensorFolder = join(repoRoot, "test/fixtures/models/all_dtypes/1");
+const row = { values: [5.9, 3.0, 4.2, 1.5] };
+const policy = (init: MessageInitShape<typeof TrafficPolicySchema>) => create(TrafficPolicySchema, init);
+
+/**
+ * iris_svc v1's model with its labels in reverse order: a version whose answers disagree with
+ * v1's on every row not labelled versicolor (the middle label stays in place).
+ */
+async function reversedLabelsFolder(): Promise<string> {
+  const folder = await mkdtemp(join(tmpdir(), "mlmesh-reversed-"));
+  await copyFile(join(v1Folder, "model.onnx"), join(folder, "model.onnx"));
+  const metadata = JSON.parse(await readFile(join(v1Folder, "metadata.json"), "utf8")) as { labels: string[] };
+  metadata.labels = [...metadata.labels].reverse();
+  await writeFile(join(folder, "metadata.json"), JSON.stringify(metadata));
+  return folder;
+}
+
+/** Registers iris_svc v1 (production), v2, v3 (labels reversed) and v4 (a tensor model). */
+async function registerVersions(client: RegistryClient): Promise<string> {
+  const modelId = (await resolveModel(client, { project: "iris", name: "iris_svc" }, true)).id;
+  const reversed = await reversedLabelsFolder();
+  try {
+    await pushModelFolder(client, v1Folder, { modelId, modelName: "iris_svc", alias: "production" });
+    await pushModelFolder(client, v2Folder, { modelId, modelName: "iris_svc" });
+    await pushModelFolder(client, reversed, { modelId, modelName: "iris_svc" });
+    await pushModelFolder(client, tensorFolder, { modelId, modelName: "iris_svc" });
+  } finally {
+    await rm(reversed, { recursive: true, force: true });
+  }
+  return modelId;
+}
+
+describe.each(["sqlite", "postgresql"] as const)("traffic policies in the registry on %s", (dialect) => {
+  let database: TestDatabase;
+  let artifactDir: string;
+  let registry: ServiceProcess;
+  let client: RegistryClient;
+  let modelId: string;
+
+  beforeAll(async () => {
+    database = await freshDatabase(dialect);
+    artifactDir = await mkdtemp(join(tmpdir(), "mlmesh-artifacts-"));
+    registry = await startService("registry", { DATABASE_URL: database.url, ARTIFACT_DIR: artifactDir });
+    client = registryClient(registry.address, "traffic-test");
+    modelId = await registerVersions(client);
+    await client.createModelVersion({ modelId, sourceUri: "s3://nowhere" }); // v5: no artifact
+  });
+  afterAll(async () => {
+    await registry?.stop();
+    await database?.drop();
+    if (artifactDir) await rm(artifactDir, { recursive: true, force: true });
+  });
+
+  it("refuses a policy that cannot serve, naming the problem", async () => {
+    const set = (init: MessageInitShape<typeof TrafficPolicySchema>, alias = "production") => failure(client.setTrafficPolicy({ modelId, alias, policy: policy(init) }));
+    const cases: [MessageInitShape<typeof TrafficPolicySchema>, Code, RegExp][] = [
+      [{ arms: [{ version: 1, weight: 60 }, { version: 2, weight: 30 }] }, Code.InvalidArgument, /weights sum to 90; they must sum to 100/],
+      [{ arms: [{ version: 1, weight: 50 }, { version: 1, weight: 50 }] }, Code.InvalidArgument, /version 1 is named by two arms/],
+      [{ arms: [{ version: 1, weight: 50 }, { version: 99, weight: 50 }] }, Code.InvalidArgument, /has no version 99/],
+      [{ arms: [{ version: 1, weight: 50 }, { version: 5, weight: 50 }] }, Code.InvalidArgument, /version 5 .* has no artifact/],
+      [{ arms: [{ version: 1, weight: 101 }] }, Code.InvalidArgument, /weight/],
+      [{ shadows: [{ version: 2, samplePercent: 0 }] }, Code.InvalidArgument, /sample_percent/],
+      [{ stickyKey: { source: { case: "header", value: "x-user" } } }, Code.InvalidArgument, /sticky key .* needs arms/],
+      [{ routes: [{ name: "night", version: 2, conditions: [{ test: { case: "timeWindow", value: { start: "22:00", end: "22:00" } } }] }] }, Code.InvalidArgument, /time window starts and ends at 22:00/],
+      [{ routes: [{ name: "night", version: 2, conditions: [{ test: { case: "timeWindow", value: { start: "25:00", end: "01:00" } } }] }] }, Code.InvalidArgument, /start/],
+      [{ routes: [{ name: "empty", version: 2, conditions: [] }] }, Code.InvalidArgument, /conditions/],
+      [{}, Code.InvalidArgument, /no arms, routes or shadows/],
+    ];
+    for (const [init, code, message] of cases) {
+      const err = await set(init);
+      expect(err.code, `${JSON.stringify(init)}: ${err.rawMessage}`).toBe(code);
+      expect(err.rawMessage).toMatch(message);
+    }
+    expect((await set({ arms: [{ version: 1, weight: 100 }] }, "staging")).code).toBe(Code.NotFound);
+    expect((await failure(client.getTrafficPolicy({ modelId, alias: "production" }))).code).toBe(Code.NotFound);
+  });
+
+  it("stores a policy, returns it with the model, records every change in the history and on the watch stream", async () => {
+    const watch = client.watchModelEvents({ afterSequence: 0n });
+    const iterator = watch[Symbol.asyncIterator]();
+    await iterator.next(); // the first heartbeat
+    const first = policy({ arms: [{ version: 1, weight: 90 }, { version: 2, weight: 10 }], stickyKey: { source: { case: "header", value: "x-user" } } });
+    const second = policy({ arms: [{ version: 1, weight: 50 }, { version: 2, weight: 50 }], shadows: [{ version: 3, samplePercent: 5 }] });
+    expect((await client.setTrafficPolicy({ modelId, alias: "production", policy: first })).trafficPolicy?.policy).toEqual(first);
+    await client.setTrafficPolicy({ modelId, alias: "production", policy: second });
+    expect((await client.getTrafficPolicy({ modelId, alias: "production" })).trafficPolicy?.policy).toEqual(second);
+    expect((await client.getModel({ modelId })).model?.trafficPolicies).toEqual([expect.objectContaining({ alias: "production", policy: second })]);
+    await client.deleteTrafficPolicy({ modelId, alias: "production" });
+    expect((await client.getModel({ modelId })).model?.trafficPolicies).toEqual([]);
+    expect((await failure(client.deleteTrafficPolicy({ modelId, alias: "production" }))).code).toBe(Code.NotFound);
+
+    const { changes } = await client.listAliasHistory({ modelId, alias: "production" });
+    const policyChanges = changes.filter((c) => c.kind === AliasChangeKind.POLICY_SET || c.kind === AliasChangeKind.POLICY_DELETED);
+    expect(policyChanges.map((c) => [c.kind, c.previousPolicy, c.policy, c.actor])).toEqual([
+      [AliasChangeKind.POLICY_DELETED, second, undefined, "traffic-test"],
+      [AliasChangeKind.POLICY_SET, first, second, "traffic-test"],
+      [AliasChangeKind.POLICY_SET, undefined, first, "traffic-test"],
+    ]);
+    const kinds: ModelEventKind[] = [];
+    while (kinds.length < 3) {
+      const { value } = await iterator.next();
+      if (value.event.kind !== ModelEventKind.HEARTBEAT) kinds.push(value.event.kind);
+    }
+    expect(kinds).toEqual([ModelEventKind.POLICY_SET, ModelEventKind.POLICY_SET, ModelEventKind.POLICY_DELETED]);
+    await iterator.return?.();
+  });
+});
+
+describe("traffic policies in the Predictor", () => {
+  let database: TestDatabase;
+  let monitorDb: TestDatabase;
+  let artifactDir: string;
+  let registry: ServiceProcess;
+  let monitor: ServiceProcess;
+  let predictor: ServiceProcess;
+  let client: RegistryClient;
+  let modelId: string;
+
+  const predict = (model: string, headers: Record<string, string> = {}) => {
+    const predictorClient = createClient(PredictorService, createGrpcTransport({ baseUrl: `http://${predictor.address}` }));
+    let arm: string | null = null;
+    return predictorClient
+      .predict({ model, rows: [row] }, { headers, onHeader: (h) => (arm = h.get("x-mlmesh-arm")) })
+      .then((response) => ({ version: response.predictions.length > 0 ? response.version : 0, arm }));
+  };
+  /** The Predictor's mlmesh_predictor_traffic_calls_total per arm of an alias. */
+  const armCounts = async (alias: string) => {
+    const text = await (await fetch(`http://${predictor.address}/metrics`)).text();
+    const counts = new Map<string, number>();
+    for (const m of text.matchAll(new RegExp(`^mlmesh_predictor_traffic_calls_total\\{model="iris_svc",alias="${alias}",arm="([^"]+)"\\} (\\d+)`, "gm"))) counts.set(m[1], Number(m[2]));
+    return counts;
+  };
+  const metricSum = async (pattern: RegExp) => {
+    const text = await (await fetch(`http://${predictor.address}/metrics`)).text();
+    return [...text.matchAll(new RegExp(pattern.source, "gm"))].reduce((sum, m) => sum + Number(m[1]), 0);
+  };
+  /** Sets a policy on an alias (created on v1) and waits until the Predictor routes by it. */
+  const applyPolicy = async (alias: string, init: MessageInitShape<typeof TrafficPolicySchema>, probe: () => Promise<boolean>) => {
+    await client.setModelVersionAlias({ modelId, alias, version: 1 });
+    await client.setTrafficPolicy({ modelId, alias, policy: policy(init) });
+    const deadline = Date.now() + 10_000;
+    while (!(await probe().catch(() => false))) {
+      if (Date.now() > deadline) throw new Error(`the Predictor did not apply the policy of "${alias}" within 10 s`);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  };
+  const ghz = (model: string, args: string[]) =>
+    promisify(execFile)(
+      tools.ghz,
+      ["--insecure", "--call", "mlmesh.predictor.v1.PredictorService/Predict", "-d", JSON.stringify({ model, rows: [row] }), "--timeout", "10s", "--format", "json", ...args, predictor.address],
+      { maxBuffer: 64 * 1024 * 1024 },
+    ).then(({ stdout }) => JSON.parse(stdout) as { count: number; statusCodeDistribution: Record<string, number>; latencyDistribution: { percentage: number; latency: number }[] });
+
+  beforeAll(async () => {
+    database = await freshDatabase("sqlite");
+    monitorDb = await freshDatabase("sqlite");
+    artifactDir = await mkdtemp(join(tmpdir(), "mlmesh-artifacts-"));
+    registry = await startService("registry", { DATABASE_URL: database.url, ARTIFACT_DIR: artifactDir });
+    monitor = await startService("monitor", { MONITOR_DATABASE_URL: monitorDb.url });
+    client = registryClient(registry.address, "traffic-test");
+    modelId = await registerVersions(client);
+    predictor = await startService("predictor", {
+      REGISTRY_ADDRESS: registry.address,
+      PREDICTOR_MODELS: "iris/*",
+      PREDICTOR_LATEST_VERSIONS: "0",
+      MONITOR_ADDRESS: monitor.address,
+      PREDICTION_LOG_FLUSH_INTERVAL: "50ms",
+    });
+    const deadline = Date.now() + 20_000;
+    while ((await checkHealth(predictor.address, "", 1000)) !== ServingStatus.SERVING || (await predict("iris_svc@production").catch(() => undefined)) === undefined) {
+      if (Date.now() > deadline) throw new Error("the Predictor did not serve production within 20 s");
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  });
+  afterAll(async () => {
+    await predictor?.stop();
+    await monitor?.stop();
+    await registry?.stop();
+    await database?.drop();
+    await monitorDb?.drop();
+    if (artifactDir) await rm(artifactDir, { recursive: true, force: true });
+  });
+
+  it("answers an alias without a policy as before: its version, no arm header", async () => {
+    expect(await predict("iris_svc@production")).toEqual({ version: 1, arm: null });
+  });
+
+  it("splits 20,000 calls under ghz load within 2 points of the weights, and names the arm that answered", async () => {
+    await applyPolicy("ab", { arms: [{ version: 1, weight: 70 }, { version: 2, weight: 30 }, { version: 3, weight: 0 }] }, async () => (await armCounts("ab")).size > 0 || (await predict("iris_svc@ab")).arm !== null);
+    const before = await armCounts("ab");
+    const report = await ghz("iris_svc@ab", ["--concurrency", "50", "--connections", "1", "--total", "20000"]);
+    expect(report.statusCodeDistribution).toEqual({ OK: 20000 });
+    const after = await armCounts("ab");
+    const delta = (arm: string) => (after.get(arm) ?? 0) - (before.get(arm) ?? 0);
+    expect(delta("v1") + delta("v2")).toBe(20000);
+    expect(Math.abs((delta("v1") / 20000) * 100 - 70)).toBeLessThanOrEqual(2);
+    expect(delta("v3")).toBe(0); // an arm of weight 0 receives nothing
+    for (let i = 0; i < 20; i++) {
+      const { version, arm } = await predict("iris_svc@ab");
+      expect(arm).toBe(`v${version}`);
+    }
+  });
+
+  it("keeps each sticky key on one version, and spreads the keys by the weights", async () => {
+    await applyPolicy("sticky", { arms: [{ version: 1, weight: 50 }, { version: 2, weight: 50 }], stickyKey: { source: { case: "header", value: "x-user" } } }, async () => (await predict("iris_svc@sticky")).arm !== null);
+    const byUser = new Map<string, Set<number>>();
+    for (let round = 0; round < 5; round++) {
+      await Promise.all(
+        Array.from({ length: 200 }, async (_, u) => {
+          const { version } = await predict("iris_svc@sticky", { "x-user": `user-${u}` });
+          byUser.set(`user-${u}`, (byUser.get(`user-${u}`) ?? new Set()).add(version));
+        }),
+      );
+    }
+    expect([...byUser.values()].every((versions) => versions.size === 1)).toBe(true);
+    const onV2 = [...byUser.values()].filter((versions) => versions.has(2)).length;
+    expect(onV2).toBeGreaterThan(70); // 100 expected of 200; binomial sd ~7
+    expect(onV2).toBeLessThan(130);
+  });
+
+  it("routes by header, by an Open Inference Protocol parameter (gRPC and REST) and by time window, first match first", async () => {
+    const now = new Date();
+    const hhmm = (d: Date) => d.toISOString().slice(11, 16);
+    const inAWhile = new Date(now.getTime() + 3 * 3600_000);
+    await applyPolicy(
+      "routed",
+      {
+        routes: [
+          { name: "beta", version: 2, conditions: [{ test: { case: "value", value: { key: { source: { case: "header", value: "x-group" } }, values: ["beta", "staff"] } } }] },
+          { name: "cohort", version: 3, conditions: [{ test: { case: "value", value: { key: { source: { case: "parameter", value: "cohort" } }, values: ["canary"] } } }] },
+          // Not now: from 3 hours ahead for one hour.
+          { name: "later", version: 3, conditions: [{ test: { case: "timeWindow", value: { start: hhmm(inAWhile), end: hhmm(new Date(inAWhile.getTime() + 3600_000)) } } }] },
+        ],
+      },
+      async () => (await predict("iris_svc@routed")).arm !== null,
+    );
+    expect(await predict("iris_svc@routed", { "x-group": "beta" })).toEqual({ version: 2, arm: "route:beta" });
+    expect(await predict("iris_svc@routed", { "x-group": "staff" })).toEqual({ version: 2, arm: "route:beta" });
+    expect(await predict("iris_svc@routed", { "x-group": "alpha" })).toEqual({ version: 1, arm: "v1" });
+
+    const body = (parameters: Record<string, unknown>) =>
+      JSON.stringify({ parameters, inputs: [{ name: "input", datatype: "FP32", shape: [1, 4], data: row.values }] });
+    const rest = async (parameters: Record<string, unknown>, headers: Record<string, string> = {}) => {
+      const response = await fetch(`http://${predictor.address}/v2/models/iris_svc/versions/routed/infer`, { method: "POST", headers: { "content-type": "application/json", ...headers }, body: body(parameters) });
+      expect(response.status).toBe(200);
+      return { version: ((await response.json()) as { model_version: string }).model_version, arm: response.headers.get("x-mlmesh-arm") };
+    };
+    expect(await rest({ cohort: "canary" })).toEqual({ version: "3", arm: "route:cohort" });
+    expect(await rest({ cohort: "canary" }, { "x-group": "beta" })).toEqual({ version: "2", arm: "route:beta" });
+    expect(await rest({ cohort: "other" })).toEqual({ version: "1", arm: "v1" });
+
+    // Over gRPC, ModelInfer's parameters.
+    const { stdout } = await promisify(execFile)(tools.grpcurl, [
+      "-plaintext", "-v", "-d",
+      JSON.stringify({ model_name: "iris_svc", model_version: "routed", parameters: { cohort: { string_param: "canary" } }, inputs: [{ name: "input", datatype: "FP32", shape: [1, 4], contents: { fp32_contents: row.values } }] }),
+      predictor.address, "inference.GRPCInferenceService/ModelInfer",
+    ]);
+    expect(stdout).toMatch(/x-mlmesh-arm: route:cohort/);
+    expect(stdout).toMatch(/"modelVersion": "3"/);
+
+    // A window that holds now.
+    await client.setTrafficPolicy({
+      modelId,
+      alias: "routed",
+      policy: policy({ routes: [{ name: "now", version: 2, conditions: [{ test: { case: "timeWindow", value: { start: hhmm(new Date(now.getTime() - 3600_000)), end: hhmm(new Date(now.getTime() + 3600_000)) } } }] }] }),
+    });
+    const deadline = Date.now() + 10_000;
+    while ((await predict("iris_svc@routed")).arm !== "route:now") {
+      if (Date.now() > deadline) throw new Error("the time window route did not apply within 10 s");
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    expect(await predict("iris_svc@routed")).toEqual({ version: 2, arm: "route:now" });
+  });
+
+  it("compares shadows after the answer: a disagreeing one measured, a failing one counted, neither failing a call; the monitor keeps both", async () => {
+    await applyPolicy("shadowed", { shadows: [{ version: 3, samplePercent: 100 }, { version: 4, samplePercent: 100 }] }, async () => (await predict("iris_svc@shadowed")).arm !== null);
+    const shadowCalls = (version: number, outcome: string) => metricSum(new RegExp(`^mlmesh_shadow_calls_total\\{model="iris_svc",primary_version="1",shadow_version="${version}",outcome="${outcome}"\\} (\\d+)`));
+    const [ok3, failed4] = [await shadowCalls(3, "ok"), await shadowCalls(4, "failed")];
+    const report = await ghz("iris_svc@shadowed", ["--concurrency", "2", "--connections", "1", "--total", "400"]);
+    expect(report.statusCodeDistribution).toEqual({ OK: 400 });
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    // Every copy ran or was skipped for want of a slot (at most 4 at a time): none is lost.
+    const ran3 = (await shadowCalls(3, "ok")) - ok3;
+    const skipped3 = await shadowCalls(3, "skipped_busy");
+    expect(ran3).toBeGreaterThan(0);
+    expect(ran3 + skipped3).toBeGreaterThanOrEqual(400);
+    expect((await shadowCalls(4, "failed")) - failed4).toBeGreaterThan(0);
+    // The row is labelled versicolor by v1: the reversed labels keep it in the middle (agreement).
+    const rows = await metricSum(/^mlmesh_shadow_rows_total\{model="iris_svc",primary_version="1",shadow_version="3"\} (\d+)/);
+    const agreeing = await metricSum(/^mlmesh_shadow_agreeing_rows_total\{model="iris_svc",primary_version="1",shadow_version="3"\} (\d+)/);
+    expect(rows).toBeGreaterThan(0);
+    expect(agreeing).toBe(rows);
+
+    // A setosa row: v3 says virginica, so the comparison records a disagreement.
+    const setosa = createClient(PredictorService, createGrpcTransport({ baseUrl: `http://${predictor.address}` }));
+    await setosa.predict({ model: "iris_svc@shadowed", rows: [{ values: [5.1, 3.5, 1.4, 0.2] }] }, { headers: { "x-request-id": "setosa-shadowed-1" } });
+    const monitorClient = createClient(MonitorService, createGrpcTransport({ baseUrl: `http://${monitor.address}` }));
+    const deadline = Date.now() + 10_000;
+    for (;;) {
+      const found = await monitorClient.getPrediction({ requestId: "setosa-shadowed-1" }).catch(() => undefined);
+      const shadows = found?.linked.filter((r) => r.api === "shadow") ?? [];
+      if (found !== undefined && shadows.length === 2) {
+        expect(found.record?.arm).toBe("v1");
+        const v3 = shadows.find((r) => r.version === 3)!;
+        expect(v3.arm).toBe("shadow");
+        expect(v3.parentRequestId).toBe("setosa-shadowed-1");
+        expect(v3.shadow).toMatchObject({ primaryVersion: 1, rows: 1, agreeingRows: 0 });
+        expect(v3.shadow?.meanAbsDifference).toBeGreaterThan(0.1);
+        expect(v3.outputs?.classification?.labels).toEqual(["virginica", "versicolor", "setosa"]);
+        const v4 = shadows.find((r) => r.version === 4)!;
+        expect(v4.status).toBe(Code.FailedPrecondition);
+        expect(v4.error).toMatch(/tensor model/);
+        break;
+      }
+      if (Date.now() > deadline) throw new Error(`the monitor did not get the call and its two shadows within 10 s: ${JSON.stringify(found?.linked.map((r) => r.requestId))}`);
+      await new Promise((resolve) => setTimeout(resolve, 200));
+    }
+  });
+
+  it("a shadow cut off by its deadline, or that fails, costs the primary nothing: 0 failed calls, p50 at concurrency 1 within 10 % of no shadow", async () => {
+    const slow = await startService("predictor", {
+      REGISTRY_ADDRESS: registry.address,
+      PREDICTOR_MODELS: "iris/*",
+      PREDICTOR_LATEST_VERSIONS: "0",
+      // Every shadow run outlives this deadline: each is counted as timed out, its slot held until it returns.
+      PREDICTOR_SHADOW_TIMEOUT: "1ms",
+      PREDICTOR_SHADOW_CONCURRENCY: "1",
+    });
+    try {
+      await client.setModelVersionAlias({ modelId, alias: "plain", version: 1 });
+      const deadline = Date.now() + 20_000;
+      const ready = async () => {
+        const c = createClient(PredictorService, createGrpcTransport({ baseUrl: `http://${slow.address}` }));
+        await c.predict({ model: "iris_svc@plain", rows: [row] });
+        await c.predict({ model: "iris_svc@shadowed", rows: [row] });
+      };
+      while (!(await ready().then(() => true, () => false))) {
+        if (Date.now() > deadline) throw new Error("the second Predictor did not serve within 20 s");
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+      const p50 = (report: Awaited<ReturnType<typeof ghz>>) => report.latencyDistribution.find((d) => d.percentage === 50)!.latency;
+      const load = (model: string) =>
+        promisify(execFile)(
+          tools.ghz,
+          ["--insecure", "--call", "mlmesh.predictor.v1.PredictorService/Predict", "-d", JSON.stringify({ model, rows: [row] }), "--concurrency", "1", "--total", "3000", "--format", "json", slow.address],
+          { maxBuffer: 64 * 1024 * 1024 },
+        ).then(({ stdout }) => JSON.parse(stdout) as Awaited<ReturnType<typeof ghz>>);
+      const plain: number[] = [];
+      const shadowed: number[] = [];
+      // Interleaved rounds, medians: the machine is noisy.
+      for (let round = 0; round < 5; round++) {
+        const a = await load("iris_svc@plain");
+        const b = await load("iris_svc@shadowed");
+        expect(a.statusCodeDistribution).toEqual({ OK: 3000 });
+        expect(b.statusCodeDistribution).toEqual({ OK: 3000 });
+        plain.push(p50(a));
+        shadowed.push(p50(b));
+      }
+      const median = (v: number[]) => [...v].sort((x, y) => x - y)[2];
+      const text = await (await fetch(`http://${slow.address}/metrics`)).text();
+      const timedOut = [...text.matchAll(/^mlmesh_shadow_calls_total\{[^}]*outcome="timeout"\} (\d+)/gm)].reduce((s, m) => s + Number(m[1]), 0);
+      expect(timedOut).toBeGreaterThan(0);
+      expect(median(shadowed) / median(plain), `p50 ns: no shadow ${plain.join(", ")}; shadowed ${shadowed.join(", ")}`).toBeLessThanOrEqual(1.1);
+    } finally {
+      await slow.stop();
+    }
+  });
+});
