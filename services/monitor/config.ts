@@ -27,6 +27,8 @@ export interface MonitorConfig {
   readonly retentionMs: number;
   /** Rows kept per window and version for the KS statistic and PSI (a uniform sample). */
   readonly sampleRows: number;
+  /** MONITOR_TRAFFIC_RETENTION: how long per-second call and shadow figures (GetTrafficStats) stay in memory. */
+  readonly trafficRetentionMs: number;
   /** MONITOR_*_THRESHOLD: the defaults; a model's registry tags (monitor.psi, ...) override them. */
   readonly thresholds: Thresholds;
   /** REGISTRY_ADDRESS: where reference profiles and per-model thresholds come from; undefined: none. */
@@ -49,6 +51,7 @@ export function loadMonitorConfig(env: Env): MonitorConfig {
     graceMs: envDurationMs(env, "MONITOR_WINDOW_GRACE", 10_000, 0, 3_600_000),
     retentionMs: envDurationMs(env, "MONITOR_RETENTION", 7 * 86_400_000, 3_600_000, 3650 * 86_400_000),
     sampleRows: envInt(env, "MONITOR_SAMPLE_ROWS", 10_000, 100, 1_000_000),
+    trafficRetentionMs: envDurationMs(env, "MONITOR_TRAFFIC_RETENTION", 3_600_000, 60_000, 86_400_000),
     thresholds: Object.freeze({
       psi: envNumber(env, "MONITOR_PSI_THRESHOLD", 0.25, 0, 100),
       ks: envNumber(env, "MONITOR_KS_THRESHOLD", 0.25, 0, 1),

@@ -11,6 +11,7 @@ import { ingestWire, readRecord } from "./record-wire.js";
 import { ReferenceBook } from "./references.js";
 import { createMonitorService } from "./service.js";
 import { WindowBook } from "./windows.js";
+import { TrafficBook } from "./traffic.js";
 
 /** How often due windows are closed, and the retention applied. */
 const tickMs = 500;
@@ -29,6 +30,7 @@ export function main(env: Env): Promise<void> {
     const alerts = await AlertBook.load(store);
     const windows = new WindowBook(monitorConfig, store, references, alerts, logger);
     const replayed = await windows.replay(Date.now(), readRecord);
+    const traffic = new TrafficBook(monitorConfig.trafficRetentionMs);
     logger.info({ dialect: store.dialect, migrationsApplied: applied, replayed, ...maintained, windowMs: monitorConfig.windowMs, registry: monitorConfig.registryAddress }, "monitor ready");
     const draining = new AbortController();
     const server = await startServer({
@@ -36,12 +38,13 @@ export function main(env: Env): Promise<void> {
       config,
       logger,
       gatekeeper,
-      services: [serve(MonitorService, createMonitorService({ config: monitorConfig, store, windows, alerts, references, stopping: draining.signal }), { ingestRecords: ingestWire })],
+      services: [serve(MonitorService, createMonitorService({ config: monitorConfig, store, windows, traffic, alerts, references, stopping: draining.signal }), { ingestRecords: ingestWire })],
     });
     server.stopping.addEventListener("abort", () => draining.abort(), { once: true });
     let closing: Promise<void> | undefined;
     const tick = setInterval(() => {
       closing ??= windows.closeDue(Date.now()).finally(() => (closing = undefined));
+      traffic.prune(Date.now());
     }, tickMs);
     const maintenance = setInterval(() => {
       store.maintain(Date.now(), monitorConfig.retentionMs).catch((err) => logger.error({ err: (err as Error).message }, "retention failed"));

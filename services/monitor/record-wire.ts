@@ -33,8 +33,22 @@ export interface IngestedRecord {
   readonly outlierScores: Float32Array | undefined;
   /** Rows with an outlier score above 0. */
   readonly outlierRows: number;
+  /** The API that made it ("predict", "oip", "shadow", ...). */
+  readonly api: string;
+  /** A shadow's record: its comparison with the primary. */
+  readonly shadow: RecordShadow | undefined;
   /** The record as sent. */
   readonly bytes: Uint8Array;
+}
+
+/** PredictionRecord.shadow (ShadowComparison). */
+export interface RecordShadow {
+  readonly primaryVersion: number;
+  readonly rows: number;
+  readonly agreeingRows: number;
+  /** NaN when the sender could not compare. */
+  readonly meanAbsDifference: number;
+  readonly latencyDifferenceMs: number;
 }
 
 /** An IngestRecordsRequest read by ingestWire: its records, already checked. */
@@ -56,6 +70,12 @@ class Reader {
     readonly end: number,
   ) {
     this.at = start;
+  }
+
+  /** An int64 or int32 varint, negative values included (two's complement over 64 bits). */
+  signedVarint(): number {
+    const value = this.varint();
+    return value >= 2 ** 63 ? value - 2 ** 64 : value;
   }
 
   varint(): number {
@@ -172,6 +192,39 @@ function readTime(r: Reader): number {
   return seconds * 1000 + nanos / 1e6;
 }
 
+/** Reads a ShadowComparison. */
+function readShadow(r: Reader): RecordShadow {
+  const end = r.delimited();
+  let primaryVersion = 0;
+  let rows = 0;
+  let agreeingRows = 0;
+  let meanAbsDifference = Number.NaN;
+  let latencyDifferenceMs = 0;
+  while (r.at < end) {
+    const tag = r.varint();
+    if (tag === 8) primaryVersion = r.varint();
+    else if (tag === 16) rows = r.varint();
+    else if (tag === 24) agreeingRows = r.varint();
+    else if (tag === 33) {
+      if (r.at + 8 > end) throw bad;
+      meanAbsDifference = r.buf.readDoubleLE(r.at);
+      r.at += 8;
+    } else if (tag === 42) {
+      const durationEnd = r.delimited();
+      let seconds = 0;
+      let nanos = 0;
+      while (r.at < durationEnd) {
+        const t = r.varint();
+        if (t === 8) seconds = r.signedVarint();
+        else if (t === 16) nanos = r.signedVarint();
+        else r.skip(t & 7);
+      }
+      latencyDifferenceMs = seconds * 1000 + nanos / 1e6;
+    } else r.skip(tag & 7);
+  }
+  return { primaryVersion, rows, agreeingRows, meanAbsDifference, latencyDifferenceMs };
+}
+
 /** Reads one stored record (its bytes were checked when it was ingested). */
 export function readRecord(bytes: Uint8Array): IngestedRecord {
   const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
@@ -190,6 +243,8 @@ function readRecordAt(buf: Buffer, start: number, end: number): IngestedRecord {
   let latencyMs = 0;
   let rowCount = 0;
   let parentRequestId: string | undefined;
+  let api = "";
+  let shadow: RecordShadow | undefined;
   let width = 0;
   const values = new FloatList();
   const labels: string[] = [];
@@ -216,6 +271,8 @@ function readRecordAt(buf: Buffer, start: number, end: number): IngestedRecord {
         source = r.varint();
         break;
       case 6:
+        api = r.string(64);
+        break;
       case 9:
       case 10:
         r.string(64);
@@ -280,6 +337,10 @@ function readRecordAt(buf: Buffer, start: number, end: number): IngestedRecord {
       case 18:
         parentRequestId = r.string(128) || undefined;
         break;
+      case 20:
+        if (wireType !== 2) throw bad;
+        shadow = readShadow(r);
+        break;
       default:
         r.skip(wireType);
     }
@@ -304,6 +365,8 @@ function readRecordAt(buf: Buffer, start: number, end: number): IngestedRecord {
     probabilities: probabilities.values(),
     outlierScores,
     outlierRows,
+    api,
+    shadow,
     bytes: buf.subarray(start, end),
   };
 }

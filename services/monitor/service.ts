@@ -13,12 +13,14 @@ import type { AlertRow, RecordStore } from "./record-store.js";
 import { ingestedRecords, type IngestedRecord } from "./record-wire.js";
 import type { ReferenceBook } from "./references.js";
 import type { WindowBook } from "./windows.js";
+import type { TrafficBook } from "./traffic.js";
 
 /** What the handlers work on. */
 export interface MonitorDeps {
   readonly config: MonitorConfig;
   readonly store: RecordStore;
   readonly windows: WindowBook;
+  readonly traffic: TrafficBook;
   readonly alerts: AlertBook;
   readonly references: ReferenceBook;
   /** Aborts when the server stops: watch streams end. */
@@ -34,9 +36,15 @@ const hourMs = 3_600_000;
 /** The largest time a JavaScript Date holds (beyond it no ISO string can name it). */
 const maxTimeMs = 8.64e15;
 
+/** A Duration of fractional (possibly negative) milliseconds: whole nanoseconds, seconds and nanos of one sign. */
+function exactDuration(ms: number) {
+  const seconds = Math.trunc(ms / 1000);
+  return { seconds: BigInt(seconds), nanos: Math.round((ms - seconds * 1000) * 1e6) };
+}
+
 /** The MonitorService handlers. Contract rules (lengths, page sizes) are checked before they run. */
 export function createMonitorService(deps: MonitorDeps): PartialServiceImpl<typeof MonitorService> {
-  const { store, windows, alerts, references, config } = deps;
+  const { store, windows, traffic, alerts, references, config } = deps;
   return {
     async ingestRecords(requests) {
       let accepted = 0;
@@ -45,7 +53,9 @@ export function createMonitorService(deps: MonitorDeps): PartialServiceImpl<type
         const inserted = await store.insert(records);
         accepted += inserted.size;
         duplicates += records.length - inserted.size;
-        windows.add(inserted.size === records.length ? records : records.filter((r) => inserted.has(r.requestId)), Date.now());
+        const stored = inserted.size === records.length ? records : records.filter((r) => inserted.has(r.requestId));
+        windows.add(stored, Date.now());
+        traffic.add(stored);
         recordsIngested.inc({ outcome: "stored" }, inserted.size);
         if (records.length > inserted.size) recordsIngested.inc({ outcome: "duplicate" }, records.length - inserted.size);
       };
@@ -117,6 +127,27 @@ export function createMonitorService(deps: MonitorDeps): PartialServiceImpl<type
         hasReference: references.profile(model, version) !== undefined,
         thresholds: { psi: t.psi, ks: t.ks, meanShift: t.meanShift, labelShift: t.labelShift, outlierRate: t.outlierRate, minRows: BigInt(t.minRows) },
         windows: reports.map(windowOut),
+      };
+    },
+
+    getTrafficStats(request) {
+      const endMs = request.endTime === undefined ? Date.now() : timestampMs(request.endTime);
+      const startMs = request.startTime === undefined ? 0 : timestampMs(request.startTime);
+      if (startMs >= endMs) throw new ConnectError("start_time must be before end_time", Code.InvalidArgument);
+      const summary = traffic.summary(request.model, startMs, endMs);
+      return {
+        versions: summary.versions.map((v) => ({ version: v.version, requests: BigInt(v.requests), errors: BigInt(v.errors), p50Latency: exactDuration(v.p50Ms), p99Latency: exactDuration(v.p99Ms) })),
+        shadows: summary.shadows.map((s) => ({
+          primaryVersion: s.primaryVersion,
+          shadowVersion: s.shadowVersion,
+          calls: BigInt(s.calls),
+          failed: BigInt(s.failed),
+          rows: BigInt(s.rows),
+          agreeingRows: BigInt(s.agreeingRows),
+          meanAbsDifference: Number.isNaN(s.meanAbsDifference) ? undefined : s.meanAbsDifference,
+          meanLatencyDifference: exactDuration(s.meanLatencyDifferenceMs),
+        })),
+        heldSince: timestampFromMs(summary.heldSinceMs),
       };
     },
 
