@@ -29,6 +29,8 @@ line() { # name role
   line mesh-proxy writer
   line mesh-batch writer
   line mesh-monitor reader
+  # The registry reads canary rollouts' figures from the monitor (GetTrafficStats).
+  line mesh-registry reader
   line mesh-console reader
   line prometheus reader
   line bootstrap admin

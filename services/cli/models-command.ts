@@ -4,10 +4,12 @@ import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { readFile } from "node:fs/promises";
 import { create, fromJsonString, toJsonString } from "@bufbuild/protobuf";
-import { AliasChangeKind, type ModelVersion } from "../../gen/mlmesh/registry/v1/registry_pb.js";
+import { AliasChangeKind, RolloutChange, type ModelVersion } from "../../gen/mlmesh/registry/v1/registry_pb.js";
 import { RequestKeySchema, TrafficPolicySchema, type TrafficPolicy } from "../../gen/mlmesh/registry/v1/traffic_pb.js";
 import { loadMeshClientSettings } from "../runtime/env/settings.js";
-import { ConfigError, type Env } from "../runtime/env/variables.js";
+import { ConfigError, envDurationMs, type Env } from "../runtime/env/variables.js";
+import { durationFromMs, durationMs } from "@bufbuild/protobuf/wkt";
+import { RollbackRule, RolloutState, type Rollout } from "../../gen/mlmesh/registry/v1/rollout_pb.js";
 import { servicePorts } from "../runtime/env/service-ports.js";
 import { checkHealth, ServingStatus } from "../runtime/client/health-client.js";
 import { loadMeshCredentials, type MeshCredentials } from "../runtime/client/mesh-credentials.js";
@@ -31,6 +33,15 @@ export const modelsUsage = `usage: mlmesh models <command> (the registry at REGI
                       split the alias's calls among versions (weights summing to 100), keep a
                       caller on one arm, copy a sample to a shadow version; --file takes a
                       TrafficPolicy in protobuf JSON (routes by header, parameter, time window)
+  canary <project/model> <alias> --to <version> [--steps 10,50,100] [--interval 60s]
+                      [--min-requests 100] [--max-error-rate 0.01] [--max-p99 <duration>]
+                      [--min-agreement <0-1>] [--on-failure rollback|pause]
+                      roll the alias out to a version step by step; the registry advances
+                      while the gates hold and rolls back by itself when one fails
+  rollout <rollout id> [pause|resume|promote|abort]
+                      where a rollout stands, or change it by hand
+  rollouts <project/model>
+                      the model's rollouts, newest first
   history <project/model> [alias]
                       who changed the model's aliases and policies, when, from what to what
   bootstrap [project] register the bundled models/ under a project (by default the one each
@@ -59,6 +70,12 @@ export async function modelsCommand(args: readonly string[], env: Env): Promise<
         return await history(client, rest);
       case "policy":
         return await policy(client, rest);
+      case "canary":
+        return await canary(client, rest);
+      case "rollout":
+        return await rollout(client, rest);
+      case "rollouts":
+        return await rollouts(client, rest);
       case "bootstrap":
         return await bootstrap(client, address, rest, credentials);
       default:
@@ -203,6 +220,64 @@ async function policy(client: RegistryClient, args: readonly string[]): Promise<
   const { trafficPolicy } = await client.setTrafficPolicy({ modelId: id, alias, policy });
   process.stdout.write(`${where}: ${policySummary(trafficPolicy?.policy)}\n`);
   return 0;
+}
+
+async function canary(client: RegistryClient, args: readonly string[]): Promise<number> {
+  const { positional, options } = parseArgs(args, ["to", "steps", "interval", "min-requests", "max-error-rate", "max-p99", "min-agreement", "on-failure"]);
+  if (positional.length !== 2 || options.to === undefined || !/^[1-9]\d*$/.test(options.to)) throw new UsageError("canary takes <project/model> <alias> --to <version>");
+  const ref = parseModelRef(positional[0]);
+  const { id } = await resolveModel(client, ref, false);
+  // Durations as the environment's are written ("60s", "500ms", "2m").
+  const duration = (option: string) => (options[option] === undefined ? undefined : durationFromMs(envDurationMs({ [option]: options[option] }, option, 0, 1, 86_400_000)));
+  const number = (option: string) => {
+    if (options[option] === undefined) return undefined;
+    const value = Number(options[option]);
+    if (!Number.isFinite(value) || value < 0) throw new UsageError(`--${option} takes a number, got "${options[option]}"`);
+    return value;
+  };
+  if (options["on-failure"] !== undefined && !["rollback", "pause"].includes(options["on-failure"])) throw new UsageError(`--on-failure is rollback or pause, got "${options["on-failure"]}"`);
+  const gated = ["min-requests", "max-error-rate", "max-p99", "min-agreement"].some((o) => options[o] !== undefined);
+  const { rollout } = await client.startRollout({
+    modelId: id,
+    alias: positional[1],
+    toVersion: Number(options.to),
+    steps: options.steps === undefined ? [] : options.steps.split(",").map((step) => Number(step.trim())),
+    interval: duration("interval"),
+    // Gates named on the command line replace the defaults as a whole (100 calls, 1 % errors).
+    gates: gated
+      ? { minRequests: number("min-requests") ?? 100, maxErrorRate: number("max-error-rate") ?? 0.01, maxP99Latency: duration("max-p99"), minShadowAgreement: number("min-agreement") ?? 0 }
+      : undefined,
+    rollbackRule: options["on-failure"] === "pause" ? RollbackRule.PAUSE : RollbackRule.ROLL_BACK,
+  });
+  process.stdout.write(`${rolloutSummary(rollout!)}\n`);
+  return 0;
+}
+
+async function rollout(client: RegistryClient, args: readonly string[]): Promise<number> {
+  const changes: Record<string, RolloutChange> = { pause: RolloutChange.PAUSE, resume: RolloutChange.RESUME, promote: RolloutChange.PROMOTE, abort: RolloutChange.ABORT };
+  if (args.length < 1 || args.length > 2 || (args[1] !== undefined && changes[args[1]] === undefined)) throw new UsageError("rollout takes <rollout id> [pause|resume|promote|abort]");
+  const { rollout: found } = args[1] === undefined ? await client.getRollout({ rolloutId: args[0] }) : await client.changeRollout({ rolloutId: args[0], change: changes[args[1]] });
+  process.stdout.write(`${rolloutSummary(found!)}\n`);
+  return 0;
+}
+
+async function rollouts(client: RegistryClient, args: readonly string[]): Promise<number> {
+  if (args.length !== 1) throw new UsageError("rollouts takes <project/model>");
+  const ref = parseModelRef(args[0]);
+  const { id } = await resolveModel(client, ref, false);
+  const { rollouts: found } = await client.listRollouts({ modelId: id, pageSize: 50 });
+  const rows = found.map((r) => [r.id, r.alias, `v${r.fromVersion} -> v${r.toVersion}`, RolloutState[r.state].toLowerCase(), `${r.steps[r.step]} %`, r.lastDecision]);
+  process.stdout.write(`${table(["rollout", "alias", "versions", "state", "weight", "last decision"], rows)}\n`);
+  return 0;
+}
+
+/** A rollout in a few lines. */
+function rolloutSummary(r: Rollout): string {
+  return [
+    `rollout ${r.id}: alias "${r.alias}" v${r.fromVersion} -> v${r.toVersion}, ${RolloutState[r.state].toLowerCase()}`,
+    `  steps ${r.steps.map((s, i) => (i === r.step ? `[${s} %]` : `${s} %`)).join(" -> ")}, every ${r.interval ? durationMs(r.interval) / 1000 : 0} s`,
+    `  ${r.lastDecision}`,
+  ].join("\n");
 }
 
 /** "3=40" as [3, 40]. */

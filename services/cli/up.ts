@@ -105,12 +105,14 @@ export async function up(env: Env): Promise<number> {
   // it answers, and the bundled models as bootstrap registers them on a first start.
   const registryEntry = meshServices[0];
   const registryAddress = startAddress(registryEntry, meshEnv);
-  // The Predictor, the Proxy and the batch service record predictions in the mesh's monitor.
+  // The Predictor, the Proxy and the batch service record predictions in the mesh's monitor; the
+  // registry reads canary rollouts' figures from it.
   const monitorEntry = meshServices.find((e) => e.name === "monitor");
   const monitorAddress = env.MONITOR_ADDRESS ?? (monitorEntry === undefined ? undefined : startAddress(monitorEntry, meshEnv));
   const servicesEnv = { ...meshEnv, REGISTRY_ADDRESS: env.REGISTRY_ADDRESS ?? registryAddress, ...(monitorAddress === undefined ? {} : { MONITOR_ADDRESS: monitorAddress }) };
   for (const entry of meshServices) {
-    start(startMember(entry, entry === registryEntry ? meshEnv : servicesEnv, width, firstAnswer.has(entry.name) ? 0 : backgroundNice));
+    const registryEnv = monitorAddress === undefined ? meshEnv : { ...meshEnv, MONITOR_ADDRESS: monitorAddress };
+    start(startMember(entry, entry === registryEntry ? registryEnv : servicesEnv, width, firstAnswer.has(entry.name) ? 0 : backgroundNice));
   }
   const registry = members[0];
   let ready = await until(waitUntilServing([registry], waiting.signal, credentials));

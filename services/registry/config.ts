@@ -1,6 +1,6 @@
 import { resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { ConfigError, envInt, envString, type Env } from "../runtime/env/variables.js";
+import { ConfigError, envDurationMs, envInt, envString, type Env } from "../runtime/env/variables.js";
 import { envSqliteBusyTimeoutMs } from "../runtime/env/settings.js";
 import { dialectOf } from "../runtime/storage/migrations.js";
 
@@ -14,6 +14,10 @@ export interface RegistryConfig {
   readonly artifactDir: string;
   /** ARTIFACT_MAX_BYTES: the largest upload (all its files together). */
   readonly artifactMaxBytes: number;
+  /** MONITOR_ADDRESS: where canary rollouts read their gates' figures; undefined: no rollouts. */
+  readonly monitorAddress: string | undefined;
+  /** REGISTRY_ROLLOUT_TICK: how often the rollout controller looks for checks that are due. */
+  readonly rolloutTickMs: number;
 }
 
 const repoRoot = fileURLToPath(new URL("../..", import.meta.url));
@@ -28,5 +32,7 @@ export function loadRegistryConfig(env: Env): RegistryConfig {
     sqliteBusyTimeoutMs: envSqliteBusyTimeoutMs(env),
     artifactDir: resolve(envString(env, "ARTIFACT_DIR", resolve(repoRoot, "data/artifacts"))),
     artifactMaxBytes: envInt(env, "ARTIFACT_MAX_BYTES", 256 * 1024 * 1024, 1024, 8 * 1024 * 1024 * 1024),
+    monitorAddress: envString(env, "MONITOR_ADDRESS", "") || undefined,
+    rolloutTickMs: envDurationMs(env, "REGISTRY_ROLLOUT_TICK", 1000, 100, 60_000),
   });
 }

@@ -8,6 +8,7 @@ import { LocalArtifactStore } from "./artifact-store.js";
 import { loadRegistryConfig } from "./config.js";
 import { openRegistryDatabase } from "./database.js";
 import { EventFeed } from "./event-feed.js";
+import { monitorTrafficReader, RolloutController } from "./rollouts.js";
 import { createRegistryService } from "./service.js";
 import { RegistryStore } from "./store.js";
 
@@ -20,7 +21,7 @@ const eventPollMs = 250;
  * database answered and is migrated.
  */
 export function main(env: Env): Promise<void> {
-  return runService("registry", env, async ({ config, logger, tracing, gatekeeper }) => {
+  return runService("registry", env, async ({ config, logger, tracing, gatekeeper, meshCredentials }) => {
     const registryConfig = loadRegistryConfig(env);
     const { db, dialect, applied } = await openRegistryDatabase(registryConfig.databaseUrl, registryConfig.sqliteBusyTimeoutMs);
     const artifacts = await new LocalArtifactStore(registryConfig.artifactDir).open();
@@ -30,16 +31,27 @@ export function main(env: Env): Promise<void> {
     );
     const store = new RegistryStore(db, dialect);
     const draining = new AbortController();
+    const feed = new EventFeed(eventPollMs);
+    const traffic = registryConfig.monitorAddress === undefined ? undefined : monitorTrafficReader(registryConfig.monitorAddress, meshCredentials);
+    const rollouts = new RolloutController(db, store, traffic, logger, () => feed.notify());
     const service = createRegistryService(store, {
       artifacts,
       maxUploadBytes: registryConfig.artifactMaxBytes,
-      feed: new EventFeed(eventPollMs),
+      feed,
+      rollouts,
       stopping: () => draining.signal,
     });
     const server = await startServer({ config, logger, tracing, gatekeeper, services: [serve(ModelRegistryService, service)] });
     server.stopping.addEventListener("abort", () => draining.abort(), { once: true });
     server.health.setAll(ServingStatus.SERVING);
-    return { server, close: () => db.$disconnect() };
+    const controller = rollouts.run(draining.signal, registryConfig.rolloutTickMs);
+    return {
+      server,
+      async close() {
+        await controller;
+        await db.$disconnect();
+      },
+    };
   });
 }
 

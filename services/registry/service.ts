@@ -18,6 +18,7 @@ import type { PartialServiceImpl } from "../runtime/serve/registration.js";
 import { decodePageToken, defaultPageSize, encodePageToken } from "../runtime/serve/pagination.js";
 import type { ArtifactStore } from "./artifact-store.js";
 import type { EventFeed } from "./event-feed.js";
+import type { RolloutController } from "./rollouts.js";
 import type { Experiment, JsonObject, Model, ModelEvent, ModelVersionWithAliases, Page, PageRequest, Project, RegistryStore, StoredFile } from "./store.js";
 import { checkTrafficPolicy, policyFromJson, policyToJson } from "./traffic-policies.js";
 import { receiveUpload, type StoredSignature } from "./upload.js";
@@ -34,6 +35,8 @@ export interface RegistryServiceDeps {
   /** ARTIFACT_MAX_BYTES. */
   readonly maxUploadBytes: number;
   readonly feed: EventFeed;
+  /** Canary rollouts (StartRollout and the others). */
+  readonly rollouts: RolloutController;
   /** Aborted when the server starts draining: watch streams end then. */
   stopping(): AbortSignal;
 }
@@ -260,6 +263,20 @@ export function createRegistryService(store: RegistryStore, deps: RegistryServic
       const stored = await store.getPolicy(request.modelId, request.alias);
       if (stored.policy === null) throw new ConnectError(`alias "${request.alias}" of model ${request.modelId} has no traffic policy (every call goes to version ${stored.version})`, Code.NotFound);
       return { trafficPolicy: { alias: request.alias, policy: policyFromJson(stored.policy) } };
+    },
+    async startRollout(request, ctx) {
+      return { rollout: await deps.rollouts.start(request, actorOf(ctx)) };
+    },
+    async getRollout(request) {
+      return { rollout: await deps.rollouts.get(request.rolloutId) };
+    },
+    async listRollouts(request) {
+      const page = pageRequest(request);
+      const { rollouts, last } = await deps.rollouts.list(request.modelId, page.size, page.afterId);
+      return { rollouts, nextPageToken: last === undefined ? "" : encodePageToken(last) };
+    },
+    async changeRollout(request, ctx) {
+      return { rollout: await deps.rollouts.change(request.rolloutId, request.change, actorOf(ctx)) };
     },
     async deleteTrafficPolicy(request, ctx) {
       await changing(store.deletePolicy(request.modelId, request.alias, actorOf(ctx)));

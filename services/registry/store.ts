@@ -63,7 +63,7 @@ const eventLogLockId = 725_070_318;
 /** How recent a Predictor's report must be to count as serving. */
 export const servingReportTtlMs = 30_000;
 
-type Tx = Parameters<Parameters<RegistryDatabase["$transaction"]>[0]>[0];
+export type Tx = Parameters<Parameters<RegistryDatabase["$transaction"]>[0]>[0];
 
 /**
  * The registry's data access over Prisma (SQLite or PostgreSQL). Every method maps database
@@ -305,19 +305,10 @@ export class RegistryStore {
    * an artifact), recorded in the history with the policy before it. NOT_FOUND for an unknown
    * alias; INVALID_ARGUMENT for a version that cannot serve.
    */
-  async setPolicy(modelId: string, alias: string, policy: string, versions: ReadonlySet<number>, actor: string, reason = ""): Promise<void> {
+  async setPolicy(modelId: string, alias: string, policy: string, versions: ReadonlySet<number>, actor: string): Promise<void> {
     await this.inEventTransaction(async (tx) => {
-      const current = await this.aliasRow(tx, modelId, alias);
-      const rows = await tx.modelVersion.findMany({ where: { modelId, version: { in: [...versions] } }, select: { version: true, files: true } });
-      for (const version of [...versions].sort((a, b) => a - b)) {
-        const row = rows.find((r) => r.version === version);
-        if (row === undefined) throw new ConnectError(`traffic policy: model ${modelId} has no version ${version}`, Code.InvalidArgument);
-        if (!(row.files as unknown as StoredFile[]).some((f) => f.name === "model.onnx")) {
-          throw new ConnectError(`traffic policy: version ${version} of model ${modelId} has no artifact (nothing was uploaded): it cannot serve`, Code.InvalidArgument);
-        }
-      }
-      await tx.modelAlias.update({ where: { modelId_alias: { modelId, alias } }, data: { policy } });
-      await this.appendEvent(tx, { kind: "POLICY_SET", modelId, alias, version: current.version.version, previousVersion: current.version.version, actor, policy, previousPolicy: current.policy, reason });
+      await this.checkServable(tx, modelId, versions, "traffic policy");
+      await this.writePolicy(tx, modelId, alias, policy, actor, "");
     }, { dangling: `model ${modelId} not found` });
   }
 
@@ -328,13 +319,53 @@ export class RegistryStore {
   }
 
   /** Removes an alias's policy; NOT_FOUND when it has none. */
-  async deletePolicy(modelId: string, alias: string, actor: string, reason = ""): Promise<void> {
+  async deletePolicy(modelId: string, alias: string, actor: string): Promise<void> {
     await this.inEventTransaction(async (tx) => {
       const current = await this.aliasRow(tx, modelId, alias);
       if (current.policy === null) throw new ConnectError(`alias "${alias}" of model ${modelId} has no traffic policy`, Code.NotFound);
-      await tx.modelAlias.update({ where: { modelId_alias: { modelId, alias } }, data: { policy: null } });
-      await this.appendEvent(tx, { kind: "POLICY_DELETED", modelId, alias, version: current.version.version, previousVersion: current.version.version, actor, previousPolicy: current.policy, reason });
+      await this.writePolicy(tx, modelId, alias, null, actor, "");
     }, {});
+  }
+
+  /**
+   * A change made of several writes (a rollout's step and its policy): one event transaction.
+   * NOT_FOUND and friends as the writes throw them.
+   */
+  transact<T>(work: (tx: Tx) => Promise<T>): Promise<T> {
+    return this.inEventTransaction(work, {});
+  }
+
+  /** INVALID_ARGUMENT (prefixed with `what`) unless every version exists with an artifact. */
+  async checkServable(tx: Tx, modelId: string, versions: ReadonlySet<number>, what: string): Promise<void> {
+    const rows = await tx.modelVersion.findMany({ where: { modelId, version: { in: [...versions] } }, select: { version: true, files: true } });
+    for (const version of [...versions].sort((a, b) => a - b)) {
+      const row = rows.find((r) => r.version === version);
+      if (row === undefined) throw new ConnectError(`${what}: model ${modelId} has no version ${version}`, Code.InvalidArgument);
+      if (!(row.files as unknown as StoredFile[]).some((f) => f.name === "model.onnx")) {
+        throw new ConnectError(`${what}: version ${version} of model ${modelId} has no artifact (nothing was uploaded): it cannot serve`, Code.InvalidArgument);
+      }
+    }
+  }
+
+  /** In a transaction: sets (JSON) or removes (null) an alias's policy, recorded with the policy before and `reason`. */
+  async writePolicy(tx: Tx, modelId: string, alias: string, policy: string | null, actor: string, reason: string): Promise<void> {
+    const current = await this.aliasRow(tx, modelId, alias);
+    if (current.policy === policy) return;
+    await tx.modelAlias.update({ where: { modelId_alias: { modelId, alias } }, data: { policy } });
+    const version = current.version.version;
+    await this.appendEvent(tx, { kind: policy === null ? "POLICY_DELETED" : "POLICY_SET", modelId, alias, version, previousVersion: version, actor, policy, previousPolicy: current.policy, reason });
+  }
+
+  /** In a transaction: the alias's row (its version number and policy); NOT_FOUND for an unknown alias. */
+  aliasOf(tx: Tx, modelId: string, alias: string) {
+    return this.aliasRow(tx, modelId, alias);
+  }
+
+  /** In a transaction: points an alias at a version number (recorded with `reason`). */
+  async moveAliasTo(tx: Tx, modelId: string, alias: string, version: number, actor: string, reason: string): Promise<void> {
+    const target = await tx.modelVersion.findUnique({ where: { modelId_version: { modelId, version } } });
+    if (!target) throw new ConnectError(`model ${modelId} has no version ${version}`, Code.NotFound);
+    await this.moveAlias(tx, modelId, alias, target, actor, reason);
   }
 
   private async aliasRow(tx: Pick<Tx, "modelAlias" | "model">, modelId: string, alias: string) {
@@ -526,7 +557,7 @@ export class RegistryStore {
   }
 
   /** Points the alias at `target` and records the change; nothing when it already points there. */
-  private async moveAlias(tx: Tx, modelId: string, alias: string, target: { id: string; version: number }, actor: string): Promise<void> {
+  private async moveAlias(tx: Tx, modelId: string, alias: string, target: { id: string; version: number }, actor: string, reason = ""): Promise<void> {
     const current = await tx.modelAlias.findUnique({ where: { modelId_alias: { modelId, alias } }, include: { version: { select: { version: true } } } });
     if (current?.versionId === target.id) return;
     await tx.modelAlias.upsert({
@@ -534,7 +565,7 @@ export class RegistryStore {
       create: { modelId, alias, versionId: target.id },
       update: { versionId: target.id },
     });
-    await this.appendEvent(tx, { kind: "ALIAS_SET", modelId, alias, version: target.version, previousVersion: current?.version.version ?? 0, actor });
+    await this.appendEvent(tx, { kind: "ALIAS_SET", modelId, alias, version: target.version, previousVersion: current?.version.version ?? 0, actor, reason });
   }
 
   private async appendEvent(

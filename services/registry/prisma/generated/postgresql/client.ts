@@ -73,6 +73,12 @@ export type ModelAlias = Prisma.ModelAliasModel
  */
 export type ModelEvent = Prisma.ModelEventModel
 /**
+ * Model Rollout
+ * A canary rollout of an alias (registry.proto Rollout): everything its controller needs to
+ * resume after a restart. At most one RUNNING or PAUSED per alias (checked when one starts).
+ */
+export type Rollout = Prisma.RolloutModel
+/**
  * Model PredictorReport
  * What a Predictor last reported serving.
  */

@@ -403,6 +403,7 @@ export const ModelName = {
   ModelVersion: 'ModelVersion',
   ModelAlias: 'ModelAlias',
   ModelEvent: 'ModelEvent',
+  Rollout: 'Rollout',
   PredictorReport: 'PredictorReport',
   ReadGeneration: 'ReadGeneration'
 } as const
@@ -420,7 +421,7 @@ export type TypeMap<ExtArgs extends runtime.Types.Extensions.InternalArgs = runt
     omit: GlobalOmitOptions
   }
   meta: {
-    modelProps: "project" | "model" | "experiment" | "modelVersion" | "modelAlias" | "modelEvent" | "predictorReport" | "readGeneration"
+    modelProps: "project" | "model" | "experiment" | "modelVersion" | "modelAlias" | "modelEvent" | "rollout" | "predictorReport" | "readGeneration"
     txIsolationLevel: TransactionIsolationLevel
   }
   model: {
@@ -868,6 +869,80 @@ export type TypeMap<ExtArgs extends runtime.Types.Extensions.InternalArgs = runt
         }
       }
     }
+    Rollout: {
+      payload: Prisma.$RolloutPayload<ExtArgs>
+      fields: Prisma.RolloutFieldRefs
+      operations: {
+        findUnique: {
+          args: Prisma.RolloutFindUniqueArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$RolloutPayload> | null
+        }
+        findUniqueOrThrow: {
+          args: Prisma.RolloutFindUniqueOrThrowArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$RolloutPayload>
+        }
+        findFirst: {
+          args: Prisma.RolloutFindFirstArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$RolloutPayload> | null
+        }
+        findFirstOrThrow: {
+          args: Prisma.RolloutFindFirstOrThrowArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$RolloutPayload>
+        }
+        findMany: {
+          args: Prisma.RolloutFindManyArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$RolloutPayload>[]
+        }
+        create: {
+          args: Prisma.RolloutCreateArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$RolloutPayload>
+        }
+        createMany: {
+          args: Prisma.RolloutCreateManyArgs<ExtArgs>
+          result: BatchPayload
+        }
+        createManyAndReturn: {
+          args: Prisma.RolloutCreateManyAndReturnArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$RolloutPayload>[]
+        }
+        delete: {
+          args: Prisma.RolloutDeleteArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$RolloutPayload>
+        }
+        update: {
+          args: Prisma.RolloutUpdateArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$RolloutPayload>
+        }
+        deleteMany: {
+          args: Prisma.RolloutDeleteManyArgs<ExtArgs>
+          result: BatchPayload
+        }
+        updateMany: {
+          args: Prisma.RolloutUpdateManyArgs<ExtArgs>
+          result: BatchPayload
+        }
+        updateManyAndReturn: {
+          args: Prisma.RolloutUpdateManyAndReturnArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$RolloutPayload>[]
+        }
+        upsert: {
+          args: Prisma.RolloutUpsertArgs<ExtArgs>
+          result: runtime.Types.Utils.PayloadToResult<Prisma.$RolloutPayload>
+        }
+        aggregate: {
+          args: Prisma.RolloutAggregateArgs<ExtArgs>
+          result: runtime.Types.Utils.Optional<Prisma.AggregateRollout>
+        }
+        groupBy: {
+          args: Prisma.RolloutGroupByArgs<ExtArgs>
+          result: runtime.Types.Utils.Optional<Prisma.RolloutGroupByOutputType>[]
+        }
+        count: {
+          args: Prisma.RolloutCountArgs<ExtArgs>
+          result: runtime.Types.Utils.Optional<Prisma.RolloutCountAggregateOutputType> | number
+        }
+      }
+    }
     PredictorReport: {
       payload: Prisma.$PredictorReportPayload<ExtArgs>
       fields: Prisma.PredictorReportFieldRefs
@@ -1141,6 +1216,31 @@ export const ModelEventScalarFieldEnum = {
 } as const
 
 export type ModelEventScalarFieldEnum = (typeof ModelEventScalarFieldEnum)[keyof typeof ModelEventScalarFieldEnum]
+
+
+export const RolloutScalarFieldEnum = {
+  id: 'id',
+  modelId: 'modelId',
+  alias: 'alias',
+  fromVersion: 'fromVersion',
+  toVersion: 'toVersion',
+  steps: 'steps',
+  step: 'step',
+  intervalMs: 'intervalMs',
+  gates: 'gates',
+  rollbackRule: 'rollbackRule',
+  state: 'state',
+  lastDecision: 'lastDecision',
+  observation: 'observation',
+  previousPolicy: 'previousPolicy',
+  actor: 'actor',
+  stepStartedAt: 'stepStartedAt',
+  nextCheckAt: 'nextCheckAt',
+  createdAt: 'createdAt',
+  updatedAt: 'updatedAt'
+} as const
+
+export type RolloutScalarFieldEnum = (typeof RolloutScalarFieldEnum)[keyof typeof RolloutScalarFieldEnum]
 
 
 export const PredictorReportScalarFieldEnum = {
@@ -1419,6 +1519,7 @@ export type GlobalOmitConfig = {
   modelVersion?: Prisma.ModelVersionOmit
   modelAlias?: Prisma.ModelAliasOmit
   modelEvent?: Prisma.ModelEventOmit
+  rollout?: Prisma.RolloutOmit
   predictorReport?: Prisma.PredictorReportOmit
   readGeneration?: Prisma.ReadGenerationOmit
 }

@@ -57,6 +57,7 @@ export const ModelName = {
   ModelVersion: 'ModelVersion',
   ModelAlias: 'ModelAlias',
   ModelEvent: 'ModelEvent',
+  Rollout: 'Rollout',
   PredictorReport: 'PredictorReport',
   ReadGeneration: 'ReadGeneration'
 } as const
@@ -163,6 +164,31 @@ export const ModelEventScalarFieldEnum = {
 } as const
 
 export type ModelEventScalarFieldEnum = (typeof ModelEventScalarFieldEnum)[keyof typeof ModelEventScalarFieldEnum]
+
+
+export const RolloutScalarFieldEnum = {
+  id: 'id',
+  modelId: 'modelId',
+  alias: 'alias',
+  fromVersion: 'fromVersion',
+  toVersion: 'toVersion',
+  steps: 'steps',
+  step: 'step',
+  intervalMs: 'intervalMs',
+  gates: 'gates',
+  rollbackRule: 'rollbackRule',
+  state: 'state',
+  lastDecision: 'lastDecision',
+  observation: 'observation',
+  previousPolicy: 'previousPolicy',
+  actor: 'actor',
+  stepStartedAt: 'stepStartedAt',
+  nextCheckAt: 'nextCheckAt',
+  createdAt: 'createdAt',
+  updatedAt: 'updatedAt'
+} as const
+
+export type RolloutScalarFieldEnum = (typeof RolloutScalarFieldEnum)[keyof typeof RolloutScalarFieldEnum]
 
 
 export const PredictorReportScalarFieldEnum = {

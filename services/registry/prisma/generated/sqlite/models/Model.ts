@@ -198,6 +198,7 @@ export type ModelWhereInput = {
   experiments?: Prisma.ExperimentListRelationFilter
   versions?: Prisma.ModelVersionListRelationFilter
   aliases?: Prisma.ModelAliasListRelationFilter
+  rollouts?: Prisma.RolloutListRelationFilter
 }
 
 export type ModelOrderByWithRelationInput = {
@@ -212,6 +213,7 @@ export type ModelOrderByWithRelationInput = {
   experiments?: Prisma.ExperimentOrderByRelationAggregateInput
   versions?: Prisma.ModelVersionOrderByRelationAggregateInput
   aliases?: Prisma.ModelAliasOrderByRelationAggregateInput
+  rollouts?: Prisma.RolloutOrderByRelationAggregateInput
 }
 
 export type ModelWhereUniqueInput = Prisma.AtLeast<{
@@ -230,6 +232,7 @@ export type ModelWhereUniqueInput = Prisma.AtLeast<{
   experiments?: Prisma.ExperimentListRelationFilter
   versions?: Prisma.ModelVersionListRelationFilter
   aliases?: Prisma.ModelAliasListRelationFilter
+  rollouts?: Prisma.RolloutListRelationFilter
 }, "id" | "projectId_name">
 
 export type ModelOrderByWithAggregationInput = {
@@ -269,6 +272,7 @@ export type ModelCreateInput = {
   experiments?: Prisma.ExperimentCreateNestedManyWithoutModelInput
   versions?: Prisma.ModelVersionCreateNestedManyWithoutModelInput
   aliases?: Prisma.ModelAliasCreateNestedManyWithoutModelInput
+  rollouts?: Prisma.RolloutCreateNestedManyWithoutModelInput
 }
 
 export type ModelUncheckedCreateInput = {
@@ -282,6 +286,7 @@ export type ModelUncheckedCreateInput = {
   experiments?: Prisma.ExperimentUncheckedCreateNestedManyWithoutModelInput
   versions?: Prisma.ModelVersionUncheckedCreateNestedManyWithoutModelInput
   aliases?: Prisma.ModelAliasUncheckedCreateNestedManyWithoutModelInput
+  rollouts?: Prisma.RolloutUncheckedCreateNestedManyWithoutModelInput
 }
 
 export type ModelUpdateInput = {
@@ -295,6 +300,7 @@ export type ModelUpdateInput = {
   experiments?: Prisma.ExperimentUpdateManyWithoutModelNestedInput
   versions?: Prisma.ModelVersionUpdateManyWithoutModelNestedInput
   aliases?: Prisma.ModelAliasUpdateManyWithoutModelNestedInput
+  rollouts?: Prisma.RolloutUpdateManyWithoutModelNestedInput
 }
 
 export type ModelUncheckedUpdateInput = {
@@ -308,6 +314,7 @@ export type ModelUncheckedUpdateInput = {
   experiments?: Prisma.ExperimentUncheckedUpdateManyWithoutModelNestedInput
   versions?: Prisma.ModelVersionUncheckedUpdateManyWithoutModelNestedInput
   aliases?: Prisma.ModelAliasUncheckedUpdateManyWithoutModelNestedInput
+  rollouts?: Prisma.RolloutUncheckedUpdateManyWithoutModelNestedInput
 }
 
 export type ModelCreateManyInput = {
@@ -471,6 +478,20 @@ export type ModelUpdateOneRequiredWithoutAliasesNestedInput = {
   update?: Prisma.XOR<Prisma.XOR<Prisma.ModelUpdateToOneWithWhereWithoutAliasesInput, Prisma.ModelUpdateWithoutAliasesInput>, Prisma.ModelUncheckedUpdateWithoutAliasesInput>
 }
 
+export type ModelCreateNestedOneWithoutRolloutsInput = {
+  create?: Prisma.XOR<Prisma.ModelCreateWithoutRolloutsInput, Prisma.ModelUncheckedCreateWithoutRolloutsInput>
+  connectOrCreate?: Prisma.ModelCreateOrConnectWithoutRolloutsInput
+  connect?: Prisma.ModelWhereUniqueInput
+}
+
+export type ModelUpdateOneRequiredWithoutRolloutsNestedInput = {
+  create?: Prisma.XOR<Prisma.ModelCreateWithoutRolloutsInput, Prisma.ModelUncheckedCreateWithoutRolloutsInput>
+  connectOrCreate?: Prisma.ModelCreateOrConnectWithoutRolloutsInput
+  upsert?: Prisma.ModelUpsertWithoutRolloutsInput
+  connect?: Prisma.ModelWhereUniqueInput
+  update?: Prisma.XOR<Prisma.XOR<Prisma.ModelUpdateToOneWithWhereWithoutRolloutsInput, Prisma.ModelUpdateWithoutRolloutsInput>, Prisma.ModelUncheckedUpdateWithoutRolloutsInput>
+}
+
 export type ModelCreateWithoutProjectInput = {
   id: string
   name: string
@@ -481,6 +502,7 @@ export type ModelCreateWithoutProjectInput = {
   experiments?: Prisma.ExperimentCreateNestedManyWithoutModelInput
   versions?: Prisma.ModelVersionCreateNestedManyWithoutModelInput
   aliases?: Prisma.ModelAliasCreateNestedManyWithoutModelInput
+  rollouts?: Prisma.RolloutCreateNestedManyWithoutModelInput
 }
 
 export type ModelUncheckedCreateWithoutProjectInput = {
@@ -493,6 +515,7 @@ export type ModelUncheckedCreateWithoutProjectInput = {
   experiments?: Prisma.ExperimentUncheckedCreateNestedManyWithoutModelInput
   versions?: Prisma.ModelVersionUncheckedCreateNestedManyWithoutModelInput
   aliases?: Prisma.ModelAliasUncheckedCreateNestedManyWithoutModelInput
+  rollouts?: Prisma.RolloutUncheckedCreateNestedManyWithoutModelInput
 }
 
 export type ModelCreateOrConnectWithoutProjectInput = {
@@ -543,6 +566,7 @@ export type ModelCreateWithoutExperimentsInput = {
   project: Prisma.ProjectCreateNestedOneWithoutModelsInput
   versions?: Prisma.ModelVersionCreateNestedManyWithoutModelInput
   aliases?: Prisma.ModelAliasCreateNestedManyWithoutModelInput
+  rollouts?: Prisma.RolloutCreateNestedManyWithoutModelInput
 }
 
 export type ModelUncheckedCreateWithoutExperimentsInput = {
@@ -555,6 +579,7 @@ export type ModelUncheckedCreateWithoutExperimentsInput = {
   updatedAt?: Date | string
   versions?: Prisma.ModelVersionUncheckedCreateNestedManyWithoutModelInput
   aliases?: Prisma.ModelAliasUncheckedCreateNestedManyWithoutModelInput
+  rollouts?: Prisma.RolloutUncheckedCreateNestedManyWithoutModelInput
 }
 
 export type ModelCreateOrConnectWithoutExperimentsInput = {
@@ -583,6 +608,7 @@ export type ModelUpdateWithoutExperimentsInput = {
   project?: Prisma.ProjectUpdateOneRequiredWithoutModelsNestedInput
   versions?: Prisma.ModelVersionUpdateManyWithoutModelNestedInput
   aliases?: Prisma.ModelAliasUpdateManyWithoutModelNestedInput
+  rollouts?: Prisma.RolloutUpdateManyWithoutModelNestedInput
 }
 
 export type ModelUncheckedUpdateWithoutExperimentsInput = {
@@ -595,6 +621,7 @@ export type ModelUncheckedUpdateWithoutExperimentsInput = {
   updatedAt?: Prisma.DateTimeFieldUpdateOperationsInput | Date | string
   versions?: Prisma.ModelVersionUncheckedUpdateManyWithoutModelNestedInput
   aliases?: Prisma.ModelAliasUncheckedUpdateManyWithoutModelNestedInput
+  rollouts?: Prisma.RolloutUncheckedUpdateManyWithoutModelNestedInput
 }
 
 export type ModelCreateWithoutVersionsInput = {
@@ -607,6 +634,7 @@ export type ModelCreateWithoutVersionsInput = {
   project: Prisma.ProjectCreateNestedOneWithoutModelsInput
   experiments?: Prisma.ExperimentCreateNestedManyWithoutModelInput
   aliases?: Prisma.ModelAliasCreateNestedManyWithoutModelInput
+  rollouts?: Prisma.RolloutCreateNestedManyWithoutModelInput
 }
 
 export type ModelUncheckedCreateWithoutVersionsInput = {
@@ -619,6 +647,7 @@ export type ModelUncheckedCreateWithoutVersionsInput = {
   updatedAt?: Date | string
   experiments?: Prisma.ExperimentUncheckedCreateNestedManyWithoutModelInput
   aliases?: Prisma.ModelAliasUncheckedCreateNestedManyWithoutModelInput
+  rollouts?: Prisma.RolloutUncheckedCreateNestedManyWithoutModelInput
 }
 
 export type ModelCreateOrConnectWithoutVersionsInput = {
@@ -647,6 +676,7 @@ export type ModelUpdateWithoutVersionsInput = {
   project?: Prisma.ProjectUpdateOneRequiredWithoutModelsNestedInput
   experiments?: Prisma.ExperimentUpdateManyWithoutModelNestedInput
   aliases?: Prisma.ModelAliasUpdateManyWithoutModelNestedInput
+  rollouts?: Prisma.RolloutUpdateManyWithoutModelNestedInput
 }
 
 export type ModelUncheckedUpdateWithoutVersionsInput = {
@@ -659,6 +689,7 @@ export type ModelUncheckedUpdateWithoutVersionsInput = {
   updatedAt?: Prisma.DateTimeFieldUpdateOperationsInput | Date | string
   experiments?: Prisma.ExperimentUncheckedUpdateManyWithoutModelNestedInput
   aliases?: Prisma.ModelAliasUncheckedUpdateManyWithoutModelNestedInput
+  rollouts?: Prisma.RolloutUncheckedUpdateManyWithoutModelNestedInput
 }
 
 export type ModelCreateWithoutAliasesInput = {
@@ -671,6 +702,7 @@ export type ModelCreateWithoutAliasesInput = {
   project: Prisma.ProjectCreateNestedOneWithoutModelsInput
   experiments?: Prisma.ExperimentCreateNestedManyWithoutModelInput
   versions?: Prisma.ModelVersionCreateNestedManyWithoutModelInput
+  rollouts?: Prisma.RolloutCreateNestedManyWithoutModelInput
 }
 
 export type ModelUncheckedCreateWithoutAliasesInput = {
@@ -683,6 +715,7 @@ export type ModelUncheckedCreateWithoutAliasesInput = {
   updatedAt?: Date | string
   experiments?: Prisma.ExperimentUncheckedCreateNestedManyWithoutModelInput
   versions?: Prisma.ModelVersionUncheckedCreateNestedManyWithoutModelInput
+  rollouts?: Prisma.RolloutUncheckedCreateNestedManyWithoutModelInput
 }
 
 export type ModelCreateOrConnectWithoutAliasesInput = {
@@ -711,6 +744,7 @@ export type ModelUpdateWithoutAliasesInput = {
   project?: Prisma.ProjectUpdateOneRequiredWithoutModelsNestedInput
   experiments?: Prisma.ExperimentUpdateManyWithoutModelNestedInput
   versions?: Prisma.ModelVersionUpdateManyWithoutModelNestedInput
+  rollouts?: Prisma.RolloutUpdateManyWithoutModelNestedInput
 }
 
 export type ModelUncheckedUpdateWithoutAliasesInput = {
@@ -723,6 +757,75 @@ export type ModelUncheckedUpdateWithoutAliasesInput = {
   updatedAt?: Prisma.DateTimeFieldUpdateOperationsInput | Date | string
   experiments?: Prisma.ExperimentUncheckedUpdateManyWithoutModelNestedInput
   versions?: Prisma.ModelVersionUncheckedUpdateManyWithoutModelNestedInput
+  rollouts?: Prisma.RolloutUncheckedUpdateManyWithoutModelNestedInput
+}
+
+export type ModelCreateWithoutRolloutsInput = {
+  id: string
+  name: string
+  description?: string
+  tags?: Prisma.JsonNullValueInput | runtime.InputJsonValue
+  createdAt?: Date | string
+  updatedAt?: Date | string
+  project: Prisma.ProjectCreateNestedOneWithoutModelsInput
+  experiments?: Prisma.ExperimentCreateNestedManyWithoutModelInput
+  versions?: Prisma.ModelVersionCreateNestedManyWithoutModelInput
+  aliases?: Prisma.ModelAliasCreateNestedManyWithoutModelInput
+}
+
+export type ModelUncheckedCreateWithoutRolloutsInput = {
+  id: string
+  projectId: string
+  name: string
+  description?: string
+  tags?: Prisma.JsonNullValueInput | runtime.InputJsonValue
+  createdAt?: Date | string
+  updatedAt?: Date | string
+  experiments?: Prisma.ExperimentUncheckedCreateNestedManyWithoutModelInput
+  versions?: Prisma.ModelVersionUncheckedCreateNestedManyWithoutModelInput
+  aliases?: Prisma.ModelAliasUncheckedCreateNestedManyWithoutModelInput
+}
+
+export type ModelCreateOrConnectWithoutRolloutsInput = {
+  where: Prisma.ModelWhereUniqueInput
+  create: Prisma.XOR<Prisma.ModelCreateWithoutRolloutsInput, Prisma.ModelUncheckedCreateWithoutRolloutsInput>
+}
+
+export type ModelUpsertWithoutRolloutsInput = {
+  update: Prisma.XOR<Prisma.ModelUpdateWithoutRolloutsInput, Prisma.ModelUncheckedUpdateWithoutRolloutsInput>
+  create: Prisma.XOR<Prisma.ModelCreateWithoutRolloutsInput, Prisma.ModelUncheckedCreateWithoutRolloutsInput>
+  where?: Prisma.ModelWhereInput
+}
+
+export type ModelUpdateToOneWithWhereWithoutRolloutsInput = {
+  where?: Prisma.ModelWhereInput
+  data: Prisma.XOR<Prisma.ModelUpdateWithoutRolloutsInput, Prisma.ModelUncheckedUpdateWithoutRolloutsInput>
+}
+
+export type ModelUpdateWithoutRolloutsInput = {
+  id?: Prisma.StringFieldUpdateOperationsInput | string
+  name?: Prisma.StringFieldUpdateOperationsInput | string
+  description?: Prisma.StringFieldUpdateOperationsInput | string
+  tags?: Prisma.JsonNullValueInput | runtime.InputJsonValue
+  createdAt?: Prisma.DateTimeFieldUpdateOperationsInput | Date | string
+  updatedAt?: Prisma.DateTimeFieldUpdateOperationsInput | Date | string
+  project?: Prisma.ProjectUpdateOneRequiredWithoutModelsNestedInput
+  experiments?: Prisma.ExperimentUpdateManyWithoutModelNestedInput
+  versions?: Prisma.ModelVersionUpdateManyWithoutModelNestedInput
+  aliases?: Prisma.ModelAliasUpdateManyWithoutModelNestedInput
+}
+
+export type ModelUncheckedUpdateWithoutRolloutsInput = {
+  id?: Prisma.StringFieldUpdateOperationsInput | string
+  projectId?: Prisma.StringFieldUpdateOperationsInput | string
+  name?: Prisma.StringFieldUpdateOperationsInput | string
+  description?: Prisma.StringFieldUpdateOperationsInput | string
+  tags?: Prisma.JsonNullValueInput | runtime.InputJsonValue
+  createdAt?: Prisma.DateTimeFieldUpdateOperationsInput | Date | string
+  updatedAt?: Prisma.DateTimeFieldUpdateOperationsInput | Date | string
+  experiments?: Prisma.ExperimentUncheckedUpdateManyWithoutModelNestedInput
+  versions?: Prisma.ModelVersionUncheckedUpdateManyWithoutModelNestedInput
+  aliases?: Prisma.ModelAliasUncheckedUpdateManyWithoutModelNestedInput
 }
 
 export type ModelCreateManyProjectInput = {
@@ -744,6 +847,7 @@ export type ModelUpdateWithoutProjectInput = {
   experiments?: Prisma.ExperimentUpdateManyWithoutModelNestedInput
   versions?: Prisma.ModelVersionUpdateManyWithoutModelNestedInput
   aliases?: Prisma.ModelAliasUpdateManyWithoutModelNestedInput
+  rollouts?: Prisma.RolloutUpdateManyWithoutModelNestedInput
 }
 
 export type ModelUncheckedUpdateWithoutProjectInput = {
@@ -756,6 +860,7 @@ export type ModelUncheckedUpdateWithoutProjectInput = {
   experiments?: Prisma.ExperimentUncheckedUpdateManyWithoutModelNestedInput
   versions?: Prisma.ModelVersionUncheckedUpdateManyWithoutModelNestedInput
   aliases?: Prisma.ModelAliasUncheckedUpdateManyWithoutModelNestedInput
+  rollouts?: Prisma.RolloutUncheckedUpdateManyWithoutModelNestedInput
 }
 
 export type ModelUncheckedUpdateManyWithoutProjectInput = {
@@ -776,12 +881,14 @@ export type ModelCountOutputType = {
   experiments: number
   versions: number
   aliases: number
+  rollouts: number
 }
 
 export type ModelCountOutputTypeSelect<ExtArgs extends runtime.Types.Extensions.InternalArgs = runtime.Types.Extensions.DefaultArgs> = {
   experiments?: boolean | ModelCountOutputTypeCountExperimentsArgs
   versions?: boolean | ModelCountOutputTypeCountVersionsArgs
   aliases?: boolean | ModelCountOutputTypeCountAliasesArgs
+  rollouts?: boolean | ModelCountOutputTypeCountRolloutsArgs
 }
 
 /**
@@ -815,6 +922,13 @@ export type ModelCountOutputTypeCountAliasesArgs<ExtArgs extends runtime.Types.E
   where?: Prisma.ModelAliasWhereInput
 }
 
+/**
+ * ModelCountOutputType without action
+ */
+export type ModelCountOutputTypeCountRolloutsArgs<ExtArgs extends runtime.Types.Extensions.InternalArgs = runtime.Types.Extensions.DefaultArgs> = {
+  where?: Prisma.RolloutWhereInput
+}
+
 
 export type ModelSelect<ExtArgs extends runtime.Types.Extensions.InternalArgs = runtime.Types.Extensions.DefaultArgs> = runtime.Types.Extensions.GetSelect<{
   id?: boolean
@@ -828,6 +942,7 @@ export type ModelSelect<ExtArgs extends runtime.Types.Extensions.InternalArgs = 
   experiments?: boolean | Prisma.Model$experimentsArgs<ExtArgs>
   versions?: boolean | Prisma.Model$versionsArgs<ExtArgs>
   aliases?: boolean | Prisma.Model$aliasesArgs<ExtArgs>
+  rollouts?: boolean | Prisma.Model$rolloutsArgs<ExtArgs>
   _count?: boolean | Prisma.ModelCountOutputTypeDefaultArgs<ExtArgs>
 }, ExtArgs["result"]["model"]>
 
@@ -869,6 +984,7 @@ export type ModelInclude<ExtArgs extends runtime.Types.Extensions.InternalArgs =
   experiments?: boolean | Prisma.Model$experimentsArgs<ExtArgs>
   versions?: boolean | Prisma.Model$versionsArgs<ExtArgs>
   aliases?: boolean | Prisma.Model$aliasesArgs<ExtArgs>
+  rollouts?: boolean | Prisma.Model$rolloutsArgs<ExtArgs>
   _count?: boolean | Prisma.ModelCountOutputTypeDefaultArgs<ExtArgs>
 }
 export type ModelIncludeCreateManyAndReturn<ExtArgs extends runtime.Types.Extensions.InternalArgs = runtime.Types.Extensions.DefaultArgs> = {
@@ -885,6 +1001,7 @@ export type $ModelPayload<ExtArgs extends runtime.Types.Extensions.InternalArgs 
     experiments: Prisma.$ExperimentPayload<ExtArgs>[]
     versions: Prisma.$ModelVersionPayload<ExtArgs>[]
     aliases: Prisma.$ModelAliasPayload<ExtArgs>[]
+    rollouts: Prisma.$RolloutPayload<ExtArgs>[]
   }
   scalars: runtime.Types.Extensions.GetPayloadResult<{
     id: string
@@ -1292,6 +1409,7 @@ export interface Prisma__ModelClient<T, Null = never, ExtArgs extends runtime.Ty
   experiments<T extends Prisma.Model$experimentsArgs<ExtArgs> = {}>(args?: Prisma.Subset<T, Prisma.Model$experimentsArgs<ExtArgs>>): Prisma.PrismaPromise<runtime.Types.Result.GetResult<Prisma.$ExperimentPayload<ExtArgs>, T, "findMany", GlobalOmitOptions> | Null>
   versions<T extends Prisma.Model$versionsArgs<ExtArgs> = {}>(args?: Prisma.Subset<T, Prisma.Model$versionsArgs<ExtArgs>>): Prisma.PrismaPromise<runtime.Types.Result.GetResult<Prisma.$ModelVersionPayload<ExtArgs>, T, "findMany", GlobalOmitOptions> | Null>
   aliases<T extends Prisma.Model$aliasesArgs<ExtArgs> = {}>(args?: Prisma.Subset<T, Prisma.Model$aliasesArgs<ExtArgs>>): Prisma.PrismaPromise<runtime.Types.Result.GetResult<Prisma.$ModelAliasPayload<ExtArgs>, T, "findMany", GlobalOmitOptions> | Null>
+  rollouts<T extends Prisma.Model$rolloutsArgs<ExtArgs> = {}>(args?: Prisma.Subset<T, Prisma.Model$rolloutsArgs<ExtArgs>>): Prisma.PrismaPromise<runtime.Types.Result.GetResult<Prisma.$RolloutPayload<ExtArgs>, T, "findMany", GlobalOmitOptions> | Null>
   /**
    * Attaches callbacks for the resolution and/or rejection of the Promise.
    * @param onfulfilled The callback to execute when the Promise is resolved.
@@ -1796,6 +1914,30 @@ export type Model$aliasesArgs<ExtArgs extends runtime.Types.Extensions.InternalA
   take?: number
   skip?: number
   distinct?: Prisma.ModelAliasScalarFieldEnum | Prisma.ModelAliasScalarFieldEnum[]
+}
+
+/**
+ * Model.rollouts
+ */
+export type Model$rolloutsArgs<ExtArgs extends runtime.Types.Extensions.InternalArgs = runtime.Types.Extensions.DefaultArgs> = {
+  /**
+   * Select specific fields to fetch from the Rollout
+   */
+  select?: Prisma.RolloutSelect<ExtArgs> | null
+  /**
+   * Omit specific fields from the Rollout
+   */
+  omit?: Prisma.RolloutOmit<ExtArgs> | null
+  /**
+   * Choose, which related nodes to fetch as well
+   */
+  include?: Prisma.RolloutInclude<ExtArgs> | null
+  where?: Prisma.RolloutWhereInput
+  orderBy?: Prisma.RolloutOrderByWithRelationInput | Prisma.RolloutOrderByWithRelationInput[]
+  cursor?: Prisma.RolloutWhereUniqueInput
+  take?: number
+  skip?: number
+  distinct?: Prisma.RolloutScalarFieldEnum | Prisma.RolloutScalarFieldEnum[]
 }
 
 /**
