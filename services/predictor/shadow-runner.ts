@@ -83,8 +83,12 @@ class PairMetrics {
   readonly difference;
   readonly latency;
 
-  constructor(model: string, primary: number, shadow: number) {
-    const labels = [model, String(primary), String(shadow)] as const;
+  /** Why the shadow can never take the primary's input (computed once: versions do not change). */
+  readonly incompatible: string | undefined;
+
+  constructor(primary: LoadedVersion, shadow: LoadedVersion) {
+    this.incompatible = incompatibility(primary, shadow);
+    const labels = [primary.name, String(primary.version), String(shadow.version)] as const;
     this.ok = shadowCalls.labels(...labels, "ok");
     this.failed = shadowCalls.labels(...labels, "failed");
     this.timeout = shadowCalls.labels(...labels, "timeout");
@@ -116,6 +120,13 @@ export class ShadowRunner {
       if (shadow.loaded === event.loaded) continue; // the call was answered by the shadow's version itself
       if (shadow.samplePercent < 100 && Math.random() * 100 >= shadow.samplePercent) continue;
       const metrics = this.#metricsOf(event.loaded, shadow.loaded);
+      if (metrics.incompatible !== undefined) {
+        // Known to fail without running: counted and recorded, no slot taken.
+        metrics.failed.inc();
+        const base = { model: event.model, primaryVersion: event.version, shadowVersion: shadow.loaded.version, call: event.call, rows: 0, agreeingRows: 0, meanAbsDifference: Number.NaN, latencyDifferenceMs: 0, shadowMs: 0 };
+        this.#tell({ ...base, failure: { code: 9, message: metrics.incompatible } }, event);
+        continue;
+      }
       if (this.#running >= this.options.concurrency) {
         metrics.skippedBusy.inc();
         continue;
@@ -135,7 +146,7 @@ export class ShadowRunner {
     let byShadow = this.#pairs.get(primary);
     if (byShadow === undefined) this.#pairs.set(primary, (byShadow = new WeakMap()));
     let metrics = byShadow.get(shadow);
-    if (metrics === undefined) byShadow.set(shadow, (metrics = new PairMetrics(primary.name, primary.version, shadow.version)));
+    if (metrics === undefined) byShadow.set(shadow, (metrics = new PairMetrics(primary, shadow)));
     return metrics;
   }
 
@@ -184,16 +195,23 @@ export class ShadowRunner {
 
 type ShadowAnswer = { probabilities: Float32Array } | { outputs: Record<string, import("../model/tensors.js").HostTensor> };
 
+/**
+ * Why a shadow can never answer the primary's input (FAILED_PRECONDITION in its record): a
+ * tensor model shadowing a classifier, or a classifier of another width. Undefined: it can try.
+ */
+function incompatibility(primary: LoadedVersion, shadow: LoadedVersion): string | undefined {
+  const rows = primary.classifier;
+  if (rows === undefined) return undefined; // tensors: onnxruntime checks them per call
+  if (shadow.classifier === undefined) return `version ${shadow.version} is a tensor model, not a classifier of feature rows: it cannot shadow version ${primary.version}`;
+  if (shadow.classifier.featureCount !== rows.featureCount) {
+    return `version ${shadow.version} takes ${shadow.classifier.featureCount} features per row; version ${primary.version} takes ${rows.featureCount}`;
+  }
+  return undefined;
+}
+
 /** The shadow's answer to the primary's input: the same rows, or the same tensors and outputs. */
 async function runOn(shadow: LoadedVersion, event: InferenceEvent): Promise<ShadowAnswer> {
-  if (event.input !== undefined) {
-    const classifier = shadow.requireClassifier();
-    const primaryFeatures = event.loaded.classifier!.featureCount;
-    if (classifier.featureCount !== primaryFeatures) {
-      throw new Error(`the shadow takes ${classifier.featureCount} features per row; the primary took ${primaryFeatures}`);
-    }
-    return { probabilities: await shadow.classify(event.input.features, event.input.rowCount) };
-  }
+  if (event.input !== undefined) return { probabilities: await shadow.classify(event.input.features, event.input.rowCount) };
   return { outputs: await shadow.runTensors(event.feeds!, Object.keys(event.outputs ?? {})) };
 }
 
