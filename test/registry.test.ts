@@ -371,8 +371,11 @@ describe("ModelRegistry and an unreachable PostgreSQL", () => {
       const client = clientFor(ModelRegistryService, registry.baseUrl, "grpc");
       await client.createProject({ name: "before-outage" });
 
-      await new Promise<void>((resolve) => relay.close(() => resolve()));
+      // Stop accepting, then cut the open connections (close() alone waits for them to end,
+      // which a registry polling its database never lets happen).
+      const closed = new Promise<void>((resolve) => relay.close(() => resolve()));
       sockets.forEach((s) => s.destroy());
+      await closed;
       const outage = await failure(client.getProjectByName({ name: "before-outage" }, { timeoutMs: 10_000 }));
       expect(outage.code).toBe(Code.Unavailable);
       expect(outage.rawMessage).toBe("the registry database is unavailable; retry later");
