@@ -3,6 +3,7 @@ import { fileURLToPath } from "node:url";
 import { ConfigError, envDurationMs, envInt, envString, type Env } from "../runtime/env/variables.js";
 import { envSqliteBusyTimeoutMs } from "../runtime/env/settings.js";
 import { dialectOf } from "../runtime/storage/migrations.js";
+import type { WebhookSettings } from "./webhooks.js";
 
 /** Settings of the ModelRegistry, beyond the shared server settings. */
 export interface RegistryConfig {
@@ -18,6 +19,8 @@ export interface RegistryConfig {
   readonly monitorAddress: string | undefined;
   /** REGISTRY_ROLLOUT_TICK: how often the rollout controller looks for checks that are due. */
   readonly rolloutTickMs: number;
+  /** REGISTRY_WEBHOOK_*: how webhooks are sent (webhooks.ts). */
+  readonly webhooks: WebhookSettings;
 }
 
 const repoRoot = fileURLToPath(new URL("../..", import.meta.url));
@@ -34,5 +37,11 @@ export function loadRegistryConfig(env: Env): RegistryConfig {
     artifactMaxBytes: envInt(env, "ARTIFACT_MAX_BYTES", 256 * 1024 * 1024, 1024, 8 * 1024 * 1024 * 1024),
     monitorAddress: envString(env, "MONITOR_ADDRESS", "") || undefined,
     rolloutTickMs: envDurationMs(env, "REGISTRY_ROLLOUT_TICK", 1000, 100, 60_000),
+    webhooks: {
+      tickMs: envDurationMs(env, "REGISTRY_WEBHOOK_TICK", 1000, 50, 60_000),
+      maxAttempts: envInt(env, "REGISTRY_WEBHOOK_MAX_ATTEMPTS", 12, 1, 100),
+      retryBaseMs: envDurationMs(env, "REGISTRY_WEBHOOK_RETRY_BASE", 1000, 10, 3_600_000),
+      timeoutMs: envDurationMs(env, "REGISTRY_WEBHOOK_TIMEOUT", 10_000, 100, 300_000),
+    },
   });
 }

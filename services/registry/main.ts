@@ -10,6 +10,7 @@ import { openRegistryDatabase } from "./database.js";
 import { EventFeed } from "./event-feed.js";
 import { monitorTrafficReader, RolloutController } from "./rollouts.js";
 import { createRegistryService } from "./service.js";
+import { WebhookDispatcher } from "./webhooks.js";
 import { RegistryStore } from "./store.js";
 
 /** How often watch streams look for events committed by other registry processes. */
@@ -32,23 +33,31 @@ export function main(env: Env): Promise<void> {
     const store = new RegistryStore(db, dialect);
     const draining = new AbortController();
     const feed = new EventFeed(eventPollMs);
+    const webhooks = new WebhookDispatcher(db, store, registryConfig.webhooks, logger);
+    const changed = () => {
+      feed.notify();
+      webhooks.notify();
+    };
     const traffic = registryConfig.monitorAddress === undefined ? undefined : monitorTrafficReader(registryConfig.monitorAddress, meshCredentials);
-    const rollouts = new RolloutController(db, store, traffic, logger, () => feed.notify());
+    const rollouts = new RolloutController(db, store, traffic, logger, changed);
     const service = createRegistryService(store, {
       artifacts,
       maxUploadBytes: registryConfig.artifactMaxBytes,
       feed,
+      changed,
       rollouts,
+      webhooks,
       stopping: () => draining.signal,
     });
     const server = await startServer({ config, logger, tracing, gatekeeper, services: [serve(ModelRegistryService, service)] });
     server.stopping.addEventListener("abort", () => draining.abort(), { once: true });
     server.health.setAll(ServingStatus.SERVING);
     const controller = rollouts.run(draining.signal, registryConfig.rolloutTickMs);
+    const dispatcher = webhooks.run(draining.signal);
     return {
       server,
       async close() {
-        await controller;
+        await Promise.all([controller, dispatcher]);
         await db.$disconnect();
       },
     };

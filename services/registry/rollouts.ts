@@ -127,7 +127,9 @@ export class RolloutController {
           nextCheckAt: new Date(now.getTime() + checkEveryMs(intervalMs)),
         },
       });
-      await this.store.writePolicy(tx, modelId, alias, policyToJson(stepPolicy(created, 0)), actor, `rollout ${created.id} to version ${toVersion}: step 1 of ${steps.length} (${steps[0]} %)`);
+      const reason = `rollout ${created.id} to version ${toVersion}: step 1 of ${steps.length} (${steps[0]} %)`;
+      await this.store.writePolicy(tx, modelId, alias, policyToJson(stepPolicy(created, 0)), actor, reason);
+      await this.#event(tx, created, actor, `started: ${reason}`);
       return created;
     });
     this.notify();
@@ -158,13 +160,18 @@ export class RolloutController {
       if (ended) throw new ConnectError(`rollout ${id} has ended (${current.state.toLowerCase().replace("_", " ")})`, Code.FailedPrecondition);
       const by = `by ${actor}`;
       switch (change) {
-        case RolloutChange.PAUSE:
+        case RolloutChange.PAUSE: {
           if (current.state === "PAUSED") throw new ConnectError(`rollout ${id} is paused already`, Code.FailedPrecondition);
-          return tx.rollout.update({ where: { id }, data: { state: "PAUSED", lastDecision: `paused ${by}` } });
+          const paused = await tx.rollout.update({ where: { id }, data: { state: "PAUSED", lastDecision: `paused ${by}` } });
+          await this.#event(tx, paused, actor, paused.lastDecision);
+          return paused;
+        }
         case RolloutChange.RESUME: {
           if (current.state === "RUNNING") throw new ConnectError(`rollout ${id} is running already`, Code.FailedPrecondition);
           const now = new Date();
-          return tx.rollout.update({ where: { id }, data: { state: "RUNNING", lastDecision: `resumed ${by}`, stepStartedAt: now, nextCheckAt: new Date(now.getTime() + checkEveryMs(current.intervalMs)) } });
+          const resumed = await tx.rollout.update({ where: { id }, data: { state: "RUNNING", lastDecision: `resumed ${by}`, stepStartedAt: now, nextCheckAt: new Date(now.getTime() + checkEveryMs(current.intervalMs)) } });
+          await this.#event(tx, resumed, actor, resumed.lastDecision);
+          return resumed;
         }
         case RolloutChange.PROMOTE:
           return this.#promote(tx, current, actor, `promoted ${by}`);
@@ -246,16 +253,22 @@ export class RolloutController {
       if (current === null || current.state !== "RUNNING" || current.nextCheckAt.getTime() !== row.nextCheckAt.getTime()) return undefined;
       if (decision.kind === "wait") return tx.rollout.update({ where: { id: row.id }, data: { lastDecision: reason, observation: observed } });
       if (decision.kind === "fail") {
-        if (row.rollbackRule === "PAUSE") return tx.rollout.update({ where: { id: row.id }, data: { state: "PAUSED", lastDecision: `${reason}; paused (rollback rule)`, observation: observed } });
+        if (row.rollbackRule === "PAUSE") {
+          const paused = await tx.rollout.update({ where: { id: row.id }, data: { state: "PAUSED", lastDecision: `${reason}; paused (rollback rule)`, observation: observed } });
+          await this.#event(tx, paused, "rollout-controller", paused.lastDecision);
+          return paused;
+        }
         return this.#revert(tx, { ...current, observation: observed }, "ROLLED_BACK", "rollout-controller", `${reason}; rolled back`);
       }
       const nextStep = row.step + 1;
       if (steps[nextStep] === undefined || steps[nextStep] === 100) return this.#promote(tx, { ...current, observation: observed }, "rollout-controller", `${reason}; promoted`);
       await this.store.writePolicy(tx, row.modelId, row.alias, policyToJson(stepPolicy(current, nextStep)), "rollout-controller", `rollout ${row.id}: ${reason}; step ${nextStep + 1} of ${steps.length} (${steps[nextStep]} %)`);
-      return tx.rollout.update({
+      const advanced = await tx.rollout.update({
         where: { id: row.id },
         data: { step: nextStep, stepStartedAt: now, lastDecision: `${reason}; advanced to step ${nextStep + 1} (${steps[nextStep]} %)`, observation: observed },
       });
+      await this.#event(tx, advanced, "rollout-controller", advanced.lastDecision);
+      return advanced;
     });
     if (changed === undefined) return;
     if (decision.kind !== "wait") {
@@ -269,13 +282,22 @@ export class RolloutController {
     const reason = `rollout ${row.id}: ${decision}`;
     await this.store.moveAliasTo(tx, row.modelId, row.alias, row.toVersion, actor, reason);
     await this.store.writePolicy(tx, row.modelId, row.alias, null, actor, reason);
-    return tx.rollout.update({ where: { id: row.id }, data: { state: "SUCCEEDED", lastDecision: decision, observation: row.observation } });
+    const promoted = await tx.rollout.update({ where: { id: row.id }, data: { state: "SUCCEEDED", lastDecision: decision, observation: row.observation } });
+    await this.#event(tx, promoted, actor, decision);
+    return promoted;
   }
 
   /** Every call goes back to the version the alias points at (its policy before the rollout). */
   async #revert(tx: Tx, row: RolloutRow, state: "ROLLED_BACK" | "ABORTED", actor: string, decision: string): Promise<RolloutRow> {
     await this.store.writePolicy(tx, row.modelId, row.alias, row.previousPolicy, actor, `rollout ${row.id}: ${decision}`);
-    return tx.rollout.update({ where: { id: row.id }, data: { state, lastDecision: decision, observation: row.observation } });
+    const reverted = await tx.rollout.update({ where: { id: row.id }, data: { state, lastDecision: decision, observation: row.observation } });
+    await this.#event(tx, reverted, actor, decision);
+    return reverted;
+  }
+
+  /** The rollout's change in the event log (watchers, webhooks). */
+  #event(tx: Tx, row: RolloutRow, actor: string, reason: string): Promise<void> {
+    return this.store.recordRolloutEvent(tx, { modelId: row.modelId, alias: row.alias, rolloutId: row.id, state: row.state, version: row.toVersion, previousVersion: row.fromVersion, actor, reason });
   }
 }
 

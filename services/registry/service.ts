@@ -19,7 +19,9 @@ import { decodePageToken, defaultPageSize, encodePageToken } from "../runtime/se
 import type { ArtifactStore } from "./artifact-store.js";
 import type { EventFeed } from "./event-feed.js";
 import type { RolloutController } from "./rollouts.js";
+import type { WebhookDispatcher } from "./webhooks.js";
 import type { Experiment, JsonObject, Model, ModelEvent, ModelVersionWithAliases, Page, PageRequest, Project, RegistryStore, StoredFile } from "./store.js";
+import { RolloutState } from "../../gen/mlmesh/registry/v1/rollout_pb.js";
 import { checkTrafficPolicy, policyFromJson, policyToJson } from "./traffic-policies.js";
 import { receiveUpload, type StoredSignature } from "./upload.js";
 
@@ -35,8 +37,12 @@ export interface RegistryServiceDeps {
   /** ARTIFACT_MAX_BYTES. */
   readonly maxUploadBytes: number;
   readonly feed: EventFeed;
+  /** Called after each committed change: wakes this process's watch streams and webhooks. */
+  readonly changed: () => void;
   /** Canary rollouts (StartRollout and the others). */
   readonly rollouts: RolloutController;
+  /** Webhooks (CreateWebhook and the others). */
+  readonly webhooks: WebhookDispatcher;
   /** Aborted when the server starts draining: watch streams end then. */
   stopping(): AbortSignal;
 }
@@ -49,7 +55,7 @@ export function createRegistryService(store: RegistryStore, deps: RegistryServic
   /** Runs a write that appends to the event log, then wakes this process's watch streams. */
   const changing = async <T>(write: Promise<T>): Promise<T> => {
     const result = await write;
-    deps.feed.notify();
+    deps.changed();
     return result;
   };
   return {
@@ -278,6 +284,24 @@ export function createRegistryService(store: RegistryStore, deps: RegistryServic
     async changeRollout(request, ctx) {
       return { rollout: await deps.rollouts.change(request.rolloutId, request.change, actorOf(ctx)) };
     },
+    async createWebhook(request) {
+      return { webhook: await deps.webhooks.create(request.url, request.secret, request.events, request.description) };
+    },
+    async listWebhooks() {
+      return { webhooks: await deps.webhooks.list() };
+    },
+    async deleteWebhook(request) {
+      await deps.webhooks.delete(request.webhookId);
+      return {};
+    },
+    async listWebhookDeliveries(request) {
+      const page = pageRequest(request);
+      const { deliveries, last } = await deps.webhooks.deliveries(request.webhookId, page.size, page.afterId);
+      return { deliveries, nextPageToken: last === undefined ? "" : encodePageToken(last) };
+    },
+    async redeliverWebhookDelivery(request) {
+      return { delivery: await deps.webhooks.redeliver(request.deliveryId) };
+    },
     async deleteTrafficPolicy(request, ctx) {
       await changing(store.deletePolicy(request.modelId, request.alias, actorOf(ctx)));
       return {};
@@ -342,6 +366,8 @@ function eventOut(e: ModelEvent): MessageInitShape<typeof ModelEventSchema> {
     actor: e.actor,
     time: timestampFromDate(e.createdAt),
     reason: e.reason,
+    rolloutId: e.rolloutId,
+    rolloutState: RolloutState[e.rolloutState as keyof typeof RolloutState] ?? RolloutState.UNSPECIFIED,
   };
 }
 

@@ -34,7 +34,7 @@ export interface PageRequest {
 const versionInclude = { aliases: { select: { alias: true }, orderBy: { alias: "asc" } } } as const;
 
 /** What a change to versions or aliases records in the event log (model_events). */
-export type EventKind = "VERSION_CREATED" | "ALIAS_SET" | "ALIAS_DELETED" | "POLICY_SET" | "POLICY_DELETED";
+export type EventKind = "VERSION_CREATED" | "ALIAS_SET" | "ALIAS_DELETED" | "POLICY_SET" | "POLICY_DELETED" | "ROLLOUT";
 
 /** The event kinds of the alias history. */
 const aliasEventKinds: EventKind[] = ["ALIAS_SET", "ALIAS_DELETED", "POLICY_SET", "POLICY_DELETED"];
@@ -356,6 +356,11 @@ export class RegistryStore {
     await this.appendEvent(tx, { kind: policy === null ? "POLICY_DELETED" : "POLICY_SET", modelId, alias, version, previousVersion: version, actor, policy, previousPolicy: current.policy, reason });
   }
 
+  /** In a transaction: records a rollout's change (state after it, and why) in the event log. */
+  async recordRolloutEvent(tx: Tx, event: { modelId: string; alias: string; rolloutId: string; state: string; version: number; previousVersion: number; actor: string; reason: string }): Promise<void> {
+    await this.appendEvent(tx, { kind: "ROLLOUT", ...event });
+  }
+
   /** In a transaction: the alias's row (its version number and policy); NOT_FOUND for an unknown alias. */
   aliasOf(tx: Tx, modelId: string, alias: string) {
     return this.aliasRow(tx, modelId, alias);
@@ -580,6 +585,8 @@ export class RegistryStore {
       policy?: string | null;
       previousPolicy?: string | null;
       reason?: string;
+      rolloutId?: string;
+      state?: string;
     },
   ): Promise<void> {
     const model = await tx.model.findUniqueOrThrow({ where: { id: event.modelId }, include: { project: { select: { id: true, name: true } } } });
@@ -597,6 +604,8 @@ export class RegistryStore {
         policy: event.policy ?? null,
         previousPolicy: event.previousPolicy ?? null,
         reason: event.reason ?? "",
+        rolloutId: event.rolloutId ?? "",
+        rolloutState: event.state ?? "",
       },
     });
   }

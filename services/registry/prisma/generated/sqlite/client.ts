@@ -79,6 +79,16 @@ export type ModelEvent = Prisma.ModelEventModel
  */
 export type Rollout = Prisma.RolloutModel
 /**
+ * Model Webhook
+ * A URL the registry POSTs its events to (registry.proto CreateWebhook).
+ */
+export type Webhook = Prisma.WebhookModel
+/**
+ * Model WebhookDelivery
+ * One event to send to one webhook: the outbox and the delivery log.
+ */
+export type WebhookDelivery = Prisma.WebhookDeliveryModel
+/**
  * Model PredictorReport
  * What a Predictor last reported serving.
  */

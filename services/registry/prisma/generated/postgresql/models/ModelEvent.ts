@@ -53,6 +53,8 @@ export type ModelEventMinAggregateOutputType = {
   policy: string | null
   previousPolicy: string | null
   reason: string | null
+  rolloutId: string | null
+  rolloutState: string | null
   createdAt: Date | null
 }
 
@@ -70,6 +72,8 @@ export type ModelEventMaxAggregateOutputType = {
   policy: string | null
   previousPolicy: string | null
   reason: string | null
+  rolloutId: string | null
+  rolloutState: string | null
   createdAt: Date | null
 }
 
@@ -87,6 +91,8 @@ export type ModelEventCountAggregateOutputType = {
   policy: number
   previousPolicy: number
   reason: number
+  rolloutId: number
+  rolloutState: number
   createdAt: number
   _all: number
 }
@@ -118,6 +124,8 @@ export type ModelEventMinAggregateInputType = {
   policy?: true
   previousPolicy?: true
   reason?: true
+  rolloutId?: true
+  rolloutState?: true
   createdAt?: true
 }
 
@@ -135,6 +143,8 @@ export type ModelEventMaxAggregateInputType = {
   policy?: true
   previousPolicy?: true
   reason?: true
+  rolloutId?: true
+  rolloutState?: true
   createdAt?: true
 }
 
@@ -152,6 +162,8 @@ export type ModelEventCountAggregateInputType = {
   policy?: true
   previousPolicy?: true
   reason?: true
+  rolloutId?: true
+  rolloutState?: true
   createdAt?: true
   _all?: true
 }
@@ -256,6 +268,8 @@ export type ModelEventGroupByOutputType = {
   policy: string | null
   previousPolicy: string | null
   reason: string
+  rolloutId: string
+  rolloutState: string
   createdAt: Date
   _count: ModelEventCountAggregateOutputType | null
   _avg: ModelEventAvgAggregateOutputType | null
@@ -296,6 +310,8 @@ export type ModelEventWhereInput = {
   policy?: Prisma.StringNullableFilter<"ModelEvent"> | string | null
   previousPolicy?: Prisma.StringNullableFilter<"ModelEvent"> | string | null
   reason?: Prisma.StringFilter<"ModelEvent"> | string
+  rolloutId?: Prisma.StringFilter<"ModelEvent"> | string
+  rolloutState?: Prisma.StringFilter<"ModelEvent"> | string
   createdAt?: Prisma.DateTimeFilter<"ModelEvent"> | Date | string
 }
 
@@ -313,6 +329,8 @@ export type ModelEventOrderByWithRelationInput = {
   policy?: Prisma.SortOrderInput | Prisma.SortOrder
   previousPolicy?: Prisma.SortOrderInput | Prisma.SortOrder
   reason?: Prisma.SortOrder
+  rolloutId?: Prisma.SortOrder
+  rolloutState?: Prisma.SortOrder
   createdAt?: Prisma.SortOrder
 }
 
@@ -333,6 +351,8 @@ export type ModelEventWhereUniqueInput = Prisma.AtLeast<{
   policy?: Prisma.StringNullableFilter<"ModelEvent"> | string | null
   previousPolicy?: Prisma.StringNullableFilter<"ModelEvent"> | string | null
   reason?: Prisma.StringFilter<"ModelEvent"> | string
+  rolloutId?: Prisma.StringFilter<"ModelEvent"> | string
+  rolloutState?: Prisma.StringFilter<"ModelEvent"> | string
   createdAt?: Prisma.DateTimeFilter<"ModelEvent"> | Date | string
 }, "sequence">
 
@@ -350,6 +370,8 @@ export type ModelEventOrderByWithAggregationInput = {
   policy?: Prisma.SortOrderInput | Prisma.SortOrder
   previousPolicy?: Prisma.SortOrderInput | Prisma.SortOrder
   reason?: Prisma.SortOrder
+  rolloutId?: Prisma.SortOrder
+  rolloutState?: Prisma.SortOrder
   createdAt?: Prisma.SortOrder
   _count?: Prisma.ModelEventCountOrderByAggregateInput
   _avg?: Prisma.ModelEventAvgOrderByAggregateInput
@@ -375,6 +397,8 @@ export type ModelEventScalarWhereWithAggregatesInput = {
   policy?: Prisma.StringNullableWithAggregatesFilter<"ModelEvent"> | string | null
   previousPolicy?: Prisma.StringNullableWithAggregatesFilter<"ModelEvent"> | string | null
   reason?: Prisma.StringWithAggregatesFilter<"ModelEvent"> | string
+  rolloutId?: Prisma.StringWithAggregatesFilter<"ModelEvent"> | string
+  rolloutState?: Prisma.StringWithAggregatesFilter<"ModelEvent"> | string
   createdAt?: Prisma.DateTimeWithAggregatesFilter<"ModelEvent"> | Date | string
 }
 
@@ -391,6 +415,8 @@ export type ModelEventCreateInput = {
   policy?: string | null
   previousPolicy?: string | null
   reason?: string
+  rolloutId?: string
+  rolloutState?: string
   createdAt?: Date | string
 }
 
@@ -408,6 +434,8 @@ export type ModelEventUncheckedCreateInput = {
   policy?: string | null
   previousPolicy?: string | null
   reason?: string
+  rolloutId?: string
+  rolloutState?: string
   createdAt?: Date | string
 }
 
@@ -424,6 +452,8 @@ export type ModelEventUpdateInput = {
   policy?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
   previousPolicy?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
   reason?: Prisma.StringFieldUpdateOperationsInput | string
+  rolloutId?: Prisma.StringFieldUpdateOperationsInput | string
+  rolloutState?: Prisma.StringFieldUpdateOperationsInput | string
   createdAt?: Prisma.DateTimeFieldUpdateOperationsInput | Date | string
 }
 
@@ -441,6 +471,8 @@ export type ModelEventUncheckedUpdateInput = {
   policy?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
   previousPolicy?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
   reason?: Prisma.StringFieldUpdateOperationsInput | string
+  rolloutId?: Prisma.StringFieldUpdateOperationsInput | string
+  rolloutState?: Prisma.StringFieldUpdateOperationsInput | string
   createdAt?: Prisma.DateTimeFieldUpdateOperationsInput | Date | string
 }
 
@@ -458,6 +490,8 @@ export type ModelEventCreateManyInput = {
   policy?: string | null
   previousPolicy?: string | null
   reason?: string
+  rolloutId?: string
+  rolloutState?: string
   createdAt?: Date | string
 }
 
@@ -474,6 +508,8 @@ export type ModelEventUpdateManyMutationInput = {
   policy?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
   previousPolicy?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
   reason?: Prisma.StringFieldUpdateOperationsInput | string
+  rolloutId?: Prisma.StringFieldUpdateOperationsInput | string
+  rolloutState?: Prisma.StringFieldUpdateOperationsInput | string
   createdAt?: Prisma.DateTimeFieldUpdateOperationsInput | Date | string
 }
 
@@ -491,6 +527,8 @@ export type ModelEventUncheckedUpdateManyInput = {
   policy?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
   previousPolicy?: Prisma.NullableStringFieldUpdateOperationsInput | string | null
   reason?: Prisma.StringFieldUpdateOperationsInput | string
+  rolloutId?: Prisma.StringFieldUpdateOperationsInput | string
+  rolloutState?: Prisma.StringFieldUpdateOperationsInput | string
   createdAt?: Prisma.DateTimeFieldUpdateOperationsInput | Date | string
 }
 
@@ -508,6 +546,8 @@ export type ModelEventCountOrderByAggregateInput = {
   policy?: Prisma.SortOrder
   previousPolicy?: Prisma.SortOrder
   reason?: Prisma.SortOrder
+  rolloutId?: Prisma.SortOrder
+  rolloutState?: Prisma.SortOrder
   createdAt?: Prisma.SortOrder
 }
 
@@ -531,6 +571,8 @@ export type ModelEventMaxOrderByAggregateInput = {
   policy?: Prisma.SortOrder
   previousPolicy?: Prisma.SortOrder
   reason?: Prisma.SortOrder
+  rolloutId?: Prisma.SortOrder
+  rolloutState?: Prisma.SortOrder
   createdAt?: Prisma.SortOrder
 }
 
@@ -548,6 +590,8 @@ export type ModelEventMinOrderByAggregateInput = {
   policy?: Prisma.SortOrder
   previousPolicy?: Prisma.SortOrder
   reason?: Prisma.SortOrder
+  rolloutId?: Prisma.SortOrder
+  rolloutState?: Prisma.SortOrder
   createdAt?: Prisma.SortOrder
 }
 
@@ -573,6 +617,8 @@ export type ModelEventSelect<ExtArgs extends runtime.Types.Extensions.InternalAr
   policy?: boolean
   previousPolicy?: boolean
   reason?: boolean
+  rolloutId?: boolean
+  rolloutState?: boolean
   createdAt?: boolean
 }, ExtArgs["result"]["modelEvent"]>
 
@@ -590,6 +636,8 @@ export type ModelEventSelectCreateManyAndReturn<ExtArgs extends runtime.Types.Ex
   policy?: boolean
   previousPolicy?: boolean
   reason?: boolean
+  rolloutId?: boolean
+  rolloutState?: boolean
   createdAt?: boolean
 }, ExtArgs["result"]["modelEvent"]>
 
@@ -607,6 +655,8 @@ export type ModelEventSelectUpdateManyAndReturn<ExtArgs extends runtime.Types.Ex
   policy?: boolean
   previousPolicy?: boolean
   reason?: boolean
+  rolloutId?: boolean
+  rolloutState?: boolean
   createdAt?: boolean
 }, ExtArgs["result"]["modelEvent"]>
 
@@ -624,10 +674,12 @@ export type ModelEventSelectScalar = {
   policy?: boolean
   previousPolicy?: boolean
   reason?: boolean
+  rolloutId?: boolean
+  rolloutState?: boolean
   createdAt?: boolean
 }
 
-export type ModelEventOmit<ExtArgs extends runtime.Types.Extensions.InternalArgs = runtime.Types.Extensions.DefaultArgs> = runtime.Types.Extensions.GetOmit<"sequence" | "kind" | "projectId" | "projectName" | "modelId" | "modelName" | "version" | "alias" | "previousVersion" | "actor" | "policy" | "previousPolicy" | "reason" | "createdAt", ExtArgs["result"]["modelEvent"]>
+export type ModelEventOmit<ExtArgs extends runtime.Types.Extensions.InternalArgs = runtime.Types.Extensions.DefaultArgs> = runtime.Types.Extensions.GetOmit<"sequence" | "kind" | "projectId" | "projectName" | "modelId" | "modelName" | "version" | "alias" | "previousVersion" | "actor" | "policy" | "previousPolicy" | "reason" | "rolloutId" | "rolloutState" | "createdAt", ExtArgs["result"]["modelEvent"]>
 
 export type $ModelEventPayload<ExtArgs extends runtime.Types.Extensions.InternalArgs = runtime.Types.Extensions.DefaultArgs> = {
   name: "ModelEvent"
@@ -661,6 +713,11 @@ export type $ModelEventPayload<ExtArgs extends runtime.Types.Extensions.Internal
      * Why, when the registry made the change itself (a rollout); "" for a caller's change.
      */
     reason: string
+    /**
+     * ROLLOUT events: the rollout and its state after the change.
+     */
+    rolloutId: string
+    rolloutState: string
     createdAt: Date
   }, ExtArgs["result"]["modelEvent"]>
   composites: {}
@@ -1098,6 +1155,8 @@ export interface ModelEventFieldRefs {
   readonly policy: Prisma.FieldRef<"ModelEvent", 'String'>
   readonly previousPolicy: Prisma.FieldRef<"ModelEvent", 'String'>
   readonly reason: Prisma.FieldRef<"ModelEvent", 'String'>
+  readonly rolloutId: Prisma.FieldRef<"ModelEvent", 'String'>
+  readonly rolloutState: Prisma.FieldRef<"ModelEvent", 'String'>
   readonly createdAt: Prisma.FieldRef<"ModelEvent", 'DateTime'>
 }
     

@@ -58,6 +58,8 @@ export const ModelName = {
   ModelAlias: 'ModelAlias',
   ModelEvent: 'ModelEvent',
   Rollout: 'Rollout',
+  Webhook: 'Webhook',
+  WebhookDelivery: 'WebhookDelivery',
   PredictorReport: 'PredictorReport',
   ReadGeneration: 'ReadGeneration'
 } as const
@@ -160,6 +162,8 @@ export const ModelEventScalarFieldEnum = {
   policy: 'policy',
   previousPolicy: 'previousPolicy',
   reason: 'reason',
+  rolloutId: 'rolloutId',
+  rolloutState: 'rolloutState',
   createdAt: 'createdAt'
 } as const
 
@@ -189,6 +193,39 @@ export const RolloutScalarFieldEnum = {
 } as const
 
 export type RolloutScalarFieldEnum = (typeof RolloutScalarFieldEnum)[keyof typeof RolloutScalarFieldEnum]
+
+
+export const WebhookScalarFieldEnum = {
+  id: 'id',
+  url: 'url',
+  secret: 'secret',
+  events: 'events',
+  description: 'description',
+  cursor: 'cursor',
+  createdAt: 'createdAt',
+  updatedAt: 'updatedAt'
+} as const
+
+export type WebhookScalarFieldEnum = (typeof WebhookScalarFieldEnum)[keyof typeof WebhookScalarFieldEnum]
+
+
+export const WebhookDeliveryScalarFieldEnum = {
+  id: 'id',
+  webhookId: 'webhookId',
+  eventSequence: 'eventSequence',
+  eventType: 'eventType',
+  payload: 'payload',
+  state: 'state',
+  attempts: 'attempts',
+  nextAttemptAt: 'nextAttemptAt',
+  lastStatus: 'lastStatus',
+  lastError: 'lastError',
+  deliveredAt: 'deliveredAt',
+  redeliveryOf: 'redeliveryOf',
+  createdAt: 'createdAt'
+} as const
+
+export type WebhookDeliveryScalarFieldEnum = (typeof WebhookDeliveryScalarFieldEnum)[keyof typeof WebhookDeliveryScalarFieldEnum]
 
 
 export const PredictorReportScalarFieldEnum = {
