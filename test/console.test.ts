@@ -13,7 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { PredictorService } from "../gen/mlmesh/predictor/v1/predictor_pb.js";
 import { ModelRegistryService } from "../gen/mlmesh/registry/v1/registry_pb.js";
 import { bootstrapRegistry } from "../services/cli/bootstrap.js";
-import { registryClient } from "../services/cli/model-push.js";
+import { pushModelFolder, registryClient } from "../services/cli/model-push.js";
 import { checkHealth, ServingStatus } from "../services/runtime/client/health-client.js";
 import { clientFor } from "./support/clients.js";
 import { freshDatabase, type TestDatabase } from "./support/databases.js";
@@ -69,12 +69,15 @@ describe("web console in headless Chromium", () => {
     for (let i = 0; i < 3; i++) databases.push(await freshDatabase("sqlite"));
     // The mesh as `mlmesh up` runs it: the bundled models registered, the Predictor following the registry.
     artifactDir = await mkdtemp(join(tmpdir(), "mlmesh-console-artifacts-"));
-    registryEnv = { ...cors, DATABASE_URL: databases[1].url, ARTIFACT_DIR: artifactDir };
+    // The registry reads rollouts' figures from the monitor, which reads references from the registry.
+    const monitorPort = await freePort();
+    registryEnv = { ...cors, DATABASE_URL: databases[1].url, ARTIFACT_DIR: artifactDir, MONITOR_ADDRESS: `127.0.0.1:${monitorPort}`, REGISTRY_ROLLOUT_TICK: "200ms" };
     registry = await startService("registry", registryEnv);
     await bootstrapRegistry(registryClient(registry.address, "console-test"), join(repoRoot, "models"), undefined, new AbortController().signal);
     // The monitor with short windows, so that a walk of its page sees several.
     monitor = await startService("monitor", {
       ...cors,
+      MONITOR_PORT: String(monitorPort),
       MONITOR_DATABASE_URL: databases[2].url,
       REGISTRY_ADDRESS: registry.address,
       MONITOR_WINDOW: "1s",
@@ -176,7 +179,7 @@ describe("web console in headless Chromium", () => {
     await expect.poll(() => cells(page, "versions", 8)).toEqual(["production"]);
     await expect.poll(() => cells(page, "versions", 9)).toEqual([predictor.address]);
     expect(await cells(page, "alias-history", 5)).toEqual(["console-test"]);
-    for (const placeholder of ["policies", "rollouts"]) expect(await page.locator(`[data-testid=${placeholder}-placeholder]`).count()).toBe(1);
+    expect(await page.locator("[data-testid=policies-none]").count()).toBe(1);
     expect(await page.getAttribute("[data-testid=monitoring-link]", "href")).toBe("/models/iris/iris_svc/monitoring");
 
     // Rows generated from the feature names, prefilled with the model's sample input, over each protocol.
@@ -361,6 +364,7 @@ describe("web console in headless Chromium", () => {
       "v1",
       "v2",
       "console",
+      "", // why: a person's move has no reason of the registry's
     ]);
     await inspect(page, "model-after-writes");
     await page.close();
@@ -599,6 +603,58 @@ describe("web console in headless Chromium", () => {
     expect(call.status).toBe(200);
     expect(call.headers.get("access-control-allow-origin")).toBeNull();
     expect(((await call.json()) as { predictions: { label: string }[] }).predictions[0].label).toBe("setosa");
+  });
+
+  it("Traffic control: an alias's policy and its shadow comparisons; a rollout started from the form, paused, resumed and aborted after a confirmation", async () => {
+    const api = registryApi();
+    const { model } = await api.getModelByName({ projectName: "iris", name: "iris_svc" });
+    const modelId = model!.id;
+    await pushModelFolder(registryClient(registry.address, "console-test"), join(repoRoot, "test/fixtures/models/iris_svc/2"), { modelId, modelName: "iris_svc" });
+    await api.setModelVersionAlias({ modelId, alias: "canary", version: 1 });
+    await api.setTrafficPolicy({ modelId, alias: "canary", policy: { shadows: [{ version: 2, samplePercent: 100 }] } });
+    // Calls on the alias once the Predictor follows the policy: each is copied to v2 and compared.
+    const predict = clientFor(PredictorService, predictor.baseUrl, "grpc");
+    await expect
+      .poll(async () => {
+        let arm: string | null = null;
+        await predict.predict({ model: "iris_svc@canary", rows: [{ values: [5.1, 3.5, 1.4, 0.2] }] }, { onHeader: (h) => (arm = h.get("x-mlmesh-arm")) });
+        return arm;
+      }, { timeout: 15_000 })
+      .toBe("v1");
+    for (let i = 0; i < 40; i++) await predict.predict({ model: "iris_svc@canary", rows: [{ values: [5.1, 3.5, 1.4, 0.2] }, { values: [6.7, 3.0, 5.2, 2.3] }] });
+
+    const page = await open("/models/iris/iris_svc");
+    await expect.poll(() => page.textContent("[data-testid=policy-canary]")).toBe("shadow v2 (100 %)");
+    await expect.poll(() => cells(page, "shadow-comparisons", 2), { timeout: 10_000 }).toEqual(["v2"]);
+    expect(Number((await cells(page, "shadow-comparisons", 3))[0])).toBeGreaterThanOrEqual(40);
+    expect((await cells(page, "shadow-comparisons", 5))[0]).toMatch(/^\d+\.\d % of \d+ rows$/);
+    expect(await cells(page, "version-traffic", 1)).toContain("v1");
+
+    // A rollout of "canary" to v2 from the form.
+    await page.selectOption("[data-testid=rollout-alias]", "canary");
+    await page.selectOption("[data-testid=rollout-version]", "2");
+    await page.fill("[data-testid=rollout-steps]", "20, 100");
+    await page.fill("[data-testid=rollout-interval]", "3600");
+    await page.click("[data-testid=start-rollout]");
+    await expect.poll(() => page.textContent("[data-testid=start-rollout-done]")).toBe("rollout of canary to v2 started");
+    const row = page.locator("[data-testid=rollouts] tbody tr").first();
+    await expect.poll(() => row.locator("[data-testid=rollout-state]").innerText()).toBe("running");
+    await expect.poll(() => page.textContent("[data-testid=policy-canary]")).toBe("v1 80 % · v2 20 %");
+    await row.locator("text=Pause").click();
+    await expect.poll(() => row.locator("[data-testid=rollout-state]").innerText()).toBe("paused");
+    await row.locator("text=Resume").click();
+    await expect.poll(() => row.locator("[data-testid=rollout-state]").innerText()).toBe("running");
+    await row.locator("text=Abort…").click();
+    expect(await page.textContent("[data-testid=confirm-question]")).toBe("Send every call of canary back to version 1 and stop the rollout?");
+    await page.click("[data-testid=confirm-yes]");
+    await expect.poll(() => row.locator("[data-testid=rollout-state]").innerText()).toBe("aborted");
+    // The policy from before the rollout is back, and the history says why.
+    await expect.poll(() => page.textContent("[data-testid=policy-canary]")).toBe("shadow v2 (100 %)");
+    await expect.poll(async () => (await cells(page, "alias-history", 6))[0]).toMatch(/^rollout .*: aborted by console$/);
+    await inspect(page, "model-traffic-control");
+    await page.close();
+    await api.deleteTrafficPolicy({ modelId, alias: "canary" });
+    await api.deleteModelVersionAlias({ modelId, alias: "canary" });
   });
 
   it("serves the app for every page path, its files, and 404 for other files", async () => {

@@ -1,10 +1,11 @@
 import { useRoute } from "preact-iso";
 import { useState } from "preact/hooks";
-import { SignatureKind, type Experiment, type Model, type ModelVersion } from "../../../../gen/mlmesh/registry/v1/registry_pb.js";
+import { AliasChangeKind, SignatureKind, type Experiment, type Model, type ModelVersion } from "../../../../gen/mlmesh/registry/v1/registry_pb.js";
 import { ConfirmDialog } from "../components/confirm-dialog";
 import { HistoryCharts } from "../components/history-charts";
 import { PageTitle } from "../components/page-title";
 import { Done, ErrorBanner, Unreachable } from "../components/status";
+import { policyText, Rollouts, TrafficPolicies } from "../components/traffic-control";
 import { TryIt } from "../components/try-it";
 import { PushVersion } from "../components/push-version";
 import { AlertState } from "../../../../gen/mlmesh/monitor/v1/monitor_pb.js";
@@ -50,7 +51,7 @@ export function ModelPage() {
     <section aria-busy={data.loading && data.data === undefined}>
       <PageTitle title={`${project} / ${name}`}>
         <nav aria-label="On this page" class="subnav">
-          <a href="#traffic">Traffic</a> <a href="#versions">Versions</a> <a href="#aliases">Aliases</a> <a href="#try">Try it</a> <a href="#push">Push a version</a> <a href={`${base}/monitoring`}>Monitoring</a>{" "}
+          <a href="#traffic">Traffic</a> <a href="#versions">Versions</a> <a href="#aliases">Aliases</a> <a href="#try">Try it</a> <a href="#push">Push a version</a> <a href="#policies">Policies</a> <a href="#rollouts">Rollouts</a> <a href={`${base}/monitoring`}>Monitoring</a>{" "}
           <a href={`${base}/experiments`} data-testid="experiments-link">
             Experiments ({data.data?.experiments.length ?? "…"})
           </a>
@@ -79,13 +80,9 @@ export function ModelPage() {
       <h2 id="monitoring">Monitoring</h2>
       <MonitoringSummary name={name} href={`${base}/monitoring`} />
       <h2 id="policies">Traffic policies</h2>
-      <p class="muted" data-testid="policies-placeholder">
-        Weighted arms, conditions and shadows on this model's aliases arrive with traffic policies (issue 22).
-      </p>
+      {model ? <TrafficPolicies model={model} /> : null}
       <h2 id="rollouts">Rollouts</h2>
-      <p class="muted" data-testid="rollouts-placeholder">
-        Canary rollouts that promote or roll back by themselves arrive with traffic policies (issue 22).
-      </p>
+      {data.data ? <Rollouts model={data.data.model} versions={data.data.versions} onChanged={data.reload} /> : null}
     </section>
   );
 }
@@ -323,18 +320,23 @@ function Aliases({ data, onMoved }: { data: ModelData; onMoved: () => void }) {
               <th scope="col">from</th>
               <th scope="col">to</th>
               <th scope="col">by</th>
+              <th scope="col">why</th>
             </tr>
           </thead>
           <tbody>
-            {(history.data?.changes ?? []).map((c) => (
-              <tr>
-                <td>{utc(c.changeTime)}</td>
-                <td>{c.alias}</td>
-                <td>{c.previousVersion === 0 ? "—" : `v${c.previousVersion}`}</td>
-                <td>{c.version === 0 ? "(deleted)" : `v${c.version}`}</td>
-                <td>{c.actor}</td>
-              </tr>
-            ))}
+            {(history.data?.changes ?? []).map((c) => {
+              const policyChange = c.kind === AliasChangeKind.POLICY_SET || c.kind === AliasChangeKind.POLICY_DELETED;
+              return (
+                <tr>
+                  <td>{utc(c.changeTime)}</td>
+                  <td>{c.alias}</td>
+                  <td>{policyChange ? `policy: ${policyText(c.previousPolicy)}` : c.previousVersion === 0 ? "—" : `v${c.previousVersion}`}</td>
+                  <td>{policyChange ? `policy: ${policyText(c.policy)}` : c.version === 0 ? "(deleted)" : `v${c.version}`}</td>
+                  <td>{c.actor}</td>
+                  <td class="small">{c.reason}</td>
+                </tr>
+              );
+            })}
           </tbody>
         </table>
       </div>
