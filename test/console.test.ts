@@ -178,7 +178,7 @@ describe("web console in headless Chromium", () => {
     expect((await cells(page, "versions", 6))[0]).toBe("input float32[N, 4] → 3 labels");
     await expect.poll(() => cells(page, "versions", 8)).toEqual(["production"]);
     await expect.poll(() => cells(page, "versions", 9)).toEqual([predictor.address]);
-    expect(await cells(page, "alias-history", 5)).toEqual(["console-test"]);
+    await expect.poll(() => cells(page, "alias-history", 5)).toEqual(["console-test"]);
     expect(await page.locator("[data-testid=policies-none]").count()).toBe(1);
     expect(await page.getAttribute("[data-testid=monitoring-link]", "href")).toBe("/models/iris/iris_svc/monitoring");
 

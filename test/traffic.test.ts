@@ -17,7 +17,6 @@ import { AliasChangeKind, ModelEventKind, RolloutChange } from "../gen/mlmesh/re
 import { RolloutState } from "../gen/mlmesh/registry/v1/rollout_pb.js";
 import { TrafficPolicySchema } from "../gen/mlmesh/registry/v1/traffic_pb.js";
 import { pushModelFolder, registryClient, resolveModel, type RegistryClient } from "../services/cli/model-push.js";
-import { checkHealth, ServingStatus } from "../services/runtime/client/health-client.js";
 import { failure } from "./support/clients.js";
 import { freshDatabase, type TestDatabase } from "./support/databases.js";
 import { repoRoot, startService, tools, type ServiceProcess } from "./support/service-process.js";
@@ -54,6 +53,64 @@ async function registerVersions(client: RegistryClient): Promise<string> {
     await rm(reversed, { recursive: true, force: true });
   }
   return modelId;
+}
+
+/** A registry, a monitor and a Predictor following the registry and recording to the monitor; iris_svc v1-v4 registered. */
+class Mesh {
+  database!: TestDatabase;
+  monitorDb!: TestDatabase;
+  artifactDir!: string;
+  registry!: ServiceProcess;
+  monitor!: ServiceProcess;
+  predictor!: ServiceProcess;
+  client!: RegistryClient;
+  modelId!: string;
+
+  /** `registryEnv`: more variables for the registry (it gets the monitor's address besides). */
+  constructor(private readonly registryExtraEnv: Record<string, string> = {}) {}
+
+  registryEnv(): Record<string, string> {
+    return { DATABASE_URL: this.database.url, ARTIFACT_DIR: this.artifactDir, MONITOR_ADDRESS: this.monitor.address, ...this.registryExtraEnv };
+  }
+
+  async start(): Promise<void> {
+    this.database = await freshDatabase("sqlite");
+    this.monitorDb = await freshDatabase("sqlite");
+    this.artifactDir = await mkdtemp(join(tmpdir(), "mlmesh-artifacts-"));
+    this.monitor = await startService("monitor", { MONITOR_DATABASE_URL: this.monitorDb.url });
+    this.registry = await startService("registry", this.registryEnv());
+    this.client = registryClient(this.registry.address, "traffic-test");
+    this.modelId = await registerVersions(this.client);
+    this.predictor = await startService("predictor", {
+      REGISTRY_ADDRESS: this.registry.address,
+      PREDICTOR_MODELS: "iris/*",
+      PREDICTOR_LATEST_VERSIONS: "0",
+      MONITOR_ADDRESS: this.monitor.address,
+      PREDICTION_LOG_FLUSH_INTERVAL: "50ms",
+    });
+    const predictor = createClient(PredictorService, createGrpcTransport({ baseUrl: `http://${this.predictor.address}` }));
+    const deadline = Date.now() + 20_000;
+    while (!(await predictor.predict({ model: "iris_svc@production", rows: [row] }).then(() => true, () => false))) {
+      if (Date.now() > deadline) throw new Error("the Predictor did not serve production within 20 s");
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  }
+
+  /** The registry killed (SIGKILL: no graceful stop) and started again on its port and database. */
+  async killAndRestartRegistry(): Promise<void> {
+    await this.registry.stop("SIGKILL");
+    this.registry = await startService("registry", { ...this.registryEnv(), REGISTRY_PORT: this.registry.address.split(":")[1] });
+    this.client = registryClient(this.registry.address, "traffic-test");
+  }
+
+  async stop(): Promise<void> {
+    await this.predictor?.stop();
+    await this.registry?.stop();
+    await this.monitor?.stop();
+    await this.database?.drop();
+    await this.monitorDb?.drop();
+    if (this.artifactDir) await rm(this.artifactDir, { recursive: true, force: true });
+  }
 }
 
 describe.each(["sqlite", "postgresql"] as const)("traffic policies in the registry on %s", (dialect) => {
@@ -133,11 +190,8 @@ describe.each(["sqlite", "postgresql"] as const)("traffic policies in the regist
 });
 
 describe("traffic policies in the Predictor", () => {
-  let database: TestDatabase;
-  let monitorDb: TestDatabase;
-  let artifactDir: string;
+  const mesh = new Mesh();
   let registry: ServiceProcess;
-  let monitor: ServiceProcess;
   let predictor: ServiceProcess;
   let client: RegistryClient;
   let modelId: string;
@@ -178,34 +232,10 @@ describe("traffic policies in the Predictor", () => {
     ).then(({ stdout }) => JSON.parse(stdout) as { count: number; statusCodeDistribution: Record<string, number>; latencyDistribution: { percentage: number; latency: number }[] });
 
   beforeAll(async () => {
-    database = await freshDatabase("sqlite");
-    monitorDb = await freshDatabase("sqlite");
-    artifactDir = await mkdtemp(join(tmpdir(), "mlmesh-artifacts-"));
-    registry = await startService("registry", { DATABASE_URL: database.url, ARTIFACT_DIR: artifactDir });
-    monitor = await startService("monitor", { MONITOR_DATABASE_URL: monitorDb.url });
-    client = registryClient(registry.address, "traffic-test");
-    modelId = await registerVersions(client);
-    predictor = await startService("predictor", {
-      REGISTRY_ADDRESS: registry.address,
-      PREDICTOR_MODELS: "iris/*",
-      PREDICTOR_LATEST_VERSIONS: "0",
-      MONITOR_ADDRESS: monitor.address,
-      PREDICTION_LOG_FLUSH_INTERVAL: "50ms",
-    });
-    const deadline = Date.now() + 20_000;
-    while ((await checkHealth(predictor.address, "", 1000)) !== ServingStatus.SERVING || (await predict("iris_svc@production").catch(() => undefined)) === undefined) {
-      if (Date.now() > deadline) throw new Error("the Predictor did not serve production within 20 s");
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
+    await mesh.start();
+    ({ registry, predictor, client, modelId } = mesh);
   });
-  afterAll(async () => {
-    await predictor?.stop();
-    await monitor?.stop();
-    await registry?.stop();
-    await database?.drop();
-    await monitorDb?.drop();
-    if (artifactDir) await rm(artifactDir, { recursive: true, force: true });
-  });
+  afterAll(() => mesh.stop());
 
   it("answers an alias without a policy as before: its version, no arm header", async () => {
     expect(await predict("iris_svc@production")).toEqual({ version: 1, arm: null });
@@ -225,7 +255,7 @@ describe("traffic policies in the Predictor", () => {
       const { version, arm } = await predict("iris_svc@ab");
       expect(arm).toBe(`v${version}`);
     }
-  });
+  }, 90_000);
 
   it("keeps each sticky key on one version, and spreads the keys by the weights", async () => {
     await applyPolicy("sticky", { arms: [{ version: 1, weight: 50 }, { version: 2, weight: 50 }], stickyKey: { source: { case: "header", value: "x-user" } } }, async () => (await predict("iris_svc@sticky")).arm !== null);
@@ -320,7 +350,7 @@ describe("traffic policies in the Predictor", () => {
     // A setosa row: v3 says virginica, so the comparison records a disagreement.
     const setosa = createClient(PredictorService, createGrpcTransport({ baseUrl: `http://${predictor.address}` }));
     await setosa.predict({ model: "iris_svc@shadowed", rows: [{ values: [5.1, 3.5, 1.4, 0.2] }] }, { headers: { "x-request-id": "setosa-shadowed-1" } });
-    const monitorClient = createClient(MonitorService, createGrpcTransport({ baseUrl: `http://${monitor.address}` }));
+    const monitorClient = createClient(MonitorService, createGrpcTransport({ baseUrl: `http://${mesh.monitor.address}` }));
     const deadline = Date.now() + 10_000;
     for (;;) {
       const found = await monitorClient.getPrediction({ requestId: "setosa-shadowed-1" }).catch(() => undefined);
@@ -397,24 +427,16 @@ describe("traffic policies in the Predictor", () => {
 });
 
 describe("canary rollouts", () => {
-  let database: TestDatabase;
-  let monitorDb: TestDatabase;
-  let artifactDir: string;
-  let registry: ServiceProcess;
-  let monitor: ServiceProcess;
-  let predictor: ServiceProcess;
-  let client: RegistryClient;
-  let modelId: string;
+  const mesh = new Mesh({ REGISTRY_ROLLOUT_TICK: "200ms" });
   /** Two rows a call: a setosa (v3, labels reversed, disagrees) and a versicolor (it agrees). */
   const rows = [{ values: [5.1, 3.5, 1.4, 0.2] }, row];
-  const registryEnv = () => ({ DATABASE_URL: database.url, ARTIFACT_DIR: artifactDir, MONITOR_ADDRESS: monitor.address, REGISTRY_ROLLOUT_TICK: "200ms" });
 
   /** ghz on production at 200 calls/s for about `seconds`; resolves to its status codes (and errors). */
   const load = (seconds: number) =>
     promisify(execFile)(
       tools.ghz,
       ["--insecure", "--call", "mlmesh.predictor.v1.PredictorService/Predict", "-d", JSON.stringify({ model: "iris_svc@production", rows }),
-        "--concurrency", "4", "--connections", "1", "--rps", "200", "--total", String(200 * seconds), "--timeout", "10s", "--format", "json", predictor.address],
+        "--concurrency", "4", "--connections", "1", "--rps", "200", "--total", String(200 * seconds), "--timeout", "10s", "--format", "json", mesh.predictor.address],
       { maxBuffer: 64 * 1024 * 1024 },
     ).then(({ stdout }) => {
       const report = JSON.parse(stdout) as { statusCodeDistribution: Record<string, number>; errorDistribution?: Record<string, number> };
@@ -424,48 +446,20 @@ describe("canary rollouts", () => {
   const settle = async (id: string, until: (state: RolloutState, step: number) => boolean = (state) => state !== RolloutState.RUNNING, timeoutMs = 20_000) => {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
-      const found = await client.getRollout({ rolloutId: id }).then((r) => r.rollout!, () => undefined);
+      const found = await mesh.client.getRollout({ rolloutId: id }).then((r) => r.rollout!, () => undefined);
       if (found !== undefined && until(found.state, found.step)) return found;
       if (Date.now() > deadline) throw new Error(`rollout ${id}: ${found ? `${RolloutState[found.state]} at step ${found.step}: ${found.lastDecision}` : "unreachable"} after ${timeoutMs} ms`);
       await new Promise((resolve) => setTimeout(resolve, 200));
     }
   };
-  const production = async () => (await client.getModelVersionByAlias({ modelId, alias: "production" })).modelVersion!.version;
+  const production = async () => (await mesh.client.getModelVersionByAlias({ modelId: mesh.modelId, alias: "production" })).modelVersion!.version;
   const gated = { minRequests: 30, maxErrorRate: 0.01, minShadowAgreement: 0.9 };
 
-  beforeAll(async () => {
-    database = await freshDatabase("sqlite");
-    monitorDb = await freshDatabase("sqlite");
-    artifactDir = await mkdtemp(join(tmpdir(), "mlmesh-artifacts-"));
-    monitor = await startService("monitor", { MONITOR_DATABASE_URL: monitorDb.url });
-    registry = await startService("registry", registryEnv());
-    client = registryClient(registry.address, "canary-test");
-    modelId = await registerVersions(client);
-    predictor = await startService("predictor", {
-      REGISTRY_ADDRESS: registry.address,
-      PREDICTOR_MODELS: "iris/*",
-      PREDICTOR_LATEST_VERSIONS: "0",
-      MONITOR_ADDRESS: monitor.address,
-      PREDICTION_LOG_FLUSH_INTERVAL: "50ms",
-    });
-    const predictorClient = createClient(PredictorService, createGrpcTransport({ baseUrl: `http://${predictor.address}` }));
-    const deadline = Date.now() + 20_000;
-    while (!(await predictorClient.predict({ model: "iris_svc@production", rows }).then(() => true, () => false))) {
-      if (Date.now() > deadline) throw new Error("the Predictor did not serve production within 20 s");
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
-  });
-  afterAll(async () => {
-    await predictor?.stop();
-    await registry?.stop();
-    await monitor?.stop();
-    await database?.drop();
-    await monitorDb?.drop();
-    if (artifactDir) await rm(artifactDir, { recursive: true, force: true });
-  });
+  beforeAll(() => mesh.start());
+  afterAll(() => mesh.stop());
 
   it("refuses a rollout it cannot run, naming why", async () => {
-    const start = (init: Parameters<RegistryClient["startRollout"]>[0]) => failure(client.startRollout({ modelId, alias: "production", ...init }));
+    const start = (init: Parameters<RegistryClient["startRollout"]>[0]) => failure(mesh.client.startRollout({ modelId: mesh.modelId, alias: "production", ...init }));
     expect((await start({ toVersion: 1 })).rawMessage).toMatch(/points at version 1 already/);
     expect((await start({ toVersion: 99 })).rawMessage).toMatch(/has no version 99/);
     expect((await start({ toVersion: 2, steps: [50, 20, 100] })).rawMessage).toMatch(/steps must increase/);
@@ -476,38 +470,35 @@ describe("canary rollouts", () => {
 
   it("a candidate that fails is rolled back at its shadow step, and one that disagrees as soon as it is judged: 0 failed calls", async () => {
     const calls = load(8);
-    const failing = (await client.startRollout({ modelId, alias: "production", toVersion: 4, steps: [0, 50, 100], interval: { seconds: 2n }, gates: gated })).rollout!;
+    const failing = (await mesh.client.startRollout({ modelId: mesh.modelId, alias: "production", toVersion: 4, steps: [0, 50, 100], interval: { seconds: 2n }, gates: gated })).rollout!;
     const failed = await settle(failing.id);
     expect(failed.state).toBe(RolloutState.ROLLED_BACK);
     expect(failed.step).toBe(0);
     expect(failed.lastDecision).toMatch(/error rate above 1.0 %; rolled back/);
-    const disagreeing = (await client.startRollout({ modelId, alias: "production", toVersion: 3, steps: [0, 50, 100], interval: { seconds: 2n }, gates: gated })).rollout!;
+    const disagreeing = (await mesh.client.startRollout({ modelId: mesh.modelId, alias: "production", toVersion: 3, steps: [0, 50, 100], interval: { seconds: 2n }, gates: gated })).rollout!;
     const refused = await settle(disagreeing.id);
     expect(refused.state).toBe(RolloutState.ROLLED_BACK);
     expect(refused.lastDecision).toMatch(/agreement below 90.0 %; rolled back/);
     expect(refused.observation?.shadowAgreement).toBeCloseTo(0.5, 1);
     expect(await calls).toEqual({ OK: expect.any(Number) });
     expect(await production()).toBe(1);
-    await expect(client.getTrafficPolicy({ modelId, alias: "production" })).rejects.toMatchObject({ code: Code.NotFound });
-    const { changes } = await client.listAliasHistory({ modelId, alias: "production", pageSize: 10 });
+    await expect(mesh.client.getTrafficPolicy({ modelId: mesh.modelId, alias: "production" })).rejects.toMatchObject({ code: Code.NotFound });
+    const { changes } = await mesh.client.listAliasHistory({ modelId: mesh.modelId, alias: "production", pageSize: 10 });
     expect(changes[0]).toMatchObject({ kind: AliasChangeKind.POLICY_DELETED, actor: "rollout-controller" });
     expect(changes[0].reason).toMatch(new RegExp(`rollout ${disagreeing.id}: .*rolled back`));
   });
 
   it("a good candidate reaches 100 % and moves the alias, each step in the history, 0 failed calls, across a registry killed in the middle", async () => {
     const calls = load(20);
-    const started = (await client.startRollout({ modelId, alias: "production", toVersion: 2, steps: [0, 20, 50, 100], interval: { seconds: 2n }, gates: gated })).rollout!;
+    const started = (await mesh.client.startRollout({ modelId: mesh.modelId, alias: "production", toVersion: 2, steps: [0, 20, 50, 100], interval: { seconds: 2n }, gates: gated })).rollout!;
     // Kill the registry (SIGKILL: no graceful stop) once traffic reaches the candidate, then start it again on the same database.
     await settle(started.id, (state, step) => state !== RolloutState.RUNNING || step >= 1);
-    await registry.stop("SIGKILL");
-    const port = registry.address.split(":")[1];
-    registry = await startService("registry", { ...registryEnv(), REGISTRY_PORT: port });
-    client = registryClient(registry.address, "canary-test");
+    await mesh.killAndRestartRegistry();
     const done = await settle(started.id, undefined, 40_000);
     expect(done.state, done.lastDecision).toBe(RolloutState.SUCCEEDED);
     expect(await production()).toBe(2);
     expect(await calls).toEqual({ OK: expect.any(Number) });
-    const { changes } = await client.listAliasHistory({ modelId, alias: "production", pageSize: 20 });
+    const { changes } = await mesh.client.listAliasHistory({ modelId: mesh.modelId, alias: "production", pageSize: 20 });
     const mine = changes.filter((c) => c.reason.includes(started.id)).reverse();
     expect(mine.map((c) => [c.kind, c.policy?.arms.map((a) => `v${a.version}:${a.weight}`).join(" ")])).toEqual([
       [AliasChangeKind.POLICY_SET, ""],
@@ -516,24 +507,33 @@ describe("canary rollouts", () => {
       [AliasChangeKind.MOVED, undefined],
       [AliasChangeKind.POLICY_DELETED, undefined],
     ]);
-    await client.setModelVersionAlias({ modelId, alias: "production", version: 1 });
+    await mesh.client.setModelVersionAlias({ modelId: mesh.modelId, alias: "production", version: 1 });
+  });
+
+  it("waits while too few calls were recorded, saying how many", async () => {
+    const thin = (await mesh.client.startRollout({ modelId: mesh.modelId, alias: "production", toVersion: 2, steps: [10, 100], interval: { seconds: 1n }, gates: { minRequests: 1_000_000 } })).rollout!;
+    await expect
+      .poll(async () => (await mesh.client.getRollout({ rolloutId: thin.id })).rollout!.lastDecision, { timeout: 10_000 })
+      .toMatch(/^step 1 of 2 \(10 %\): \d+ calls, .*; waiting for at least 1000000 calls$/);
+    expect((await mesh.client.getRollout({ rolloutId: thin.id })).rollout?.state).toBe(RolloutState.RUNNING);
+    await mesh.client.changeRollout({ rolloutId: thin.id, change: RolloutChange.ABORT });
   });
 
   it("is paused, resumed, promoted and aborted by hand", async () => {
-    const slow = { modelId, alias: "production", toVersion: 2, steps: [10, 100], interval: { seconds: 3600n } };
-    const first = (await client.startRollout(slow)).rollout!;
-    expect((await failure(client.startRollout(slow))).code).toBe(Code.AlreadyExists);
-    expect((await client.changeRollout({ rolloutId: first.id, change: RolloutChange.PAUSE })).rollout?.state).toBe(RolloutState.PAUSED);
-    expect((await client.changeRollout({ rolloutId: first.id, change: RolloutChange.RESUME })).rollout?.state).toBe(RolloutState.RUNNING);
-    const aborted = (await client.changeRollout({ rolloutId: first.id, change: RolloutChange.ABORT })).rollout!;
+    const slow = { modelId: mesh.modelId, alias: "production", toVersion: 2, steps: [10, 100], interval: { seconds: 3600n } };
+    const first = (await mesh.client.startRollout(slow)).rollout!;
+    expect((await failure(mesh.client.startRollout(slow))).code).toBe(Code.AlreadyExists);
+    expect((await mesh.client.changeRollout({ rolloutId: first.id, change: RolloutChange.PAUSE })).rollout?.state).toBe(RolloutState.PAUSED);
+    expect((await mesh.client.changeRollout({ rolloutId: first.id, change: RolloutChange.RESUME })).rollout?.state).toBe(RolloutState.RUNNING);
+    const aborted = (await mesh.client.changeRollout({ rolloutId: first.id, change: RolloutChange.ABORT })).rollout!;
     expect(aborted.state).toBe(RolloutState.ABORTED);
-    expect((await failure(client.changeRollout({ rolloutId: first.id, change: RolloutChange.PROMOTE }))).code).toBe(Code.FailedPrecondition);
-    await expect(client.getTrafficPolicy({ modelId, alias: "production" })).rejects.toMatchObject({ code: Code.NotFound });
-    const second = (await client.startRollout(slow)).rollout!;
-    expect((await client.changeRollout({ rolloutId: second.id, change: RolloutChange.PROMOTE })).rollout?.state).toBe(RolloutState.SUCCEEDED);
+    expect((await failure(mesh.client.changeRollout({ rolloutId: first.id, change: RolloutChange.PROMOTE }))).code).toBe(Code.FailedPrecondition);
+    await expect(mesh.client.getTrafficPolicy({ modelId: mesh.modelId, alias: "production" })).rejects.toMatchObject({ code: Code.NotFound });
+    const second = (await mesh.client.startRollout(slow)).rollout!;
+    expect((await mesh.client.changeRollout({ rolloutId: second.id, change: RolloutChange.PROMOTE })).rollout?.state).toBe(RolloutState.SUCCEEDED);
     expect(await production()).toBe(2);
-    const { rollouts } = await client.listRollouts({ modelId });
+    const { rollouts } = await mesh.client.listRollouts({ modelId: mesh.modelId });
     expect(rollouts.slice(0, 2).map((r) => r.id)).toEqual([second.id, first.id]);
-    await client.setModelVersionAlias({ modelId, alias: "production", version: 1 });
+    await mesh.client.setModelVersionAlias({ modelId: mesh.modelId, alias: "production", version: 1 });
   });
 });
