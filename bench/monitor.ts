@@ -71,9 +71,15 @@ function storedRecords(dbFile: string, model: string): number {
 
 /** CPU time a process has used, in milliseconds (user + system, from /proc). */
 function cpuMs(pid: number): number {
+  const { userMs, systemMs } = cpuSplitMs(pid);
+  return userMs + systemMs;
+}
+
+/** A process's user and system (kernel) CPU time, in milliseconds. */
+function cpuSplitMs(pid: number): { userMs: number; systemMs: number } {
   const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ");
   // utime and stime are fields 14 and 15 of stat (11 and 12 after the command), in clock ticks (100 Hz).
-  return (Number(fields[11]) + Number(fields[12])) * 10;
+  return { userMs: Number(fields[11]) * 10, systemMs: Number(fields[12]) * 10 };
 }
 
 function rssMiB(pid: number): number {
@@ -122,12 +128,16 @@ async function loggingCost(): Promise<void> {
     for (const l of loads) {
       for (const s of scenarios) {
         const key = `${s.name}|${l.rows}`;
-        const [cpuBefore, callsBefore] = [cpuMs(s.server.pid), await predictOk(s.server.address)];
+        const [cpuBefore, callsBefore, splitBefore] = [cpuMs(s.server.pid), await predictOk(s.server.address), cpuSplitMs(s.server.pid)];
         const r = await h2load({ url: `http://${s.server.address}${predictPath}`, body: predictBody(l.rows), streams: l.streams, seconds, warmupSeconds: 2, cpus: "1" });
-        const [cpuAfter, callsAfter] = [cpuMs(s.server.pid), await predictOk(s.server.address)];
+        const [cpuAfter, callsAfter, splitAfter] = [cpuMs(s.server.pid), await predictOk(s.server.address), cpuSplitMs(s.server.pid)];
         results.set(key, [...(results.get(key) ?? []), r]);
         cpuPerCall.set(key, [...(cpuPerCall.get(key) ?? []), (cpuAfter - cpuBefore) / (callsAfter - callsBefore)]);
-        console.log(`${s.name}\t${l.rows} rows\t${Math.round(r.rps)} req/s\tp50 ${r.p50Ms.toFixed(3)} ms`);
+        const calls = callsAfter - callsBefore;
+        const perCall = (ms: number) => ((ms / calls) * 1000).toFixed(1);
+        console.log(
+          `${s.name}\t${l.rows} rows\t${Math.round(r.rps)} req/s\tp50 ${r.p50Ms.toFixed(3)} ms\tCPU µs/call: user ${perCall(splitAfter.userMs - splitBefore.userMs)}, system ${perCall(splitAfter.systemMs - splitBefore.systemMs)}`,
+        );
       }
     }
   }
