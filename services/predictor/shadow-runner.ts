@@ -123,8 +123,7 @@ export class ShadowRunner {
       if (metrics.incompatible !== undefined) {
         // Known to fail without running: counted and recorded, no slot taken.
         metrics.failed.inc();
-        const base = { model: event.model, primaryVersion: event.version, shadowVersion: shadow.loaded.version, call: event.call, rows: 0, agreeingRows: 0, meanAbsDifference: Number.NaN, latencyDifferenceMs: 0, shadowMs: 0 };
-        this.#tell({ ...base, failure: { code: 9, message: metrics.incompatible } }, event);
+        this.#tell({ ...uncompared(event, shadow.loaded, 0), latencyDifferenceMs: 0, failure: { code: 9, message: metrics.incompatible } }, event);
         continue;
       }
       if (this.#running >= this.options.concurrency) {
@@ -160,7 +159,7 @@ export class ShadowRunner {
     const outcome = await Promise.race([work.then((answer) => ({ answer }), (error: unknown) => ({ error })), timedOut]);
     clearTimeout(timer);
     const shadowMs = performance.now() - started;
-    const base = { model: event.model, primaryVersion: event.version, shadowVersion: shadow.version, call: event.call, rows: 0, agreeingRows: 0, meanAbsDifference: Number.NaN, latencyDifferenceMs: shadowMs - event.ms, shadowMs };
+    const base = uncompared(event, shadow, shadowMs);
     if (outcome === "timeout") {
       metrics.timeout.inc();
       this.#tell({ ...base, failure: { code: 4, message: `the shadow did not answer within ${this.options.timeoutMs} ms (PREDICTOR_SHADOW_TIMEOUT)` } }, event);
@@ -191,6 +190,21 @@ export class ShadowRunner {
       this.options.logger.warn({ reason: (err as Error).message }, "a shadow comparison could not be recorded");
     }
   }
+}
+
+/** A comparison before (or without) the answers compared: who, and how long the shadow took. */
+function uncompared(event: InferenceEvent, shadow: LoadedVersion, shadowMs: number): ShadowComparison {
+  return {
+    model: event.model,
+    primaryVersion: event.version,
+    shadowVersion: shadow.version,
+    call: event.call,
+    rows: 0,
+    agreeingRows: 0,
+    meanAbsDifference: Number.NaN,
+    latencyDifferenceMs: shadowMs - event.ms,
+    shadowMs,
+  };
 }
 
 type ShadowAnswer = { probabilities: Float32Array } | { outputs: Record<string, import("../model/tensors.js").HostTensor> };

@@ -302,7 +302,7 @@ export class RolloutController {
 }
 
 /** The gates against a step's figures; `intervalDone`: the step has lasted its interval. */
-export function judge(gates: RolloutGates, seen: RolloutObservation, intervalDone: boolean): Decision {
+function judge(gates: RolloutGates, seen: RolloutObservation, intervalDone: boolean): Decision {
   const requests = Number(seen.requests);
   const minRequests = Math.max(1, gates.minRequests);
   const figures = `${requests} calls, ${requests === 0 ? 0 : ((Number(seen.errors) / requests) * 100).toFixed(1)} % errors, p99 ${seen.p99Latency ? durationMs(seen.p99Latency).toFixed(1) : "-"} ms${seen.shadowAgreement === undefined ? "" : `, agreement ${(seen.shadowAgreement * 100).toFixed(1)} % of ${seen.shadowRows} rows`}`;

@@ -23,7 +23,7 @@ import { policyFromJson } from "./traffic-policies.js";
  */
 
 /** Every event type a webhook can ask for. */
-export const webhookEventTypes = [
+const webhookEventTypes = [
   "version.created",
   "alias.moved",
   "alias.deleted",
@@ -54,7 +54,7 @@ const maxRetryMs = 600_000;
 const idlePollMs = 10_000;
 
 /** The webhook type of a logged event. */
-export function eventType(event: Pick<ModelEvent, "kind" | "rolloutState" | "reason">): string {
+function eventType(event: Pick<ModelEvent, "kind" | "rolloutState" | "reason">): string {
   switch (event.kind) {
     case "VERSION_CREATED":
       return "version.created";
@@ -99,7 +99,7 @@ function payloadOf(deliveryId: string, event: ModelEvent): string {
 }
 
 /** x-mlmesh-signature of a body: "t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">". */
-export function webhookSignature(secret: string, body: string, unixSeconds: number): string {
+function webhookSignature(secret: string, body: string, unixSeconds: number): string {
   return `t=${unixSeconds},v1=${createHmac("sha256", secret).update(`${unixSeconds}.${body}`).digest("hex")}`;
 }
 

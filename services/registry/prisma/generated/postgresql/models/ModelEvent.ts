@@ -687,7 +687,7 @@ export type $ModelEventPayload<ExtArgs extends runtime.Types.Extensions.Internal
   scalars: runtime.Types.Extensions.GetPayloadResult<{
     sequence: number
     /**
-     * VERSION_CREATED, ALIAS_SET, ALIAS_DELETED, POLICY_SET or POLICY_DELETED.
+     * VERSION_CREATED, ALIAS_SET, ALIAS_DELETED, POLICY_SET, POLICY_DELETED or ROLLOUT.
      */
     kind: string
     projectId: string
