@@ -123,6 +123,10 @@ function answerOnce(
     (err: unknown) => {
       const error = toServiceError(err, ctx);
       ctx.settle();
+      // Headers and trailers the handler set still go out with an error (a header it set
+      // before failing, say a retry hint, is part of the answer).
+      const header = ctx.responseMetadata();
+      if (header) call.sendMetadata(header);
       callback(error);
     },
   );
@@ -153,8 +157,8 @@ async function writeStream(
   responses: AsyncIterable<unknown>,
   ctx: GrpcHandlerContext,
 ): Promise<void> {
+  let headerSent = false;
   try {
-    let headerSent = false;
     for await (const response of responses) {
       if (call.cancelled) return;
       if (!headerSent) {
@@ -165,9 +169,18 @@ async function writeStream(
       if (!call.write(response)) await once(call, "drain", { signal: ctx.signal });
     }
     ctx.settle();
+    // A stream with no message still sends the headers its handler set.
+    const header = headerSent ? undefined : ctx.responseMetadata();
+    if (header) call.sendMetadata(header);
     call.end(ctx.trailerMetadata());
   } catch (err) {
-    if (!call.cancelled) call.emit("error", toServiceError(err, ctx));
+    if (!call.cancelled) {
+      if (!headerSent) {
+        const header = ctx.responseMetadata();
+        if (header) call.sendMetadata(header);
+      }
+      call.emit("error", toServiceError(err, ctx));
+    }
     ctx.settle();
   }
 }
@@ -277,23 +290,26 @@ class GrpcHandlerContext implements HandlerContext, RequestFacts {
 /**
  * grpc-js Metadata through the Fetch Headers interface that connect handlers use, without
  * copying it. Names are lowercase in both; several values of a name read as one, comma-joined
- * (as Headers does); binary (-bin) values are not text and are left out.
+ * (as Headers does). Binary (-bin) values read and write as base64, as they do through
+ * connect-node, so a handler sees the same text whichever stack carried the call.
  */
 class MetadataHeaders implements Headers {
   constructor(private readonly metadata: grpc.Metadata) {}
 
   get(name: string): string | null {
-    const values = this.metadata.get(name.toLowerCase()).filter((v): v is string => typeof v === "string");
+    const values = this.metadata.get(name.toLowerCase()).map((v) => (typeof v === "string" ? v : v.toString("base64")));
     return values.length === 0 ? null : values.join(", ");
   }
   has(name: string): boolean {
     return this.get(name) !== null;
   }
   set(name: string, value: string): void {
-    this.metadata.set(name.toLowerCase(), value);
+    const key = name.toLowerCase();
+    this.metadata.set(key, key.endsWith("-bin") ? Buffer.from(value, "base64") : value);
   }
   append(name: string, value: string): void {
-    this.metadata.add(name.toLowerCase(), value);
+    const key = name.toLowerCase();
+    this.metadata.add(key, key.endsWith("-bin") ? Buffer.from(value, "base64") : value);
   }
   delete(name: string): void {
     this.metadata.remove(name.toLowerCase());
@@ -327,13 +343,16 @@ function contextFor(method: DescMethod, call: AnyCall): GrpcHandlerContext {
 
 function toMetadata(headers: Headers): grpc.Metadata {
   const metadata = new grpc.Metadata();
-  headers.forEach((value, key) => metadata.set(key, value));
+  headers.forEach((value, key) => metadata.set(key, key.endsWith("-bin") ? Buffer.from(value, "base64") : value));
   return metadata;
 }
 
-function toServiceError(err: unknown, ctx: HandlerContext): grpc.ServiceError {
+/** A handler's error as grpc-js sends it: status, message, the error's metadata, the trailers the handler set, and the details. */
+function toServiceError(err: unknown, ctx: GrpcHandlerContext): grpc.ServiceError {
   const error = err instanceof ConnectError ? err : ConnectError.from(ctx.signal.aborted ? ctx.signal.reason : err);
   const metadata = toMetadata(error.metadata);
+  const trailers = ctx.trailerMetadata();
+  if (trailers) metadata.merge(trailers);
   if (error.details.length > 0) {
     // The details (a google.rpc.BadRequest, say) as every gRPC client reads them: a
     // google.rpc.Status in the grpc-status-details-bin trailer, encoded as connect-node does.

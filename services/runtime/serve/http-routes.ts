@@ -1,6 +1,9 @@
 import type * as http from "node:http";
+import type * as http2 from "node:http2";
 import { Code, ConnectError, createContextValues } from "@connectrpc/connect";
 import type { ConnectNodeAdapterOptions } from "@connectrpc/connect-node";
+import { codeToHttpStatus, errorToJsonBytes } from "@connectrpc/connect/protocol-connect";
+import { setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
 import { Role } from "../../../gen/mlmesh/policy/v1/policy_pb.js";
 import { requestFactsKey, type RequestFacts } from "../security/gatekeeper.js";
 import { toConnectError } from "./errors.js";
@@ -100,7 +103,9 @@ export function serveHttpRoutes(router: HttpRouter, pipeline: CallPipeline, requ
   const unrouted: HttpRoute = {
     name: "HTTP unrouted",
     role: Role.ANYONE, // the answer says only that nothing is here
-    answer: (_request, url) => {
+    answer: (request, url) => {
+      // An RPC to a method no service here has (errorReply answers it in its own protocol).
+      if (rpcProtocolOf(request) !== undefined) throw new ConnectError(`${url.pathname} is not a method served here`, Code.Unimplemented);
       throw new ConnectError(`${url.pathname} is not served here`, Code.NotFound);
     },
   };
@@ -131,14 +136,37 @@ async function runHttpCall(pipeline: RoutePipeline, route: HttpRoute, request: H
     reply = await route.answer(request, url, ctx);
   } catch (err) {
     error = toConnectError(err, ctx.signal);
-    reply = errorReply(error);
+    reply = errorReply(error, rpcProtocolOf(request), String(request.headers["content-type"] ?? ""));
   }
   ctx.done();
   if (!response.headersSent && !response.writableEnded) send(response, ctx.responseHeader, reply);
   call.finish(error);
 }
 
-function errorReply(error: ConnectError): HttpReply {
+/** The RPC protocol a request speaks by its headers (what connect-node would have served), or undefined for plain HTTP. */
+function rpcProtocolOf(request: HttpRequest): "grpc" | "connect" | undefined {
+  const contentType = String(request.headers["content-type"] ?? "");
+  if (contentType.startsWith("application/grpc")) return "grpc"; // gRPC and gRPC-web
+  if (contentType.startsWith("application/connect+") || request.headers["connect-protocol-version"] !== undefined) return "connect";
+  return undefined;
+}
+
+/**
+ * A failed call's answer: for an RPC, its protocol's error (gRPC and gRPC-web: a trailers-only
+ * 200 with grpc-status; Connect: the status of its code and its error JSON), so any client reads
+ * the code; for plain HTTP, `{"error": "..."}` with the HTTP status of the code.
+ */
+function errorReply(error: ConnectError, rpc: "grpc" | "connect" | undefined, contentType: string): HttpReply {
+  if (rpc === "grpc") {
+    const headers: Record<string, string> = { "content-type": contentType };
+    setTrailerStatus(new Headers(), error).forEach((value, name) => (headers[name] = value));
+    return { status: 200, headers };
+  }
+  if (rpc === "connect") {
+    // Connect answers a procedure it does not know with 404 (as connect-go and connect-node do).
+    const status = error.code === Code.Unimplemented ? 404 : codeToHttpStatus(error.code);
+    return { status, headers: { "content-type": "application/json" }, body: errorToJsonBytes(error, {}) };
+  }
   const { httpStatus, httpHeaders } = error as Partial<HttpError>;
   return {
     status: httpStatus ?? httpStatusOf[error.code] ?? 500,
@@ -152,6 +180,13 @@ function send(response: HttpResponse, pipelineHeaders: Headers, reply: HttpReply
   const length = chunks.reduce((sum, c) => sum + c.length, 0);
   const headers: Record<string, string | number> = { ...reply.headers };
   pipelineHeaders.forEach((value, name) => (headers[name] = value));
+  const stream = (response as Partial<http2.Http2ServerResponse>).stream;
+  if (chunks.length === 0 && stream !== undefined) {
+    // HTTP/2 with no body: one HEADERS frame that ends the stream (a gRPC "trailers-only"
+    // answer must be exactly that; the compatibility API would add an empty DATA frame).
+    stream.respond({ ...headers, ":status": reply.status }, { endStream: true });
+    return;
+  }
   if (headers["content-length"] === undefined && reply.status !== 204 && reply.status !== 304) headers["content-length"] = length;
   const out = response as http.ServerResponse; // the HTTP/2 compatibility response has the same calls
   out.writeHead(reply.status, headers);

@@ -2,6 +2,7 @@ import * as http from "node:http";
 import * as http2 from "node:http2";
 import * as net from "node:net";
 import * as tls from "node:tls";
+import { createRegistry } from "@bufbuild/protobuf";
 import { createContextValues } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { Role } from "../../../gen/mlmesh/policy/v1/policy_pb.js";
@@ -123,6 +124,8 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
           for (const { service, impl } of instrumented) router.service(service, impl);
         },
         fallback: serveHttpRoutes(httpRouter, pipeline, config.httpRequestTimeoutMs),
+        // An Any in a JSON answer is written as its message: any message of the services' files.
+        jsonOptions: { registry: createRegistry(...files) },
         readMaxBytes: config.maxMessageBytes,
         writeMaxBytes: maxResponseBytes,
         contextValues: (request) => createContextValues().set(requestFactsKey, httpRequestFacts(request)),
@@ -303,8 +306,8 @@ function withBodySizes(handler: HttpHandler, rpcPaths: ReadonlySet<string>): Htt
 }
 
 /**
- * Splits the HTTP/2 streams that reach grpc-js's HTTP/2 server: native gRPC
- * (application/grpc, application/grpc+proto) stays with grpc-js; gRPC-web and Connect over
+ * Splits the HTTP/2 streams that reach grpc-js's HTTP/2 server: native gRPC in protobuf
+ * (application/grpc, application/grpc+proto) stays with grpc-js; gRPC in JSON, gRPC-web and Connect over
  * h2c (buf curl uses h2c for every protocol once it needs reflection) go to connect-node
  * through Node's compatibility request/response objects.
  * grpc-js has no public hook for this: it reaches the HTTP/2 server behind the connection
@@ -322,10 +325,48 @@ function routeHttp2Streams(grpcServer: grpc.Server, connectHandler: (req: http2.
   const compatListeners = h2.listeners("stream") as StreamListener[];
   h2.removeAllListeners("stream");
   h2.on("stream", (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, ...rest: unknown[]) => {
+    // grpc-js speaks protobuf over POST, in encodings it knows: gRPC with another codec
+    // (application/grpc+json), verb or encoding goes to connect-node, which serves or refuses
+    // it as the protocol says (an unknown encoding is UNIMPLEMENTED, not a garbled message).
     const contentType = headers["content-type"] ?? "";
-    const native = contentType === "application/grpc" || contentType.startsWith("application/grpc+");
+    const encoding = headers["grpc-encoding"];
+    const native =
+      headers[":method"] === "POST" &&
+      (contentType === "application/grpc" || contentType === "application/grpc+proto") &&
+      (encoding === undefined || grpcJsEncodings.has(String(encoding)));
+    if (native) {
+      stream.sendTrailers = sendTidyTrailers;
+      stream.respond = respondTidy;
+    }
     for (const listener of native ? grpcListeners : compatListeners) listener.call(h2, stream, headers, ...rest);
   });
+}
+
+/** The message encodings grpc-js decodes. */
+const grpcJsEncodings = new Set(["identity", "gzip", "deflate"]);
+
+/**
+ * grpc-js's trailers as the gRPC spec says a server should write them: no grpc-message beside
+ * grpc-status 0 (grpc-js writes "OK"), and binary (-bin) values in unpadded base64 (grpc-js
+ * pads them). Clients accept both; the Connect conformance suite checks the spec's wording.
+ */
+function tidyTrailers(headers: http2.OutgoingHttpHeaders): http2.OutgoingHttpHeaders {
+  if (String(headers["grpc-status"]) === "0") delete headers["grpc-message"];
+  for (const name in headers) {
+    const value = headers[name];
+    if (name.endsWith("-bin") && typeof value === "string") headers[name] = value.replace(/=+$/, "");
+  }
+  return headers;
+}
+
+/** A native gRPC stream's sendTrailers, through tidyTrailers. */
+function sendTidyTrailers(this: http2.ServerHttp2Stream, headers: http2.OutgoingHttpHeaders): void {
+  Object.getPrototypeOf(this).sendTrailers.call(this, tidyTrailers(headers));
+}
+
+/** A native gRPC stream's respond: a trailers-only answer (endStream) through tidyTrailers. */
+function respondTidy(this: http2.ServerHttp2Stream, headers?: http2.OutgoingHttpHeaders, options?: http2.ServerStreamResponseOptions): void {
+  Object.getPrototypeOf(this).respond.call(this, options?.endStream && headers ? tidyTrailers(headers) : headers, options);
 }
 
 /** Applies streamWindowBytes and connectionWindowBytes to a new HTTP/2 session. */
@@ -364,6 +405,20 @@ class ConnectHttp2Sessions {
   }
 }
 
+/** How long a closing HTTP/1.1 connection keeps reading what the client still sends (Http1Connections). */
+const lingerMs = 2000;
+
+/** Makes Node's close-after-answer (destroySoon) a lingering close: end the write side, drop what still comes, then destroy. */
+function lingerOnClose(socket: net.Socket): void {
+  socket.destroySoon = function (this: net.Socket) {
+    this.end();
+    const timer = setTimeout(() => this.destroy(), lingerMs).unref();
+    this.once("close", () => clearTimeout(timer));
+    this.once("end", () => this.destroy());
+    this.resume();
+  };
+}
+
 /**
  * The HTTP/1.1 connections handed to the connect-node server and their in-flight requests.
  * That server never listens itself, so it cannot count them; draining waits for in-flight
@@ -386,6 +441,22 @@ class Http1Connections {
     const socket = request.socket;
     this.inFlight.set(socket, (this.inFlight.get(socket) ?? 0) + 1);
     if (this.draining) response.shouldKeepAlive = false;
+    // Answered before its body was all read (a message over the limit, a bad message): Node
+    // cannot parse the connection's next request until that body's rest is read, and the reader
+    // has stopped, so the connection would stall until its keep-alive timeout and fail the
+    // client's next request. Such an answer says Connection: close instead.
+    // Node then closes the socket as soon as the answer is written; the client may still be
+    // sending, and a close with unread bytes is a reset that can reach the client before the
+    // answer does. So the close lingers: the write side ends, the rest is read and dropped until
+    // the client closes too (at most lingerMs).
+    const writeHead = response.writeHead;
+    response.writeHead = function (this: http.ServerResponse, ...args: unknown[]) {
+      if (!request.complete) {
+        this.shouldKeepAlive = false;
+        lingerOnClose(socket);
+      }
+      return (writeHead as (...a: unknown[]) => http.ServerResponse).apply(this, args);
+    } as typeof response.writeHead;
     response.once("close", () => {
       const left = (this.inFlight.get(socket) ?? 1) - 1;
       this.inFlight.set(socket, left);
