@@ -7,16 +7,21 @@ cd "$(dirname "$0")/.."
 
 GRPCURL_VERSION=v1.9.3
 GHZ_VERSION=v0.120.0
+# The peer test suites of the serving stack (test/peer-suites.test.ts): the Connect conformance
+# runner and grpc-go's interop client (the same versions as the protos in third_party/).
+CONFORMANCE_VERSION=v1.0.7
+GRPC_GO_VERSION=v1.85.0
 
 cache="${XDG_CACHE_HOME:-$HOME/.cache}/mlmesh/go-tools"
 mkdir -p "$cache" .tools/bin
 command -v go >/dev/null || { echo "install-tools: the Go toolchain is required (apt-get install golang-go)" >&2; exit 1; }
 
-install() { # name module version
-  local dir="$cache/$1-$3"
+install() { # name module version [the name go install gives the binary]
+  local dir="$cache/$1-$3" built=${4:-$1}
   if [ ! -x "$dir/$1" ]; then
     echo "install-tools: go install $2@$3" >&2
     GOBIN="$dir" GOFLAGS=-mod=mod go install "$2@$3"
+    [ "$built" = "$1" ] || mv "$dir/$built" "$dir/$1"
   fi
   ln -sfn "$dir/$1" ".tools/bin/$1"
 }
@@ -25,5 +30,11 @@ install grpcurl github.com/fullstorydev/grpcurl/cmd/grpcurl "$GRPCURL_VERSION" &
 grpcurl_job=$!
 install ghz github.com/bojand/ghz/cmd/ghz "$GHZ_VERSION" &
 ghz_job=$!
+install connectconformance connectrpc.com/conformance/cmd/connectconformance "$CONFORMANCE_VERSION" &
+conformance_job=$!
+install grpc-interop-client google.golang.org/grpc/interop/client "$GRPC_GO_VERSION" client &
+interop_job=$!
 wait "$grpcurl_job"
 wait "$ghz_job"
+wait "$conformance_job"
+wait "$interop_job"
