@@ -1,7 +1,7 @@
 // The serving path side by side in one run, with h2load (one connection; the server pinned to
 // core 0, h2load on core 1): a bare grpc-js reference server (bench/reference-server.ts), the
 // same plus one onnxruntime run per call, our echo service, the Predictor at 1/100/1,000 rows
-// (metrics on and off), the Proxy's PredictLabel vs a direct Predict at 1 and 50 streams, and
+// (metrics on and off; packed rows and ModelInfer's raw tensor at 100 and 1,000), the Proxy's PredictLabel vs a direct Predict at 1 and 50 streams, and
 // the registry's GetModelVersionByAlias on SQLite and PostgreSQL. Each figure is the median
 // of BENCH_RUNS runs (default 3) with the spread. Writes its section of docs/benchmarks.md.
 //
@@ -16,6 +16,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { create, toBinary } from "@bufbuild/protobuf";
+import { ModelInferRequestSchema } from "../gen/inference/open_inference_pb.js";
 import { EchoRequestSchema } from "../gen/mlmesh/echo/v1/echo_pb.js";
 import { PredictRequestSchema } from "../gen/mlmesh/predictor/v1/predictor_pb.js";
 import { PredictLabelRequestSchema } from "../gen/mlmesh/proxy/v1/proxy_pb.js";
@@ -40,6 +41,22 @@ const checkouts = [
 
 const predictBody = (rows: number) =>
   grpcFrame(toBinary(PredictRequestSchema, create(PredictRequestSchema, { model: "iris_svc", rows: Array.from({ length: rows }, () => ({ values: iris })) })));
+/** Predict with the rows as packed_values and row_width, answered with packed_probabilities. */
+const packedPredictBody = (rows: number) =>
+  grpcFrame(toBinary(PredictRequestSchema, create(PredictRequestSchema, { model: "iris_svc", packedValues: Array.from({ length: rows }, () => iris).flat(), rowWidth: 4, packedResponse: true })));
+/** ModelInfer with one raw FP32 input, as tritonclient sends it (the same rows). */
+const modelInferBody = (rows: number) =>
+  grpcFrame(
+    toBinary(
+      ModelInferRequestSchema,
+      create(ModelInferRequestSchema, {
+        modelName: "iris_svc",
+        inputs: [{ name: "input", datatype: "FP32", shape: [BigInt(rows), 4n] }],
+        outputs: [{ name: "probabilities" }],
+        rawInputContents: [new Uint8Array(Float32Array.from(Array.from({ length: rows }, () => iris).flat()).buffer)],
+      }),
+    ),
+  );
 const echoBody = (rows: number) => grpcFrame(toBinary(EchoRequestSchema, create(EchoRequestSchema, { values: Array.from({ length: rows }, () => iris).flat() })));
 const predictLabelBody = grpcFrame(toBinary(PredictLabelRequestSchema, create(PredictLabelRequestSchema, { rows: [{ values: iris }] })));
 
@@ -121,7 +138,7 @@ if (only.has("predictor")) {
   await withServers(async (servers) => {
     const scenarios: Scenario[] = [];
     const add = (server: BenchService, name: string, checkout: string, path: string, body: (rows: number) => Uint8Array, rowCounts: number[]) => {
-      servers.push(server);
+      if (!servers.includes(server)) servers.push(server);
       for (const rows of rowCounts) scenarios.push({ name, checkout, url: `http://${server.address}${path}`, body: body(rows), streams: 50, rows });
     };
     add(await startReference(port++, false), "bare grpc-js, fixed bytes", "-", predictPath, predictBody, rowCounts);
@@ -131,6 +148,10 @@ if (only.has("predictor")) {
       for (const metrics of checkout.label === "now" ? ["on", "off"] : ["on"]) {
         const predictor = await startBenchService("predictor", port++, { cpus: "0", checkout: checkout.root, env: { METRICS: metrics } });
         add(predictor, `Predictor, metrics ${metrics}`, checkout.label, predictPath, predictBody, metrics === "on" ? rowCounts : [1, 100]);
+        if (checkout.label !== "now" || metrics === "off") continue;
+        // The same rows packed (packed_values in, packed_probabilities out), and as ModelInfer's raw tensor.
+        add(predictor, "Predictor, packed rows", checkout.label, predictPath, packedPredictBody, [100, 1000]);
+        add(predictor, "Predictor, ModelInfer raw", checkout.label, "/inference.GRPCInferenceService/ModelInfer", modelInferBody, [100, 1000]);
       }
     }
     return scenarios;
@@ -233,6 +254,8 @@ const targetRows = checkouts.map(({ label }) => {
     `${fmt(find("GetModelVersionByAlias, SQLite", label, 50)?.rps ?? 0)} / ${fmt(find("GetModelVersionByAlias, PostgreSQL", label, 50)?.rps ?? 0)} (≥ 5,000)`,
   ];
 });
+const packedRows = (rows: number) => find("Predictor, packed rows", "now", 50, rows);
+const modelInferRaw = (rows: number) => find("Predictor, ModelInfer raw", "now", 50, rows);
 const metricsOn = (rows: number) => find("Predictor, metrics on", "now", 50, rows);
 const metricsOff = (rows: number) => find("Predictor, metrics off", "now", 50, rows);
 
@@ -260,6 +283,11 @@ ${table(["server", "checkout", "rows/request", "streams", "requests/s (min–max
 Targets (ratios within this run):
 
 ${table(["checkout", "Predictor 1 row ÷ bare grpc-js, 50 streams", "Predictor 100-row rows/s", "Proxy p50 ÷ direct p50, 1 stream", "Proxy RPS ÷ direct RPS, 50 streams", "alias lookups/s SQLite / PostgreSQL"], targetRows)}
+
+Packed rows (PredictRequest.packed_values with row_width, answered with packed_probabilities)
+against ModelInfer with one raw FP32 tensor, the same rows on the same Predictor: 100 rows
+${ratio(packedRows(100), modelInferRaw(100))}x, 1,000 rows ${ratio(packedRows(1000), modelInferRaw(1000))}x the requests/s (the target is ≥ 1 at 100 rows); Row
+messages at 100 rows are ${ratio(metricsOn(100), modelInferRaw(100))}x.
 
 The cost of metrics (METRICS=off switches the whole metrics path off): Predictor 1 row
 ${ratio(metricsOn(1), metricsOff(1))}x, 100 rows ${ratio(metricsOn(100), metricsOff(100))}x the requests/s without them (the budget is ≥ 0.95).

@@ -75,6 +75,21 @@ describe("Predictor over the bundled models", () => {
     }
   });
 
+  it.each(protocols)("takes packed rows and answers packed probabilities on request (%s), as it answers rows", async (protocol) => {
+    const over = clientFor(PredictorService, predictor.baseUrl, protocol);
+    const rows = iris.rows.map(({ values }) => ({ values }));
+    const packedValues = rows.flatMap((row) => row.values);
+    const byRows = await over.predict({ model: "iris_svc", rows });
+    const packedIn = await over.predict({ model: "iris_svc", packedValues, rowWidth: 4 });
+    expect(packedIn.predictions).toEqual(byRows.predictions);
+    expect(packedIn.packedProbabilities).toEqual([]);
+    const packedOut = await over.predict({ model: "iris_svc", packedValues, rowWidth: 4, packedResponse: true });
+    expect(packedOut).toMatchObject({ model: "iris_svc", version: 1, labels: byRows.labels, predictions: [] });
+    expect(packedOut.packedProbabilities).toEqual(byRows.predictions.flatMap((p) => p.probabilities));
+    // Row messages in, packed probabilities out, too.
+    expect((await over.predict({ model: "iris_svc", rows, packedResponse: true })).packedProbabilities).toEqual(packedOut.packedProbabilities);
+  });
+
   it("classifies the whole iris set in one request with accuracy >= 0.95", async () => {
     const response = await client.predict({ model: "iris_svc", rows: iris.rows.map(({ values }) => ({ values })) });
     expect(response.predictions).toHaveLength(150);
@@ -144,7 +159,9 @@ describe("Predictor over the bundled models", () => {
       ["wrong feature count", () => client.predict({ model: "iris_svc", rows: [row([1, 2, 3, 4]), row([1, 2, 3])] }), Code.InvalidArgument, /rows\[1\] has 3 values; iris_svc v1 takes 4/],
       ["NaN", () => client.predict({ model: "iris_svc", rows: [row([1, 2, 3, 4]), row([1, NaN, 3, 4])] }), Code.InvalidArgument, /rows\[1\]\.values\[1\]: must be finite/],
       ["Infinity", () => client.predict({ model: "iris_svc", rows: [row([Infinity, 2, 3, 4])] }), Code.InvalidArgument, /rows\[0\]\.values\[0\]: must be finite/],
-      ["no rows", () => client.predict({ model: "iris_svc", rows: [] }), Code.InvalidArgument, /rows: must contain at least 1 item/],
+      ["no rows", () => client.predict({ model: "iris_svc", rows: [] }), Code.InvalidArgument, /give the rows either as rows or as packed_values with row_width, not both and not neither/],
+      ["packed, wrong width", () => client.predict({ model: "iris_svc", packedValues: [1, 2, 3, 4, 5, 6], rowWidth: 3 }), Code.InvalidArgument, /^row_width is 3; iris_svc v1 takes 4 \(sepal_length_cm/],
+      ["packed, no whole rows", () => client.predict({ model: "iris_svc", packedValues: [1, 2, 3, 4, 5], rowWidth: 4 }), Code.InvalidArgument, /packed_values must hold whole rows/],
       ["empty row", () => client.predict({ model: "iris_svc", rows: [row([])] }), Code.InvalidArgument, /rows\[0\]\.values: must contain at least 1 item/],
       ["too many rows", () => client.predict({ model: "iris_svc", rows: Array.from({ length: 10_001 }, () => row([1, 2, 3, 4])) }), Code.InvalidArgument, /rows: must contain no more than 10000 item/],
       ["empty model name", () => client.predict({ model: "", rows: [row([1, 2, 3, 4])] }), Code.InvalidArgument, /model: must be at least 1 character/],

@@ -10,7 +10,7 @@ import { createValidator } from "@bufbuild/protovalidate";
 import { describe, expect, it } from "vitest";
 import { PredictRequestSchema, PredictResponseSchema } from "../gen/mlmesh/predictor/v1/predictor_pb.js";
 import { PredictLabelRequestSchema } from "../gen/mlmesh/proxy/v1/proxy_pb.js";
-import { decodePredictLabelRequest, decodePredictRequest, encodePredictRequest, encodePredictResponse, PackedPredictResponse, packRows } from "../services/model/wire/predict-wire.js";
+import { decodePredictLabelRequest, decodePredictRequest, encodePredictRequest, encodePredictResponse, PackedPredictResponse, packRows, type PackedRows } from "../services/model/wire/predict-wire.js";
 
 const validator = createValidator();
 
@@ -149,6 +149,58 @@ describe("hand-written Predict codecs (model/wire)", () => {
     }
   }, fuzzBudgetMs);
 
+  it("decodes packed_values with row_width as protobuf-es and protovalidate read them", () => {
+    const r = prng(20261202);
+    const rowsOf = ({ features, offsets, rowCount }: PackedRows) => Array.from({ length: rowCount }, (_, i) => Array.from(features.subarray(offsets[i], offsets[i + 1])));
+    let accepted = 0;
+    for (let i = 0; i < 1500; i++) {
+      const width = r.next() < 0.1 ? r.pick([0, 1024, 1025]) : 1 + r.int(8);
+      const rowCount = r.next() < 0.02 ? r.pick([0, 10_001]) : 1 + r.int(40);
+      const count = rowCount * Math.min(width, 1025) + (r.next() < 0.05 ? 1 : 0);
+      const packedValues = Array.from({ length: count }, () => Math.fround(randomValue(r, true)));
+      const rows = r.next() < 0.05 ? [{ values: [1, 2] }] : [];
+      const rowWidth = r.next() < 0.05 ? 0 : width;
+      const init = { model: r.pick(["iris_svc", "iris_svc@production", "bad name"]), version: r.pick([0, 2]), packedValues, rowWidth, rows, packedResponse: r.next() < 0.5 };
+      const canonical = toBinary(PredictRequestSchema, create(PredictRequestSchema, init));
+      for (const [v, bytes] of [canonical, mangle(r, canonical)].entries()) {
+        let expected: { model: string; version: number; rows: number[][]; rowWidth: number; packedResponse: boolean } | undefined;
+        try {
+          const message = fromBinary(PredictRequestSchema, bytes);
+          if (validator.validate(PredictRequestSchema, message).kind === "valid") {
+            const { model, version, rowWidth: w, packedResponse } = message;
+            const packedRows = Array.from({ length: message.packedValues.length / (w || 1) }, (_, j) => message.packedValues.slice(j * w, (j + 1) * w));
+            expected = { model, version, rows: message.rows.length > 0 ? message.rows.map((row) => row.values) : packedRows, rowWidth: w, packedResponse };
+          }
+        } catch {
+          expected = undefined;
+        }
+        const fast = decodePredictRequest(Buffer.from(bytes));
+        if (fast !== undefined) {
+          accepted++;
+          expect(expected, `variant ${v} of case ${i}`).toBeDefined();
+          expect({ model: fast.model, version: fast.version, rows: rowsOf(fast.packed), rowWidth: fast.rowWidth, packedResponse: fast.packedResponse }).toEqual(expected);
+          // Read as protobuf-es would: the rows stay in packed_values.
+          expect(fast.rows).toEqual(fast.rowWidth > 0 ? [] : expected!.rows.map((values) => ({ $typeName: "mlmesh.predictor.v1.Row", values })));
+        } else if (v === 0 && expected !== undefined) {
+          throw new Error(`case ${i}: a canonical valid packed request was not decoded: ${JSON.stringify({ width, rowCount, rowWidth, rows: rows.length })}`);
+        }
+      }
+    }
+    expect(accepted).toBeGreaterThan(500);
+    // The contract's own words for each way a packed request can be wrong.
+    const refusal = (init: object) => {
+      const result = validator.validate(PredictRequestSchema, create(PredictRequestSchema, { model: "iris_svc", ...init }));
+      return result.kind === "invalid" ? result.violations.map((violation) => violation.toString()).join("; ") : result.kind;
+    };
+    expect(refusal({ packedValues: [1, 2, 3, 4], rowWidth: 4 })).toBe("valid");
+    expect(refusal({})).toMatch(/rows or as packed_values/);
+    expect(refusal({ rows: [{ values: [1] }], packedValues: [1], rowWidth: 1 })).toMatch(/not both/);
+    expect(refusal({ packedValues: [1, 2, 3, 4] })).toMatch(/row_width must be 1\.\.1024/);
+    expect(refusal({ rows: [{ values: [1] }], rowWidth: 4 })).toMatch(/row_width must be 1\.\.1024 when packed_values is set, and 0 otherwise/);
+    expect(refusal({ packedValues: [1, 2, 3], rowWidth: 2 })).toMatch(/whole rows/);
+    expect(refusal({ packedValues: [1, Number.NaN], rowWidth: 2 })).toMatch(/packed_values\[1\].*finite/);
+  }, fuzzBudgetMs);
+
   it("decodes PredictLabelRequest rows under the same rules", () => {
     const r = prng(7);
     for (let i = 0; i < 2000; i++) {
@@ -179,12 +231,16 @@ describe("hand-written Predict codecs (model/wire)", () => {
       const probabilities = Float32Array.from({ length: classCount * rowCount }, () =>
         r.next() < 0.15 ? r.pick([0, -0, Number.NaN, 1, 0.5]) : r.next(),
       );
-      const response = new PackedPredictResponse(r.pick(["iris_svc", "", "ü"]), r.pick([0, 1, 127, 128, 4294967295]), labels, probabilities, rowCount);
+      const outlierScores = r.next() < 0.3 ? Float32Array.from({ length: rowCount }, () => r.pick([0, -0, 0.5, -0.25, 3])) : undefined;
+      const packed = r.next() < 0.3;
+      const response = new PackedPredictResponse(r.pick(["iris_svc", "", "ü"]), r.pick([0, 1, 127, 128, 4294967295]), labels, probabilities, rowCount, undefined, outlierScores, packed);
       const expected = toBinary(PredictResponseSchema, create(PredictResponseSchema, response));
       expect(Buffer.from(encodePredictResponse(response)).equals(Buffer.from(expected)), `case ${i}`).toBe(true);
       // And protobuf-es reads the predictions back as the packed response describes them.
       const decoded = fromBinary(PredictResponseSchema, encodePredictResponse(response));
-      expect(decoded.predictions).toHaveLength(rowCount);
+      expect(decoded.predictions).toHaveLength(packed ? 0 : rowCount);
+      expect(decoded.packedProbabilities).toHaveLength(packed ? probabilities.length : 0);
+      expect(decoded.packedOutlierScores).toHaveLength(packed && outlierScores ? rowCount : 0);
     }
   });
 

@@ -17,7 +17,12 @@ export function createPredictorService(inference: Inference): PartialServiceImpl
   const { table } = inference;
   return {
     predict(request, ctx) {
-      const input: RowsInput = { rows: packedRowsOf(request), skipInvalid: request.invalidRows === InvalidRows.SKIP };
+      const input: RowsInput = {
+        rows: packedRowsOf(request),
+        rowWidth: request.rowWidth,
+        skipInvalid: request.invalidRows === InvalidRows.SKIP,
+        packedResponse: request.packedResponse,
+      };
       return inference.run(request.model, request.version, predictKind, input, ctx);
     },
 
@@ -46,7 +51,7 @@ export function createPredictorService(inference: Inference): PartialServiceImpl
       const loaded = table.resolve(request.model, request.version);
       const rows = loaded.requireClassifier().metadata.sample_input.map((values) => ({ values: [...values] }));
       // The version resolved above answers (not whatever the name means by the time it runs).
-      const response = await inference.run(loaded.name, loaded.version, predictKind, { rows: packRows(rows), skipInvalid: false }, ctx);
+      const response = await inference.run(loaded.name, loaded.version, predictKind, { rows: packRows(rows), rowWidth: 0, skipInvalid: false, packedResponse: false }, ctx);
       return { rows, response };
     },
   };
@@ -55,8 +60,12 @@ export function createPredictorService(inference: Inference): PartialServiceImpl
 /** Predict's input: the request's rows (packed as decoded: model/wire/predict-wire.ts). */
 interface RowsInput {
   readonly rows: PackedRows;
+  /** The rows' width when they came packed (packed_values); 0 for Row messages. */
+  readonly rowWidth: number;
   /** INVALID_ROWS_SKIP: rows of the wrong width are left out and listed, not failing the call. */
   readonly skipInvalid: boolean;
+  /** Answer packed_probabilities in place of predictions. */
+  readonly packedResponse: boolean;
 }
 
 /** The rows the model runs on, and the rows left out (INVALID_ROWS_SKIP). */
@@ -67,15 +76,19 @@ interface PreparedRows extends ModelInput {
 /** Native Predict: rows of floats in, probabilities and labels per row out. */
 const predictKind: InferenceKind<RowsInput, PackedPredictResponse, PreparedRows> = {
   name: "predict",
-  prepare(loaded, { rows, skipInvalid }) {
+  prepare(loaded, { rows, rowWidth, skipInvalid }) {
     const { featureCount, metadata } = loaded.requireClassifier();
     const { offsets, rowCount } = rows;
+    const takes = `${loaded.name} v${loaded.version} takes ${featureCount} (${metadata.feature_names.join(", ")})`;
+    if (rowWidth !== 0 && rowWidth !== featureCount) {
+      throw invalidArgument(`row_width is ${rowWidth}; ${takes}`, [{ field: "row_width", reason: "ROW_WIDTH", description: `is ${rowWidth}; ${takes}` }]);
+    }
     let rejected: FieldViolation[] | undefined;
     for (let i = 0; i < rowCount; i++) {
       const count = offsets[i + 1] - offsets[i];
       if (count === featureCount) continue;
       rejected ??= [];
-      rejected.push({ field: `rows[${i}]`, reason: "ROW_WIDTH", description: `has ${count} values; ${loaded.name} v${loaded.version} takes ${featureCount} (${metadata.feature_names.join(", ")})` });
+      rejected.push({ field: `rows[${i}]`, reason: "ROW_WIDTH", description: `has ${count} values; ${takes}` });
     }
     if (rejected === undefined) return { features: rows.features, rowCount, rejected: [] };
     if (!skipInvalid) {
@@ -85,9 +98,10 @@ const predictKind: InferenceKind<RowsInput, PackedPredictResponse, PreparedRows>
     }
     return { ...packAccepted(rows, featureCount, rowCount - rejected.length), rejected };
   },
-  answer(loaded, _input, prepared, probabilities, outlierScores) {
+  answer(loaded, input, prepared, probabilities, outlierScores) {
     const rejectedRows = prepared.rejected.length > 0 ? { fieldViolations: [...prepared.rejected] } : undefined;
-    return new PackedPredictResponse(loaded.name, loaded.version, [...loaded.requireClassifier().metadata.labels], probabilities, prepared.rowCount, rejectedRows, outlierScores);
+    const labels = [...loaded.requireClassifier().metadata.labels];
+    return new PackedPredictResponse(loaded.name, loaded.version, labels, probabilities, prepared.rowCount, rejectedRows, outlierScores, input.packedResponse);
   },
 };
 

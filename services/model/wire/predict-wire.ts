@@ -37,7 +37,11 @@ const maxModelLength = 128;
 const maxInvalidRows = 2;
 const littleEndian = endianness() === "LE";
 
-/** A PredictRequest decoded by decodePredictRequest: the message's fields, with rows packed. */
+/**
+ * A PredictRequest decoded by decodePredictRequest: the message's fields, with rows packed
+ * whichever way they came (Row messages, or packed_values with row_width); `rows` and
+ * `packedValues` read as protobuf-es would have decoded them, made on first use.
+ */
 class DecodedPredictRequest {
   readonly $typeName = "mlmesh.predictor.v1.PredictRequest" as const;
   #rows: Row[] | undefined;
@@ -46,9 +50,15 @@ class DecodedPredictRequest {
     readonly version: number,
     readonly packed: PackedRows,
     readonly invalidRows: InvalidRows,
+    /** The row width of packed_values; 0 when the rows came as Row messages. */
+    readonly rowWidth: number,
+    readonly packedResponse: boolean,
   ) {}
   get rows(): Row[] {
-    return (this.#rows ??= unpackRows(this.packed));
+    return (this.#rows ??= this.rowWidth === 0 ? unpackRows(this.packed) : []);
+  }
+  get packedValues(): number[] {
+    return this.rowWidth === 0 ? [] : Array.from(this.packed.features);
   }
 }
 
@@ -68,10 +78,20 @@ function unpackRows({ features, offsets, rowCount }: PackedRows): Row[] {
   return rows;
 }
 
-/** The packed rows of a request: as decoded here, or packed from its Row messages. */
-export function packedRowsOf(request: { readonly rows: readonly Pick<Row, "values">[] }): PackedRows {
+/** The packed rows of a request: as decoded here, its packed_values, or packed from its Row messages. */
+export function packedRowsOf(request: { readonly rows: readonly Pick<Row, "values">[]; readonly packedValues?: readonly number[]; readonly rowWidth?: number }): PackedRows {
   if (request instanceof DecodedPredictRequest || request instanceof DecodedPredictLabelRequest) return request.packed;
+  const { packedValues, rowWidth } = request;
+  if (packedValues !== undefined && packedValues.length > 0 && rowWidth) return uniformRows(Float32Array.from(packedValues), rowWidth);
   return packRows(request.rows);
+}
+
+/** Rows of `width` values each, over `features`. */
+function uniformRows(features: Float32Array, width: number): PackedRows {
+  const rowCount = features.length / width;
+  const offsets = new Int32Array(rowCount + 1);
+  for (let i = 1; i <= rowCount; i++) offsets[i] = i * width;
+  return { features, offsets, rowCount };
 }
 
 export function packRows(rows: readonly Pick<Row, "values">[]): PackedRows {
@@ -176,11 +196,34 @@ function scan(bytes: Buffer, other: (field: number, wireType: number, cursor: Cu
   return spans;
 }
 
+/**
+ * packed_values (one packed field of `length` bytes at `start`) as rows of `width`, checked
+ * against the request's rules (whole rows, 1..10,000 of them, 1..1,024 finite values each),
+ * or undefined.
+ */
+function readPackedValues(bytes: Buffer, start: number, length: number, width: number): PackedRows | undefined {
+  if (width < 1 || width > maxValuesPerRow || length === 0 || length % 4 !== 0) return undefined;
+  const count = length / 4;
+  if (count % width !== 0 || count / width > maxRows) return undefined;
+  const features = new Float32Array(count);
+  if (littleEndian) {
+    new Uint8Array(features.buffer).set(bytes.subarray(start, start + length));
+  } else {
+    for (let j = 0; j < count; j++) features[j] = bytes.readFloatLE(start + 4 * j);
+  }
+  for (let j = 0; j < count; j++) if (!Number.isFinite(features[j])) return undefined;
+  return uniformRows(features, width);
+}
+
 /** PredictRequest (predictor.proto), decoded and checked against its rules, or undefined. */
 export function decodePredictRequest(bytes: Buffer): DecodedPredictRequest | undefined {
   let model = "";
   let version = 0;
   let invalidRows = 0;
+  let packedStart = -1;
+  let packedLength = 0;
+  let rowWidth = 0;
+  let packedResponse = false;
   const spans = scan(
     bytes,
     (field, wireType, cursor) => {
@@ -202,14 +245,33 @@ export function decodePredictRequest(bytes: Buffer): DecodedPredictRequest | und
         invalidRows = cursor.varint32(end);
         return invalidRows >= 0 && invalidRows <= maxInvalidRows;
       }
+      if (field === 5 && wireType === lengthDelimited && packedStart < 0) {
+        // packed_values: one packed field (as protobuf-es writes it).
+        packedLength = cursor.varint32(end);
+        if (packedLength < 0 || cursor.pos + packedLength > end) return false;
+        packedStart = cursor.pos;
+        cursor.pos += packedLength;
+        return true;
+      }
+      if (field === 6 && wireType === 0) {
+        rowWidth = cursor.varint32(end);
+        return rowWidth >= 0;
+      }
+      if (field === 7 && wireType === 0) {
+        packedResponse = cursor.varint32(end) === 1;
+        return packedResponse; // false is written as nothing: anything else is not canonical
+      }
       return false;
     },
     3,
   );
-  if (spans === undefined || spans.length === 0 || spans.length / 2 > maxRows) return undefined;
+  if (spans === undefined || spans.length / 2 > maxRows) return undefined;
   if (model.length === 0 || model.length > maxModelLength || !modelPattern.test(model)) return undefined;
-  const packed = readRows(bytes, spans);
-  return packed && new DecodedPredictRequest(model, version, packed, invalidRows as InvalidRows);
+  // Exactly one of rows and packed_values (with its row_width); anything else is protovalidate's to refuse.
+  if ((spans.length > 0) === (packedStart >= 0)) return undefined;
+  if (spans.length > 0 && rowWidth !== 0) return undefined;
+  const packed = packedStart >= 0 ? readPackedValues(bytes, packedStart, packedLength, rowWidth) : readRows(bytes, spans);
+  return packed && new DecodedPredictRequest(model, version, packed, invalidRows as InvalidRows, packedStart >= 0 ? rowWidth : 0, packedResponse);
 }
 
 /** PredictLabelRequest (proxy.proto: repeated Row rows = 1, 1..10,000), or undefined. */
@@ -240,9 +302,20 @@ export class PackedPredictResponse {
     readonly rejectedRows?: MessageInitShape<typeof BadRequestSchema>,
     /** Per row, the outlier model's score (above 0: an outlier); unset when the version has none. */
     readonly outlierScores?: Float32Array,
+    /** Answer packed_probabilities (and packed_outlier_scores) in place of predictions. */
+    readonly packed = false,
   ) {}
 
+  get packedProbabilities(): number[] {
+    return this.packed ? Array.from(this.probabilities) : [];
+  }
+
+  get packedOutlierScores(): number[] {
+    return this.packed && this.outlierScores ? Array.from(this.outlierScores) : [];
+  }
+
   get predictions(): PredictionInit[] {
+    if (this.packed) return [];
     if (this.#predictions) return this.#predictions;
     const classCount = this.labels.length;
     const predictions: PredictionInit[] = new Array(this.rowCount);
@@ -293,6 +366,7 @@ function writeVarint(out: Buffer, pos: number, value: number): number {
  * string kept, probabilities packed.
  */
 export function encodePredictResponse(response: PackedPredictResponse): Buffer {
+  if (response.packed) return encodePackedPredictResponse(response);
   const { model, version, labels, probabilities, rowCount, outlierScores } = response;
   const classCount = labels.length;
   const labelBytes = labels.map((label) => Buffer.from(label, "utf8"));
@@ -365,6 +439,36 @@ export function encodePredictResponse(response: PackedPredictResponse): Buffer {
   return out;
 }
 
+/** A packed PredictResponse's bytes: model, version, labels, packed_probabilities (6), packed_outlier_scores (7). */
+function encodePackedPredictResponse(response: PackedPredictResponse): Buffer {
+  const { model, version, labels, probabilities, outlierScores } = response;
+  const labelBytes = labels.map((label) => Buffer.from(label, "utf8"));
+  const modelBytes = Buffer.byteLength(model, "utf8");
+  const packedSize = (values: Float32Array | undefined) => (values === undefined || values.length === 0 ? 0 : 1 + varintSize(4 * values.length) + 4 * values.length);
+  let size = modelAndVersionSize(modelBytes, version) + packedSize(probabilities) + packedSize(outlierScores);
+  for (const label of labelBytes) size += 1 + varintSize(label.length) + label.length;
+  const out = Buffer.allocUnsafe(size);
+  let pos = writeModelAndVersion(out, model, modelBytes, version);
+  for (const label of labelBytes) {
+    out[pos++] = 0x1a;
+    pos = writeVarint(out, pos, label.length);
+    pos += label.copy(out, pos);
+  }
+  const writePacked = (tag: number, values: Float32Array | undefined) => {
+    if (values === undefined || values.length === 0) return;
+    out[pos++] = tag;
+    pos = writeVarint(out, pos, 4 * values.length);
+    if (littleEndian) {
+      pos += Buffer.from(values.buffer, values.byteOffset, 4 * values.length).copy(out, pos);
+    } else {
+      for (const value of values) pos = out.writeFloatLE(value, pos);
+    }
+  };
+  writePacked(0x32, probabilities);
+  writePacked(0x3a, outlierScores);
+  return out;
+}
+
 /** Bytes of an OutlierScore message's fields for `score`. */
 function outlierSize(score: number): number {
   return (Object.is(score, 0) ? 0 : 5) + (score > 0 ? 2 : 0);
@@ -414,7 +518,7 @@ export const predictLabelWire: MethodWire = {
 
 // Type checks: the decoded messages read as the generated message types.
 void ((r: PackedPredictResponse): MessageInitShape<typeof PredictResponseSchema> => r);
-void ((r: DecodedPredictRequest): Pick<PredictRequest, "$typeName" | "model" | "version" | "rows" | "invalidRows"> => r);
+void ((r: DecodedPredictRequest): Pick<PredictRequest, "$typeName" | "model" | "version" | "rows" | "invalidRows" | "packedValues" | "rowWidth" | "packedResponse"> => r);
 void ((r: DecodedPredictLabelRequest): Pick<PredictLabelRequest, "$typeName" | "rows"> => r);
 
 /** Bytes of fields 1 (model) and 2 (version), which PredictRequest and PredictResponse share. */
