@@ -30,7 +30,7 @@ function conformanceOutcome(output: string) {
   return { passed: Number(totals?.[1] ?? 0), failed: Number(totals?.[2] ?? -1), failedCases: failed };
 }
 
-describe.each(["grpc-js", "connect-node"] as const)("Connect conformance suite, native gRPC by %s", (stack) => {
+describe.each(["grpc-js", "node-http2", "connect-node"] as const)("Connect conformance suite, native gRPC by %s", (stack) => {
   it("passes every case that applies to a server (known grpc-js failures listed with their reason)", async () => {
     const knownFailing = stack === "grpc-js" ? ["--known-failing", `@${join(peers, "conformance-known-failing-grpc-js.txt")}`] : [];
     const result = await run(conformance, ["--mode", "server", "--conf", join(peers, "conformance.yaml"), ...knownFailing, "--", tsx, join(peers, "conformance-server.ts")], {
@@ -68,6 +68,8 @@ const interopCases = [
 describe.each([
   { stack: "grpc-js", tls: false },
   { stack: "grpc-js", tls: true },
+  { stack: "node-http2", tls: false },
+  { stack: "node-http2", tls: true },
   { stack: "connect-node", tls: false },
 ])("gRPC interop test cases, native gRPC by $stack, TLS $tls", ({ stack, tls }) => {
   let server: ReturnType<typeof spawn>;

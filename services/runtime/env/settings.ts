@@ -24,8 +24,8 @@ export interface ServerConfig {
   /** Largest request message, in bytes (RESOURCE_EXHAUSTED above it). */
   readonly maxMessageBytes: number;
   /**
-   * What serves native gRPC over HTTP/2: grpc-js (default, measured faster) or connect-node
-   * (the alternative, kept to measure the choice: docs/benchmarks.md).
+   * What serves native gRPC over HTTP/2: grpc-js (default), node-http2 (serve/grpc-h2.ts), or
+   * connect-node (kept to measure the choice: docs/benchmarks.md).
    */
   readonly grpcStack: GrpcStack;
   /** Web page origins allowed to call the service from a browser (CORS). */
@@ -39,7 +39,7 @@ export interface ServerConfig {
   readonly httpRequestTimeoutMs: number;
 }
 
-export const grpcStacks = ["grpc-js", "connect-node"] as const;
+export const grpcStacks = ["grpc-js", "node-http2", "connect-node"] as const;
 export type GrpcStack = (typeof grpcStacks)[number];
 
 /** Reads the shared server settings for one service. */

@@ -10,6 +10,7 @@ import * as grpc from "@grpc/grpc-js";
 import type { ServerConfig } from "../env/settings.js";
 import { withCors } from "./cors.js";
 import { addServiceToGrpcServer } from "./grpc-js-adapter.js";
+import { NativeGrpcRoutes, nativeGrpcEncodings } from "./grpc-h2.js";
 import { HealthStatuses, ServingStatus } from "./health.js";
 import { methodNotAllowed, serveHttpRoutes, type HttpHandler, type HttpReply, type HttpRoute, type HttpRouter } from "./http-routes.js";
 import { CallPipeline } from "./pipeline.js";
@@ -144,11 +145,16 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
   // Node checks those timeouts from a timer it starts on 'listening'; this server never listens
   // itself (connections are handed to it), so start the check the same way.
   http1Server.emit("listening");
-  const connectHttp2 = new ConnectHttp2Sessions(connectHandler);
+  let nativeGrpc: NativeGrpcRoutes | undefined;
+  if (config.grpcStack === "node-http2") {
+    nativeGrpc = new NativeGrpcRoutes(config.maxMessageBytes);
+    for (const { service, impl, wire } of instrumented) nativeGrpc.add(service, impl, wire);
+  }
+  const http2Sessions = new Http2Sessions(connectHandler, nativeGrpc);
   const acceptHttp2 =
     config.grpcStack === "grpc-js"
       ? (socket: net.Socket) => http2Injector.injectConnection(socket)
-      : (socket: net.Socket) => connectHttp2.accept(socket);
+      : (socket: net.Socket) => http2Sessions.accept(socket);
 
   const http1Connections = new Http1Connections();
   http1Server.on("request", (request, response) => http1Connections.onRequest(request, response));
@@ -210,14 +216,14 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
       const graceful = Promise.all([
         new Promise<void>((resolve) => grpcServer.tryShutdown(() => resolve())),
         http1Connections.drain(),
-        connectHttp2.drain(),
+        http2Sessions.drain(),
       ]);
       const timer = new Promise<"timeout">((resolve) => setTimeout(resolve, config.shutdownGraceMs, "timeout").unref());
       if ((await Promise.race([graceful, timer])) === "timeout") {
         logger.warn({ graceMs: config.shutdownGraceMs }, "calls still running after the grace period: cutting connections");
         grpcServer.forceShutdown();
         http1Connections.destroyAll();
-        connectHttp2.destroyAll();
+        http2Sessions.destroyAll();
       }
     })();
     return stopped;
@@ -325,15 +331,7 @@ function routeHttp2Streams(grpcServer: grpc.Server, connectHandler: (req: http2.
   const compatListeners = h2.listeners("stream") as StreamListener[];
   h2.removeAllListeners("stream");
   h2.on("stream", (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, ...rest: unknown[]) => {
-    // grpc-js speaks protobuf over POST, in encodings it knows: gRPC with another codec
-    // (application/grpc+json), verb or encoding goes to connect-node, which serves or refuses
-    // it as the protocol says (an unknown encoding is UNIMPLEMENTED, not a garbled message).
-    const contentType = headers["content-type"] ?? "";
-    const encoding = headers["grpc-encoding"];
-    const native =
-      headers[":method"] === "POST" &&
-      (contentType === "application/grpc" || contentType === "application/grpc+proto") &&
-      (encoding === undefined || grpcJsEncodings.has(String(encoding)));
+    const native = isNativeGrpc(headers);
     if (native) {
       stream.sendTrailers = sendTidyTrailers;
       stream.respond = respondTidy;
@@ -342,8 +340,24 @@ function routeHttp2Streams(grpcServer: grpc.Server, connectHandler: (req: http2.
   });
 }
 
-/** The message encodings grpc-js decodes. */
-const grpcJsEncodings = new Set(["identity", "gzip", "deflate"]);
+/** The message encodings both native stacks decode (grpc-js, and grpc-h2.ts). */
+const nativeEncodings = new Set(nativeGrpcEncodings);
+
+/**
+ * Whether a stream is native gRPC as grpc-js and grpc-h2.ts serve it: protobuf over POST, in an
+ * encoding they know. gRPC with another codec (application/grpc+json), verb or encoding goes to
+ * connect-node, which serves or refuses it as the protocol says (an unknown encoding is
+ * UNIMPLEMENTED, not a garbled message).
+ */
+function isNativeGrpc(headers: http2.IncomingHttpHeaders): boolean {
+  const contentType = headers["content-type"] ?? "";
+  const encoding = headers["grpc-encoding"];
+  return (
+    headers[":method"] === "POST" &&
+    (contentType === "application/grpc" || contentType === "application/grpc+proto") &&
+    (encoding === undefined || nativeEncodings.has(String(encoding)))
+  );
+}
 
 /**
  * grpc-js's trailers as the gRPC spec says a server should write them: no grpc-message beside
@@ -377,13 +391,26 @@ function widenWindows(session: http2.ServerHttp2Session): void {
 
 type StreamListener = (this: http2.Http2Server, ...args: unknown[]) => void;
 
-/** HTTP/2 served entirely by connect-node (GRPC_STACK=connect-node), with graceful draining. */
-class ConnectHttp2Sessions {
+/**
+ * HTTP/2 on Node's own server, with graceful draining: native gRPC served by grpc-h2.ts
+ * (GRPC_STACK=node-http2) or by connect-node (GRPC_STACK=connect-node); everything else
+ * (gRPC-web, Connect, plain HTTP) by connect-node.
+ */
+class Http2Sessions {
   private readonly server: http2.Http2Server;
   private readonly sessions = new Set<http2.ServerHttp2Session>();
 
-  constructor(handler: (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void) {
+  constructor(handler: (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void, nativeGrpc: NativeGrpcRoutes | undefined) {
     this.server = http2.createServer({}, handler);
+    if (nativeGrpc !== undefined) {
+      const server = this.server;
+      const compatListeners = server.listeners("stream") as StreamListener[];
+      server.removeAllListeners("stream");
+      server.on("stream", (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, ...rest: unknown[]) => {
+        if (isNativeGrpc(headers)) nativeGrpc.serve(stream, headers);
+        else for (const listener of compatListeners) listener.call(server, stream, headers, ...rest);
+      });
+    }
     this.server.on("session", (session) => {
       widenWindows(session);
       this.sessions.add(session);
