@@ -171,7 +171,9 @@ describe.each(["sqlite", "postgresql"] as const)("the prediction log and the mon
     await sleep(windowMs + 500); // the last window closes
     const report = await monitorClient.getDriftReport({ model: "iris_svc", version: 1, startTime: timestampFromMs(started) });
     expect(report.hasReference).toBe(true);
-    const full = report.windows.filter((w) => Number(w.rows) >= 50);
+    // The windows the monitor judges (min_rows): a partial first or last window of a few dozen
+    // rows is too small a sample for PSI (its expected value alone nears the threshold there).
+    const full = report.windows.filter((w) => w.rows >= report.thresholds!.minRows);
     expect(full.length).toBeGreaterThanOrEqual(9);
     for (const w of full) {
       expect(w.features.map((f) => f.feature)).toEqual(["sepal_length_cm", "sepal_width_cm", "petal_length_cm", "petal_width_cm"]);
