@@ -247,10 +247,10 @@ const targetRows = checkouts.map(({ label }) => {
   const base = baseline ? find("Predictor, metrics on", checkouts[1].label, 50, 100) : undefined;
   return [
     label,
-    `${ratio(predictor(1), reference)} (≥ 0.85)`,
-    `${fmt((predictor(100)?.rps ?? 0) * 100)}${base ? ` = ${ratio(predictor(100), base)}x baseline (≥ 3)` : ""}`,
+    `${ratio(predictor(1), reference)} (≥ 1.0)`,
+    `${fmt((predictor(100)?.rps ?? 0) * 100)}${base ? ` = ${ratio(predictor(100), base)}x baseline` : ""}`,
     `${ratio(find("Proxy PredictLabel", label, 1), find("direct Predict", label, 1), (f) => f.p50Ms)} (≤ 2)`,
-    `${ratio(find("Proxy PredictLabel", label, 50), find("direct Predict", label, 50))} (≥ 0.3)`,
+    `${ratio(find("Proxy PredictLabel", label, 50), find("direct Predict", label, 50))} (≥ 0.5)`,
     `${fmt(find("GetModelVersionByAlias, SQLite", label, 50)?.rps ?? 0)} / ${fmt(find("GetModelVersionByAlias, PostgreSQL", label, 50)?.rps ?? 0)} (≥ 5,000)`,
   ];
 });
