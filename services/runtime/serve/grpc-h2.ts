@@ -1,12 +1,13 @@
 import type * as http2 from "node:http2";
 import { gunzipSync, inflateSync } from "node:zlib";
-import { create, fromBinary, toBinary, type DescMessage, type DescMethod, type DescService } from "@bufbuild/protobuf";
+import { create, toBinary, type DescMethod, type DescService } from "@bufbuild/protobuf";
 import { Code, ConnectError, createContextValues, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import { setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
 import { methodMetrics, type MethodMetrics } from "../observability/metrics.js";
 import { requestFactsKey, type RequestFacts } from "../security/gatekeeper.js";
 import { toConnectError } from "./errors.js";
-import { markValidated, undecodableRequest, type MethodWire } from "./registration.js";
+import { HeadersView } from "./headers-view.js";
+import { decodeRequest, markValidated, undecodableRequest, type MethodWire } from "./registration.js";
 
 /*
  * Native gRPC served on node:http2 directly (GRPC_STACK=node-http2): the protocol's framing,
@@ -378,13 +379,6 @@ class NativeCall implements HandlerContext, RequestFacts {
   }
 }
 
-function decodeRequest(schema: DescMessage, bytes: Buffer): unknown {
-  try {
-    return fromBinary(schema, bytes);
-  } catch (err) {
-    throw new ConnectError(`request is not a valid ${schema.typeName}: ${(err as Error).message}`, Code.InvalidArgument);
-  }
-}
 
 /** grpc-timeout ("100m": up to 8 digits and a unit, H M S m u n) in milliseconds; undefined when absent or malformed. */
 function parseTimeout(value: string | string[] | undefined): number | undefined {
@@ -401,21 +395,21 @@ const hiddenRequestHeaders = new Set(["content-type", "te", "grpc-timeout", "grp
 /**
  * A plain object of HTTP/2 headers through the Fetch Headers interface, without copying it.
  * Names are lowercase; several values read comma-joined. Binary (-bin) values are base64
- * text, as on the wire and as connect-node gives them.
+ * text, as on the wire and as connect-node gives them. A request's pseudo-headers and the
+ * protocol's own headers are not shown.
  */
-class ObjectHeaders implements Headers {
+class ObjectHeaders extends HeadersView {
   constructor(
     private readonly object: Record<string, string | string[] | undefined>,
     private readonly request: boolean,
-  ) {}
+  ) {
+    super();
+  }
 
   get(name: string): string | null {
     const value = this.object[name.toLowerCase()];
     if (value === undefined) return null;
     return typeof value === "string" ? value : value.join(", ");
-  }
-  has(name: string): boolean {
-    return this.object[name.toLowerCase()] !== undefined;
   }
   set(name: string, value: string): void {
     this.object[name.toLowerCase()] = value;
@@ -428,26 +422,8 @@ class ObjectHeaders implements Headers {
   delete(name: string): void {
     delete this.object[name.toLowerCase()];
   }
-  getSetCookie(): string[] {
-    return [];
-  }
-  forEach(callback: (value: string, key: string, parent: Headers) => void, thisArg?: unknown): void {
-    for (const [key, value] of this.entries()) callback.call(thisArg, value, key, this);
-  }
-  *entries(): Generator<[string, string]> {
-    for (const key of Object.keys(this.object).sort()) {
-      if (this.request && (key.startsWith(":") || hiddenRequestHeaders.has(key))) continue;
-      const value = this.get(key);
-      if (value !== null) yield [key, value];
-    }
-  }
-  *keys(): Generator<string> {
-    for (const [key] of this.entries()) yield key;
-  }
-  *values(): Generator<string> {
-    for (const [, value] of this.entries()) yield value;
-  }
-  [Symbol.iterator](): Generator<[string, string]> {
-    return this.entries();
+  protected names(): string[] {
+    const names = Object.keys(this.object);
+    return this.request ? names.filter((key) => !key.startsWith(":") && !hiddenRequestHeaders.has(key)) : names;
   }
 }

@@ -1,9 +1,10 @@
 import { once } from "node:events";
 import * as grpc from "@grpc/grpc-js";
-import { create, fromBinary, toBinary, type DescMessage, type DescMethod, type DescService } from "@bufbuild/protobuf";
+import { create, toBinary, type DescMethod, type DescService } from "@bufbuild/protobuf";
 import { Code, ConnectError, createContextValues, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import { setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
-import { markValidated, undecodableRequest, type MethodWire } from "./registration.js";
+import { HeadersView } from "./headers-view.js";
+import { decodeRequest, markValidated, undecodableRequest, type MethodWire } from "./registration.js";
 import { methodMetrics } from "../observability/metrics.js";
 import { requestFactsKey, type RequestFacts } from "../security/gatekeeper.js";
 
@@ -132,16 +133,6 @@ function answerOnce(
   );
 }
 
-function decodeRequest(schema: DescMessage, bytes: Buffer): unknown {
-  try {
-    return fromBinary(schema, bytes);
-  } catch (err) {
-    throw new ConnectError(
-      `request is not a valid ${schema.typeName}: ${(err as Error).message}`,
-      Code.InvalidArgument,
-    );
-  }
-}
 
 async function* decodeStream(
   call: grpc.ServerDuplexStream<Buffer, unknown> | grpc.ServerReadableStream<Buffer, unknown>,
@@ -293,15 +284,14 @@ class GrpcHandlerContext implements HandlerContext, RequestFacts {
  * (as Headers does). Binary (-bin) values read and write as base64, as they do through
  * connect-node, so a handler sees the same text whichever stack carried the call.
  */
-class MetadataHeaders implements Headers {
-  constructor(private readonly metadata: grpc.Metadata) {}
+class MetadataHeaders extends HeadersView {
+  constructor(private readonly metadata: grpc.Metadata) {
+    super();
+  }
 
   get(name: string): string | null {
     const values = this.metadata.get(name.toLowerCase()).map((v) => (typeof v === "string" ? v : v.toString("base64")));
     return values.length === 0 ? null : values.join(", ");
-  }
-  has(name: string): boolean {
-    return this.get(name) !== null;
   }
   set(name: string, value: string): void {
     const key = name.toLowerCase();
@@ -314,26 +304,8 @@ class MetadataHeaders implements Headers {
   delete(name: string): void {
     this.metadata.remove(name.toLowerCase());
   }
-  getSetCookie(): string[] {
-    return [];
-  }
-  forEach(callback: (value: string, key: string, parent: Headers) => void, thisArg?: unknown): void {
-    for (const [key, value] of this.entries()) callback.call(thisArg, value, key, this);
-  }
-  *entries(): Generator<[string, string]> {
-    for (const key of Object.keys(this.metadata.getMap()).sort()) {
-      const value = this.get(key);
-      if (value !== null) yield [key, value];
-    }
-  }
-  *keys(): Generator<string> {
-    for (const [key] of this.entries()) yield key;
-  }
-  *values(): Generator<string> {
-    for (const [, value] of this.entries()) yield value;
-  }
-  [Symbol.iterator](): Generator<[string, string]> {
-    return this.entries();
+  protected names(): string[] {
+    return Object.keys(this.metadata.getMap());
   }
 }
 

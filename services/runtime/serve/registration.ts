@@ -1,5 +1,5 @@
-import type { DescService } from "@bufbuild/protobuf";
-import type { ServiceImpl } from "@connectrpc/connect";
+import { fromBinary, type DescMessage, type DescService } from "@bufbuild/protobuf";
+import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 
 /** Handlers of a service as written by its author; methods left out answer UNIMPLEMENTED. */
 export type PartialServiceImpl<S extends DescService> = Partial<ServiceImpl<S>>;
@@ -62,4 +62,13 @@ export function undecodableRequest(error: Error): object {
 /** Why a request could not be decoded; undefined for a decoded one. */
 export function decodeFailureOf(request: object): Error | undefined {
   return undecodableRequests.get(request);
+}
+
+/** A request message from its bytes (the native gRPC paths); bytes that are no valid message are INVALID_ARGUMENT. */
+export function decodeRequest(schema: DescMessage, bytes: Uint8Array): unknown {
+  try {
+    return fromBinary(schema, bytes);
+  } catch (err) {
+    throw new ConnectError(`request is not a valid ${schema.typeName}: ${(err as Error).message}`, Code.InvalidArgument);
+  }
 }

@@ -41,6 +41,8 @@ const firstBytesTimeoutMs = 10_000;
  */
 const streamWindowBytes = 4 * 1024 * 1024;
 const connectionWindowBytes = 16 * 1024 * 1024;
+/** The most memory one HTTP/2 session may hold (Node's maxSessionMemory, in MB): windows and headers. */
+const sessionMemoryMegabytes = 64;
 
 export interface StartServerOptions {
   readonly config: ServerConfig;
@@ -401,7 +403,9 @@ class Http2Sessions {
   private readonly sessions = new Set<http2.ServerHttp2Session>();
 
   constructor(handler: (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void, nativeGrpc: NativeGrpcRoutes | undefined) {
-    this.server = http2.createServer({}, handler);
+    // Session memory (Node's default 10 MB) above the connection window: a client stream that
+    // fills its windows must not be refused as "excessive memory" (grpc-js sets no limit).
+    this.server = http2.createServer({ maxSessionMemory: sessionMemoryMegabytes }, handler);
     if (nativeGrpc !== undefined) {
       const server = this.server;
       const compatListeners = server.listeners("stream") as StreamListener[];
