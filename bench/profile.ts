@@ -6,10 +6,12 @@
 //   npm run bench:profile -- predictor 100    (Predict, 100 rows)
 //   npm run bench:profile -- proxy            (PredictLabel, with its Predictor on core 0 unprofiled)
 //   npm run bench:profile -- registry         (GetModelVersionByAlias on SQLite)
+//   npm run bench:profile -- batch            (RegisterItems of 1,000 items on SQLite, the job idle)
 import { mkdtempSync, readdirSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { create, toBinary } from "@bufbuild/protobuf";
+import { RegisterItemsRequestSchema } from "../gen/mlmesh/batch/v1/batch_pb.js";
 import { PredictRequestSchema } from "../gen/mlmesh/predictor/v1/predictor_pb.js";
 import { PredictLabelRequestSchema } from "../gen/mlmesh/proxy/v1/proxy_pb.js";
 import { GetModelVersionByAliasRequestSchema, ModelRegistryService } from "../gen/mlmesh/registry/v1/registry_pb.js";
@@ -53,8 +55,14 @@ if (target === "predictor") {
   client.close();
   url = `http://${service.address}/mlmesh.registry.v1.ModelRegistryService/GetModelVersionByAlias`;
   body = grpcFrame(toBinary(GetModelVersionByAliasRequestSchema, create(GetModelVersionByAliasRequestSchema, { modelId: model!.id, alias: "production" })));
+} else if (target === "batch") {
+  // RegisterItems of 1,000 items on SQLite, the job idle (its interval an hour).
+  const dir = mkdtempSync(join(tmpdir(), "mlmesh-profile-batch-"));
+  service = await startBenchService("batch", 50314, { cpus: "0", nodeArgs: profiled, env: { BATCH_DATABASE_URL: `file:${join(dir, "batch.db")}`, BATCH_INTERVAL: "1h" } });
+  url = `http://${service.address}/mlmesh.batch.v1.BatchJobService/RegisterItems`;
+  body = grpcFrame(toBinary(RegisterItemsRequestSchema, create(RegisterItemsRequestSchema, { items: Array.from({ length: 1000 }, () => ({ values: iris })) })));
 } else {
-  throw new Error(`unknown target "${target}": predictor [rows], proxy or registry`);
+  throw new Error(`unknown target "${target}": predictor [rows], proxy, registry or batch`);
 }
 
 await checkGrpc(url, body);
