@@ -121,9 +121,12 @@ export class ShadowRunner {
       if (shadow.samplePercent < 100 && Math.random() * 100 >= shadow.samplePercent) continue;
       const metrics = this.#metricsOf(event.loaded, shadow.loaded);
       if (metrics.incompatible !== undefined) {
-        // Known to fail without running: counted and recorded, no slot taken.
+        // Known to fail without running: counted, and recorded once the answer is on its way
+        // (like every shadow's record: never on the primary's path), no slot taken.
         metrics.failed.inc();
-        this.#tell({ ...uncompared(event, shadow.loaded, 0), latencyDifferenceMs: 0, failure: { code: 9, message: metrics.incompatible } }, event);
+        const failure = { code: 9, message: metrics.incompatible };
+        const loaded = shadow.loaded;
+        setImmediate(() => this.#tell({ ...uncompared(event, loaded, 0), latencyDifferenceMs: 0, failure }, event));
         continue;
       }
       if (this.#running >= this.options.concurrency) {
