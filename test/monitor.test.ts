@@ -385,7 +385,10 @@ describe("records of the Proxy and the batch job", () => {
     const p = record!.outputs!.classification!.probabilities;
     expect(p.indexOf(Math.max(...p))).toBe(2);
     expect(linked.map((l) => l.model).sort()).toEqual(["iris_svc_setosa", "iris_svc_versicolor", "iris_svc_virginica"]);
-    for (const l of linked) expect(l).toMatchObject({ source: RecordSource.PREDICTOR, parentRequestId: requestId });
+    for (const l of linked) expect(l).toMatchObject({ source: RecordSource.PREDICTOR, parentRequestId: requestId, api: "predict_models" });
+    // One PredictModels call asked the Predictor for the three: a record per model, "<call's id>:<i>".
+    expect(new Set(linked.map((l) => l.requestId.replace(/:\d+$/, ""))).size).toBe(1);
+    expect(linked.map((l) => l.requestId.slice(-2)).sort()).toEqual([":0", ":1", ":2"]);
   });
 
   it("records each batch item under its id, linked to the Predict call that predicted it", async () => {

@@ -61,6 +61,36 @@ describe("Predictor over the bundled models", () => {
     expect(failures).toEqual([]);
   });
 
+  it.each(protocols)("PredictModels (%s) answers each model as Predict would, one failing model failing only its part", async (protocol) => {
+    const over = clientFor(PredictorService, predictor.baseUrl, protocol);
+    const rows = iris.rows.slice(0, 20).map(({ values }) => ({ values }));
+    const models = [{ model: "iris_svc_setosa@production" }, { model: "iris_svc", version: 1 }, { model: "no_such_model" }, { model: "diabetes_regressor" }];
+    const { predictions } = await over.predictModels({ models, rows });
+    expect(predictions.map((p) => [p.model?.model, p.status?.code])).toEqual([
+      ["iris_svc_setosa@production", 0],
+      ["iris_svc", 0],
+      ["no_such_model", Code.NotFound],
+      ["diabetes_regressor", Code.FailedPrecondition],
+    ]);
+    for (const [i, { model, version }] of models.slice(0, 2).entries()) {
+      const alone = await over.predict({ model, version, rows });
+      expect(predictions[i].response).toEqual(alone);
+    }
+    expect(predictions[2].status?.message).toMatch(/"no_such_model" not found; loaded models: .*iris_svc/);
+    expect(predictions[2].response).toBeUndefined();
+    // Packed in and out, as Predict.
+    const packed = await over.predictModels({ models: models.slice(0, 2), packedValues: rows.flatMap((r) => r.values), rowWidth: 4, packedResponse: true });
+    expect(packed.predictions[1].response?.packedProbabilities).toEqual(predictions[1].response?.predictions.flatMap((p) => p.probabilities));
+    // Rows a model cannot take: that model's INVALID_ARGUMENT with every bad row, as Predict's details.
+    const short = await over.predictModels({ models: models.slice(0, 1), rows: [{ values: [1, 2, 3, 4] }, { values: [1, 2, 3] }] });
+    expect(short.predictions[0].status).toMatchObject({ code: Code.InvalidArgument, message: expect.stringMatching(/^rows\[1\] has 3 values; iris_svc_setosa v1 takes 4/) });
+    expect(short.predictions[0].status?.badRequest?.fieldViolations.map((v) => v.field)).toEqual(["rows[1]"]);
+    // A request breaking the contract fails the call itself.
+    for (const bad of [{ models: [], rows }, { models: Array(17).fill(models[0]), rows }, { models: [{ model: "bad name" }], rows }, { models: models.slice(0, 1) }]) {
+      expect((await failure(over.predictModels(bad))).code).toBe(Code.InvalidArgument);
+    }
+  });
+
   it.each(protocols)("labels the known iris rows over %s, probabilities summing to 1", async (protocol) => {
     const response = await clientFor(PredictorService, predictor.baseUrl, protocol).predict({
       model: "iris_svc",

@@ -191,6 +191,24 @@ describe("Proxy deadlines and total failure", () => {
     expect(withoutDeadline.backends.map((b) => b.status!.code)).toEqual([0, Code.DeadlineExceeded]);
   });
 
+  it("answers through a Predictor older than PredictModels, with one Predict per model", async () => {
+    const old = await startScript("test/fixtures/slow-predictor.ts", "PREDICTOR_PORT", { SLOW_MS: "0" });
+    processes.push(old);
+    const proxy = await startService("proxy", {
+      PROXY_BACKENDS: backendsOf([
+        ["first", old, "model_a"],
+        ["second", old, "model_b"],
+      ]),
+    });
+    processes.push(proxy);
+    const answer = await clientFor(ProxyService, proxy.baseUrl, "grpc").predictLabel({ rows: [setosaRow, setosaRow] });
+    expect(answer.answeredBackends).toEqual(["first", "second"]);
+    expect(answer.predictions.map((p) => [p.label, p.probability])).toEqual([
+      ["slowpoke", expect.closeTo(0.99, 5)],
+      ["slowpoke", expect.closeTo(0.99, 5)],
+    ]);
+  });
+
   it("fails fast with UNAVAILABLE when no backend is up", async () => {
     const proxy = await startService("proxy", {
       PROXY_BACKENDS: "setosa=127.0.0.1:9/iris_svc_setosa,virginica=127.0.0.1:9/iris_svc_virginica",

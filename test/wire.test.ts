@@ -8,9 +8,23 @@ import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
 import { createValidator } from "@bufbuild/protovalidate";
 import { describe, expect, it } from "vitest";
-import { PredictRequestSchema, PredictResponseSchema } from "../gen/mlmesh/predictor/v1/predictor_pb.js";
+import { PredictModelsRequestSchema, PredictModelsResponseSchema, PredictRequestSchema, PredictResponseSchema } from "../gen/mlmesh/predictor/v1/predictor_pb.js";
 import { PredictLabelRequestSchema } from "../gen/mlmesh/proxy/v1/proxy_pb.js";
-import { decodePredictLabelRequest, decodePredictRequest, encodePredictRequest, encodePredictResponse, PackedPredictResponse, packRows, type PackedRows } from "../services/model/wire/predict-wire.js";
+import { Code, ConnectError } from "@connectrpc/connect";
+import {
+  decodePredictLabelRequest,
+  decodePredictModelsRequest,
+  decodePredictRequest,
+  encodePredictModelsRequest,
+  encodePredictModelsResponse,
+  encodePredictRequest,
+  encodePredictResponse,
+  PackedPredictResponse,
+  PredictModelsAnswer,
+  packRows,
+  type PackedRows,
+} from "../services/model/wire/predict-wire.js";
+import { invalidArgument } from "../services/runtime/serve/errors.js";
 
 const validator = createValidator();
 
@@ -252,6 +266,76 @@ describe("hand-written Predict codecs (model/wire)", () => {
       const version = r.pick([0, 1, 128, 4294967295]);
       const expected = toBinary(PredictRequestSchema, create(PredictRequestSchema, { model, version, rows: parts.flat() }));
       expect(encodePredictRequest(model, version, parts.map(packRows)).equals(Buffer.from(expected)), `case ${i}`).toBe(true);
+    }
+  });
+
+  it("decodes PredictModelsRequest (models, rows or packed_values) as protobuf-es and protovalidate read it", () => {
+    const r = prng(160);
+    const rowsOf = ({ features, offsets, rowCount }: PackedRows) => Array.from({ length: rowCount }, (_, i) => Array.from(features.subarray(offsets[i], offsets[i + 1])));
+    let accepted = 0;
+    for (let i = 0; i < 2000; i++) {
+      const models = Array.from({ length: r.pick([0, 1, 1, 3, 3, 16, 17]) }, () => ({ model: randomModel(r), version: r.pick([0, 0, 1, 4294967295]) }));
+      const packed = r.next() < 0.4;
+      const rows = randomRows(r, r.next() < 0.3);
+      const width = rows[0]?.values.length ?? 1;
+      const init = packed
+        ? { models, packedValues: rows.flatMap((row) => row.values.slice(0, width).concat(Array(Math.max(0, width - row.values.length)).fill(1))), rowWidth: width }
+        : { models, rows, invalidRows: r.pick([0, 1, 2]) };
+      const canonical = toBinary(PredictModelsRequestSchema, create(PredictModelsRequestSchema, { ...init, packedResponse: r.next() < 0.5 }));
+      for (const [v, bytes] of [canonical, mangle(r, canonical)].entries()) {
+        let expected: { models: { model: string; version: number }[]; rows: number[][]; rowWidth: number; packedResponse: boolean; invalidRows: number } | undefined;
+        try {
+          const message = fromBinary(PredictModelsRequestSchema, bytes);
+          if (validator.validate(PredictModelsRequestSchema, message).kind === "valid") {
+            const w = message.rowWidth;
+            const packedRows = Array.from({ length: message.packedValues.length / (w || 1) }, (_, j) => message.packedValues.slice(j * w, (j + 1) * w));
+            expected = {
+              models: message.models.map(({ model, version }) => ({ model, version })),
+              rows: message.rows.length > 0 ? message.rows.map((row) => row.values) : packedRows,
+              rowWidth: w,
+              packedResponse: message.packedResponse,
+              invalidRows: message.invalidRows,
+            };
+          }
+        } catch {
+          expected = undefined;
+        }
+        const fast = decodePredictModelsRequest(Buffer.from(bytes));
+        if (fast !== undefined) {
+          accepted++;
+          expect(expected, `variant ${v} of case ${i}`).toBeDefined();
+          const models = fast.models.map(({ model, version }) => ({ model, version }));
+          expect({ models, rows: rowsOf(fast.packed), rowWidth: fast.rowWidth, packedResponse: fast.packedResponse, invalidRows: fast.invalidRows }).toEqual(expected);
+        } else if (v === 0 && expected !== undefined) {
+          throw new Error(`case ${i}: a canonical valid PredictModelsRequest was not decoded`);
+        }
+      }
+    }
+    expect(accepted).toBeGreaterThan(300);
+  }, fuzzBudgetMs);
+
+  it("encodes PredictModels' request and response byte for byte as protobuf-es does", () => {
+    const r = prng(2026);
+    for (let i = 0; i < 1000; i++) {
+      const models = Array.from({ length: 1 + r.int(4) }, () => ({ model: r.pick(["iris_svc_setosa@production", "m", "ü"]), version: r.pick([0, 1, 128]) }));
+      const parts = Array.from({ length: 1 + r.int(3) }, () => randomRows(r, false).map((row) => ({ values: row.values.map((v) => Math.fround(v)) })));
+      const expectedRequest = toBinary(PredictModelsRequestSchema, create(PredictModelsRequestSchema, { models, rows: parts.flat(), packedResponse: true }));
+      expect(encodePredictModelsRequest(models, parts.map(packRows)).equals(Buffer.from(expectedRequest)), `request ${i}`).toBe(true);
+
+      const rowCount = r.pick([1, 3, 20]);
+      const answer = new PredictModelsAnswer(
+        models.map(({ model, version }) => {
+          const roll = r.next();
+          if (roll < 0.2) return { model, version, error: new ConnectError(r.pick(["model \"x\" not found", "", "é"]), r.pick([Code.NotFound, Code.FailedPrecondition])) };
+          if (roll < 0.3) return { model, version, error: invalidArgument("rows[0] has 3 values", [{ field: "rows[0]", reason: "ROW_WIDTH", description: "has 3 values" }]) };
+          const labels = r.pick([["a", "b"], ["setosa", "versicolor", "virginica"]]);
+          const probabilities = Float32Array.from({ length: labels.length * rowCount }, () => r.next());
+          const outliers = r.next() < 0.3 ? Float32Array.from({ length: rowCount }, () => r.next() - 0.5) : undefined;
+          return { model, version, response: new PackedPredictResponse(model, 1, labels, probabilities, rowCount, undefined, outliers, r.next() < 0.5) };
+        }),
+      );
+      const expected = toBinary(PredictModelsResponseSchema, create(PredictModelsResponseSchema, answer));
+      expect(Buffer.from(encodePredictModelsResponse(answer)!).equals(Buffer.from(expected)), `response ${i}`).toBe(true);
     }
   });
 });

@@ -51,6 +51,8 @@ export interface InferenceKind<Input, Answer, Prepared extends ModelInput | Tens
   imagesOf?(input: Input): readonly Uint8Array[];
   /** A request parameter by name, as text (traffic policies' keys); kinds without parameters leave it out. */
   parameter?(input: Input, name: string): string | undefined;
+  /** The model's position in a call that asks several (PredictModels): its records are told apart by it. */
+  part?(input: Input): number | undefined;
   /** How answers of this kind are cached, for the models the prediction cache is on for; none: never. */
   readonly cache?: CacheCodec<Input, Answer>;
 }
@@ -68,6 +70,8 @@ export interface InferenceEvent {
   readonly version: number;
   /** The model as the request named it ("iris_svc@production"): its alias, when it named one. */
   readonly requested: string;
+  /** The model's position in a call that asked several (PredictModels); unset for one model. */
+  readonly part?: number;
   /** The call (its request id, trace, caller); unset for calls made inside the Predictor. */
   readonly call?: CallContext;
   /** A classifier's rows the model ran on (unset for tensors, or when the request failed before they were read). */
@@ -185,7 +189,7 @@ export class Inference {
           "feeds" in prepared
             ? { feeds: prepared.feeds, outputs: computed as Record<string, HostTensor> }
             : { input: prepared as ModelInput, probabilities: computed as Float32Array, outlierScores };
-        this.#notify({ kind: kind.name, loaded, model: loaded.name, version: loaded.version, requested, call, ...ran, images: kind.imagesOf?.(input), arm: routed.arm, shadows: routed.shadows, rows, ms: done - started });
+        this.#notify({ kind: kind.name, loaded, model: loaded.name, version: loaded.version, requested, part: kind.part?.(input), call, ...ran, images: kind.imagesOf?.(input), arm: routed.arm, shadows: routed.shadows, rows, ms: done - started });
       }
       return answer;
     } catch (err) {
@@ -194,7 +198,7 @@ export class Inference {
       loaded.stats.recordRequest({ ok: false, rows, totalMs: ms, inputMs: (preparedAt ?? started + ms) - started });
       if (this.#observers.length > 0) {
         const ran = prepared === undefined ? {} : "feeds" in prepared ? { feeds: prepared.feeds } : { input: prepared as ModelInput };
-        this.#notify({ kind: kind.name, loaded, model: loaded.name, version: loaded.version, requested, call, ...ran, images: kind.imagesOf?.(input), arm: routed.arm, rows, ms, error: err });
+        this.#notify({ kind: kind.name, loaded, model: loaded.name, version: loaded.version, requested, part: kind.part?.(input), call, ...ran, images: kind.imagesOf?.(input), arm: routed.arm, rows, ms, error: err });
       }
       throw err;
     }

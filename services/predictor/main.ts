@@ -6,7 +6,7 @@ import { ServingStatus } from "../runtime/serve/health.js";
 import { serve } from "../runtime/serve/registration.js";
 import type { Logger } from "../runtime/observability/logger.js";
 import { runService } from "../runtime/serve/run-service.js";
-import { predictWire } from "../model/wire/predict-wire.js";
+import { predictModelsWire, predictWire } from "../model/wire/predict-wire.js";
 import { startServer, type RunningServer, type StartServerOptions } from "../runtime/serve/server.js";
 import { loadPredictorConfig, type PredictorConfig } from "./config.js";
 import { readModelFolder } from "./folder-source.js";
@@ -57,7 +57,7 @@ export function main(env: Env): Promise<void> {
       logger,
       tracing,
       gatekeeper,
-      services: [serve(PredictorService, createPredictorService(inference), { predict: predictWire }), serve(GRPCInferenceService, createInferenceService(inference, () => ready))],
+      services: [serve(PredictorService, createPredictorService(inference), { predict: predictWire, predictModels: predictModelsWire }), serve(GRPCInferenceService, createInferenceService(inference, () => ready))],
       httpRoutes: createInferenceRestRoutes(inference, { ready: () => ready, maxBodyBytes: config.maxMessageBytes }),
     };
     const setHealth = (server: RunningServer, snapshot: Snapshot) => {

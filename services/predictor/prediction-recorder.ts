@@ -18,7 +18,7 @@ import { rawBytesOf } from "./open-inference.js";
  */
 
 /** How each inference kind names its API in records. */
-const apiOf: Readonly<Record<string, string>> = { predict: "predict", oip: "oip", images: "classify_images" };
+const apiOf: Readonly<Record<string, string>> = { predict: "predict", predict_models: "predict_models", oip: "oip", images: "classify_images" };
 
 /** Records every sampled inference of `inference` in `log`. */
 export function recordPredictions(inference: Inference, log: PredictionLog): void {
@@ -64,9 +64,13 @@ function recordOf(event: InferenceEvent): RecordFacts {
   const at = event.requested.indexOf("@");
   const error = event.error === undefined ? undefined : ConnectError.from(event.error);
   const classifier = loaded.classifier;
+  const callId = call?.values.get(requestIdKey) ?? randomUUID();
+  const parentRequestId = call?.requestHeader.get(parentRequestIdHeader) || undefined;
   return {
-    requestId: call?.values.get(requestIdKey) ?? randomUUID(),
-    parentRequestId: call?.requestHeader.get(parentRequestIdHeader) || undefined,
+    // One call asking several models (PredictModels) files a record per model under
+    // "<request id>:<i>" (within the record's 128 characters), linked to the asking request.
+    requestId: event.part === undefined ? callId : `${callId.slice(0, 120)}:${event.part}`,
+    parentRequestId: event.part === undefined ? parentRequestId : (parentRequestId ?? callId),
     traceId: call?.values.get(traceSpanKey)?.traceId,
     caller: call?.values.get(principalKey)?.name,
     source: RecordSource.predictor,

@@ -1,9 +1,10 @@
 import { create, fromBinary, toBinary, type MessageInitShape } from "@bufbuild/protobuf";
+import { ConnectError } from "@connectrpc/connect";
 import { ClassifyImagesResponseSchema, InvalidRows, ModelKind, type ModelMetadataSchema, type PredictorService } from "../../gen/mlmesh/predictor/v1/predictor_pb.js";
 import type { HostTensor } from "../model/tensors.js";
 import type { PartialServiceImpl } from "../runtime/serve/registration.js";
 import { pageOf } from "../runtime/serve/pagination.js";
-import { PackedPredictResponse, packedRowsOf, packRows, type PackedRows } from "../model/wire/predict-wire.js";
+import { PackedPredictResponse, packedRowsOf, packRows, PredictModelsAnswer, type ModelPart, type PackedRows } from "../model/wire/predict-wire.js";
 import { invalidArgument, type FieldViolation } from "../runtime/serve/errors.js";
 import type { Inference, InferenceKind, ModelInput, TensorInput } from "./inference.js";
 import type { LoadedVersion, ServingTable } from "./serving-table.js";
@@ -24,6 +25,22 @@ export function createPredictorService(inference: Inference): PartialServiceImpl
         packedResponse: request.packedResponse,
       };
       return inference.run(request.model, request.version, predictKind, input, ctx);
+    },
+
+    async predictModels(request, ctx) {
+      const rows = packedRowsOf(request);
+      const skipInvalid = request.invalidRows === InvalidRows.SKIP;
+      // Every model runs at once (each in its own cross-request batches); one failing fails only its part.
+      const parts = await Promise.all(
+        request.models.map(({ model, version }, part): Promise<ModelPart> => {
+          const input: RowsInput = { rows, rowWidth: request.rowWidth, skipInvalid, packedResponse: request.packedResponse, part };
+          return inference.run(model, version, predictModelsKind, input, ctx).then(
+            (response) => ({ model, version, response }),
+            (err: unknown) => ({ model, version, error: ConnectError.from(err) }),
+          );
+        }),
+      );
+      return new PredictModelsAnswer(parts);
     },
 
     classifyImages(request, ctx) {
@@ -66,6 +83,8 @@ interface RowsInput {
   readonly skipInvalid: boolean;
   /** Answer packed_probabilities in place of predictions. */
   readonly packedResponse: boolean;
+  /** The model's position in a PredictModels request; unset for Predict. */
+  readonly part?: number;
 }
 
 /** The rows the model runs on, and the rows left out (INVALID_ROWS_SKIP). */
@@ -103,6 +122,13 @@ const predictKind: InferenceKind<RowsInput, PackedPredictResponse, PreparedRows>
     const labels = [...loaded.requireClassifier().metadata.labels];
     return new PackedPredictResponse(loaded.name, loaded.version, labels, probabilities, prepared.rowCount, rejectedRows, outlierScores, input.packedResponse);
   },
+};
+
+/** PredictModels: Predict's rows and answers, one model of several; its records are told apart by position. */
+const predictModelsKind: InferenceKind<RowsInput, PackedPredictResponse, PreparedRows> = {
+  ...predictKind,
+  name: "predict_models",
+  part: (input) => input.part,
 };
 
 /** ClassifyImages' input: encoded images, and how many labels each answer names. */

@@ -1,16 +1,14 @@
-import { fromBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { Health, HealthCheckResponse_ServingStatus as ServingStatus } from "../../gen/grpc/health/v1/health_pb.js";
-import { PredictorService, PredictResponseSchema, type ModelMetadata, type PredictResponse } from "../../gen/mlmesh/predictor/v1/predictor_pb.js";
-import { GrpcClient } from "../runtime/client/grpc-client.js";
-import type { MeshCredentials } from "../runtime/client/mesh-credentials.js";
-import { encodePredictRequest, type PackedRows } from "../model/wire/predict-wire.js";
+import { PredictorService, type ModelMetadata, type PredictResponse } from "../../gen/mlmesh/predictor/v1/predictor_pb.js";
+import type { GrpcClient } from "../runtime/client/grpc-client.js";
+import type { PackedPredictResponse, PackedRows } from "../model/wire/predict-wire.js";
 import { codeName } from "../runtime/serve/errors.js";
 import type { TraceSpan } from "../runtime/observability/tracing.js";
 import { CircuitBreaker, CircuitState } from "./circuit-breaker.js";
-import { Coalescer } from "./coalescer.js";
 import type { Backend, ProxyConfig } from "./config.js";
-import { backendCalls, backendLatency, coalescedRequests } from "./metrics.js";
+import { backendCalls, backendLatency } from "./metrics.js";
+import type { PredictorConnection } from "./predictor-connection.js";
 
 /** The outcome of one backend call: its value, or the status it failed with. */
 export type Outcome<T> =
@@ -27,59 +25,46 @@ const backendFailureCodes = new Set([
   Code.Unimplemented,
 ]);
 
-/** The most rows in one backend call (PredictRequest takes up to 10,000). */
-const maxRowsPerCall = 10_000;
-
 /** What the Proxy's handlers need of a backend (tests give them fakes). */
 export type ProxyBackend = Pick<BackendClient, "backend" | "breaker" | "predict" | "metadata" | "health">;
 
-/** One backend: a long-lived connection to its Predictor, and its circuit breaker. */
+/** A backend's answer: its probabilities per row, packed (or, from a test's fake, a PredictResponse). */
+export type BackendAnswer = PackedPredictResponse | PredictResponse;
+
+/**
+ * One backend: a model on a Predictor, reached through the connection it shares with the
+ * other backends on that Predictor (predictor-connection.ts), and its own circuit breaker.
+ */
 export class BackendClient {
-  private readonly client: GrpcClient;
-  private readonly predictions: Coalescer<PredictResponse>;
   readonly breaker: CircuitBreaker;
+  private readonly client: GrpcClient;
+  private readonly position: number;
   private readonly latency: ReturnType<typeof backendLatency.labels>;
   private readonly okCalls: ReturnType<typeof backendCalls.labels>;
 
   constructor(
     readonly backend: Backend,
-    config: Pick<ProxyConfig, "breakerFailures" | "breakerCooldownMs" | "backendConcurrency">,
-    credentials: MeshCredentials = {},
+    config: Pick<ProxyConfig, "breakerFailures" | "breakerCooldownMs">,
+    private readonly connection: PredictorConnection,
   ) {
-    this.client = new GrpcClient(backend.address, credentials);
+    this.client = connection.client;
+    this.position = connection.add(backend);
     this.breaker = new CircuitBreaker(config.breakerFailures, config.breakerCooldownMs);
     this.latency = backendLatency.labels(backend.name);
     this.okCalls = backendCalls.labels(backend.name, "ok");
-    const callsShared = coalescedRequests.labels(backend.name);
-    const { model, version } = backend;
-    this.predictions = new Coalescer<PredictResponse>(
-      async (parts, options) => {
-        const rowCount = parts.reduce((sum, part) => sum + part.rowCount, 0);
-        callsShared.observe(parts.length);
-        const bytes = await this.client.unaryBytes(PredictorService.method.predict, encodePredictRequest(model, version, parts), options);
-        let response: PredictResponse;
-        try {
-          response = fromBinary(PredictResponseSchema, bytes);
-        } catch (err) {
-          throw new ConnectError(`${backend.address}: undecodable response: ${(err as Error).message}`, Code.Internal);
-        }
-        if (response.predictions.length !== rowCount) {
-          throw new ConnectError(`${backend.address} answered ${response.predictions.length} predictions for ${rowCount} rows`, Code.Internal);
-        }
-        return response;
-      },
-      (response, firstRow, rowCount) => ({ ...response, predictions: response.predictions.slice(firstRow, firstRow + rowCount) }),
-      config.backendConcurrency,
-      maxRowsPerCall,
-    );
   }
 
   /**
    * Predict on this backend; `trace` is the caller's span (the call is a child of it), and
    * `requestId` the caller's request (the backend's prediction record links to it).
    */
-  predict(rows: PackedRows, deadlineMs: number, signal: AbortSignal, trace?: TraceSpan, requestId?: string): Promise<Outcome<PredictResponse>> {
-    return this.guarded("Predict", (s, traceparent) => this.predictions.call(rows, { deadlineMs, signal: s, traceparent, parentRequestId: requestId }), signal, trace);
+  predict(rows: PackedRows, deadlineMs: number, signal: AbortSignal, trace?: TraceSpan, requestId?: string): Promise<Outcome<BackendAnswer>> {
+    return this.guarded(
+      "Predict",
+      (s, traceparent) => this.connection.predict(this.position, rows, { deadlineMs, signal: s, traceparent, parentRequestId: requestId }),
+      signal,
+      trace,
+    );
   }
 
   metadata(deadlineMs: number, signal: AbortSignal, trace?: TraceSpan): Promise<Outcome<ModelMetadata | undefined>> {
@@ -102,10 +87,6 @@ export class BackendClient {
       const error = ConnectError.from(err);
       return { ok: false, code: error.code, message: this.describe(error), latencyMs: performance.now() - started };
     }
-  }
-
-  close(): void {
-    this.client.close();
   }
 
   /**

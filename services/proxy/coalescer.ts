@@ -1,7 +1,6 @@
 import { Code, ConnectError } from "@connectrpc/connect";
-import type { PackedRows } from "../model/wire/predict-wire.js";
+import { uniformWidth, type PackedRows } from "../model/wire/predict-wire.js";
 
-/** Sends one backend call for the rows of several requests, in order; resolves to a per-row answer source. */
 /** A call's options: its deadline, cancellation, trace, and the request it is made for (the prediction log's link). */
 export interface SendOptions {
   readonly deadlineMs: number;
@@ -10,7 +9,11 @@ export interface SendOptions {
   readonly parentRequestId?: string;
 }
 
-export type SendRows<R> = (parts: readonly PackedRows[], options: SendOptions) => Promise<R>;
+/**
+ * Sends one backend call for the rows of several requests, in order, asking what `key` names
+ * (the models: every request of a call has the same key); resolves to a per-row answer source.
+ */
+export type SendRows<R> = (parts: readonly PackedRows[], options: SendOptions, key: string) => Promise<R>;
 
 /** Cuts a shared answer into one request's share: its rows are [firstRow, firstRow + rowCount). */
 export type SliceAnswer<R> = (answer: R, firstRow: number, rowCount: number) => R;
@@ -23,7 +26,8 @@ export type SliceAnswer<R> = (answer: R, firstRow: number, rowCount: number) => 
  * three small ones per request, which is what an HTTP/2 client call costs most for
  * (docs/benchmarks.md).
  *
- * Only requests whose rows all have the same number of values are merged, so a backend's
+ * Only requests with the same key (what they ask of the backend: which models) whose rows all
+ * have the same number of values are merged, so a backend's
  * answer about the rows ("rows[0] has 3 values; ... takes 4") is true of each of them. Each
  * request keeps its own deadline and cancellation: it fails alone (DEADLINE_EXCEEDED,
  * CANCELLED) while the shared call goes on for the others, and a shared call is cancelled
@@ -40,14 +44,14 @@ export class Coalescer<R> {
     private readonly maxRows: number,
   ) {}
 
-  call(rows: PackedRows, options: SendOptions): Promise<R> {
+  call(rows: PackedRows, options: SendOptions, key = ""): Promise<R> {
     // The common case at low load: straight through, with the caller's own deadline and signal.
     if (this.inFlight < this.maxInFlight && this.queue.length === 0) {
       this.inFlight++;
-      return this.send([rows], options).finally(() => this.done());
+      return this.send([rows], options, key).finally(() => this.done());
     }
     return new Promise<R>((resolve, reject) => {
-      const member = new Member<R>(rows, options, resolve, reject, (m) => {
+      const member = new Member<R>(rows, options, key, resolve, reject, (m) => {
         this.queue = this.queue.filter((waiting) => waiting !== m);
       });
       if (!member.settled) this.queue.push(member);
@@ -66,7 +70,7 @@ export class Coalescer<R> {
     let rows = first.rows.rowCount;
     if (first.width >= 0) {
       for (const m of this.queue.slice(1)) {
-        if (m.width === first.width && rows + m.rows.rowCount <= this.maxRows) {
+        if (m.key === first.key && m.width === first.width && rows + m.rows.rowCount <= this.maxRows) {
           batch.push(m);
           rows += m.rows.rowCount;
         }
@@ -84,6 +88,7 @@ export class Coalescer<R> {
       batch.map((m) => m.rows),
       // A shared call carries the first request's trace and id (one parent per call).
       { deadlineMs, signal: controller.signal, traceparent: first.traceparent, parentRequestId: first.parentRequestId },
+      first.key,
     )
       .then(
         (answer) => {
@@ -100,13 +105,6 @@ export class Coalescer<R> {
       )
       .finally(() => this.done());
   }
-}
-
-/** The number of values of every row, or -1 when rows differ. */
-function uniformWidth({ offsets, rowCount }: PackedRows): number {
-  const width = offsets[1] - offsets[0];
-  for (let i = 1; i < rowCount; i++) if (offsets[i + 1] - offsets[i] !== width) return -1;
-  return width;
 }
 
 /**
@@ -130,6 +128,8 @@ class Member<R> {
   constructor(
     readonly rows: PackedRows,
     options: SendOptions,
+    /** What the request asks (SendRows): only requests with the same key share a call. */
+    readonly key: string,
     private readonly settleResolve: (answer: R) => void,
     private readonly settleReject: (error: ConnectError) => void,
     private readonly leaveQueue: (member: Member<R>) => void,

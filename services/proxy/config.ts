@@ -24,7 +24,7 @@ export interface ProxyConfig {
   readonly breakerFailures: number;
   /** How long an open circuit skips its backend before one probe call is let through. */
   readonly breakerCooldownMs: number;
-  /** Calls in flight per backend before further requests wait and share the next call (coalescer.ts). */
+  /** Calls in flight per backend Predictor before further requests wait and share the next call (coalescer.ts). */
   readonly backendConcurrency: number;
 }
 

@@ -8,6 +8,7 @@ import { startServer } from "../runtime/serve/server.js";
 import { BackendClient } from "./backends.js";
 import { loadProxyConfig } from "./config.js";
 import { watchCircuits } from "./metrics.js";
+import { PredictorConnection } from "./predictor-connection.js";
 import { createProxyService } from "./service.js";
 
 /**
@@ -17,11 +18,14 @@ import { createProxyService } from "./service.js";
 export function main(env: Env): Promise<void> {
   return runService("proxy", env, async ({ config, logger, tracing, gatekeeper, meshCredentials, predictionLog }) => {
     const proxyConfig = loadProxyConfig(env);
-    const backends = proxyConfig.backends.map((b) => new BackendClient(b, proxyConfig, meshCredentials));
+    // One connection per Predictor, shared by the backends it serves (one call asks them all).
+    const connections = new Map<string, PredictorConnection>();
+    const connectionTo = (address: string) => connections.get(address) ?? connections.set(address, new PredictorConnection(address, meshCredentials, proxyConfig.backendConcurrency)).get(address)!;
+    const backends = proxyConfig.backends.map((b) => new BackendClient(b, proxyConfig, connectionTo(b.address)));
     watchCircuits(new Map(backends.map((b) => [b.backend.name, b.breaker])));
     logger.info({ backends: proxyConfig.backends, backendTimeoutMs: proxyConfig.backendTimeoutMs }, "backends");
     const server = await startServer({ config, logger, tracing, gatekeeper, services: [serve(ProxyService, createProxyService(backends, proxyConfig, predictionLog), { predictLabel: predictLabelWire })] });
     server.health.setAll(ServingStatus.SERVING);
-    return { server, close: async () => backends.forEach((b) => b.close()) };
+    return { server, close: async () => connections.forEach((c) => c.close()) };
   });
 }

@@ -1,7 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { Code, ConnectError, type HandlerContext } from "@connectrpc/connect";
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import type { PredictResponse } from "../../gen/mlmesh/predictor/v1/predictor_pb.js";
 import type {
   BackendPredictionSchema,
   BackendStatusSchema,
@@ -14,8 +13,8 @@ import { traceSpanKey } from "../runtime/observability/tracing.js";
 import { RecordSource, type PredictionLog } from "../runtime/prediction-log/prediction-log.js";
 import { principalKey } from "../runtime/security/credentials.js";
 import { requestIdKey } from "../runtime/serve/pipeline.js";
-import { packedRowsOf, packRows, type PackedRows } from "../model/wire/predict-wire.js";
-import type { Outcome, ProxyBackend } from "./backends.js";
+import { PackedPredictResponse, packedRowsOf, packRows, type PackedRows } from "../model/wire/predict-wire.js";
+import type { BackendAnswer, Outcome, ProxyBackend } from "./backends.js";
 import type { ProxyConfig } from "./config.js";
 import { partialAnswers } from "./metrics.js";
 
@@ -121,12 +120,12 @@ const recordModel = "proxy";
  * (0 for a backend that failed), so that the label answered is the row's most probable.
  */
 function proxyRecord(rows: PackedRows, answers: readonly BackendPredictionInit[], ctx: HandlerContext, latencyMs: number, error?: ConnectError) {
-  const labels = answers.map((a) => (a.response as PredictResponse | undefined)?.labels[0] ?? String(a.backend));
+  const labels = answers.map((a) => (a.response as BackendAnswer | undefined)?.labels[0] ?? String(a.backend));
   const probabilities = new Float32Array(rows.rowCount * labels.length);
   answers.forEach((answer, b) => {
-    const response = answer.response as PredictResponse | undefined;
+    const response = answer.response as BackendAnswer | undefined;
     if (response === undefined) return;
-    for (let r = 0; r < rows.rowCount; r++) probabilities[r * labels.length + b] = response.predictions[r].probabilities[0];
+    for (let r = 0; r < rows.rowCount; r++) probabilities[r * labels.length + b] = targetProbability(response, r);
   });
   const width = rows.rowCount > 0 ? rows.offsets[1] - rows.offsets[0] : 0;
   const uniform = rows.features.length === width * rows.rowCount;
@@ -175,13 +174,18 @@ function aggregate(answers: readonly BackendPredictionInit[], rowCount: number):
   const predictions = Array.from({ length: rowCount }, (_, row) => {
     let best = { label: "", probability: -1 };
     for (const answer of answered) {
-      const response = answer.response as PredictResponse;
-      const probability = response.predictions[row].probabilities[0];
+      const response = answer.response as BackendAnswer;
+      const probability = targetProbability(response, row);
       if (probability > best.probability) best = { label: response.labels[0], probability };
     }
     return best;
   });
   return { predictions, answeredBackends: answered.map((a) => a.backend!), failedBackends: failed };
+}
+
+/** A one-vs-rest backend's P(target) for a row: the first of its probabilities. */
+function targetProbability(response: BackendAnswer, row: number): number {
+  return response instanceof PackedPredictResponse ? response.probabilities[row * response.labels.length] : response.predictions[row].probabilities[0];
 }
 
 function statusOf(outcome: Outcome<unknown>): MessageInitShape<typeof BackendStatusSchema> {

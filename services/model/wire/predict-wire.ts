@@ -1,7 +1,19 @@
 import { endianness } from "node:os";
-import type { MessageInitShape } from "@bufbuild/protobuf";
-import type { BadRequestSchema } from "../../../gen/google/rpc/error_details_pb.js";
-import type { InvalidRows, PredictionSchema, PredictRequest, PredictResponseSchema, Row } from "../../../gen/mlmesh/predictor/v1/predictor_pb.js";
+import { create, toBinary, type MessageInitShape } from "@bufbuild/protobuf";
+import type { ConnectError } from "@connectrpc/connect";
+import { BadRequestSchema } from "../../../gen/google/rpc/error_details_pb.js";
+import {
+  ModelStatusSchema,
+  type InvalidRows,
+  type ModelPredictionSchema,
+  type ModelRef,
+  type PredictionSchema,
+  type PredictModelsRequest,
+  type PredictModelsResponseSchema,
+  type PredictRequest,
+  type PredictResponseSchema,
+  type Row,
+} from "../../../gen/mlmesh/predictor/v1/predictor_pb.js";
 import type { PredictLabelRequest } from "../../../gen/mlmesh/proxy/v1/proxy_pb.js";
 import type { MethodWire } from "../../runtime/serve/registration.js";
 
@@ -38,16 +50,13 @@ const maxInvalidRows = 2;
 const littleEndian = endianness() === "LE";
 
 /**
- * A PredictRequest decoded by decodePredictRequest: the message's fields, with rows packed
- * whichever way they came (Row messages, or packed_values with row_width); `rows` and
+ * The row fields (3 to 7) of a PredictRequest or PredictModelsRequest as decoded here: rows
+ * packed whichever way they came (Row messages, or packed_values with row_width); `rows` and
  * `packedValues` read as protobuf-es would have decoded them, made on first use.
  */
-class DecodedPredictRequest {
-  readonly $typeName = "mlmesh.predictor.v1.PredictRequest" as const;
+abstract class DecodedRows {
   #rows: Row[] | undefined;
   constructor(
-    readonly model: string,
-    readonly version: number,
     readonly packed: PackedRows,
     readonly invalidRows: InvalidRows,
     /** The row width of packed_values; 0 when the rows came as Row messages. */
@@ -59,6 +68,29 @@ class DecodedPredictRequest {
   }
   get packedValues(): number[] {
     return this.rowWidth === 0 ? [] : Array.from(this.packed.features);
+  }
+}
+
+/** A PredictRequest decoded by decodePredictRequest. */
+class DecodedPredictRequest extends DecodedRows {
+  readonly $typeName = "mlmesh.predictor.v1.PredictRequest" as const;
+  constructor(
+    readonly model: string,
+    readonly version: number,
+    ...rows: ConstructorParameters<typeof DecodedRows>
+  ) {
+    super(...rows);
+  }
+}
+
+/** A PredictModelsRequest decoded by decodePredictModelsRequest. */
+class DecodedPredictModelsRequest extends DecodedRows {
+  readonly $typeName = "mlmesh.predictor.v1.PredictModelsRequest" as const;
+  constructor(
+    readonly models: ModelRef[],
+    ...rows: ConstructorParameters<typeof DecodedRows>
+  ) {
+    super(...rows);
   }
 }
 
@@ -80,10 +112,17 @@ function unpackRows({ features, offsets, rowCount }: PackedRows): Row[] {
 
 /** The packed rows of a request: as decoded here, its packed_values, or packed from its Row messages. */
 export function packedRowsOf(request: { readonly rows: readonly Pick<Row, "values">[]; readonly packedValues?: readonly number[]; readonly rowWidth?: number }): PackedRows {
-  if (request instanceof DecodedPredictRequest || request instanceof DecodedPredictLabelRequest) return request.packed;
+  if (request instanceof DecodedRows || request instanceof DecodedPredictLabelRequest) return request.packed;
   const { packedValues, rowWidth } = request;
   if (packedValues !== undefined && packedValues.length > 0 && rowWidth) return uniformRows(Float32Array.from(packedValues), rowWidth);
   return packRows(request.rows);
+}
+
+/** The number of values of every row, or -1 when rows differ. */
+export function uniformWidth({ offsets, rowCount }: PackedRows): number {
+  const width = offsets[1] - offsets[0];
+  for (let i = 1; i < rowCount; i++) if (offsets[i + 1] - offsets[i] !== width) return -1;
+  return width;
 }
 
 /** Rows of `width` values each, over `features`. */
@@ -215,63 +254,126 @@ function readPackedValues(bytes: Buffer, start: number, length: number, width: n
   return uniformRows(features, width);
 }
 
+/**
+ * The row fields PredictRequest and PredictModelsRequest share (3 to 7, predictor.proto) as they
+ * are scanned: invalid_rows, packed_values and row_width, packed_response (rows are spans).
+ */
+class RowFields {
+  invalidRows = 0;
+  packedStart = -1;
+  packedLength = 0;
+  rowWidth = 0;
+  packedResponse = false;
+
+  /** Reads field `field` if it is one of the row fields, in canonical form; false otherwise. */
+  read(bytes: Buffer, field: number, wireType: number, cursor: Cursor): boolean {
+    const end = bytes.length;
+    if (field === 4 && wireType === 0) {
+      // InvalidRows: a defined value (0..2) only, as its rule says; else protobuf-es decides.
+      this.invalidRows = cursor.varint32(end);
+      return this.invalidRows >= 0 && this.invalidRows <= maxInvalidRows;
+    }
+    if (field === 5 && wireType === lengthDelimited && this.packedStart < 0) {
+      // packed_values: one packed field (as protobuf-es writes it).
+      this.packedLength = cursor.varint32(end);
+      if (this.packedLength < 0 || cursor.pos + this.packedLength > end) return false;
+      this.packedStart = cursor.pos;
+      cursor.pos += this.packedLength;
+      return true;
+    }
+    if (field === 6 && wireType === 0) {
+      this.rowWidth = cursor.varint32(end);
+      return this.rowWidth >= 0;
+    }
+    if (field === 7 && wireType === 0) {
+      this.packedResponse = cursor.varint32(end) === 1;
+      return this.packedResponse; // false is written as nothing: anything else is not canonical
+    }
+    return false;
+  }
+
+  /** The rows (Row spans, or packed_values), checked against the rules of both messages, or undefined. */
+  rows(bytes: Buffer, spans: number[] | undefined): PackedRows | undefined {
+    if (spans === undefined || spans.length / 2 > maxRows) return undefined;
+    // Exactly one of rows and packed_values (with its row_width); anything else is protovalidate's to refuse.
+    if ((spans.length > 0) === (this.packedStart >= 0)) return undefined;
+    if (spans.length > 0 && this.rowWidth !== 0) return undefined;
+    return this.packedStart >= 0 ? readPackedValues(bytes, this.packedStart, this.packedLength, this.rowWidth) : readRows(bytes, spans);
+  }
+
+  /** The row width of packed_values; 0 when the rows came as Row messages. */
+  get packedWidth(): number {
+    return this.packedStart >= 0 ? this.rowWidth : 0;
+  }
+}
+
+/** An ASCII model name of at most 128 characters matching the contract's pattern, or undefined. */
+function readModelName(bytes: Buffer, cursor: Cursor, end: number): string | undefined {
+  const length = cursor.varint32(end);
+  if (length < 1 || length > maxModelLength || cursor.pos + length > end) return undefined;
+  for (let i = cursor.pos; i < cursor.pos + length; i++) if (bytes[i] >= 0x80) return undefined;
+  const model = bytes.toString("latin1", cursor.pos, cursor.pos + length);
+  cursor.pos += length;
+  return modelPattern.test(model) ? model : undefined;
+}
+
 /** PredictRequest (predictor.proto), decoded and checked against its rules, or undefined. */
 export function decodePredictRequest(bytes: Buffer): DecodedPredictRequest | undefined {
-  let model = "";
+  let model: string | undefined;
   let version = 0;
-  let invalidRows = 0;
-  let packedStart = -1;
-  let packedLength = 0;
-  let rowWidth = 0;
-  let packedResponse = false;
+  const fields = new RowFields();
   const spans = scan(
     bytes,
     (field, wireType, cursor) => {
-      const end = bytes.length;
-      if (field === 1 && wireType === lengthDelimited) {
-        const length = cursor.varint32(end);
-        if (length < 0 || cursor.pos + length > end) return false;
-        for (let i = cursor.pos; i < cursor.pos + length; i++) if (bytes[i] >= 0x80) return false;
-        model = bytes.toString("latin1", cursor.pos, cursor.pos + length);
-        cursor.pos += length;
-        return true;
-      }
-      if (field === 2 && wireType === 0) {
-        version = cursor.varint32(end);
-        return version >= 0;
-      }
-      if (field === 4 && wireType === 0) {
-        // InvalidRows: a defined value (0..2) only, as its rule says; else protobuf-es decides.
-        invalidRows = cursor.varint32(end);
-        return invalidRows >= 0 && invalidRows <= maxInvalidRows;
-      }
-      if (field === 5 && wireType === lengthDelimited && packedStart < 0) {
-        // packed_values: one packed field (as protobuf-es writes it).
-        packedLength = cursor.varint32(end);
-        if (packedLength < 0 || cursor.pos + packedLength > end) return false;
-        packedStart = cursor.pos;
-        cursor.pos += packedLength;
-        return true;
-      }
-      if (field === 6 && wireType === 0) {
-        rowWidth = cursor.varint32(end);
-        return rowWidth >= 0;
-      }
-      if (field === 7 && wireType === 0) {
-        packedResponse = cursor.varint32(end) === 1;
-        return packedResponse; // false is written as nothing: anything else is not canonical
-      }
-      return false;
+      if (field === 1 && wireType === lengthDelimited) return (model = readModelName(bytes, cursor, bytes.length)) !== undefined;
+      if (field === 2 && wireType === 0) return (version = cursor.varint32(bytes.length)) >= 0;
+      return fields.read(bytes, field, wireType, cursor);
     },
     3,
   );
-  if (spans === undefined || spans.length / 2 > maxRows) return undefined;
-  if (model.length === 0 || model.length > maxModelLength || !modelPattern.test(model)) return undefined;
-  // Exactly one of rows and packed_values (with its row_width); anything else is protovalidate's to refuse.
-  if ((spans.length > 0) === (packedStart >= 0)) return undefined;
-  if (spans.length > 0 && rowWidth !== 0) return undefined;
-  const packed = packedStart >= 0 ? readPackedValues(bytes, packedStart, packedLength, rowWidth) : readRows(bytes, spans);
-  return packed && new DecodedPredictRequest(model, version, packed, invalidRows as InvalidRows, packedStart >= 0 ? rowWidth : 0, packedResponse);
+  if (model === undefined) return undefined;
+  const packed = fields.rows(bytes, spans);
+  return packed && new DecodedPredictRequest(model, version, packed, fields.invalidRows as InvalidRows, fields.packedWidth, fields.packedResponse);
+}
+
+/** The most models in one PredictModels request (its rule). */
+const maxModelsPerCall = 16;
+
+/** A ModelRef (predictor.proto) of `length` bytes at the cursor, checked against its rules, or undefined. */
+function readModelRef(bytes: Buffer, cursor: Cursor, length: number): ModelRef | undefined {
+  const end = cursor.pos + length;
+  let model: string | undefined;
+  let version = 0;
+  while (cursor.pos < end) {
+    const tag = cursor.varint32(end);
+    if (tag === ((1 << 3) | lengthDelimited) && model === undefined) model = readModelName(bytes, cursor, end);
+    else if (tag === (2 << 3) && version === 0) version = cursor.varint32(end);
+    else return undefined;
+    if (model === undefined || version < 0) return undefined;
+  }
+  return model === undefined ? undefined : { $typeName: "mlmesh.predictor.v1.ModelRef", model, version };
+}
+
+/** PredictModelsRequest (predictor.proto), decoded and checked against its rules, or undefined. */
+export function decodePredictModelsRequest(bytes: Buffer): DecodedPredictModelsRequest | undefined {
+  const models: ModelRef[] = [];
+  const fields = new RowFields();
+  const spans = scan(
+    bytes,
+    (field, wireType, cursor) => {
+      if (field !== 1 || wireType !== lengthDelimited) return fields.read(bytes, field, wireType, cursor);
+      const length = cursor.varint32(bytes.length);
+      if (length < 0 || cursor.pos + length > bytes.length) return false;
+      const ref = readModelRef(bytes, cursor, length);
+      if (ref === undefined) return false;
+      models.push(ref);
+      return models.length <= maxModelsPerCall;
+    },
+    3,
+  );
+  if (models.length === 0) return undefined;
+  const packed = fields.rows(bytes, spans);
+  return packed && new DecodedPredictModelsRequest(models, packed, fields.invalidRows as InvalidRows, fields.packedWidth, fields.packedResponse);
 }
 
 /** PredictLabelRequest (proxy.proto: repeated Row rows = 1, 1..10,000), or undefined. */
@@ -305,6 +407,14 @@ export class PackedPredictResponse {
     /** Answer packed_probabilities (and packed_outlier_scores) in place of predictions. */
     readonly packed = false,
   ) {}
+
+  /** Rows [firstRow, firstRow + rowCount) of this answer (a share of a call made for several requests). */
+  slice(firstRow: number, rowCount: number): PackedPredictResponse {
+    const classCount = this.labels.length;
+    const probabilities = this.probabilities.subarray(firstRow * classCount, (firstRow + rowCount) * classCount);
+    const outliers = this.outlierScores?.subarray(firstRow, firstRow + rowCount);
+    return new PackedPredictResponse(this.model, this.version, this.labels, probabilities, rowCount, this.rejectedRows, outliers, this.packed);
+  }
 
   get packedProbabilities(): number[] {
     return this.packed ? Array.from(this.probabilities) : [];
@@ -480,27 +590,130 @@ function outlierSize(score: number): number {
  */
 export function encodePredictRequest(model: string, version: number, parts: readonly PackedRows[]): Buffer {
   const modelBytes = Buffer.byteLength(model, "utf8");
-  let size = modelAndVersionSize(modelBytes, version);
+  const out = Buffer.allocUnsafe(modelAndVersionSize(modelBytes, version) + rowMessagesSize(parts));
+  writeRowMessages(out, writeModelAndVersion(out, model, modelBytes, version), parts);
+  return out;
+}
+
+/** Bytes of the rows of `parts` as Row messages (field 3 of PredictRequest and PredictModelsRequest). */
+function rowMessagesSize(parts: readonly PackedRows[]): number {
+  let size = 0;
   for (const { offsets, rowCount } of parts) {
     for (let i = 0; i < rowCount; i++) {
       const valueBytes = 4 * (offsets[i + 1] - offsets[i]);
-      const rowSize = valueBytes > 0 ? 1 + varintSize(valueBytes) + valueBytes : 0;
-      size += 1 + varintSize(rowSize) + rowSize;
+      size += fieldSize(valueBytes > 0 ? fieldSize(valueBytes) : 0);
     }
   }
-  const out = Buffer.allocUnsafe(size);
-  let pos = writeModelAndVersion(out, model, modelBytes, version);
+  return size;
+}
+
+/** Writes the rows of `parts` as Row messages at `pos`; returns the next position. */
+function writeRowMessages(out: Buffer, pos: number, parts: readonly PackedRows[]): number {
   for (const { features, offsets, rowCount } of parts) {
     for (let i = 0; i < rowCount; i++) {
       const valueBytes = 4 * (offsets[i + 1] - offsets[i]);
       out[pos++] = 0x1a;
-      pos = writeVarint(out, pos, valueBytes > 0 ? 1 + varintSize(valueBytes) + valueBytes : 0);
+      pos = writeVarint(out, pos, valueBytes > 0 ? fieldSize(valueBytes) : 0);
       if (valueBytes === 0) continue;
       out[pos++] = 0x0a;
       pos = writeVarint(out, pos, valueBytes);
       for (let j = offsets[i]; j < offsets[i + 1]; j++) pos = out.writeFloatLE(features[j], pos);
     }
   }
+  return pos;
+}
+
+/** One model's part of a PredictModels answer: the model as asked, and its answer or its failure. */
+export interface ModelPart {
+  readonly model: string;
+  readonly version: number;
+  readonly response?: PackedPredictResponse;
+  readonly error?: ConnectError;
+}
+
+type ModelPredictionInit = MessageInitShape<typeof ModelPredictionSchema>;
+
+/** A PredictModelsResponse as the Predictor computes it; it reads as the message (connect-node path). */
+export class PredictModelsAnswer {
+  constructor(readonly parts: readonly ModelPart[]) {}
+
+  get predictions(): ModelPredictionInit[] {
+    return this.parts.map(({ model, version, response, error }) => ({ model: { model, version }, status: modelStatusOf(error), response }));
+  }
+}
+
+/** A ModelStatus: OK, or an error's code, message and bad rows (its google.rpc.BadRequest details). */
+function modelStatusOf(error: ConnectError | undefined): MessageInitShape<typeof ModelStatusSchema> {
+  if (error === undefined) return { code: 0, message: "" };
+  const violations = error.findDetails(BadRequestSchema).flatMap((d) => d.fieldViolations);
+  return { code: error.code as number, message: error.rawMessage, badRequest: violations.length > 0 ? { fieldViolations: violations } : undefined };
+}
+
+/**
+ * PredictModelsResponse bytes, as protobuf-es writes them; undefined when a model's response
+ * lists rejected rows (left to protobuf-es, as for Predict).
+ */
+export function encodePredictModelsResponse(answer: PredictModelsAnswer): Buffer | undefined {
+  if (answer.parts.some((part) => part.response?.rejectedRows !== undefined)) return undefined;
+  const chunks: Buffer[] = [];
+  for (const part of answer.parts) {
+    const modelBytes = Buffer.byteLength(part.model, "utf8");
+    const ref = Buffer.allocUnsafe(modelAndVersionSize(modelBytes, part.version));
+    writeModelAndVersion(ref, part.model, modelBytes, part.version);
+    const status = part.error === undefined ? emptyBytes : toBinary(ModelStatusSchema, create(ModelStatusSchema, modelStatusOf(part.error)));
+    const response = part.response === undefined ? undefined : encodePredictResponse(part.response);
+    const size = fieldSize(ref.length) + fieldSize(status.length) + (response === undefined ? 0 : fieldSize(response.length));
+    const out = Buffer.allocUnsafe(fieldSize(size));
+    let pos = 0;
+    out[pos++] = 0x0a; // predictions (1)
+    pos = writeVarint(out, pos, size);
+    out[pos++] = 0x0a; // model (1)
+    pos = writeVarint(out, pos, ref.length);
+    pos += ref.copy(out, pos);
+    out[pos++] = 0x12; // status (2)
+    pos = writeVarint(out, pos, status.length);
+    pos += Buffer.from(status.buffer, status.byteOffset, status.length).copy(out, pos);
+    if (response !== undefined) {
+      out[pos++] = 0x1a; // response (3)
+      pos = writeVarint(out, pos, response.length);
+      response.copy(out, pos);
+    }
+    chunks.push(out);
+  }
+  return Buffer.concat(chunks);
+}
+
+const emptyBytes = new Uint8Array(0);
+
+/** Bytes of a length-delimited field of `length` bytes (a tag of one byte). */
+function fieldSize(length: number): number {
+  return 1 + varintSize(length) + length;
+}
+
+/**
+ * PredictModelsRequest bytes for the models over the rows of several requests, in order, as Row
+ * messages (so that a Predictor's answer about a row reads as it would for the caller's own
+ * rows), answered packed.
+ */
+export function encodePredictModelsRequest(models: readonly { readonly model: string; readonly version: number }[], parts: readonly PackedRows[]): Buffer {
+  const refs = models.map(({ model, version }) => {
+    const modelBytes = Buffer.byteLength(model, "utf8");
+    const ref = Buffer.allocUnsafe(modelAndVersionSize(modelBytes, version));
+    writeModelAndVersion(ref, model, modelBytes, version);
+    return ref;
+  });
+  let size = rowMessagesSize(parts) + 2; // and packed_response (7) = true
+  for (const ref of refs) size += fieldSize(ref.length);
+  const out = Buffer.allocUnsafe(size);
+  let pos = 0;
+  for (const ref of refs) {
+    out[pos++] = 0x0a;
+    pos = writeVarint(out, pos, ref.length);
+    pos += ref.copy(out, pos);
+  }
+  pos = writeRowMessages(out, pos, parts);
+  out[pos++] = 0x38;
+  out[pos++] = 1;
   return out;
 }
 
@@ -508,6 +721,12 @@ export function encodePredictRequest(model: string, version: number, parts: read
 export const predictWire: MethodWire = {
   decodeRequest: decodePredictRequest,
   encodeResponse: (response) => (response instanceof PackedPredictResponse && response.rejectedRows === undefined ? encodePredictResponse(response) : undefined),
+};
+
+/** PredictModels' codecs for the native gRPC path. */
+export const predictModelsWire: MethodWire = {
+  decodeRequest: decodePredictModelsRequest,
+  encodeResponse: (response) => (response instanceof PredictModelsAnswer ? encodePredictModelsResponse(response) : undefined),
 };
 
 /** PredictLabel's request codec (its response is small and left to protobuf-es). */
@@ -519,6 +738,8 @@ export const predictLabelWire: MethodWire = {
 // Type checks: the decoded messages read as the generated message types.
 void ((r: PackedPredictResponse): MessageInitShape<typeof PredictResponseSchema> => r);
 void ((r: DecodedPredictRequest): Pick<PredictRequest, "$typeName" | "model" | "version" | "rows" | "invalidRows" | "packedValues" | "rowWidth" | "packedResponse"> => r);
+void ((r: DecodedPredictModelsRequest): Pick<PredictModelsRequest, "$typeName" | "models" | "rows" | "invalidRows" | "packedValues" | "rowWidth" | "packedResponse"> => r);
+void ((r: PredictModelsAnswer): MessageInitShape<typeof PredictModelsResponseSchema> => r);
 void ((r: DecodedPredictLabelRequest): Pick<PredictLabelRequest, "$typeName" | "rows"> => r);
 
 /** Bytes of fields 1 (model) and 2 (version), which PredictRequest and PredictResponse share. */

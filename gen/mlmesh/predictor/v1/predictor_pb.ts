@@ -6,6 +6,8 @@ import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobu
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import { file_buf_validate_validate } from "../../../buf/validate/validate_pb.js";
 import { file_google_api_annotations } from "../../../google/api/annotations_pb.js";
+import type { Code } from "../../../google/rpc/code_pb.js";
+import { file_google_rpc_code } from "../../../google/rpc/code_pb.js";
 import type { BadRequest } from "../../../google/rpc/error_details_pb.js";
 import { file_google_rpc_error_details } from "../../../google/rpc/error_details_pb.js";
 import { file_mlmesh_policy_v1_policy } from "../../policy/v1/policy_pb.js";
@@ -15,7 +17,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file mlmesh/predictor/v1/predictor.proto.
  */
 export const file_mlmesh_predictor_v1_predictor: GenFile = /*@__PURE__*/
-  fileDesc("CiNtbG1lc2gvcHJlZGljdG9yL3YxL3ByZWRpY3Rvci5wcm90bxITbWxtZXNoLnByZWRpY3Rvci52MSIoCgNSb3cSIQoGdmFsdWVzGAEgAygCQhG6SA6SAQsIARCACCIECgJAASKQAQoKUHJlZGljdGlvbhIVCg1wcm9iYWJpbGl0aWVzGAEgAygCEg0KBWxhYmVsGAIgASgJEhMKC2xhYmVsX2luZGV4GAMgASgNEhMKC3Byb2JhYmlsaXR5GAQgASgCEjIKB291dGxpZXIYBSABKAsyIS5tbG1lc2gucHJlZGljdG9yLnYxLk91dGxpZXJTY29yZSIxCgxPdXRsaWVyU2NvcmUSDQoFc2NvcmUYASABKAISEgoKaXNfb3V0bGllchgCIAEoCCLsBwoOUHJlZGljdFJlcXVlc3QSSwoFbW9kZWwYASABKAlCPLpIOXI3EAEYgAEyMF5bQS1aYS16MC05XVtBLVphLXowLTkuXy1dKihAW2Etel1bYS16MC05Xy1dKik/JBIPCgd2ZXJzaW9uGAIgASgNEjEKBHJvd3MYAyADKAsyGC5tbG1lc2gucHJlZGljdG9yLnYxLlJvd0IJukgGkgEDEJBOEkAKDGludmFsaWRfcm93cxgEIAEoDjIgLm1sbWVzaC5wcmVkaWN0b3IudjEuSW52YWxpZFJvd3NCCLpIBYIBAhABEigKDXBhY2tlZF92YWx1ZXMYBSADKAJCEbpIDpIBCxCAgPEEIgQKAkABEhEKCXJvd193aWR0aBgGIAEoDRIXCg9wYWNrZWRfcmVzcG9uc2UYByABKAg6sAW6SKwFGrQBCh5wcmVkaWN0X3JlcXVlc3Qucm93c19vcl9wYWNrZWQSWWdpdmUgdGhlIHJvd3MgZWl0aGVyIGFzIHJvd3Mgb3IgYXMgcGFja2VkX3ZhbHVlcyB3aXRoIHJvd193aWR0aCwgbm90IGJvdGggYW5kIG5vdCBuZWl0aGVyGjcoc2l6ZSh0aGlzLnJvd3MpID4gMCkgIT0gKHNpemUodGhpcy5wYWNrZWRfdmFsdWVzKSA+IDApGsoBChlwcmVkaWN0X3JlcXVlc3Qucm93X3dpZHRoEkRyb3dfd2lkdGggbXVzdCBiZSAxLi4xMDI0IHdoZW4gcGFja2VkX3ZhbHVlcyBpcyBzZXQsIGFuZCAwIG90aGVyd2lzZRpnc2l6ZSh0aGlzLnBhY2tlZF92YWx1ZXMpID4gMCA/ICh0aGlzLnJvd193aWR0aCA+PSAxdSAmJiB0aGlzLnJvd193aWR0aCA8PSAxMDI0dSkgOiB0aGlzLnJvd193aWR0aCA9PSAwdRqlAgobcHJlZGljdF9yZXF1ZXN0LnBhY2tlZF9yb3dzElZwYWNrZWRfdmFsdWVzIG11c3QgaG9sZCB3aG9sZSByb3dzIChhIG11bHRpcGxlIG9mIHJvd193aWR0aCB2YWx1ZXMpLCAxLi4xMCwwMDAgb2YgdGhlbRqtAXNpemUodGhpcy5wYWNrZWRfdmFsdWVzKSA9PSAwIHx8IHRoaXMucm93X3dpZHRoID09IDB1IHx8ICh1aW50KHNpemUodGhpcy5wYWNrZWRfdmFsdWVzKSkgJSB0aGlzLnJvd193aWR0aCA9PSAwdSAmJiB1aW50KHNpemUodGhpcy5wYWNrZWRfdmFsdWVzKSkgLyB0aGlzLnJvd193aWR0aCA8PSAxMDAwMHUpIuMBCg9QcmVkaWN0UmVzcG9uc2USDQoFbW9kZWwYASABKAkSDwoHdmVyc2lvbhgCIAEoDRIOCgZsYWJlbHMYAyADKAkSNAoLcHJlZGljdGlvbnMYBCADKAsyHy5tbG1lc2gucHJlZGljdG9yLnYxLlByZWRpY3Rpb24SLQoNcmVqZWN0ZWRfcm93cxgFIAEoCzIWLmdvb2dsZS5ycGMuQmFkUmVxdWVzdBIcChRwYWNrZWRfcHJvYmFiaWxpdGllcxgGIAMoAhIdChVwYWNrZWRfb3V0bGllcl9zY29yZXMYByADKAIidwoXR2V0TW9kZWxNZXRhZGF0YVJlcXVlc3QSSwoFbW9kZWwYASABKAlCPLpIOXI3EAEYgAEyMF5bQS1aYS16MC05XVtBLVphLXowLTkuXy1dKihAW2Etel1bYS16MC05Xy1dKik/JBIPCgd2ZXJzaW9uGAIgASgNIlAKGEdldE1vZGVsTWV0YWRhdGFSZXNwb25zZRI0CghtZXRhZGF0YRgBIAEoCzIiLm1sbWVzaC5wcmVkaWN0b3IudjEuTW9kZWxNZXRhZGF0YSI4CgpUZW5zb3JTcGVjEgwKBG5hbWUYASABKAkSDQoFZHR5cGUYAiABKAkSDQoFc2hhcGUYAyADKAMiqQEKFUNsYXNzaWZ5SW1hZ2VzUmVxdWVzdBJLCgVtb2RlbBgBIAEoCUI8ukg5cjcQARiAATIwXltBLVphLXowLTldW0EtWmEtejAtOS5fLV0qKEBbYS16XVthLXowLTlfLV0qKT8kEg8KB3ZlcnNpb24YAiABKA0SGgoGaW1hZ2VzGAMgAygMQgq6SAeSAQQIARBAEhYKBXRvcF9rGAQgASgNQge6SAQqAhhkIioKCkxhYmVsU2NvcmUSDQoFbGFiZWwYASABKAkSDQoFc2NvcmUYAiABKAIiQwoTSW1hZ2VDbGFzc2lmaWNhdGlvbhIsCgN0b3AYASADKAsyHy5tbG1lc2gucHJlZGljdG9yLnYxLkxhYmVsU2NvcmUicwoWQ2xhc3NpZnlJbWFnZXNSZXNwb25zZRINCgVtb2RlbBgBIAEoCRIPCgd2ZXJzaW9uGAIgASgNEjkKB3Jlc3VsdHMYAyADKAsyKC5tbG1lc2gucHJlZGljdG9yLnYxLkltYWdlQ2xhc3NpZmljYXRpb24ihwQKDU1vZGVsTWV0YWRhdGESDAoEbmFtZRgBIAEoCRIPCgd2ZXJzaW9uGAIgASgNEhMKC2Rlc2NyaXB0aW9uGAMgASgJEi4KBWlucHV0GAQgASgLMh8ubWxtZXNoLnByZWRpY3Rvci52MS5UZW5zb3JTcGVjEjAKB291dHB1dHMYBSADKAsyHy5tbG1lc2gucHJlZGljdG9yLnYxLlRlbnNvclNwZWMSFQoNZmVhdHVyZV9uYW1lcxgGIAMoCRIOCgZsYWJlbHMYByADKAkSLgoMc2FtcGxlX2lucHV0GAggAygLMhgubWxtZXNoLnByZWRpY3Rvci52MS5Sb3cSQAoHbWV0cmljcxgJIAMoCzIvLm1sbWVzaC5wcmVkaWN0b3IudjEuTW9kZWxNZXRhZGF0YS5NZXRyaWNzRW50cnkSDgoGc2hhMjU2GAogASgJEg8KB2FsaWFzZXMYCyADKAkSLwoGaW5wdXRzGAwgAygLMh8ubWxtZXNoLnByZWRpY3Rvci52MS5UZW5zb3JTcGVjEiwKBGtpbmQYDSABKA4yHi5tbG1lc2gucHJlZGljdG9yLnYxLk1vZGVsS2luZBIXCg9vdXRsaWVyX3Njb3JpbmcYDiABKAgaLgoMTWV0cmljc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoAToCOAEiUAoRTGlzdE1vZGVsc1JlcXVlc3QSHQoJcGFnZV9zaXplGAEgASgFQgq6SAcaBRjoBygAEhwKCnBhZ2VfdG9rZW4YAiABKAlCCLpIBXIDGIAEIpoBChJMaXN0TW9kZWxzUmVzcG9uc2USMgoGbW9kZWxzGAEgAygLMiIubWxtZXNoLnByZWRpY3Rvci52MS5Nb2RlbE1ldGFkYXRhEjcKCGZhaWx1cmVzGAIgAygLMiUubWxtZXNoLnByZWRpY3Rvci52MS5Nb2RlbExvYWRGYWlsdXJlEhcKD25leHRfcGFnZV90b2tlbhgDIAEoCSJBChBNb2RlbExvYWRGYWlsdXJlEgwKBG5hbWUYASABKAkSDwoHdmVyc2lvbhgCIAEoDRIOCgZyZWFzb24YAyABKAkidAoUUHJlZGljdFNhbXBsZVJlcXVlc3QSSwoFbW9kZWwYASABKAlCPLpIOXI3EAEYgAEyMF5bQS1aYS16MC05XVtBLVphLXowLTkuXy1dKihAW2Etel1bYS16MC05Xy1dKik/JBIPCgd2ZXJzaW9uGAIgASgNIncKFVByZWRpY3RTYW1wbGVSZXNwb25zZRImCgRyb3dzGAEgAygLMhgubWxtZXNoLnByZWRpY3Rvci52MS5Sb3cSNgoIcmVzcG9uc2UYAiABKAsyJC5tbG1lc2gucHJlZGljdG9yLnYxLlByZWRpY3RSZXNwb25zZSpbCgtJbnZhbGlkUm93cxIcChhJTlZBTElEX1JPV1NfVU5TUEVDSUZJRUQQABIXChNJTlZBTElEX1JPV1NfUkVKRUNUEAESFQoRSU5WQUxJRF9ST1dTX1NLSVAQAipvCglNb2RlbEtpbmQSGgoWTU9ERUxfS0lORF9VTlNQRUNJRklFRBAAEhkKFU1PREVMX0tJTkRfQ0xBU1NJRklFUhABEhUKEU1PREVMX0tJTkRfVEVOU09SEAISFAoQTU9ERUxfS0lORF9JTUFHRRADMpoGChBQcmVkaWN0b3JTZXJ2aWNlEosBCgdQcmVkaWN0EiMubWxtZXNoLnByZWRpY3Rvci52MS5QcmVkaWN0UmVxdWVzdBokLm1sbWVzaC5wcmVkaWN0b3IudjEuUHJlZGljdFJlc3BvbnNlIjXK8xgCCAKC0+STAik6ASoiJC92MS9wcmVkaWN0b3IvbW9kZWxzL3ttb2RlbH06cHJlZGljdBKpAQoOQ2xhc3NpZnlJbWFnZXMSKi5tbG1lc2gucHJlZGljdG9yLnYxLkNsYXNzaWZ5SW1hZ2VzUmVxdWVzdBorLm1sbWVzaC5wcmVkaWN0b3IudjEuQ2xhc3NpZnlJbWFnZXNSZXNwb25zZSI+yvMYBAgCEAGC0+STAjA6ASoiKy92MS9wcmVkaWN0b3IvbW9kZWxzL3ttb2RlbH06Y2xhc3NpZnlJbWFnZXMSpAEKEEdldE1vZGVsTWV0YWRhdGESLC5tbG1lc2gucHJlZGljdG9yLnYxLkdldE1vZGVsTWV0YWRhdGFSZXF1ZXN0Gi0ubWxtZXNoLnByZWRpY3Rvci52MS5HZXRNb2RlbE1ldGFkYXRhUmVzcG9uc2UiM8rzGAIIAoLT5JMCJxIlL3YxL3ByZWRpY3Rvci9tb2RlbHMve21vZGVsfS9tZXRhZGF0YRKBAQoKTGlzdE1vZGVscxImLm1sbWVzaC5wcmVkaWN0b3IudjEuTGlzdE1vZGVsc1JlcXVlc3QaJy5tbG1lc2gucHJlZGljdG9yLnYxLkxpc3RNb2RlbHNSZXNwb25zZSIiyvMYAggCgtPkkwIWEhQvdjEvcHJlZGljdG9yL21vZGVscxKgAQoNUHJlZGljdFNhbXBsZRIpLm1sbWVzaC5wcmVkaWN0b3IudjEuUHJlZGljdFNhbXBsZVJlcXVlc3QaKi5tbG1lc2gucHJlZGljdG9yLnYxLlByZWRpY3RTYW1wbGVSZXNwb25zZSI4yvMYAggCgtPkkwIsEiovdjEvcHJlZGljdG9yL21vZGVscy97bW9kZWx9OnByZWRpY3RTYW1wbGViBnByb3RvMw", [file_buf_validate_validate, file_google_api_annotations, file_google_rpc_error_details, file_mlmesh_policy_v1_policy]);
+  fileDesc("CiNtbG1lc2gvcHJlZGljdG9yL3YxL3ByZWRpY3Rvci5wcm90bxITbWxtZXNoLnByZWRpY3Rvci52MSIoCgNSb3cSIQoGdmFsdWVzGAEgAygCQhG6SA6SAQsIARCACCIECgJAASKQAQoKUHJlZGljdGlvbhIVCg1wcm9iYWJpbGl0aWVzGAEgAygCEg0KBWxhYmVsGAIgASgJEhMKC2xhYmVsX2luZGV4GAMgASgNEhMKC3Byb2JhYmlsaXR5GAQgASgCEjIKB291dGxpZXIYBSABKAsyIS5tbG1lc2gucHJlZGljdG9yLnYxLk91dGxpZXJTY29yZSIxCgxPdXRsaWVyU2NvcmUSDQoFc2NvcmUYASABKAISEgoKaXNfb3V0bGllchgCIAEoCCLsBwoOUHJlZGljdFJlcXVlc3QSSwoFbW9kZWwYASABKAlCPLpIOXI3EAEYgAEyMF5bQS1aYS16MC05XVtBLVphLXowLTkuXy1dKihAW2Etel1bYS16MC05Xy1dKik/JBIPCgd2ZXJzaW9uGAIgASgNEjEKBHJvd3MYAyADKAsyGC5tbG1lc2gucHJlZGljdG9yLnYxLlJvd0IJukgGkgEDEJBOEkAKDGludmFsaWRfcm93cxgEIAEoDjIgLm1sbWVzaC5wcmVkaWN0b3IudjEuSW52YWxpZFJvd3NCCLpIBYIBAhABEigKDXBhY2tlZF92YWx1ZXMYBSADKAJCEbpIDpIBCxCAgPEEIgQKAkABEhEKCXJvd193aWR0aBgGIAEoDRIXCg9wYWNrZWRfcmVzcG9uc2UYByABKAg6sAW6SKwFGrQBCh5wcmVkaWN0X3JlcXVlc3Qucm93c19vcl9wYWNrZWQSWWdpdmUgdGhlIHJvd3MgZWl0aGVyIGFzIHJvd3Mgb3IgYXMgcGFja2VkX3ZhbHVlcyB3aXRoIHJvd193aWR0aCwgbm90IGJvdGggYW5kIG5vdCBuZWl0aGVyGjcoc2l6ZSh0aGlzLnJvd3MpID4gMCkgIT0gKHNpemUodGhpcy5wYWNrZWRfdmFsdWVzKSA+IDApGsoBChlwcmVkaWN0X3JlcXVlc3Qucm93X3dpZHRoEkRyb3dfd2lkdGggbXVzdCBiZSAxLi4xMDI0IHdoZW4gcGFja2VkX3ZhbHVlcyBpcyBzZXQsIGFuZCAwIG90aGVyd2lzZRpnc2l6ZSh0aGlzLnBhY2tlZF92YWx1ZXMpID4gMCA/ICh0aGlzLnJvd193aWR0aCA+PSAxdSAmJiB0aGlzLnJvd193aWR0aCA8PSAxMDI0dSkgOiB0aGlzLnJvd193aWR0aCA9PSAwdRqlAgobcHJlZGljdF9yZXF1ZXN0LnBhY2tlZF9yb3dzElZwYWNrZWRfdmFsdWVzIG11c3QgaG9sZCB3aG9sZSByb3dzIChhIG11bHRpcGxlIG9mIHJvd193aWR0aCB2YWx1ZXMpLCAxLi4xMCwwMDAgb2YgdGhlbRqtAXNpemUodGhpcy5wYWNrZWRfdmFsdWVzKSA9PSAwIHx8IHRoaXMucm93X3dpZHRoID09IDB1IHx8ICh1aW50KHNpemUodGhpcy5wYWNrZWRfdmFsdWVzKSkgJSB0aGlzLnJvd193aWR0aCA9PSAwdSAmJiB1aW50KHNpemUodGhpcy5wYWNrZWRfdmFsdWVzKSkgLyB0aGlzLnJvd193aWR0aCA8PSAxMDAwMHUpIuMBCg9QcmVkaWN0UmVzcG9uc2USDQoFbW9kZWwYASABKAkSDwoHdmVyc2lvbhgCIAEoDRIOCgZsYWJlbHMYAyADKAkSNAoLcHJlZGljdGlvbnMYBCADKAsyHy5tbG1lc2gucHJlZGljdG9yLnYxLlByZWRpY3Rpb24SLQoNcmVqZWN0ZWRfcm93cxgFIAEoCzIWLmdvb2dsZS5ycGMuQmFkUmVxdWVzdBIcChRwYWNrZWRfcHJvYmFiaWxpdGllcxgGIAMoAhIdChVwYWNrZWRfb3V0bGllcl9zY29yZXMYByADKAIiaAoITW9kZWxSZWYSSwoFbW9kZWwYASABKAlCPLpIOXI3EAEYgAEyMF5bQS1aYS16MC05XVtBLVphLXowLTkuXy1dKihAW2Etel1bYS16MC05Xy1dKik/JBIPCgd2ZXJzaW9uGAIgASgNIuoHChRQcmVkaWN0TW9kZWxzUmVxdWVzdBI5CgZtb2RlbHMYASADKAsyHS5tbG1lc2gucHJlZGljdG9yLnYxLk1vZGVsUmVmQgq6SAeSAQQIARAQEjEKBHJvd3MYAyADKAsyGC5tbG1lc2gucHJlZGljdG9yLnYxLlJvd0IJukgGkgEDEJBOEkAKDGludmFsaWRfcm93cxgEIAEoDjIgLm1sbWVzaC5wcmVkaWN0b3IudjEuSW52YWxpZFJvd3NCCLpIBYIBAhABEigKDXBhY2tlZF92YWx1ZXMYBSADKAJCEbpIDpIBCxCAgPEEIgQKAkABEhEKCXJvd193aWR0aBgGIAEoDRIXCg9wYWNrZWRfcmVzcG9uc2UYByABKAg6xQW6SMEFGrsBCiVwcmVkaWN0X21vZGVsc19yZXF1ZXN0LnJvd3Nfb3JfcGFja2VkEllnaXZlIHRoZSByb3dzIGVpdGhlciBhcyByb3dzIG9yIGFzIHBhY2tlZF92YWx1ZXMgd2l0aCByb3dfd2lkdGgsIG5vdCBib3RoIGFuZCBub3QgbmVpdGhlcho3KHNpemUodGhpcy5yb3dzKSA+IDApICE9IChzaXplKHRoaXMucGFja2VkX3ZhbHVlcykgPiAwKRrRAQogcHJlZGljdF9tb2RlbHNfcmVxdWVzdC5yb3dfd2lkdGgSRHJvd193aWR0aCBtdXN0IGJlIDEuLjEwMjQgd2hlbiBwYWNrZWRfdmFsdWVzIGlzIHNldCwgYW5kIDAgb3RoZXJ3aXNlGmdzaXplKHRoaXMucGFja2VkX3ZhbHVlcykgPiAwID8gKHRoaXMucm93X3dpZHRoID49IDF1ICYmIHRoaXMucm93X3dpZHRoIDw9IDEwMjR1KSA6IHRoaXMucm93X3dpZHRoID09IDB1GqwCCiJwcmVkaWN0X21vZGVsc19yZXF1ZXN0LnBhY2tlZF9yb3dzElZwYWNrZWRfdmFsdWVzIG11c3QgaG9sZCB3aG9sZSByb3dzIChhIG11bHRpcGxlIG9mIHJvd193aWR0aCB2YWx1ZXMpLCAxLi4xMCwwMDAgb2YgdGhlbRqtAXNpemUodGhpcy5wYWNrZWRfdmFsdWVzKSA9PSAwIHx8IHRoaXMucm93X3dpZHRoID09IDB1IHx8ICh1aW50KHNpemUodGhpcy5wYWNrZWRfdmFsdWVzKSkgJSB0aGlzLnJvd193aWR0aCA9PSAwdSAmJiB1aW50KHNpemUodGhpcy5wYWNrZWRfdmFsdWVzKSkgLyB0aGlzLnJvd193aWR0aCA8PSAxMDAwMHUpSgQIAhADImsKC01vZGVsU3RhdHVzEh4KBGNvZGUYASABKA4yEC5nb29nbGUucnBjLkNvZGUSDwoHbWVzc2FnZRgCIAEoCRIrCgtiYWRfcmVxdWVzdBgDIAEoCzIWLmdvb2dsZS5ycGMuQmFkUmVxdWVzdCKpAQoPTW9kZWxQcmVkaWN0aW9uEiwKBW1vZGVsGAEgASgLMh0ubWxtZXNoLnByZWRpY3Rvci52MS5Nb2RlbFJlZhIwCgZzdGF0dXMYAiABKAsyIC5tbG1lc2gucHJlZGljdG9yLnYxLk1vZGVsU3RhdHVzEjYKCHJlc3BvbnNlGAMgASgLMiQubWxtZXNoLnByZWRpY3Rvci52MS5QcmVkaWN0UmVzcG9uc2UiUgoVUHJlZGljdE1vZGVsc1Jlc3BvbnNlEjkKC3ByZWRpY3Rpb25zGAEgAygLMiQubWxtZXNoLnByZWRpY3Rvci52MS5Nb2RlbFByZWRpY3Rpb24idwoXR2V0TW9kZWxNZXRhZGF0YVJlcXVlc3QSSwoFbW9kZWwYASABKAlCPLpIOXI3EAEYgAEyMF5bQS1aYS16MC05XVtBLVphLXowLTkuXy1dKihAW2Etel1bYS16MC05Xy1dKik/JBIPCgd2ZXJzaW9uGAIgASgNIlAKGEdldE1vZGVsTWV0YWRhdGFSZXNwb25zZRI0CghtZXRhZGF0YRgBIAEoCzIiLm1sbWVzaC5wcmVkaWN0b3IudjEuTW9kZWxNZXRhZGF0YSI4CgpUZW5zb3JTcGVjEgwKBG5hbWUYASABKAkSDQoFZHR5cGUYAiABKAkSDQoFc2hhcGUYAyADKAMiqQEKFUNsYXNzaWZ5SW1hZ2VzUmVxdWVzdBJLCgVtb2RlbBgBIAEoCUI8ukg5cjcQARiAATIwXltBLVphLXowLTldW0EtWmEtejAtOS5fLV0qKEBbYS16XVthLXowLTlfLV0qKT8kEg8KB3ZlcnNpb24YAiABKA0SGgoGaW1hZ2VzGAMgAygMQgq6SAeSAQQIARBAEhYKBXRvcF9rGAQgASgNQge6SAQqAhhkIioKCkxhYmVsU2NvcmUSDQoFbGFiZWwYASABKAkSDQoFc2NvcmUYAiABKAIiQwoTSW1hZ2VDbGFzc2lmaWNhdGlvbhIsCgN0b3AYASADKAsyHy5tbG1lc2gucHJlZGljdG9yLnYxLkxhYmVsU2NvcmUicwoWQ2xhc3NpZnlJbWFnZXNSZXNwb25zZRINCgVtb2RlbBgBIAEoCRIPCgd2ZXJzaW9uGAIgASgNEjkKB3Jlc3VsdHMYAyADKAsyKC5tbG1lc2gucHJlZGljdG9yLnYxLkltYWdlQ2xhc3NpZmljYXRpb24ihwQKDU1vZGVsTWV0YWRhdGESDAoEbmFtZRgBIAEoCRIPCgd2ZXJzaW9uGAIgASgNEhMKC2Rlc2NyaXB0aW9uGAMgASgJEi4KBWlucHV0GAQgASgLMh8ubWxtZXNoLnByZWRpY3Rvci52MS5UZW5zb3JTcGVjEjAKB291dHB1dHMYBSADKAsyHy5tbG1lc2gucHJlZGljdG9yLnYxLlRlbnNvclNwZWMSFQoNZmVhdHVyZV9uYW1lcxgGIAMoCRIOCgZsYWJlbHMYByADKAkSLgoMc2FtcGxlX2lucHV0GAggAygLMhgubWxtZXNoLnByZWRpY3Rvci52MS5Sb3cSQAoHbWV0cmljcxgJIAMoCzIvLm1sbWVzaC5wcmVkaWN0b3IudjEuTW9kZWxNZXRhZGF0YS5NZXRyaWNzRW50cnkSDgoGc2hhMjU2GAogASgJEg8KB2FsaWFzZXMYCyADKAkSLwoGaW5wdXRzGAwgAygLMh8ubWxtZXNoLnByZWRpY3Rvci52MS5UZW5zb3JTcGVjEiwKBGtpbmQYDSABKA4yHi5tbG1lc2gucHJlZGljdG9yLnYxLk1vZGVsS2luZBIXCg9vdXRsaWVyX3Njb3JpbmcYDiABKAgaLgoMTWV0cmljc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoAToCOAEiUAoRTGlzdE1vZGVsc1JlcXVlc3QSHQoJcGFnZV9zaXplGAEgASgFQgq6SAcaBRjoBygAEhwKCnBhZ2VfdG9rZW4YAiABKAlCCLpIBXIDGIAEIpoBChJMaXN0TW9kZWxzUmVzcG9uc2USMgoGbW9kZWxzGAEgAygLMiIubWxtZXNoLnByZWRpY3Rvci52MS5Nb2RlbE1ldGFkYXRhEjcKCGZhaWx1cmVzGAIgAygLMiUubWxtZXNoLnByZWRpY3Rvci52MS5Nb2RlbExvYWRGYWlsdXJlEhcKD25leHRfcGFnZV90b2tlbhgDIAEoCSJBChBNb2RlbExvYWRGYWlsdXJlEgwKBG5hbWUYASABKAkSDwoHdmVyc2lvbhgCIAEoDRIOCgZyZWFzb24YAyABKAkidAoUUHJlZGljdFNhbXBsZVJlcXVlc3QSSwoFbW9kZWwYASABKAlCPLpIOXI3EAEYgAEyMF5bQS1aYS16MC05XVtBLVphLXowLTkuXy1dKihAW2Etel1bYS16MC05Xy1dKik/JBIPCgd2ZXJzaW9uGAIgASgNIncKFVByZWRpY3RTYW1wbGVSZXNwb25zZRImCgRyb3dzGAEgAygLMhgubWxtZXNoLnByZWRpY3Rvci52MS5Sb3cSNgoIcmVzcG9uc2UYAiABKAsyJC5tbG1lc2gucHJlZGljdG9yLnYxLlByZWRpY3RSZXNwb25zZSpbCgtJbnZhbGlkUm93cxIcChhJTlZBTElEX1JPV1NfVU5TUEVDSUZJRUQQABIXChNJTlZBTElEX1JPV1NfUkVKRUNUEAESFQoRSU5WQUxJRF9ST1dTX1NLSVAQAipvCglNb2RlbEtpbmQSGgoWTU9ERUxfS0lORF9VTlNQRUNJRklFRBAAEhkKFU1PREVMX0tJTkRfQ0xBU1NJRklFUhABEhUKEU1PREVMX0tJTkRfVEVOU09SEAISFAoQTU9ERUxfS0lORF9JTUFHRRADMrEHChBQcmVkaWN0b3JTZXJ2aWNlEosBCgdQcmVkaWN0EiMubWxtZXNoLnByZWRpY3Rvci52MS5QcmVkaWN0UmVxdWVzdBokLm1sbWVzaC5wcmVkaWN0b3IudjEuUHJlZGljdFJlc3BvbnNlIjXK8xgCCAKC0+STAik6ASoiJC92MS9wcmVkaWN0b3IvbW9kZWxzL3ttb2RlbH06cHJlZGljdBKUAQoNUHJlZGljdE1vZGVscxIpLm1sbWVzaC5wcmVkaWN0b3IudjEuUHJlZGljdE1vZGVsc1JlcXVlc3QaKi5tbG1lc2gucHJlZGljdG9yLnYxLlByZWRpY3RNb2RlbHNSZXNwb25zZSIsyvMYAggCgtPkkwIgOgEqIhsvdjEvcHJlZGljdG9yOnByZWRpY3RNb2RlbHMSqQEKDkNsYXNzaWZ5SW1hZ2VzEioubWxtZXNoLnByZWRpY3Rvci52MS5DbGFzc2lmeUltYWdlc1JlcXVlc3QaKy5tbG1lc2gucHJlZGljdG9yLnYxLkNsYXNzaWZ5SW1hZ2VzUmVzcG9uc2UiPsrzGAQIAhABgtPkkwIwOgEqIisvdjEvcHJlZGljdG9yL21vZGVscy97bW9kZWx9OmNsYXNzaWZ5SW1hZ2VzEqQBChBHZXRNb2RlbE1ldGFkYXRhEiwubWxtZXNoLnByZWRpY3Rvci52MS5HZXRNb2RlbE1ldGFkYXRhUmVxdWVzdBotLm1sbWVzaC5wcmVkaWN0b3IudjEuR2V0TW9kZWxNZXRhZGF0YVJlc3BvbnNlIjPK8xgCCAKC0+STAicSJS92MS9wcmVkaWN0b3IvbW9kZWxzL3ttb2RlbH0vbWV0YWRhdGESgQEKCkxpc3RNb2RlbHMSJi5tbG1lc2gucHJlZGljdG9yLnYxLkxpc3RNb2RlbHNSZXF1ZXN0GicubWxtZXNoLnByZWRpY3Rvci52MS5MaXN0TW9kZWxzUmVzcG9uc2UiIsrzGAIIAoLT5JMCFhIUL3YxL3ByZWRpY3Rvci9tb2RlbHMSoAEKDVByZWRpY3RTYW1wbGUSKS5tbG1lc2gucHJlZGljdG9yLnYxLlByZWRpY3RTYW1wbGVSZXF1ZXN0GioubWxtZXNoLnByZWRpY3Rvci52MS5QcmVkaWN0U2FtcGxlUmVzcG9uc2UiOMrzGAIIAoLT5JMCLBIqL3YxL3ByZWRpY3Rvci9tb2RlbHMve21vZGVsfTpwcmVkaWN0U2FtcGxlYgZwcm90bzM", [file_buf_validate_validate, file_google_api_annotations, file_google_rpc_code, file_google_rpc_error_details, file_mlmesh_policy_v1_policy]);
 
 /**
  * Row is one input example: the feature values in the order the model's metadata lists them.
@@ -258,6 +260,182 @@ export const PredictResponseSchema: GenMessage<PredictResponse> = /*@__PURE__*/
   messageDesc(file_mlmesh_predictor_v1_predictor, 4);
 
 /**
+ * ModelRef names one model version, as PredictRequest's model and version do.
+ *
+ * @generated from message mlmesh.predictor.v1.ModelRef
+ */
+export type ModelRef = Message<"mlmesh.predictor.v1.ModelRef"> & {
+  /**
+   * Model name, or name@alias (version must then be 0).
+   *
+   * @generated from field: string model = 1;
+   */
+  model: string;
+
+  /**
+   * Model version; 0 means the highest loaded version (or the alias's).
+   *
+   * @generated from field: uint32 version = 2;
+   */
+  version: number;
+};
+
+/**
+ * Describes the message mlmesh.predictor.v1.ModelRef.
+ * Use `create(ModelRefSchema)` to create a new message.
+ */
+export const ModelRefSchema: GenMessage<ModelRef> = /*@__PURE__*/
+  messageDesc(file_mlmesh_predictor_v1_predictor, 5);
+
+/**
+ * PredictModelsRequest asks several model versions to classify the same rows. The row fields
+ * keep PredictRequest's numbers and rules (3 to 7), so both requests' rows are read alike.
+ *
+ * @generated from message mlmesh.predictor.v1.PredictModelsRequest
+ */
+export type PredictModelsRequest = Message<"mlmesh.predictor.v1.PredictModelsRequest"> & {
+  /**
+   * The model versions to run, 1..16, in the order the response answers them.
+   *
+   * @generated from field: repeated mlmesh.predictor.v1.ModelRef models = 1;
+   */
+  models: ModelRef[];
+
+  /**
+   * The rows to classify, 1..10,000 (or none, with packed_values), as in PredictRequest.
+   *
+   * @generated from field: repeated mlmesh.predictor.v1.Row rows = 3;
+   */
+  rows: Row[];
+
+  /**
+   * What each model does with rows it cannot take, as in PredictRequest.
+   *
+   * @generated from field: mlmesh.predictor.v1.InvalidRows invalid_rows = 4;
+   */
+  invalidRows: InvalidRows;
+
+  /**
+   * The rows as one packed row-major matrix, in place of rows, as in PredictRequest.
+   *
+   * @generated from field: repeated float packed_values = 5;
+   */
+  packedValues: number[];
+
+  /**
+   * The number of values in each row of packed_values (1..1,024); 0 with rows.
+   *
+   * @generated from field: uint32 row_width = 6;
+   */
+  rowWidth: number;
+
+  /**
+   * Answer each model with packed_probabilities in place of predictions, as in PredictRequest.
+   *
+   * @generated from field: bool packed_response = 7;
+   */
+  packedResponse: boolean;
+};
+
+/**
+ * Describes the message mlmesh.predictor.v1.PredictModelsRequest.
+ * Use `create(PredictModelsRequestSchema)` to create a new message.
+ */
+export const PredictModelsRequestSchema: GenMessage<PredictModelsRequest> = /*@__PURE__*/
+  messageDesc(file_mlmesh_predictor_v1_predictor, 6);
+
+/**
+ * ModelStatus says whether one model of a PredictModels call answered, and if not, why.
+ *
+ * @generated from message mlmesh.predictor.v1.ModelStatus
+ */
+export type ModelStatus = Message<"mlmesh.predictor.v1.ModelStatus"> & {
+  /**
+   * OK when the model answered; else the status Predict would have failed with.
+   *
+   * @generated from field: google.rpc.Code code = 1;
+   */
+  code: Code;
+
+  /**
+   * What went wrong; empty when the model answered.
+   *
+   * @generated from field: string message = 2;
+   */
+  message: string;
+
+  /**
+   * For INVALID_ARGUMENT caused by rows: one field violation per bad row, as Predict's details.
+   *
+   * @generated from field: google.rpc.BadRequest bad_request = 3;
+   */
+  badRequest?: BadRequest | undefined;
+};
+
+/**
+ * Describes the message mlmesh.predictor.v1.ModelStatus.
+ * Use `create(ModelStatusSchema)` to create a new message.
+ */
+export const ModelStatusSchema: GenMessage<ModelStatus> = /*@__PURE__*/
+  messageDesc(file_mlmesh_predictor_v1_predictor, 7);
+
+/**
+ * ModelPrediction is one model's part of a PredictModels answer.
+ *
+ * @generated from message mlmesh.predictor.v1.ModelPrediction
+ */
+export type ModelPrediction = Message<"mlmesh.predictor.v1.ModelPrediction"> & {
+  /**
+   * The model as the request named it.
+   *
+   * @generated from field: mlmesh.predictor.v1.ModelRef model = 1;
+   */
+  model?: ModelRef | undefined;
+
+  /**
+   * OK, or why this model did not answer.
+   *
+   * @generated from field: mlmesh.predictor.v1.ModelStatus status = 2;
+   */
+  status?: ModelStatus | undefined;
+
+  /**
+   * The model's answer, as Predict's; unset when status is not OK.
+   *
+   * @generated from field: mlmesh.predictor.v1.PredictResponse response = 3;
+   */
+  response?: PredictResponse | undefined;
+};
+
+/**
+ * Describes the message mlmesh.predictor.v1.ModelPrediction.
+ * Use `create(ModelPredictionSchema)` to create a new message.
+ */
+export const ModelPredictionSchema: GenMessage<ModelPrediction> = /*@__PURE__*/
+  messageDesc(file_mlmesh_predictor_v1_predictor, 8);
+
+/**
+ * PredictModelsResponse answers each model of the request, in request order.
+ *
+ * @generated from message mlmesh.predictor.v1.PredictModelsResponse
+ */
+export type PredictModelsResponse = Message<"mlmesh.predictor.v1.PredictModelsResponse"> & {
+  /**
+   * One per requested model, in the order of PredictModelsRequest.models.
+   *
+   * @generated from field: repeated mlmesh.predictor.v1.ModelPrediction predictions = 1;
+   */
+  predictions: ModelPrediction[];
+};
+
+/**
+ * Describes the message mlmesh.predictor.v1.PredictModelsResponse.
+ * Use `create(PredictModelsResponseSchema)` to create a new message.
+ */
+export const PredictModelsResponseSchema: GenMessage<PredictModelsResponse> = /*@__PURE__*/
+  messageDesc(file_mlmesh_predictor_v1_predictor, 9);
+
+/**
  * GetModelMetadataRequest names a model version.
  *
  * @generated from message mlmesh.predictor.v1.GetModelMetadataRequest
@@ -283,7 +461,7 @@ export type GetModelMetadataRequest = Message<"mlmesh.predictor.v1.GetModelMetad
  * Use `create(GetModelMetadataRequestSchema)` to create a new message.
  */
 export const GetModelMetadataRequestSchema: GenMessage<GetModelMetadataRequest> = /*@__PURE__*/
-  messageDesc(file_mlmesh_predictor_v1_predictor, 5);
+  messageDesc(file_mlmesh_predictor_v1_predictor, 10);
 
 /**
  * GetModelMetadataResponse carries the model version's metadata.
@@ -304,7 +482,7 @@ export type GetModelMetadataResponse = Message<"mlmesh.predictor.v1.GetModelMeta
  * Use `create(GetModelMetadataResponseSchema)` to create a new message.
  */
 export const GetModelMetadataResponseSchema: GenMessage<GetModelMetadataResponse> = /*@__PURE__*/
-  messageDesc(file_mlmesh_predictor_v1_predictor, 6);
+  messageDesc(file_mlmesh_predictor_v1_predictor, 11);
 
 /**
  * TensorSpec describes one input or output tensor of an ONNX model.
@@ -339,7 +517,7 @@ export type TensorSpec = Message<"mlmesh.predictor.v1.TensorSpec"> & {
  * Use `create(TensorSpecSchema)` to create a new message.
  */
 export const TensorSpecSchema: GenMessage<TensorSpec> = /*@__PURE__*/
-  messageDesc(file_mlmesh_predictor_v1_predictor, 7);
+  messageDesc(file_mlmesh_predictor_v1_predictor, 12);
 
 /**
  * ClassifyImagesRequest carries the encoded images to classify.
@@ -381,7 +559,7 @@ export type ClassifyImagesRequest = Message<"mlmesh.predictor.v1.ClassifyImagesR
  * Use `create(ClassifyImagesRequestSchema)` to create a new message.
  */
 export const ClassifyImagesRequestSchema: GenMessage<ClassifyImagesRequest> = /*@__PURE__*/
-  messageDesc(file_mlmesh_predictor_v1_predictor, 8);
+  messageDesc(file_mlmesh_predictor_v1_predictor, 13);
 
 /**
  * LabelScore is one label and its score (the model's probability, or its output value).
@@ -409,7 +587,7 @@ export type LabelScore = Message<"mlmesh.predictor.v1.LabelScore"> & {
  * Use `create(LabelScoreSchema)` to create a new message.
  */
 export const LabelScoreSchema: GenMessage<LabelScore> = /*@__PURE__*/
-  messageDesc(file_mlmesh_predictor_v1_predictor, 9);
+  messageDesc(file_mlmesh_predictor_v1_predictor, 14);
 
 /**
  * ImageClassification is one image's top labels, best first.
@@ -430,7 +608,7 @@ export type ImageClassification = Message<"mlmesh.predictor.v1.ImageClassificati
  * Use `create(ImageClassificationSchema)` to create a new message.
  */
 export const ImageClassificationSchema: GenMessage<ImageClassification> = /*@__PURE__*/
-  messageDesc(file_mlmesh_predictor_v1_predictor, 10);
+  messageDesc(file_mlmesh_predictor_v1_predictor, 15);
 
 /**
  * ClassifyImagesResponse answers each image, in request order.
@@ -465,7 +643,7 @@ export type ClassifyImagesResponse = Message<"mlmesh.predictor.v1.ClassifyImages
  * Use `create(ClassifyImagesResponseSchema)` to create a new message.
  */
 export const ClassifyImagesResponseSchema: GenMessage<ClassifyImagesResponse> = /*@__PURE__*/
-  messageDesc(file_mlmesh_predictor_v1_predictor, 11);
+  messageDesc(file_mlmesh_predictor_v1_predictor, 16);
 
 /**
  * ModelMetadata describes one loaded model version.
@@ -579,7 +757,7 @@ export type ModelMetadata = Message<"mlmesh.predictor.v1.ModelMetadata"> & {
  * Use `create(ModelMetadataSchema)` to create a new message.
  */
 export const ModelMetadataSchema: GenMessage<ModelMetadata> = /*@__PURE__*/
-  messageDesc(file_mlmesh_predictor_v1_predictor, 12);
+  messageDesc(file_mlmesh_predictor_v1_predictor, 17);
 
 /**
  * ListModelsRequest pages through the loaded model versions.
@@ -607,7 +785,7 @@ export type ListModelsRequest = Message<"mlmesh.predictor.v1.ListModelsRequest">
  * Use `create(ListModelsRequestSchema)` to create a new message.
  */
 export const ListModelsRequestSchema: GenMessage<ListModelsRequest> = /*@__PURE__*/
-  messageDesc(file_mlmesh_predictor_v1_predictor, 13);
+  messageDesc(file_mlmesh_predictor_v1_predictor, 18);
 
 /**
  * ListModelsResponse lists the model repository's contents.
@@ -642,7 +820,7 @@ export type ListModelsResponse = Message<"mlmesh.predictor.v1.ListModelsResponse
  * Use `create(ListModelsResponseSchema)` to create a new message.
  */
 export const ListModelsResponseSchema: GenMessage<ListModelsResponse> = /*@__PURE__*/
-  messageDesc(file_mlmesh_predictor_v1_predictor, 14);
+  messageDesc(file_mlmesh_predictor_v1_predictor, 19);
 
 /**
  * ModelLoadFailure reports a model version that could not be loaded.
@@ -677,7 +855,7 @@ export type ModelLoadFailure = Message<"mlmesh.predictor.v1.ModelLoadFailure"> &
  * Use `create(ModelLoadFailureSchema)` to create a new message.
  */
 export const ModelLoadFailureSchema: GenMessage<ModelLoadFailure> = /*@__PURE__*/
-  messageDesc(file_mlmesh_predictor_v1_predictor, 15);
+  messageDesc(file_mlmesh_predictor_v1_predictor, 20);
 
 /**
  * PredictSampleRequest names the model version whose sample input to classify.
@@ -705,7 +883,7 @@ export type PredictSampleRequest = Message<"mlmesh.predictor.v1.PredictSampleReq
  * Use `create(PredictSampleRequestSchema)` to create a new message.
  */
 export const PredictSampleRequestSchema: GenMessage<PredictSampleRequest> = /*@__PURE__*/
-  messageDesc(file_mlmesh_predictor_v1_predictor, 16);
+  messageDesc(file_mlmesh_predictor_v1_predictor, 21);
 
 /**
  * PredictSampleResponse holds the sample input and the model's predictions for it.
@@ -733,7 +911,7 @@ export type PredictSampleResponse = Message<"mlmesh.predictor.v1.PredictSampleRe
  * Use `create(PredictSampleResponseSchema)` to create a new message.
  */
 export const PredictSampleResponseSchema: GenMessage<PredictSampleResponse> = /*@__PURE__*/
-  messageDesc(file_mlmesh_predictor_v1_predictor, 17);
+  messageDesc(file_mlmesh_predictor_v1_predictor, 22);
 
 /**
  * InvalidRows says what Predict does with rows the model version cannot take: rows with the
@@ -841,6 +1019,23 @@ export const PredictorService: GenService<{
     methodKind: "unary";
     input: typeof PredictRequestSchema;
     output: typeof PredictResponseSchema;
+  },
+  /**
+   * PredictModels classifies the same rows with several model versions in one call: what
+   * the Proxy asks of each backend Predictor, one round trip for all the models it serves there
+   * instead of one per model. Rows are given, checked and answered as in Predict. Each model
+   * answers or fails on its own, in the order asked: a model that is unknown, not loaded, or
+   * cannot take the rows has that status in its ModelPrediction, and the others still answer.
+   * The call itself fails (INVALID_ARGUMENT) only for a request that breaks the contract's rules.
+   * Each model's prediction record is filed under "<request id>:<i>", i its position in
+   * models, and linked to the request that made the call (the Proxy's, when it did).
+   *
+   * @generated from rpc mlmesh.predictor.v1.PredictorService.PredictModels
+   */
+  predictModels: {
+    methodKind: "unary";
+    input: typeof PredictModelsRequestSchema;
+    output: typeof PredictModelsResponseSchema;
   },
   /**
    * ClassifyImages answers each encoded image (PNG, JPEG or WebP) with an image model's top
