@@ -58,7 +58,7 @@ if (target === "predictor") {
 } else if (target === "batch") {
   // RegisterItems of 1,000 items on SQLite, the job idle (its interval an hour).
   const dir = mkdtempSync(join(tmpdir(), "mlmesh-profile-batch-"));
-  service = await startBenchService("batch", 50314, { cpus: "0", nodeArgs: profiled, env: { BATCH_DATABASE_URL: `file:${join(dir, "batch.db")}`, BATCH_INTERVAL: "1h" } });
+  service = await startBenchService("batch", 50314, { cpus: "0", nodeArgs: profiled, env: { BATCH_DATABASE_URL: `file:${join(dir, "batch.db")}`, BATCH_INTERVAL: "1h", LIMIT_RATE: "100000", LIMIT_CONCURRENCY: "1000" } });
   url = `http://${service.address}/mlmesh.batch.v1.BatchJobService/RegisterItems`;
   body = grpcFrame(toBinary(RegisterItemsRequestSchema, create(RegisterItemsRequestSchema, { items: Array.from({ length: 1000 }, () => ({ values: iris })) })));
 } else {

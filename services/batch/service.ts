@@ -1,5 +1,5 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import { durationFromMs, timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { durationFromMs, timestampFromDate, type Timestamp } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { ItemState, type BatchJobService, type ItemSchema, type JobRunSchema } from "../../gen/mlmesh/batch/v1/batch_pb.js";
 import type { PartialServiceImpl } from "../runtime/serve/registration.js";
@@ -117,10 +117,22 @@ function itemOut(item: Item): MessageInitShape<typeof ItemSchema> {
     modelVersion: item.modelVersion,
     error: item.error,
     attempts: item.attempts,
-    createTime: timestampFromDate(item.createdAt),
-    updateTime: timestampFromDate(item.updatedAt),
+    createTime: timestampOf(item.createdAt),
+    updateTime: timestampOf(item.updatedAt),
     predictTime: item.predictedAt ? timestampFromDate(item.predictedAt) : undefined,
   };
+}
+
+let lastDate: Date | undefined;
+let lastTimestamp: Timestamp | undefined;
+
+/** A Date as a Timestamp, the last one kept: the items of one registration share their Date. */
+function timestampOf(date: Date): Timestamp {
+  if (date !== lastDate || lastTimestamp === undefined) {
+    lastDate = date;
+    lastTimestamp = timestampFromDate(date);
+  }
+  return lastTimestamp;
 }
 
 function runOut(run: JobRun): MessageInitShape<typeof JobRunSchema> {
