@@ -11,15 +11,21 @@ import type { ClaimedItem, ItemResult, JobRun } from "../services/batch/item-sto
 const config = { model: "iris_svc", modelVersion: 0, claimSize: 10, rowsPerRequest: 4, parallelism: 2, leaseMs: 60_000 };
 
 /** Pending items; claims hand them out claimSize at a time, as the real store does. */
-function memoryStore(items: ClaimedItem[], failing: { complete?: Error; release?: Error; recordRun?: Error } = {}) {
+function memoryStore(items: ClaimedItem[], failing: { complete?: Error; release?: Error; recordRun?: Error } = {}, oneWriter = true) {
   const pending = [...items];
-  const state = { predicted: [] as ItemResult[], failed: [] as { id: string; reason: string }[], released: [] as string[], runs: [] as JobRun[], claims: 0 };
+  const state = { predicted: [] as ItemResult[], failed: [] as { id: string; reason: string }[], released: [] as string[], runs: [] as JobRun[], claims: 0, completing: 0, claimsDuringStore: 0 };
   const store: BatchJobDeps["store"] = {
+    oneWriter,
     async claim(_worker, limit) {
+      if (oneWriter) expect(state.completing, "a claim inside the store's transaction").toBe(0);
+      if (state.completing > 0) state.claimsDuringStore++;
       state.claims++;
       return pending.splice(0, limit);
     },
     async complete(_worker, results, failures) {
+      state.completing++;
+      await new Promise((resolve) => setTimeout(resolve, 5));
+      state.completing--;
       if (failing.complete) throw failing.complete;
       state.predicted.push(...results);
       state.failed.push(...failures);
@@ -149,5 +155,23 @@ describe("one run of the batch job", () => {
     expect(outcome.run).toMatchObject({ claimed: 5, predicted: 5, error: "" });
     expect(outcome.recordError).toBe(down.message);
     expect(state.predicted).toHaveLength(5);
+  });
+
+  it("claims and predicts the next chunk while a chunk is stored, where the database takes concurrent writers", async () => {
+    const { store, state } = memoryStore(items(25), {}, false);
+    const { predictor } = fakePredictor();
+    const { run } = await runBatchJob({ store, predictor, config, worker: "test" });
+    expect(run).toMatchObject({ claimed: 25, predicted: 25, failed: 0, released: 0, error: "" });
+    expect(state.predicted.map((r) => r.id)).toEqual(items(25).map((i) => i.id)); // stored in claim order
+    expect(state.claimsDuringStore).toBeGreaterThan(0); // the next claim went on during a store
+  });
+
+  it("gives back the chunk being stored and the one claimed after it when the store fails", async () => {
+    const busy = new ConnectError("the batch database is unavailable; retry later", Code.Unavailable);
+    const { store, state } = memoryStore(items(25), { complete: busy }, false);
+    const { predictor } = fakePredictor();
+    const { run } = await runBatchJob({ store, predictor, config, worker: "test" });
+    expect(run).toMatchObject({ claimed: 20, predicted: 0, released: 20, error: busy.message });
+    expect(state.released).toEqual(items(20).map((i) => i.id));
   });
 });

@@ -9,7 +9,7 @@ import type { ClaimedItem, ItemResult, ItemStore, JobRun } from "./item-store.js
 
 /** What one run of the batch job needs (narrow, so tests can give it fakes). */
 export interface BatchJobDeps {
-  readonly store: Pick<ItemStore, "claim" | "complete" | "release" | "recordRun">;
+  readonly store: Pick<ItemStore, "claim" | "complete" | "release" | "recordRun" | "oneWriter">;
   readonly predictor: Pick<GrpcClient, "unary">;
   readonly config: Pick<BatchConfig, "model" | "modelVersion" | "claimSize" | "rowsPerRequest" | "parallelism" | "leaseMs">;
   /** Names this worker in claims and job runs (host:pid:...). */
@@ -31,55 +31,89 @@ export interface JobRunOutcome {
 /**
  * One run of the batch job: claims pending items in chunks of claimSize until none is left,
  * predicts each chunk with rowsPerRequest rows per Predict call and `parallelism` calls in
- * flight, and stores each chunk's results in one transaction. An item the model rejects (for
+ * flight, and stores each chunk's results in one transaction, while the next chunk is claimed
+ * and predicted. An item the model rejects (for
  * example the wrong number of values) is marked failed with its own reason in the same call
  * that predicts the rest of its request; when the Predictor is unavailable the chunk is released, left pending
  * for the next run, and the run stops. When the database fails (busy, unreachable) the run
- * stops with the reason: a chunk whose results could not be stored is released if the
- * database allows, else its lease runs out, and the next run predicts it again. Never throws:
+ * stops with the reason: a chunk whose results could not be stored (and the chunk claimed after
+ * it) is released if the database allows, else its lease runs out, and the next run predicts it again. Never throws:
  * the outcome says what happened, including whether the run's record was stored.
  */
 export async function runBatchJob(deps: BatchJobDeps): Promise<JobRunOutcome> {
   const { store, config, worker } = deps;
   const startedAt = new Date();
-  const totals = { claimed: 0, predicted: 0, failed: 0, released: 0, error: "" };
+  const totals: Totals = { claimed: 0, predicted: 0, failed: 0, released: 0, error: "" };
+  // A chunk's results are stored while the next chunk is claimed and predicted (the database
+  // and the Predictor work at once); chunks are stored one at a time, in claim order. On a
+  // database with one writer (SQLite: one connection) the next claim waits for the store, so it
+  // never runs inside the store's transaction.
+  let storing: Promise<void> = Promise.resolve();
+  let unstored: ClaimedItem[] = [];
+  const claim = () => store.claim(worker, config.claimSize, config.leaseMs);
   try {
     for (;;) {
-      const claimed = await store.claim(worker, config.claimSize, config.leaseMs);
-      if (claimed.length === 0) break;
-      totals.claimed += claimed.length;
-      const chunks = chunk(claimed, config.rowsPerRequest);
+      unstored = await (store.oneWriter ? storing.then(claim) : claim());
+      if (unstored.length === 0) break;
+      totals.claimed += unstored.length;
+      const chunks = chunk(unstored, config.rowsPerRequest);
       const outcomes = await mapConcurrent(chunks, config.parallelism, (items) => predictChunk(deps, items));
-      const results = outcomes.flatMap((o) => o.results);
-      const failures = outcomes.flatMap((o) => o.failures);
+      await storing; // a failure to store the previous chunk ends the run here
+      storing = storeChunk(deps, totals, unstored, outcomes);
+      storing.catch(() => undefined); // awaited below; marked handled meanwhile
+      unstored = [];
       const unavailable = outcomes.flatMap((o) => o.unpredicted);
-      let stored: { predicted: number; failed: number };
-      try {
-        stored = await store.complete(worker, results, failures);
-      } catch (err) {
-        totals.released += await releaseIfPossible(deps, claimed);
-        throw err;
-      }
-      totals.predicted += stored.predicted;
-      totals.failed += stored.failed;
-      if (deps.predictionLog !== undefined) for (const o of outcomes) recordItems(deps.predictionLog, o, config.model.split("@")[0]);
       if (unavailable.length > 0) {
+        await storing;
         totals.released += await store.release(worker, unavailable.map((i) => i.id));
         totals.error = outcomes.find((o) => o.error)?.error ?? "the Predictor did not answer";
         break;
       }
     }
+    await storing;
   } catch (err) {
+    await storing.catch(() => undefined);
+    // A chunk claimed after one whose results could not be stored goes back too.
+    if (unstored.length > 0) totals.released += await releaseIfPossible(deps, unstored);
     totals.error = (err as Error).message;
   }
   const run = { worker, startedAt, endedAt: new Date(), ...totals };
-  // A scheduled run that found nothing to do is not worth a row.
   const worthStoring = totals.claimed > 0 || totals.error !== "";
   try {
     return { run: await store.recordRun(run, worthStoring) };
   } catch (err) {
     return { run: { id: "", ...run }, recordError: (err as Error).message };
   }
+}
+
+/** A run's counts so far, and why it stopped. */
+interface Totals {
+  claimed: number;
+  predicted: number;
+  failed: number;
+  released: number;
+  error: string;
+}
+
+/**
+ * Stores one chunk's predictions and failures in one transaction and counts them; when that
+ * fails, gives the chunk back (if the database allows) and rejects with the reason.
+ */
+async function storeChunk(deps: BatchJobDeps, totals: Totals, claimed: readonly ClaimedItem[], outcomes: readonly ChunkOutcome[]): Promise<void> {
+  let stored: { predicted: number; failed: number };
+  try {
+    stored = await deps.store.complete(
+      deps.worker,
+      outcomes.flatMap((o) => o.results),
+      outcomes.flatMap((o) => o.failures),
+    );
+  } catch (err) {
+    totals.released += await releaseIfPossible(deps, claimed);
+    throw err;
+  }
+  totals.predicted += stored.predicted;
+  totals.failed += stored.failed;
+  if (deps.predictionLog !== undefined) for (const o of outcomes) recordItems(deps.predictionLog, o, deps.config.model.split("@")[0]);
 }
 
 /** Gives back claimed items after a failed store; 0 when the database refuses that too (the leases then run out). */
