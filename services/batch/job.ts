@@ -9,7 +9,7 @@ import type { ClaimedItem, ItemResult, ItemStore, JobRun } from "./item-store.js
 
 /** What one run of the batch job needs (narrow, so tests can give it fakes). */
 export interface BatchJobDeps {
-  readonly store: Pick<ItemStore, "claim" | "complete" | "release" | "recordRun" | "oneWriter">;
+  readonly store: Pick<ItemStore, "claim" | "complete" | "release" | "recordRun">;
   readonly predictor: Pick<GrpcClient, "unary">;
   readonly config: Pick<BatchConfig, "model" | "modelVersion" | "claimSize" | "rowsPerRequest" | "parallelism" | "leaseMs">;
   /** Names this worker in claims and job runs (host:pid:...). */
@@ -45,15 +45,13 @@ export async function runBatchJob(deps: BatchJobDeps): Promise<JobRunOutcome> {
   const startedAt = new Date();
   const totals: Totals = { claimed: 0, predicted: 0, failed: 0, released: 0, error: "" };
   // A chunk's results are stored while the next chunk is claimed and predicted (the database
-  // and the Predictor work at once); chunks are stored one at a time, in claim order. On a
-  // database with one writer (SQLite: one connection) the next claim waits for the store, so it
-  // never runs inside the store's transaction.
+  // and the Predictor work at once; on SQLite the claim takes the connection after the store's
+  // transaction, runtime/storage/sqlite-adapter.ts); chunks are stored one at a time, in claim order.
   let storing: Promise<void> = Promise.resolve();
   let unstored: ClaimedItem[] = [];
-  const claim = () => store.claim(worker, config.claimSize, config.leaseMs);
   try {
     for (;;) {
-      unstored = await (store.oneWriter ? storing.then(claim) : claim());
+      unstored = await store.claim(worker, config.claimSize, config.leaseMs);
       if (unstored.length === 0) break;
       totals.claimed += unstored.length;
       const chunks = chunk(unstored, config.rowsPerRequest);
