@@ -11,6 +11,8 @@ GHZ_VERSION=v0.120.0
 # runner and grpc-go's interop client (the same versions as the protos in third_party/).
 CONFORMANCE_VERSION=v1.0.7
 GRPC_GO_VERSION=v1.85.0
+# The Helm chart's offline checks (test/helm-chart.test.ts): helm lint and helm template.
+HELM_VERSION=v3.22.0
 
 cache="${XDG_CACHE_HOME:-$HOME/.cache}/mlmesh/go-tools"
 mkdir -p "$cache" .tools/bin
@@ -34,7 +36,10 @@ install connectconformance connectrpc.com/conformance/cmd/connectconformance "$C
 conformance_job=$!
 install grpc-interop-client google.golang.org/grpc/interop/client "$GRPC_GO_VERSION" client &
 interop_job=$!
+install helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION" &
+helm_job=$!
 wait "$grpcurl_job"
 wait "$ghz_job"
 wait "$conformance_job"
 wait "$interop_job"
+wait "$helm_job"

@@ -7,6 +7,7 @@ ${catalog.map((e) => `                             ${e.name.padEnd(13)} ${e.summ
   mlmesh up                run the whole mesh on this machine, one process per service
   mlmesh models ...        push model versions to the registry, move and roll back aliases (mlmesh models help)
   mlmesh token new <role> <name>   a new bearer token and its line for AUTH_TOKENS_FILE
+  mlmesh health <host:port> [service]   exit 0 when the service is SERVING (a pod's probe over TLS)
 
 Configuration comes from environment variables: see the table in README.md.`;
 
@@ -22,6 +23,8 @@ if (served !== undefined) {
   process.exitCode = await (await import("./up.js")).up(env);
 } else if (command === "token") {
   process.exitCode = (await import("./token-command.js")).tokenCommand(process.argv.slice(3));
+} else if (command === "health") {
+  process.exitCode = await (await import("./health-command.js")).healthCommand(process.argv.slice(3), env);
 } else if (command === "models") {
   const { modelsCommand, modelsUsage } = await import("./models-command.js");
   if (argument === undefined || argument === "help" || argument === "--help") {
