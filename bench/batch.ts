@@ -107,6 +107,27 @@ async function bulk(predictor: BenchService, checkout: (typeof checkouts)[number
   }
 }
 
+/** Four clients on one connection calling RegisterItems (1,000 items each) for `seconds`. */
+async function registerFor(client: GrpcClient, seconds: number): Promise<{ acknowledged: number; refused: number }> {
+  const items = Array.from({ length: 1000 }, (_, i) => ({ values: iris[i % 3] }));
+  const until = Date.now() + seconds * 1000;
+  let acknowledged = 0;
+  let refused = 0;
+  await Promise.all(
+    [0, 1, 2, 3].map(async () => {
+      while (Date.now() < until) {
+        try {
+          const response = await client.unary(BatchJobService.method.registerItems, { items }, { deadlineMs: Date.now() + 60_000 });
+          acknowledged += response.items.length; // after the await: `x += await ...` would read x before it
+        } catch {
+          refused++;
+        }
+      }
+    }),
+  );
+  return { acknowledged, refused };
+}
+
 /** Four clients registering 1,000-item requests for `registerSeconds` with the job idle: what registration alone takes. */
 async function registrationAlone(checkout: (typeof checkouts)[number], database: { name: string; url: string }): Promise<string[]> {
   const batch = await startBenchService("batch", nextPort++, {
@@ -114,28 +135,15 @@ async function registrationAlone(checkout: (typeof checkouts)[number], database:
     env: { DATABASE_URL: database.url, BATCH_INTERVAL: "1h", ...loaderLimits },
   });
   const client = new GrpcClient(batch.address);
-  let acknowledged = 0;
-  let refused = 0;
+  let registered = { acknowledged: 0, refused: 0 };
   try {
-    const items = Array.from({ length: 1000 }, (_, i) => ({ values: iris[i % 3] }));
-    const until = Date.now() + registerSeconds * 1000;
-    await Promise.all(
-      [0, 1, 2, 3].map(async () => {
-        while (Date.now() < until) {
-          try {
-            const response = await client.unary(BatchJobService.method.registerItems, { items }, { deadlineMs: Date.now() + 60_000 });
-            acknowledged += response.items.length;
-          } catch {
-            refused++;
-          }
-        }
-      }),
-    );
+    registered = await registerFor(client, registerSeconds);
   } finally {
     client.close();
     await batch.stop();
   }
   const { stored } = await storedItems(database.url);
+  const { acknowledged, refused } = registered;
   return [database.name + checkout.label, acknowledged.toLocaleString("en-US"), String(refused), perMinute(acknowledged, registerSeconds), stored.toLocaleString("en-US")];
 }
 
@@ -145,25 +153,11 @@ async function contended(predictor: BenchService, checkout: (typeof checkouts)[n
     env: { DATABASE_URL: database.url, PREDICTOR_ADDRESS: predictor.address, BATCH_INTERVAL: "1s", ...loaderLimits },
   });
   const client = new GrpcClient(batch.address);
-  let acknowledged = 0;
-  let refused = 0;
+  let registered = { acknowledged: 0, refused: 0 };
   let drainSeconds = NaN;
   const start = performance.now();
   try {
-    const items = Array.from({ length: 1000 }, (_, i) => ({ values: iris[i % 3] }));
-    const until = Date.now() + contendedSeconds * 1000;
-    await Promise.all(
-      [0, 1, 2, 3].map(async () => {
-        while (Date.now() < until) {
-          try {
-            const response = await client.unary(BatchJobService.method.registerItems, { items }, { deadlineMs: Date.now() + 60_000 });
-            acknowledged += response.items.length; // after the await: `x += await ...` would read x before it
-          } catch {
-            refused++;
-          }
-        }
-      }),
-    );
+    registered = await registerFor(client, contendedSeconds);
     // The backlog drains (or stops moving: a connection that lost its writes never catches up).
     let last = -1;
     for (let stalled = 0; stalled < 10; ) {
@@ -181,6 +175,7 @@ async function contended(predictor: BenchService, checkout: (typeof checkouts)[n
     await batch.stop();
   }
   const { stored, predicted } = await storedItems(database.url);
+  const { acknowledged, refused } = registered;
   return [
     database.name + checkout.label,
     acknowledged.toLocaleString("en-US"),
