@@ -111,20 +111,26 @@ describe("metrics", () => {
       return up.length === 6 && up.every((r) => r.value[1] === "1") ? up : undefined;
     });
     const predictCount = 'sum(mlmesh_rpc_requests_total{service="mlmesh.predictor.v1.PredictorService",method="Predict"})';
+    const modelsCount = 'sum(mlmesh_rpc_requests_total{service="mlmesh.predictor.v1.PredictorService",method="PredictModels"}) or vector(0)';
     const labelCount = 'sum(mlmesh_rpc_requests_total{service="mlmesh.proxy.v1.ProxyService",method="PredictLabel"}) or vector(0)';
     const before = Number((await query(predictCount))[0].value[1]);
+    const modelsBefore = Number((await query(modelsCount))[0].value[1]);
 
     const predictor = createClient(PredictorService, createGrpcTransport({ baseUrl: services.predictor.baseUrl }));
     const proxy = createClient(ProxyService, createGrpcTransport({ baseUrl: services.proxy.baseUrl }));
     for (let i = 0; i < 10; i++) await Promise.all(Array.from({ length: 20 }, () => predictor.predict({ model: "iris_svc", rows: [row] })));
     for (let i = 0; i < 20; i++) await proxy.predictLabel({ rows: [row] });
 
-    // Each PredictLabel asks the three one-vs-rest models: 200 direct calls + 60 through the Proxy.
-    // Each target is scraped on its own schedule: wait until both counts are in.
-    await until("Prometheus to see the calls", async () =>
-      Number((await query(predictCount))[0].value[1]) === before + 260 && Number((await query(labelCount))[0].value[1]) === 20 ? true : undefined,
-    );
-    expect(Number((await query(predictCount))[0].value[1])).toBe(before + 260);
+    // 200 direct Predict calls; each PredictLabel asks the three one-vs-rest models, which one
+    // Predictor serves, in one PredictModels call: 20 of them.
+    // Each target is scraped on its own schedule: wait until every count is in.
+    const counts = async () => [predictCount, modelsCount, labelCount].map(async (q) => Number((await query(q))[0].value[1]));
+    await until("Prometheus to see the calls", async () => {
+      const [predicts, models, labels] = await Promise.all(await counts());
+      return predicts === before + 200 && models === modelsBefore + 20 && labels === 20 ? true : undefined;
+    });
+    expect(Number((await query(predictCount))[0].value[1])).toBe(before + 200);
+    expect(Number((await query(modelsCount))[0].value[1])).toBe(modelsBefore + 20);
     expect(Number((await query(labelCount))[0].value[1])).toBe(20);
     const p99 = await until("a p99", async () => {
       const [result] = await query('histogram_quantile(0.99, sum by (le) (rate(mlmesh_rpc_duration_seconds_bucket{method="Predict"}[1m])))');
@@ -233,29 +239,26 @@ describe("traces", () => {
     receiver?.close();
   });
 
-  it("one PredictLabel is a proxy span with three child backend spans in one trace, continued by the Predictor, and greppable in the logs", async () => {
+  it("one PredictLabel is a proxy span with a child span for its call to the Predictor, continued by the Predictor, and greppable in the logs", async () => {
     const traceId = "0af7651916cd43dd8448eb211c80319c";
     const client = createClient(ProxyService, createGrpcTransport({ baseUrl: proxy.baseUrl }));
     await client.predictLabel({ rows: [row] }, { headers: { traceparent: `00-${traceId}-b7ad6b7169203331-01` } });
     const inTrace = await until("the exported spans", async () => {
       const found = spans.filter((s) => s.traceId === traceId);
-      return found.length >= 7 ? found : undefined;
+      return found.length >= 3 ? found : undefined;
     });
     const server = inTrace.find((s) => s.service === "mlmesh-proxy" && s.name === "/mlmesh.proxy.v1.ProxyService/PredictLabel")!;
     expect(server).toMatchObject({ kind: 2, parentSpanId: "b7ad6b7169203331" }); // SERVER, child of the caller
-    const backends = inTrace.filter((s) => s.parentSpanId === server.spanId);
-    expect(backends.map((s) => [s.name, s.kind, s.service]).sort()).toEqual([
-      ["setosa Predict", 3, "mlmesh-proxy"], // CLIENT spans
-      ["versicolor Predict", 3, "mlmesh-proxy"],
-      ["virginica Predict", 3, "mlmesh-proxy"],
-    ]);
+    // The three backends are served by one Predictor: one PredictModels call asks them all.
+    const calls = inTrace.filter((s) => s.parentSpanId === server.spanId);
+    expect(calls.map((s) => [s.name, s.kind, s.service])).toEqual([[`${predictor.address} PredictModels`, 3, "mlmesh-proxy"]]); // CLIENT
     const predicted = inTrace.filter((s) => s.service === "mlmesh-predictor");
-    expect(predicted).toHaveLength(3);
-    expect(predicted.map((s) => s.parentSpanId).sort()).toEqual(backends.map((s) => s.spanId).sort());
+    expect(predicted.map((s) => [s.name, s.parentSpanId])).toEqual([["/mlmesh.predictor.v1.PredictorService/PredictModels", calls[0].spanId]]);
 
     // The same trace id on the RPC log lines of both services.
     const logged = (service: ServiceProcess) => service.logs.filter((l) => l.msg === "rpc" && l.trace_id === traceId).map((l) => l.rpc);
-    await until("the log lines", async () => (logged(predictor).length === 3 ? true : undefined));
+    await until("the log lines", async () => (logged(predictor).length === 1 ? true : undefined));
+    expect(logged(predictor)).toEqual(["/mlmesh.predictor.v1.PredictorService/PredictModels"]);
     expect(logged(proxy)).toEqual(["/mlmesh.proxy.v1.ProxyService/PredictLabel"]);
   });
 });

@@ -59,12 +59,8 @@ export class BackendClient {
    * `requestId` the caller's request (the backend's prediction record links to it).
    */
   predict(rows: PackedRows, deadlineMs: number, signal: AbortSignal, trace?: TraceSpan, requestId?: string): Promise<Outcome<BackendAnswer>> {
-    return this.guarded(
-      "Predict",
-      (s, traceparent) => this.connection.predict(this.position, rows, { deadlineMs, signal: s, traceparent, parentRequestId: requestId }),
-      signal,
-      trace,
-    );
+    // The span is the connection's: one call to the Predictor asks this backend's model and its neighbours'.
+    return this.guarded("Predict", (s) => this.connection.predict(this.position, rows, { deadlineMs, signal: s, trace, parentRequestId: requestId }), signal, undefined);
   }
 
   metadata(deadlineMs: number, signal: AbortSignal, trace?: TraceSpan): Promise<Outcome<ModelMetadata | undefined>> {

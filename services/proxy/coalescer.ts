@@ -1,11 +1,13 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { uniformWidth, type PackedRows } from "../model/wire/predict-wire.js";
+import type { TraceSpan } from "../runtime/observability/tracing.js";
 
 /** A call's options: its deadline, cancellation, trace, and the request it is made for (the prediction log's link). */
 export interface SendOptions {
   readonly deadlineMs: number;
   readonly signal: AbortSignal;
-  readonly traceparent?: string;
+  /** The asking request's span: the call's span is its child. */
+  readonly trace?: TraceSpan;
   readonly parentRequestId?: string;
 }
 
@@ -87,7 +89,7 @@ export class Coalescer<R> {
     this.send(
       batch.map((m) => m.rows),
       // A shared call carries the first request's trace and id (one parent per call).
-      { deadlineMs, signal: controller.signal, traceparent: first.traceparent, parentRequestId: first.parentRequestId },
+      { deadlineMs, signal: controller.signal, trace: first.trace, parentRequestId: first.parentRequestId },
       first.key,
     )
       .then(
@@ -118,7 +120,7 @@ class Member<R> {
   readonly width: number;
   readonly deadlineMs: number;
   readonly signal: AbortSignal;
-  readonly traceparent: string | undefined;
+  readonly trace: TraceSpan | undefined;
   readonly parentRequestId: string | undefined;
   /** Told when this request gives up early (the shared call may be abandoned). */
   onSettled: (() => void) | undefined;
@@ -137,7 +139,7 @@ class Member<R> {
     this.width = uniformWidth(rows);
     this.deadlineMs = options.deadlineMs;
     this.signal = options.signal;
-    this.traceparent = options.traceparent;
+    this.trace = options.trace;
     this.parentRequestId = options.parentRequestId;
     this.onAbort = () => this.reject(new ConnectError("the call was cancelled", Code.Canceled));
     this.timer = setTimeout(() => this.reject(new ConnectError("the deadline was exceeded", Code.DeadlineExceeded)), Math.max(0, this.deadlineMs - Date.now()));

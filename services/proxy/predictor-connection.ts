@@ -1,7 +1,8 @@
 import { fromBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { PredictorService, PredictModelsResponseSchema, PredictResponseSchema, type PredictResponse } from "../../gen/mlmesh/predictor/v1/predictor_pb.js";
-import { GrpcClient } from "../runtime/client/grpc-client.js";
+import { GrpcClient, type CallOptions } from "../runtime/client/grpc-client.js";
+import { codeName } from "../runtime/serve/errors.js";
 import type { MeshCredentials } from "../runtime/client/mesh-credentials.js";
 import { encodePredictModelsRequest, encodePredictRequest, PackedPredictResponse, type PackedRows } from "../model/wire/predict-wire.js";
 import { Coalescer, type SendOptions } from "./coalescer.js";
@@ -100,16 +101,34 @@ export class PredictorConnection {
     const rowCount = parts.reduce((sum, part) => sum + part.rowCount, 0);
     if (this.predictModels) {
       try {
-        return await this.sendPredictModels(models, parts, rowCount, options);
+        return await this.traced(`${this.address} PredictModels`, options, (call) => this.sendPredictModels(models, parts, rowCount, call));
       } catch (err) {
         if (ConnectError.from(err).code !== Code.Unimplemented) throw err;
         this.predictModels = false;
       }
     }
-    return Promise.all(models.map((m) => this.sendPredict(m, parts, rowCount, options).catch((err: unknown) => ConnectError.from(err))));
+    return Promise.all(
+      models.map((m) =>
+        this.traced(`${this.address} Predict ${m.name}`, options, (call) => this.sendPredict(m, parts, rowCount, call)).catch((err: unknown) => ConnectError.from(err)),
+      ),
+    );
   }
 
-  private async sendPredictModels(models: readonly Backend[], parts: readonly PackedRows[], rowCount: number, options: SendOptions): Promise<ModelAnswer[]> {
+  /** Runs a call as a CLIENT span, child of the asking request's span, carrying its traceparent. */
+  private async traced<T>(name: string, options: SendOptions, call: (options: CallOptions) => Promise<T>): Promise<T> {
+    const span = options.trace?.child(name);
+    try {
+      const value = await call({ deadlineMs: options.deadlineMs, signal: options.signal, traceparent: span?.traceparent, parentRequestId: options.parentRequestId });
+      span?.end();
+      return value;
+    } catch (err) {
+      const error = ConnectError.from(err);
+      span?.end({ code: codeName(error.code), message: error.rawMessage });
+      throw err;
+    }
+  }
+
+  private async sendPredictModels(models: readonly Backend[], parts: readonly PackedRows[], rowCount: number, options: CallOptions): Promise<ModelAnswer[]> {
     const bytes = await this.client.unaryBytes(PredictorService.method.predictModels, encodePredictModelsRequest(models, parts), options);
     const { predictions } = this.decode(() => fromBinary(PredictModelsResponseSchema, bytes));
     if (predictions.length !== models.length) throw this.malformed(`${predictions.length} answers for ${models.length} models`);
@@ -120,7 +139,7 @@ export class PredictorConnection {
     });
   }
 
-  private async sendPredict(model: Backend, parts: readonly PackedRows[], rowCount: number, options: SendOptions): Promise<PackedPredictResponse> {
+  private async sendPredict(model: Backend, parts: readonly PackedRows[], rowCount: number, options: CallOptions): Promise<PackedPredictResponse> {
     const bytes = await this.client.unaryBytes(PredictorService.method.predict, encodePredictRequest(model.model, model.version, parts), options);
     return this.packed(
       this.decode(() => fromBinary(PredictResponseSchema, bytes)),
