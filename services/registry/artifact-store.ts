@@ -16,6 +16,16 @@ export interface ArtifactStore {
   read(sha256: string, chunkBytes: number): AsyncIterable<Uint8Array>;
   /** Whether a blob is stored. */
   has(sha256: string): Promise<boolean>;
+  /** Every stored blob, with when it was last stored (a second upload of the same bytes renews it). */
+  list(): AsyncIterable<StoredBlob>;
+  /** Removes a blob (the collector's: blob-collector.ts); nothing when it is not there. */
+  remove(sha256: string): Promise<void>;
+}
+
+/** A blob in the store, and when it was last stored (epoch ms). */
+export interface StoredBlob {
+  readonly sha256: string;
+  readonly storedAtMs: number;
 }
 
 /** A blob being written: nothing is visible under its digest until commit. */
@@ -50,9 +60,19 @@ export class LocalArtifactStore implements ArtifactStore {
   }
 
   async begin(): Promise<BlobWriter> {
-    const stagedPath = join(this.dir, "staging", randomUUID());
-    const file = await open(stagedPath, "wx+");
-    return new LocalBlobWriter(file, stagedPath, (sha256) => this.pathOf(sha256));
+    return StagedBlobWriter.create(join(this.dir, "staging"), async (stagedPath, file, sha256) => {
+      await file.sync();
+      await file.close();
+      const target = this.pathOf(sha256);
+      await mkdir(dirname(target), { recursive: true });
+      await rename(stagedPath, target); // an existing blob with this digest has the same bytes
+      const folder = await open(dirname(target), "r");
+      try {
+        await folder.sync(); // the rename itself survives a crash
+      } finally {
+        await folder.close();
+      }
+    });
   }
 
   async *read(sha256: string, chunkBytes: number): AsyncIterable<Uint8Array> {
@@ -68,22 +88,52 @@ export class LocalArtifactStore implements ArtifactStore {
     }
   }
 
+  async *list(): AsyncIterable<StoredBlob> {
+    for (const folder of await readdir(join(this.dir, "sha256"))) {
+      for (const name of await readdir(join(this.dir, "sha256", folder)).catch(() => [] as string[])) {
+        if (!/^[0-9a-f]{64}$/.test(name)) continue;
+        const info = await stat(join(this.dir, "sha256", folder, name)).catch(() => undefined);
+        if (info !== undefined) yield { sha256: name, storedAtMs: info.mtimeMs };
+      }
+    }
+  }
+
+  async remove(sha256: string): Promise<void> {
+    await rm(this.pathOf(sha256), { force: true });
+  }
+
   private pathOf(sha256: string): string {
     if (!/^[0-9a-f]{64}$/.test(sha256)) throw new Error(`"${sha256}" is not a SHA-256`);
     return join(this.dir, "sha256", sha256.slice(0, 2), sha256);
   }
 }
 
-class LocalBlobWriter implements BlobWriter {
+/**
+ * Stores a staged blob under its digest: the staged file (open, all bytes written) becomes the
+ * blob, or is copied to where the blob lives. Called once; the writer removes the staged file
+ * afterwards if it is still there.
+ */
+export type PublishBlob = (stagedPath: string, file: FileHandle, sha256: string) => Promise<void>;
+
+/**
+ * A blob written to a local staging file and hashed as it is written; commit hands it to the
+ * store's `publish`. Both stores stage locally: a model is checked (contents) before it is stored.
+ */
+export class StagedBlobWriter implements BlobWriter {
   size = 0;
   readonly #hash = createHash("sha256");
   #done = false;
 
-  constructor(
+  private constructor(
     private readonly file: FileHandle,
     private readonly stagedPath: string,
-    private readonly finalPath: (sha256: string) => string,
+    private readonly publish: PublishBlob,
   ) {}
+
+  static async create(stagingDir: string, publish: PublishBlob): Promise<StagedBlobWriter> {
+    const stagedPath = join(stagingDir, randomUUID());
+    return new StagedBlobWriter(await open(stagedPath, "wx+"), stagedPath, publish);
+  }
 
   async write(chunk: Uint8Array): Promise<void> {
     await this.file.write(chunk);
@@ -103,18 +153,10 @@ class LocalBlobWriter implements BlobWriter {
 
   async commit(): Promise<string> {
     const sha256 = this.digest();
-    await this.file.sync();
-    await this.file.close();
-    const target = this.finalPath(sha256);
-    await mkdir(dirname(target), { recursive: true });
-    await rename(this.stagedPath, target); // an existing blob with this digest has the same bytes
-    const folder = await open(dirname(target), "r");
-    try {
-      await folder.sync(); // the rename itself survives a crash
-    } finally {
-      await folder.close();
-    }
+    await this.publish(this.stagedPath, this.file, sha256);
     this.#done = true;
+    await this.file.close().catch(() => undefined); // closed already where publish closed it
+    await rm(this.stagedPath, { force: true }); // gone already where publish renamed it
     return sha256;
   }
 

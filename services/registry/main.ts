@@ -1,3 +1,4 @@
+import { join } from "node:path";
 import { ModelRegistryService } from "../../gen/mlmesh/registry/v1/registry_pb.js";
 import type { Env } from "../runtime/env/variables.js";
 import { ServingStatus } from "../runtime/serve/health.js";
@@ -5,6 +6,8 @@ import { serve } from "../runtime/serve/registration.js";
 import { runService } from "../runtime/serve/run-service.js";
 import { startServer } from "../runtime/serve/server.js";
 import { LocalArtifactStore } from "./artifact-store.js";
+import { BlobCollector } from "./blob-collector.js";
+import { S3ArtifactStore } from "./s3-artifact-store.js";
 import { loadRegistryConfig } from "./config.js";
 import { openRegistryDatabase } from "./database.js";
 import { EventFeed } from "./event-feed.js";
@@ -25,9 +28,18 @@ export function main(env: Env): Promise<void> {
   return runService("registry", env, async ({ config, logger, tracing, gatekeeper, meshCredentials }) => {
     const registryConfig = loadRegistryConfig(env);
     const { db, dialect, applied } = await openRegistryDatabase(registryConfig.databaseUrl, registryConfig.sqliteBusyTimeoutMs);
-    const artifacts = await new LocalArtifactStore(registryConfig.artifactDir).open();
+    // With ARTIFACT_S3_BUCKET the blobs live in the bucket every replica shares, staged in ARTIFACT_DIR.
+    const s3 = registryConfig.artifactS3;
+    const artifacts = s3
+      ? await new S3ArtifactStore({ ...s3, stagingDir: join(registryConfig.artifactDir, "staging") }).open()
+      : await new LocalArtifactStore(registryConfig.artifactDir).open();
     logger.info(
-      { dialect, database: redact(registryConfig.databaseUrl), migrationsApplied: applied, artifactDir: registryConfig.artifactDir },
+      {
+        dialect,
+        database: redact(registryConfig.databaseUrl),
+        migrationsApplied: applied,
+        artifacts: s3 ? `s3://${s3.bucket}/${s3.prefix}${s3.endpoint ? ` at ${s3.endpoint}` : ""}` : registryConfig.artifactDir,
+      },
       "database and artifact store ready",
     );
     const store = new RegistryStore(db, dialect);
@@ -54,10 +66,12 @@ export function main(env: Env): Promise<void> {
     server.health.setAll(ServingStatus.SERVING);
     const controller = rollouts.run(draining.signal, registryConfig.rolloutTickMs);
     const dispatcher = webhooks.run(draining.signal);
+    const collector = new BlobCollector(artifacts, () => store.referencedBlobs(), registryConfig.blobCollection, logger);
+    collector.start();
     return {
       server,
       async close() {
-        await Promise.all([controller, dispatcher]);
+        await Promise.all([controller, dispatcher, collector.stop()]);
         await db.$disconnect();
       },
     };

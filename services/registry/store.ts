@@ -236,6 +236,12 @@ export class RegistryStore {
     }
   }
 
+  /** The SHA-256 of every file any model version names (the blobs the artifact store must keep). */
+  async referencedBlobs(): Promise<Set<string>> {
+    const rows = await guard(() => this.db.modelVersion.findMany({ select: { files: true } }), {});
+    return new Set(rows.flatMap((row) => (row.files as unknown as StoredFile[]).map((f) => f.sha256)));
+  }
+
   getModelVersion(modelId: string, version: number): Promise<ModelVersionWithAliases> {
     return guard(() => this.db.modelVersion.findUniqueOrThrow({ where: { modelId_version: { modelId, version } }, include: versionInclude }), {
       missing: `model ${modelId} has no version ${version}`,
