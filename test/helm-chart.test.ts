@@ -51,7 +51,7 @@ const kubeVersion = ["--kube-version", "1.33.0"];
 const valuesFiles = {
   default: [],
   "TLS and auth on, gateway, Prometheus Operator": ["-f", join(repoRoot, "deploy/helm/values/tls-auth.yaml")],
-  "external PostgreSQL, two registry replicas": ["-f", join(repoRoot, "deploy/helm/values/external-postgresql.yaml")],
+  "external PostgreSQL, two registry replicas on one S3 bucket": ["-f", join(repoRoot, "deploy/helm/values/external-postgresql.yaml")],
 } as const;
 
 describe("Helm chart", () => {
@@ -86,8 +86,9 @@ describe("Helm chart", () => {
     expect(tls.rendered).toContain('command: ["node", "bin/mlmesh.js", "health", "127.0.0.1:50052", "mlmesh.predictor.v1.PredictorService"]');
     for (const kind of ["Certificate", "ServiceMonitor", "PrometheusRule", "NetworkPolicy"]) expect(tls.rendered).toContain(`kind: ${kind}\n`);
     expect(tls.rendered).toContain("name: mlmesh_rpc_in_flight");
-    const external = await check(chart, ...valuesFiles["external PostgreSQL, two registry replicas"]);
+    const external = await check(chart, ...valuesFiles["external PostgreSQL, two registry replicas on one S3 bucket"]);
     expect(external.rendered).not.toContain("kind: StatefulSet");
+    expect(external.rendered).toMatch(/name: ARTIFACT_S3_BUCKET\n\s+value: "mlmesh-artifacts"/);
     expect(external.rendered).toMatch(/name: DATABASE_URL\n\s+valueFrom:\n\s+secretKeyRef:\n\s+name: mlmesh-database/);
   }, 120_000);
 

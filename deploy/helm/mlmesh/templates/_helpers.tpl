@@ -46,7 +46,8 @@ A service's Deployment. Arguments: root (the chart's context), name (the mlmesh 
 Kubernetes Service's name: envoy/envoy.yaml dials services by these names), component settings
 (values of the service), args, readiness (the gRPC health service a pod is ready for: a
 Predictor only once its models are loaded), env (extra variables), database (the variable that
-takes the database Secret's URL, if any), dataClaim (a PersistentVolumeClaim for /app/data).
+takes the database Secret's URL, if any), dataClaim (a PersistentVolumeClaim for /app/data),
+envFrom (Secrets whose keys become variables).
 */}}
 {{- define "mlmesh.deployment" -}}
 {{- $root := .root -}}
@@ -89,6 +90,13 @@ spec:
             - name: grpc
               containerPort: {{ $port }}
               protocol: TCP
+          {{- with .envFrom }}
+          envFrom:
+            {{- range . }}
+            - secretRef:
+                name: {{ . }}
+            {{- end }}
+          {{- end }}
           env:
             - name: HOST
               value: "0.0.0.0"
