@@ -235,12 +235,13 @@ describe("BatchJob failures and scale-out", () => {
     expect(items).toHaveLength(10_000);
     expect(items.filter((i) => i.state !== ItemState.PREDICTED)).toEqual([]);
     // Exactly once: a result is stored only over a PENDING row its worker still holds, so each
-    // item was stored once; only the items the killed worker held when it died (one claim at
-    // most) were claimed a second time, after their lease ran out.
+    // item was stored once; only the items the killed worker held when it died were claimed a
+    // second time, after their lease ran out: two claims at most (a worker stores one chunk
+    // while it has claimed the next).
     const status = await client.getJobStatus({ recentRuns: 100 });
     expect(status).toMatchObject({ predictedItems: 10_000n, pendingItems: 0n, failedItems: 0n });
     const reclaimed = items.filter((i) => i.attempts > 1);
-    expect(reclaimed.length).toBeLessThanOrEqual(200);
+    expect(reclaimed.length).toBeLessThanOrEqual(2 * 200);
     expect(items.filter((i) => i.attempts > 2)).toEqual([]);
     const survivors = status.recentRuns.filter((r) => workers.some((w) => r.worker.includes(`:${w.child.pid}:`)));
     expect(new Set(survivors.map((r) => r.worker.split(":")[1])).size).toBe(2); // both survivors took part
