@@ -198,10 +198,10 @@ describe("two registry replicas on one PostgreSQL and one S3 bucket", () => {
     const [a, b] = replicas.map((r) => registryClient(r.address, "s3-test"));
     // Watch both replicas before the push.
     const stop = new AbortController();
-    const seen = { a: [] as number[], b: [] as number[] };
+    const seen = { a: [] as string[], b: [] as string[] };
     for (const [name, client] of [["a", a], ["b", b]] as const) {
       void (async () => {
-        for await (const { event } of client.watchModelEvents({ projectName: "shared" }, { signal: stop.signal })) if (event!.version > 0) seen[name].push(event!.version);
+        for await (const { event } of client.watchModelEvents({ projectName: "shared" }, { signal: stop.signal })) if (event!.version > 0) seen[name].push(`${event!.modelName}@${event!.version}`);
       })().catch(() => undefined);
     }
     const folder = join(repoRoot, "models/iris_svc/1");
@@ -214,9 +214,18 @@ describe("two registry replicas on one PostgreSQL and one S3 bucket", () => {
       if (message.content.case === "chunk") files.set(message.content.value.file, [...(files.get(message.content.value.file) ?? []), Buffer.from(message.content.value.data)]);
     }
     for (const name of ["model.onnx", "metadata.json"]) expect(Buffer.concat(files.get(name)!).equals(await readFile(join(folder, name))), name).toBe(true);
+    // And the other way: a version pushed through b, its model file downloaded through a.
+    const setosaId = (await resolveModel(b, { project: "shared", name: "iris_svc_setosa" }, true)).id;
+    const second = await pushModelFolder(b, join(repoRoot, "models/iris_svc_setosa/1"), { modelId: setosaId, modelName: "iris_svc_setosa" });
+    const fromA: Buffer[] = [];
+    for await (const message of a.downloadModelVersion({ modelId: setosaId, version: second.version, files: ["model.onnx"] })) {
+      if (message.content.case === "chunk") fromA.push(Buffer.from(message.content.value.data));
+    }
+    expect(Buffer.concat(fromA).equals(await readFile(join(repoRoot, "models/iris_svc_setosa/1/model.onnx")))).toBe(true);
 
     // Both replicas' watch streams saw the new version.
-    await expect.poll(() => seen.a.includes(version.version) && seen.b.includes(version.version), { timeout: 10_000 }).toBe(true);
+    const sawBoth = (v: string) => seen.a.includes(v) && seen.b.includes(v);
+    await expect.poll(() => sawBoth(`iris_svc@${version.version}`) && sawBoth(`iris_svc_setosa@${second.version}`), { timeout: 10_000 }).toBe(true);
     stop.abort();
 
     // A blob as a registry killed between storing it and writing its version leaves it: the
@@ -226,7 +235,7 @@ describe("two registry replicas on one PostgreSQL and one S3 bucket", () => {
     await orphan.write(randomBytes(1000));
     const orphanSha = await orphan.commit();
     await expect.poll(() => orphanStore.has(orphanSha), { timeout: 20_000, interval: 500 }).toBe(false);
-    for (const file of version.files) expect(await orphanStore.has(file.sha256), file.name).toBe(true);
+    for (const file of [...version.files, ...second.files]) expect(await orphanStore.has(file.sha256), file.name).toBe(true);
     orphanStore.close();
 
     // A Predictor following replica b loads the version pushed through replica a.

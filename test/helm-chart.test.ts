@@ -86,6 +86,11 @@ describe("Helm chart", () => {
     expect(tls.rendered).toContain('command: ["node", "bin/mlmesh.js", "health", "127.0.0.1:50052", "mlmesh.predictor.v1.PredictorService"]');
     for (const kind of ["Certificate", "ServiceMonitor", "PrometheusRule", "NetworkPolicy"]) expect(tls.rendered).toContain(`kind: ${kind}\n`);
     expect(tls.rendered).toContain("name: mlmesh_rpc_in_flight");
+    // The Prometheus Operator's kinds by default only where the cluster serves them.
+    expect(rendered).not.toContain("kind: ServiceMonitor");
+    const operator = await check(chart, "--api-versions", "monitoring.coreos.com/v1/ServiceMonitor", "--api-versions", "monitoring.coreos.com/v1/PrometheusRule");
+    expect(operator.code, operator.stderr).toBe(0);
+    for (const kind of ["ServiceMonitor", "PrometheusRule"]) expect(operator.rendered).toContain(`kind: ${kind}\n`);
     const external = await check(chart, ...valuesFiles["external PostgreSQL, two registry replicas on one S3 bucket"]);
     expect(external.rendered).not.toContain("kind: StatefulSet");
     expect(external.rendered).toMatch(/name: ARTIFACT_S3_BUCKET\n\s+value: "mlmesh-artifacts"/);
