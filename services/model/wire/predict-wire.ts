@@ -501,12 +501,7 @@ export function encodePredictResponse(response: PackedPredictResponse): Buffer {
     size += 1 + varintSize(rowSize) + rowSize;
   }
   const out = Buffer.allocUnsafe(size);
-  let pos = writeModelAndVersion(out, model, modelBytes, version);
-  for (const label of labelBytes) {
-    out[pos++] = 0x1a;
-    pos = writeVarint(out, pos, label.length);
-    pos += label.copy(out, pos);
-  }
+  let pos = writeLabels(out, writeModelAndVersion(out, model, modelBytes, version), labelBytes);
   for (let i = 0; i < rowCount; i++) {
     out[pos++] = 0x22;
     pos = writeVarint(out, pos, rowSizes[i]);
@@ -558,12 +553,7 @@ function encodePackedPredictResponse(response: PackedPredictResponse): Buffer {
   let size = modelAndVersionSize(modelBytes, version) + packedSize(probabilities) + packedSize(outlierScores);
   for (const label of labelBytes) size += 1 + varintSize(label.length) + label.length;
   const out = Buffer.allocUnsafe(size);
-  let pos = writeModelAndVersion(out, model, modelBytes, version);
-  for (const label of labelBytes) {
-    out[pos++] = 0x1a;
-    pos = writeVarint(out, pos, label.length);
-    pos += label.copy(out, pos);
-  }
+  let pos = writeLabels(out, writeModelAndVersion(out, model, modelBytes, version), labelBytes);
   const writePacked = (tag: number, values: Float32Array | undefined) => {
     if (values === undefined || values.length === 0) return;
     out[pos++] = tag;
@@ -657,9 +647,7 @@ export function encodePredictModelsResponse(answer: PredictModelsAnswer): Buffer
   if (answer.parts.some((part) => part.response?.rejectedRows !== undefined)) return undefined;
   const chunks: Buffer[] = [];
   for (const part of answer.parts) {
-    const modelBytes = Buffer.byteLength(part.model, "utf8");
-    const ref = Buffer.allocUnsafe(modelAndVersionSize(modelBytes, part.version));
-    writeModelAndVersion(ref, part.model, modelBytes, part.version);
+    const ref = modelRefBytes(part.model, part.version);
     const status = part.error === undefined ? emptyBytes : toBinary(ModelStatusSchema, create(ModelStatusSchema, modelStatusOf(part.error)));
     const response = part.response === undefined ? undefined : encodePredictResponse(part.response);
     const size = fieldSize(ref.length) + fieldSize(status.length) + (response === undefined ? 0 : fieldSize(response.length));
@@ -696,12 +684,7 @@ function fieldSize(length: number): number {
  * rows), answered packed.
  */
 export function encodePredictModelsRequest(models: readonly { readonly model: string; readonly version: number }[], parts: readonly PackedRows[]): Buffer {
-  const refs = models.map(({ model, version }) => {
-    const modelBytes = Buffer.byteLength(model, "utf8");
-    const ref = Buffer.allocUnsafe(modelAndVersionSize(modelBytes, version));
-    writeModelAndVersion(ref, model, modelBytes, version);
-    return ref;
-  });
+  const refs = models.map(({ model, version }) => modelRefBytes(model, version));
   let size = rowMessagesSize(parts) + 2; // and packed_response (7) = true
   for (const ref of refs) size += fieldSize(ref.length);
   const out = Buffer.allocUnsafe(size);
@@ -741,6 +724,24 @@ void ((r: DecodedPredictRequest): Pick<PredictRequest, "$typeName" | "model" | "
 void ((r: DecodedPredictModelsRequest): Pick<PredictModelsRequest, "$typeName" | "models" | "rows" | "invalidRows" | "packedValues" | "rowWidth" | "packedResponse"> => r);
 void ((r: PredictModelsAnswer): MessageInitShape<typeof PredictModelsResponseSchema> => r);
 void ((r: DecodedPredictLabelRequest): Pick<PredictLabelRequest, "$typeName" | "rows"> => r);
+
+/** A ModelRef's bytes: fields 1 (model) and 2 (version), as in PredictRequest. */
+function modelRefBytes(model: string, version: number): Buffer {
+  const modelBytes = Buffer.byteLength(model, "utf8");
+  const ref = Buffer.allocUnsafe(modelAndVersionSize(modelBytes, version));
+  writeModelAndVersion(ref, model, modelBytes, version);
+  return ref;
+}
+
+/** Writes the labels (field 3 of PredictResponse) at `pos`; returns the next position. */
+function writeLabels(out: Buffer, pos: number, labelBytes: readonly Buffer[]): number {
+  for (const label of labelBytes) {
+    out[pos++] = 0x1a;
+    pos = writeVarint(out, pos, label.length);
+    pos += label.copy(out, pos);
+  }
+  return pos;
+}
 
 /** Bytes of fields 1 (model) and 2 (version), which PredictRequest and PredictResponse share. */
 function modelAndVersionSize(modelBytes: number, version: number): number {
