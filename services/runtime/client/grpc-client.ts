@@ -1,8 +1,7 @@
-import * as http2 from "node:http2";
-import * as net from "node:net";
-import * as tls from "node:tls";
 import { create, fromBinary, toBinary, type DescMethodClientStreaming, type DescMethodUnary, type MessageInitShape, type MessageShape } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
+import { H2Connection, h2Error, type H2Endpoint, type StreamFailure, type StreamHandle, type StreamHandler } from "./h2-connection.js";
+import { encodeHeaderBlock, staticName, type HeaderFields } from "./hpack.js";
 import type { MeshCredentials } from "./mesh-credentials.js";
 
 /** Options of one call. */
@@ -22,16 +21,19 @@ export interface CallOptions {
 export const parentRequestIdHeader = "x-mlmesh-parent-request-id";
 
 /**
- * A minimal native-gRPC client for unary calls between mesh services, over one long-lived
- * HTTP/2 connection (node:http2) with protobuf-es messages. Measured against @grpc/grpc-js's
- * client under load (docs/benchmarks.md): about 2.4x less CPU per call, which matters where one
- * request fans out into several calls (the Proxy). It speaks plain gRPC: no compression, no
- * name resolution beyond host:port, reconnects on the next call after the connection drops.
+ * A native-gRPC client for unary (and send-all-at-once client-streaming) calls between mesh
+ * services, over one long-lived HTTP/2 connection of our own (h2-connection.ts) with
+ * protobuf-es messages. It speaks plain gRPC: no compression, no name resolution beyond
+ * host:port; a lost or closing connection is replaced by a new one on the next call. Measured
+ * against node:http2's client on the Proxy's path (docs/benchmarks.md): fewer objects and
+ * one socket write per turn of the event loop.
  */
 export class GrpcClient {
-  private session: http2.ClientHttp2Session | undefined;
-  private readonly host: string;
-  private readonly port: number;
+  private connection: H2Connection | undefined;
+  private readonly endpoint: H2Endpoint;
+  private readonly scheme: "http" | "https";
+  /** Per method path: the header fields every call to it sends. */
+  private readonly fixedFields = new Map<string, [number | string, string][]>();
 
   /** `credentials`: TLS (verify the server, optionally present a certificate) and this service's token. */
   constructor(
@@ -40,8 +42,8 @@ export class GrpcClient {
   ) {
     const match = /^\[?([^\]]+)\]?:(\d+)$/.exec(address);
     if (!match) throw new Error(`"${address}" is not host:port`);
-    this.host = match[1];
-    this.port = Number(match[2]);
+    this.endpoint = { host: match[1], port: Number(match[2]), tls: credentials.tls };
+    this.scheme = credentials.tls ? "https" : "http";
   }
 
   /**
@@ -81,72 +83,57 @@ export class GrpcClient {
 
       let size = 0;
       for (const payload of payloads) size += 5 + payload.length;
-      const frame = Buffer.allocUnsafe(size);
+      const body = Buffer.allocUnsafe(size);
       let at = 0;
       for (const payload of payloads) {
-        frame[at] = 0; // not compressed
-        frame.writeUInt32BE(payload.length, at + 1);
-        frame.set(payload, at + 5);
+        body[at] = 0; // not compressed
+        body.writeUInt32BE(payload.length, at + 1);
+        body.set(payload, at + 5);
         at += 5 + payload.length;
       }
-
-      let stream: http2.ClientHttp2Stream;
+      const call = new UnaryCall(this.address, timeoutMs, options.signal, resolve, reject);
       try {
-        stream = this.connect().request({
-          ":method": "POST",
-          ":path": `/${method.parent.typeName}/${method.name}`,
-          "content-type": "application/grpc",
-          te: "trailers",
-          "grpc-timeout": `${timeoutMs}m`,
-          ...(options.traceparent !== undefined ? { traceparent: options.traceparent } : {}),
-          ...(options.requestId !== undefined ? { "x-request-id": options.requestId } : {}),
-          ...(options.parentRequestId !== undefined ? { [parentRequestIdHeader]: options.parentRequestId } : {}),
-          ...(this.credentials.authorization !== undefined ? { authorization: this.credentials.authorization } : {}),
-        });
+        call.start(this.connect().request(this.headerBlock(`/${method.parent.typeName}/${method.name}`, timeoutMs, options), body, call));
       } catch (err) {
-        return reject(new ConnectError(`cannot reach ${this.address}: ${(err as Error).message}`, Code.Unavailable));
+        call.onFail({ message: (err as Error).message, refused: true });
       }
-      new UnaryCall(this.address, stream, timeoutMs, options.signal, resolve, reject);
-      stream.end(frame);
     });
   }
 
   /** Closes the connection once in-flight calls have finished. */
   close(): void {
-    this.session?.close();
-    this.session = undefined;
+    this.connection?.close();
+    this.connection = undefined;
   }
 
-  /** The current connection, or a new one when there is none or it is going away. */
-  private connect(): http2.ClientHttp2Session {
-    const current = this.session;
-    if (current && !current.closed && !current.destroyed) return current;
-    const tlsSettings = this.credentials.tls;
-    const session = tlsSettings
-      ? http2.connect(`https://${this.address}`, {
-          createConnection: () =>
-            tls.connect({
-              host: this.host,
-              port: this.port,
-              servername: net.isIP(this.host) === 0 ? this.host : undefined,
-              ca: tlsSettings.ca,
-              cert: tlsSettings.cert,
-              key: tlsSettings.key,
-              ALPNProtocols: ["h2"],
-            }).setNoDelay(true),
-        })
-      : http2.connect(`http://${this.address}`, {
-          createConnection: () => net.connect({ host: this.host, port: this.port, noDelay: true }),
-        });
-    const forget = () => {
-      if (this.session === session) this.session = undefined;
-    };
-    session.on("error", forget); // each call in flight sees its own stream error
-    session.on("goaway", forget); // the server is draining: new calls open a new connection
-    session.on("close", forget);
-    session.unref(); // an idle client connection must not keep a process alive
-    this.session = session;
-    return session;
+  private headerBlock(path: string, timeoutMs: number, options: CallOptions): Buffer {
+    let fixed = this.fixedFields.get(path);
+    if (fixed === undefined) {
+      fixed = [
+        [staticName.path, path],
+        [staticName.authority, this.address],
+        [staticName.contentType, "application/grpc"],
+        ["te", "trailers"],
+      ];
+      if (this.credentials.authorization !== undefined) fixed.push([staticName.authorization, this.credentials.authorization]);
+      this.fixedFields.set(path, fixed);
+    }
+    const fields: [number | string, string][] = [...fixed, ["grpc-timeout", `${timeoutMs}m`]];
+    if (options.traceparent !== undefined) fields.push(["traceparent", options.traceparent]);
+    if (options.requestId !== undefined) fields.push(["x-request-id", options.requestId]);
+    if (options.parentRequestId !== undefined) fields.push([parentRequestIdHeader, options.parentRequestId]);
+    return encodeHeaderBlock(this.scheme, fields);
+  }
+
+  /** The current connection, or a new one when there is none or it takes no more calls. */
+  private connect(): H2Connection {
+    const current = this.connection;
+    if (current?.usable) return current;
+    const connection = new H2Connection(this.endpoint, () => {
+      if (this.connection === connection) this.connection = undefined;
+    });
+    this.connection = connection;
+    return connection;
   }
 }
 
@@ -158,12 +145,41 @@ function decodeMessage(message: string): string {
   }
 }
 
+/** gRPC's status for an HTTP status without one (gRPC's http-grpc-status-mapping.md). */
+function codeOfHttpStatus(status: number): Code {
+  switch (status) {
+    case 400:
+      return Code.Internal;
+    case 401:
+      return Code.Unauthenticated;
+    case 403:
+      return Code.PermissionDenied;
+    case 404:
+      return Code.Unimplemented;
+    case 429:
+    case 502:
+    case 503:
+    case 504:
+      return Code.Unavailable;
+    default:
+      return Code.Unknown;
+  }
+}
+
+/** gRPC's status for a stream reset with an HTTP/2 error code (gRPC's PROTOCOL-HTTP2.md). */
+function codeOfReset(errorCode: number): Code {
+  if (errorCode === h2Error.refusedStream) return Code.Unavailable;
+  if (errorCode === h2Error.cancel) return Code.Canceled;
+  if (errorCode === h2Error.enhanceYourCalm) return Code.ResourceExhausted;
+  if (errorCode === 12 /* INADEQUATE_SECURITY */) return Code.PermissionDenied;
+  return Code.Internal;
+}
+
 /**
  * One call in flight: reads the response and its status, enforces the deadline and the
- * caller's cancellation. (A class rather than closures: the services run under tsx, which names
- * every closure bound to a variable with Object.defineProperty — per call, on this path.)
+ * caller's cancellation. (A class rather than closures: one object per call on this path.)
  */
-class UnaryCall {
+class UnaryCall implements StreamHandler {
   private settled = false;
   private httpStatus = 0;
   private grpcStatus: string | undefined;
@@ -171,10 +187,10 @@ class UnaryCall {
   private readonly chunks: Buffer[] = [];
   private readonly timer: NodeJS.Timeout;
   private readonly onAbort: () => void;
+  private stream: StreamHandle | undefined;
 
   constructor(
     private readonly address: string,
-    private readonly stream: http2.ClientHttp2Stream,
     timeoutMs: number,
     private readonly signal: AbortSignal | undefined,
     private readonly resolve: (message: Buffer) => void,
@@ -183,29 +199,34 @@ class UnaryCall {
     this.timer = setTimeout(() => this.finish(new ConnectError("the deadline was exceeded", Code.DeadlineExceeded)), timeoutMs);
     this.onAbort = () => this.finish(new ConnectError("the call was cancelled", Code.Canceled));
     signal?.addEventListener("abort", this.onAbort, { once: true });
-    stream.on("response", (headers) => {
-      this.httpStatus = Number(headers[":status"]);
-      this.readStatus(headers); // a trailers-only response carries its status here
-    });
-    stream.on("trailers", (headers) => this.readStatus(headers));
-    stream.on("data", (chunk: Buffer) => this.chunks.push(chunk));
-    stream.on("error", (err) => this.finish(new ConnectError(`${address}: ${err.message}`, Code.Unavailable)));
-    // The call is complete once the response has ended (its trailers came with END_STREAM):
-    // 'end' fires a few hundred microseconds before 'close' on a loaded event loop.
-    stream.on("end", () => this.complete());
-    stream.on("close", () => this.complete());
   }
 
-  private readStatus(headers: http2.IncomingHttpHeaders): void {
-    if (headers["grpc-status"] === undefined) return;
-    this.grpcStatus = String(headers["grpc-status"]);
-    this.grpcMessage = decodeMessage(String(headers["grpc-message"] ?? ""));
+  start(stream: StreamHandle): void {
+    if (this.settled) stream.cancel();
+    else this.stream = stream;
   }
 
-  private complete(): void {
+  onHeaders(fields: HeaderFields, endStream: boolean): void {
+    if (this.httpStatus === 0) this.httpStatus = Number(fields.get(":status"));
+    // The trailers carry the status; so do the headers of a trailers-only response.
+    const status = fields.get("grpc-status");
+    if (status !== undefined && (endStream || this.grpcStatus === undefined)) {
+      this.grpcStatus = status;
+      this.grpcMessage = decodeMessage(fields.get("grpc-message") ?? "");
+    }
+  }
+
+  onData(chunk: Buffer): void {
+    this.chunks.push(chunk);
+  }
+
+  onEnd(): void {
+    this.stream = undefined;
     if (this.grpcStatus === undefined) {
-      const why = this.httpStatus === 0 ? "the connection closed" : `HTTP status ${this.httpStatus} without a gRPC status`;
-      return this.finish(new ConnectError(`${this.address}: ${why}`, Code.Unavailable));
+      if (this.httpStatus !== 200) {
+        return this.finish(new ConnectError(`${this.address}: HTTP status ${this.httpStatus} without a gRPC status`, codeOfHttpStatus(this.httpStatus)));
+      }
+      return this.finish(new ConnectError(`${this.address}: the response ended without a gRPC status`, Code.Internal));
     }
     const code = Number(this.grpcStatus);
     if (code !== 0) return this.finish(new ConnectError(this.grpcMessage, code as Code));
@@ -217,16 +238,20 @@ class UnaryCall {
     this.finish(undefined, body.subarray(5));
   }
 
+  onFail(reason: StreamFailure): void {
+    this.stream = undefined;
+    const code = reason.errorCode === undefined || reason.refused ? Code.Unavailable : codeOfReset(reason.errorCode);
+    this.finish(new ConnectError(`${this.address}: ${reason.message}`, code));
+  }
+
   private finish(error: ConnectError | undefined, response?: Buffer): void {
     if (this.settled) return;
     this.settled = true;
     clearTimeout(this.timer);
     this.signal?.removeEventListener("abort", this.onAbort);
-    if (error) {
-      if (!this.stream.closed && !this.stream.readableEnded) this.stream.close(http2.constants.NGHTTP2_CANCEL);
-      this.reject(error);
-    } else {
-      this.resolve(response!);
-    }
+    this.stream?.cancel();
+    this.stream = undefined;
+    if (error) this.reject(error);
+    else this.resolve(response!);
   }
 }
