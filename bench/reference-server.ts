@@ -14,7 +14,6 @@ import * as grpc from "@grpc/grpc-js";
 import { create, toBinary } from "@bufbuild/protobuf";
 import { PredictorService, PredictRequestSchema, PredictResponseSchema } from "../gen/mlmesh/predictor/v1/predictor_pb.js";
 import { GrpcClient } from "../services/runtime/client/grpc-client.js";
-import { LeanH2Client } from "./prototypes/lean-h2-client.js";
 import { parseModelMetadata } from "../services/model/metadata.js";
 import { openOnnxModel } from "../services/model/onnx-model.js";
 import { readProcessEnvironment } from "../services/runtime/env/variables.js";
@@ -44,14 +43,10 @@ const classifier =
     : undefined;
 const oneRow = Float32Array.from(iris);
 const forwardAddress = environment.REFERENCE_FORWARD;
-const predictPath = "/mlmesh.predictor.v1.PredictorService/Predict";
-// REFERENCE_CLIENT=lean: the prototype client of bench/prototypes/lean-h2-client.ts instead.
 const forwardTo: { address: string; forward(bytes: Buffer): Promise<Buffer> } | undefined =
   forwardAddress === undefined
     ? undefined
-    : environment.REFERENCE_CLIENT === "lean"
-      ? ((client) => ({ address: `${forwardAddress} (lean client)`, forward: (bytes: Buffer) => client.unary(predictPath, bytes) }))(new LeanH2Client(forwardAddress))
-      : ((client) => ({ address: forwardAddress, forward: (bytes: Buffer) => client.unaryBytes(PredictorService.method.predict, bytes, { deadlineMs: Date.now() + 10_000 }) }))(new GrpcClient(forwardAddress));
+    : ((client) => ({ address: forwardAddress, forward: (bytes: Buffer) => client.unaryBytes(PredictorService.method.predict, bytes, { deadlineMs: Date.now() + 10_000 }) }))(new GrpcClient(forwardAddress));
 const fanOut = Number(environment.REFERENCE_FANOUT ?? 1);
 
 const server = new grpc.Server({ "grpc.enable_channelz": 0 });

@@ -213,7 +213,7 @@ describe("GrpcClient over the mesh's HTTP/2 connection", () => {
   });
 
   it("finishes the calls a GOAWAY lets through, then opens a new connection; a dropped connection fails its calls UNAVAILABLE", async () => {
-    const seen = new Set<http2.ServerHttp2Session>();
+    const seen = new Set<http2.Http2Session>();
     let mode = "goaway";
     const { client } = await serve(async (stream) => {
       seen.add(stream.session!);
