@@ -4,12 +4,16 @@
 // no decoding, validation, logging or metrics. REFERENCE_ORT=1 adds one onnxruntime run of the
 // model per call (one row, no batching). The ceiling a grpc-js service can approach.
 // REFERENCE_FORWARD=host:port makes it the floor of a proxy instead: each call's bytes are sent
-// on to that server's Predict, REFERENCE_FANOUT times in parallel (default 1), over one
-// HTTP/2 connection with the mesh's client (services/runtime/client/grpc-client.ts), and the first answer's
-// bytes are returned: a hop with no decoding, validation, logging or metrics.
+// on to that server's Predict over one HTTP/2 connection with the mesh's client
+// (services/runtime/client/grpc-client.ts), and its answer's bytes are returned: a hop with no
+// decoding, validation, logging or metrics.
+// REFERENCE_STACK picks what serves: grpc-js (the default), node-http2 (Node's HTTP/2 server,
+// the gRPC framing by hand: what the services' native gRPC is built on), or lean (the HTTP/2
+// server prototype of bench/prototypes/lean-h2-server.ts; 1-row calls only).
 //
 //   REFERENCE_PORT=50300 node --import tsx bench/reference-server.ts
 import { readFile } from "node:fs/promises";
+import * as http2 from "node:http2";
 import * as grpc from "@grpc/grpc-js";
 import { create, toBinary } from "@bufbuild/protobuf";
 import { PredictorService, PredictRequestSchema, PredictResponseSchema } from "../gen/mlmesh/predictor/v1/predictor_pb.js";
@@ -17,6 +21,7 @@ import { GrpcClient } from "../services/runtime/client/grpc-client.js";
 import { parseModelMetadata } from "../services/model/metadata.js";
 import { openOnnxModel } from "../services/model/onnx-model.js";
 import { readProcessEnvironment } from "../services/runtime/env/variables.js";
+import { startLeanServer } from "./prototypes/lean-h2-server.js";
 
 const environment = readProcessEnvironment();
 
@@ -47,40 +52,67 @@ const forwardTo: { address: string; forward(bytes: Buffer): Promise<Buffer> } | 
   forwardAddress === undefined
     ? undefined
     : ((client) => ({ address: forwardAddress, forward: (bytes: Buffer) => client.unaryBytes(PredictorService.method.predict, bytes, { deadlineMs: Date.now() + 10_000 }) }))(new GrpcClient(forwardAddress));
-const fanOut = Number(environment.REFERENCE_FANOUT ?? 1);
+/** A call's response message: fixed bytes for the request's size, after one onnxruntime run
+ * with REFERENCE_ORT=1; or, with REFERENCE_FORWARD, what the forwarded call answered. */
+function answer(request: Buffer): Buffer | Promise<Buffer> {
+  if (forwardTo) return forwardTo.forward(request);
+  const response = responses.get(request.length) ?? responses.get(requestBytes(1))!;
+  return classifier ? classifier.run(oneRow, 1).then(() => response) : response;
+}
 
-const server = new grpc.Server({ "grpc.enable_channelz": 0 });
-server.addService(
-  {
-    predict: {
-      path: "/mlmesh.predictor.v1.PredictorService/Predict",
-      requestStream: false,
-      responseStream: false,
-      requestSerialize: (b: Buffer) => b,
-      requestDeserialize: (b: Buffer) => b,
-      responseSerialize: (b: Buffer) => b,
-      responseDeserialize: (b: Buffer) => b,
+const port = Number(environment.REFERENCE_PORT ?? 50300);
+const stack = environment.REFERENCE_STACK ?? "grpc-js";
+const listening = () => {
+  const mode = forwardTo ? ` (forwarding to ${forwardTo.address})` : classifier ? " (one onnxruntime run per call)" : "";
+  console.log(`reference server (${stack}) on 127.0.0.1:${port}${mode}`);
+};
+
+if (stack === "lean") {
+  startLeanServer(port, answer, listening);
+} else if (stack === "node-http2") {
+  // Node's HTTP/2 server answering the gRPC framing by hand: what grpc-h2.ts is built on.
+  const server = http2.createServer();
+  server.on("stream", (stream) => {
+    const chunks: Buffer[] = [];
+    stream.on("data", (chunk: Buffer) => chunks.push(chunk));
+    stream.on("end", () => {
+      void Promise.resolve(answer(Buffer.concat(chunks).subarray(5))).then((response) => {
+        const framed = Buffer.allocUnsafe(5 + response.length);
+        framed[0] = 0;
+        framed.writeUInt32BE(response.length, 1);
+        response.copy(framed, 5);
+        stream.respond({ ":status": 200, "content-type": "application/grpc" }, { waitForTrailers: true });
+        stream.once("wantTrailers", () => stream.sendTrailers({ "grpc-status": "0" }));
+        stream.end(framed);
+      });
+    });
+  });
+  server.listen(port, "127.0.0.1", listening);
+} else {
+  const server = new grpc.Server({ "grpc.enable_channelz": 0 });
+  server.addService(
+    {
+      predict: {
+        path: "/mlmesh.predictor.v1.PredictorService/Predict",
+        requestStream: false,
+        responseStream: false,
+        requestSerialize: (b: Buffer) => b,
+        requestDeserialize: (b: Buffer) => b,
+        responseSerialize: (b: Buffer) => b,
+        responseDeserialize: (b: Buffer) => b,
+      },
     },
-  },
-  {
-    predict(call: grpc.ServerUnaryCall<Buffer, Buffer>, callback: grpc.sendUnaryData<Buffer>) {
-      if (forwardTo) {
-        const calls = Array.from({ length: fanOut }, () => forwardTo.forward(call.request));
-        void Promise.all(calls).then(
-          ([first]) => callback(null, first),
+    {
+      predict(call: grpc.ServerUnaryCall<Buffer, Buffer>, callback: grpc.sendUnaryData<Buffer>) {
+        void Promise.resolve(answer(call.request)).then(
+          (response) => callback(null, response),
           (err: Error) => callback({ code: grpc.status.UNAVAILABLE, details: err.message }),
         );
-        return;
-      }
-      const response = responses.get(call.request.length) ?? responses.get(requestBytes(1))!;
-      if (classifier) void classifier.run(oneRow, 1).then(() => callback(null, response));
-      else callback(null, response);
+      },
     },
-  },
-);
-const port = Number(environment.REFERENCE_PORT ?? 50300);
-server.bindAsync(`127.0.0.1:${port}`, grpc.ServerCredentials.createInsecure(), (err) => {
-  if (err) throw err;
-  const mode = forwardTo ? ` (forwarding to ${forwardTo.address} x${fanOut})` : classifier ? " (one onnxruntime run per call)" : "";
-  console.log(`reference server on 127.0.0.1:${port}${mode}`);
-});
+  );
+  server.bindAsync(`127.0.0.1:${port}`, grpc.ServerCredentials.createInsecure(), (err) => {
+    if (err) throw err;
+    listening();
+  });
+}

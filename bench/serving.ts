@@ -1,6 +1,7 @@
 // The serving path side by side in one run, with h2load (one connection; the server pinned to
 // core 0, h2load on core 1): a bare grpc-js reference server (bench/reference-server.ts), the
-// same plus one onnxruntime run per call, our echo service, the Predictor at 1/100/1,000 rows
+// same plus one onnxruntime run per call, bare node:http2 and a lean HTTP/2 server prototype
+// (bench/prototypes/lean-h2-server.ts) with and without it, our echo service, the Predictor at 1/100/1,000 rows
 // (metrics on and off; packed rows and ModelInfer's raw tensor at 100 and 1,000), the Proxy's PredictLabel vs a direct Predict at 1 and 50 streams, and
 // the registry's GetModelVersionByAlias on SQLite and PostgreSQL. Each figure is the median
 // of BENCH_RUNS runs (default 3) with the spread. Writes its section of docs/benchmarks.md.
@@ -143,6 +144,13 @@ if (only.has("predictor")) {
     };
     add(await startReference(port++, false), "bare grpc-js, fixed bytes", "-", predictPath, predictBody, rowCounts);
     add(await startReference(port++, true), "bare grpc-js + 1 onnxruntime run per call", "-", predictPath, predictBody, [1]);
+    // What the services' native gRPC stands on (node:http2), and the next step's prototype: a
+    // purpose-built HTTP/2 server (bench/prototypes/lean-h2-server.ts), both with and without
+    // one onnxruntime run per call.
+    for (const [stack, label] of [["node-http2", "bare node:http2"], ["lean", "lean HTTP/2 server prototype"]]) {
+      add(await startReference(port++, false, { REFERENCE_STACK: stack }), `${label}, fixed bytes`, "-", predictPath, predictBody, [1]);
+      add(await startReference(port++, true, { REFERENCE_STACK: stack }), `${label} + 1 onnxruntime run per call`, "-", predictPath, predictBody, [1]);
+    }
     add(await startBenchService("echo", port++, { cpus: "0" }), "echo service", "-", "/mlmesh.echo.v1.EchoService/Echo", echoBody, rowCounts);
     for (const checkout of checkouts) {
       for (const metrics of checkout.label === "now" ? ["on", "off"] : ["on"]) {
@@ -288,6 +296,14 @@ messages at 100 rows are ${ratio(metricsOn(100), modelInferRaw(100))}x.
 
 The cost of metrics (METRICS=off switches the whole metrics path off): Predictor 1 row
 ${ratio(metricsOn(1), metricsOff(1))}x, 100 rows ${ratio(metricsOn(100), metricsOff(100))}x the requests/s without them (the budget is ≥ 0.95).
+
+Per call, the next step (1 row, 50 streams): the lean HTTP/2 server prototype answers
+${ratio(find("lean HTTP/2 server prototype, fixed bytes", "-", 50), find("bare node:http2, fixed bytes", "-", 50))}x the requests/s of bare node:http2 with fixed bytes and ${ratio(find("lean HTTP/2 server prototype + 1 onnxruntime run per call", "-", 50), find("bare node:http2 + 1 onnxruntime run per call", "-", 50))}x with one
+onnxruntime run per call; bare node:http2 with one onnxruntime run is ${ratio(find("bare node:http2 + 1 onnxruntime run per call", "-", 50), reference)}x the bare grpc-js echo,
+the lean prototype with one ${ratio(find("lean HTTP/2 server prototype + 1 onnxruntime run per call", "-", 50), reference)}x.
+
+The Proxy's floor: a bare hop forwarding each call once with the mesh's client has
+${ratio(find("bare hop, mesh client", "-", 1), find("direct Predict", "now", 1), (f) => f.p50Ms)}x the direct p50 at concurrency 1 and ${ratio(find("bare hop, mesh client", "-", 50), find("direct Predict", "now", 50))}x the direct requests/s at 50 streams.
 
 Reproduce: \`npm run bench:serving\` (bench/serving.ts; BENCH_SECONDS and BENCH_RUNS set the length,
 BENCH_BASELINE=<checkout> adds the baseline rows).
