@@ -192,7 +192,7 @@ export class H2Connection {
     let body = stream.pending;
     while (body !== undefined) {
       const size = Math.min(body.length, this.peerMaxFrame, stream.sendWindow, this.connectionSendWindow);
-      if (size === 0 && body.length > 0) break; // wait for WINDOW_UPDATE
+      if (size <= 0 && body.length > 0) break; // wait for WINDOW_UPDATE (a window may be below 0 after SETTINGS)
       const last = size === body.length;
       this.write(frameHeader(size, frame.data, last ? flag.endStream : 0, stream.id), body.subarray(0, size));
       stream.sendWindow -= size;
