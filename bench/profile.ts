@@ -3,7 +3,7 @@
 // prints the self time by package and by function. The .cpuprofile is kept for Chrome DevTools.
 //
 //   npm run bench:profile -- predictor 1      (Predict, 1 row, 50 streams)
-//   npm run bench:profile -- predictor 100    (Predict, 100 rows)
+//   npm run bench:profile -- predictor 100    (Predict, 100 rows; BENCH_LOGGING=1 records every prediction)
 //   npm run bench:profile -- proxy            (PredictLabel, with its Predictor on core 0 unprofiled)
 //   npm run bench:profile -- registry         (GetModelVersionByAlias on SQLite)
 //   npm run bench:profile -- batch            (RegisterItems of 1,000 items on SQLite, the job idle)
@@ -34,7 +34,13 @@ let body: Buffer;
 const helpers: BenchService[] = [];
 let service: BenchService;
 if (target === "predictor") {
-  service = await startBenchService("predictor", 50310, { cpus: "0", nodeArgs: profiled });
+  // BENCH_LOGGING=1: every prediction recorded to a monitor on core 1 (at nice 19, as bench:monitor runs it).
+  const logging = environment.BENCH_LOGGING === "1";
+  if (logging) {
+    const dir = mkdtempSync(join(tmpdir(), "mlmesh-profile-monitor-"));
+    helpers.push(await startBenchService("monitor", 50315, { cpus: "1", nice: 19, env: { MONITOR_DATABASE_URL: `file:${join(dir, "monitor.db")}` } }));
+  }
+  service = await startBenchService("predictor", 50310, { cpus: "0", nodeArgs: profiled, env: logging ? { MONITOR_ADDRESS: "127.0.0.1:50315" } : {} });
   const rows = Array.from({ length: Number(rowsArg) }, () => ({ values: iris }));
   url = `http://${service.address}/mlmesh.predictor.v1.PredictorService/Predict`;
   body = grpcFrame(toBinary(PredictRequestSchema, create(PredictRequestSchema, { model: "iris_svc", rows })));

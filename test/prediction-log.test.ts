@@ -30,6 +30,21 @@ const facts: RecordFacts = {
 };
 
 describe("the prediction record encoder", () => {
+  it("writes strings ASCII or not, short or long, in low and high fields, as protobuf-es reads them", () => {
+    const long = "é".repeat(70) + "x".repeat(200); // over 127 bytes and characters: lengths of two bytes
+    const strings = {
+      requestId: "r".repeat(127), // the longest one-byte length
+      caller: "Zoë the caller",
+      model: "модель",
+      alias: "a\u{1F600}b", // a surrogate pair
+      error: long,
+      parentRequestId: "parent ✓", // field 18: a two-byte tag
+    };
+    const record = fromBinary(PredictionRecordSchema, encodeRecord({ ...facts, ...strings, classification: { labels: ["setosa", "ñandú"], probabilities: Float32Array.from([0.5, 0.5, 0.5, 0.5]) } }, 1 << 20));
+    expect(record).toMatchObject(strings);
+    expect(record.outputs?.classification?.labels).toEqual(["setosa", "ñandú"]);
+  });
+
   it("writes every field protobuf-es reads back, a negative latency difference included", () => {
     const record = fromBinary(PredictionRecordSchema, encodeRecord(facts, 1 << 20));
     expect(record).toMatchObject({
