@@ -11,19 +11,11 @@
 // large responses (it answers 1-row calls: one frame), RST_STREAM and GOAWAY handling,
 // deadlines, TLS.
 import * as net from "node:net";
+import { frameHeader } from "../../services/runtime/client/h2-connection.js";
 import { HpackDecoder } from "../../services/runtime/client/hpack.js";
 
 const frameType = { data: 0, headers: 1, settings: 4, ping: 6, windowUpdate: 8 } as const;
 const flag = { endStream: 0x1, ack: 0x1, endHeaders: 0x4, padded: 0x8, priority: 0x20 } as const;
-
-function frameHeader(length: number, type: number, flags: number, streamId: number): Buffer {
-  const header = Buffer.allocUnsafe(9);
-  header.writeUIntBE(length, 0, 3);
-  header[3] = type;
-  header[4] = flags;
-  header.writeUInt32BE(streamId, 5);
-  return header;
-}
 
 /** ":status 200" (static index 8) and content-type application/grpc (a literal on static name 31). */
 const responseHeaders = Buffer.concat([Buffer.from([0x88, 0x0f, 0x10, 16]), Buffer.from("application/grpc")]);

@@ -478,7 +478,8 @@ class ConnectionError extends Error {
   }
 }
 
-function frameHeader(length: number, type: number, flags: number, streamId: number): Buffer {
+/** A frame's 9-byte header (RFC 9113 4.1). */
+export function frameHeader(length: number, type: number, flags: number, streamId: number): Buffer {
   const header = Buffer.allocUnsafe(9);
   header.writeUIntBE(length, 0, 3);
   header[3] = type;
