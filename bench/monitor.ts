@@ -123,20 +123,25 @@ async function loggingCost(): Promise<void> {
   const results = new Map<string, LoadResult[]>();
   /** Per scenario and load: the Predictor's CPU milliseconds per Predict call (warm-ups included), per round. */
   const cpuPerCall = new Map<string, number[]>();
+  /** Per scenario and load: the share of the run's wall time the Predictor was on its core, per round. */
+  const busyShare = new Map<string, number[]>();
   for (const s of scenarios) for (const l of loads) await checkGrpc(`http://${s.server.address}${predictPath}`, predictBody(l.rows));
   for (let round = 0; round < runs; round++) {
     for (const l of loads) {
       for (const s of scenarios) {
         const key = `${s.name}|${l.rows}`;
         const [cpuBefore, callsBefore, splitBefore] = [cpuMs(s.server.pid), await predictOk(s.server.address), cpuSplitMs(s.server.pid)];
+        const wallBefore = performance.now();
         const r = await h2load({ url: `http://${s.server.address}${predictPath}`, body: predictBody(l.rows), streams: l.streams, seconds, warmupSeconds: 2, cpus: "1" });
         const [cpuAfter, callsAfter, splitAfter] = [cpuMs(s.server.pid), await predictOk(s.server.address), cpuSplitMs(s.server.pid)];
+        const busy = (cpuAfter - cpuBefore) / (performance.now() - wallBefore);
+        busyShare.set(key, [...(busyShare.get(key) ?? []), busy]);
         results.set(key, [...(results.get(key) ?? []), r]);
         cpuPerCall.set(key, [...(cpuPerCall.get(key) ?? []), (cpuAfter - cpuBefore) / (callsAfter - callsBefore)]);
         const calls = callsAfter - callsBefore;
         const perCall = (ms: number) => ((ms / calls) * 1000).toFixed(1);
         console.log(
-          `${s.name}\t${l.rows} rows\t${Math.round(r.rps)} req/s\tp50 ${r.p50Ms.toFixed(3)} ms\tCPU µs/call: user ${perCall(splitAfter.userMs - splitBefore.userMs)}, system ${perCall(splitAfter.systemMs - splitBefore.systemMs)}`,
+          `${s.name}\t${l.rows} rows\t${Math.round(r.rps)} req/s\tp50 ${r.p50Ms.toFixed(3)} ms\tCPU µs/call: user ${perCall(splitAfter.userMs - splitBefore.userMs)}, system ${perCall(splitAfter.systemMs - splitBefore.systemMs)}\tbusy ${(busy * 100).toFixed(1)} %`,
         );
       }
     }
@@ -157,6 +162,7 @@ async function loggingCost(): Promise<void> {
         (m.rps / base.rps).toFixed(3),
         `${(cpu * 1000).toFixed(1)}`,
         (baseCpu / cpu).toFixed(3),
+        `${(median(busyShare.get(`${s.name}|${l.rows}`)!) * 100).toFixed(1)}`,
         m.p50Ms.toFixed(3),
         m.p99Ms.toFixed(3),
       ]);
@@ -176,9 +182,9 @@ async function loggingCost(): Promise<void> {
     "",
     `Each Predictor pinned to core 0; h2load (one connection) on core 1, and the monitor on core 1 at nice 19 (it works in what h2load leaves). Median of ${runs} interleaved rounds of ${seconds} s (min-max in brackets); ratio against logging off in the same run. Outlier scoring is on in the first two (iris_svc ships outlier.onnx).`,
     "",
-    table(["Predictor", "rows/request", "streams", "req/s", "rows/s", "÷ logging off", "Predictor CPU µs/call", "calls per CPU-second ÷ logging off", "p50 ms", "p99 ms"], rows),
+    table(["Predictor", "rows/request", "streams", "req/s", "rows/s", "÷ logging off", "Predictor CPU µs/call", "calls per CPU-second ÷ logging off", "Predictor busy %", "p50 ms", "p99 ms"], rows),
     "",
-    "req/s is what h2load saw. The Predictor's CPU per call is from /proc, over every call of the run (warm-ups included) that its /metrics counted; it depends on the load too, since concurrent calls share onnxruntime runs.",
+    "req/s is what h2load saw. The Predictor's CPU per call is from /proc, over every call of the run (warm-ups included) that its /metrics counted; it depends on the load too, since concurrent calls share onnxruntime runs. Predictor busy is its CPU time over the run's wall time: under 100 % when it waited for requests (the load generator, not the Predictor, set the pace).",
     "",
     `Records lost while the monitor was up: the logging Predictor answered ${calls} Predict calls OK (warm-ups included); the monitor stored ${stored} records of iris_svc; the drop counter says ${drops} (by reason: ${reasons}). Lost: ${calls - stored}.`,
   );

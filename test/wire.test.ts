@@ -10,6 +10,9 @@ import { createValidator } from "@bufbuild/protovalidate";
 import { describe, expect, it } from "vitest";
 import { PredictModelsRequestSchema, PredictModelsResponseSchema, PredictRequestSchema, PredictResponseSchema } from "../gen/mlmesh/predictor/v1/predictor_pb.js";
 import { PredictLabelRequestSchema } from "../gen/mlmesh/proxy/v1/proxy_pb.js";
+import { ItemState, RegisterItemsRequestSchema, RegisterItemsResponseSchema, type ItemSchema } from "../gen/mlmesh/batch/v1/batch_pb.js";
+import { decodeRegisterItemsRequest, encodeItemsResponse } from "../services/batch/register-wire.js";
+import type { MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import {
   decodePredictLabelRequest,
@@ -234,6 +237,63 @@ describe("hand-written Predict codecs (model/wire)", () => {
       }
     }
   }, fuzzBudgetMs);
+
+  it("decodes the batch service's RegisterItemsRequest (items of Row's shape) under the same rules", () => {
+    const r = prng(11);
+    for (let i = 0; i < 2000; i++) {
+      const items = randomRows(r, true);
+      const canonical = toBinary(RegisterItemsRequestSchema, create(RegisterItemsRequestSchema, { items }));
+      for (const bytes of [canonical, mangle(r, canonical)]) {
+        const fast = decodeRegisterItemsRequest(Buffer.from(bytes));
+        let expected: number[][] | undefined;
+        try {
+          const message = fromBinary(RegisterItemsRequestSchema, bytes);
+          if (validator.validate(RegisterItemsRequestSchema, message).kind === "valid") expected = message.items.map((item) => item.values);
+        } catch {
+          expected = undefined;
+        }
+        if (fast !== undefined) expect(fast.items.map((item) => item.values)).toEqual(expected);
+        else if (bytes === canonical) expect(expected).toBeUndefined();
+      }
+    }
+  }, fuzzBudgetMs);
+
+  it("encodes RegisterItemsResponse byte for byte as protobuf-es does, leaving it what it refuses", () => {
+    const r = prng(23);
+    const strings = ["", "a", "01J9Z5R8X4", "é", "日本", "x".repeat(130)];
+    const time = () =>
+      r.next() < 0.2 ? undefined : { $typeName: "google.protobuf.Timestamp" as const, seconds: BigInt(r.pick([0, 1, 127, 128, 1_764_000_000, 2 ** 40, -5])), nanos: r.pick([0, 1, 999_999_999, 123_000_000]) };
+    let encoded = 0;
+    for (let i = 0; i < 2000; i++) {
+      const items: MessageInitShape<typeof ItemSchema>[] = Array.from({ length: r.pick([0, 1, 3, 50]) }, () => ({
+        id: r.pick(strings),
+        values: Array.from({ length: r.pick([0, 1, 4, 40]) }, () => (r.next() < 0.01 ? r.pick([1e39, Number.NaN, Infinity]) : Math.fround(randomValue(r, false)))),
+        state: r.pick([ItemState.UNSPECIFIED, ItemState.PENDING, ItemState.PREDICTED, ItemState.FAILED]),
+        probabilities: Array.from({ length: r.pick([0, 3]) }, () => r.next()),
+        labels: Array.from({ length: r.pick([0, 3]) }, () => r.pick(strings)),
+        label: r.pick(strings),
+        model: r.pick(strings),
+        modelVersion: r.pick([0, 1, 128, 4294967295]),
+        error: r.pick(strings),
+        attempts: r.pick([0, 1, 300]),
+        createTime: time(),
+        updateTime: time(),
+        predictTime: time(),
+      }));
+      let expected: Uint8Array | undefined;
+      try {
+        expected = toBinary(RegisterItemsResponseSchema, create(RegisterItemsResponseSchema, { items }));
+      } catch {
+        expected = undefined; // a float beyond float32's range: protobuf-es refuses it
+      }
+      const fast = encodeItemsResponse({ items });
+      if (fast === undefined) continue;
+      encoded++;
+      expect(expected, `case ${i}: protobuf-es refused what the fast encoder wrote`).toBeDefined();
+      expect(Buffer.from(fast).equals(Buffer.from(expected!)), `case ${i}`).toBe(true);
+    }
+    expect(encoded).toBeGreaterThan(500); // the rest hold a time before 1970 or a float beyond float32
+  });
 
   it("encodes PredictResponse byte for byte as protobuf-es does", () => {
     const r = prng(42);

@@ -12,6 +12,7 @@ import { ItemStore } from "./item-store.js";
 import { runBatchJob } from "./job.js";
 import { watchItems } from "./metrics.js";
 import { startScheduler } from "./scheduler.js";
+import { registerItemsWire } from "./register-wire.js";
 import { createBatchService } from "./service.js";
 
 /**
@@ -43,6 +44,7 @@ export function main(env: Env): Promise<void> {
             runJob: (trace) => runBatchJob({ store, predictor, config: batchConfig, worker, trace, predictionLog }),
             stopping: () => draining.signal,
           }),
+          { registerItems: registerItemsWire },
         ),
       ],
     });

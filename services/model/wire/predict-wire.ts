@@ -376,11 +376,20 @@ export function decodePredictModelsRequest(bytes: Buffer): DecodedPredictModelsR
   return packed && new DecodedPredictModelsRequest(models, packed, fields.invalidRows as InvalidRows, fields.packedWidth, fields.packedResponse);
 }
 
-/** PredictLabelRequest (proxy.proto: repeated Row rows = 1, 1..10,000), or undefined. */
-export function decodePredictLabelRequest(bytes: Buffer): DecodedPredictLabelRequest | undefined {
+/**
+ * A message whose one field is field 1: 1..10,000 messages of one packed `values` field each
+ * (1..1,024 finite floats), as Row is (PredictLabelRequest's rows; the batch service's
+ * RegisterItemsRequest items have the same shape and rules), packed; or undefined.
+ */
+export function decodeRowList(bytes: Buffer): PackedRows | undefined {
   const spans = scan(bytes, () => false, 1);
   if (spans === undefined || spans.length === 0 || spans.length / 2 > maxRows) return undefined;
-  const packed = readRows(bytes, spans);
+  return readRows(bytes, spans);
+}
+
+/** PredictLabelRequest (proxy.proto: repeated Row rows = 1, 1..10,000), or undefined. */
+export function decodePredictLabelRequest(bytes: Buffer): DecodedPredictLabelRequest | undefined {
+  const packed = decodeRowList(bytes);
   return packed && new DecodedPredictLabelRequest(packed);
 }
 
