@@ -1,6 +1,8 @@
 // Shared by the benchmark scripts: start services as real processes, run ghz, format tables.
 import { execFile, spawn, type ChildProcess } from "node:child_process";
-import { readFile, writeFile } from "node:fs/promises";
+import { mkdtemp, readFile, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { catalogEntry } from "../services/catalog.js";
@@ -73,10 +75,15 @@ export interface GhzResult {
 export interface GhzOptions {
   address: string;
   call: string;
+  /** The request as JSON; or its serialized bytes (ghz --binary-file), to spare ghz the JSON. */
   data: unknown;
   concurrency: number;
   durationSeconds: number;
   cpus?: string;
+  /** Connections the concurrency is spread over (default 1). */
+  connections?: number;
+  /** "wait": the calls in flight when the duration ends are awaited and counted, not cut (default "close"). */
+  durationStop?: "close" | "wait";
 }
 
 /**
@@ -94,18 +101,25 @@ export async function measure(options: GhzOptions & { warmupSeconds: number }): 
 
 /** Runs ghz against a method (schema by server reflection) and returns its figures. */
 export async function runGhz(options: GhzOptions): Promise<GhzResult> {
+  let data = ["--data", JSON.stringify(options.data)];
+  if (options.data instanceof Uint8Array) {
+    const file = join(await mkdtemp(join(tmpdir(), "mlmesh-ghz-")), "request.bin");
+    await writeFile(file, options.data);
+    data = ["--binary-file", file];
+  }
   const ghzArgs = [
     "--insecure",
     "--call",
     options.call,
-    "--data",
-    JSON.stringify(options.data),
+    ...data,
     "--concurrency",
     String(options.concurrency),
     "--connections",
-    "1",
+    String(options.connections ?? 1),
     "--duration",
     `${options.durationSeconds}s`,
+    "--duration-stop",
+    options.durationStop ?? "close",
     "--format",
     "json",
     options.address,
