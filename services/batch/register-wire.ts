@@ -2,7 +2,7 @@ import { endianness } from "node:os";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import type { ItemInput, ItemSchema, RegisterItemsRequest } from "../../gen/mlmesh/batch/v1/batch_pb.js";
-import { decodeRowList, type PackedRows } from "../model/wire/predict-wire.js";
+import { decodeRowList, varintSize, type PackedRows } from "../model/wire/predict-wire.js";
 import type { MethodWire } from "../runtime/serve/registration.js";
 
 /*
@@ -40,15 +40,6 @@ const littleEndian = endianness() === "LE";
 /** Floats staged for copying (little-endian machines), grown as needed. */
 let staged = new Float32Array(1024);
 const float32Max = 3.4028234663852886e38;
-
-function varintSize(value: number): number {
-  let size = 1;
-  while (value >= 128) {
-    value = Math.floor(value / 128);
-    size++;
-  }
-  return size;
-}
 
 /** A Timestamp's encoded size, or -1 when it is not one this writer handles (negative seconds). */
 function timestampSize(time: Timestamp | undefined): number {

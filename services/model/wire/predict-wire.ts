@@ -461,7 +461,8 @@ export function argmax(values: ArrayLike<number>): number {
   return best;
 }
 
-function varintSize(value: number): number {
+/** Bytes of a non-negative integer as a protobuf varint. */
+export function varintSize(value: number): number {
   let size = 1;
   while (value >= 0x80) {
     value = Math.floor(value / 128);
