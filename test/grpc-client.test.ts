@@ -154,6 +154,30 @@ describe("GrpcClient over the mesh's HTTP/2 connection", () => {
     expect(reply.every((b) => b === 9)).toBe(true);
   });
 
+  it("sends a client stream's messages as they are, across frame and window boundaries, byte for byte", async () => {
+    // Sizes around a 16 KiB frame and a 64 KiB window, an empty message, and one past 1 MiB.
+    const sizes = [0, 1, 16_379, 16_384, 65_535, 65_536, 3, 1_200_000, 77];
+    const messages = sizes.map((size, i) => Uint8Array.from({ length: size }, (_, j) => (i * 31 + j) % 251));
+    const { client } = await serve((stream) => {
+      const chunks: Buffer[] = [];
+      stream.on("data", (c: Buffer) => chunks.push(c));
+      stream.on("end", () => {
+        // Every message framed (5-byte prefix), in order, each byte as sent.
+        let body = Buffer.concat(chunks);
+        const received: Buffer[] = [];
+        while (body.length >= 5) {
+          const length = body.readUInt32BE(1);
+          received.push(body.subarray(5, 5 + length));
+          body = body.subarray(5 + length);
+        }
+        const same = body.length === 0 && received.length === messages.length && received.every((m, i) => m.equals(messages[i]));
+        answer(stream, Buffer.from(same ? "same" : `differ: ${received.map((m) => m.length).join(",")}`));
+      });
+    });
+    const reply = await client.clientStreamBytes(PredictorService.method.predict, messages, { deadlineMs: Date.now() + 30_000 });
+    expect(reply.toString()).toBe("same");
+  });
+
   it("keeps to the server's concurrent-stream limit, starting waiting calls as others finish", async () => {
     let open = 0;
     let most = 0;

@@ -73,7 +73,8 @@ export class GrpcClient {
 
   /**
    * Calls a client-streaming method (or a unary one, with one payload) with encoded request
-   * messages, all sent at once; resolves to the encoded response. Errors as unary().
+   * messages, all sent at once; resolves to the encoded response. Errors as unary(). The
+   * payloads are sent as they are, not copied: they must not change until the call has ended.
    */
   clientStreamBytes(method: DescMethodUnary | DescMethodClientStreaming, payloads: readonly Uint8Array[], options: CallOptions): Promise<Buffer> {
     return new Promise((resolve, reject) => {
@@ -81,15 +82,14 @@ export class GrpcClient {
       if (timeoutMs <= 0) return reject(new ConnectError("the deadline passed before the call", Code.DeadlineExceeded));
       if (options.signal?.aborted) return reject(new ConnectError("cancelled before the call", Code.Canceled));
 
-      let size = 0;
-      for (const payload of payloads) size += 5 + payload.length;
-      const body = Buffer.allocUnsafe(size);
-      let at = 0;
-      for (const payload of payloads) {
-        body[at] = 0; // not compressed
-        body.writeUInt32BE(payload.length, at + 1);
-        body.set(payload, at + 5);
-        at += 5 + payload.length;
+      // Each message: its 5-byte prefix (not compressed, length), then the payload as it is.
+      const prefixes = Buffer.allocUnsafe(5 * payloads.length);
+      const body: Uint8Array[] = [];
+      for (let i = 0; i < payloads.length; i++) {
+        const prefix = prefixes.subarray(i * 5, i * 5 + 5);
+        prefix[0] = 0;
+        prefix.writeUInt32BE(payloads[i].length, 1);
+        body.push(prefix, payloads[i]);
       }
       const call = new UnaryCall(this.address, timeoutMs, options.signal, resolve, reject);
       try {

@@ -50,6 +50,8 @@ const receiveStreamWindow = 4 * 1024 * 1024;
 const receiveConnectionWindow = 16 * 1024 * 1024;
 /** The largest frame this side accepts (the protocol's default; SETTINGS_MAX_FRAME_SIZE is not raised). */
 const maxReceiveFrame = 16_384;
+/** A turn's frames up to this size are copied into one buffer for the socket; larger, written as they are. */
+const maxCopiedWriteBytes = 64 * 1024;
 
 /** How to reach the server. */
 export interface H2Endpoint {
@@ -62,8 +64,10 @@ export interface H2Endpoint {
 interface Stream {
   readonly id: number;
   readonly handler: StreamHandler;
-  /** The body still to send (flow control holds it back); undefined once all is sent. */
-  pending: Buffer | undefined;
+  /** The body still to send, in parts (flow control holds it back); undefined once all is sent. */
+  pending: Uint8Array[] | undefined;
+  /** Bytes of `pending`. */
+  pendingBytes: number;
   sendWindow: number;
   /** Bytes received since this side last opened the stream's window. */
   unacknowledged: number;
@@ -74,7 +78,7 @@ interface Stream {
 /** A request: waiting for the server's concurrency limit until it has a stream id. */
 interface Request {
   readonly headerBlock: Buffer;
-  readonly body: Buffer;
+  readonly body: Uint8Array[];
   readonly handler: StreamHandler;
   id: number | undefined;
   cancelled: boolean;
@@ -99,7 +103,7 @@ export class H2Connection {
   private connectionSendWindow = defaultWindow;
   private connectionUnacknowledged = 0;
   /** Frames written in this turn of the event loop, sent together. */
-  private outgoing: Buffer[] = [];
+  private outgoing: Uint8Array[] = [];
   private flushQueued = false;
   private received: Buffer | undefined;
   /** The stream whose header block continues in CONTINUATION frames, and its parts so far. */
@@ -149,8 +153,12 @@ export class H2Connection {
     this.write(frameHeader(4, frame.windowUpdate, 0, 0), windowUpdate);
   }
 
-  /** Opens a stream: `headerBlock` (HPACK, hpack.ts) then `body` with END_STREAM. */
-  request(headerBlock: Buffer, body: Buffer, handler: StreamHandler): StreamHandle {
+  /**
+   * Opens a stream: `headerBlock` (HPACK, hpack.ts) then `body` with END_STREAM. The body's
+   * parts are sent as they are, not copied: they must not change until the call has ended
+   * (and the array is the connection's from then on).
+   */
+  request(headerBlock: Buffer, body: Uint8Array[], handler: StreamHandler): StreamHandle {
     if (!this.usable) throw new Error("the connection takes no new streams");
     if (headerBlock.length > 16_384) throw new Error(`a header block of ${headerBlock.length} bytes is larger than a frame`);
     const request: Request = { headerBlock, body, handler, id: undefined, cancelled: false };
@@ -182,28 +190,46 @@ export class H2Connection {
     this.nextStreamId += 2;
     if (this.nextStreamId > maxStreamId) this.markUnusable();
     this.write(frameHeader(headerBlock.length, frame.headers, flag.endHeaders, id), headerBlock);
-    const stream: Stream = { id, handler, pending: body, sendWindow: this.peerInitialWindow, unacknowledged: 0, remoteEnded: false };
+    let bytes = 0;
+    for (const part of body) bytes += part.length;
+    const stream: Stream = { id, handler, pending: body, pendingBytes: bytes, sendWindow: this.peerInitialWindow, unacknowledged: 0, remoteEnded: false };
     this.streams.set(id, stream);
     this.sendBody(stream);
   }
 
   /** Sends as much of a stream's body as the windows allow, in frames the server accepts. */
   private sendBody(stream: Stream): void {
-    let body = stream.pending;
-    while (body !== undefined) {
-      const size = Math.min(body.length, this.peerMaxFrame, stream.sendWindow, this.connectionSendWindow);
-      if (size <= 0 && body.length > 0) break; // wait for WINDOW_UPDATE (a window may be below 0 after SETTINGS)
-      const last = size === body.length;
-      this.write(frameHeader(size, frame.data, last ? flag.endStream : 0, stream.id), body.subarray(0, size));
+    const parts = stream.pending;
+    while (parts !== undefined) {
+      const size = Math.min(stream.pendingBytes, this.peerMaxFrame, stream.sendWindow, this.connectionSendWindow);
+      if (size <= 0 && stream.pendingBytes > 0) break; // wait for WINDOW_UPDATE (a window may be below 0 after SETTINGS)
+      const last = size === stream.pendingBytes;
+      this.write(frameHeader(size, frame.data, last ? flag.endStream : 0, stream.id));
+      // The frame's payload: `size` bytes off the front of the parts.
+      for (let left = size; left > 0; ) {
+        const part = parts[0];
+        if (part.length <= left) {
+          this.write(part);
+          parts.shift();
+          left -= part.length;
+        } else {
+          this.write(part.subarray(0, left));
+          parts[0] = part.subarray(left);
+          left = 0;
+        }
+      }
       stream.sendWindow -= size;
       this.connectionSendWindow -= size;
-      body = last ? undefined : body.subarray(size);
+      stream.pendingBytes -= size;
+      if (last) {
+        stream.pending = undefined;
+        break;
+      }
     }
-    stream.pending = body;
-    if (body === undefined && stream.remoteEnded) this.forget(stream.id);
+    if (stream.pending === undefined && stream.remoteEnded) this.forget(stream.id);
   }
 
-  private write(...buffers: Buffer[]): void {
+  private write(...buffers: Uint8Array[]): void {
     if (this.closed) return;
     this.outgoing.push(...buffers);
     if (!this.flushQueued) {
@@ -216,7 +242,15 @@ export class H2Connection {
     this.flushQueued = false;
     const out = this.outgoing;
     this.outgoing = [];
-    if (!this.closed && out.length > 0) this.socket.write(out.length === 1 ? out[0] : Buffer.concat(out));
+    if (this.closed || out.length === 0) return;
+    if (out.length === 1) return void this.socket.write(out[0]);
+    let bytes = 0;
+    for (const b of out) bytes += b.length;
+    if (bytes <= maxCopiedWriteBytes) return void this.socket.write(Buffer.concat(out, bytes));
+    // Large bodies go as they are, in one gathered write (no copy, no large buffer to collect).
+    this.socket.cork();
+    for (const b of out) this.socket.write(b);
+    this.socket.uncork();
   }
 
   private read(chunk: Buffer): void {
