@@ -217,6 +217,15 @@ describe("shared runtime (echo service)", () => {
     const bad = echo.logs.find((l) => l.requestId === "req-bad-1")!;
     expect(bad).toMatchObject({ code: "InvalidArgument", rpc: "/mlmesh.echo.v1.EchoService/Echo" });
   });
+
+  it("gives a call without a request id a fresh random UUID (version 4), in its answer and its log line", async () => {
+    const ids = await Promise.all(
+      Array.from({ length: 20 }, async () => (await fetch(`${echo.baseUrl}/nothing`)).headers.get("x-request-id")),
+    );
+    for (const id of ids) expect(id).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+    expect(new Set(ids).size).toBe(ids.length);
+    await expect.poll(() => echo.logs.filter((l) => ids.includes(String(l.requestId))).length).toBe(ids.length);
+  });
 });
 
 describe("process lifecycle", () => {

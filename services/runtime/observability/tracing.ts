@@ -1,7 +1,7 @@
-import { randomFillSync } from "node:crypto";
 import { createContextKey } from "@connectrpc/connect";
 import { ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type Span, type Tracer } from "@opentelemetry/api";
 import type { TracingSettings } from "../env/settings.js";
+import { randomHex } from "./random-ids.js";
 
 /*
  * W3C trace context through the mesh. Every RPC belongs to a trace: the caller's (its
@@ -125,16 +125,4 @@ class IdsOnlySpan implements TraceSpan, OutgoingCall {
   }
 
   end(): void {}
-}
-
-// Random ids from a pool refilled 4 KiB at a time: one crypto call per ~170 spans.
-const pool = Buffer.alloc(4096);
-let poolOffset = pool.length;
-function randomHex(bytes: number): string {
-  if (poolOffset + bytes > pool.length) {
-    randomFillSync(pool);
-    poolOffset = 0;
-  }
-  poolOffset += bytes;
-  return pool.toString("hex", poolOffset - bytes, poolOffset);
 }

@@ -1,4 +1,3 @@
-import { randomUUID } from "node:crypto";
 import { create, type DescMessage, type DescMethod, type DescService, type MessageShape } from "@bufbuild/protobuf";
 import { pathToString } from "@bufbuild/protobuf/reflect";
 import { createValidator, type Validator } from "@bufbuild/protovalidate";
@@ -7,6 +6,7 @@ import type { Role } from "../../../gen/mlmesh/policy/v1/policy_pb.js";
 import { codeName, invalidArgument, toConnectError } from "./errors.js";
 import type { Logger } from "../observability/logger.js";
 import { methodMetrics, type MethodMetrics } from "../observability/metrics.js";
+import { randomUuid } from "../observability/random-ids.js";
 import { traceSpanKey, type TraceSpan, type Tracing } from "../observability/tracing.js";
 import { principalKey } from "../security/credentials.js";
 import type { Gatekeeper, MethodGate, Release } from "../security/gatekeeper.js";
@@ -200,7 +200,7 @@ export class InFlightCall {
     private readonly ctx: CallContext,
   ) {
     const given = ctx.requestHeader.get("x-request-id");
-    this.requestId = given && given.length <= maxRequestIdLength ? given : randomUUID();
+    this.requestId = given && given.length <= maxRequestIdLength ? given : randomUuid();
     ctx.responseHeader.set("x-request-id", this.requestId);
     ctx.values.set(requestIdKey, this.requestId);
     this.span = route.options.tracing.start(route.spec.name, ctx.requestHeader.get("traceparent"));
