@@ -5,7 +5,7 @@ import type { MeshCredentials } from "../client/mesh-credentials.js";
 import type { PredictionLogSettings } from "../env/settings.js";
 import type { Logger } from "../observability/logger.js";
 import { counter, gauge } from "../observability/metrics.js";
-import { encodeRecordView, framedRecordBytes, writeFramedRecord, type RecordFacts, type RecordTensor } from "./record-writer.js";
+import { ProtoWriter, writeRecord, type RecordFacts, type RecordTensor } from "./record-writer.js";
 
 /*
  * The prediction log's sending side, one per process (the Predictor, the Proxy, the batch
@@ -39,37 +39,36 @@ const queuedBytes = gauge({ name: "mlmesh_prediction_log_queue_bytes", help: "By
 const maxRecordsPerMessage = 10_000;
 const maxMessageBytes = 1024 * 1024;
 const maxStreamBytes = 4 * 1024 * 1024;
-/** A chunk's first buffer; it doubles as records arrive, up to maxMessageBytes. */
-const firstChunkBytes = 16 * 1024;
+/**
+ * A message's buffer: its limit and room for the record that crosses it (moved to the next
+ * message). Buffers are kept for reuse once their message is sent: a steady stream of records
+ * allocates none, since allocating large buffers at that rate would make V8 collect garbage
+ * for the memory outside its heap.
+ */
+const chunkBufferBytes = maxMessageBytes + 64 * 1024;
+/** Spare buffers kept: one stream's worth and the message being filled. */
+const maxSpareBuffers = maxStreamBytes / maxMessageBytes + 1;
 const sendTimeoutMs = 15_000;
 const maxBackoffMs = 5000;
 
 /** Codes after which resending the same records cannot succeed. */
 const refusals = new Set([Code.InvalidArgument, Code.PermissionDenied, Code.Unauthenticated, Code.Unimplemented]);
 
-/** One IngestRecordsRequest being filled: framed records, back to back. */
+/** One IngestRecordsRequest being filled: records written in place as its field 1, back to back. */
 class Chunk {
-  buffer = Buffer.allocUnsafe(firstChunkBytes);
-  length = 0;
+  readonly writer: ProtoWriter;
   records = 0;
 
-  /** Whether a framed record of `bytes` still fits this message. */
-  fits(bytes: number): boolean {
-    return this.records < maxRecordsPerMessage && this.length + bytes <= maxMessageBytes;
+  constructor(buffer: Buffer) {
+    this.writer = new ProtoWriter(buffer);
   }
 
-  append(record: Uint8Array, framed: number): void {
-    if (this.length + framed > this.buffer.length) {
-      const grown = Buffer.allocUnsafe(Math.min(maxMessageBytes, Math.max(this.buffer.length * 2, this.length + framed)));
-      this.buffer.copy(grown, 0, 0, this.length);
-      this.buffer = grown;
-    }
-    this.length = writeFramedRecord(this.buffer, this.length, record);
-    this.records++;
+  get length(): number {
+    return this.writer.at;
   }
 
   get body(): Uint8Array {
-    return this.buffer.subarray(0, this.length);
+    return this.writer.buffer.subarray(0, this.writer.at);
   }
 }
 
@@ -85,6 +84,8 @@ export class PredictionLog {
   #lastWarnAt = 0;
   /** The last record's size: the guess of the next one's when the queue is nearly full. */
   #lastFramedBytes = 0;
+  /** Buffers of messages sent (or given up on), for the next messages. */
+  #spareBuffers: Buffer[] = [];
 
   constructor(
     private readonly settings: PredictionLogSettings & { readonly monitorAddress: string },
@@ -110,28 +111,55 @@ export class PredictionLog {
       dropped.inc({ reason: "queue_full" });
       return;
     }
-    let record: Uint8Array;
+    let chunk = this.#queue[this.#queue.length - 1];
+    if (chunk === undefined || chunk.records >= maxRecordsPerMessage) chunk = this.#newChunk();
+    // The record is written straight into the message it is sent in, then taken back if it
+    // cannot stay.
+    const w = chunk.writer;
+    const start = w.at;
     try {
-      record = encodeRecordView(facts, this.settings.maxPayloadBytes);
+      // Two bytes for the record's length: what a record of 128 bytes to 16 KiB takes.
+      const lengthAt = w.begin(1, 2);
+      writeRecord(w, facts, this.settings.maxPayloadBytes);
+      w.end(lengthAt, true, 2);
     } catch (err) {
+      w.at = start;
       this.#warn("a prediction record could not be encoded", err);
       dropped.inc({ reason: "rejected" });
       return;
     }
-    const framed = framedRecordBytes(record.length);
+    const framed = w.at - start;
     this.#lastFramedBytes = framed;
     if (this.#bytes + framed > this.settings.queueBytes || framed > maxMessageBytes) {
+      w.at = start;
       dropped.inc({ reason: "queue_full" });
       return;
     }
-    let chunk = this.#queue[this.#queue.length - 1];
-    if (chunk === undefined || !chunk.fits(framed)) {
-      chunk = new Chunk();
-      this.#queue.push(chunk);
+    if (w.at > maxMessageBytes) {
+      // Past the message's size: the record starts the next message instead.
+      const next = this.#newChunk();
+      next.writer.raw(w.buffer.subarray(start, w.at));
+      w.at = start;
+      chunk = next;
     }
-    chunk.append(record, framed);
+    chunk.records++;
     this.#bytes += framed;
     queuedBytes.set(this.#bytes);
+  }
+
+  /** A new message at the queue's tail. */
+  #newChunk(): Chunk {
+    const chunk = new Chunk(this.#spareBuffers.pop() ?? Buffer.allocUnsafe(chunkBufferBytes));
+    this.#queue.push(chunk);
+    return chunk;
+  }
+
+  /** Keeps the buffers of messages that are done with for the next ones (a buffer a huge record grew is let go). */
+  #recycle(chunks: readonly Chunk[]): void {
+    for (const chunk of chunks) {
+      const { buffer } = chunk.writer;
+      if (buffer.length === chunkBufferBytes && this.#spareBuffers.length < maxSpareBuffers) this.#spareBuffers.push(buffer);
+    }
   }
 
   /** Sends what is queued, within `timeoutMs`; what is left is dropped and counted (reason "shutdown"). */
@@ -163,6 +191,9 @@ export class PredictionLog {
     try {
       await this.#client.clientStreamBytes(MonitorService.method.ingestRecords, chunks.map((c) => c.body), { deadlineMs });
       this.#release(bytes);
+      // Answered after the monitor read the whole stream: no byte of it waits to be sent. (A
+      // failed stream's buffers are not reused: the socket may still hold some of them.)
+      this.#recycle(chunks);
       sent.inc(records);
       this.#backoffMs = 0;
     } catch (err) {

@@ -60,20 +60,26 @@ export interface RecordFacts {
   };
 }
 
-const littleEndian = endianness() === "LE";
 const lengthDelimited = 2;
 
+/** Scratch for writing a float's four bytes one by one (little-endian on every host). */
+const floatScratch = new Float32Array(1);
+const floatBytes = new Uint8Array(floatScratch.buffer);
+const floatByteOrder = endianness() === "LE" ? [0, 1, 2, 3] : [3, 2, 1, 0];
+const [f0, f1, f2, f3] = floatByteOrder;
+/** Above this many floats, one bulk copy costs less than writing them one by one. */
+const bulkFloats = 64;
+
 /**
- * A growable protobuf writer. A nested message reserves one byte for its length and moves its
- * bytes right when the length needs more (rare: records' parts are mostly under 128 bytes).
+ * A growable protobuf writer. A nested message (begin .. end) reserves room for its length and
+ * moves its bytes when the length needs more or less room (rare: the reservation fits the
+ * usual size). Written without closures or views: the prediction log runs it once per call.
  */
-class ProtoWriter {
-  buffer = Buffer.allocUnsafe(1024);
+export class ProtoWriter {
   at = 0;
 
-  reset(): void {
-    this.at = 0;
-  }
+  /** Writes into `buffer` (from its start), growing past it when it is full. */
+  constructor(public buffer: Buffer) {}
 
   ensure(more: number): void {
     if (this.at + more <= this.buffer.length) return;
@@ -139,6 +145,11 @@ class ProtoWriter {
     if (value.length === 0) return;
     this.tag(field, lengthDelimited);
     this.varint(value.length);
+    this.raw(value);
+  }
+
+  /** Bytes written as they are (an encoded part of a message). */
+  raw(value: Uint8Array): void {
     this.ensure(value.length);
     this.buffer.set(value, this.at);
     this.at += value.length;
@@ -151,47 +162,70 @@ class ProtoWriter {
     this.tag(field, lengthDelimited);
     this.varint(length);
     this.ensure(length);
-    if (littleEndian) {
-      this.buffer.set(new Uint8Array(values.buffer, values.byteOffset, length), this.at);
-    } else {
-      for (let i = 0; i < values.length; i++) this.buffer.writeFloatLE(values[i], this.at + i * 4);
+    const b = this.buffer;
+    if (values.length > bulkFloats && floatByteOrder[0] === 0) {
+      b.set(new Uint8Array(values.buffer, values.byteOffset, length), this.at);
+      this.at += length;
+      return;
     }
-    this.at += length;
+    let at = this.at;
+    for (let i = 0; i < values.length; i++) {
+      floatScratch[0] = values[i];
+      b[at] = floatBytes[f0];
+      b[at + 1] = floatBytes[f1];
+      b[at + 2] = floatBytes[f2];
+      b[at + 3] = floatBytes[f3];
+      at += 4;
+    }
+    this.at = at;
   }
 
   /** A packed repeated int64 field of small non-negative values (tensor shapes). */
   int64s(field: number, values: readonly number[]): void {
     if (values.length === 0) return;
-    this.message(field, () => {
-      for (const v of values) this.varint(Math.max(0, v));
-    });
+    const lengthAt = this.begin(field);
+    for (const v of values) this.varint(Math.max(0, v));
+    this.end(lengthAt);
   }
 
-  /** A nested message written by `write`; left out when it wrote nothing and `keepEmpty` is false. */
-  message(field: number, write: () => void, keepEmpty = false): void {
+  /**
+   * Starts a nested message (field `field`), reserving `lengthBytes` for its length; returns
+   * where the length goes, for end().
+   */
+  begin(field: number, lengthBytes = 1): number {
     this.tag(field, lengthDelimited);
-    this.ensure(1);
-    const lengthAt = this.at++;
-    const start = this.at;
-    write();
+    this.ensure(lengthBytes);
+    const lengthAt = this.at;
+    this.at += lengthBytes;
+    return lengthAt;
+  }
+
+  /**
+   * Ends the nested message begun at `lengthAt` with `lengthBytes` reserved: writes its length,
+   * moving its bytes when the length takes other room. An empty one is taken back unless
+   * `keepEmpty` (which fields under 16 alone may leave unset: their tag is one byte).
+   */
+  end(lengthAt: number, keepEmpty = false, lengthBytes = 1): void {
+    const start = lengthAt + lengthBytes;
     const length = this.at - start;
     if (length === 0 && !keepEmpty) {
-      this.at = lengthAt - varintSize((field << 3) | lengthDelimited);
+      this.at = lengthAt - 1; // back over the tag: one byte, as the field is under 16
       return;
     }
-    const extra = varintSize(length) - 1;
-    if (extra > 0) {
-      this.ensure(extra);
-      this.buffer.copyWithin(start + extra, start, this.at);
-      this.at += extra;
+    const needed = varintSize(length);
+    if (needed !== lengthBytes) {
+      this.ensure(needed - lengthBytes);
+      this.buffer.copyWithin(lengthAt + needed, start, this.at);
+      this.at += needed - lengthBytes;
     }
+    const b = this.buffer;
     let at = lengthAt;
     let value = length;
     while (value > 0x7f) {
-      this.buffer[at++] = (value & 0x7f) | 0x80;
+      b[at++] = (value & 0x7f) | 0x80;
       value = Math.floor(value / 128);
     }
-    this.buffer[at] = value;
+    b[at] = value;
   }
 
   /** A double field (wire type 1), written even when 0 (for optional fields). */
@@ -220,25 +254,20 @@ class ProtoWriter {
   signedDuration(field: number, ms: number): void {
     const seconds = Math.trunc(ms / 1000);
     const nanos = Math.trunc((ms - seconds * 1000) * 1e6);
-    this.message(field, () => {
-      this.int(1, seconds);
-      this.int(2, nanos);
-    }, true);
+    const lengthAt = this.begin(field);
+    this.int(1, seconds);
+    this.int(2, nanos);
+    this.end(lengthAt, true);
   }
 
   /** A google.protobuf.Timestamp or Duration from milliseconds. */
   time(field: number, ms: number): void {
     const seconds = Math.floor(ms / 1000);
     const nanos = Math.floor((ms - seconds * 1000) * 1e6);
-    this.message(field, () => {
-      this.uint(1, seconds);
-      this.uint(2, nanos);
-    }, true);
-  }
-
-  /** The bytes written: a view of the writer's buffer, valid until the next record. */
-  view(): Uint8Array {
-    return this.buffer.subarray(0, this.at);
+    const lengthAt = this.begin(field);
+    this.uint(1, seconds);
+    this.uint(2, nanos);
+    this.end(lengthAt, true);
   }
 }
 
@@ -251,19 +280,27 @@ function varintSize(value: number): number {
   return size;
 }
 
-/** One writer per process: records are encoded one at a time, on the event loop. */
-const writer = new ProtoWriter();
+/** A label list as the record writes it (ClassificationOutput.labels), encoded once per list. */
+const encodedLabels = new WeakMap<readonly string[], Uint8Array>();
+
+function labelsBytes(labels: readonly string[]): Uint8Array {
+  let bytes = encodedLabels.get(labels);
+  if (bytes === undefined) {
+    const w = new ProtoWriter(Buffer.allocUnsafe(64));
+    for (const label of labels) w.string(1, label);
+    bytes = Uint8Array.prototype.slice.call(w.buffer.subarray(0, w.at));
+    encodedLabels.set(labels, bytes);
+  }
+  return bytes;
+}
 
 /**
- * The record's bytes, as a view valid until the next record is encoded (copy it to keep it).
- * When inputs and outputs together exceed `maxPayloadBytes` they are kept
- * as their shapes only (rows' width, tensors' name, type and shape) and the record is marked
- * truncated.
+ * Writes the record of `facts` at the writer's position. When inputs and outputs together
+ * exceed `maxPayloadBytes` they are kept as their shapes only (rows' width, tensors' name,
+ * type and shape) and the record is marked truncated.
  */
-export function encodeRecordView(facts: RecordFacts, maxPayloadBytes: number): Uint8Array {
+export function writeRecord(w: ProtoWriter, facts: RecordFacts, maxPayloadBytes: number): void {
   const truncated = payloadBytes(facts) > maxPayloadBytes;
-  const w = writer;
-  w.reset();
   w.string(1, facts.requestId);
   w.time(2, facts.timeMs);
   w.string(3, facts.traceId);
@@ -274,32 +311,37 @@ export function encodeRecordView(facts: RecordFacts, maxPayloadBytes: number): U
   w.uint(8, facts.version);
   w.string(9, facts.alias);
   w.string(10, facts.arm);
-  w.message(11, () => {
-    const { rows, inputTensors, images } = facts;
-    if (rows !== undefined) {
-      w.message(1, () => {
-        w.uint(1, rows.width);
-        if (!truncated) w.floats(2, rows.values);
-      }, true);
+  const { rows, inputTensors, images } = facts;
+  // Inputs: one row set is mostly over 127 bytes past a few rows; tensors and images vary.
+  const inputsAt = w.begin(11);
+  if (rows !== undefined) {
+    // Room for the length of the width and the floats, whose size is known before they are written.
+    const lengthBytes = truncated ? 1 : varintSize(rows.values.length * 4 + 8);
+    const rowsAt = w.begin(1, lengthBytes);
+    w.uint(1, rows.width);
+    if (!truncated) w.floats(2, rows.values);
+    w.end(rowsAt, true, lengthBytes);
+  }
+  if (inputTensors !== undefined) for (const tensor of inputTensors) writeTensor(w, 2, tensor, truncated);
+  if (images !== undefined) {
+    for (const image of images) {
+      const imageAt = w.begin(3);
+      w.string(1, image.sha256);
+      w.uint(2, image.sizeBytes);
+      w.end(imageAt);
     }
-    for (const tensor of inputTensors ?? []) writeTensor(w, 2, tensor, truncated);
-    for (const image of images ?? []) {
-      w.message(3, () => {
-        w.string(1, image.sha256);
-        w.uint(2, image.sizeBytes);
-      });
-    }
-  });
-  w.message(12, () => {
-    const { classification, outputTensors } = facts;
-    if (classification !== undefined) {
-      w.message(1, () => {
-        for (const label of classification.labels) w.string(1, label);
-        if (!truncated) w.floats(2, classification.probabilities);
-      }, true);
-    }
-    for (const tensor of outputTensors ?? []) writeTensor(w, 2, tensor, truncated);
-  });
+  }
+  w.end(inputsAt);
+  const { classification, outputTensors } = facts;
+  const outputsAt = w.begin(12);
+  if (classification !== undefined) {
+    const classificationAt = w.begin(1);
+    w.raw(labelsBytes(classification.labels));
+    if (!truncated) w.floats(2, classification.probabilities);
+    w.end(classificationAt, true);
+  }
+  if (outputTensors !== undefined) for (const tensor of outputTensors) writeTensor(w, 2, tensor, truncated);
+  w.end(outputsAt);
   w.time(13, facts.latencyMs);
   w.uint(14, facts.status);
   w.string(15, facts.error === undefined ? undefined : facts.error.slice(0, 1024));
@@ -309,21 +351,21 @@ export function encodeRecordView(facts: RecordFacts, maxPayloadBytes: number): U
   w.bool(19, truncated);
   const shadow = facts.shadow;
   if (shadow !== undefined) {
-    w.message(20, () => {
-      w.uint(1, shadow.primaryVersion);
-      w.uint(2, shadow.rows);
-      w.uint(3, shadow.agreeingRows);
-      if (!Number.isNaN(shadow.meanAbsDifference)) w.double(4, shadow.meanAbsDifference);
-      w.signedDuration(5, shadow.latencyDifferenceMs);
-    }, true);
+    const shadowAt = w.begin(20);
+    w.uint(1, shadow.primaryVersion);
+    w.uint(2, shadow.rows);
+    w.uint(3, shadow.agreeingRows);
+    if (!Number.isNaN(shadow.meanAbsDifference)) w.double(4, shadow.meanAbsDifference);
+    w.signedDuration(5, shadow.latencyDifferenceMs);
+    w.end(shadowAt, true);
   }
-  return w.view();
 }
 
-/** The record's bytes, a copy of its own. */
+/** The record's bytes, a copy of its own (tests and benchmarks; the prediction log writes records in place). */
 export function encodeRecord(facts: RecordFacts, maxPayloadBytes: number): Uint8Array {
-  // Uint8Array's slice copies (a Buffer's would be a view of the writer's buffer).
-  return Uint8Array.prototype.slice.call(encodeRecordView(facts, maxPayloadBytes));
+  const w = new ProtoWriter(Buffer.allocUnsafe(1024));
+  writeRecord(w, facts, maxPayloadBytes);
+  return Uint8Array.prototype.slice.call(w.buffer.subarray(0, w.at));
 }
 
 /** Bytes of field 1 (records) of an IngestRecordsRequest holding a record of `length` bytes. */
@@ -331,44 +373,31 @@ export function framedRecordBytes(length: number): number {
   return 1 + varintSize(length) + length;
 }
 
-/** Writes a record as field 1 of an IngestRecordsRequest at `at`; returns the next position. */
-export function writeFramedRecord(out: Uint8Array, at: number, record: Uint8Array): number {
-  out[at++] = (1 << 3) | lengthDelimited;
-  let value = record.length;
-  while (value > 0x7f) {
-    out[at++] = (value & 0x7f) | 0x80;
-    value = Math.floor(value / 128);
-  }
-  out[at++] = value;
-  out.set(record, at);
-  return at + record.length;
-}
-
 function writeTensor(w: ProtoWriter, field: number, tensor: RecordTensor, truncated: boolean): void {
-  w.message(field, () => {
-    w.string(1, tensor.name);
-    w.string(2, tensor.datatype);
-    w.int64s(3, tensor.shape);
-    if (!truncated) w.bytes(4, tensor.contents);
-  });
+  // Room for the length of the contents and what names and shapes mostly take.
+  const lengthBytes = truncated ? 1 : varintSize(tensor.contents.length + 32);
+  const tensorAt = w.begin(field, lengthBytes);
+  w.string(1, tensor.name);
+  w.string(2, tensor.datatype);
+  w.int64s(3, tensor.shape);
+  if (!truncated) w.bytes(4, tensor.contents);
+  w.end(tensorAt, false, lengthBytes);
 }
 
 /** Bytes of the record's inputs and outputs contents (what truncation drops). */
 function payloadBytes(facts: RecordFacts): number {
-  let bytes = (facts.rows?.values.byteLength ?? 0) + (facts.classification?.probabilities.byteLength ?? 0);
-  for (const t of facts.inputTensors ?? []) bytes += t.contents.byteLength;
-  for (const t of facts.outputTensors ?? []) bytes += t.contents.byteLength;
+  // Float32Array lengths times 4, not byteLength: a getter the serving path need not call.
+  let bytes = (facts.rows === undefined ? 0 : facts.rows.values.length * 4) + (facts.classification === undefined ? 0 : facts.classification.probabilities.length * 4);
+  if (facts.inputTensors !== undefined) for (const t of facts.inputTensors) bytes += t.contents.length;
+  if (facts.outputTensors !== undefined) for (const t of facts.outputTensors) bytes += t.contents.length;
   return bytes;
 }
 
-/**
- * An IngestRecordsRequest holding encoded records: each as field 1 (records), length-delimited.
- */
+/** An IngestRecordsRequest holding encoded records: each as field 1 (records), length-delimited. */
 export function encodeIngestRequest(records: readonly Uint8Array[]): Uint8Array {
   let size = 0;
   for (const r of records) size += framedRecordBytes(r.length);
-  const out = Buffer.allocUnsafe(size);
-  let at = 0;
-  for (const r of records) at = writeFramedRecord(out, at, r);
-  return out;
+  const w = new ProtoWriter(Buffer.allocUnsafe(size));
+  for (const r of records) w.bytes(1, r);
+  return w.buffer.subarray(0, w.at);
 }
