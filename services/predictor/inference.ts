@@ -184,27 +184,58 @@ export class Inference {
       const answer = kind.answer(loaded, input, prepared, computed, outlierScores);
       const done = performance.now();
       loaded.stats.recordRequest({ ok: true, rows, totalMs: done - started, inputMs: preparedAt - started, outputMs: done - inferredAt });
-      if (this.#observers.length > 0) {
-        const ran =
-          "feeds" in prepared
-            ? { feeds: prepared.feeds, outputs: computed as Record<string, HostTensor> }
-            : { input: prepared as ModelInput, probabilities: computed as Float32Array, outlierScores };
-        this.#notify({ kind: kind.name, loaded, model: loaded.name, version: loaded.version, requested, part: kind.part?.(input), call, ...ran, images: kind.imagesOf?.(input), arm: routed.arm, shadows: routed.shadows, rows, ms: done - started });
-      }
+      if (this.#observers.length > 0) this.#notify(loaded, kind, input, requested, call, routed, prepared, computed, outlierScores, rows, done - started, undefined);
       return answer;
     } catch (err) {
       const ms = performance.now() - started;
       const rows = prepared === undefined ? 0 : rowsOf(prepared);
       loaded.stats.recordRequest({ ok: false, rows, totalMs: ms, inputMs: (preparedAt ?? started + ms) - started });
-      if (this.#observers.length > 0) {
-        const ran = prepared === undefined ? {} : "feeds" in prepared ? { feeds: prepared.feeds } : { input: prepared as ModelInput };
-        this.#notify({ kind: kind.name, loaded, model: loaded.name, version: loaded.version, requested, part: kind.part?.(input), call, ...ran, images: kind.imagesOf?.(input), arm: routed.arm, rows, ms, error: err });
-      }
+      if (this.#observers.length > 0) this.#notify(loaded, kind, input, requested, call, routed, prepared, undefined, undefined, rows, ms, err);
       throw err;
     }
   }
 
-  #notify(event: InferenceEvent): void {
+  /**
+   * Tells the observers of one inference. The event is built here alone, every field always
+   * set, so that every event has one shape: the observers' reads of it stay monomorphic.
+   */
+  #notify<Input, Answer, Prepared extends ModelInput | TensorInput>(
+    loaded: LoadedVersion,
+    kind: InferenceKind<Input, Answer, Prepared>,
+    input: Input,
+    requested: string,
+    call: CallContext | undefined,
+    routed: Routed,
+    prepared: Prepared | undefined,
+    computed: Computed<Prepared> | undefined,
+    outlierScores: Float32Array | undefined,
+    rows: number,
+    ms: number,
+    error: unknown,
+  ): void {
+    const tensors = prepared !== undefined && "feeds" in prepared ? (prepared as TensorInput) : undefined;
+    const classified = prepared !== undefined && !("feeds" in prepared) ? (prepared as ModelInput) : undefined;
+    const event: InferenceEvent = {
+      kind: kind.name,
+      loaded,
+      model: loaded.name,
+      version: loaded.version,
+      requested,
+      part: kind.part?.(input),
+      call,
+      input: classified,
+      probabilities: classified && (computed as Float32Array | undefined),
+      outlierScores,
+      feeds: tensors?.feeds,
+      outputs: tensors && (computed as Record<string, HostTensor> | undefined),
+      images: kind.imagesOf?.(input),
+      arm: routed.arm,
+      // A failed call has no answer to compare a shadow's with.
+      shadows: error === undefined ? routed.shadows : undefined,
+      rows,
+      ms,
+      error,
+    };
     for (const observer of this.#observers) {
       try {
         observer(event);

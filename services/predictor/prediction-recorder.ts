@@ -18,7 +18,12 @@ import { rawBytesOf } from "./open-inference.js";
  */
 
 /** How each inference kind names its API in records. */
-const apiOf: Readonly<Record<string, string>> = { predict: "predict", predict_models: "predict_models", oip: "oip", images: "classify_images" };
+const apiOf: ReadonlyMap<string, string> = new Map([
+  ["predict", "predict"],
+  ["predict_models", "predict_models"],
+  ["oip", "oip"],
+  ["images", "classify_images"],
+]);
 
 /** Records every sampled inference of `inference` in `log`. */
 export function recordPredictions(inference: Inference, log: PredictionLog): void {
@@ -74,7 +79,7 @@ function recordOf(event: InferenceEvent): RecordFacts {
     traceId: call?.values.get(traceSpanKey)?.traceId,
     caller: call?.values.get(principalKey)?.name,
     source: RecordSource.predictor,
-    api: apiOf[event.kind] ?? event.kind,
+    api: apiOf.get(event.kind) ?? event.kind,
     model: event.model,
     version: event.version,
     alias: at === -1 ? undefined : event.requested.slice(at + 1),
