@@ -1,7 +1,8 @@
 // The prediction log and the monitor (issue 21), measured side by side in one run:
 //  1. what recording every prediction costs the Predictor: 1 row at 50 streams and 100 rows at
 //     50 streams, logging off against on (each Predictor pinned to core 0, h2load and the
-//     monitor on core 1), in interleaved rounds; then every call's record counted in the
+//     monitor on core 1, the monitor under SCHED_IDLE), in interleaved rounds, then in paired
+//     rounds (both loaded at once, sharing core 0); then every call's record counted in the
 //     monitor's database (0 lost) and the drop counter read;
 //  2. the monitor's ingestion on one core (pinned to core 0; this process sends pre-encoded
 //     records from core 1), and GetPrediction by request id over 1,000 random ids;
@@ -10,7 +11,7 @@
 //     the records missing compared with the drop counter.
 // Writes its section of docs/benchmarks.md.
 //
-//   npm run bench:monitor        (installs h2load first; about 9 minutes)
+//   npm run bench:monitor        (installs h2load first; about 11 minutes)
 import { randomUUID } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -28,6 +29,8 @@ import { machineSummary, startBenchService, table, writeDocSection, type BenchSe
 const environment = readProcessEnvironment();
 const seconds = Number(environment.BENCH_SECONDS ?? 5);
 const runs = Number(environment.BENCH_RUNS ?? 3);
+/** Rounds of logging off and on loaded at once (paired). */
+const pairRuns = Number(environment.BENCH_PAIR_RUNS ?? 7);
 const downSeconds = Number(environment.BENCH_DOWN_SECONDS ?? 300);
 const ingestRecords = Number(environment.BENCH_INGEST_RECORDS ?? 1_000_000);
 /** BENCH_ONLY=cost,ingest,down picks parts (a part does not write the doc); BENCH_PROFILE=1 profiles the ingesting monitor (--cpu-prof into the working folder). */
@@ -39,8 +42,8 @@ const scratch = mkdtempSync(join(tmpdir(), "mlmesh-bench-monitor-"));
 const started: BenchService[] = [];
 let port = 50400;
 
-async function start(service: string, cpus: string, env: Record<string, string> = {}, at = port++, nodeArgs: string[] = [], nice?: number): Promise<BenchService> {
-  const s = await startBenchService(service, at, { cpus, env, nodeArgs, nice });
+async function start(service: string, cpus: string, env: Record<string, string> = {}, at = port++, nodeArgs: string[] = [], idle?: boolean): Promise<BenchService> {
+  const s = await startBenchService(service, at, { cpus, env, nodeArgs, idle });
   started.push(s);
   return s;
 }
@@ -105,9 +108,9 @@ function median(values: readonly number[]): number {
 /** Part 1: logging off against on, interleaved; then every record counted. */
 async function loggingCost(): Promise<void> {
   const monitorDb = join(scratch, "monitor-cost.db");
-  // The monitor shares core 1 with h2load at the lowest priority: it works in what the load
-  // generator leaves, and slows it as little as it can (elsewhere it runs on machines of its own).
-  const monitor = await start("monitor", "1", { MONITOR_DATABASE_URL: `file:${monitorDb}` }, port++, [], 19);
+  // The monitor shares core 1 with h2load under SCHED_IDLE: it works in what the load generator
+  // leaves, and yields at once when h2load wakes (elsewhere it runs on machines of its own).
+  const monitor = await start("monitor", "1", { MONITOR_DATABASE_URL: `file:${monitorDb}` }, port++, [], true);
   const off = await start("predictor", "0");
   const on = await start("predictor", "0", { MONITOR_ADDRESS: monitor.address });
   const plain = await start("predictor", "0", { PREDICTOR_OUTLIER_MODELS: "none" });
@@ -169,6 +172,7 @@ async function loggingCost(): Promise<void> {
     }
   }
   for (const r of rows) console.log(r.join("\t"));
+  const paired = await pairedRounds(off, on, loads);
   // Every call of the logging Predictor has its record (after the queue drained).
   await waitFor("the prediction log to drain", async () => (await queueBytes(on.address)) === 0, 30_000);
   await new Promise((r) => setTimeout(r, 1000));
@@ -180,15 +184,56 @@ async function loggingCost(): Promise<void> {
   doc.push(
     "### What recording every prediction costs the Predictor",
     "",
-    `Each Predictor pinned to core 0; h2load (one connection) on core 1, and the monitor on core 1 at nice 19 (it works in what h2load leaves). Median of ${runs} interleaved rounds of ${seconds} s (min-max in brackets); ratio against logging off in the same run. Outlier scoring is on in the first two (iris_svc ships outlier.onnx).`,
+    `Each Predictor pinned to core 0; h2load (one connection) on core 1, and the monitor on core 1 under SCHED_IDLE (it works in what h2load leaves, and yields when h2load wakes). Median of ${runs} interleaved rounds of ${seconds} s (min-max in brackets); ratio against logging off in the same run. Outlier scoring is on in the first two (iris_svc ships outlier.onnx).`,
     "",
     table(["Predictor", "rows/request", "streams", "req/s", "rows/s", "÷ logging off", "Predictor CPU µs/call", "calls per CPU-second ÷ logging off", "Predictor busy %", "p50 ms", "p99 ms"], rows),
     "",
     "req/s is what h2load saw. The Predictor's CPU per call is from /proc, over every call of the run (warm-ups included) that its /metrics counted; it depends on the load too, since concurrent calls share onnxruntime runs. Predictor busy is its CPU time over the run's wall time: under 100 % when it waited for requests (the load generator, not the Predictor, set the pace).",
     "",
+    `**Paired rounds.** This machine's speed drifts by ±20 % from one round to the next, more than the cost being measured, so the rounds above scatter around it. In ${pairRuns} paired rounds of ${seconds} s, both Predictors ran at once on core 0, each loaded by its own h2load on core 1 (50 streams): the kernel gives each half the core, so req/s with logging ÷ req/s without is what a call costs with logging against without, and whatever the machine does in a round it does to both.`,
+    "",
+    table(["rows/request", "streams", "req/s logging off", "req/s logging on", "on ÷ off, median (min-max)", "CPU share off / on"], paired),
+    "",
     `Records lost while the monitor was up: the logging Predictor answered ${calls} Predict calls OK (warm-ups included); the monitor stored ${stored} records of iris_svc; the drop counter says ${drops} (by reason: ${reasons}). Lost: ${calls - stored}.`,
   );
   for (const s of [monitor, off, on, plain]) await s.stop();
+}
+
+/**
+ * Logging off and on loaded at the same time on one core: per round, each one's req/s and CPU
+ * share, and the ratio. Returns a table row per load.
+ */
+async function pairedRounds(off: BenchService, on: BenchService, loads: readonly { rows: number; streams: number }[]): Promise<string[][]> {
+  const rows: string[][] = [];
+  for (const l of loads) {
+    const ratios: number[] = [];
+    const rps: [number[], number[]] = [[], []];
+    const shares: [number[], number[]] = [[], []];
+    for (let round = 0; round < pairRuns; round++) {
+      const cpuBefore = [cpuMs(off.pid), cpuMs(on.pid)];
+      const wallBefore = performance.now();
+      const [a, b] = await Promise.all([off, on].map((s) => h2load({ url: `http://${s.address}${predictPath}`, body: predictBody(l.rows), streams: l.streams, seconds, warmupSeconds: 2, cpus: "1" })));
+      const wall = performance.now() - wallBefore;
+      const share = [(cpuMs(off.pid) - cpuBefore[0]) / wall, (cpuMs(on.pid) - cpuBefore[1]) / wall];
+      ratios.push(b.rps / a.rps);
+      rps[0].push(a.rps);
+      rps[1].push(b.rps);
+      shares[0].push(share[0]);
+      shares[1].push(share[1]);
+      console.log(`paired\t${l.rows} rows\toff ${Math.round(a.rps)} req/s (${(share[0] * 100).toFixed(1)} % CPU)\ton ${Math.round(b.rps)} req/s (${(share[1] * 100).toFixed(1)} % CPU)\ton ÷ off ${(b.rps / a.rps).toFixed(3)}`);
+    }
+    const [min, max] = [Math.min(...ratios), Math.max(...ratios)];
+    rows.push([
+      String(l.rows),
+      String(l.streams),
+      String(Math.round(median(rps[0]))),
+      String(Math.round(median(rps[1]))),
+      `**${median(ratios).toFixed(3)}** (${min.toFixed(3)}-${max.toFixed(3)})`,
+      `${(median(shares[0]) * 100).toFixed(1)} % / ${(median(shares[1]) * 100).toFixed(1)} %`,
+    ]);
+    console.log(rows[rows.length - 1].join("\t"));
+  }
+  return rows;
 }
 
 /** Part 2: ingestion on one core, and GetPrediction by request id. */

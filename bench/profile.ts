@@ -34,11 +34,11 @@ let body: Buffer;
 const helpers: BenchService[] = [];
 let service: BenchService;
 if (target === "predictor") {
-  // BENCH_LOGGING=1: every prediction recorded to a monitor on core 1 (at nice 19, as bench:monitor runs it).
+  // BENCH_LOGGING=1: every prediction recorded to a monitor on core 1 (under SCHED_IDLE, as bench:monitor runs it).
   const logging = environment.BENCH_LOGGING === "1";
   if (logging) {
     const dir = mkdtempSync(join(tmpdir(), "mlmesh-profile-monitor-"));
-    helpers.push(await startBenchService("monitor", 50315, { cpus: "1", nice: 19, env: { MONITOR_DATABASE_URL: `file:${join(dir, "monitor.db")}` } }));
+    helpers.push(await startBenchService("monitor", 50315, { cpus: "1", idle: true, env: { MONITOR_DATABASE_URL: `file:${join(dir, "monitor.db")}` } }));
   }
   service = await startBenchService("predictor", 50310, { cpus: "0", nodeArgs: profiled, env: logging ? { MONITOR_ADDRESS: "127.0.0.1:50315" } : {} });
   const rows = Array.from({ length: Number(rowsArg) }, () => ({ values: iris }));

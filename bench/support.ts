@@ -32,15 +32,18 @@ export async function startBenchService(
     env?: Record<string, string>;
     checkout?: string;
     nodeArgs?: readonly string[];
-    /** Runs the service at this nice level (19: only what the other processes on its cores leave). */
-    nice?: number;
+    /**
+     * Runs the service under SCHED_IDLE: it gets its cores only when no other process wants them,
+     * and gives them up at once when one wakes (stricter than nice 19, which still takes a share).
+     */
+    idle?: boolean;
   } = {},
 ): Promise<BenchService> {
   const entry = catalogEntry(service);
   if (entry === undefined) throw new Error(`no service "${service}" in services/catalog.ts`);
   const command = [process.execPath, ...(options.nodeArgs ?? []), `${options.checkout ?? repoRoot}/bin/mlmesh.js`, "serve", service];
-  const niced = options.nice === undefined ? command : ["nice", "-n", String(options.nice), ...command];
-  const [file, ...args] = options.cpus ? ["taskset", "-c", options.cpus, ...niced] : niced;
+  const scheduled = options.idle ? ["chrt", "--idle", "0", ...command] : command;
+  const [file, ...args] = options.cpus ? ["taskset", "-c", options.cpus, ...scheduled] : scheduled;
   const child: ChildProcess = spawn(file, args, {
     env: { ...environment, LOG_LEVEL: "warn", HOST: "127.0.0.1", [entry.portVariable]: String(port), ...options.env },
     stdio: ["ignore", "inherit", "inherit"],
