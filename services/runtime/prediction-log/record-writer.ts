@@ -369,7 +369,7 @@ export function encodeRecord(facts: RecordFacts, maxPayloadBytes: number): Uint8
 }
 
 /** Bytes of field 1 (records) of an IngestRecordsRequest holding a record of `length` bytes. */
-export function framedRecordBytes(length: number): number {
+function framedRecordBytes(length: number): number {
   return 1 + varintSize(length) + length;
 }
 
