@@ -151,8 +151,13 @@ export class ProtoWriter {
   /** Bytes written as they are (an encoded part of a message). */
   raw(value: Uint8Array): void {
     this.ensure(value.length);
-    this.buffer.set(value, this.at);
-    this.at += value.length;
+    const b = this.buffer;
+    const at = this.at;
+    // A few bytes (a label list) are copied here: in optimized code, looking up `set` after
+    // ensure() took V8's generic property-load path on every record.
+    if (value.length <= 64) for (let i = 0; i < value.length; i++) b[at + i] = value[i];
+    else b.set(value, at);
+    this.at = at + value.length;
   }
 
   /** A packed repeated float field. */
