@@ -1,8 +1,12 @@
 // The prediction log's hand encoder (runtime/prediction-log/record-writer.ts) against
 // protobuf-es: every field it writes decodes to what it was given.
-import { fromBinary } from "@bufbuild/protobuf";
+import * as http2 from "node:http2";
+import type { AddressInfo } from "node:net";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { describe, expect, it } from "vitest";
-import { IngestRecordsRequestSchema, PredictionRecordSchema, RecordSource as Source } from "../gen/mlmesh/monitor/v1/monitor_pb.js";
+import { IngestRecordsRequestSchema, IngestRecordsResponseSchema, PredictionRecordSchema, RecordSource as Source } from "../gen/mlmesh/monitor/v1/monitor_pb.js";
+import { createLogger } from "../services/runtime/observability/logger.js";
+import { PredictionLog } from "../services/runtime/prediction-log/prediction-log.js";
 import { encodeIngestRequest, encodeRecord, RecordSource, type RecordFacts } from "../services/runtime/prediction-log/record-writer.js";
 
 const facts: RecordFacts = {
@@ -88,5 +92,63 @@ describe("the prediction record encoder", () => {
     const request = fromBinary(IngestRecordsRequestSchema, encodeIngestRequest(records));
     expect(request.records.map((r) => r.requestId)).toEqual(["req-1", "req-2"]);
     expect(request.records[1].shadow).toBeUndefined();
+  });
+});
+
+describe("the prediction log's queue", () => {
+  it("sends no empty message when a record is dropped into a fresh one (the monitor would refuse the whole stream)", async () => {
+    // An HTTP/2 server answering IngestRecords as the monitor does: every message must hold a record.
+    const messages: number[] = [];
+    const server = http2.createServer();
+    server.on("stream", (stream) => {
+      const chunks: Buffer[] = [];
+      stream.on("data", (c: Buffer) => chunks.push(c));
+      stream.on("end", () => {
+        let body = Buffer.concat(chunks);
+        let empty = false;
+        while (body.length >= 5) {
+          const length = body.readUInt32BE(1);
+          const request = fromBinary(IngestRecordsRequestSchema, body.subarray(5, 5 + length));
+          messages.push(request.records.length);
+          if (request.records.length === 0) empty = true;
+          body = body.subarray(5 + length);
+        }
+        const status = empty ? { "grpc-status": "3", "grpc-message": "records: must contain at least 1 item(s)" } : { "grpc-status": "0" };
+        stream.respond({ ":status": 200, "content-type": "application/grpc" }, { waitForTrailers: true });
+        stream.on("wantTrailers", () => stream.sendTrailers(status));
+        const reply = toBinary(IngestRecordsResponseSchema, create(IngestRecordsResponseSchema, {}));
+        const framed = Buffer.alloc(5 + reply.length);
+        framed.writeUInt32BE(reply.length, 1);
+        framed.set(reply, 5);
+        stream.end(framed);
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const log = new PredictionLog(
+      {
+        monitorAddress: `127.0.0.1:${(server.address() as AddressInfo).port}`,
+        sampleRates: new Map(),
+        defaultSampleRate: 1,
+        queueBytes: 4 * 1024 * 1024,
+        maxPayloadBytes: 16 * 1024 * 1024,
+        flushIntervalMs: 60_000,
+      },
+      createLogger("test", "error"),
+      {},
+    );
+    try {
+      // A full message (10,000 records), then a record larger than the whole queue: dropped,
+      // from the new message it was written into; then one more, and one too large again.
+      const small: RecordFacts = { requestId: "", source: RecordSource.predictor, api: "predict", model: "iris_svc", version: 1, timeMs: 1, latencyMs: 1, status: 0, rowCount: 1 };
+      for (let i = 0; i < 10_000; i++) log.append({ ...small, requestId: `req-${i}` });
+      const huge = { ...small, rows: { width: 4, values: new Float32Array(1_250_000) } };
+      log.append(huge);
+      log.append({ ...small, requestId: "req-last" });
+      log.append(huge);
+      await log.close(5000);
+      expect(messages).toEqual([10_000, 1]);
+    } finally {
+      await new Promise((resolve) => server.close(resolve));
+    }
   });
 });

@@ -123,15 +123,14 @@ export class PredictionLog {
       writeRecord(w, facts, this.settings.maxPayloadBytes);
       w.end(lengthAt, true, 2);
     } catch (err) {
-      w.at = start;
+      this.#takeBack(chunk, start);
       this.#warn("a prediction record could not be encoded", err);
       dropped.inc({ reason: "rejected" });
       return;
     }
     const framed = w.at - start;
-    this.#lastFramedBytes = framed;
     if (this.#bytes + framed > this.settings.queueBytes || framed > maxMessageBytes) {
-      w.at = start;
+      this.#takeBack(chunk, start);
       dropped.inc({ reason: "queue_full" });
       return;
     }
@@ -143,8 +142,22 @@ export class PredictionLog {
       chunk = next;
     }
     chunk.records++;
+    // The guess is of a record that was queued: one too large for any queue must not stop the rest.
+    this.#lastFramedBytes = framed;
     this.#bytes += framed;
     queuedBytes.set(this.#bytes);
+  }
+
+  /**
+   * Takes back a record written from `start` on; a message left with none leaves the queue (the
+   * monitor refuses an empty IngestRecordsRequest, and with it the whole stream).
+   */
+  #takeBack(chunk: Chunk, start: number): void {
+    chunk.writer.at = start;
+    if (chunk.records === 0) {
+      this.#queue.pop();
+      this.#recycle([chunk]);
+    }
   }
 
   /** A new message at the queue's tail. */
