@@ -67,6 +67,14 @@ const floatScratch = new Float32Array(1);
 const floatBytes = new Uint8Array(floatScratch.buffer);
 const floatByteOrder = endianness() === "LE" ? [0, 1, 2, 3] : [3, 2, 1, 0];
 const [f0, f1, f2, f3] = floatByteOrder;
+/**
+ * String.prototype.charCodeAt, called on a record's strings. Looked up on the string itself
+ * (`value.charCodeAt`), the name resolved through V8's generic property load on every character:
+ * a record's strings come in more internal kinds (literals, joined, sliced, decoded) than an
+ * optimized property load handles. Called as a known function, it compiles to a string check
+ * and a load.
+ */
+const charCodeAt = String.prototype.charCodeAt;
 /** Above this many floats, one bulk copy costs less than writing them one by one. */
 const bulkFloats = 64;
 
@@ -123,7 +131,7 @@ export class ProtoWriter {
       const start = this.at;
       let i = 0;
       for (; i < value.length; i++) {
-        const c = value.charCodeAt(i);
+        const c = charCodeAt.call(value, i);
         if (c > 0x7f) break; // not ASCII: the general path below writes over these bytes
         b[start + 2 + i] = c;
       }
