@@ -67,14 +67,6 @@ const floatScratch = new Float32Array(1);
 const floatBytes = new Uint8Array(floatScratch.buffer);
 const floatByteOrder = endianness() === "LE" ? [0, 1, 2, 3] : [3, 2, 1, 0];
 const [f0, f1, f2, f3] = floatByteOrder;
-/**
- * String.prototype.charCodeAt, called on a record's strings. Looked up on the string itself
- * (`value.charCodeAt`), the name resolved through V8's generic property load on every character:
- * a record's strings come in more internal kinds (literals, joined, sliced, decoded) than an
- * optimized property load handles. Called as a known function, it compiles to a string check
- * and a load.
- */
-const charCodeAt = String.prototype.charCodeAt;
 /** Above this many floats, one bulk copy costs less than writing them one by one. */
 const bulkFloats = 64;
 
@@ -131,7 +123,12 @@ export class ProtoWriter {
       const start = this.at;
       let i = 0;
       for (; i < value.length; i++) {
-        const c = charCodeAt.call(value, i);
+        // Not value.charCodeAt(i): a record's strings come in more internal kinds (literals,
+        // joined, sliced, decoded) than an optimized property load handles, and V8 took its
+        // generic load on every character. Nor a module constant's .call: V8 called that
+        // generically. Reached from the String global, the target is known and compiles to a
+        // string check and a load (checked with --print-opt-code in a loaded Predictor).
+        const c = String.prototype.charCodeAt.call(value, i);
         if (c > 0x7f) break; // not ASCII: the general path below writes over these bytes
         b[start + 2 + i] = c;
       }
@@ -398,7 +395,7 @@ function writeTensor(w: ProtoWriter, field: number, tensor: RecordTensor, trunca
 }
 
 /** Bytes of the record's inputs and outputs contents (what truncation drops). */
-function payloadBytes(facts: RecordFacts): number {
+export function payloadBytes(facts: RecordFacts): number {
   // Float32Array lengths times 4, not byteLength: a getter the serving path need not call.
   let bytes = (facts.rows === undefined ? 0 : facts.rows.values.length * 4) + (facts.classification === undefined ? 0 : facts.classification.probabilities.length * 4);
   if (facts.inputTensors !== undefined) for (const t of facts.inputTensors) bytes += t.contents.length;
