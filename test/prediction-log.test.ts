@@ -6,6 +6,7 @@ import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { describe, expect, it } from "vitest";
 import { IngestRecordsRequestSchema, IngestRecordsResponseSchema, PredictionRecordSchema, RecordSource as Source } from "../gen/mlmesh/monitor/v1/monitor_pb.js";
 import { createLogger } from "../services/runtime/observability/logger.js";
+import { metricsText } from "../services/runtime/observability/metrics.js";
 import { PredictionLog } from "../services/runtime/prediction-log/prediction-log.js";
 import { encodeIngestRequest, encodeRecord, RecordSource, type RecordFacts } from "../services/runtime/prediction-log/record-writer.js";
 
@@ -150,5 +151,32 @@ describe("the prediction log's queue", () => {
     } finally {
       await new Promise((resolve) => server.close(resolve));
     }
+  });
+
+  it("encodes records in runs: a run of 64 at once, fewer within milliseconds; the queue gauge reads them when scraped", async () => {
+    // No monitor answers: what is queued stays queued until close() gives up on it.
+    const log = new PredictionLog(
+      { monitorAddress: "127.0.0.1:9", sampleRates: new Map(), defaultSampleRate: 1, queueBytes: 4 * 1024 * 1024, maxPayloadBytes: 1024, flushIntervalMs: 60_000 },
+      createLogger("test", "error"),
+      {},
+    );
+    const queued = async () => Number(/^mlmesh_prediction_log_queue_bytes (\d+)/m.exec((await metricsText()).body)?.[1]);
+    try {
+      const one = { ...facts, requestId: "run-000", inputTensors: undefined, images: undefined, shadow: undefined };
+      const size = encodeRecord(one, 1024).length;
+      for (let i = 0; i < 63; i++) log.append({ ...one, requestId: `run-${String(i).padStart(3, "0")}` });
+      expect(log.queuedBytes).toBe(0); // waiting to be encoded
+      log.append({ ...one, requestId: "run-063" });
+      // 64 records: encoded at once, each framed as IngestRecordsRequest.records (a tag and two length bytes).
+      expect(log.queuedBytes).toBe(64 * (size + 3));
+      expect(await queued()).toBe(64 * (size + 3));
+      log.append({ ...one, requestId: "run-064" });
+      expect(log.queuedBytes).toBe(64 * (size + 3));
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      expect(log.queuedBytes).toBe(65 * (size + 3));
+    } finally {
+      await log.close(100);
+    }
+    expect(await queued()).toBe(0); // a closed log no longer counts
   });
 });
