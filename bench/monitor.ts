@@ -11,7 +11,7 @@
 //     the records missing compared with the drop counter.
 // Writes its section of docs/benchmarks.md.
 //
-//   npm run bench:monitor        (installs h2load first; about 11 minutes)
+//   npm run bench:monitor        (installs h2load first; about 14 minutes)
 import { randomUUID } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -30,7 +30,7 @@ const environment = readProcessEnvironment();
 const seconds = Number(environment.BENCH_SECONDS ?? 5);
 const runs = Number(environment.BENCH_RUNS ?? 3);
 /** Rounds of logging off and on loaded at once (paired). */
-const pairRuns = Number(environment.BENCH_PAIR_RUNS ?? 7);
+const pairRuns = Number(environment.BENCH_PAIR_RUNS ?? 15);
 const downSeconds = Number(environment.BENCH_DOWN_SECONDS ?? 300);
 const ingestRecords = Number(environment.BENCH_INGEST_RECORDS ?? 1_000_000);
 /** BENCH_ONLY=cost,ingest,down picks parts (a part does not write the doc); BENCH_PROFILE=1 profiles the ingesting monitor (--cpu-prof into the working folder). */
@@ -58,7 +58,7 @@ const dropped = (address: string) => metric(address, /^mlmesh_prediction_log_dro
 /** The drop counter by reason, as "queue_full 12, rejected 0" (none: "none"). */
 async function dropReasons(address: string): Promise<string> {
   const text = await (await fetch(`http://${address}/metrics`)).text();
-  const reasons = [...text.matchAll(/^mlmesh_prediction_log_dropped_total\{reason="([a-z_]+)"\} (\d+)/gm)].map((m) => `${m[1]} ${m[2]}`);
+  const reasons = [...text.matchAll(/^mlmesh_prediction_log_dropped_total\{reason="([a-z_]+)"\} (\d+)/gm)].filter((m) => m[2] !== "0").map((m) => `${m[1]} ${m[2]}`);
   return reasons.length === 0 ? "none" : reasons.join(", ");
 }
 const queueBytes = (address: string) => metric(address, /^mlmesh_prediction_log_queue_bytes (\d+)/);

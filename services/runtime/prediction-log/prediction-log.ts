@@ -4,7 +4,7 @@ import { GrpcClient } from "../client/grpc-client.js";
 import type { MeshCredentials } from "../client/mesh-credentials.js";
 import type { PredictionLogSettings } from "../env/settings.js";
 import type { Logger } from "../observability/logger.js";
-import { counter, gauge } from "../observability/metrics.js";
+import { counter, gauge, hotCounter } from "../observability/metrics.js";
 import { payloadBytes, ProtoWriter, writeRecord, type RecordFacts, type RecordTensor } from "./record-writer.js";
 
 /*
@@ -30,12 +30,16 @@ import { payloadBytes, ProtoWriter, writeRecord, type RecordFacts, type RecordTe
  */
 
 const sent = counter({ name: "mlmesh_prediction_log_sent_total", help: "Prediction records the monitor acknowledged." });
-const dropped = counter({
-  name: "mlmesh_prediction_log_dropped_total",
-  help: "Prediction records dropped, by reason: queue_full (the monitor is slow or down), rejected (the monitor refused them), shutdown (unsent when the process stopped).",
-  labelNames: ["reason"],
-});
-const sampledOut = counter({ name: "mlmesh_prediction_log_sampled_out_total", help: "Predictions not recorded because of PREDICTION_LOG_SAMPLE." });
+// Counted per prediction (a monitor down drops every record): hot counters, each child made once.
+const dropped = hotCounter(
+  "mlmesh_prediction_log_dropped_total",
+  "Prediction records dropped, by reason: queue_full (the monitor is slow or down), rejected (the monitor refused them), shutdown (unsent when the process stopped).",
+  ["reason"],
+);
+const droppedQueueFull = dropped.labels("queue_full");
+const droppedRejected = dropped.labels("rejected");
+const droppedShutdown = dropped.labels("shutdown");
+const sampledOut = hotCounter("mlmesh_prediction_log_sampled_out_total", "Predictions not recorded because of PREDICTION_LOG_SAMPLE.", []).labels();
 const sendFailures = counter({ name: "mlmesh_prediction_log_send_failures_total", help: "IngestRecords streams that failed (their records are resent)." });
 /** Every open log, for the queue gauge (read when scraped: setting it per record cost an allocation each). */
 const openLogs = new Set<PredictionLog>();
@@ -157,7 +161,7 @@ export class PredictionLog {
   #enqueue(facts: RecordFacts): void {
     // A full queue (the monitor down) drops without encoding: the CPU stays with predictions.
     if (this.#bytes + this.#lastFramedBytes > this.settings.queueBytes) {
-      dropped.inc({ reason: "queue_full" });
+      droppedQueueFull.inc();
       return;
     }
     let chunk = this.#queue[this.#queue.length - 1];
@@ -174,13 +178,13 @@ export class PredictionLog {
     } catch (err) {
       this.#takeBack(chunk, start);
       this.#warn("a prediction record could not be encoded", err);
-      dropped.inc({ reason: "rejected" });
+      droppedRejected.inc();
       return;
     }
     const framed = w.at - start;
     if (this.#bytes + framed > this.settings.queueBytes || framed > maxMessageBytes) {
       this.#takeBack(chunk, start);
-      dropped.inc({ reason: "queue_full" });
+      droppedQueueFull.inc();
       return;
     }
     if (w.at > maxMessageBytes) {
@@ -235,7 +239,7 @@ export class PredictionLog {
       if (this.#backoffMs > 0) break; // the monitor is not answering: do not hold the shutdown
     }
     const left = this.#queue.reduce((sum, c) => sum + c.records, 0);
-    if (left > 0) dropped.inc({ reason: "shutdown" }, left);
+    if (left > 0) droppedShutdown.inc(left);
     this.#queue = [];
     openLogs.delete(this);
     this.#client.close();
@@ -263,7 +267,7 @@ export class PredictionLog {
       const code = err instanceof ConnectError ? err.code : Code.Unknown;
       if (refusals.has(code)) {
         this.#release(bytes);
-        dropped.inc({ reason: "rejected" }, records);
+        droppedRejected.inc(records);
         this.#warn(`the monitor refused ${records} prediction records`, err);
       } else {
         // Back to the head of the queue, in order, for the next attempt.
