@@ -66,7 +66,9 @@ export function recordShadow(log: PredictionLog, comparison: ShadowComparison, e
 
 function recordOf(event: InferenceEvent): RecordFacts {
   const { call, loaded } = event;
-  const at = event.requested.indexOf("@");
+  // From the String global: event.requested.indexOf took V8's generic property load (the names
+  // arrive as many kinds of string).
+  const at = String.prototype.indexOf.call(event.requested, "@");
   const error = event.error === undefined ? undefined : ConnectError.from(event.error);
   const classifier = loaded.classifier;
   const callId = call?.values.get(requestIdKey) ?? randomUUID();

@@ -398,6 +398,15 @@ const hiddenRequestHeaders = new Set(["content-type", "te", "grpc-timeout", "grp
  * text, as on the wire and as connect-node gives them. A request's pseudo-headers and the
  * protocol's own headers are not shown.
  */
+/**
+ * A header name lowercased. Names arrive as many kinds of V8 string, and name.toLowerCase
+ * compiled to V8's generic property load per call (--print-opt-code); reached from the String
+ * global the call is direct.
+ */
+function lowercase(name: string): string {
+  return String.prototype.toLowerCase.call(name);
+}
+
 class ObjectHeaders extends HeadersView {
   constructor(
     private readonly object: Record<string, string | string[] | undefined>,
@@ -407,20 +416,20 @@ class ObjectHeaders extends HeadersView {
   }
 
   get(name: string): string | null {
-    const value = this.object[name.toLowerCase()];
+    const value = this.object[lowercase(name)];
     if (value === undefined) return null;
     return typeof value === "string" ? value : value.join(", ");
   }
   set(name: string, value: string): void {
-    this.object[name.toLowerCase()] = value;
+    this.object[lowercase(name)] = value;
   }
   append(name: string, value: string): void {
-    const key = name.toLowerCase();
+    const key = lowercase(name);
     const existing = this.object[key];
     this.object[key] = existing === undefined ? value : [...(typeof existing === "string" ? [existing] : existing), value];
   }
   delete(name: string): void {
-    delete this.object[name.toLowerCase()];
+    delete this.object[lowercase(name)];
   }
   protected names(): string[] {
     const names = Object.keys(this.object);
