@@ -393,12 +393,6 @@ function parseTimeout(value: string | string[] | undefined): number | undefined 
 const hiddenRequestHeaders = new Set(["content-type", "te", "grpc-timeout", "grpc-encoding", "grpc-accept-encoding"]);
 
 /**
- * A plain object of HTTP/2 headers through the Fetch Headers interface, without copying it.
- * Names are lowercase; several values read comma-joined. Binary (-bin) values are base64
- * text, as on the wire and as connect-node gives them. A request's pseudo-headers and the
- * protocol's own headers are not shown.
- */
-/**
  * A header name lowercased. Names arrive as many kinds of V8 string, and name.toLowerCase
  * compiled to V8's generic property load per call (--print-opt-code); reached from the String
  * global the call is direct.
@@ -407,6 +401,12 @@ function lowercase(name: string): string {
   return String.prototype.toLowerCase.call(name);
 }
 
+/**
+ * A plain object of HTTP/2 headers through the Fetch Headers interface, without copying it.
+ * Names are lowercase; several values read comma-joined. Binary (-bin) values are base64
+ * text, as on the wire and as connect-node gives them. A request's pseudo-headers and the
+ * protocol's own headers are not shown.
+ */
 class ObjectHeaders extends HeadersView {
   constructor(
     private readonly object: Record<string, string | string[] | undefined>,
