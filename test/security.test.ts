@@ -130,6 +130,16 @@ describe("security", () => {
       }
     }
     expect(outcomes).toHaveLength(calls.length * 4);
+
+    // The authenticated caller reaches the handler (the alias history's actor) and the log line,
+    // a refused one's too.
+    const { changes } = await admin.listAliasHistory({ modelId, alias: "production" });
+    expect(changes.length).toBeGreaterThan(0);
+    expect(new Set(changes.map((c) => c.actor))).toEqual(new Set(["carol-admin"]));
+    const aliasLines = registry.logs.filter((l) => l.rpc === "/mlmesh.registry.v1.ModelRegistryService/SetModelVersionAlias");
+    expect(new Set(aliasLines.map((l) => `${String(l.code)} ${String(l.client)}`))).toEqual(
+      new Set(["OK carol-admin", "Unauthenticated undefined", "PermissionDenied alice-reader", "PermissionDenied bob-writer"]),
+    );
   });
 
   it("takes a token rotated in the file at once, without a restart", async () => {

@@ -2,10 +2,8 @@ import { createHash, randomUUID } from "node:crypto";
 import { ConnectError } from "@connectrpc/connect";
 import { oipDatatypeOf, type HostTensor } from "../model/tensors.js";
 import { parentRequestIdHeader } from "../runtime/client/grpc-client.js";
-import { traceSpanKey } from "../runtime/observability/tracing.js";
 import { RecordSource, type PredictionLog, type RecordFacts, type RecordTensor } from "../runtime/prediction-log/prediction-log.js";
-import { principalKey } from "../runtime/security/credentials.js";
-import { requestIdKey } from "../runtime/serve/pipeline.js";
+import { callIdentityKey } from "../runtime/serve/pipeline.js";
 import type { Inference, InferenceEvent } from "./inference.js";
 import type { ShadowComparison } from "./shadow-runner.js";
 import { rawBytesOf } from "./open-inference.js";
@@ -71,15 +69,16 @@ function recordOf(event: InferenceEvent): RecordFacts {
   const at = String.prototype.indexOf.call(event.requested, "@");
   const error = event.error === undefined ? undefined : ConnectError.from(event.error);
   const classifier = loaded.classifier;
-  const callId = call?.values.get(requestIdKey) ?? randomUUID();
+  const identity = call?.values.get(callIdentityKey);
+  const callId = identity?.requestId ?? randomUUID();
   const parentRequestId = call?.requestHeader.get(parentRequestIdHeader) || undefined;
   return {
     // One call asking several models (PredictModels) files a record per model under
     // "<request id>:<i>" (within the record's 128 characters), linked to the asking request.
     requestId: event.part === undefined ? callId : `${callId.slice(0, 120)}:${event.part}`,
     parentRequestId: event.part === undefined ? parentRequestId : (parentRequestId ?? callId),
-    traceId: call?.values.get(traceSpanKey)?.traceId,
-    caller: call?.values.get(principalKey)?.name,
+    traceId: identity?.span.traceId,
+    caller: identity?.principal?.name,
     source: RecordSource.predictor,
     api: apiOf.get(event.kind) ?? event.kind,
     model: event.model,

@@ -9,10 +9,8 @@ import type {
 } from "../../gen/mlmesh/proxy/v1/proxy_pb.js";
 import { HealthCheckResponse_ServingStatus as ServingStatus } from "../../gen/grpc/health/v1/health_pb.js";
 import type { PartialServiceImpl } from "../runtime/serve/registration.js";
-import { traceSpanKey } from "../runtime/observability/tracing.js";
 import { RecordSource, type PredictionLog } from "../runtime/prediction-log/prediction-log.js";
-import { principalKey } from "../runtime/security/credentials.js";
-import { requestIdKey } from "../runtime/serve/pipeline.js";
+import { callIdentityKey } from "../runtime/serve/pipeline.js";
 import { PackedPredictResponse, packedRowsOf, packRows, type PackedRows } from "../model/wire/predict-wire.js";
 import type { BackendAnswer, Outcome, ProxyBackend } from "./backends.js";
 import type { ProxyConfig } from "./config.js";
@@ -36,9 +34,8 @@ export function createProxyService(
 
   const fanOut = async (rows: PackedRows, ctx: HandlerContext): Promise<BackendPredictionInit[]> => {
     const deadlineMs = deadlineOf(ctx);
-    const trace = ctx.values.get(traceSpanKey);
-    const requestId = ctx.values.get(requestIdKey);
-    const outcomes = await Promise.all(backends.map((b) => b.predict(rows, deadlineMs, ctx.signal, trace, requestId)));
+    const call = ctx.values.get(callIdentityKey);
+    const outcomes = await Promise.all(backends.map((b) => b.predict(rows, deadlineMs, ctx.signal, call?.span, call?.requestId)));
     return outcomes.map((outcome, i) => ({
       backend: backends[i].backend.name,
       status: statusOf(outcome),
@@ -89,7 +86,7 @@ export function createProxyService(
 
     async getMetadata(_request, ctx) {
       const deadlineMs = deadlineOf(ctx);
-      const outcomes = await Promise.all(backends.map((b) => b.metadata(deadlineMs, ctx.signal, ctx.values.get(traceSpanKey))));
+      const outcomes = await Promise.all(backends.map((b) => b.metadata(deadlineMs, ctx.signal, ctx.values.get(callIdentityKey)?.span)));
       return {
         backends: outcomes.map((outcome, i) => ({
           backend: backends[i].backend.name,
@@ -101,7 +98,7 @@ export function createProxyService(
 
     async predictSample(_request, ctx) {
       const deadlineMs = deadlineOf(ctx);
-      const outcomes = await Promise.all(backends.map((b) => b.metadata(deadlineMs, ctx.signal, ctx.values.get(traceSpanKey))));
+      const outcomes = await Promise.all(backends.map((b) => b.metadata(deadlineMs, ctx.signal, ctx.values.get(callIdentityKey)?.span)));
       const sample = outcomes.find((o) => o.ok && o.value !== undefined && o.value.sampleInput.length > 0);
       if (sample === undefined || !sample.ok) {
         throw new ConnectError(`no backend answered for its sample input: ${failureSummary(outcomes, backends)}`, Code.Unavailable);
@@ -120,6 +117,7 @@ const recordModel = "proxy";
  * (0 for a backend that failed), so that the label answered is the row's most probable.
  */
 function proxyRecord(rows: PackedRows, answers: readonly BackendPredictionInit[], ctx: HandlerContext, latencyMs: number, error?: ConnectError) {
+  const call = ctx.values.get(callIdentityKey);
   const labels = answers.map((a) => (a.response as BackendAnswer | undefined)?.labels[0] ?? String(a.backend));
   const probabilities = new Float32Array(rows.rowCount * labels.length);
   answers.forEach((answer, b) => {
@@ -130,9 +128,9 @@ function proxyRecord(rows: PackedRows, answers: readonly BackendPredictionInit[]
   const width = rows.rowCount > 0 ? rows.offsets[1] - rows.offsets[0] : 0;
   const uniform = rows.features.length === width * rows.rowCount;
   return {
-    requestId: ctx.values.get(requestIdKey) ?? randomUUID(),
-    traceId: ctx.values.get(traceSpanKey)?.traceId,
-    caller: ctx.values.get(principalKey)?.name,
+    requestId: call?.requestId ?? randomUUID(),
+    traceId: call?.span.traceId,
+    caller: call?.principal?.name,
     source: RecordSource.proxy,
     api: "predict_label",
     model: recordModel,

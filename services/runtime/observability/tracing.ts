@@ -1,4 +1,3 @@
-import { createContextKey } from "@connectrpc/connect";
 import { ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type Span, type Tracer } from "@opentelemetry/api";
 import type { TracingSettings } from "../env/settings.js";
 import { randomHex } from "./random-ids.js";
@@ -28,9 +27,6 @@ export interface OutgoingCall {
   readonly traceparent: string;
   end(error?: { code: string; message: string }): void;
 }
-
-/** Where a handler finds its RPC's span (ctx.values), to name it as the parent of its calls. */
-export const traceSpanKey = createContextKey<TraceSpan | undefined>(undefined, { description: "the RPC's trace span" });
 
 /** Starts spans: a server span per RPC (or a root span for work no RPC started, e.g. a scheduled job). */
 export interface Tracing {

@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
 import { readFileSync, statSync, unwatchFile, watchFile } from "node:fs";
-import { Code, ConnectError, createContextKey } from "@connectrpc/connect";
+import { Code, ConnectError } from "@connectrpc/connect";
 import { createLocalJWKSet, createRemoteJWKSet, jwtVerify, type JWTVerifyGetKey } from "jose";
 import { Role } from "../../../gen/mlmesh/policy/v1/policy_pb.js";
 import type { AuthSettings } from "../env/settings.js";
@@ -25,9 +25,6 @@ export interface Principal {
   readonly name: string;
   readonly role: Role;
 }
-
-/** Where handlers find the caller (undefined when authentication is off). */
-export const principalKey = createContextKey<Principal | undefined>(undefined, { description: "the authenticated caller" });
 
 export const roleNames: Record<Role, string> = {
   [Role.UNSPECIFIED]: "none",

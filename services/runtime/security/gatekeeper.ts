@@ -1,6 +1,6 @@
 import { createContextKey, type HandlerContext } from "@connectrpc/connect";
 import { Role } from "../../../gen/mlmesh/policy/v1/policy_pb.js";
-import { authorize, principalKey, type Authenticator, type Principal } from "./credentials.js";
+import { authorize, type Authenticator, type Principal } from "./credentials.js";
 import type { ClientLimits } from "./limits.js";
 import type { MethodPolicy } from "./policy.js";
 
@@ -16,6 +16,11 @@ export const requestFactsKey = createContextKey<RequestFacts | undefined>(undefi
 
 /** What the gate reads of a call: its headers and context values. */
 type CallFacts = Pick<HandlerContext, "requestHeader" | "values">;
+
+/** Where the gate leaves the authenticated caller: the call's identity (serve/pipeline.ts). */
+export interface Admittee {
+  principal: Principal | undefined;
+}
 
 /** Ends an admitted call's claim on its client's limits. */
 export type Release = () => void;
@@ -52,18 +57,22 @@ export class MethodGate {
     this.name = name;
   }
 
-  /** Throws the status that refuses the call, or admits it (with a Release when it counts against a limit). */
-  admit(ctx: CallFacts): Release | undefined | Promise<Release | undefined> {
+  /**
+   * Throws the status that refuses the call, or admits it (with a Release when it counts against
+   * a limit), leaving the authenticated caller in `admittee`.
+   */
+  admit(ctx: CallFacts, admittee: Admittee): Release | undefined | Promise<Release | undefined> {
     const { authenticator } = this.gatekeeper;
     if (authenticator === undefined || this.role === Role.ANYONE) return this.limit(ctx, undefined);
     const principal = authenticator.authenticate(ctx.requestHeader.get("authorization"));
-    if (principal instanceof Promise) return principal.then((p) => this.admitPrincipal(ctx, p));
-    return this.admitPrincipal(ctx, principal);
+    if (principal instanceof Promise) return principal.then((p) => this.admitPrincipal(ctx, admittee, p));
+    return this.admitPrincipal(ctx, admittee, principal);
   }
 
-  private admitPrincipal(ctx: CallFacts, principal: Principal): Release | undefined {
+  private admitPrincipal(ctx: CallFacts, admittee: Admittee, principal: Principal): Release | undefined {
+    // Named before the role is checked: a refusal's log line says whom it refused.
+    admittee.principal = principal;
     authorize(principal, this.role, this.name);
-    ctx.values.set(principalKey, principal);
     return this.limit(ctx, principal);
   }
 

@@ -7,9 +7,9 @@ import { codeName, invalidArgument, toConnectError } from "./errors.js";
 import type { Logger } from "../observability/logger.js";
 import { methodMetrics, type MethodMetrics } from "../observability/metrics.js";
 import { randomUuid } from "../observability/random-ids.js";
-import { traceSpanKey, type TraceSpan, type Tracing } from "../observability/tracing.js";
-import { principalKey } from "../security/credentials.js";
-import type { Gatekeeper, MethodGate, Release } from "../security/gatekeeper.js";
+import type { TraceSpan, Tracing } from "../observability/tracing.js";
+import type { Principal } from "../security/credentials.js";
+import type { Admittee, Gatekeeper, MethodGate, Release } from "../security/gatekeeper.js";
 import { methodPolicy, type MethodPolicy } from "../security/policy.js";
 import { decodeFailureOf, isValidated, type ServiceRegistration } from "./registration.js";
 
@@ -19,12 +19,12 @@ import { decodeFailureOf, isValidated, type ServiceRegistration } from "./regist
  * Protocol's /v2 REST binding, GET /metrics, the console's files: http-routes.ts). The steps, in
  * the order they run:
  *   1. request id: the caller's x-request-id (up to 128 characters), or a new one, echoed in the
- *      response header and kept in ctx.values (requestIdKey) for the prediction log;
- *   2. trace: a span of the caller's trace (W3C traceparent) or a new one, in ctx.values for the
- *      calls the handler makes (observability/tracing.ts);
+ *      response header and kept in the call's identity (callIdentityKey) for the prediction log;
+ *   2. trace: a span of the caller's trace (W3C traceparent) or a new one, in the call's identity
+ *      for the calls the handler makes (observability/tracing.ts);
  *   3. metrics: in flight now; at the end requests by protocol and code, and latency;
  *   4. identity and roles: the caller's bearer token (UNAUTHENTICATED), its role against the
- *      route's policy (PERMISSION_DENIED; security/gatekeeper.ts);
+ *      route's policy (PERMISSION_DENIED; security/gatekeeper.ts); the caller joins the identity;
  *   5. limits: expensive or large calls against the client's limits (RESOURCE_EXHAUSTED);
  *   6. deadline: the transport's signal (ctx.signal) aborts at the caller's deadline or cancel;
  *      an abort becomes DEADLINE_EXCEEDED or CANCELLED (errors.ts), never INTERNAL;
@@ -40,8 +40,22 @@ import { decodeFailureOf, isValidated, type ServiceRegistration } from "./regist
 /** A caller's x-request-id longer than this is replaced by a new id (the prediction log's limit). */
 const maxRequestIdLength = 128;
 
-/** The call's request id (step 1), in ctx.values for handlers: the prediction log's key. */
-export const requestIdKey = createContextKey<string | undefined>(undefined, { description: "the call's request id" });
+/** What a handler may read of its own call: who asked, under which request id and trace. */
+export interface CallIdentity {
+  /** Step 1: the prediction log's key. */
+  readonly requestId: string;
+  /** Step 2: the parent of the spans of the calls the handler makes. */
+  readonly span: TraceSpan;
+  /** Step 4: the authenticated caller; undefined when authentication is off or the route is open. */
+  readonly principal: Principal | undefined;
+}
+
+/**
+ * The call's identity, in ctx.values for handlers. One key for the three: the prediction log
+ * reads them on every call, and each lookup of connect's context values is a generic
+ * (megamorphic) property load.
+ */
+export const callIdentityKey = createContextKey<CallIdentity | undefined>(undefined, { description: "the call's request id, trace span and caller" });
 
 /** What the steps read and write of a call; connect's HandlerContext has it, and so does an HTTP route's. */
 export type CallContext = Pick<HandlerContext, "requestHeader" | "responseHeader" | "values" | "signal" | "protocolName">;
@@ -189,10 +203,11 @@ export class RoutePipeline {
 }
 
 /** One call between begin and finish. */
-export class InFlightCall {
+export class InFlightCall implements CallIdentity, Admittee {
   readonly started = performance.now();
   readonly requestId: string;
   readonly span: TraceSpan;
+  principal: Principal | undefined = undefined;
   #release: Release | undefined;
 
   constructor(
@@ -202,9 +217,8 @@ export class InFlightCall {
     const given = ctx.requestHeader.get("x-request-id");
     this.requestId = given && given.length <= maxRequestIdLength ? given : randomUuid();
     ctx.responseHeader.set("x-request-id", this.requestId);
-    ctx.values.set(requestIdKey, this.requestId);
     this.span = route.options.tracing.start(route.spec.name, ctx.requestHeader.get("traceparent"));
-    ctx.values.set(traceSpanKey, this.span);
+    ctx.values.set(callIdentityKey, this);
     route.metrics.started();
   }
 
@@ -213,7 +227,7 @@ export class InFlightCall {
    * gate must wait (a JWT to verify): static tokens and no authentication stay synchronous.
    */
   admit(): Promise<void> | undefined {
-    const admitted = this.route.gate?.admit(this.ctx);
+    const admitted = this.route.gate?.admit(this.ctx, this);
     if (admitted instanceof Promise) {
       return admitted.then((release) => {
         this.#release = release;
@@ -231,7 +245,6 @@ export class InFlightCall {
     const code = error === undefined ? "OK" : codeName(error.code);
     route.metrics.finished(ctx.protocolName, code, ms / 1000);
     this.span.end(error && { code, message: error.rawMessage });
-    const client = ctx.values.get(principalKey)?.name;
     logRpc(route.options.logger, {
       rpc: route.spec.name,
       protocol: ctx.protocolName,
@@ -240,7 +253,7 @@ export class InFlightCall {
       error,
       traceId: this.span.traceId,
       spanId: this.span.spanId,
-      client,
+      client: this.principal?.name,
       quiet: route.spec.quiet,
     });
     return error;
