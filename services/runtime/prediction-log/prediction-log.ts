@@ -108,8 +108,9 @@ export class PredictionLog {
   #lastFramedBytes = 0;
   /** Buffers of messages sent (or given up on), for the next messages. */
   #spareBuffers: Buffer[] = [];
-  /** Facts appended and not yet encoded, oldest first, and the bytes of their inputs and outputs. */
+  /** Facts appended and not yet encoded, oldest first, whether each is truncated, and the bytes of their inputs and outputs. */
   #waiting: RecordFacts[] = [];
+  #waitingTruncated: boolean[] = [];
   #waitingPayloadBytes = 0;
   #encodeTimer: NodeJS.Timeout | undefined;
 
@@ -141,8 +142,10 @@ export class PredictionLog {
    * of this file); a record that does not fit then is dropped (counted). Never throws.
    */
   append(facts: RecordFacts): void {
+    const bytes = payloadBytes(facts);
     this.#waiting.push(facts);
-    this.#waitingPayloadBytes += payloadBytes(facts);
+    this.#waitingTruncated.push(bytes > this.settings.maxPayloadBytes);
+    this.#waitingPayloadBytes += bytes;
     if (this.#waiting.length >= encodeRunRecords || this.#waitingPayloadBytes >= encodeRunPayloadBytes) this.#encodeWaiting();
     else this.#encodeTimer ??= setTimeout(this.#encodeWaiting, encodeRunDelayMs).unref();
   }
@@ -152,13 +155,15 @@ export class PredictionLog {
     clearTimeout(this.#encodeTimer);
     this.#encodeTimer = undefined;
     const waiting = this.#waiting;
+    const truncated = this.#waitingTruncated;
     this.#waiting = [];
+    this.#waitingTruncated = [];
     this.#waitingPayloadBytes = 0;
-    for (const facts of waiting) this.#enqueue(facts);
+    for (let i = 0; i < waiting.length; i++) this.#enqueue(waiting[i], truncated[i]);
   };
 
   /** Writes a record into the queue; drops it (counted) when the queue is full. */
-  #enqueue(facts: RecordFacts): void {
+  #enqueue(facts: RecordFacts, truncated: boolean): void {
     // A full queue (the monitor down) drops without encoding: the CPU stays with predictions.
     if (this.#bytes + this.#lastFramedBytes > this.settings.queueBytes) {
       droppedQueueFull.inc();
@@ -173,7 +178,7 @@ export class PredictionLog {
     try {
       // Two bytes for the record's length: what a record of 128 bytes to 16 KiB takes.
       const lengthAt = w.begin(1, 2);
-      writeRecord(w, facts, this.settings.maxPayloadBytes);
+      writeRecord(w, facts, truncated);
       w.end(lengthAt, true, 2);
     } catch (err) {
       this.#takeBack(chunk, start);

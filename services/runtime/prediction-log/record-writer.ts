@@ -305,12 +305,12 @@ function labelsBytes(labels: readonly string[]): Uint8Array {
 }
 
 /**
- * Writes the record of `facts` at the writer's position. When inputs and outputs together
- * exceed `maxPayloadBytes` they are kept as their shapes only (rows' width, tensors' name,
- * type and shape) and the record is marked truncated.
+ * Writes the record of `facts` at the writer's position. A `truncated` record (its inputs and
+ * outputs together over the limit: see payloadBytes) keeps them as their shapes only (rows'
+ * width, tensors' name, type and shape) and is marked so. The caller decides, with the facts
+ * at hand: here they may be cold, and reading their sizes again cost a cache miss each.
  */
-export function writeRecord(w: ProtoWriter, facts: RecordFacts, maxPayloadBytes: number): void {
-  const truncated = payloadBytes(facts) > maxPayloadBytes;
+export function writeRecord(w: ProtoWriter, facts: RecordFacts, truncated: boolean): void {
   w.string(1, facts.requestId);
   w.time(2, facts.timeMs);
   w.string(3, facts.traceId);
@@ -374,7 +374,7 @@ export function writeRecord(w: ProtoWriter, facts: RecordFacts, maxPayloadBytes:
 /** The record's bytes, a copy of its own (tests and benchmarks; the prediction log writes records in place). */
 export function encodeRecord(facts: RecordFacts, maxPayloadBytes: number): Uint8Array {
   const w = new ProtoWriter(Buffer.allocUnsafe(1024));
-  writeRecord(w, facts, maxPayloadBytes);
+  writeRecord(w, facts, payloadBytes(facts) > maxPayloadBytes);
   return Uint8Array.prototype.slice.call(w.buffer.subarray(0, w.at));
 }
 
