@@ -4,7 +4,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { ItemState, type BatchJobService, type ItemSchema, type JobRunSchema } from "../../gen/mlmesh/batch/v1/batch_pb.js";
 import type { PartialServiceImpl } from "../runtime/serve/registration.js";
 import type { TraceSpan } from "../runtime/observability/tracing.js";
-import { callIdentityKey } from "../runtime/serve/pipeline.js";
+import { callIdentityOf } from "../runtime/serve/pipeline.js";
 import { decodePageToken, defaultPageSize, encodePageToken } from "../runtime/serve/pagination.js";
 import type { Item, ItemState as StoredState, ItemStore, JobRun } from "./item-store.js";
 import type { JobRunOutcome } from "./job.js";
@@ -70,7 +70,7 @@ export function createBatchService(deps: {
       if (running) throw new ConnectError("a RunJobNow run of this service is already under way", Code.FailedPrecondition);
       running = true;
       try {
-        const { run, recordError } = await deps.runJob(ctx.values.get(callIdentityKey)?.span);
+        const { run, recordError } = await deps.runJob(callIdentityOf(ctx)?.span);
         recordRun(run);
         if (recordError !== undefined) {
           // The items' results are stored; the run's record, which GetJobStatus shows, is not.

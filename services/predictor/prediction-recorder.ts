@@ -3,7 +3,7 @@ import { ConnectError } from "@connectrpc/connect";
 import { oipDatatypeOf, type HostTensor } from "../model/tensors.js";
 import { parentRequestIdHeader } from "../runtime/client/grpc-client.js";
 import { RecordSource, type PredictionLog, type RecordFacts, type RecordTensor } from "../runtime/prediction-log/prediction-log.js";
-import { callIdentityKey } from "../runtime/serve/pipeline.js";
+import { callIdentityOf } from "../runtime/serve/pipeline.js";
 import type { Inference, InferenceEvent } from "./inference.js";
 import type { ShadowComparison } from "./shadow-runner.js";
 import { rawBytesOf } from "./open-inference.js";
@@ -69,7 +69,7 @@ function recordOf(event: InferenceEvent): RecordFacts {
   const at = String.prototype.indexOf.call(event.requested, "@");
   const error = event.error === undefined ? undefined : ConnectError.from(event.error);
   const classifier = loaded.classifier;
-  const identity = call?.values.get(callIdentityKey);
+  const identity = call && callIdentityOf(call);
   const callId = identity?.requestId ?? randomUUID();
   const parentRequestId = call?.requestHeader.get(parentRequestIdHeader) || undefined;
   return {

@@ -10,7 +10,7 @@ import type {
 import { HealthCheckResponse_ServingStatus as ServingStatus } from "../../gen/grpc/health/v1/health_pb.js";
 import type { PartialServiceImpl } from "../runtime/serve/registration.js";
 import { RecordSource, type PredictionLog } from "../runtime/prediction-log/prediction-log.js";
-import { callIdentityKey } from "../runtime/serve/pipeline.js";
+import { callIdentityOf } from "../runtime/serve/pipeline.js";
 import { PackedPredictResponse, packedRowsOf, packRows, type PackedRows } from "../model/wire/predict-wire.js";
 import type { BackendAnswer, Outcome, ProxyBackend } from "./backends.js";
 import type { ProxyConfig } from "./config.js";
@@ -34,7 +34,7 @@ export function createProxyService(
 
   const fanOut = async (rows: PackedRows, ctx: HandlerContext): Promise<BackendPredictionInit[]> => {
     const deadlineMs = deadlineOf(ctx);
-    const call = ctx.values.get(callIdentityKey);
+    const call = callIdentityOf(ctx);
     const outcomes = await Promise.all(backends.map((b) => b.predict(rows, deadlineMs, ctx.signal, call?.span, call?.requestId)));
     return outcomes.map((outcome, i) => ({
       backend: backends[i].backend.name,
@@ -86,7 +86,7 @@ export function createProxyService(
 
     async getMetadata(_request, ctx) {
       const deadlineMs = deadlineOf(ctx);
-      const outcomes = await Promise.all(backends.map((b) => b.metadata(deadlineMs, ctx.signal, ctx.values.get(callIdentityKey)?.span)));
+      const outcomes = await Promise.all(backends.map((b) => b.metadata(deadlineMs, ctx.signal, callIdentityOf(ctx)?.span)));
       return {
         backends: outcomes.map((outcome, i) => ({
           backend: backends[i].backend.name,
@@ -98,7 +98,7 @@ export function createProxyService(
 
     async predictSample(_request, ctx) {
       const deadlineMs = deadlineOf(ctx);
-      const outcomes = await Promise.all(backends.map((b) => b.metadata(deadlineMs, ctx.signal, ctx.values.get(callIdentityKey)?.span)));
+      const outcomes = await Promise.all(backends.map((b) => b.metadata(deadlineMs, ctx.signal, callIdentityOf(ctx)?.span)));
       const sample = outcomes.find((o) => o.ok && o.value !== undefined && o.value.sampleInput.length > 0);
       if (sample === undefined || !sample.ok) {
         throw new ConnectError(`no backend answered for its sample input: ${failureSummary(outcomes, backends)}`, Code.Unavailable);
@@ -117,7 +117,7 @@ const recordModel = "proxy";
  * (0 for a backend that failed), so that the label answered is the row's most probable.
  */
 function proxyRecord(rows: PackedRows, answers: readonly BackendPredictionInit[], ctx: HandlerContext, latencyMs: number, error?: ConnectError) {
-  const call = ctx.values.get(callIdentityKey);
+  const call = callIdentityOf(ctx);
   const labels = answers.map((a) => (a.response as BackendAnswer | undefined)?.labels[0] ?? String(a.backend));
   const probabilities = new Float32Array(rows.rowCount * labels.length);
   answers.forEach((answer, b) => {

@@ -15,7 +15,7 @@ import {
 } from "../../gen/mlmesh/registry/v1/registry_pb.js";
 import type { PartialServiceImpl } from "../runtime/serve/registration.js";
 import { decodePageToken, defaultPageSize, encodePageToken } from "../runtime/serve/pagination.js";
-import { callIdentityKey } from "../runtime/serve/pipeline.js";
+import { callIdentityOf } from "../runtime/serve/pipeline.js";
 import type { ArtifactStore } from "./artifact-store.js";
 import type { EventFeed } from "./event-feed.js";
 import type { RolloutController } from "./rollouts.js";
@@ -347,7 +347,7 @@ export function createRegistryService(store: RegistryStore, deps: RegistryServic
  */
 function actorOf(ctx: HandlerContext): string {
   const declared = (ctx.requestHeader.get("x-mlmesh-actor") ?? "").trim().slice(0, 128);
-  const principal = ctx.values.get(callIdentityKey)?.principal;
+  const principal = callIdentityOf(ctx)?.principal;
   if (principal !== undefined) return declared === "" ? principal.name : `${principal.name} (${declared})`;
   return declared === "" ? "anonymous" : declared;
 }
