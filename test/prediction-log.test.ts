@@ -153,7 +153,7 @@ describe("the prediction log's queue", () => {
     }
   });
 
-  it("encodes records in runs: a run of 64 at once, fewer within milliseconds; the queue gauge reads them when scraped", async () => {
+  it("queues each record as it is appended; the queue gauge reads the queue when scraped", async () => {
     // No monitor answers: what is queued stays queued until close() gives up on it.
     const log = new PredictionLog(
       { monitorAddress: "127.0.0.1:9", sampleRates: new Map(), defaultSampleRate: 1, queueBytes: 4 * 1024 * 1024, maxPayloadBytes: 1024, flushIntervalMs: 60_000 },
@@ -162,18 +162,14 @@ describe("the prediction log's queue", () => {
     );
     const queued = async () => Number(/^mlmesh_prediction_log_queue_bytes (\d+)/m.exec((await metricsText()).body)?.[1]);
     try {
-      const one = { ...facts, requestId: "run-000", inputTensors: undefined, images: undefined, shadow: undefined };
+      const one = { ...facts, requestId: "rec-000", inputTensors: undefined, images: undefined, shadow: undefined };
       const size = encodeRecord(one, 1024).length;
-      for (let i = 0; i < 63; i++) log.append({ ...one, requestId: `run-${String(i).padStart(3, "0")}` });
-      expect(log.queuedBytes).toBe(0); // waiting to be encoded
-      log.append({ ...one, requestId: "run-063" });
-      // 64 records: encoded at once, each framed as IngestRecordsRequest.records (a tag and two length bytes).
+      log.append(one);
+      // Each record framed as IngestRecordsRequest.records: a tag and two length bytes.
+      expect(log.queuedBytes).toBe(size + 3);
+      for (let i = 1; i < 64; i++) log.append({ ...one, requestId: `rec-${String(i).padStart(3, "0")}` });
       expect(log.queuedBytes).toBe(64 * (size + 3));
       expect(await queued()).toBe(64 * (size + 3));
-      log.append({ ...one, requestId: "run-064" });
-      expect(log.queuedBytes).toBe(64 * (size + 3));
-      await new Promise((resolve) => setTimeout(resolve, 50));
-      expect(log.queuedBytes).toBe(65 * (size + 3));
     } finally {
       await log.close(100);
     }

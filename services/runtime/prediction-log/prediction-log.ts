@@ -9,13 +9,12 @@ import { payloadBytes, ProtoWriter, writeRecord, type RecordFacts, type RecordTe
 
 /*
  * The prediction log's sending side, one per process (the Predictor, the Proxy, the batch
- * service): the facts of each sampled prediction are kept aside and encoded into the queue in
- * runs (up to 64 records, or within 5 ms), and a timer sends the queue to the monitor's
- * IngestRecords in streams of up to 4 MiB, one stream at a time.
+ * service): each sampled prediction is encoded into the queue when it is appended, and a timer
+ * sends the queue to the monitor's IngestRecords in streams of up to 4 MiB, one stream at a time.
  *
- * Why runs: in a loaded Predictor, a record encoded alone between calls took 8-10 µs, its code
- * and data cold; in runs of 40 or more, 1.5-1.8 µs each (docs/benchmarks.md). Facts wait at most
- * 5 ms, so they die young, and at most 1 MiB of inputs and outputs waits.
+ * Why at once: the facts are fresh then (the call just made them). Encoding them later in runs
+ * of up to 64 read 2-4 % worse in paired Predictor runs (55 rounds): by then the facts had gone
+ * cold and some survived a scavenge (docs/benchmarks.md).
  *
  * The queue is a list of chunks, each the body of one IngestRecordsRequest (records framed as
  * its field 1, at most 1 MiB and 10,000 records): a record costs its bytes and nothing per
@@ -66,10 +65,6 @@ const maxStreamBytes = 4 * 1024 * 1024;
 const chunkBufferBytes = maxMessageBytes + 64 * 1024;
 /** Spare buffers kept: one stream's worth and the message being filled. */
 const maxSpareBuffers = maxStreamBytes / maxMessageBytes + 1;
-/** Facts kept aside are encoded when this many wait, when their inputs and outputs reach this size, or after this delay. */
-const encodeRunRecords = 64;
-const encodeRunPayloadBytes = 1024 * 1024;
-const encodeRunDelayMs = 5;
 const sendTimeoutMs = 15_000;
 const maxBackoffMs = 5000;
 
@@ -108,11 +103,6 @@ export class PredictionLog {
   #lastFramedBytes = 0;
   /** Buffers of messages sent (or given up on), for the next messages. */
   #spareBuffers: Buffer[] = [];
-  /** Facts appended and not yet encoded, oldest first, whether each is truncated, and the bytes of their inputs and outputs. */
-  #waiting: RecordFacts[] = [];
-  #waitingTruncated: boolean[] = [];
-  #waitingPayloadBytes = 0;
-  #encodeTimer: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly settings: PredictionLogSettings & { readonly monitorAddress: string },
@@ -138,32 +128,10 @@ export class PredictionLog {
   }
 
   /**
-   * Records one prediction: its facts are encoded into the queue with the next run (see the top
-   * of this file); a record that does not fit then is dropped (counted). Never throws.
+   * Records one prediction: encodes it into the queue, or drops it (counted) when the queue is
+   * full. Never throws.
    */
   append(facts: RecordFacts): void {
-    const bytes = payloadBytes(facts);
-    this.#waiting.push(facts);
-    this.#waitingTruncated.push(bytes > this.settings.maxPayloadBytes);
-    this.#waitingPayloadBytes += bytes;
-    if (this.#waiting.length >= encodeRunRecords || this.#waitingPayloadBytes >= encodeRunPayloadBytes) this.#encodeWaiting();
-    else this.#encodeTimer ??= setTimeout(this.#encodeWaiting, encodeRunDelayMs).unref();
-  }
-
-  /** Encodes the facts waiting, in order. */
-  readonly #encodeWaiting = (): void => {
-    clearTimeout(this.#encodeTimer);
-    this.#encodeTimer = undefined;
-    const waiting = this.#waiting;
-    const truncated = this.#waitingTruncated;
-    this.#waiting = [];
-    this.#waitingTruncated = [];
-    this.#waitingPayloadBytes = 0;
-    for (let i = 0; i < waiting.length; i++) this.#enqueue(waiting[i], truncated[i]);
-  };
-
-  /** Writes a record into the queue; drops it (counted) when the queue is full. */
-  #enqueue(facts: RecordFacts, truncated: boolean): void {
     // A full queue (the monitor down) drops without encoding: the CPU stays with predictions.
     if (this.#bytes + this.#lastFramedBytes > this.settings.queueBytes) {
       droppedQueueFull.inc();
@@ -178,7 +146,7 @@ export class PredictionLog {
     try {
       // Two bytes for the record's length: what a record of 128 bytes to 16 KiB takes.
       const lengthAt = w.begin(1, 2);
-      writeRecord(w, facts, truncated);
+      writeRecord(w, facts, payloadBytes(facts) > this.settings.maxPayloadBytes);
       w.end(lengthAt, true, 2);
     } catch (err) {
       this.#takeBack(chunk, start);
@@ -235,7 +203,6 @@ export class PredictionLog {
   /** Sends what is queued, within `timeoutMs`; what is left is dropped and counted (reason "shutdown"). */
   async close(timeoutMs: number): Promise<void> {
     clearInterval(this.#timer);
-    this.#encodeWaiting();
     const until = Date.now() + timeoutMs;
     this.#retryAt = 0;
     while ((this.#queue.length > 0 || this.#sending) && Date.now() < until) {

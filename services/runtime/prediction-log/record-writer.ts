@@ -307,8 +307,7 @@ function labelsBytes(labels: readonly string[]): Uint8Array {
 /**
  * Writes the record of `facts` at the writer's position. A `truncated` record (its inputs and
  * outputs together over the limit: see payloadBytes) keeps them as their shapes only (rows'
- * width, tensors' name, type and shape) and is marked so. The caller decides, with the facts
- * at hand: here they may be cold, and reading their sizes again cost a cache miss each.
+ * width, tensors' name, type and shape) and is marked so.
  */
 export function writeRecord(w: ProtoWriter, facts: RecordFacts, truncated: boolean): void {
   w.string(1, facts.requestId);
