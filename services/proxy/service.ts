@@ -86,7 +86,8 @@ export function createProxyService(
 
     async getMetadata(_request, ctx) {
       const deadlineMs = deadlineOf(ctx);
-      const outcomes = await Promise.all(backends.map((b) => b.metadata(deadlineMs, ctx.signal, callIdentityOf(ctx)?.span)));
+      const span = callIdentityOf(ctx)?.span;
+      const outcomes = await Promise.all(backends.map((b) => b.metadata(deadlineMs, ctx.signal, span)));
       return {
         backends: outcomes.map((outcome, i) => ({
           backend: backends[i].backend.name,
@@ -98,7 +99,8 @@ export function createProxyService(
 
     async predictSample(_request, ctx) {
       const deadlineMs = deadlineOf(ctx);
-      const outcomes = await Promise.all(backends.map((b) => b.metadata(deadlineMs, ctx.signal, callIdentityOf(ctx)?.span)));
+      const span = callIdentityOf(ctx)?.span;
+      const outcomes = await Promise.all(backends.map((b) => b.metadata(deadlineMs, ctx.signal, span)));
       const sample = outcomes.find((o) => o.ok && o.value !== undefined && o.value.sampleInput.length > 0);
       if (sample === undefined || !sample.ok) {
         throw new ConnectError(`no backend answered for its sample input: ${failureSummary(outcomes, backends)}`, Code.Unavailable);
