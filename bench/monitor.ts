@@ -11,7 +11,7 @@
 //     the records missing compared with the drop counter.
 // Writes its section of docs/benchmarks.md.
 //
-//   npm run bench:monitor        (installs h2load first; about 14 minutes)
+//   npm run bench:monitor        (installs h2load first; about 17 minutes)
 import { randomUUID } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -30,7 +30,7 @@ const environment = readProcessEnvironment();
 const seconds = Number(environment.BENCH_SECONDS ?? 5);
 const runs = Number(environment.BENCH_RUNS ?? 3);
 /** Rounds of logging off and on loaded at once (paired). */
-const pairRuns = Number(environment.BENCH_PAIR_RUNS ?? 15);
+const pairRuns = Number(environment.BENCH_PAIR_RUNS ?? 25);
 const downSeconds = Number(environment.BENCH_DOWN_SECONDS ?? 300);
 const ingestRecords = Number(environment.BENCH_INGEST_RECORDS ?? 1_000_000);
 /** BENCH_ONLY=cost,ingest,down picks parts (a part does not write the doc); BENCH_PROFILE=1 profiles the ingesting monitor (--cpu-prof into the working folder). */
@@ -103,6 +103,24 @@ const doc: string[] = [];
 function median(values: readonly number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
   return sorted[Math.floor((sorted.length - 1) / 2)];
+}
+
+/**
+ * A 95 % interval of the median of `values` (percentile bootstrap, 4,000 resamples, seeded so a
+ * run's figures can be recomputed): how far the median could move if the rounds were run again.
+ */
+function medianInterval(values: readonly number[]): [number, number] {
+  let seed = 0x2545f491;
+  // mulberry32: a small seeded generator; Math.random cannot be seeded.
+  const random = () => {
+    seed = (seed + 0x6d2b79f5) | 0;
+    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+  const medians = Array.from({ length: 4000 }, () => median(values.map(() => values[Math.floor(random() * values.length)])));
+  medians.sort((a, b) => a - b);
+  return [medians[Math.floor(medians.length * 0.025)], medians[Math.floor(medians.length * 0.975)]];
 }
 
 /** Part 1: logging off against on, interleaved; then every record counted. */
@@ -192,7 +210,9 @@ async function loggingCost(): Promise<void> {
     "",
     `**Paired rounds.** This machine's speed drifts by ±20 % from one round to the next, more than the cost being measured, so the rounds above scatter around it. In ${pairRuns} paired rounds of ${seconds} s, both Predictors ran at once on core 0, each loaded by its own h2load on core 1 (50 streams): the kernel gives each half the core, so req/s with logging ÷ req/s without is what a call costs with logging against without, and whatever the machine does in a round it does to both.`,
     "",
-    table(["rows/request", "streams", "req/s logging off", "req/s logging on", "on ÷ off, median (min-max)", "CPU share off / on"], paired),
+    table(["rows/request", "streams", "req/s logging off", "req/s logging on", "on ÷ off, median (min-max)", "95 % interval of the median", "CPU share off / on"], paired),
+    "",
+    "The interval is a percentile bootstrap of the rounds' ratios: a median whose interval straddles 0.950 is not told apart from the target by one run.",
     "",
     `Records lost while the monitor was up: the logging Predictor answered ${calls} Predict calls OK (warm-ups included); the monitor stored ${stored} records of iris_svc; the drop counter says ${drops} (by reason: ${reasons}). Lost: ${calls - stored}.`,
   );
@@ -223,12 +243,14 @@ async function pairedRounds(off: BenchService, on: BenchService, loads: readonly
       console.log(`paired\t${l.rows} rows\toff ${Math.round(a.rps)} req/s (${(share[0] * 100).toFixed(1)} % CPU)\ton ${Math.round(b.rps)} req/s (${(share[1] * 100).toFixed(1)} % CPU)\ton ÷ off ${(b.rps / a.rps).toFixed(3)}`);
     }
     const [min, max] = [Math.min(...ratios), Math.max(...ratios)];
+    const [low, high] = medianInterval(ratios);
     rows.push([
       String(l.rows),
       String(l.streams),
       String(Math.round(median(rps[0]))),
       String(Math.round(median(rps[1]))),
       `**${median(ratios).toFixed(3)}** (${min.toFixed(3)}-${max.toFixed(3)})`,
+      `${low.toFixed(3)}-${high.toFixed(3)}`,
       `${(median(shares[0]) * 100).toFixed(1)} % / ${(median(shares[1]) * 100).toFixed(1)} %`,
     ]);
     console.log(rows[rows.length - 1].join("\t"));
