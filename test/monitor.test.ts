@@ -13,7 +13,7 @@ import { Code, createClient, type Client } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { GRPCInferenceService } from "../gen/inference/open_inference_pb.js";
-import { AlertKind, AlertState, MonitorService, PredictionRecordSchema, RecordSource, type Alert } from "../gen/mlmesh/monitor/v1/monitor_pb.js";
+import { AlertKind, AlertState, MonitorService, PredictionRecordSchema, RecordBlockSchema, RecordSource, type Alert } from "../gen/mlmesh/monitor/v1/monitor_pb.js";
 import { PredictorService } from "../gen/mlmesh/predictor/v1/predictor_pb.js";
 import { pushModelFolder, registryClient, resolveModel } from "../services/cli/model-push.js";
 import { checkHealth, ServingStatus } from "../services/runtime/client/health-client.js";
@@ -301,6 +301,42 @@ describe.each(["sqlite", "postgresql"] as const)("the prediction log and the mon
     expect(await queryDatabase(monitorDb.url, `SELECT request_id FROM prediction_records WHERE request_id = '${record.requestId}'`)).toHaveLength(1);
   });
 
+  it("stores a block's records as the records they stand for, once", async () => {
+    const ids = [randomUUID(), randomUUID()];
+    const timeMs = Date.now();
+    const block = create(RecordBlockSchema, {
+      source: RecordSource.PREDICTOR,
+      api: "predict",
+      model: "iris_svc",
+      version: 1,
+      alias: "production",
+      width: 4,
+      labels: ["setosa", "versicolor", "virginica"],
+      requestIds: ids,
+      traceIds: ["4bf92f3577b34da6a3ce929d0e0e4736", ""],
+      time: timestampFromMs(timeMs),
+      timeOffsetsUs: [0n, -1500n],
+      latenciesUs: [2500, 125],
+      rowCounts: [1, 2],
+      features: [5.1, 3.5, 1.4, 0.2, 6.3, 3.3, 6, 2.5, 9, 9, 9, 9],
+      probabilities: [0.5, 0.25, 0.25, 0, 0.5, 0.5, 0, 0, 1],
+      outlierScores: [-1, -0.5, 2],
+    });
+    const first = await monitorClient.ingestRecords(stream({ blocks: [block] }));
+    const again = await monitorClient.ingestRecords(stream({ blocks: [block] }));
+    expect([first.accepted, first.duplicates, again.accepted, again.duplicates]).toEqual([2n, 0n, 0n, 2n]);
+    const { record } = await monitorClient.getPrediction({ requestId: ids[1] });
+    expect(record).toMatchObject({ requestId: ids[1], traceId: "", source: RecordSource.PREDICTOR, api: "predict", model: "iris_svc", version: 1, alias: "production", status: 0, rowCount: 2, truncated: false });
+    expect(record?.time).toMatchObject(timestampFromMs(timeMs - 1.5));
+    expect(record?.latency).toMatchObject({ seconds: 0n, nanos: 125_000 });
+    expect(record?.inputs?.rows?.values).toEqual([6.3, 3.3, 6, 2.5, 9, 9, 9, 9].map(Math.fround));
+    expect(record?.outputs?.classification).toMatchObject({ labels: ["setosa", "versicolor", "virginica"], probabilities: [0, 0.5, 0.5, 0, 0, 1] });
+    expect(record?.outlierScores).toEqual([-0.5, 2]);
+    const listed = await monitorClient.listPredictions({ model: "iris_svc", outliersOnly: true, startTime: timestampFromMs(timeMs - 10), endTime: timestampFromMs(timeMs + 10) });
+    expect(listed.records.map((r) => r.requestId)).toContain(ids[1]);
+    expect(listed.records.map((r) => r.requestId)).not.toContain(ids[0]);
+  });
+
   it("takes a model's thresholds from its registry tags", async () => {
     const client = registryClient(registry.address, "monitor-test");
     const { model } = await client.getModelByName({ projectName: "iris", name: "iris_svc" });
@@ -322,6 +358,15 @@ describe.each(["sqlite", "postgresql"] as const)("the prediction log and the mon
     const huge = create(PredictionRecordSchema, { ...base, inputs: { rows: { width: 1, values: new Array(1_200_000).fill(1) } } });
     expect(toBinary(PredictionRecordSchema, huge).length).toBeGreaterThan(4 * 1024 * 1024);
     expect((await failure(monitorClient.ingestRecords(stream({ records: [huge] })))).code).toBe(Code.ResourceExhausted);
+    // Blocks whose columns disagree with the records they hold, and a message with nothing.
+    const block = { source: RecordSource.PREDICTOR, api: "predict", model: "iris_svc", version: 1, width: 2, labels: ["a"], requestIds: ["b-1", "b-2"], time: timestampFromMs(Date.now()), timeOffsetsUs: [0n, 5n], latenciesUs: [10, 20], rowCounts: [1, 1], features: [1, 2, 3, 4], probabilities: [1, 1] };
+    const invalidBlock = async (fields: object) => failure(monitorClient.ingestRecords(stream({ blocks: [create(RecordBlockSchema, { ...block, ...fields })] })));
+    expect((await invalidBlock({ latenciesUs: [10] })).rawMessage).toBe("blocks[0]: 2 request ids but 1 latencies_us (one per record)");
+    expect((await invalidBlock({ features: [1, 2, 3] })).rawMessage).toBe("blocks[0]: 3 features, but 2 rows of width 2 need 4");
+    expect((await invalidBlock({ outlierScores: [1] })).rawMessage).toBe("blocks[0]: 1 outlier scores for 2 rows (one per row, or none)");
+    expect((await invalidBlock({ requestIds: [] })).rawMessage).toContain("request_ids");
+    expect((await invalidBlock({ time: undefined })).rawMessage).toContain("time");
+    expect((await failure(monitorClient.ingestRecords(stream({})))).rawMessage).toContain("at least one record or block");
     // Queries.
     const backwards = await failure(monitorClient.listPredictions({ model: "iris_svc", startTime: timestampFromMs(Date.now()), endTime: timestampFromMs(Date.now() - 60_000) }));
     expect(backwards.code).toBe(Code.InvalidArgument);

@@ -1,6 +1,8 @@
 import { endianness } from "node:os";
 import { toBinary } from "@bufbuild/protobuf";
-import { PredictionRecordSchema, type IngestRecordsRequest } from "../../gen/mlmesh/monitor/v1/monitor_pb.js";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { PredictionRecordSchema, type IngestRecordsRequest, type RecordBlock } from "../../gen/mlmesh/monitor/v1/monitor_pb.js";
+import { ProtoWriter, writeRecord, type RecordFacts } from "../runtime/prediction-log/record-writer.js";
 import { markValidated, type MethodWire } from "../runtime/serve/registration.js";
 
 /*
@@ -12,6 +14,10 @@ import { markValidated, type MethodWire } from "../runtime/serve/registration.js
  *
  * A record is read here only when it satisfies its rules in monitor.proto; otherwise the
  * request is left to protobuf-es and protovalidate, whose error names the field.
+ *
+ * A RecordBlock (the senders' columns) becomes the PredictionRecords it stands for, each
+ * encoded here as a sender would have: what is stored and answered does not depend on how the
+ * record came.
  */
 
 /** One record as the monitor keeps and counts it. */
@@ -106,6 +112,17 @@ class Reader {
     else if (wireType === 5) this.at += 4;
     else throw bad;
     if (this.at > this.end) throw bad;
+  }
+
+  /** A repeated varint field (packed, or one value), appended to `into`; zigzag-decoded for sint64. */
+  varints(wireType: number, into: number[], zigzag: boolean): void {
+    const end = wireType === 2 ? this.delimited() : wireType === 0 ? -1 : -2;
+    if (end === -2) throw bad;
+    do {
+      const v = this.varint();
+      into.push(zigzag ? (v % 2 === 0 ? v / 2 : -(v + 1) / 2) : v);
+    } while (this.at < end);
+    if (end !== -1 && this.at !== end) throw bad;
   }
 
   /** A string of at most `maxChars` characters (protovalidate counts code points). */
@@ -371,6 +388,232 @@ function readRecordAt(buf: Buffer, start: number, end: number): IngestedRecord {
   };
 }
 
+/** A RecordBlock's header and columns, read by hand or from protobuf-es's message. */
+interface BlockColumns {
+  readonly source: number;
+  readonly api: string;
+  readonly model: string;
+  readonly version: number;
+  readonly alias: string;
+  readonly arm: string;
+  readonly caller: string;
+  readonly width: number;
+  readonly labels: readonly string[];
+  readonly requestIds: readonly string[];
+  readonly traceIds: readonly string[];
+  readonly startMs: number;
+  readonly offsetsUs: readonly number[];
+  readonly latenciesUs: readonly number[];
+  readonly rowCounts: readonly number[];
+  readonly features: Float32Array;
+  readonly probabilities: Float32Array;
+  readonly scores: Float32Array;
+}
+
+/** Reads a RecordBlock occupying buf[start, end), as far as its own rules go (blockRecords checks its columns agree). */
+function readBlockAt(buf: Buffer, start: number, end: number): BlockColumns {
+  const r = new Reader(buf, start, end);
+  let source = 0;
+  let api = "";
+  let model = "";
+  let version = 0;
+  let alias = "";
+  let arm = "";
+  let caller = "";
+  let width = 0;
+  let startMs: number | undefined;
+  const labels: string[] = [];
+  const requestIds: string[] = [];
+  const traceIds: string[] = [];
+  const offsetsUs: number[] = [];
+  const latenciesUs: number[] = [];
+  const rowCounts: number[] = [];
+  const features = new FloatList();
+  const probabilities = new FloatList();
+  const scores = new FloatList();
+  while (r.at < end) {
+    const tag = r.varint();
+    const wireType = tag & 7;
+    switch (tag >>> 3) {
+      case 1:
+        source = r.varint();
+        break;
+      case 2:
+        api = r.string(64);
+        break;
+      case 3:
+        model = r.string(128);
+        break;
+      case 4:
+        version = r.varint();
+        break;
+      case 5:
+        alias = r.string(64);
+        break;
+      case 6:
+        arm = r.string(64);
+        break;
+      case 7:
+        caller = r.string(128);
+        break;
+      case 8:
+        width = r.varint();
+        break;
+      case 9:
+        labels.push(r.string(Number.MAX_SAFE_INTEGER));
+        break;
+      case 10: {
+        const id = r.string(128);
+        if (id === "") throw bad;
+        requestIds.push(id);
+        break;
+      }
+      case 11:
+        traceIds.push(r.string(32));
+        break;
+      case 12:
+        startMs = readTime(r);
+        break;
+      case 13:
+        r.varints(wireType, offsetsUs, true);
+        break;
+      case 14:
+        r.varints(wireType, latenciesUs, false);
+        break;
+      case 15:
+        r.varints(wireType, rowCounts, false);
+        break;
+      case 16:
+        r.floats(wireType, features);
+        break;
+      case 17:
+        r.floats(wireType, probabilities);
+        break;
+      case 18:
+        r.floats(wireType, scores);
+        break;
+      default:
+        r.skip(wireType);
+    }
+  }
+  if (model === "" || source < 1 || source > maxSource || startMs === undefined || requestIds.length === 0 || requestIds.length > maxRecords) throw bad;
+  const none = new Float32Array(0);
+  return {
+    source,
+    api,
+    model,
+    version,
+    alias,
+    arm,
+    caller,
+    width,
+    labels,
+    requestIds,
+    traceIds,
+    startMs,
+    offsetsUs,
+    latenciesUs,
+    rowCounts,
+    features: features.values() ?? none,
+    probabilities: probabilities.values() ?? none,
+    scores: scores.values() ?? none,
+  };
+}
+
+/** A RecordBlock message's columns (protobuf-es, already checked against its rules). */
+function columnsOf(block: RecordBlock): BlockColumns {
+  return {
+    ...block,
+    startMs: Number(block.time?.seconds ?? 0n) * 1000 + (block.time?.nanos ?? 0) / 1e6,
+    offsetsUs: block.timeOffsetsUs.map(Number),
+    latenciesUs: block.latenciesUs,
+    features: Float32Array.from(block.features),
+    probabilities: Float32Array.from(block.probabilities),
+    scores: Float32Array.from(block.outlierScores),
+  };
+}
+
+/** Why a block's columns disagree with its record count, or undefined when they agree. */
+function blockProblem(b: BlockColumns): string | undefined {
+  const n = b.requestIds.length;
+  const perRecord = [
+    ["trace_ids", b.traceIds.length === 0 ? n : b.traceIds.length],
+    ["time_offsets_us", b.offsetsUs.length],
+    ["latencies_us", b.latenciesUs.length],
+    ["row_counts", b.rowCounts.length],
+  ] as const;
+  for (const [name, length] of perRecord) if (length !== n) return `${n} request ids but ${length} ${name} (one per record${name === "trace_ids" ? ", or none" : ""})`;
+  const rows = b.rowCounts.reduce((sum, count) => sum + count, 0);
+  if (b.features.length !== rows * b.width) return `${b.features.length} features, but ${rows} rows of width ${b.width} need ${rows * b.width}`;
+  if (b.probabilities.length !== rows * b.labels.length) return `${b.probabilities.length} probabilities, but ${rows} rows of ${b.labels.length} labels need ${rows * b.labels.length}`;
+  if (b.scores.length !== 0 && b.scores.length !== rows) return `${b.scores.length} outlier scores for ${rows} rows (one per row, or none)`;
+  return undefined;
+}
+
+/** The records a block stands for, each encoded as its sender would have written it. */
+function blockRecords(b: BlockColumns): IngestedRecord[] {
+  const n = b.requestIds.length;
+  const { width, labels } = b;
+  const w = new ProtoWriter(Buffer.allocUnsafe(160 * n + 4 * (b.features.length + b.probabilities.length + b.scores.length)));
+  // First every record's bytes, then the records (with the same fields, in the same order, as
+  // readRecordAt's: the windows and counters that read them see one shape).
+  const facts = new Array<RecordFacts & { readonly rows: { readonly values: Float32Array }; readonly classification: { readonly probabilities: Float32Array } }>(n);
+  const spans = new Int32Array(n + 1);
+  let row = 0;
+  for (let i = 0; i < n; i++) {
+    const rowCount = b.rowCounts[i];
+    facts[i] = {
+      requestId: b.requestIds[i],
+      traceId: b.traceIds[i] || undefined,
+      caller: b.caller || undefined,
+      source: b.source as RecordFacts["source"],
+      api: b.api,
+      model: b.model,
+      version: b.version,
+      alias: b.alias || undefined,
+      arm: b.arm || undefined,
+      timeMs: b.startMs + b.offsetsUs[i] / 1000,
+      latencyMs: b.latenciesUs[i] / 1000,
+      status: 0,
+      rowCount,
+      rows: { width, values: b.features.subarray(row * width, (row + rowCount) * width) },
+      classification: { labels, probabilities: b.probabilities.subarray(row * labels.length, (row + rowCount) * labels.length) },
+      outlierScores: b.scores.length === 0 ? undefined : b.scores.subarray(row, row + rowCount),
+    };
+    row += rowCount;
+    writeRecord(w, facts[i], false);
+    spans[i + 1] = w.at;
+  }
+  const bytes = w.buffer;
+  const records = new Array<IngestedRecord>(n);
+  for (let i = 0; i < n; i++) {
+    const f = facts[i];
+    let outlierRows = 0;
+    if (f.outlierScores !== undefined) for (const s of f.outlierScores) if (s > 0) outlierRows++;
+    records[i] = {
+      requestId: f.requestId,
+      timeMs: f.timeMs,
+      source: f.source,
+      model: f.model,
+      version: f.version,
+      status: 0,
+      latencyMs: f.latencyMs,
+      rowCount: f.rowCount,
+      parentRequestId: undefined,
+      width,
+      values: f.rows.values,
+      labels,
+      probabilities: f.classification.probabilities,
+      outlierScores: f.outlierScores,
+      outlierRows,
+      api: f.api,
+      shadow: undefined,
+      bytes: bytes.subarray(spans[i], spans[i + 1]),
+    };
+  }
+  return records;
+}
+
 /** Reads an IngestRecordsRequest's bytes; undefined when any record breaks a rule. */
 export function decodeIngestRequest(bytes: Buffer): DecodedIngestRequest | undefined {
   try {
@@ -378,12 +621,18 @@ export function decodeIngestRequest(bytes: Buffer): DecodedIngestRequest | undef
     const ingested: IngestedRecord[] = [];
     while (r.at < bytes.length) {
       const tag = r.varint();
-      if (tag !== 10) return undefined; // only field 1, records
       const end = r.delimited();
-      ingested.push(readRecordAt(bytes, r.at, end));
+      if (tag === 10) ingested.push(readRecordAt(bytes, r.at, end));
+      else if (tag === 18) {
+        // Field 2, a block: its records, once its columns agree.
+        const block = readBlockAt(bytes, r.at, end);
+        if (blockProblem(block) !== undefined) return undefined;
+        for (const record of blockRecords(block)) ingested.push(record);
+      } else return undefined; // only fields 1 and 2
       r.at = end;
+      if (ingested.length > maxRecords) return undefined;
     }
-    if (ingested.length === 0 || ingested.length > maxRecords) return undefined;
+    if (ingested.length === 0) return undefined;
     const decoded = new DecodedIngestRequest(ingested);
     markValidated(decoded);
     return decoded;
@@ -392,12 +641,21 @@ export function decodeIngestRequest(bytes: Buffer): DecodedIngestRequest | undef
   }
 }
 
-/** The records of a request however it was decoded (a message from protobuf-es is valid already). */
+/**
+ * The records of a request however it was decoded (a message from protobuf-es has passed its
+ * rules already); INVALID_ARGUMENT for a block whose columns disagree, or past 10,000 records.
+ */
 export function ingestedRecords(request: IngestRecordsRequest | DecodedIngestRequest): readonly IngestedRecord[] {
   if (request instanceof DecodedIngestRequest) return request.ingested;
-  return request.records.map((record) => {
-    return readRecord(toBinary(PredictionRecordSchema, record));
+  const records = request.records.map((record) => readRecord(toBinary(PredictionRecordSchema, record)));
+  request.blocks.forEach((block, i) => {
+    const columns = columnsOf(block);
+    const problem = blockProblem(columns);
+    if (problem !== undefined) throw new ConnectError(`blocks[${i}]: ${problem}`, Code.InvalidArgument);
+    records.push(...blockRecords(columns));
+    if (records.length > maxRecords) throw new ConnectError(`a message holds at most ${maxRecords} records, blocks' records included`, Code.InvalidArgument);
   });
+  return records;
 }
 
 /** IngestRecords' codec on the native gRPC path. */

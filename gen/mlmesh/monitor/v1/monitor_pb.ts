@@ -17,7 +17,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file mlmesh/monitor/v1/monitor.proto.
  */
 export const file_mlmesh_monitor_v1_monitor: GenFile = /*@__PURE__*/
-  fileDesc("Ch9tbG1lc2gvbW9uaXRvci92MS9tb25pdG9yLnByb3RvEhFtbG1lc2gubW9uaXRvci52MSKzBQoQUHJlZGljdGlvblJlY29yZBIeCgpyZXF1ZXN0X2lkGAEgASgJQgq6SAdyBRABGIABEjAKBHRpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQga6SAPIAQESGQoIdHJhY2VfaWQYAyABKAlCB7pIBHICGCASGAoGY2FsbGVyGAQgASgJQgi6SAVyAxiAARI7CgZzb3VyY2UYBSABKA4yHy5tbG1lc2gubW9uaXRvci52MS5SZWNvcmRTb3VyY2VCCrpIB4IBBBABIAASFAoDYXBpGAYgASgJQge6SARyAhhAEhkKBW1vZGVsGAcgASgJQgq6SAdyBRABGIABEg8KB3ZlcnNpb24YCCABKA0SFgoFYWxpYXMYCSABKAlCB7pIBHICGEASFAoDYXJtGAogASgJQge6SARyAhhAEi8KBmlucHV0cxgLIAEoCzIfLm1sbWVzaC5tb25pdG9yLnYxLlJlY29yZElucHV0cxIxCgdvdXRwdXRzGAwgASgLMiAubWxtZXNoLm1vbml0b3IudjEuUmVjb3JkT3V0cHV0cxIqCgdsYXRlbmN5GA0gASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEioKBnN0YXR1cxgOIAEoDjIQLmdvb2dsZS5ycGMuQ29kZUIIukgFggECEAESFwoFZXJyb3IYDyABKAlCCLpIBXIDGIAIEhYKDm91dGxpZXJfc2NvcmVzGBAgAygCEhEKCXJvd19jb3VudBgRIAEoDRIjChFwYXJlbnRfcmVxdWVzdF9pZBgSIAEoCUIIukgFcgMYgAESEQoJdHJ1bmNhdGVkGBMgASgIEjMKBnNoYWRvdxgUIAEoCzIjLm1sbWVzaC5tb25pdG9yLnYxLlNoYWRvd0NvbXBhcmlzb24iwQEKEFNoYWRvd0NvbXBhcmlzb24SFwoPcHJpbWFyeV92ZXJzaW9uGAEgASgNEgwKBHJvd3MYAiABKA0SFQoNYWdyZWVpbmdfcm93cxgDIAEoDRIgChNtZWFuX2Fic19kaWZmZXJlbmNlGAQgASgBSACIAQESNQoSbGF0ZW5jeV9kaWZmZXJlbmNlGAUgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uQhYKFF9tZWFuX2Fic19kaWZmZXJlbmNlIo4BCgxSZWNvcmRJbnB1dHMSJQoEcm93cxgBIAEoCzIXLm1sbWVzaC5tb25pdG9yLnYxLlJvd3MSKgoHdGVuc29ycxgCIAMoCzIZLm1sbWVzaC5tb25pdG9yLnYxLlRlbnNvchIrCgZpbWFnZXMYAyADKAsyGy5tbG1lc2gubW9uaXRvci52MS5JbWFnZVJlZiJ2Cg1SZWNvcmRPdXRwdXRzEjkKDmNsYXNzaWZpY2F0aW9uGAEgASgLMiEubWxtZXNoLm1vbml0b3IudjEuQ2xhc3NpZmljYXRpb24SKgoHdGVuc29ycxgCIAMoCzIZLm1sbWVzaC5tb25pdG9yLnYxLlRlbnNvciIlCgRSb3dzEg0KBXdpZHRoGAEgASgNEg4KBnZhbHVlcxgCIAMoAiI3Cg5DbGFzc2lmaWNhdGlvbhIOCgZsYWJlbHMYASADKAkSFQoNcHJvYmFiaWxpdGllcxgCIAMoAiJJCgZUZW5zb3ISDAoEbmFtZRgBIAEoCRIQCghkYXRhdHlwZRgCIAEoCRINCgVzaGFwZRgDIAMoAxIQCghjb250ZW50cxgEIAEoDCIuCghJbWFnZVJlZhIOCgZzaGEyNTYYASABKAkSEgoKc2l6ZV9ieXRlcxgCIAEoBCJZChRJbmdlc3RSZWNvcmRzUmVxdWVzdBJBCgdyZWNvcmRzGAEgAygLMiMubWxtZXNoLm1vbml0b3IudjEuUHJlZGljdGlvblJlY29yZEILukgIkgEFCAEQkE4iPQoVSW5nZXN0UmVjb3Jkc1Jlc3BvbnNlEhAKCGFjY2VwdGVkGAEgASgEEhIKCmR1cGxpY2F0ZXMYAiABKAQisQIKFkxpc3RQcmVkaWN0aW9uc1JlcXVlc3QSGQoFbW9kZWwYASABKAlCCrpIB3IFEAEYgAESDwoHdmVyc2lvbhgCIAEoDRIuCgpzdGFydF90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghlbmRfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFQoNb3V0bGllcnNfb25seRgFIAEoCBI5CgZzb3VyY2UYBiABKA4yHy5tbG1lc2gubW9uaXRvci52MS5SZWNvcmRTb3VyY2VCCLpIBYIBAhABEh0KCXBhZ2Vfc2l6ZRgHIAEoBUIKukgHGgUY6AcoABIcCgpwYWdlX3Rva2VuGAggASgJQgi6SAVyAxiABCJoChdMaXN0UHJlZGljdGlvbnNSZXNwb25zZRI0CgdyZWNvcmRzGAEgAygLMiMubWxtZXNoLm1vbml0b3IudjEuUHJlZGljdGlvblJlY29yZBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiNgoUR2V0UHJlZGljdGlvblJlcXVlc3QSHgoKcmVxdWVzdF9pZBgBIAEoCUIKukgHcgUQARiAASKBAQoVR2V0UHJlZGljdGlvblJlc3BvbnNlEjMKBnJlY29yZBgBIAEoCzIjLm1sbWVzaC5tb25pdG9yLnYxLlByZWRpY3Rpb25SZWNvcmQSMwoGbGlua2VkGAIgAygLMiMubWxtZXNoLm1vbml0b3IudjEuUHJlZGljdGlvblJlY29yZCK+AQoVR2V0RHJpZnRSZXBvcnRSZXF1ZXN0EhkKBW1vZGVsGAEgASgJQgq6SAdyBRABGIABEg8KB3ZlcnNpb24YAiABKA0SLgoKc3RhcnRfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhsKE2luY2x1ZGVfb3Blbl93aW5kb3cYBSABKAgi3gEKFkdldERyaWZ0UmVwb3J0UmVzcG9uc2USDQoFbW9kZWwYASABKAkSDwoHdmVyc2lvbhgCIAEoDRIpCgZ3aW5kb3cYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SFQoNaGFzX3JlZmVyZW5jZRgEIAEoCBIxCgp0aHJlc2hvbGRzGAUgASgLMh0ubWxtZXNoLm1vbml0b3IudjEuVGhyZXNob2xkcxIvCgd3aW5kb3dzGAYgAygLMh4ubWxtZXNoLm1vbml0b3IudjEuRHJpZnRXaW5kb3cidgoKVGhyZXNob2xkcxILCgNwc2kYASABKAESCgoCa3MYAiABKAESEgoKbWVhbl9zaGlmdBgDIAEoARITCgtsYWJlbF9zaGlmdBgEIAEoARIUCgxvdXRsaWVyX3JhdGUYBSABKAESEAoIbWluX3Jvd3MYBiABKAQiuQIKC0RyaWZ0V2luZG93Ei4KCnN0YXJ0X3RpbWUYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg8KB3BhcnRpYWwYAiABKAgSEAoIcmVxdWVzdHMYAyABKAQSDAoEcm93cxgEIAEoBBIOCgZlcnJvcnMYBSABKAQSEwoLc2NvcmVkX3Jvd3MYBiABKAQSFAoMb3V0bGllcl9yb3dzGAcgASgEEhQKDG91dGxpZXJfcmF0ZRgIIAEoARIxCghmZWF0dXJlcxgJIAMoCzIfLm1sbWVzaC5tb25pdG9yLnYxLkZlYXR1cmVEcmlmdBItCgZsYWJlbHMYCiABKAsyHS5tbG1lc2gubW9uaXRvci52MS5MYWJlbERyaWZ0EhYKDmxhdGVuY3lfcDUwX21zGAsgASgBInIKDEZlYXR1cmVEcmlmdBIPCgdmZWF0dXJlGAEgASgJEgsKA3BzaRgCIAEoARIKCgJrcxgDIAEoARIMCgRtZWFuGAQgASgBEhYKDnJlZmVyZW5jZV9tZWFuGAUgASgBEhIKCm1lYW5fc2hpZnQYBiABKAEiWwoKTGFiZWxEcmlmdBItCgZzaGFyZXMYASADKAsyHS5tbG1lc2gubW9uaXRvci52MS5MYWJlbFNoYXJlEhEKCW1heF9zaGlmdBgCIAEoARILCgNwc2kYAyABKAEiQwoKTGFiZWxTaGFyZRINCgVsYWJlbBgBIAEoCRINCgVzaGFyZRgCIAEoARIXCg9yZWZlcmVuY2Vfc2hhcmUYAyABKAEi9wIKBUFsZXJ0EgoKAmlkGAEgASgJEioKBGtpbmQYAiABKA4yHC5tbG1lc2gubW9uaXRvci52MS5BbGVydEtpbmQSLAoFc3RhdGUYAyABKA4yHS5tbG1lc2gubW9uaXRvci52MS5BbGVydFN0YXRlEg0KBW1vZGVsGAQgASgJEg8KB3ZlcnNpb24YBSABKA0SDwoHZmVhdHVyZRgGIAEoCRIRCglzdGF0aXN0aWMYByABKAkSDQoFdmFsdWUYCCABKAESEQoJdGhyZXNob2xkGAkgASgBEjAKDHdpbmRvd19zdGFydBgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLQoJZmlyZV90aW1lGAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIwCgxyZXNvbHZlX3RpbWUYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg8KB3N1bW1hcnkYDSABKAkioQEKEUxpc3RBbGVydHNSZXF1ZXN0EhcKBW1vZGVsGAEgASgJQgi6SAVyAxiAARI2CgVzdGF0ZRgCIAEoDjIdLm1sbWVzaC5tb25pdG9yLnYxLkFsZXJ0U3RhdGVCCLpIBYIBAhABEh0KCXBhZ2Vfc2l6ZRgDIAEoBUIKukgHGgUY6AcoABIcCgpwYWdlX3Rva2VuGAQgASgJQgi6SAVyAxiABCJXChJMaXN0QWxlcnRzUmVzcG9uc2USKAoGYWxlcnRzGAEgAygLMhgubWxtZXNoLm1vbml0b3IudjEuQWxlcnQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIi0KEldhdGNoQWxlcnRzUmVxdWVzdBIXCgVtb2RlbBgBIAEoCUIIukgFcgMYgAEiPgoTV2F0Y2hBbGVydHNSZXNwb25zZRInCgVhbGVydBgBIAEoCzIYLm1sbWVzaC5tb25pdG9yLnYxLkFsZXJ0IpEBChZHZXRUcmFmZmljU3RhdHNSZXF1ZXN0EhkKBW1vZGVsGAEgASgJQgq6SAdyBRABGIABEi4KCnN0YXJ0X3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKxAQoXR2V0VHJhZmZpY1N0YXRzUmVzcG9uc2USMwoIdmVyc2lvbnMYASADKAsyIS5tbG1lc2gubW9uaXRvci52MS5WZXJzaW9uVHJhZmZpYxIxCgdzaGFkb3dzGAIgAygLMiAubWxtZXNoLm1vbml0b3IudjEuU2hhZG93VHJhZmZpYxIuCgpoZWxkX3NpbmNlGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKjAQoOVmVyc2lvblRyYWZmaWMSDwoHdmVyc2lvbhgBIAEoDRIQCghyZXF1ZXN0cxgCIAEoBBIOCgZlcnJvcnMYAyABKAQSLgoLcDUwX2xhdGVuY3kYBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SLgoLcDk5X2xhdGVuY3kYBSABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24i+gEKDVNoYWRvd1RyYWZmaWMSFwoPcHJpbWFyeV92ZXJzaW9uGAEgASgNEhYKDnNoYWRvd192ZXJzaW9uGAIgASgNEg0KBWNhbGxzGAMgASgEEg4KBmZhaWxlZBgEIAEoBBIMCgRyb3dzGAUgASgEEhUKDWFncmVlaW5nX3Jvd3MYBiABKAQSIAoTbWVhbl9hYnNfZGlmZmVyZW5jZRgHIAEoAUgAiAEBEjoKF21lYW5fbGF0ZW5jeV9kaWZmZXJlbmNlGAggASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uQhYKFF9tZWFuX2Fic19kaWZmZXJlbmNlKnwKDFJlY29yZFNvdXJjZRIdChlSRUNPUkRfU09VUkNFX1VOU1BFQ0lGSUVEEAASGwoXUkVDT1JEX1NPVVJDRV9QUkVESUNUT1IQARIXChNSRUNPUkRfU09VUkNFX1BST1hZEAISFwoTUkVDT1JEX1NPVVJDRV9CQVRDSBADKn4KCUFsZXJ0S2luZBIaChZBTEVSVF9LSU5EX1VOU1BFQ0lGSUVEEAASHAoYQUxFUlRfS0lORF9GRUFUVVJFX0RSSUZUEAESGgoWQUxFUlRfS0lORF9MQUJFTF9EUklGVBACEhsKF0FMRVJUX0tJTkRfT1VUTElFUl9SQVRFEAMqWwoKQWxlcnRTdGF0ZRIbChdBTEVSVF9TVEFURV9VTlNQRUNJRklFRBAAEhYKEkFMRVJUX1NUQVRFX0ZJUklORxABEhgKFEFMRVJUX1NUQVRFX1JFU09MVkVEEAIy8wcKDk1vbml0b3JTZXJ2aWNlEmwKDUluZ2VzdFJlY29yZHMSJy5tbG1lc2gubW9uaXRvci52MS5Jbmdlc3RSZWNvcmRzUmVxdWVzdBooLm1sbWVzaC5tb25pdG9yLnYxLkluZ2VzdFJlY29yZHNSZXNwb25zZSIGyvMYAggDKAESngEKD0xpc3RQcmVkaWN0aW9ucxIpLm1sbWVzaC5tb25pdG9yLnYxLkxpc3RQcmVkaWN0aW9uc1JlcXVlc3QaKi5tbG1lc2gubW9uaXRvci52MS5MaXN0UHJlZGljdGlvbnNSZXNwb25zZSI0yvMYAggCgtPkkwIoEiYvdjEvbW9uaXRvci9tb2RlbHMve21vZGVsfS9wcmVkaWN0aW9ucxKWAQoNR2V0UHJlZGljdGlvbhInLm1sbWVzaC5tb25pdG9yLnYxLkdldFByZWRpY3Rpb25SZXF1ZXN0GigubWxtZXNoLm1vbml0b3IudjEuR2V0UHJlZGljdGlvblJlc3BvbnNlIjLK8xgCCAKC0+STAiYSJC92MS9tb25pdG9yL3ByZWRpY3Rpb25zL3tyZXF1ZXN0X2lkfRKVAQoOR2V0RHJpZnRSZXBvcnQSKC5tbG1lc2gubW9uaXRvci52MS5HZXREcmlmdFJlcG9ydFJlcXVlc3QaKS5tbG1lc2gubW9uaXRvci52MS5HZXREcmlmdFJlcG9ydFJlc3BvbnNlIi7K8xgCCAKC0+STAiISIC92MS9tb25pdG9yL21vZGVscy97bW9kZWx9L2RyaWZ0EpoBCg9HZXRUcmFmZmljU3RhdHMSKS5tbG1lc2gubW9uaXRvci52MS5HZXRUcmFmZmljU3RhdHNSZXF1ZXN0GioubWxtZXNoLm1vbml0b3IudjEuR2V0VHJhZmZpY1N0YXRzUmVzcG9uc2UiMMrzGAIIAoLT5JMCJBIiL3YxL21vbml0b3IvbW9kZWxzL3ttb2RlbH0vdHJhZmZpYxJ7CgpMaXN0QWxlcnRzEiQubWxtZXNoLm1vbml0b3IudjEuTGlzdEFsZXJ0c1JlcXVlc3QaJS5tbG1lc2gubW9uaXRvci52MS5MaXN0QWxlcnRzUmVzcG9uc2UiIMrzGAIIAoLT5JMCFBISL3YxL21vbml0b3IvYWxlcnRzEoYBCgtXYXRjaEFsZXJ0cxIlLm1sbWVzaC5tb25pdG9yLnYxLldhdGNoQWxlcnRzUmVxdWVzdBomLm1sbWVzaC5tb25pdG9yLnYxLldhdGNoQWxlcnRzUmVzcG9uc2UiJsrzGAIIAoLT5JMCGhIYL3YxL21vbml0b3IvYWxlcnRzOndhdGNoMAFiBnByb3RvMw", [file_buf_validate_validate, file_google_api_annotations, file_google_protobuf_duration, file_google_protobuf_timestamp, file_google_rpc_code, file_mlmesh_policy_v1_policy]);
+  fileDesc("Ch9tbG1lc2gvbW9uaXRvci92MS9tb25pdG9yLnByb3RvEhFtbG1lc2gubW9uaXRvci52MSKzBQoQUHJlZGljdGlvblJlY29yZBIeCgpyZXF1ZXN0X2lkGAEgASgJQgq6SAdyBRABGIABEjAKBHRpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQga6SAPIAQESGQoIdHJhY2VfaWQYAyABKAlCB7pIBHICGCASGAoGY2FsbGVyGAQgASgJQgi6SAVyAxiAARI7CgZzb3VyY2UYBSABKA4yHy5tbG1lc2gubW9uaXRvci52MS5SZWNvcmRTb3VyY2VCCrpIB4IBBBABIAASFAoDYXBpGAYgASgJQge6SARyAhhAEhkKBW1vZGVsGAcgASgJQgq6SAdyBRABGIABEg8KB3ZlcnNpb24YCCABKA0SFgoFYWxpYXMYCSABKAlCB7pIBHICGEASFAoDYXJtGAogASgJQge6SARyAhhAEi8KBmlucHV0cxgLIAEoCzIfLm1sbWVzaC5tb25pdG9yLnYxLlJlY29yZElucHV0cxIxCgdvdXRwdXRzGAwgASgLMiAubWxtZXNoLm1vbml0b3IudjEuUmVjb3JkT3V0cHV0cxIqCgdsYXRlbmN5GA0gASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEioKBnN0YXR1cxgOIAEoDjIQLmdvb2dsZS5ycGMuQ29kZUIIukgFggECEAESFwoFZXJyb3IYDyABKAlCCLpIBXIDGIAIEhYKDm91dGxpZXJfc2NvcmVzGBAgAygCEhEKCXJvd19jb3VudBgRIAEoDRIjChFwYXJlbnRfcmVxdWVzdF9pZBgSIAEoCUIIukgFcgMYgAESEQoJdHJ1bmNhdGVkGBMgASgIEjMKBnNoYWRvdxgUIAEoCzIjLm1sbWVzaC5tb25pdG9yLnYxLlNoYWRvd0NvbXBhcmlzb24iwQEKEFNoYWRvd0NvbXBhcmlzb24SFwoPcHJpbWFyeV92ZXJzaW9uGAEgASgNEgwKBHJvd3MYAiABKA0SFQoNYWdyZWVpbmdfcm93cxgDIAEoDRIgChNtZWFuX2Fic19kaWZmZXJlbmNlGAQgASgBSACIAQESNQoSbGF0ZW5jeV9kaWZmZXJlbmNlGAUgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uQhYKFF9tZWFuX2Fic19kaWZmZXJlbmNlIo4BCgxSZWNvcmRJbnB1dHMSJQoEcm93cxgBIAEoCzIXLm1sbWVzaC5tb25pdG9yLnYxLlJvd3MSKgoHdGVuc29ycxgCIAMoCzIZLm1sbWVzaC5tb25pdG9yLnYxLlRlbnNvchIrCgZpbWFnZXMYAyADKAsyGy5tbG1lc2gubW9uaXRvci52MS5JbWFnZVJlZiJ2Cg1SZWNvcmRPdXRwdXRzEjkKDmNsYXNzaWZpY2F0aW9uGAEgASgLMiEubWxtZXNoLm1vbml0b3IudjEuQ2xhc3NpZmljYXRpb24SKgoHdGVuc29ycxgCIAMoCzIZLm1sbWVzaC5tb25pdG9yLnYxLlRlbnNvciIlCgRSb3dzEg0KBXdpZHRoGAEgASgNEg4KBnZhbHVlcxgCIAMoAiI3Cg5DbGFzc2lmaWNhdGlvbhIOCgZsYWJlbHMYASADKAkSFQoNcHJvYmFiaWxpdGllcxgCIAMoAiJJCgZUZW5zb3ISDAoEbmFtZRgBIAEoCRIQCghkYXRhdHlwZRgCIAEoCRINCgVzaGFwZRgDIAMoAxIQCghjb250ZW50cxgEIAEoDCIuCghJbWFnZVJlZhIOCgZzaGEyNTYYASABKAkSEgoKc2l6ZV9ieXRlcxgCIAEoBCKPAgoUSW5nZXN0UmVjb3Jkc1JlcXVlc3QSPwoHcmVjb3JkcxgBIAMoCzIjLm1sbWVzaC5tb25pdG9yLnYxLlByZWRpY3Rpb25SZWNvcmRCCbpIBpIBAxCQThI5CgZibG9ja3MYAiADKAsyHi5tbG1lc2gubW9uaXRvci52MS5SZWNvcmRCbG9ja0IJukgGkgEDEJBOOnu6SHgadgoRcmVjb3Jkc19vcl9ibG9ja3MSMGEgbWVzc2FnZSBtdXN0IGhvbGQgYXQgbGVhc3Qgb25lIHJlY29yZCBvciBibG9jaxovc2l6ZSh0aGlzLnJlY29yZHMpID4gMCB8fCBzaXplKHRoaXMuYmxvY2tzKSA+IDAi9QMKC1JlY29yZEJsb2NrEjsKBnNvdXJjZRgBIAEoDjIfLm1sbWVzaC5tb25pdG9yLnYxLlJlY29yZFNvdXJjZUIKukgHggEEEAEgABIUCgNhcGkYAiABKAlCB7pIBHICGEASGQoFbW9kZWwYAyABKAlCCrpIB3IFEAEYgAESDwoHdmVyc2lvbhgEIAEoDRIWCgVhbGlhcxgFIAEoCUIHukgEcgIYQBIUCgNhcm0YBiABKAlCB7pIBHICGEASGAoGY2FsbGVyGAcgASgJQgi6SAVyAxiAARINCgV3aWR0aBgIIAEoDRIOCgZsYWJlbHMYCSADKAkSKQoLcmVxdWVzdF9pZHMYCiADKAlCFLpIEZIBDggBEJBOIgdyBRABGIABEh8KCXRyYWNlX2lkcxgLIAMoCUIMukgJkgEGIgRyAhggEjAKBHRpbWUYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQga6SAPIAQESFwoPdGltZV9vZmZzZXRzX3VzGA0gAygSEhQKDGxhdGVuY2llc191cxgOIAMoDRISCgpyb3dfY291bnRzGA8gAygNEhAKCGZlYXR1cmVzGBAgAygCEhUKDXByb2JhYmlsaXRpZXMYESADKAISFgoOb3V0bGllcl9zY29yZXMYEiADKAIiPQoVSW5nZXN0UmVjb3Jkc1Jlc3BvbnNlEhAKCGFjY2VwdGVkGAEgASgEEhIKCmR1cGxpY2F0ZXMYAiABKAQisQIKFkxpc3RQcmVkaWN0aW9uc1JlcXVlc3QSGQoFbW9kZWwYASABKAlCCrpIB3IFEAEYgAESDwoHdmVyc2lvbhgCIAEoDRIuCgpzdGFydF90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghlbmRfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFQoNb3V0bGllcnNfb25seRgFIAEoCBI5CgZzb3VyY2UYBiABKA4yHy5tbG1lc2gubW9uaXRvci52MS5SZWNvcmRTb3VyY2VCCLpIBYIBAhABEh0KCXBhZ2Vfc2l6ZRgHIAEoBUIKukgHGgUY6AcoABIcCgpwYWdlX3Rva2VuGAggASgJQgi6SAVyAxiABCJoChdMaXN0UHJlZGljdGlvbnNSZXNwb25zZRI0CgdyZWNvcmRzGAEgAygLMiMubWxtZXNoLm1vbml0b3IudjEuUHJlZGljdGlvblJlY29yZBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiNgoUR2V0UHJlZGljdGlvblJlcXVlc3QSHgoKcmVxdWVzdF9pZBgBIAEoCUIKukgHcgUQARiAASKBAQoVR2V0UHJlZGljdGlvblJlc3BvbnNlEjMKBnJlY29yZBgBIAEoCzIjLm1sbWVzaC5tb25pdG9yLnYxLlByZWRpY3Rpb25SZWNvcmQSMwoGbGlua2VkGAIgAygLMiMubWxtZXNoLm1vbml0b3IudjEuUHJlZGljdGlvblJlY29yZCK+AQoVR2V0RHJpZnRSZXBvcnRSZXF1ZXN0EhkKBW1vZGVsGAEgASgJQgq6SAdyBRABGIABEg8KB3ZlcnNpb24YAiABKA0SLgoKc3RhcnRfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhsKE2luY2x1ZGVfb3Blbl93aW5kb3cYBSABKAgi3gEKFkdldERyaWZ0UmVwb3J0UmVzcG9uc2USDQoFbW9kZWwYASABKAkSDwoHdmVyc2lvbhgCIAEoDRIpCgZ3aW5kb3cYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SFQoNaGFzX3JlZmVyZW5jZRgEIAEoCBIxCgp0aHJlc2hvbGRzGAUgASgLMh0ubWxtZXNoLm1vbml0b3IudjEuVGhyZXNob2xkcxIvCgd3aW5kb3dzGAYgAygLMh4ubWxtZXNoLm1vbml0b3IudjEuRHJpZnRXaW5kb3cidgoKVGhyZXNob2xkcxILCgNwc2kYASABKAESCgoCa3MYAiABKAESEgoKbWVhbl9zaGlmdBgDIAEoARITCgtsYWJlbF9zaGlmdBgEIAEoARIUCgxvdXRsaWVyX3JhdGUYBSABKAESEAoIbWluX3Jvd3MYBiABKAQiuQIKC0RyaWZ0V2luZG93Ei4KCnN0YXJ0X3RpbWUYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg8KB3BhcnRpYWwYAiABKAgSEAoIcmVxdWVzdHMYAyABKAQSDAoEcm93cxgEIAEoBBIOCgZlcnJvcnMYBSABKAQSEwoLc2NvcmVkX3Jvd3MYBiABKAQSFAoMb3V0bGllcl9yb3dzGAcgASgEEhQKDG91dGxpZXJfcmF0ZRgIIAEoARIxCghmZWF0dXJlcxgJIAMoCzIfLm1sbWVzaC5tb25pdG9yLnYxLkZlYXR1cmVEcmlmdBItCgZsYWJlbHMYCiABKAsyHS5tbG1lc2gubW9uaXRvci52MS5MYWJlbERyaWZ0EhYKDmxhdGVuY3lfcDUwX21zGAsgASgBInIKDEZlYXR1cmVEcmlmdBIPCgdmZWF0dXJlGAEgASgJEgsKA3BzaRgCIAEoARIKCgJrcxgDIAEoARIMCgRtZWFuGAQgASgBEhYKDnJlZmVyZW5jZV9tZWFuGAUgASgBEhIKCm1lYW5fc2hpZnQYBiABKAEiWwoKTGFiZWxEcmlmdBItCgZzaGFyZXMYASADKAsyHS5tbG1lc2gubW9uaXRvci52MS5MYWJlbFNoYXJlEhEKCW1heF9zaGlmdBgCIAEoARILCgNwc2kYAyABKAEiQwoKTGFiZWxTaGFyZRINCgVsYWJlbBgBIAEoCRINCgVzaGFyZRgCIAEoARIXCg9yZWZlcmVuY2Vfc2hhcmUYAyABKAEi9wIKBUFsZXJ0EgoKAmlkGAEgASgJEioKBGtpbmQYAiABKA4yHC5tbG1lc2gubW9uaXRvci52MS5BbGVydEtpbmQSLAoFc3RhdGUYAyABKA4yHS5tbG1lc2gubW9uaXRvci52MS5BbGVydFN0YXRlEg0KBW1vZGVsGAQgASgJEg8KB3ZlcnNpb24YBSABKA0SDwoHZmVhdHVyZRgGIAEoCRIRCglzdGF0aXN0aWMYByABKAkSDQoFdmFsdWUYCCABKAESEQoJdGhyZXNob2xkGAkgASgBEjAKDHdpbmRvd19zdGFydBgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLQoJZmlyZV90aW1lGAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIwCgxyZXNvbHZlX3RpbWUYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg8KB3N1bW1hcnkYDSABKAkioQEKEUxpc3RBbGVydHNSZXF1ZXN0EhcKBW1vZGVsGAEgASgJQgi6SAVyAxiAARI2CgVzdGF0ZRgCIAEoDjIdLm1sbWVzaC5tb25pdG9yLnYxLkFsZXJ0U3RhdGVCCLpIBYIBAhABEh0KCXBhZ2Vfc2l6ZRgDIAEoBUIKukgHGgUY6AcoABIcCgpwYWdlX3Rva2VuGAQgASgJQgi6SAVyAxiABCJXChJMaXN0QWxlcnRzUmVzcG9uc2USKAoGYWxlcnRzGAEgAygLMhgubWxtZXNoLm1vbml0b3IudjEuQWxlcnQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIi0KEldhdGNoQWxlcnRzUmVxdWVzdBIXCgVtb2RlbBgBIAEoCUIIukgFcgMYgAEiPgoTV2F0Y2hBbGVydHNSZXNwb25zZRInCgVhbGVydBgBIAEoCzIYLm1sbWVzaC5tb25pdG9yLnYxLkFsZXJ0IpEBChZHZXRUcmFmZmljU3RhdHNSZXF1ZXN0EhkKBW1vZGVsGAEgASgJQgq6SAdyBRABGIABEi4KCnN0YXJ0X3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKxAQoXR2V0VHJhZmZpY1N0YXRzUmVzcG9uc2USMwoIdmVyc2lvbnMYASADKAsyIS5tbG1lc2gubW9uaXRvci52MS5WZXJzaW9uVHJhZmZpYxIxCgdzaGFkb3dzGAIgAygLMiAubWxtZXNoLm1vbml0b3IudjEuU2hhZG93VHJhZmZpYxIuCgpoZWxkX3NpbmNlGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKjAQoOVmVyc2lvblRyYWZmaWMSDwoHdmVyc2lvbhgBIAEoDRIQCghyZXF1ZXN0cxgCIAEoBBIOCgZlcnJvcnMYAyABKAQSLgoLcDUwX2xhdGVuY3kYBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SLgoLcDk5X2xhdGVuY3kYBSABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24i+gEKDVNoYWRvd1RyYWZmaWMSFwoPcHJpbWFyeV92ZXJzaW9uGAEgASgNEhYKDnNoYWRvd192ZXJzaW9uGAIgASgNEg0KBWNhbGxzGAMgASgEEg4KBmZhaWxlZBgEIAEoBBIMCgRyb3dzGAUgASgEEhUKDWFncmVlaW5nX3Jvd3MYBiABKAQSIAoTbWVhbl9hYnNfZGlmZmVyZW5jZRgHIAEoAUgAiAEBEjoKF21lYW5fbGF0ZW5jeV9kaWZmZXJlbmNlGAggASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uQhYKFF9tZWFuX2Fic19kaWZmZXJlbmNlKnwKDFJlY29yZFNvdXJjZRIdChlSRUNPUkRfU09VUkNFX1VOU1BFQ0lGSUVEEAASGwoXUkVDT1JEX1NPVVJDRV9QUkVESUNUT1IQARIXChNSRUNPUkRfU09VUkNFX1BST1hZEAISFwoTUkVDT1JEX1NPVVJDRV9CQVRDSBADKn4KCUFsZXJ0S2luZBIaChZBTEVSVF9LSU5EX1VOU1BFQ0lGSUVEEAASHAoYQUxFUlRfS0lORF9GRUFUVVJFX0RSSUZUEAESGgoWQUxFUlRfS0lORF9MQUJFTF9EUklGVBACEhsKF0FMRVJUX0tJTkRfT1VUTElFUl9SQVRFEAMqWwoKQWxlcnRTdGF0ZRIbChdBTEVSVF9TVEFURV9VTlNQRUNJRklFRBAAEhYKEkFMRVJUX1NUQVRFX0ZJUklORxABEhgKFEFMRVJUX1NUQVRFX1JFU09MVkVEEAIy8wcKDk1vbml0b3JTZXJ2aWNlEmwKDUluZ2VzdFJlY29yZHMSJy5tbG1lc2gubW9uaXRvci52MS5Jbmdlc3RSZWNvcmRzUmVxdWVzdBooLm1sbWVzaC5tb25pdG9yLnYxLkluZ2VzdFJlY29yZHNSZXNwb25zZSIGyvMYAggDKAESngEKD0xpc3RQcmVkaWN0aW9ucxIpLm1sbWVzaC5tb25pdG9yLnYxLkxpc3RQcmVkaWN0aW9uc1JlcXVlc3QaKi5tbG1lc2gubW9uaXRvci52MS5MaXN0UHJlZGljdGlvbnNSZXNwb25zZSI0yvMYAggCgtPkkwIoEiYvdjEvbW9uaXRvci9tb2RlbHMve21vZGVsfS9wcmVkaWN0aW9ucxKWAQoNR2V0UHJlZGljdGlvbhInLm1sbWVzaC5tb25pdG9yLnYxLkdldFByZWRpY3Rpb25SZXF1ZXN0GigubWxtZXNoLm1vbml0b3IudjEuR2V0UHJlZGljdGlvblJlc3BvbnNlIjLK8xgCCAKC0+STAiYSJC92MS9tb25pdG9yL3ByZWRpY3Rpb25zL3tyZXF1ZXN0X2lkfRKVAQoOR2V0RHJpZnRSZXBvcnQSKC5tbG1lc2gubW9uaXRvci52MS5HZXREcmlmdFJlcG9ydFJlcXVlc3QaKS5tbG1lc2gubW9uaXRvci52MS5HZXREcmlmdFJlcG9ydFJlc3BvbnNlIi7K8xgCCAKC0+STAiISIC92MS9tb25pdG9yL21vZGVscy97bW9kZWx9L2RyaWZ0EpoBCg9HZXRUcmFmZmljU3RhdHMSKS5tbG1lc2gubW9uaXRvci52MS5HZXRUcmFmZmljU3RhdHNSZXF1ZXN0GioubWxtZXNoLm1vbml0b3IudjEuR2V0VHJhZmZpY1N0YXRzUmVzcG9uc2UiMMrzGAIIAoLT5JMCJBIiL3YxL21vbml0b3IvbW9kZWxzL3ttb2RlbH0vdHJhZmZpYxJ7CgpMaXN0QWxlcnRzEiQubWxtZXNoLm1vbml0b3IudjEuTGlzdEFsZXJ0c1JlcXVlc3QaJS5tbG1lc2gubW9uaXRvci52MS5MaXN0QWxlcnRzUmVzcG9uc2UiIMrzGAIIAoLT5JMCFBISL3YxL21vbml0b3IvYWxlcnRzEoYBCgtXYXRjaEFsZXJ0cxIlLm1sbWVzaC5tb25pdG9yLnYxLldhdGNoQWxlcnRzUmVxdWVzdBomLm1sbWVzaC5tb25pdG9yLnYxLldhdGNoQWxlcnRzUmVzcG9uc2UiJsrzGAIIAoLT5JMCGhIYL3YxL21vbml0b3IvYWxlcnRzOndhdGNoMAFiBnByb3RvMw", [file_buf_validate_validate, file_google_api_annotations, file_google_protobuf_duration, file_google_protobuf_timestamp, file_google_rpc_code, file_mlmesh_policy_v1_policy]);
 
 /**
  * PredictionRecord is what is kept of one prediction.
@@ -422,17 +422,25 @@ export const ImageRefSchema: GenMessage<ImageRef> = /*@__PURE__*/
   messageDesc(file_mlmesh_monitor_v1_monitor, 7);
 
 /**
- * IngestRecordsRequest is one message of an ingestion stream.
+ * IngestRecordsRequest is one message of an ingestion stream: 1..10,000 records, whole or in
+ * blocks (the monitor answers INVALID_ARGUMENT past 10,000 with the blocks' records counted).
  *
  * @generated from message mlmesh.monitor.v1.IngestRecordsRequest
  */
 export type IngestRecordsRequest = Message<"mlmesh.monitor.v1.IngestRecordsRequest"> & {
   /**
-   * Records to store, 1..10,000 per message.
+   * Records to store, each whole.
    *
    * @generated from field: repeated mlmesh.monitor.v1.PredictionRecord records = 1;
    */
   records: PredictionRecord[];
+
+  /**
+   * Records to store, column by column.
+   *
+   * @generated from field: repeated mlmesh.monitor.v1.RecordBlock blocks = 2;
+   */
+  blocks: RecordBlock[];
 };
 
 /**
@@ -441,6 +449,150 @@ export type IngestRecordsRequest = Message<"mlmesh.monitor.v1.IngestRecordsReque
  */
 export const IngestRecordsRequestSchema: GenMessage<IngestRecordsRequest> = /*@__PURE__*/
   messageDesc(file_mlmesh_monitor_v1_monitor, 8);
+
+/**
+ * RecordBlock holds the records of calls that succeeded on a classifier and share their source,
+ * API, model, version, alias, arm and caller, column by column: a sender appends a few values
+ * per prediction instead of writing a message. The monitor stores each as the PredictionRecord
+ * it stands for: status OK, inputs as rows, outputs as a classification, no error, parent,
+ * shadow or tensors, not truncated, and its time and latency to the microsecond.
+ *
+ * @generated from message mlmesh.monitor.v1.RecordBlock
+ */
+export type RecordBlock = Message<"mlmesh.monitor.v1.RecordBlock"> & {
+  /**
+   * Which service wrote the records.
+   *
+   * @generated from field: mlmesh.monitor.v1.RecordSource source = 1;
+   */
+  source: RecordSource;
+
+  /**
+   * How the predictions were asked for (PredictionRecord.api).
+   *
+   * @generated from field: string api = 2;
+   */
+  api: string;
+
+  /**
+   * The model's name.
+   *
+   * @generated from field: string model = 3;
+   */
+  model: string;
+
+  /**
+   * The version that answered.
+   *
+   * @generated from field: uint32 version = 4;
+   */
+  version: number;
+
+  /**
+   * The alias the requests named; empty for none.
+   *
+   * @generated from field: string alias = 5;
+   */
+  alias: string;
+
+  /**
+   * The traffic policy's arm that routed them; empty without a policy.
+   *
+   * @generated from field: string arm = 6;
+   */
+  arm: string;
+
+  /**
+   * Who called; empty when authentication is off.
+   *
+   * @generated from field: string caller = 7;
+   */
+  caller: string;
+
+  /**
+   * Features per row.
+   *
+   * @generated from field: uint32 width = 8;
+   */
+  width: number;
+
+  /**
+   * The class labels, in the order of each row's probabilities.
+   *
+   * @generated from field: repeated string labels = 9;
+   */
+  labels: string[];
+
+  /**
+   * Per record, its request id: the block's records, 1..10,000.
+   *
+   * @generated from field: repeated string request_ids = 10;
+   */
+  requestIds: string[];
+
+  /**
+   * Per record, its trace id (empty when untraced); one per record, or none at all.
+   *
+   * @generated from field: repeated string trace_ids = 11;
+   */
+  traceIds: string[];
+
+  /**
+   * When the first record's answer was computed.
+   *
+   * @generated from field: google.protobuf.Timestamp time = 12;
+   */
+  time?: Timestamp | undefined;
+
+  /**
+   * Per record, microseconds from `time` to its answer (negative if the clock stepped back).
+   *
+   * @generated from field: repeated sint64 time_offsets_us = 13;
+   */
+  timeOffsetsUs: bigint[];
+
+  /**
+   * Per record, microseconds from the call's arrival at the model to its answer.
+   *
+   * @generated from field: repeated uint32 latencies_us = 14;
+   */
+  latenciesUs: number[];
+
+  /**
+   * Per record, the rows the model ran.
+   *
+   * @generated from field: repeated uint32 row_counts = 15;
+   */
+  rowCounts: number[];
+
+  /**
+   * Every record's rows, one after another, row-major: (sum of row_counts) x width values.
+   *
+   * @generated from field: repeated float features = 16;
+   */
+  features: number[];
+
+  /**
+   * Every record's probabilities, one after another: (sum of row_counts) x labels values.
+   *
+   * @generated from field: repeated float probabilities = 17;
+   */
+  probabilities: number[];
+
+  /**
+   * Per row of every record, the outlier model's score; empty when the version is not scored.
+   *
+   * @generated from field: repeated float outlier_scores = 18;
+   */
+  outlierScores: number[];
+};
+
+/**
+ * Describes the message mlmesh.monitor.v1.RecordBlock.
+ * Use `create(RecordBlockSchema)` to create a new message.
+ */
+export const RecordBlockSchema: GenMessage<RecordBlock> = /*@__PURE__*/
+  messageDesc(file_mlmesh_monitor_v1_monitor, 9);
 
 /**
  * IngestRecordsResponse counts what the stream stored.
@@ -468,7 +620,7 @@ export type IngestRecordsResponse = Message<"mlmesh.monitor.v1.IngestRecordsResp
  * Use `create(IngestRecordsResponseSchema)` to create a new message.
  */
 export const IngestRecordsResponseSchema: GenMessage<IngestRecordsResponse> = /*@__PURE__*/
-  messageDesc(file_mlmesh_monitor_v1_monitor, 9);
+  messageDesc(file_mlmesh_monitor_v1_monitor, 10);
 
 /**
  * ListPredictionsRequest filters and pages the records of one model.
@@ -538,7 +690,7 @@ export type ListPredictionsRequest = Message<"mlmesh.monitor.v1.ListPredictionsR
  * Use `create(ListPredictionsRequestSchema)` to create a new message.
  */
 export const ListPredictionsRequestSchema: GenMessage<ListPredictionsRequest> = /*@__PURE__*/
-  messageDesc(file_mlmesh_monitor_v1_monitor, 10);
+  messageDesc(file_mlmesh_monitor_v1_monitor, 11);
 
 /**
  * ListPredictionsResponse is one page of records, newest first.
@@ -566,7 +718,7 @@ export type ListPredictionsResponse = Message<"mlmesh.monitor.v1.ListPredictions
  * Use `create(ListPredictionsResponseSchema)` to create a new message.
  */
 export const ListPredictionsResponseSchema: GenMessage<ListPredictionsResponse> = /*@__PURE__*/
-  messageDesc(file_mlmesh_monitor_v1_monitor, 11);
+  messageDesc(file_mlmesh_monitor_v1_monitor, 12);
 
 /**
  * GetPredictionRequest names a request id.
@@ -587,7 +739,7 @@ export type GetPredictionRequest = Message<"mlmesh.monitor.v1.GetPredictionReque
  * Use `create(GetPredictionRequestSchema)` to create a new message.
  */
 export const GetPredictionRequestSchema: GenMessage<GetPredictionRequest> = /*@__PURE__*/
-  messageDesc(file_mlmesh_monitor_v1_monitor, 12);
+  messageDesc(file_mlmesh_monitor_v1_monitor, 13);
 
 /**
  * GetPredictionResponse is a record and the records linked to it.
@@ -615,7 +767,7 @@ export type GetPredictionResponse = Message<"mlmesh.monitor.v1.GetPredictionResp
  * Use `create(GetPredictionResponseSchema)` to create a new message.
  */
 export const GetPredictionResponseSchema: GenMessage<GetPredictionResponse> = /*@__PURE__*/
-  messageDesc(file_mlmesh_monitor_v1_monitor, 13);
+  messageDesc(file_mlmesh_monitor_v1_monitor, 14);
 
 /**
  * GetDriftReportRequest names a model version and a time range.
@@ -664,7 +816,7 @@ export type GetDriftReportRequest = Message<"mlmesh.monitor.v1.GetDriftReportReq
  * Use `create(GetDriftReportRequestSchema)` to create a new message.
  */
 export const GetDriftReportRequestSchema: GenMessage<GetDriftReportRequest> = /*@__PURE__*/
-  messageDesc(file_mlmesh_monitor_v1_monitor, 14);
+  messageDesc(file_mlmesh_monitor_v1_monitor, 15);
 
 /**
  * GetDriftReportResponse is a model version's windows, oldest first.
@@ -720,7 +872,7 @@ export type GetDriftReportResponse = Message<"mlmesh.monitor.v1.GetDriftReportRe
  * Use `create(GetDriftReportResponseSchema)` to create a new message.
  */
 export const GetDriftReportResponseSchema: GenMessage<GetDriftReportResponse> = /*@__PURE__*/
-  messageDesc(file_mlmesh_monitor_v1_monitor, 15);
+  messageDesc(file_mlmesh_monitor_v1_monitor, 16);
 
 /**
  * Thresholds are the values above which a window raises an alert: the monitor's defaults,
@@ -778,7 +930,7 @@ export type Thresholds = Message<"mlmesh.monitor.v1.Thresholds"> & {
  * Use `create(ThresholdsSchema)` to create a new message.
  */
 export const ThresholdsSchema: GenMessage<Thresholds> = /*@__PURE__*/
-  messageDesc(file_mlmesh_monitor_v1_monitor, 16);
+  messageDesc(file_mlmesh_monitor_v1_monitor, 17);
 
 /**
  * DriftWindow is one window's statistics for a model version.
@@ -869,7 +1021,7 @@ export type DriftWindow = Message<"mlmesh.monitor.v1.DriftWindow"> & {
  * Use `create(DriftWindowSchema)` to create a new message.
  */
 export const DriftWindowSchema: GenMessage<DriftWindow> = /*@__PURE__*/
-  messageDesc(file_mlmesh_monitor_v1_monitor, 17);
+  messageDesc(file_mlmesh_monitor_v1_monitor, 18);
 
 /**
  * FeatureDrift compares one feature's values in a window with the reference.
@@ -925,7 +1077,7 @@ export type FeatureDrift = Message<"mlmesh.monitor.v1.FeatureDrift"> & {
  * Use `create(FeatureDriftSchema)` to create a new message.
  */
 export const FeatureDriftSchema: GenMessage<FeatureDrift> = /*@__PURE__*/
-  messageDesc(file_mlmesh_monitor_v1_monitor, 18);
+  messageDesc(file_mlmesh_monitor_v1_monitor, 19);
 
 /**
  * LabelDrift compares the shares of predicted labels with the training labels' shares.
@@ -960,7 +1112,7 @@ export type LabelDrift = Message<"mlmesh.monitor.v1.LabelDrift"> & {
  * Use `create(LabelDriftSchema)` to create a new message.
  */
 export const LabelDriftSchema: GenMessage<LabelDrift> = /*@__PURE__*/
-  messageDesc(file_mlmesh_monitor_v1_monitor, 19);
+  messageDesc(file_mlmesh_monitor_v1_monitor, 20);
 
 /**
  * LabelShare is one label's share of a window's predictions.
@@ -995,7 +1147,7 @@ export type LabelShare = Message<"mlmesh.monitor.v1.LabelShare"> & {
  * Use `create(LabelShareSchema)` to create a new message.
  */
 export const LabelShareSchema: GenMessage<LabelShare> = /*@__PURE__*/
-  messageDesc(file_mlmesh_monitor_v1_monitor, 20);
+  messageDesc(file_mlmesh_monitor_v1_monitor, 21);
 
 /**
  * Alert is one condition raised on a model version.
@@ -1101,7 +1253,7 @@ export type Alert = Message<"mlmesh.monitor.v1.Alert"> & {
  * Use `create(AlertSchema)` to create a new message.
  */
 export const AlertSchema: GenMessage<Alert> = /*@__PURE__*/
-  messageDesc(file_mlmesh_monitor_v1_monitor, 21);
+  messageDesc(file_mlmesh_monitor_v1_monitor, 22);
 
 /**
  * ListAlertsRequest filters and pages alerts.
@@ -1143,7 +1295,7 @@ export type ListAlertsRequest = Message<"mlmesh.monitor.v1.ListAlertsRequest"> &
  * Use `create(ListAlertsRequestSchema)` to create a new message.
  */
 export const ListAlertsRequestSchema: GenMessage<ListAlertsRequest> = /*@__PURE__*/
-  messageDesc(file_mlmesh_monitor_v1_monitor, 22);
+  messageDesc(file_mlmesh_monitor_v1_monitor, 23);
 
 /**
  * ListAlertsResponse is one page of alerts, newest first.
@@ -1171,7 +1323,7 @@ export type ListAlertsResponse = Message<"mlmesh.monitor.v1.ListAlertsResponse">
  * Use `create(ListAlertsResponseSchema)` to create a new message.
  */
 export const ListAlertsResponseSchema: GenMessage<ListAlertsResponse> = /*@__PURE__*/
-  messageDesc(file_mlmesh_monitor_v1_monitor, 23);
+  messageDesc(file_mlmesh_monitor_v1_monitor, 24);
 
 /**
  * WatchAlertsRequest filters the alerts to stream.
@@ -1192,7 +1344,7 @@ export type WatchAlertsRequest = Message<"mlmesh.monitor.v1.WatchAlertsRequest">
  * Use `create(WatchAlertsRequestSchema)` to create a new message.
  */
 export const WatchAlertsRequestSchema: GenMessage<WatchAlertsRequest> = /*@__PURE__*/
-  messageDesc(file_mlmesh_monitor_v1_monitor, 24);
+  messageDesc(file_mlmesh_monitor_v1_monitor, 25);
 
 /**
  * WatchAlertsResponse is one alert that is firing or changed.
@@ -1213,7 +1365,7 @@ export type WatchAlertsResponse = Message<"mlmesh.monitor.v1.WatchAlertsResponse
  * Use `create(WatchAlertsResponseSchema)` to create a new message.
  */
 export const WatchAlertsResponseSchema: GenMessage<WatchAlertsResponse> = /*@__PURE__*/
-  messageDesc(file_mlmesh_monitor_v1_monitor, 25);
+  messageDesc(file_mlmesh_monitor_v1_monitor, 26);
 
 /**
  * GetTrafficStatsRequest names a model and a time range.
@@ -1248,7 +1400,7 @@ export type GetTrafficStatsRequest = Message<"mlmesh.monitor.v1.GetTrafficStatsR
  * Use `create(GetTrafficStatsRequestSchema)` to create a new message.
  */
 export const GetTrafficStatsRequestSchema: GenMessage<GetTrafficStatsRequest> = /*@__PURE__*/
-  messageDesc(file_mlmesh_monitor_v1_monitor, 26);
+  messageDesc(file_mlmesh_monitor_v1_monitor, 27);
 
 /**
  * GetTrafficStatsResponse holds the sums of the range.
@@ -1283,7 +1435,7 @@ export type GetTrafficStatsResponse = Message<"mlmesh.monitor.v1.GetTrafficStats
  * Use `create(GetTrafficStatsResponseSchema)` to create a new message.
  */
 export const GetTrafficStatsResponseSchema: GenMessage<GetTrafficStatsResponse> = /*@__PURE__*/
-  messageDesc(file_mlmesh_monitor_v1_monitor, 27);
+  messageDesc(file_mlmesh_monitor_v1_monitor, 28);
 
 /**
  * VersionTraffic sums the recorded calls one version answered.
@@ -1332,7 +1484,7 @@ export type VersionTraffic = Message<"mlmesh.monitor.v1.VersionTraffic"> & {
  * Use `create(VersionTrafficSchema)` to create a new message.
  */
 export const VersionTrafficSchema: GenMessage<VersionTraffic> = /*@__PURE__*/
-  messageDesc(file_mlmesh_monitor_v1_monitor, 28);
+  messageDesc(file_mlmesh_monitor_v1_monitor, 29);
 
 /**
  * ShadowTraffic sums the comparisons of a shadow version with the primary that answered.
@@ -1402,7 +1554,7 @@ export type ShadowTraffic = Message<"mlmesh.monitor.v1.ShadowTraffic"> & {
  * Use `create(ShadowTrafficSchema)` to create a new message.
  */
 export const ShadowTrafficSchema: GenMessage<ShadowTraffic> = /*@__PURE__*/
-  messageDesc(file_mlmesh_monitor_v1_monitor, 29);
+  messageDesc(file_mlmesh_monitor_v1_monitor, 30);
 
 /**
  * RecordSource says which service wrote a record.
