@@ -1,14 +1,17 @@
-// The prediction log's hand encoder (runtime/prediction-log/record-writer.ts) against
-// protobuf-es: every field it writes decodes to what it was given.
+// The prediction log's hand encoder (runtime/prediction-log/record-writer.ts) and its record
+// blocks (record-block.ts) against protobuf-es: every field it writes decodes to what it was
+// given, and the monitor reads a block's records back as they would have been sent alone.
 import * as http2 from "node:http2";
 import type { AddressInfo } from "node:net";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { describe, expect, it } from "vitest";
-import { IngestRecordsRequestSchema, IngestRecordsResponseSchema, PredictionRecordSchema, RecordSource as Source } from "../gen/mlmesh/monitor/v1/monitor_pb.js";
+import { decodeIngestRequest, ingestedRecords } from "../services/monitor/record-wire.js";
+import { IngestRecordsRequestSchema, IngestRecordsResponseSchema, PredictionRecordSchema, RecordSource as Source, type IngestRecordsRequest } from "../gen/mlmesh/monitor/v1/monitor_pb.js";
 import { createLogger } from "../services/runtime/observability/logger.js";
 import { metricsText } from "../services/runtime/observability/metrics.js";
 import { PredictionLog } from "../services/runtime/prediction-log/prediction-log.js";
-import { encodeIngestRequest, encodeRecord, RecordSource, type RecordFacts } from "../services/runtime/prediction-log/record-writer.js";
+import { fitsBlock, RecordBlock } from "../services/runtime/prediction-log/record-block.js";
+import { encodeIngestRequest, encodeRecord, ProtoWriter, RecordSource, type RecordFacts } from "../services/runtime/prediction-log/record-writer.js";
 
 const facts: RecordFacts = {
   requestId: "req-1",
@@ -96,47 +99,153 @@ describe("the prediction record encoder", () => {
   });
 });
 
+/**
+ * An HTTP/2 server answering IngestRecords as the monitor does (every message must hold a record
+ * or a block), handing each message to `received`; and a prediction log sending to it.
+ */
+async function fakeMonitor(received: (request: IngestRecordsRequest) => void): Promise<{ log: PredictionLog; close: () => Promise<unknown> }> {
+  const server = http2.createServer();
+  server.on("stream", (stream) => {
+    const chunks: Buffer[] = [];
+    stream.on("data", (c: Buffer) => chunks.push(c));
+    stream.on("end", () => {
+      let body = Buffer.concat(chunks);
+      let empty = false;
+      while (body.length >= 5) {
+        const length = body.readUInt32BE(1);
+        const request = fromBinary(IngestRecordsRequestSchema, body.subarray(5, 5 + length));
+        received(request);
+        if (request.records.length === 0 && request.blocks.length === 0) empty = true;
+        body = body.subarray(5 + length);
+      }
+      const status = empty ? { "grpc-status": "3", "grpc-message": "a message must hold at least one record or block" } : { "grpc-status": "0" };
+      stream.respond({ ":status": 200, "content-type": "application/grpc" }, { waitForTrailers: true });
+      stream.on("wantTrailers", () => stream.sendTrailers(status));
+      const reply = toBinary(IngestRecordsResponseSchema, create(IngestRecordsResponseSchema, {}));
+      const framed = Buffer.alloc(5 + reply.length);
+      framed.writeUInt32BE(reply.length, 1);
+      framed.set(reply, 5);
+      stream.end(framed);
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const log = new PredictionLog(
+    {
+      monitorAddress: `127.0.0.1:${(server.address() as AddressInfo).port}`,
+      sampleRates: new Map(),
+      defaultSampleRate: 1,
+      queueBytes: 4 * 1024 * 1024,
+      maxPayloadBytes: 16 * 1024 * 1024,
+      flushIntervalMs: 60_000,
+    },
+    createLogger("test", "error"),
+    {},
+  );
+  return { log, close: () => new Promise((resolve) => server.close(resolve)) };
+}
+
+/** A successful call of a two-label classifier on `rowCount` rows of two features, traced when `i` is even. */
+const labels = ["a", "b"];
+function call(i: number, rowCount: number): RecordFacts {
+  return {
+    requestId: `call-${i}`,
+    traceId: i % 2 === 0 ? "4bf92f3577b34da6a3ce929d0e0e4736" : undefined,
+    source: RecordSource.predictor,
+    api: "predict",
+    model: "iris_svc",
+    version: 2,
+    alias: "production",
+    timeMs: 1_764_000_000_000 + i,
+    latencyMs: 0.25 * (i + 1),
+    status: 0,
+    rowCount,
+    rows: { width: 2, values: Float32Array.from({ length: 2 * rowCount }, (_, k) => i + k / 8) },
+    classification: { labels, probabilities: Float32Array.from({ length: 2 * rowCount }, (_, k) => (k % 2 === 0 ? 0.25 : 0.75)) },
+    outlierScores: Float32Array.from({ length: rowCount }, (_, k) => k - 0.5),
+  };
+}
+
+describe("record blocks", () => {
+  it("hold successful classifier calls, and nothing a block has no column for", () => {
+    expect(fitsBlock(call(0, 1))).toBe(true);
+    expect(fitsBlock({ ...call(0, 1), outlierScores: undefined, traceId: undefined })).toBe(true);
+    for (const other of [{ status: 9 }, { error: "x" }, { parentRequestId: "p" }, { shadow: facts.shadow }, { inputTensors: [] }, { images: [] }, { rows: undefined }, { classification: undefined }, { rowCount: 2 }]) {
+      expect(fitsBlock({ ...call(0, 1), ...other })).toBe(false);
+    }
+  });
+
+  it("take a call that shares the block's header only", () => {
+    const block = new RecordBlock();
+    block.start(call(0, 1));
+    expect(block.accepts(call(1, 5))).toBe(true);
+    for (const other of [{ version: 3 }, { alias: undefined }, { arm: "b" }, { caller: "someone" }, { api: "oip" }, { outlierScores: undefined }]) {
+      expect(block.accepts({ ...call(1, 1), ...other })).toBe(false);
+    }
+    // Labels are compared by content (the Proxy makes its list per call).
+    expect(block.accepts({ ...call(1, 1), classification: { labels: [...labels], probabilities: Float32Array.of(0.5, 0.5) } })).toBe(true);
+    expect(block.accepts({ ...call(1, 1), classification: { labels: ["a", "c"], probabilities: Float32Array.of(0.5, 0.5) } })).toBe(false);
+  });
+
+  it("are read back by the monitor as the records a sender would have written one by one", () => {
+    const calls = [call(0, 1), call(1, 3), call(2, 1)];
+    const block = new RecordBlock();
+    block.start(calls[0]);
+    for (const c of calls) {
+      expect(block.accepts(c)).toBe(true);
+      block.add(c);
+    }
+    const w = new ProtoWriter(Buffer.allocUnsafe(16));
+    block.writeTo(w);
+    expect(block.records).toBe(0);
+    const bytes = Buffer.from(w.buffer.subarray(0, w.at));
+    const request = fromBinary(IngestRecordsRequestSchema, bytes);
+    expect(request.blocks[0]).toMatchObject({
+      source: Source.PREDICTOR,
+      model: "iris_svc",
+      version: 2,
+      alias: "production",
+      width: 2,
+      labels,
+      requestIds: ["call-0", "call-1", "call-2"],
+      traceIds: [calls[0].traceId, "", calls[0].traceId],
+      timeOffsetsUs: [0n, 1000n, 2000n],
+      latenciesUs: [250, 500, 750],
+      rowCounts: [1, 3, 1],
+      outlierScores: [-0.5, -0.5, 0.5, 1.5, -0.5],
+    });
+    const alone = calls.map((c) => fromBinary(PredictionRecordSchema, encodeRecord(c, 1 << 20)));
+    // The native gRPC path (read by hand) and every other (protobuf-es) store the same bytes.
+    const byHand = decodeIngestRequest(bytes)!.ingested;
+    expect(byHand.map((r) => fromBinary(PredictionRecordSchema, r.bytes))).toEqual(alone);
+    expect(byHand.map((r) => r.outlierRows)).toEqual([0, 2, 0]);
+    expect(ingestedRecords(request).map((r) => r.bytes)).toEqual(byHand.map((r) => r.bytes));
+  });
+
+  it("are sent by the log, full ones first, the last one when the queue is sent, beside whole records", async () => {
+    const ids: string[] = [];
+    const messages: number[] = [];
+    const monitor = await fakeMonitor((request) => {
+      for (const record of request.records) ids.push(record.requestId);
+      for (const block of request.blocks) ids.push(...block.requestIds);
+      messages.push(request.records.length + request.blocks.reduce((sum, b) => sum + b.requestIds.length, 0));
+    });
+    try {
+      for (let i = 0; i < 2500; i++) monitor.log.append(call(i, 1 + (i % 3)));
+      monitor.log.append({ ...call(2500, 1), status: 3, error: "bad rows" });
+      await monitor.log.close(5000);
+      expect(ids.sort()).toEqual(Array.from({ length: 2501 }, (_, i) => `call-${i}`).sort());
+      expect(messages.every((n) => n <= 10_000)).toBe(true);
+      expect(monitor.log.queuedBytes).toBe(0);
+    } finally {
+      await monitor.close();
+    }
+  });
+});
+
 describe("the prediction log's queue", () => {
   it("sends no empty message when a record is dropped into a fresh one (the monitor would refuse the whole stream)", async () => {
-    // An HTTP/2 server answering IngestRecords as the monitor does: every message must hold a record.
     const messages: number[] = [];
-    const server = http2.createServer();
-    server.on("stream", (stream) => {
-      const chunks: Buffer[] = [];
-      stream.on("data", (c: Buffer) => chunks.push(c));
-      stream.on("end", () => {
-        let body = Buffer.concat(chunks);
-        let empty = false;
-        while (body.length >= 5) {
-          const length = body.readUInt32BE(1);
-          const request = fromBinary(IngestRecordsRequestSchema, body.subarray(5, 5 + length));
-          messages.push(request.records.length);
-          if (request.records.length === 0) empty = true;
-          body = body.subarray(5 + length);
-        }
-        const status = empty ? { "grpc-status": "3", "grpc-message": "records: must contain at least 1 item(s)" } : { "grpc-status": "0" };
-        stream.respond({ ":status": 200, "content-type": "application/grpc" }, { waitForTrailers: true });
-        stream.on("wantTrailers", () => stream.sendTrailers(status));
-        const reply = toBinary(IngestRecordsResponseSchema, create(IngestRecordsResponseSchema, {}));
-        const framed = Buffer.alloc(5 + reply.length);
-        framed.writeUInt32BE(reply.length, 1);
-        framed.set(reply, 5);
-        stream.end(framed);
-      });
-    });
-    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-    const log = new PredictionLog(
-      {
-        monitorAddress: `127.0.0.1:${(server.address() as AddressInfo).port}`,
-        sampleRates: new Map(),
-        defaultSampleRate: 1,
-        queueBytes: 4 * 1024 * 1024,
-        maxPayloadBytes: 16 * 1024 * 1024,
-        flushIntervalMs: 60_000,
-      },
-      createLogger("test", "error"),
-      {},
-    );
+    const { log, close } = await fakeMonitor((request) => messages.push(request.records.length));
     try {
       // A full message (10,000 records), then a record larger than the whole queue: dropped,
       // from the new message it was written into; then one more, and one too large again.
@@ -149,7 +258,7 @@ describe("the prediction log's queue", () => {
       await log.close(5000);
       expect(messages).toEqual([10_000, 1]);
     } finally {
-      await new Promise((resolve) => server.close(resolve));
+      await close();
     }
   });
 

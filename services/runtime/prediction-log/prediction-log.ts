@@ -5,6 +5,7 @@ import type { MeshCredentials } from "../client/mesh-credentials.js";
 import type { PredictionLogSettings } from "../env/settings.js";
 import type { Logger } from "../observability/logger.js";
 import { counter, gauge, hotCounter } from "../observability/metrics.js";
+import { fitsBlock, RecordBlock } from "./record-block.js";
 import { payloadBytes, ProtoWriter, writeRecord, type RecordFacts, type RecordTensor } from "./record-writer.js";
 
 /*
@@ -16,9 +17,11 @@ import { payloadBytes, ProtoWriter, writeRecord, type RecordFacts, type RecordTe
  * of up to 64 read 2-4 % worse in paired Predictor runs (55 rounds): by then the facts had gone
  * cold and some survived a scavenge (docs/benchmarks.md).
  *
- * The queue is a list of chunks, each the body of one IngestRecordsRequest (records framed as
- * its field 1, at most 1 MiB and 10,000 records): a record costs its bytes and nothing per
- * record besides, and a chunk is sent as it is.
+ * The queue is a list of chunks, each the body of one IngestRecordsRequest (at most 1 MiB and
+ * 10,000 records): a record costs its bytes and nothing per record besides, and a chunk is sent
+ * as it is. A successful classifier call, the common case, joins a RecordBlock (its columns are
+ * cheaper to fill than a message is to write) that becomes part of a chunk when it is full, its
+ * header changes, or the queue is sent; any other record is written as a PredictionRecord.
  *
  * It never blocks or fails a prediction. The queue is bounded in bytes (chunks sent but not
  * yet acknowledged count too); a record that does not fit is dropped and counted, so a slow or
@@ -103,6 +106,9 @@ export class PredictionLog {
   #lastFramedBytes = 0;
   /** Buffers of messages sent (or given up on), for the next messages. */
   #spareBuffers: Buffer[] = [];
+  /** Records being kept column by column, and the bytes they were counted for in #bytes. */
+  readonly #block = new RecordBlock();
+  #blockBytes = 0;
 
   constructor(
     private readonly settings: PredictionLogSettings & { readonly monitorAddress: string },
@@ -137,6 +143,18 @@ export class PredictionLog {
       droppedQueueFull.inc();
       return;
     }
+    const truncated = payloadBytes(facts) > this.settings.maxPayloadBytes;
+    if (!truncated && fitsBlock(facts)) {
+      const block = this.#block;
+      if (block.records > 0 && !block.accepts(facts)) this.#writeBlock();
+      if (block.records === 0) block.start(facts);
+      const added = block.add(facts);
+      this.#blockBytes += added;
+      this.#bytes += added;
+      this.#lastFramedBytes = added;
+      if (block.full) this.#writeBlock();
+      return;
+    }
     let chunk = this.#queue[this.#queue.length - 1];
     if (chunk === undefined || chunk.records >= maxRecordsPerMessage) chunk = this.#newChunk();
     // The record is written straight into the message it is sent in, then taken back if it
@@ -146,7 +164,7 @@ export class PredictionLog {
     try {
       // Two bytes for the record's length: what a record of 128 bytes to 16 KiB takes.
       const lengthAt = w.begin(1, 2);
-      writeRecord(w, facts, payloadBytes(facts) > this.settings.maxPayloadBytes);
+      writeRecord(w, facts, truncated);
       w.end(lengthAt, true, 2);
     } catch (err) {
       this.#takeBack(chunk, start);
@@ -171,6 +189,21 @@ export class PredictionLog {
     // The guess is of a record that was queued: one too large for any queue must not stop the rest.
     this.#lastFramedBytes = framed;
     this.#bytes += framed;
+  }
+
+  /** Writes the block into the queue's tail message (a new one when it has no room), and empties it. */
+  #writeBlock(): void {
+    const block = this.#block;
+    if (block.records === 0) return;
+    let chunk = this.#queue[this.#queue.length - 1];
+    // A block is at most 700 KiB or so; a message past its size is sent as it is.
+    if (chunk === undefined || chunk.records + block.records > maxRecordsPerMessage || chunk.length > maxMessageBytes / 4) chunk = this.#newChunk();
+    const before = chunk.writer.at;
+    chunk.records += block.records;
+    block.writeTo(chunk.writer);
+    // The block's bytes were counted as its records came, about: now exactly.
+    this.#bytes += chunk.writer.at - before - this.#blockBytes;
+    this.#blockBytes = 0;
   }
 
   /**
@@ -203,6 +236,7 @@ export class PredictionLog {
   /** Sends what is queued, within `timeoutMs`; what is left is dropped and counted (reason "shutdown"). */
   async close(timeoutMs: number): Promise<void> {
     clearInterval(this.#timer);
+    this.#writeBlock();
     const until = Date.now() + timeoutMs;
     this.#retryAt = 0;
     while ((this.#queue.length > 0 || this.#sending) && Date.now() < until) {
@@ -219,7 +253,9 @@ export class PredictionLog {
 
   /** One stream of the queue's head, when none is in flight and no backoff is running. */
   async #send(deadlineMs = Date.now() + sendTimeoutMs): Promise<void> {
-    if (this.#sending || this.#queue.length === 0 || Date.now() < this.#retryAt) return;
+    if (this.#sending || Date.now() < this.#retryAt) return;
+    this.#writeBlock();
+    if (this.#queue.length === 0) return;
     this.#sending = true;
     // Up to 4 MiB of whole chunks; the last one taken stops being filled.
     let taken = 0;
