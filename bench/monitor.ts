@@ -5,7 +5,8 @@
 //     rounds (both loaded at once, sharing core 0); then every call's record counted in the
 //     monitor's database (0 lost) and the drop counter read;
 //  2. the monitor's ingestion on one core (pinned to core 0; this process sends pre-encoded
-//     records from core 1), and GetPrediction by request id over 1,000 random ids;
+//     records from core 1, whole and in blocks), and GetPrediction by request id over 1,000
+//     random ids;
 //  3. the monitor down for BENCH_DOWN_SECONDS (default 300) under full load: the Predictor's
 //     requests/s against logging off, its RSS every 5 s, then the monitor started again and
 //     the records missing compared with the drop counter.
@@ -22,7 +23,8 @@ import { MonitorService } from "../gen/mlmesh/monitor/v1/monitor_pb.js";
 import { PredictRequestSchema } from "../gen/mlmesh/predictor/v1/predictor_pb.js";
 import { GrpcClient } from "../services/runtime/client/grpc-client.js";
 import { readProcessEnvironment } from "../services/runtime/env/variables.js";
-import { encodeIngestRequest, encodeRecord, RecordSource } from "../services/runtime/prediction-log/record-writer.js";
+import { RecordBlock } from "../services/runtime/prediction-log/record-block.js";
+import { encodeIngestRequest, encodeRecord, ProtoWriter, RecordSource, type RecordFacts } from "../services/runtime/prediction-log/record-writer.js";
 import { checkGrpc, grpcFrame, h2load, medianOf, pin, type LoadResult } from "./h2load.js";
 import { machineSummary, startBenchService, table, writeDocSection, type BenchService } from "./support.js";
 
@@ -36,6 +38,8 @@ const ingestRecords = Number(environment.BENCH_INGEST_RECORDS ?? 1_000_000);
 /** BENCH_ONLY=cost,ingest,down picks parts (a part does not write the doc); BENCH_PROFILE=1 profiles the ingesting monitor (--cpu-prof into the working folder). */
 const only = new Set((environment.BENCH_ONLY ?? "cost,ingest,down").split(","));
 const iris = [5.1, 3.5, 1.4, 0.2];
+/** The iris classifier's labels, one list for every record (as a loaded version shares its own). */
+const irisLabels = ["setosa", "versicolor", "virginica"];
 const predictPath = "/mlmesh.predictor.v1.PredictorService/Predict";
 const predictBody = (rows: number) => grpcFrame(toBinary(PredictRequestSchema, create(PredictRequestSchema, { model: "iris_svc", rows: Array.from({ length: rows }, () => ({ values: iris })) })));
 const scratch = mkdtempSync(join(tmpdir(), "mlmesh-bench-monitor-"));
@@ -260,90 +264,101 @@ async function pairedRounds(off: BenchService, on: BenchService, loads: readonly
 
 /** Part 2: ingestion on one core, and GetPrediction by request id. */
 async function ingestion(): Promise<void> {
-  const monitorDb = join(scratch, "monitor-ingest.db");
-  const monitor = await start("monitor", "0", { MONITOR_DATABASE_URL: `file:${monitorDb}` }, port++, environment.BENCH_PROFILE ? ["--cpu-prof"] : []);
-  await pin(process.pid, "1");
-  const client = new GrpcClient(monitor.address);
   const perMessage = 1000;
   const perStream = 10;
   const ids: string[] = [];
-  const streams: Uint8Array[][] = [];
+  // The same records in both forms a sender uses: each record whole, and (what the Predictor
+  // sends for a successful classifier call) a block of a message's records.
+  const recordStreams: Uint8Array[][] = [];
+  const blockStreams: Uint8Array[][] = [];
+  const block = new RecordBlock();
   const now = Date.now();
   for (let sent = 0; sent < ingestRecords; sent += perMessage * perStream) {
-    const messages: Uint8Array[] = [];
+    const recordMessages: Uint8Array[] = [];
+    const blockMessages: Uint8Array[] = [];
     for (let m = 0; m < perStream; m++) {
       const records: Uint8Array[] = [];
       for (let i = 0; i < perMessage; i++) {
         const requestId = randomUUID();
         if (Math.random() < 0.001) ids.push(requestId);
-        records.push(
-          encodeRecord(
-            {
-              requestId,
-              traceId: "4bf92f3577b34da6a3ce929d0e0e4736",
-              source: RecordSource.predictor,
-              api: "predict",
-              model: "iris_svc",
-              version: 1,
-              timeMs: now + (sent + m * perMessage + i) / 100,
-              latencyMs: 0.2,
-              status: 0,
-              rowCount: 1,
-              rows: { width: 4, values: Float32Array.from(iris) },
-              classification: { labels: ["setosa", "versicolor", "virginica"], probabilities: Float32Array.from([0.97, 0.02, 0.01]) },
-              outlierScores: Float32Array.from([-0.1]),
-            },
-            65536,
-          ),
-        );
+        const facts: RecordFacts = {
+          requestId,
+          traceId: "4bf92f3577b34da6a3ce929d0e0e4736",
+          source: RecordSource.predictor,
+          api: "predict",
+          model: "iris_svc",
+          version: 1,
+          timeMs: now + Math.floor((sent + m * perMessage + i) / 100),
+          latencyMs: 0.2,
+          status: 0,
+          rowCount: 1,
+          rows: { width: 4, values: Float32Array.from(iris) },
+          classification: { labels: irisLabels, probabilities: Float32Array.from([0.97, 0.02, 0.01]) },
+          outlierScores: Float32Array.from([-0.1]),
+        };
+        records.push(encodeRecord(facts, 65536));
+        if (block.records === 0) block.start(facts);
+        block.add(facts);
       }
-      messages.push(encodeIngestRequest(records));
+      recordMessages.push(encodeIngestRequest(records));
+      const w = new ProtoWriter(Buffer.allocUnsafe(128 * 1024));
+      block.writeTo(w);
+      blockMessages.push(w.buffer.subarray(0, w.at));
     }
-    streams.push(messages);
+    recordStreams.push(recordMessages);
+    blockStreams.push(blockMessages);
   }
-  const recordBytes = streams[0][0].length / perMessage;
-  const begin = performance.now();
-  let next = 0;
-  // Eight senders, each on its own connection, as eight Predictors would be.
-  const lane = async () => {
-    const sender = new GrpcClient(monitor.address);
-    while (next < streams.length) {
-      const messages = streams[next++];
-      await sender.clientStreamBytes(MonitorService.method.ingestRecords, messages, { deadlineMs: Date.now() + 120_000 });
+  const size = (streams: Uint8Array[][]) => Math.round(streams[0][0].length / perMessage);
+  const rows: string[][] = [];
+  for (const [form, streams] of [
+    ["records, each whole", recordStreams],
+    ["blocks of 1,000", blockStreams],
+  ] as const) {
+    const monitorDb = join(scratch, `monitor-ingest-${rows.length}.db`);
+    const monitor = await start("monitor", "0", { MONITOR_DATABASE_URL: `file:${monitorDb}` }, port++, environment.BENCH_PROFILE ? ["--cpu-prof"] : []);
+    await pin(process.pid, "1");
+    const begin = performance.now();
+    let next = 0;
+    // Eight senders, each on its own connection, as eight Predictors would be.
+    const lane = async () => {
+      const sender = new GrpcClient(monitor.address);
+      while (next < streams.length) {
+        const messages = streams[next++];
+        await sender.clientStreamBytes(MonitorService.method.ingestRecords, messages, { deadlineMs: Date.now() + 120_000 });
+      }
+      sender.close();
+    };
+    await Promise.all(Array.from({ length: 8 }, lane));
+    const elapsed = (performance.now() - begin) / 1000;
+    const stored = storedRecords(monitorDb, "iris_svc");
+    const perSecond = stored / elapsed;
+    console.log(`${form}: ingested ${stored} records in ${elapsed.toFixed(1)} s: ${Math.round(perSecond)} records/s`);
+    const latencies: number[] = [];
+    const client = new GrpcClient(monitor.address);
+    const { GetPredictionRequestSchema } = await import("../gen/mlmesh/monitor/v1/monitor_pb.js");
+    for (let k = 0; k < 1000; k++) {
+      const id = ids[k % ids.length];
+      const t = performance.now();
+      await client.unaryBytes(MonitorService.method.getPrediction, toBinary(GetPredictionRequestSchema, create(GetPredictionRequestSchema, { requestId: id })), { deadlineMs: Date.now() + 5000 });
+      latencies.push(performance.now() - t);
     }
-    sender.close();
-  };
-  await Promise.all(Array.from({ length: 8 }, lane));
-  const elapsed = (performance.now() - begin) / 1000;
-  const stored = storedRecords(monitorDb, "iris_svc");
-  const perSecond = stored / elapsed;
-  console.log(`ingested ${stored} records in ${elapsed.toFixed(1)} s: ${Math.round(perSecond)} records/s`);
-  const latencies: number[] = [];
-  const { GetPredictionRequestSchema } = await import("../gen/mlmesh/monitor/v1/monitor_pb.js");
-  for (let k = 0; k < 1000; k++) {
-    const id = ids[k % ids.length];
-    const t = performance.now();
-    await client.unaryBytes(MonitorService.method.getPrediction, toBinary(GetPredictionRequestSchema, create(GetPredictionRequestSchema, { requestId: id })), { deadlineMs: Date.now() + 5000 });
-    latencies.push(performance.now() - t);
+    latencies.sort((a, b) => a - b);
+    const p = (q: number) => latencies[Math.floor(q * (latencies.length - 1))].toFixed(2);
+    console.log(`GetPrediction p50 ${p(0.5)} ms p99 ${p(0.99)} ms`);
+    rows.push([form, String(size(streams)), String(stored), elapsed.toFixed(1), String(Math.round(perSecond)), p(0.5), p(0.99)]);
+    client.close();
+    await monitor.stop();
   }
-  latencies.sort((a, b) => a - b);
-  const p = (q: number) => latencies[Math.floor(q * (latencies.length - 1))].toFixed(2);
-  console.log(`GetPrediction p50 ${p(0.5)} ms p99 ${p(0.99)} ms`);
   doc.push(
     "",
     "### The monitor's ingestion on one core, and a record by request id",
     "",
-    `The monitor pinned to core 0 on SQLite (synchronous FULL); this benchmark on core 1 sends ${stored} pre-encoded records of ${Math.round(recordBytes)} bytes (4 features, 3 probabilities, an outlier score) in messages of ${perMessage}, ${perStream} messages per IngestRecords stream, four streams at a time.`,
+    `The monitor pinned to core 0 on SQLite (synchronous FULL), a fresh database per row; this benchmark on core 1 sends ${ingestRecords} pre-encoded records (4 features, 3 probabilities, an outlier score) in messages of ${perMessage}, ${perStream} messages per IngestRecords stream, eight streams at a time. The records come whole, or in blocks (what the Predictor sends for a successful classifier call: the monitor writes each record from the block's columns).`,
     "",
-    table(
-      ["records", "seconds", "records/s", "GetPrediction p50 ms", "GetPrediction p99 ms"],
-      [[String(stored), elapsed.toFixed(1), String(Math.round(perSecond)), p(0.5), p(0.99)]],
-    ),
+    table(["records sent as", "bytes per record", "records", "seconds", "records/s", "GetPrediction p50 ms", "GetPrediction p99 ms"], rows),
     "",
     `GetPrediction: 1,000 calls in sequence over ${ids.length} request ids drawn at random from the table (round trip on loopback included).`,
   );
-  client.close();
-  await monitor.stop();
 }
 
 /** Part 3: the monitor down under load. */
