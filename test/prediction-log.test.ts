@@ -240,6 +240,25 @@ describe("record blocks", () => {
       await monitor.close();
     }
   });
+
+  it("are kept per version while a traffic policy interleaves the calls of several", async () => {
+    const blocks: number[] = [];
+    const ids: string[] = [];
+    const monitor = await fakeMonitor((request) => {
+      blocks.push(...request.blocks.map((b) => b.version));
+      for (const block of request.blocks) ids.push(...block.requestIds);
+    });
+    try {
+      for (let i = 0; i < 300; i++) monitor.log.append({ ...call(i, 1), version: 1 + (i % 3) });
+      // Then more versions at once than blocks are kept: each new one writes out the oldest.
+      for (let i = 300; i < 360; i++) monitor.log.append({ ...call(i, 1), version: 11 + (i % 6) });
+      await monitor.log.close(5000);
+      expect(blocks.slice(0, 3).sort()).toEqual([1, 2, 3]);
+      expect(ids.sort()).toEqual(Array.from({ length: 360 }, (_, i) => `call-${i}`).sort());
+    } finally {
+      await monitor.close();
+    }
+  });
 });
 
 describe("the prediction log's queue", () => {

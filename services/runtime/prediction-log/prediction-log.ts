@@ -68,6 +68,8 @@ const maxStreamBytes = 4 * 1024 * 1024;
 const chunkBufferBytes = maxMessageBytes + 64 * 1024;
 /** Spare buffers kept: one stream's worth and the message being filled. */
 const maxSpareBuffers = maxStreamBytes / maxMessageBytes + 1;
+/** Blocks filled at once (RecordBlock: about 700 KiB each). */
+const maxOpenBlocks = 4;
 const sendTimeoutMs = 15_000;
 const maxBackoffMs = 5000;
 
@@ -106,9 +108,13 @@ export class PredictionLog {
   #lastFramedBytes = 0;
   /** Buffers of messages sent (or given up on), for the next messages. */
   #spareBuffers: Buffer[] = [];
-  /** Records being kept column by column, and the bytes they were counted for in #bytes. */
-  readonly #block = new RecordBlock();
-  #blockBytes = 0;
+  /**
+   * Blocks being filled, one per header seen lately: a traffic policy (A/B, a canary) interleaves
+   * the calls of two or three versions, and a block per version keeps each block long.
+   */
+  readonly #blocks: RecordBlock[] = [];
+  /** The block given up first when another header comes and every block is taken. */
+  #nextEvicted = 0;
 
   constructor(
     private readonly settings: PredictionLogSettings & { readonly monitorAddress: string },
@@ -145,14 +151,11 @@ export class PredictionLog {
     }
     const truncated = payloadBytes(facts) > this.settings.maxPayloadBytes;
     if (!truncated && fitsBlock(facts)) {
-      const block = this.#block;
-      if (block.records > 0 && !block.accepts(facts)) this.#writeBlock();
-      if (block.records === 0) block.start(facts);
+      const block = this.#blockFor(facts);
       const added = block.add(facts);
-      this.#blockBytes += added;
       this.#bytes += added;
       this.#lastFramedBytes = added;
-      if (block.full) this.#writeBlock();
+      if (block.full) this.#writeBlock(block);
       return;
     }
     let chunk = this.#queue[this.#queue.length - 1];
@@ -191,19 +194,38 @@ export class PredictionLog {
     this.#bytes += framed;
   }
 
-  /** Writes the block into the queue's tail message (a new one when it has no room), and empties it. */
-  #writeBlock(): void {
-    const block = this.#block;
+  /** A block that takes `facts`: one holding calls like it, else an empty one (started for them). */
+  #blockFor(facts: RecordFacts): RecordBlock {
+    const blocks = this.#blocks;
+    for (let i = 0; i < blocks.length; i++) if (blocks[i].records > 0 && blocks[i].accepts(facts)) return blocks[i];
+    let block = blocks.find((b) => b.records === 0);
+    if (block === undefined && blocks.length < maxOpenBlocks) blocks.push((block = new RecordBlock()));
+    if (block === undefined) {
+      block = blocks[this.#nextEvicted];
+      this.#nextEvicted = (this.#nextEvicted + 1) % maxOpenBlocks;
+      this.#writeBlock(block);
+    }
+    block.start(facts);
+    return block;
+  }
+
+  /** Writes every block that holds records. */
+  #writeBlocks(): void {
+    for (const block of this.#blocks) this.#writeBlock(block);
+  }
+
+  /** Writes a block into the queue's tail message (a new one when it has no room), and empties it. */
+  #writeBlock(block: RecordBlock): void {
     if (block.records === 0) return;
     let chunk = this.#queue[this.#queue.length - 1];
     // A block is at most 700 KiB or so; a message past its size is sent as it is.
     if (chunk === undefined || chunk.records + block.records > maxRecordsPerMessage || chunk.length > maxMessageBytes / 4) chunk = this.#newChunk();
     const before = chunk.writer.at;
+    const counted = block.bytes;
     chunk.records += block.records;
     block.writeTo(chunk.writer);
     // The block's bytes were counted as its records came, about: now exactly.
-    this.#bytes += chunk.writer.at - before - this.#blockBytes;
-    this.#blockBytes = 0;
+    this.#bytes += chunk.writer.at - before - counted;
   }
 
   /**
@@ -236,7 +258,7 @@ export class PredictionLog {
   /** Sends what is queued, within `timeoutMs`; what is left is dropped and counted (reason "shutdown"). */
   async close(timeoutMs: number): Promise<void> {
     clearInterval(this.#timer);
-    this.#writeBlock();
+    this.#writeBlocks();
     const until = Date.now() + timeoutMs;
     this.#retryAt = 0;
     while ((this.#queue.length > 0 || this.#sending) && Date.now() < until) {
@@ -254,7 +276,7 @@ export class PredictionLog {
   /** One stream of the queue's head, when none is in flight and no backoff is running. */
   async #send(deadlineMs = Date.now() + sendTimeoutMs): Promise<void> {
     if (this.#sending || Date.now() < this.#retryAt) return;
-    this.#writeBlock();
+    this.#writeBlocks();
     if (this.#queue.length === 0) return;
     this.#sending = true;
     // Up to 4 MiB of whole chunks; the last one taken stops being filled.

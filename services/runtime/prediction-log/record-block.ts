@@ -68,6 +68,8 @@ class FloatColumn {
 export class RecordBlock {
   /** Records held. */
   records = 0;
+  /** About how many bytes the records held will take when written (what add() returned). */
+  bytes = 0;
   #source = 0;
   #api = "";
   #model = "";
@@ -149,7 +151,9 @@ export class RecordBlock {
     this.#probabilities.add(probabilities);
     if (facts.outlierScores !== undefined) this.#scores.add(facts.outlierScores);
     // The three varints are mostly 3, 2 and 1 bytes.
-    return this.#ids.at - idsBefore + (this.#traces.at - tracesBefore) + 6 + 4 * (rows.length + probabilities.length + facts.rowCount);
+    const added = this.#ids.at - idsBefore + (this.#traces.at - tracesBefore) + 6 + 4 * (rows.length + probabilities.length + facts.rowCount);
+    this.bytes += added;
+    return added;
   }
 
   /** Whether the block should be written before another record: it is full, or its columns nearly are. */
@@ -196,6 +200,7 @@ export class RecordBlock {
 
   #clear(): void {
     this.records = 0;
+    this.bytes = 0;
     this.#ids.at = 0;
     this.#traces.at = 0;
     this.#traced = false;
