@@ -1,5 +1,5 @@
 // Shared by the benchmark scripts: start services as real processes, run ghz, format tables.
-import { execFile, spawn, type ChildProcess } from "node:child_process";
+import { execFile, execFileSync, spawn, type ChildProcess } from "node:child_process";
 import { mkdtemp, readFile, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -12,6 +12,11 @@ import { readProcessEnvironment } from "../services/runtime/env/variables.js";
 const environment = readProcessEnvironment();
 
 export const repoRoot = fileURLToPath(new URL("..", import.meta.url));
+// Services are measured as `npm start` runs them, from dist/: bin/mlmesh.js runs the TypeScript
+// through tsx's loader instead when the build is older than a file under services/ or gen/
+// (one edited README is enough), and a run's figures would then not be the build's. (A file
+// edited during a run still turns the services started after it to the TypeScript.)
+execFileSync(process.execPath, [join(repoRoot, "scripts/build.mjs")], { stdio: "inherit" });
 const ghz = `${repoRoot}.tools/bin/ghz`;
 
 /**
