@@ -367,6 +367,11 @@ describe.each(["sqlite", "postgresql"] as const)("the prediction log and the mon
     expect((await invalidBlock({ requestIds: [] })).rawMessage).toContain("request_ids");
     expect((await invalidBlock({ time: undefined })).rawMessage).toContain("time");
     expect((await failure(monitorClient.ingestRecords(stream({})))).rawMessage).toContain("at least one record or block");
+    const full = { ...block, width: 0, labels: [], features: [], probabilities: [], requestIds: Array.from({ length: 10_000 }, (_, i) => `full-${i}`) };
+    const columns = { timeOffsetsUs: full.requestIds.map(() => 0n), latenciesUs: full.requestIds.map(() => 1), rowCounts: full.requestIds.map(() => 1) };
+    const over = await failure(monitorClient.ingestRecords(stream({ records: [create(PredictionRecordSchema, base)], blocks: [create(RecordBlockSchema, { ...full, ...columns })] })));
+    expect(over.rawMessage).toBe("a message holds at most 10000 records, blocks' records included");
+    expect(await queryDatabase(monitorDb.url, "SELECT request_id FROM prediction_records WHERE request_id = 'full-0'")).toHaveLength(0);
     // Queries.
     const backwards = await failure(monitorClient.listPredictions({ model: "iris_svc", startTime: timestampFromMs(Date.now()), endTime: timestampFromMs(Date.now() - 60_000) }));
     expect(backwards.code).toBe(Code.InvalidArgument);

@@ -19,9 +19,10 @@ import { payloadBytes, ProtoWriter, writeRecord, type RecordFacts, type RecordTe
  *
  * The queue is a list of chunks, each the body of one IngestRecordsRequest (at most 1 MiB and
  * 10,000 records): a record costs its bytes and nothing per record besides, and a chunk is sent
- * as it is. A successful classifier call, the common case, joins a RecordBlock (its columns are
- * cheaper to fill than a message is to write) that becomes part of a chunk when it is full, its
- * header changes, or the queue is sent; any other record is written as a PredictionRecord.
+ * as it is. A successful classifier call, the common case, joins a RecordBlock of calls like it
+ * (its columns are cheaper to fill than a message is to write), which becomes part of a chunk
+ * when it is full, when a fifth kind of call needs its room, or when the queue is sent; any
+ * other record is written as a PredictionRecord.
  *
  * It never blocks or fails a prediction. The queue is bounded in bytes (chunks sent but not
  * yet acknowledged count too); a record that does not fit is dropped and counted, so a slow or
